@@ -1,0 +1,32 @@
+# edrfleet: `make demo` runs the main job, `make test` runs every test tier.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: setup demo test test-unit test-kernel lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PYTEST) -q -rs tests
+
+test-unit: setup
+	$(PYTEST) -q tests/unit
+
+test-kernel: setup
+	$(PYTEST) -q -rs tests/kernel
+
+lint: setup
+	$(VENV)/bin/ruff check edrfleet tests bench scripts
+
+bench: setup
+	$(PY) bench/exec_overhead.py
+	$(PY) bench/syscall_tax.py
+
+clean:
+	rm -rf .edrfleet .pytest_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""Time `compile_policy` on a synthetic policy: 1 000 rules, 200 of them with a regex.
+
+Usage: .venv/bin/python bench/compile_policy.py [--rules N] [--regexes N] [--seed S]
+Prints the load, compile and total times, and the size of the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edrfleet.policy import compile_policy, dump_bundle, load_policy_text  # noqa: E402
+
+NAMES = ["rm", "dd", "curl", "wget", "nc", "ncat", "bash", "sh", "python3", "perl", "chmod",
+         "chown", "mkfs", "iptables", "systemctl", "useradd", "passwd", "crontab", "ssh", "scp",
+         "tar", "base64", "openssl", "socat", "mount", "insmod", "kill", "shred", "find", "awk"]
+ARG_REGEXES = [
+    r"^-[a-zA-Z]*[rR][a-zA-Z]*$",
+    r"(?i)^--?(force|recursive|no-preserve-root)$",
+    r"^https?://[^/]+/.*\.(sh|py|pl)$",
+    r"^/dev/(sd[a-z]|nvme\d+n\d+|vd[a-z])$",
+    r"^of=/dev/",
+    r"\d{1,3}(\.\d{1,3}){3}",
+    r"^[0-7]?777$",
+    r"^/etc/(shadow|passwd|sudoers)$",
+    r"^-[a-z]*e[a-z]*$",
+    r"(?i)\.onion(:\d+)?$",
+]
+CMD_REGEXES = [
+    r"\|\s*(ba)?sh\b",
+    r"base64\s+(-d|--decode)",
+    r"/dev/(tcp|udp)/",
+    r"(?i)\bmimikatz\b",
+    r"^\S+ -c .*(curl|wget) ",
+    r"chmod\s+[0-7]*[1357]\d\d\s+/tmp/",
+    r"\bLD_PRELOAD=",
+    r"--no-preserve-root",
+]
+
+
+def synthetic_policy_text(n_rules: int = 1000, n_regexes: int = 200, seed: int = 1) -> str:
+    """A policy YAML with ``n_rules`` rules, ``n_regexes`` of which carry a regex."""
+    rnd = random.Random(seed)
+    names = NAMES + [f"tool{i}" for i in range(90)]
+    lines = ["version: 1", "mode: enforce", "rules:"]
+    regex_rules = set(rnd.sample(range(n_rules), n_regexes))
+    for i in range(n_rules):
+        action = rnd.choice(["block", "block", "log", "allow"])
+        exe = rnd.choice(names)
+        lines += [f"  - id: rule-{i}", f"    description: synthetic rule {i}",
+                  "    severity: high", f"    action: {action}", "    match:"]
+        wildcard = i in regex_rules and rnd.random() < 0.1
+        if not wildcard:
+            lines.append(f"      executable: [{exe}]")
+        lines.append("      args:")
+        lines.append(f'        - any: ["-x{i}", "--opt{i % 37}", "-{chr(97 + i % 26)}"]')
+        if rnd.random() < 0.5:
+            lines.append(f'        - glob: "/tmp/{i % 13}*"')
+        if i in regex_rules:
+            if rnd.random() < 0.6:
+                pat = rnd.choice(ARG_REGEXES).replace("^", f"^(?:x{i})?", 1) \
+                    if rnd.random() < 0.5 else rnd.choice(ARG_REGEXES)
+                lines.append(f"        - regex: '{pat}'")
+            else:
+                lines.append(f"      cmdline: '{rnd.choice(CMD_REGEXES)}{i % 7 or ''}'")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", type=int, default=1000)
+    parser.add_argument("--regexes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    text = synthetic_policy_text(args.rules, args.regexes, args.seed)
+    t0 = time.perf_counter()
+    policy = load_policy_text(text, "synthetic.yaml")
+    t1 = time.perf_counter()
+    bundle = compile_policy(policy)
+    t2 = time.perf_counter()
+    size = len(dump_bundle(bundle))
+    states = sum(len(d["trans"]) // d["nclasses"] for d in bundle["dfas"])
+    trans = sum(len(d["trans"]) for d in bundle["dfas"])
+    print(f"rules={args.rules} regexes={args.regexes} groups={len(bundle['groups'])} "
+          f"dfas={len(bundle['dfas'])} states={states} transitions={trans} bytes={size}")
+    print(f"load {t1 - t0:.3f} s  compile {t2 - t1:.3f} s  total {t2 - t0:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

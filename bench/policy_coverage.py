@@ -1,0 +1,301 @@
+"""How much of the attack corpora the default policy blocks, and what it blocks by mistake.
+
+Prints ratios, not pass/fail (bench/ convention).  Offline only: corpus lines are parsed into the
+argvs a shell would exec (tests/corpus_argv.py) and each argv is decided by the compiled bundle
+with `edrfleet.policy.simulate`; nothing is ever executed.  A line counts as blocked when any of
+its execs is blocked.
+
+Categories (attack corpora):
+
+- atomic_linux.jsonl, by ATT&CK technique (overrides by test guid below): destructive (T1485,
+  T1561.*, the sysrq reboot/kill tests, Delete Filesystem), log-and-history-wiping (T1070.002,
+  T1070.003, T1685.006, T1690), security-tool-disabling (T1562.*, T1685, T1685.004, T1686);
+- gtfobins.jsonl: function reverse-shell and bind-shell (every record; sudo/suid/unprivileged
+  contexts of the same snippet are separate records; --unique counts snippets once).
+
+Out-of-scope tests (printed with the reason) are not in the denominators: they run no exec
+that differs from routine work (FreeBSD/macOS-only paths, cloud API calls, appending a comment).
+
+Also printed: false blocks on benign.jsonl (label benign; must be 0), blocked/logged
+benign_risky lines, and GTFOBins `shell` records blocked (spawning a local shell is not an
+attack shape the default policy blocks; informational).
+
+Usage::
+
+    .venv/bin/python bench/policy_coverage.py [--strict] [--policy FILE] [--corpus DIR]
+                                              [--unique] [--no-misses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from corpus_argv import exec_argvs  # noqa: E402
+
+from edrfleet.policy import compile_policy, load_policy_text, simulate  # noqa: E402
+
+DESTRUCTIVE = "destructive"
+REVERSE = "reverse-shell"
+BIND = "bind-shell"
+WIPING = "log-and-history-wiping"
+DISABLING = "security-tool-disabling"
+CATEGORIES = (DESTRUCTIVE, REVERSE, BIND, WIPING, DISABLING)
+
+TECHNIQUE_CATEGORY = {
+    "T1485": DESTRUCTIVE,
+    "T1561": DESTRUCTIVE,
+    "T1561.001": DESTRUCTIVE,
+    "T1561.002": DESTRUCTIVE,
+    "T1070.002": WIPING,
+    "T1070.003": WIPING,
+    "T1685.006": WIPING,
+    "T1690": WIPING,
+    "T1685": DISABLING,
+    "T1685.002": DISABLING,
+    "T1685.004": DISABLING,
+    "T1686": DISABLING,
+}
+TECHNIQUE_PREFIX_CATEGORY = {"T1562": DISABLING}
+
+# guid -> category, for tests whose technique is filed elsewhere or is broader than the test.
+GUID_CATEGORY = {
+    "f3aa95fe-4f10-4485-ad26-abf22a764c52": DESTRUCTIVE,  # T1070.004 Delete Filesystem - Linux
+    "6d6d3154-1a52-4d1a-9d51-92ab8148b32e": DESTRUCTIVE,  # T1685 reboot via sysrq
+    "6e76f56f-2373-4a6c-a63f-98b7b72761f1": DESTRUCTIVE,  # T1489 sysrq SIGTERM to all
+    "d2a1f4bc-a064-4223-8281-a086dce5423c": DESTRUCTIVE,  # T1529 sysrq reboot
+    "23b88394-091b-4968-a42d-fb8076992443": WIPING,  # T1685 Clear History
+    "94f6a1c9-aae7-46a4-9083-2bb1f5768ec4": WIPING,  # T1685 Suspend History
+}
+
+# guid -> reason: tests of a mapped technique that no exec-level policy should block.
+OUT_OF_SCOPE = {
+    "53b03a54-4529-4992-852d-a00b4b7215a6": "runs only `hostname; whoami` (the trick is a "
+                                            "leading space in an interactive shell)",
+    "a27418de-bdce-4ebd-b655-38f11142bf0c": "cloud control-plane API call (Stratus), not a "
+                                            "host command",
+    "22d89a2f-d475-4895-b2d4-68626d49c029": "cloud control-plane API call (Stratus)",
+    "93c150f5-ad7b-4ee3-8992-df06dec2ac79": "cloud control-plane API call (Stratus)",
+    "f790927b-ea85-4a16-b7b2-7eb44176a510": "drop_caches: no security control is touched",
+    "e74e4c63-6fde-4ad2-9ee8-21c3a1733114": "swapoff -a: routine, no security control touched",
+    "cedaf7e7-28ee-42ab-ba13-456abd35d1bd": "FreeBSD-only file (/etc/security/audit_event), "
+                                            "appends a comment",
+    "6b8ca3ab-5980-4321-80c3-bcd77c8daed8": "FreeBSD host, appends a comment to syslog.conf",
+    "419cca0c-fa52-4572-b0d7-bc7c6f388a27": "only reads the ufw log (tail)",
+    "8b23cae1-66c1-41c5-b79d-e095b6098b5b": "FreeBSD pf rule added then listed (pfctl)",
+}
+
+
+@dataclass
+class Item:
+    source: str  # atomic | gtfobins
+    category: str
+    key: str  # guid or binary/context
+    label: str  # human name
+    line: str  # the corpus text
+    extra_lines: list[str] = field(default_factory=list)
+
+
+def default_corpus_dir() -> Path:
+    return (REPO / ".." / "shared" / "corpus").resolve()
+
+
+def render_default(strict: bool = False) -> str:
+    """Render templates/policy.yaml.j2 with no variables (StrictUndefined)."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             loader=jinja2.FileSystemLoader(str(REPO / "templates")))
+    variables: dict[str, Any] = {"edrfleet_strict": True} if strict else {}
+    return env.get_template("policy.yaml.j2").render(**variables)
+
+
+def _no_stat(path: bytes) -> os.stat_result:
+    raise FileNotFoundError(path)
+
+
+class Decider:
+    """Decide corpus lines with a compiled bundle; executables match by name only (offline)."""
+
+    def __init__(self, policy_text: str, source: str = "policy.yaml") -> None:
+        self.bundle = compile_policy(load_policy_text(policy_text, source))
+        self._memo: dict[tuple[str, ...], Any] = {}
+
+    def argv(self, argv: list[str]) -> Any:
+        key = tuple(argv)
+        if key not in self._memo:
+            self._memo[key] = simulate(self.bundle, argv, stat=_no_stat)
+        return self._memo[key]
+
+    def line(self, line: str) -> tuple[str, str | None, list[str]]:
+        """(action, rule, argv joined) of the strongest decision over the line's execs."""
+        best: tuple[str, str | None, list[str]] = ("allow", None, [])
+        rank = {"allow": 0, "log": 1, "block": 2}
+        for argv in exec_argvs(line):
+            if not argv or any("\0" in a for a in argv):
+                continue
+            d = self.argv(argv)
+            if d.rule is not None and rank[d.action] > rank[best[0]]:
+                best = (d.action, d.rule, argv)
+        return best
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield json.loads(raw)
+
+
+def atomic_items(corpus: Path) -> tuple[list[Item], list[tuple[Item, str]]]:
+    items: list[Item] = []
+    skipped: list[tuple[Item, str]] = []
+    for row in _jsonl(corpus / "atomic_linux.jsonl"):
+        tech = row["technique"]
+        cat = GUID_CATEGORY.get(row["guid"]) or TECHNIQUE_CATEGORY.get(tech) or (
+            TECHNIQUE_PREFIX_CATEGORY.get(tech.split(".")[0]))
+        if cat is None:
+            continue
+        item = Item("atomic", cat, row["guid"], f"{tech} {row['name']}", row["command"])
+        if row["guid"] in OUT_OF_SCOPE:
+            skipped.append((item, OUT_OF_SCOPE[row["guid"]]))
+        else:
+            items.append(item)
+    return items, skipped
+
+
+def gtfobins_items(corpus: Path, unique: bool) -> list[Item]:
+    items: list[Item] = []
+    seen: set[tuple[str, str, str]] = set()
+    for row in _jsonl(corpus / "gtfobins.jsonl"):
+        fn = row["function"]
+        if fn not in (REVERSE, BIND):
+            continue
+        key = (row["binary"], fn, row["code"])
+        if unique and key in seen:
+            continue
+        seen.add(key)
+        items.append(Item("gtfobins", fn, f"{row['binary']}/{row['context']}",
+                          f"{row['binary']} {fn} ({row['context']})", row["code"]))
+    return items
+
+
+def benign_rows(corpus: Path) -> list[dict[str, Any]]:
+    return list(_jsonl(corpus / "benign.jsonl"))
+
+
+def gtfobins_shell_rows(corpus: Path) -> list[dict[str, Any]]:
+    return [r for r in _jsonl(corpus / "gtfobins.jsonl") if r["function"] == "shell"]
+
+
+def _short(text: str, width: int = 110) -> str:
+    flat = " ⏎ ".join(part.strip() for part in text.strip().splitlines())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def measure(decider: Decider, items: Iterable[Item]) -> dict[str, list[tuple[Item, tuple]]]:
+    out: dict[str, list[tuple[Item, tuple]]] = defaultdict(list)
+    for item in items:
+        out[item.category].append((item, decider.line(item.line)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", help="policy YAML (default: render templates/policy.yaml.j2)")
+    ap.add_argument("--strict", action="store_true", help="render with edrfleet_strict=true")
+    ap.add_argument("--corpus", type=Path, default=default_corpus_dir())
+    ap.add_argument("--unique", action="store_true",
+                    help="count each GTFOBins snippet once (not once per context)")
+    ap.add_argument("--no-misses", action="store_true", help="do not list the misses")
+    args = ap.parse_args(argv)
+    if not (args.corpus / "atomic_linux.jsonl").is_file():
+        print(f"corpus not found: {args.corpus}", file=sys.stderr)
+        return 2
+    text = Path(args.policy).read_text() if args.policy else render_default(args.strict)
+    decider = Decider(text, args.policy or "templates/policy.yaml.j2")
+    atomic, skipped = atomic_items(args.corpus)
+    results = measure(decider, [*atomic, *gtfobins_items(args.corpus, args.unique)])
+
+    label = args.policy or ("default policy, edrfleet_strict=true" if args.strict
+                            else "default policy (no variables)")
+    print(f"policy: {label}; {len(decider.bundle['rules'])} rules; corpus: {args.corpus}")
+    print()
+    print(f"{'category':<26} {'source':<9} {'blocked':>7} {'total':>6} {'%':>7}   logged")
+    all_b = all_t = 0
+    for cat in CATEGORIES:
+        rows = results.get(cat, [])
+        for source in ("atomic", "gtfobins"):
+            sub = [(i, d) for i, d in rows if i.source == source]
+            if not sub:
+                continue
+            b = sum(1 for _, d in sub if d[0] == "block")
+            lg = sum(1 for _, d in sub if d[0] == "log")
+            all_b += b
+            all_t += len(sub)
+            print(f"{cat:<26} {source:<9} {b:>7} {len(sub):>6} {100 * b / len(sub):>6.1f}%"
+                  f"   {lg}")
+    print(f"{'all':<26} {'':<9} {all_b:>7} {all_t:>6} {100 * all_b / max(all_t, 1):>6.1f}%")
+
+    print()
+    benign = benign_rows(args.corpus)
+    false_blocks = []
+    risky = defaultdict(list)
+    benign_logged = 0
+    for row in benign:
+        d = decider.line(row["command"])
+        if row["label"] == "benign":
+            if d[0] == "block":
+                false_blocks.append((row, d))
+            benign_logged += d[0] == "log"
+        else:
+            risky[d[0]].append((row, d))
+    n_benign = sum(1 for r in benign if r["label"] == "benign")
+    n_risky = len(benign) - n_benign
+    print(f"benign false blocks: {len(false_blocks)} / {n_benign}"
+          f"   (logged: {benign_logged})")
+    print(f"benign_risky: blocked {len(risky['block'])}, logged {len(risky['log'])}, "
+          f"allowed {len(risky['allow'])} / {n_risky}")
+    shells = gtfobins_shell_rows(args.corpus)
+    shell_blocked = [(r, decider.line(r["code"])) for r in shells]
+    shell_blocked = [(r, d) for r, d in shell_blocked if d[0] == "block"]
+    print(f"gtfobins 'shell' records blocked (informational): {len(shell_blocked)} / "
+          f"{len(shells)}")
+    for row, d in false_blocks:
+        print(f"  FALSE BLOCK [{d[1]}] {_short(row['command'])}")
+    for row, d in risky["block"]:
+        print(f"  risky blocked [{d[1]}] {_short(row['command'])}")
+    for row, d in shell_blocked:
+        print(f"  shell blocked [{d[1]}] {row['binary']}: {_short(row['code'], 90)}")
+
+    if not args.no_misses:
+        print()
+        print("misses (not blocked; [rule] when logged):")
+        seen: set[tuple[str, str]] = set()
+        for cat in CATEGORIES:
+            for item, d in results.get(cat, []):
+                if d[0] == "block" or (cat, item.line) in seen:
+                    continue
+                seen.add((cat, item.line))
+                tag = f"[{d[1]}] " if d[0] == "log" else ""
+                print(f"  {cat:<24} {item.label[:48]:<48} {tag}{_short(item.line, 70)}")
+        print()
+        print("out of scope (not counted):")
+        for item, reason in skipped:
+            print(f"  {item.label[:60]:<60} {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,501 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * edrfleet.c - capture every exec, decide in the kernel, block before the first instruction.
+ *
+ * Loaded by the agent with BCC.  The agent passes, as -D flags:
+ *   EDR_OFF_*          kernel struct offsets read from BTF (never from header files: the
+ *                      headers on these machines do not describe the running kernel);
+ *   EDR_MAX_*          map capacities sized from the policy;
+ *   EDR_USE_PERFBUF    perf buffer instead of ring buffer (kernels without BPF ring buffer);
+ *   EDR_WITH_LSM       also build the bprm_check_security program (backend "lsm").
+ *
+ * Decision point (backend sigkill): sched:sched_process_exec.  The exec is committed, the new
+ * image has not run an instruction, argv sits in the new mm between mm->arg_start and
+ * mm->arg_end (no other thread can race it: de_thread() has run), and mm->exe_file is the real
+ * executable.  bpf_send_signal(SIGKILL) there stops the program before it starts.
+ *
+ * Matching (docs/policy-bundle.md): the candidate groups for this exec come from the real
+ * executable's inode, the as-executed basename, the real basename and the wildcard list; each
+ * group's DFA reads BOS, argv joined by NUL, EOS, in windows of EDR_ARGS_MAX bytes, one window
+ * per tail call of edr_scan (BCC 0.26 has no bpf_loop callbacks; the kernel's limit of 33 tail
+ * calls bounds the scan to ~128 KiB of argv, beyond that the exec is "unscanned").
+ */
+#include <uapi/linux/ptrace.h>
+#include "edrfleet.h"
+
+#define EDR_SIGKILL 9
+#ifndef EDR_RINGBUF_PAGES
+#define EDR_RINGBUF_PAGES 256
+#endif
+#define EDR_PROG_SCAN 0
+#define EDR_PROG_JUDGE 1
+#define EDR_TAIL_CALLS 32   /* MAX_TAIL_CALL_CNT (33) minus one spare */
+
+struct edr_scratch {
+	struct edr_event ev;             /* built in place, sent as is */
+	__u8 win[EDR_ARGS_MAX];          /* argv window being scanned, read from the new mm */
+	struct edr_name_key nk;
+	struct edr_inode_key ik;
+	__u64 arg_start;                 /* user address of argv in the new mm */
+	__u64 mask;                      /* condition bits of the group being scanned */
+	__u32 scan_len;                  /* argv bytes to scan (block minus its final NUL) */
+	__u32 slot;
+	__u32 ncand;
+	__u32 ci;                        /* candidate being scanned */
+	__u32 cand[EDR_CAND_MAX];
+	__u32 state;                     /* flat row index of the DFA state */
+	__u32 pos;                       /* argv bytes of the current group already scanned */
+	__u32 best_allow;                /* lowest matching rule index per action */
+	__u32 best_log;
+	__u32 best_block;
+	__u32 scanning;                  /* candidate whose DFA edr_scan is reading */
+	__u32 dfas;                      /* candidates with a DFA */
+	__u32 dup;                       /* add_cands: group already a candidate */
+	__u32 base;                      /* offset of the basename in ev.filename */
+	__u32 n;                         /* bytes in win */
+	__u32 scan_short;                /* scan_len was cut to fit the tail-call budget */
+	__u32 scan_failed;               /* reading argv from the new mm failed */
+	__u32 unscanned;                 /* a group with block rules was not read to the end */
+};
+
+BPF_ARRAY(active, __u32, 1);
+BPF_ARRAY(config, struct edr_config, EDR_SLOTS);
+BPF_HASH(names, struct edr_name_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_NAMES);
+BPF_HASH(inodes, struct edr_inode_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
+BPF_HASH(scope, struct edr_scope_key, __u32, EDR_SLOTS * EDR_MAX_SCOPE);
+BPF_ARRAY(accepts, struct edr_accepts, EDR_SLOTS);
+BPF_ARRAY(groups, struct edr_group, EDR_SLOTS * EDR_MAX_GROUPS);
+BPF_ARRAY(rules, struct edr_rule, EDR_SLOTS * EDR_MAX_RULES);
+BPF_ARRAY(trans, struct edr_trans, EDR_SLOTS);
+BPF_PERCPU_ARRAY(counters, __u64, EDR_CNT_MAX);
+BPF_PERCPU_ARRAY(scratch, struct edr_scratch, 1);
+BPF_PROG_ARRAY(progs, 2);
+#ifdef EDR_USE_PERFBUF
+BPF_PERF_OUTPUT(events);
+#else
+BPF_RINGBUF_OUTPUT(events, EDR_RINGBUF_PAGES);
+#endif
+
+/* Clamp a length so the verifier sees 0 <= len <= max: done in asm because clang may otherwise
+ * compare one copy of the register and use another. */
+#define CLAMP_LEN(len, max)                                                          \
+	({                                                                           \
+		__u64 __l = (len);                                                   \
+		asm volatile("if %[l] <= %[m] goto +1; %[l] = %[m];"                 \
+			     : [l] "+r"(__l)                                         \
+			     : [m] "i"(max));                                        \
+		__l;                                                                 \
+	})
+
+/* Index into an array of a power-of-two size; the barrier stops clang from dropping the mask
+ * after a compare it believes makes it redundant (the verifier may not see that compare). */
+#define BOUNDED(i, size)                                                             \
+	({                                                                           \
+		__u64 __i = (i);                                                     \
+		asm volatile("" : "+r"(__i));                                        \
+		__i & ((size) - 1);                                                  \
+	})
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = counters.lookup(&which);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline __u64 rd_ptr(const void *base, __u32 off)
+{
+	__u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline __u32 rd_u32(const void *base, __u32 off)
+{
+	__u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+/* Scope: the exec's cgroup or one of its ancestors is listed (descendants included). */
+static __always_inline int in_scope(__u32 slot)
+{
+	struct edr_scope_key k = {.slot = slot};
+	for (int level = 0; level < EDR_CGROUP_DEPTH; level++) {
+		k.cgid = bpf_get_current_ancestor_cgroup_id(level);
+		if (k.cgid == 0)
+			break;
+		if (scope.lookup(&k))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Loop-carried values live in the scratch map, not in registers: the verifier does not track
+ * map contents, so paths that differ only there merge instead of multiplying.
+ */
+static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_list *l)
+{
+	if (!l)
+		return;
+	for (int i = 0; i < EDR_GROUPS_PER_KEY; i++) {
+		if (i >= l->n)
+			break;
+		s->dup = 0;
+		for (int j = 0; j < EDR_CAND_MAX; j++) {
+			if (j < s->ncand && s->cand[j] == l->g[i])
+				s->dup = 1;
+		}
+		asm volatile("" ::: "memory");
+		__u32 n = s->ncand;
+		if (!s->dup && n < EDR_CAND_MAX) {
+			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i];
+			s->ncand = n + 1;
+		}
+	}
+}
+
+/* Look a basename up in "names"; a name that fills the key may be cut, so it never matches. */
+static __always_inline void add_name(struct edr_scratch *s, const char *name)
+{
+	__builtin_memset(s->nk.name, 0, sizeof(s->nk.name));
+	s->nk.slot = s->slot;
+	long n = bpf_probe_read_kernel_str(s->nk.name, sizeof(s->nk.name), name);
+	if (n <= 1 || n >= EDR_NAME_MAX)
+		return;
+	add_cands(s, names.lookup(&s->nk));
+}
+
+#define EDR_ROW_MASK ((1u << EDR_ROW_BITS) - 1)
+
+/* One DFA step; branch free so a 4 KiB window stays within the verifier's limits. */
+static __always_inline __u32 dfa_step(const struct edr_trans *t, const struct edr_accepts *a,
+				      const struct edr_group *g, __u32 state, __u32 sym,
+				      __u64 *mask)
+{
+	__u32 e = ((const __u32 *)t->raw)[(state + g->cls[sym]) & (EDR_TRANS_MAX - 1)];
+	*mask |= ((const __u64 *)a->raw)[(e >> EDR_ROW_BITS) & (EDR_ACCEPT_IDS - 1)];
+	return e & EDR_ROW_MASK;
+}
+
+/* Match the group's rule slots against the condition bits and remember the best rules. */
+static __always_inline void judge_group(struct edr_scratch *s, struct edr_group *g)
+{
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
+		if (i >= g->n_rules)
+			break;
+		struct edr_rule_slot *rs = &g->rules[i];
+		if ((s->mask & rs->need) != rs->need)
+			continue;
+		__u32 ri = s->slot * EDR_MAX_RULES + rs->rule;
+		struct edr_rule *r = rules.lookup(&ri);
+		if (!r)
+			continue;
+		if (r->n_uids) {
+			int ok = 0;
+			for (int u = 0; u < EDR_UIDS_PER_RULE; u++) {
+				if (u < r->n_uids && r->uids[u] == uid)
+					ok = 1;
+			}
+			if (!ok)
+				continue;
+		}
+		if (r->action == EDR_ACTION_ALLOW && rs->rule < s->best_allow)
+			s->best_allow = rs->rule;
+		else if (r->action == EDR_ACTION_BLOCK && rs->rule < s->best_block)
+			s->best_block = rs->rule;
+		else if (r->action == EDR_ACTION_LOG && rs->rule < s->best_log)
+			s->best_log = rs->rule;
+	}
+}
+
+static __always_inline void emit(void *ctx, struct edr_scratch *s)
+{
+	struct edr_event *ev = &s->ev;
+	__u32 size = sizeof(*ev) - EDR_ARGS_MAX + CLAMP_LEN(ev->args_len, EDR_ARGS_MAX);
+#ifdef EDR_USE_PERFBUF
+	if (events.perf_submit(ctx, ev, size))
+		count(EDR_CNT_LOST);
+#else
+	if (events.ringbuf_output(ev, size, 0))
+		count(EDR_CNT_LOST);
+#endif
+}
+
+/* Turn the best rules into a verdict: kill (enforce), report, or nothing. */
+static __always_inline void finish(void *ctx, struct edr_scratch *s)
+{
+	struct edr_event *ev = &s->ev;
+	struct edr_config *cfg = config.lookup(&s->slot);
+	if (!cfg)
+		return;
+	if (s->best_allow != EDR_NONE) {
+		if (s->best_block != EDR_NONE || s->best_log != EDR_NONE)
+			count(EDR_CNT_ALLOWED);
+		return;
+	}
+	int block = s->best_block != EDR_NONE || (s->unscanned && cfg->unscanned_block);
+	if (block) {
+		ev->rule = s->best_block;
+		ev->reason = s->best_block != EDR_NONE ? EDR_REASON_RULE : EDR_REASON_UNSCANNED;
+		if (cfg->mode == EDR_MODE_ENFORCE) {
+			bpf_send_signal(EDR_SIGKILL);
+			ev->action = EDR_EV_BLOCKED;
+			count(EDR_CNT_BLOCKED);
+		} else {
+			ev->action = EDR_EV_WOULD_BLOCK;
+			count(EDR_CNT_WOULD_BLOCK);
+		}
+	} else if (s->best_log != EDR_NONE) {
+		ev->rule = s->best_log;
+		ev->reason = EDR_REASON_RULE;
+		ev->action = EDR_EV_LOGGED;
+		count(EDR_CNT_LOGGED);
+	} else {
+		return;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 gid_uid = bpf_get_current_uid_gid();
+	ev->ts_ns = bpf_ktime_get_boot_ns();
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->ppid = rd_u32((void *)rd_ptr(task, EDR_OFF_TASK_REAL_PARENT), EDR_OFF_TASK_TGID);
+	ev->uid = (__u32)gid_uid;
+	ev->gid = gid_uid >> 32;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->gen = cfg->gen;
+	ev->backend = cfg->backend;
+	ev->stage = EDR_STAGE_EXEC;
+	if (s->scan_short || s->scan_failed)
+		ev->flags |= EDR_F_UNSCANNED;
+	emit(ctx, s);
+}
+
+static __always_inline struct edr_group *cand_group(struct edr_scratch *s, __u32 ci)
+{
+	if (ci >= EDR_CAND_MAX)
+		return 0;
+	__u32 gi = s->slot * EDR_MAX_GROUPS + s->cand[BOUNDED(ci, EDR_CAND_MAX)];
+	return groups.lookup(&gi);
+}
+
+/*
+ * edr_scan: one tail call = one window of EDR_ARGS_MAX argv bytes of group cand[ci], read from
+ * the new mm.  The verifier walks the loop once per distinct entry state and once per exit, so
+ * everything it needs comes from the scratch map (one state) and each exit only saves and
+ * tail-calls: edr_scan again for the next window, else edr_judge.
+ */
+int edr_scan(void *ctx)
+{
+	__u32 zero = 0;
+	struct edr_scratch *s = scratch.lookup(&zero);
+	if (!s)
+		return 0;
+	struct edr_group *g = cand_group(s, s->ci);
+	const struct edr_trans *t = trans.lookup(&s->slot);
+	const struct edr_accepts *a = accepts.lookup(&s->slot);
+	if (!g || !t || !a)
+		return 0;
+	__u32 rest = s->scan_len - s->pos;
+	s->n = rest > EDR_ARGS_MAX ? EDR_ARGS_MAX : rest;
+	asm volatile("" ::: "memory");
+	if (bpf_probe_read_user(s->win, CLAMP_LEN(s->n, EDR_ARGS_MAX),
+				(void *)(s->arg_start + s->pos))) {
+		s->scan_failed = 1;
+		s->n = 0;
+	}
+	asm volatile("" ::: "memory");
+	__u32 n = s->n;
+	__u64 mask = s->mask;
+	__u32 state = s->state;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < EDR_ARGS_MAX; i++) {
+		if (i >= n)
+			break;
+		__u64 j = i;
+		asm volatile("" : "+r"(j)); /* keep clang from turning j into a pointer walk */
+		state = dfa_step(t, a, g, state, s->win[j & (EDR_ARGS_MAX - 1)], &mask);
+	}
+	s->mask = mask;
+	s->state = state;
+	s->pos += n;
+	if (n && s->pos < s->scan_len)
+		progs.call(ctx, EDR_PROG_SCAN);
+	progs.call(ctx, EDR_PROG_JUDGE);
+	return 0;
+}
+
+/*
+ * edr_judge: one candidate group per call.  A group with a DFA is first sent through edr_scan
+ * (BOS fed here, the windows there, EOS here when it comes back).  After the last: the verdict.
+ */
+int edr_judge(void *ctx)
+{
+	__u32 zero = 0;
+	struct edr_scratch *s = scratch.lookup(&zero);
+	if (!s)
+		return 0;
+	__u32 ci = s->ci;
+	struct edr_group *g = cand_group(s, ci);
+	if (!g)
+		return 0;
+	const struct edr_trans *t = trans.lookup(&s->slot);
+	const struct edr_accepts *a = accepts.lookup(&s->slot);
+	if (!t || !a)
+		return 0;
+	if (g->start == EDR_NONE) {
+		s->mask = 0;
+	} else if (s->scanning != ci) {
+		__u64 mask = 0;
+		s->state = dfa_step(t, a, g, g->start, EDR_SYM_BOS, &mask);
+		s->mask = mask;
+		s->scanning = ci;
+		s->pos = 0;
+		if (s->scan_len) {
+			progs.call(ctx, EDR_PROG_SCAN);
+			count(EDR_CNT_ERRORS);
+			return 0;
+		}
+		dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
+	} else if (!s->scan_short && !s->scan_failed) {
+		dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
+	}
+	if (s->scan_short || s->scan_failed)
+		s->unscanned |= g->has_block;
+	judge_group(s, g);
+	s->ci = ci + 1;
+	if (s->ci < s->ncand) {
+		progs.call(ctx, EDR_PROG_JUDGE);
+		count(EDR_CNT_ERRORS);
+		return 0;
+	}
+	finish(ctx, s);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	__u32 zero = 0;
+	count(EDR_CNT_EXECS);
+	__u32 *ap = active.lookup(&zero);
+	if (!ap)
+		return 0;
+	__u32 slot = *ap & 1;
+	struct edr_config *cfg = config.lookup(&slot);
+	if (!cfg || cfg->mode == 0)
+		return 0;
+	if (cfg->scoped && !in_scope(slot))
+		return 0;
+	struct edr_scratch *s = scratch.lookup(&zero);
+	if (!s)
+		return 0;
+	struct edr_event *ev = &s->ev;
+	s->slot = slot;
+	s->ncand = 0;
+	s->ci = 0;
+	s->pos = 0;
+	s->scanning = EDR_NONE;
+	s->scan_short = 0;
+	s->scan_failed = 0;
+	s->unscanned = 0;
+	s->best_allow = EDR_NONE;
+	s->best_block = EDR_NONE;
+	s->best_log = EDR_NONE;
+	ev->flags = 0;
+	ev->rule = EDR_NONE;
+
+	/* the real executable: mm->exe_file */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *mm = (void *)rd_ptr(task, EDR_OFF_TASK_MM);
+	if (!mm)
+		return 0;
+	void *file = (void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE);
+	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);
+	ev->ino = rd_ptr(inode, EDR_OFF_INODE_INO);
+	ev->dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+	void *dentry = (void *)rd_ptr(file, EDR_OFF_FILE_DENTRY);
+	__builtin_memset(ev->exe_name, 0, sizeof(ev->exe_name));
+	bpf_probe_read_kernel_str(ev->exe_name, sizeof(ev->exe_name),
+				  (void *)rd_ptr(dentry, EDR_OFF_DENTRY_NAME));
+
+	/* the path as executed: the tracepoint's filename (bprm->filename) */
+	unsigned short fn_off = args->data_loc_filename & 0xFFFF;
+	long fl = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
+					    (char *)args + fn_off);
+	if (fl < 1)
+		fl = 1;
+	ev->filename_len = fl - 1;
+	if (fl >= EDR_FILENAME_MAX)
+		ev->flags |= EDR_F_FILENAME_TRUNCATED;
+	s->base = 0;
+	for (int i = 0; i < EDR_FILENAME_MAX; i++) {
+		char c = ev->filename[i];
+		if (c == 0)
+			break;
+		if (c == '/')
+			s->base = i + 1;
+	}
+	asm volatile("" ::: "memory");
+
+	/* candidate groups: inode, as-executed basename, real basename, wildcard */
+	s->ik.slot = slot;
+	s->ik.dev = ev->dev;
+	s->ik.ino = ev->ino;
+	add_cands(s, inodes.lookup(&s->ik));
+	add_name(s, &ev->filename[BOUNDED(s->base, EDR_FILENAME_MAX)]);
+	add_name(s, ev->exe_name);
+	if (cfg->n_wild) {
+		struct edr_group_list wl = {.n = cfg->n_wild};
+		__builtin_memcpy(wl.g, cfg->wild, sizeof(wl.g));
+		add_cands(s, &wl);
+	}
+	if (s->ncand == 0)
+		return 0;
+
+	/* argv of the new image: first window copied into the event */
+	__u64 arg_start = rd_ptr(mm, EDR_OFF_MM_ARG_START);
+	__u64 arg_end = rd_ptr(mm, EDR_OFF_MM_ARG_END);
+	__u64 total = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (total > 0x7fffffff)
+		total = 0;
+	s->arg_start = arg_start;
+	ev->args_total = total;
+	s->scan_len = total ? total - 1 : 0;
+	__u32 len = total;
+	if (len > EDR_ARGS_MAX) {
+		len = EDR_ARGS_MAX;
+		ev->flags |= EDR_F_ARGS_TRUNCATED;
+	}
+	if (len && bpf_probe_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
+		len = 0;
+	ev->args_len = len;
+
+	/*
+	 * Tail-call budget (EDR_TAIL_CALLS): edr_judge once per group, plus once more and the
+	 * argv windows for a group with a DFA.  What does not fit is not scanned (flagged).
+	 */
+	s->dfas = 0;
+	for (int i = 0; i < EDR_CAND_MAX; i++) {
+		if (i >= s->ncand)
+			break;
+		struct edr_group *g = cand_group(s, i);
+		if (g && g->start != EDR_NONE)
+			s->dfas += 1;
+	}
+	asm volatile("" ::: "memory");
+	__u32 dfas = s->dfas;
+	if (dfas) {
+		__u32 fixed = s->ncand + dfas;
+		__u32 windows = fixed < EDR_TAIL_CALLS ? (EDR_TAIL_CALLS - fixed) / dfas : 0;
+		__u64 budget = (__u64)windows * EDR_ARGS_MAX;
+		if (s->scan_len > budget) {
+			s->scan_len = budget;
+			s->scan_short = 1;
+			ev->flags |= EDR_F_UNSCANNED;
+		}
+	}
+	progs.call(args, EDR_PROG_JUDGE);
+	count(EDR_CNT_ERRORS);
+	return 0;
+}

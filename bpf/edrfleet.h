@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * edrfleet.h - the whole kernel <-> user contract.
+ *
+ * Everything the BPF program (bpf/edrfleet.c) and the agent (edrfleet/agent) must agree on
+ * lives here: limits, numbered enums, map keys/values and the event record.  The agent reads
+ * the enums and #defines of this file at start (edrfleet/agent/header.py) and lets BCC derive
+ * the ctypes of every struct from these declarations, so nothing is copied by hand.
+ * tests/kernel/test_layout.py checks that both sides still agree.
+ *
+ * Enum values are explicit and never reused; a retired value stays as a comment.
+ *
+ * Kernel struct fields (task_struct, mm_struct, file, inode, ...) are NOT described here:
+ * their offsets come from BTF at agent start and reach the program as EDR_OFF_* constants.
+ */
+#ifndef EDRFLEET_H
+#define EDRFLEET_H
+
+/* --- limits ------------------------------------------------------------------------------ */
+#define EDR_ARGS_MAX        4096   /* argv bytes carried in one event (and scanned per call)  */
+#define EDR_FILENAME_MAX    256    /* as-executed path carried in one event                  */
+#define EDR_NAME_MAX        64     /* basename key, NUL padded; longer names never match      */
+#define EDR_GROUPS_PER_KEY  8      /* groups one executable key (name/inode/wildcard) maps to */
+#define EDR_RULES_PER_GROUP 64     /* rule slots in one group; one condition bit each max 64  */
+#define EDR_UIDS_PER_RULE   8      /* uid list of one rule                                    */
+#define EDR_CAND_MAX        8      /* distinct groups evaluated for one exec                  */
+#define EDR_NSYM            258    /* symbols a DFA reads: bytes 0..255, BOS, EOS            */
+#define EDR_SYM_BOS         256    /* fed once before the first argv byte                     */
+#define EDR_SYM_EOS         257    /* fed once after the last argv byte                       */
+#define EDR_CLS_PAD         264    /* class table size in a map value (EDR_NSYM, 8-aligned)  */
+#define EDR_ROW_BITS        20     /* transition entry: bits 0-19 next row, 20-31 accept id  */
+#define EDR_ACCEPT_IDS      4096   /* distinct condition masks per slot; id 0 = no bits      */
+#define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
+#define EDR_SLOTS           2      /* policy slots: one active, one being filled (reload)    */
+#define EDR_NONE            0xffffffffu /* "no rule", "no group"                            */
+
+/* Capacities of one slot; the agent may raise them with -D at compile time. */
+#ifndef EDR_MAX_GROUPS
+#define EDR_MAX_GROUPS      1024
+#endif
+#ifndef EDR_MAX_RULES
+#define EDR_MAX_RULES       4096
+#endif
+#ifndef EDR_TRANS_MAX       /* transition entries per slot: a power of two <= 1 << EDR_ROW_BITS */
+#define EDR_TRANS_MAX       65536
+#endif
+#ifndef EDR_MAX_NAMES       /* basename keys per slot */
+#define EDR_MAX_NAMES       1024
+#endif
+#ifndef EDR_MAX_INODES      /* executable inode keys per slot */
+#define EDR_MAX_INODES      4096
+#endif
+#ifndef EDR_MAX_SCOPE       /* scope cgroups per slot */
+#define EDR_MAX_SCOPE       256
+#endif
+
+/* --- enums ------------------------------------------------------------------------------- */
+enum edr_action {            /* a rule's action */
+	EDR_ACTION_ALLOW = 1,
+	EDR_ACTION_LOG = 2,
+	EDR_ACTION_BLOCK = 3,
+};
+
+enum edr_event_action {      /* event.action */
+	EDR_EV_BLOCKED = 1,
+	EDR_EV_WOULD_BLOCK = 2,
+	EDR_EV_LOGGED = 3,
+};
+
+enum edr_mode {
+	EDR_MODE_ENFORCE = 1,
+	EDR_MODE_MONITOR = 2,
+};
+
+enum edr_backend {
+	EDR_BACKEND_SIGKILL = 1,
+	EDR_BACKEND_LSM = 2,
+};
+
+enum edr_stage {             /* where the decision was taken */
+	EDR_STAGE_EXEC = 1,      /* sched:sched_process_exec, on the argv the new image received */
+	EDR_STAGE_LSM = 2,       /* bprm_check_security, before the exec is committed            */
+};
+
+enum edr_reason {            /* why an event was emitted */
+	EDR_REASON_RULE = 1,     /* a rule matched                                               */
+	EDR_REASON_RECHECK = 2,  /* LSM let it pass, the exec-time check on the real argv/exe not */
+	EDR_REASON_UNSCANNED = 3,/* argv longer than the scan budget for an executable with block rules */
+};
+
+enum edr_severity {
+	EDR_SEV_LOW = 1,
+	EDR_SEV_MEDIUM = 2,
+	EDR_SEV_HIGH = 3,
+	EDR_SEV_CRITICAL = 4,
+};
+
+enum edr_flag {              /* edr_event.flags bits */
+	EDR_F_ARGS_TRUNCATED = 1,     /* argv longer than EDR_ARGS_MAX: event carries a prefix */
+	EDR_F_FILENAME_TRUNCATED = 2,
+	EDR_F_UNSCANNED = 4,          /* argv longer than the scan budget: decided on a prefix */
+};
+
+enum edr_counter {           /* index into the per-CPU counters array */
+	EDR_CNT_EXECS = 0,
+	EDR_CNT_BLOCKED = 1,
+	EDR_CNT_WOULD_BLOCK = 2,
+	EDR_CNT_LOGGED = 3,
+	EDR_CNT_LOST = 4,
+	EDR_CNT_ALLOWED = 5,      /* an allow rule won over a block/log rule */
+	EDR_CNT_ERRORS = 6,       /* a tail call failed: the exec was not judged */
+	EDR_CNT_MAX = 7,
+};
+
+/* --- map keys and values ----------------------------------------------------------------- */
+struct edr_config {          /* array "config", index = slot */
+	__u32 mode;              /* enum edr_mode */
+	__u32 gen;               /* policy generation; copied into events */
+	__u32 scoped;            /* 1: only execs under a cgroup in "scope" are seen */
+	__u32 unscanned_block;   /* 1: an unscannable argv on a group with block rules blocks */
+	__u32 backend;           /* enum edr_backend the agent attached; copied into events */
+	__u32 n_wild;            /* groups of rules that name no executable */
+	__u32 wild[EDR_GROUPS_PER_KEY];
+};
+
+struct edr_group_list {      /* value of "names" and "inodes" */
+	__u32 n;
+	__u32 g[EDR_GROUPS_PER_KEY];
+};
+
+struct edr_name_key {        /* key of "names": basename, NUL padded */
+	__u32 slot;
+	char name[EDR_NAME_MAX];
+};
+
+struct edr_inode_key {       /* key of "inodes": dev in kernel encoding (major << 20 | minor) */
+	__u32 slot;
+	__u32 dev;
+	__u64 ino;
+};
+
+struct edr_scope_key {       /* key of "scope": cgroup v2 id (= inode of its directory) */
+	__u32 slot;
+	__u32 pad;
+	__u64 cgid;
+};
+
+struct edr_rule_slot {
+	__u64 need;              /* condition bits that must all be set by the DFA scan */
+	__u32 rule;              /* index into "rules" */
+	__u32 pad;
+};
+
+struct edr_group {           /* array "groups", index = slot * EDR_MAX_GROUPS + group */
+	__u32 start;             /* flat row index of the DFA start state, or EDR_NONE (no DFA) */
+	__u32 n_rules;
+	__u32 has_block;         /* 1: some rule of the group blocks (for EDR_REASON_UNSCANNED) */
+	__u32 pad;
+	__u8 cls[EDR_CLS_PAD];   /* symbol -> class */
+	struct edr_rule_slot rules[EDR_RULES_PER_GROUP];
+};
+
+struct edr_rule {            /* array "rules", index = slot * EDR_MAX_RULES + rule */
+	__u32 action;            /* enum edr_action */
+	__u32 severity;          /* enum edr_severity */
+	__u32 n_uids;            /* 0 = any uid */
+	__u32 uids[EDR_UIDS_PER_RULE];
+};
+
+/*
+ * array "trans", index = slot: all DFAs of the slot end to end, one map value so the scan loop
+ * looks nothing up per byte.  u32 entries (host byte order) = next state's flat row index |
+ * accept id << EDR_ROW_BITS.  Declared as bytes: BCC generates per-element code for arrays of
+ * wider types, which made the compile take seconds.
+ */
+struct edr_trans {
+	__u8 raw[EDR_TRANS_MAX * 4];
+};
+
+struct edr_accepts {         /* array "accepts", index = slot: u64 mask per accept id, as bytes */
+	__u8 raw[EDR_ACCEPT_IDS * 8];
+};
+
+/* --- the event --------------------------------------------------------------------------- */
+/* Plain u64/u32/u16/u8 here: BCC decodes ring buffer records from these type names. */
+struct edr_event {           /* ring buffer record; sent up to args[args_len] only */
+	u64 ts_ns;             /* bpf_ktime_get_boot_ns() */
+	u64 cgroup_id;
+	u64 ino;               /* real executable (mm->exe_file) */
+	u32 dev;
+	u32 pid;               /* tgid of the new image */
+	u32 ppid;
+	u32 uid;
+	u32 gid;
+	u32 rule;              /* index into the generation's rules, EDR_NONE if none */
+	u32 gen;               /* policy generation the decision used */
+	u32 args_total;        /* length of the whole argv block (bytes, NULs included) */
+	u16 args_len;          /* bytes of args[] that are valid */
+	u16 filename_len;
+	u8 action;             /* enum edr_event_action */
+	u8 backend;            /* enum edr_backend */
+	u8 stage;              /* enum edr_stage */
+	u8 reason;             /* enum edr_reason */
+	u32 flags;             /* enum edr_flag bits */
+	char exe_name[EDR_NAME_MAX];       /* d_name of the real executable */
+	char filename[EDR_FILENAME_MAX];   /* as executed (bprm->filename) */
+	char args[EDR_ARGS_MAX];           /* argv, NUL separated */
+};
+
+#endif /* EDRFLEET_H */

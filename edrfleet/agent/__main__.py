@@ -1,0 +1,54 @@
+"""Entry point of the host agent (``python3 -m edrfleet.agent`` or the agent zipapp).
+
+Runs on the host's system python with bcc; reads a compiled bundle (JSON), never YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edrfleet.agent.bundle_file import read_bundle
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``agent run``; shared with ``edrfleet agent run``."""
+    p.add_argument("--policy", required=True, type=Path, help="policy file to enforce")
+    p.add_argument("--spool", type=Path, default=Path("/var/lib/edrfleet"),
+                   help="directory for events.jsonl and status.json (default %(default)s)")
+    p.add_argument("--host-name", default=None, help="host.name in events (default: hostname)")
+    p.add_argument("--backend", choices=("auto", "lsm", "sigkill"), default="auto",
+                   help="require a blocking backend (default: probe, lsm where it loads)")
+    p.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.c lives")
+    p.add_argument("--syslog", default=None,
+                   help="also send RFC 5424 syslog: udp://host:port, tcp://host:port or a socket path")
+    p.add_argument("--webhook", default=None, help="also POST batches of events to this URL")
+    p.add_argument("--perfbuf", action="store_true", help="use a perf buffer, not a ring buffer")
+    p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
+
+
+def options_from(args: argparse.Namespace):
+    from edrfleet.agent.run import Options
+
+    opts = Options(policy=args.policy, spool=args.spool, backend=args.backend,
+                   bpf_dir=args.bpf_dir, syslog=args.syslog, webhook=args.webhook,
+                   perfbuf=args.perfbuf, print_bpf=args.print_bpf)
+    if args.host_name:
+        opts.host_name = args.host_name
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edrfleet-agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_arguments(sub.add_parser("run", help="enforce a compiled policy in the foreground"))
+    args = parser.parse_args(argv)
+    from edrfleet.agent.run import run_agent
+
+    return run_agent(options_from(args), read_bundle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

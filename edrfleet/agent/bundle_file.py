@@ -1,0 +1,47 @@
+"""Read a compiled policy bundle on the host (stdlib only: the agent cannot import the compiler).
+
+The canonical form and checksum are those of ``edrfleet.policy.bundle``; a unit test checks
+that both sides compute the same sha256 for the same bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+FORMAT = "edrfleet-bundle"
+VERSION = 1
+
+
+class BundleError(ValueError):
+    """The file is not a bundle this agent can load; the message names the file and the fix."""
+
+
+def canonical_sha256(bundle: dict) -> str:
+    body = {k: v for k, v in bundle.items() if k != "sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_bundle(path: Path) -> dict:
+    """Parse and check a bundle file: format, version and sha256 must all hold."""
+    try:
+        bundle = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: cannot read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(
+            f"{path}:{exc.lineno}:{exc.colno}: not JSON ({exc.msg}); the agent loads a compiled "
+            "bundle (edrfleet policy compile POLICY.yaml -o FILE)"
+        ) from exc
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise BundleError(f"{path}: not an edrfleet bundle (format {FORMAT!r} expected)")
+    if bundle.get("version") != VERSION:
+        raise BundleError(
+            f"{path}: bundle version {bundle.get('version')!r}, this agent reads {VERSION}; "
+            "deploy a matching agent"
+        )
+    if bundle.get("sha256") != canonical_sha256(bundle):
+        raise BundleError(f"{path}: sha256 does not match the content (truncated or edited?)")
+    return bundle

@@ -1,0 +1,154 @@
+"""The event schema: kernel record -> one JSON object with Elastic Common Schema field names.
+
+This is the one module that knows the event's fields; the spool, the outputs and the fleet
+report (``edrfleet.fleet``) all read events through the names defined here.
+
+Fields (flat, dotted keys, as DESIGN.md lists them)::
+
+    @timestamp event.id event.action host.name process.pid process.parent.pid
+    process.executable process.name process.command_line process.args process.args_truncated
+    user.id group.id rule.id rule.severity rule.description edrfleet.backend
+    edrfleet.policy_sha256 edrfleet.as_executed edrfleet.stage edrfleet.reason
+    edrfleet.cgroup_id edrfleet.args_bytes threat.technique.id (when the rule has tags)
+
+Command-line bytes are decoded as UTF-8 with invalid bytes escaped (``\\xNN``), so hostile
+bytes survive as visible text and the JSON line stays valid.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+# field names other modules use
+TIMESTAMP = "@timestamp"
+EVENT_ID = "event.id"
+ACTION = "event.action"
+HOST = "host.name"
+RULE_ID = "rule.id"
+SEVERITY = "rule.severity"
+COMMAND_LINE = "process.command_line"
+BACKEND = "edrfleet.backend"
+POLICY_SHA = "edrfleet.policy_sha256"
+
+EVENT_ACTIONS = {1: "blocked", 2: "would_block", 3: "logged"}
+BACKENDS = {1: "sigkill", 2: "lsm"}
+STAGES = {1: "exec", 2: "lsm"}
+REASONS = {1: "rule", 2: "recheck", 3: "unscanned"}
+UNSCANNED_RULE_ID = "edrfleet-unscanned-args"
+FLAG_ARGS_TRUNCATED = 1
+FLAG_FILENAME_TRUNCATED = 2
+FLAG_UNSCANNED = 4
+
+
+def text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def field_bytes(struct: ct.Structure, name: str, length: int) -> bytes:
+    """Bytes of a char array field, NULs included (ctypes stops char arrays at the first NUL)."""
+    return ct.string_at(ct.addressof(struct) + getattr(type(struct), name).offset, length)
+
+
+def split_args(raw: bytes) -> list[bytes]:
+    """argv from the kernel's NUL-separated block (the final NUL ends the last string)."""
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return raw.split(b"\0") if raw else []
+
+
+@dataclass
+class Generation:
+    """What the agent knows of one loaded policy, to name the rules an event refers to."""
+
+    sha256: str
+    rules: list[dict]
+
+
+@dataclass
+class Clock:
+    """Kernel boot-time nanoseconds -> wall clock."""
+
+    boot_wall: float
+
+    @classmethod
+    def now(cls) -> Clock:
+        import time
+
+        return cls(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME))
+
+    def iso(self, boot_ns: int) -> str:
+        when = datetime.fromtimestamp(self.boot_wall + boot_ns / 1e9, tz=UTC)
+        return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def to_ecs(
+    ev: ct.Structure,
+    *,
+    host: str,
+    generation: Generation | None,
+    clock: Clock,
+    boot_id: str,
+    executable: str,
+) -> dict:
+    """Decode one ring-buffer record (must be called while the record is valid)."""
+    args = split_args(field_bytes(ev, "args", ev.args_len))
+    if ev.args_len < ev.args_total and args and not ev.args_len == ev.args_total:
+        pass  # the last string may be cut; args_truncated says so
+    rule: dict = {}
+    if generation and ev.rule < len(generation.rules):
+        rule = generation.rules[ev.rule]
+    reason = REASONS.get(ev.reason, str(ev.reason))
+    rule_id = rule.get("id") or (UNSCANNED_RULE_ID if reason == "unscanned" else "")
+    as_executed = text(field_bytes(ev, "filename", ev.filename_len))
+    out = {
+        TIMESTAMP: clock.iso(ev.ts_ns),
+        EVENT_ID: f"{boot_id[:8]}-{ev.ts_ns:x}-{ev.pid:x}",
+        ACTION: EVENT_ACTIONS.get(ev.action, str(ev.action)),
+        HOST: host,
+        "process.pid": ev.pid,
+        "process.parent.pid": ev.ppid,
+        "process.executable": executable,
+        "process.name": text(ev.exe_name),
+        COMMAND_LINE: " ".join(text(a) for a in args),
+        "process.args": [text(a) for a in args],
+        "process.args_truncated": bool(ev.flags & FLAG_ARGS_TRUNCATED),
+        "user.id": str(ev.uid),
+        "group.id": str(ev.gid),
+        RULE_ID: rule_id,
+        SEVERITY: rule.get("severity", "critical" if reason == "unscanned" else ""),
+        "rule.description": rule.get("description", ""),
+        BACKEND: BACKENDS.get(ev.backend, str(ev.backend)),
+        POLICY_SHA: generation.sha256 if generation else "",
+        "edrfleet.as_executed": as_executed,
+        "edrfleet.stage": STAGES.get(ev.stage, str(ev.stage)),
+        "edrfleet.reason": reason,
+        "edrfleet.cgroup_id": ev.cgroup_id,
+        "edrfleet.args_bytes": ev.args_total,
+        "edrfleet.unscanned": bool(ev.flags & FLAG_UNSCANNED),
+    }
+    tags = rule.get("tags") or []
+    if tags:
+        out["threat.technique.id"] = list(tags)
+    return out
+
+
+def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_executed: str) -> str:
+    """Path of the real executable: the policy's own table, /proc, then the as-executed path."""
+    if identity in known:
+        return known[identity]
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        pass
+    return os.path.realpath(as_executed) if as_executed.startswith("/") else as_executed
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip().replace("-", "")
+    except OSError:
+        return "00000000"

@@ -1,0 +1,253 @@
+"""The BPF side of the agent: compile with BCC, fill the maps, attach, read events and counters.
+
+One visible order: compile -> load -> fill slot -> activate -> attach -> poll.  Policies live in
+two slots; a reload fills the inactive one and flips ``active`` with a single map write, so there
+is never a moment without a complete policy in force.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+
+from edrfleet.agent.header import Header
+from edrfleet.agent.maps import Packed
+
+TRANS_ROW_BITS = 20  # EDR_ROW_BITS: trans is one map value, at most 4 MiB (KMALLOC_MAX_SIZE)
+SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
+DEFAULT_CAPACITY = {
+    "EDR_MAX_GROUPS": 256,
+    "EDR_MAX_RULES": 1024,
+    "EDR_TRANS_MAX": 65536,
+    "EDR_MAX_NAMES": 1024,
+    "EDR_MAX_INODES": 4096,
+    "EDR_MAX_SCOPE": 64,
+}
+
+
+class EngineError(RuntimeError):
+    """A step of bringing the program up failed; the message names the step."""
+
+
+def bpf_text(bpf_dir: Path) -> str:
+    """The program's C text with the contract header inlined (BCC then needs no include path)."""
+    src = (bpf_dir / "edrfleet.c").read_text()
+    header = (bpf_dir / "edrfleet.h").read_text()
+    return src.replace('#include "edrfleet.h"', header, 1)
+
+
+def capacities_for(needs: dict[str, int]) -> dict[str, int]:
+    """Map sizes with room for a policy twice as big as this one before a restart is needed."""
+    caps = {
+        key: max(base, _pow2(2 * needs.get(key, 0))) for key, base in DEFAULT_CAPACITY.items()
+    }
+    caps["EDR_TRANS_MAX"] = min(caps["EDR_TRANS_MAX"], 1 << TRANS_ROW_BITS)
+    return caps
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class Engine:
+    """A compiled and loaded instance of bpf/edrfleet.c."""
+
+    def __init__(
+        self,
+        bpf_dir: Path,
+        header: Header,
+        offsets: dict[str, int],
+        capacities: dict[str, int],
+        *,
+        perfbuf: bool = False,
+        print_text: Callable[[str], None] | None = None,
+    ) -> None:
+        self.header = header
+        self.capacities = dict(capacities)
+        self.perfbuf = perfbuf
+        self.backend = ""
+        self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
+        self._released_at = [0.0, 0.0]
+        self.active_slot = -1
+        self.cflags = [f"-D{k}={v}" for k, v in sorted({**offsets, **capacities}.items())]
+        if perfbuf:
+            self.cflags.append("-DEDR_USE_PERFBUF=1")
+        text = bpf_text(bpf_dir)
+        if print_text:
+            print_text("\n".join(f"#define {f[2:].replace('=', ' ', 1)}" for f in self.cflags))
+            print_text(text)
+        from bcc import BPF  # the agent's only non-stdlib import
+
+        class _NoAutoload(BPF):  # attach by hand, in order, after the maps are full
+            def _trace_autoload(self) -> None:
+                pass
+
+        self._BPF = BPF
+        try:
+            self.bpf = _NoAutoload(text=text, cflags=self.cflags)
+        except Exception as exc:
+            raise EngineError(f"compile bpf/edrfleet.c: {exc}") from exc
+        try:
+            for index, name in enumerate((b"edr_scan", b"edr_judge")):  # EDR_PROG_* order
+                fn = self.bpf.load_func(name, BPF.TRACEPOINT)
+                self.bpf["progs"][ct.c_int(index)] = ct.c_int(fn.fd)
+            self._exec_fn = self.bpf.load_func(
+                b"tracepoint__sched__sched_process_exec", BPF.TRACEPOINT
+            )
+        except Exception as exc:
+            raise EngineError(f"load programs (verifier): {exc}") from exc
+
+    # -- policy slots ------------------------------------------------------------------------
+    def fits(self, needs: dict[str, int]) -> bool:
+        return all(needs[k] <= self.capacities[k] for k in needs)
+
+    def free_slot(self) -> int:
+        """The slot a new policy goes into; waits out in-flight execs of its last use."""
+        slot = 0 if self.active_slot != 0 else 1
+        wait = self._released_at[slot] + SLOT_REUSE_SECONDS - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return slot
+
+    def write_slot(self, slot: int, packed: Packed, gen: int, backend: int) -> None:
+        """Fill every map of ``slot``; the slot is not in force until activate()."""
+        self._clear_hash_keys(slot)
+        b = self.bpf
+        keys: dict[str, list] = {}
+
+        cfg = b["config"].Leaf()
+        cfg.mode, cfg.gen, cfg.backend = packed.mode, gen, backend
+        cfg.scoped, cfg.unscanned_block = int(packed.scoped), int(packed.unscanned_block)
+        cfg.n_wild = len(packed.wildcard)
+        for i, g in enumerate(packed.wildcard):
+            cfg.wild[i] = g
+        b["config"][ct.c_int(slot)] = cfg
+
+        rules = b["rules"]
+        for i, (action, severity, uids) in enumerate(packed.rules):
+            leaf = rules.Leaf()
+            leaf.action, leaf.severity, leaf.n_uids = action, severity, len(uids)
+            for j, uid in enumerate(uids):
+                leaf.uids[j] = uid
+            rules[ct.c_int(slot * self.capacities["EDR_MAX_RULES"] + i)] = leaf
+
+        groups = b["groups"]
+        for i, grp in enumerate(packed.groups):
+            leaf = groups.Leaf()
+            leaf.start, leaf.n_rules, leaf.has_block = grp.start, len(grp.slots), grp.has_block
+            ct.memmove(leaf.cls, bytes(grp.classes), len(grp.classes))
+            for j, (need, rule) in enumerate(grp.slots):
+                leaf.rules[j].need, leaf.rules[j].rule = need, rule
+            groups[ct.c_int(slot * self.capacities["EDR_MAX_GROUPS"] + i)] = leaf
+
+        trans = b["trans"].Leaf()
+        data = array("I", packed.trans).tobytes()
+        ct.memmove(trans.raw, data, len(data))
+        b["trans"][ct.c_int(slot)] = trans
+        accepts = b["accepts"].Leaf()
+        data = array("Q", packed.accepts).tobytes()
+        ct.memmove(accepts.raw, data, len(data))
+        b["accepts"][ct.c_int(slot)] = accepts
+
+        keys["names"] = self._fill_lists(
+            "names", slot, packed.names.items(), lambda k, name: setattr(k, "name", name)
+        )
+        keys["inodes"] = self._fill_lists(
+            "inodes", slot, packed.inodes.items(), _set_inode_key
+        )
+        keys["scope"] = self._fill_scope(slot, packed.scope)
+        self._keys[slot] = keys
+
+    def activate(self, slot: int) -> None:
+        """Put ``slot`` in force with one map write (the atomic switch)."""
+        self.bpf["active"][ct.c_int(0)] = ct.c_uint32(slot)
+        if self.active_slot >= 0 and self.active_slot != slot:
+            self._released_at[self.active_slot] = time.monotonic()
+        self.active_slot = slot
+
+    def _fill_lists(self, name: str, slot: int, items, set_key) -> list:
+        table = self.bpf[name]
+        written = []
+        for key_value, groups in items:
+            k = table.Key()
+            k.slot = slot
+            set_key(k, key_value)
+            v = table.Leaf()
+            v.n = len(groups)
+            for i, g in enumerate(groups):
+                v.g[i] = g
+            table[k] = v
+            written.append(k)
+        return written
+
+    def _fill_scope(self, slot: int, cgroup_ids: list[int]) -> list:
+        table = self.bpf["scope"]
+        written = []
+        for cgid in cgroup_ids:
+            k = table.Key()
+            k.slot, k.cgid = slot, cgid
+            table[k] = ct.c_uint32(1)
+            written.append(k)
+        return written
+
+    def _clear_hash_keys(self, slot: int) -> None:
+        for name, keys in self._keys.get(slot, {}).items():
+            table = self.bpf[name]
+            for k in keys:
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+        self._keys[slot] = {}
+
+    # -- attach ------------------------------------------------------------------------------
+    def attach_exec(self) -> None:
+        try:
+            self.bpf.attach_tracepoint(
+                tp=b"sched:sched_process_exec", fn_name=self._exec_fn.name
+            )
+        except Exception as exc:
+            raise EngineError(f"attach sched:sched_process_exec: {exc}") from exc
+
+    def detach(self) -> None:
+        self.bpf.cleanup()
+
+    # -- events and counters -----------------------------------------------------------------
+    def open_events(self, handle: Callable[[object, int], None], lost: Callable[[int], None]) -> None:
+        """Call ``handle(event, size)`` for each record, decoded from the declared struct."""
+        table = self.bpf["events"]
+
+        def on_record(_ctx, data, size):
+            handle(table.event(data), size)
+
+        if self.perfbuf:
+            table.open_perf_buffer(
+                lambda cpu, data, size: on_record(None, data, size),
+                page_cnt=256,
+                lost_cb=lost,
+            )
+        else:
+            table.open_ring_buffer(on_record)
+
+    def poll(self, timeout_ms: int) -> None:
+        if self.perfbuf:
+            self.bpf.perf_buffer_poll(timeout=timeout_ms)
+        else:
+            self.bpf.ring_buffer_poll(timeout=timeout_ms)
+
+    def counters(self) -> dict[str, int]:
+        names = self.header.enums["edr_counter"]
+        table = self.bpf["counters"]
+        out = {}
+        for name, idx in names.items():
+            if name == "EDR_CNT_MAX":
+                continue
+            out[name[len("EDR_CNT_"):].lower()] = sum(table[ct.c_int(idx)])
+        return out
+
+
+def _set_inode_key(k, ident: tuple[int, int]) -> None:
+    k.dev, k.ino = ident

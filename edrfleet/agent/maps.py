@@ -1,0 +1,203 @@
+"""Pack a compiled policy bundle into the contents of the kernel maps (pure functions).
+
+Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct into ctypes):
+
+- ``trans``: the DFAs of all groups laid end to end as one flat u32 array (one map value per
+  slot).  DFA *d* starts at entry ``O_d``; the row of its state *s* starts at
+  ``O_d + s * nclasses_d``.  An entry is ``next_row | accept_id << EDR_ROW_BITS``.
+- ``accepts``: accept id -> u64 condition mask (id 0 is the empty mask).  Ids number the
+  distinct masks of the slot, so groups share them.
+- ``groups``: per group the start row (``EDR_NONE`` = no argv condition), the symbol -> class
+  table and the rule slots ``(need mask, rule index)``.
+- ``rules``: per rule the action, severity and uid list (enum values from the header).
+- ``names`` / ``inodes``: executable key -> group list; inodes come from resolving every policy
+  path, and every policy basename through the bundle's ``search_path``, on this host.
+
+The scanner (kernel and ``edrfleet.policy.simulate``) reads BOS, argv joined by NUL, EOS.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edrfleet.agent.header import Header
+
+Identity = tuple[int, int]  # (kernel dev, inode)
+
+
+class PackError(ValueError):
+    """The bundle cannot be laid into this program's maps; the message names what and why."""
+
+
+@dataclass
+class GroupEntry:
+    start: int
+    has_block: bool
+    classes: list[int]
+    slots: list[tuple[int, int]]  # (need mask, rule index)
+
+
+@dataclass
+class Packed:
+    """Everything one policy slot holds, ready to be written."""
+
+    mode: int
+    scoped: bool
+    unscanned_block: bool
+    wildcard: list[int]
+    names: dict[bytes, list[int]]
+    inodes: dict[Identity, list[int]]
+    scope: list[int]
+    accepts: list[int]  # accept id -> mask; accepts[0] == 0
+    groups: list[GroupEntry]
+    rules: list[tuple[int, int, list[int]]]  # (action, severity, uids)
+    trans: list[int]
+    paths: dict[Identity, str] = field(default_factory=dict)  # where each inode was found
+
+    def needs(self, header: Header) -> dict[str, int]:
+        """Capacity each map needs for this slot, keyed like the EDR_MAX_* macros."""
+        return {
+            "EDR_MAX_GROUPS": len(self.groups),
+            "EDR_MAX_RULES": len(self.rules),
+            "EDR_TRANS_MAX": len(self.trans),
+            "EDR_MAX_NAMES": len(self.names),
+            "EDR_MAX_INODES": len(self.inodes),
+            "EDR_MAX_SCOPE": len(self.scope),
+        }
+
+
+def kernel_dev(st_dev: int) -> int:
+    """Userspace dev_t -> the kernel's internal encoding (MAJOR << 20 | MINOR) in s_dev."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def stat_identity(path: str) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return kernel_dev(st.st_dev), st.st_ino
+
+
+def _merge(table: dict, key, groups: list[int], limit: int, what: str) -> None:
+    merged = table.setdefault(key, [])
+    for g in groups:
+        if g not in merged:
+            merged.append(g)
+    if len(merged) > limit:
+        raise PackError(f"{what} maps to {len(merged)} rule groups, more than {limit}")
+
+
+def _pack_dfas(bundle: dict, header: Header) -> tuple[list[int], list[int], list[int]]:
+    """Lay the DFAs end to end; return (flat entries, accept id -> mask, start row per DFA)."""
+    row_bits = header["EDR_ROW_BITS"]
+    trans: list[int] = []
+    accepts: list[int] = [0]
+    ids: dict[int, int] = {0: 0}
+    starts: list[int] = []
+    for dfa in bundle["dfas"]:
+        base = len(trans)
+        k = dfa["nclasses"]
+        state_id: dict[int, int] = {}
+        for state, mask in dfa["accept"]:
+            if mask not in ids:
+                ids[mask] = len(accepts)
+                accepts.append(mask)
+            state_id[state] = ids[mask]
+        trans.extend(
+            (base + nxt * k) | (state_id.get(nxt, 0) << row_bits) for nxt in dfa["trans"]
+        )
+        starts.append(base + dfa["start"] * k)
+    if len(trans) > 1 << row_bits:
+        raise PackError(
+            f"the automata need {len(trans)} transition entries, the kernel format holds "
+            f"{1 << row_bits}; simplify or split the policy's regexes"
+        )
+    if len(accepts) > header["EDR_ACCEPT_IDS"]:
+        raise PackError(f"{len(accepts)} distinct condition masks, max {header['EDR_ACCEPT_IDS']}")
+    return trans, accepts, starts
+
+
+def pack_bundle(
+    bundle: dict,
+    header: Header,
+    *,
+    identity: Callable[[str], Identity | None] = stat_identity,
+    cgroup_id: Callable[[str], int],
+) -> Packed:
+    """Lay ``bundle`` out for the maps; raises PackError when it cannot fit the contract."""
+    none = header["EDR_NONE"]
+    per_key = header["EDR_GROUPS_PER_KEY"]
+    actions = header.enum_by_suffix("edr_action", "EDR_ACTION_")
+    severities = header.enum_by_suffix("edr_severity", "EDR_SEV_")
+    trans, accepts, starts = _pack_dfas(bundle, header)
+
+    # An argv too long to scan fails closed only where a rule names the executable: a long
+    # command line alone is no reason to kill an arbitrary program (xargs makes them daily).
+    wildcard_groups = set(bundle["executables"].get("wildcard", []))
+    groups = []
+    for i, grp in enumerate(bundle["groups"]):
+        if len(grp["rules"]) > header["EDR_RULES_PER_GROUP"]:
+            raise PackError(f"group {i} has {len(grp['rules'])} rule slots")
+        dfa = grp["dfa"]
+        classes = bundle["dfas"][dfa]["classes"] if dfa is not None else [0] * header["EDR_NSYM"]
+        groups.append(
+            GroupEntry(
+                start=none if dfa is None else starts[dfa],
+                has_block=bool(grp.get("has_block")) and i not in wildcard_groups,
+                classes=list(classes),
+                slots=[(need, rule) for rule, need in grp["rules"]],
+            )
+        )
+
+    rules = []
+    for rule in bundle["rules"]:
+        uids = list(rule.get("uids") or [])
+        if len(uids) > header["EDR_UIDS_PER_RULE"]:
+            raise PackError(
+                f"rule {rule['id']!r} lists {len(uids)} uids, the kernel takes "
+                f"{header['EDR_UIDS_PER_RULE']}; split it into several rules"
+            )
+        rules.append((actions[rule["action"]], severities[rule["severity"]], uids))
+
+    exe = bundle["executables"]
+    names: dict[bytes, list[int]] = {}
+    inodes: dict[Identity, list[int]] = {}
+    paths: dict[Identity, str] = {}
+    for name, grps in exe.get("names", {}).items():
+        key = name.encode()
+        if len(key) >= header["EDR_NAME_MAX"] - 1:
+            raise PackError(f"executable name {name!r} is longer than the kernel key")
+        _merge(names, key, grps, per_key, f"executable name {name!r}")
+        for directory in bundle.get("search_path", []):
+            path = os.path.join(directory, name)
+            ident = identity(path)
+            if ident is not None:
+                _merge(inodes, ident, grps, per_key, f"file {path}")
+                paths.setdefault(ident, os.path.realpath(path))
+    for path, grps in exe.get("paths", {}).items():
+        ident = identity(path)
+        if ident is not None:
+            _merge(inodes, ident, grps, per_key, f"file {path}")
+            paths[ident] = path
+    wildcard = list(exe.get("wildcard", []))
+    if len(wildcard) > per_key:
+        raise PackError(f"{len(wildcard)} groups of rules without an executable, max {per_key}")
+
+    scope_paths = bundle.get("scope", {}).get("cgroups", [])
+    return Packed(
+        mode=header[f"EDR_MODE_{bundle['mode'].upper()}"],
+        scoped=bool(scope_paths),
+        unscanned_block=bundle.get("unscanned", "block") == "block",
+        wildcard=wildcard,
+        names=names,
+        inodes=inodes,
+        scope=[cgroup_id(p) for p in scope_paths],
+        accepts=accepts,
+        groups=groups,
+        rules=rules,
+        trans=trans,
+        paths=paths,
+    )

@@ -1,0 +1,37 @@
+"""``edrfleet agent run``: the host agent in the foreground, fed from a YAML policy or a bundle.
+
+On the controller's venv the policy may be YAML: it is compiled here, and compiled again on
+every SIGHUP, so a policy that fails validation never replaces the running one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edrfleet.agent.__main__ import add_run_arguments, options_from
+
+
+def load_any_policy(path: Path) -> dict:
+    """YAML policy -> compiled bundle; a bundle JSON is checked and returned as is."""
+    from edrfleet.policy import compile_policy, load_bundle, load_policy
+
+    text = Path(path).read_text()
+    if text.lstrip().startswith("{"):
+        return load_bundle(text)
+    return compile_policy(load_policy(path))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edrfleet.agent.run import run_agent
+
+    return run_agent(options_from(args), load_any_policy)
+
+
+def register(subparsers: Any) -> None:
+    agent = subparsers.add_parser("agent", help="the host agent")
+    sub = agent.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="enforce a policy in the foreground (what the unit starts)")
+    add_run_arguments(run)
+    run.set_defaults(func=_run)

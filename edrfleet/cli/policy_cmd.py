@@ -1,0 +1,183 @@
+"""``edrfleet policy check|compile|test``: validate, compile and try a policy offline.
+
+FILE is a policy YAML or a compiled bundle JSON (detected by content).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+from edrfleet.policy import (
+    PolicyError,
+    PolicyErrors,
+    compile_policy,
+    dump_bundle,
+    load_bundle,
+    load_policy_text,
+    simulate,
+)
+from edrfleet.policy.limits import MAX_TRANS_TOTAL
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "policy", help="check, compile and test a policy offline",
+        description="Check, compile and test a policy (YAML) or a compiled bundle (JSON).")
+    sub = parser.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+
+    check = sub.add_parser("check", help="validate and compile; print a summary")
+    check.add_argument("file", metavar="FILE", help="policy YAML or bundle JSON")
+    check.set_defaults(func=cmd_check)
+
+    comp = sub.add_parser("compile", help="write the bundle JSON")
+    comp.add_argument("file", metavar="FILE", help="policy YAML or bundle JSON")
+    comp.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    comp.set_defaults(func=cmd_compile)
+
+    test = sub.add_parser(
+        "test", help="which rule matches a command, and the action",
+        usage=TEST_USAGE, description="Decide one command line with the policy, as the kernel "
+        "would, and print the matching rules and the action.")
+    _test_options(test)
+    test.add_argument("argv", nargs=argparse.REMAINDER, metavar="FILE [OPTIONS] -- CMD [ARGS...]",
+                      help="policy YAML or bundle JSON, then the command line after '--'")
+    test.set_defaults(func=cmd_test)
+
+
+TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
+              "-- CMD [ARGS...]")
+
+
+def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    keep = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument("--format", choices=("text", "json"), **({"default": "text"} | keep))
+    parser.add_argument("--uid", type=int, help="uid of the exec (default: yours)",
+                        **({"default": None} | keep))
+    parser.add_argument("--filename", metavar="PATH", **({"default": None} | keep),
+                        help="path as executed (default: CMD, looked up on $PATH)")
+
+
+def _report(exc: PolicyError) -> int:
+    errors = exc.errors if isinstance(exc, PolicyErrors) else [exc]
+    for err in errors:
+        print(err.format(), file=sys.stderr)
+    return EXIT_USAGE
+
+
+def load_any(path: str) -> dict[str, Any]:
+    """Bundle from a policy YAML (compiled) or a bundle JSON (checked)."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if text.lstrip().startswith("{"):
+        return load_bundle(text)
+    return compile_policy(load_policy_text(text, path))
+
+
+def summary(bundle: dict[str, Any]) -> list[str]:
+    rules = bundle["rules"]
+    by_action = Counter(r["action"] for r in rules)
+    exes = bundle["executables"]
+    wild_rules = sum(len(bundle["groups"][g]["rules"]) for g in exes["wildcard"])
+    bits = [bin(_or(n for _, n in g["rules"])).count("1") for g in bundle["groups"]]
+    dfas = bundle["dfas"]
+    states = sum(len(d["trans"]) // d["nclasses"] for d in dfas)
+    trans = sum(len(d["trans"]) for d in dfas)
+    actions = ", ".join(f"{a} {by_action[a]}" for a in ("block", "log", "allow") if by_action[a])
+    scope = ", ".join(bundle["scope"]["cgroups"]) or "whole host"
+    return [
+        f"rules: {len(rules)}" + (f" ({actions})" if actions else ""),
+        f"mode: {bundle['mode']}, backend: {bundle['backend']}, unscanned: "
+        f"{bundle['unscanned']}, scope: {scope}",
+        f"executables: {len(exes['names'])} names, {len(exes['paths'])} paths, "
+        f"{wild_rules} rules for any executable",
+        f"groups: {len(bundle['groups'])}, condition bits: {sum(bits)} "
+        f"(at most {max(bits, default=0)} in one group)",
+        f"automata: {len(dfas)} DFAs, {states} states, at most "
+        f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
+        f"({100 * trans / MAX_TRANS_TOTAL:.1f} % of the kernel's {MAX_TRANS_TOTAL})",
+        f"sha256: {bundle['sha256']}",
+    ]
+
+
+def _or(values: Any) -> int:
+    out = 0
+    for v in values:
+        out |= v
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_any(args.file)
+    except PolicyError as exc:
+        return _report(exc)
+    print(f"{args.file}: OK")
+    for line in summary(bundle):
+        print(f"  {line}")
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_any(args.file)
+    except PolicyError as exc:
+        return _report(exc)
+    text = dump_bundle(bundle)
+    if args.output:
+        tmp = f"{args.output}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, args.output)
+        print(f"{args.output}: {len(bundle['rules'])} rules, sha256 {bundle['sha256']}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def describe(bundle: dict[str, Any], decision: Any) -> str:
+    """One readable line for a decision."""
+    severity = {r["id"]: r["severity"] for r in bundle["rules"]}
+    others = [r for r in decision.rules if r != decision.rule]
+    tail = f" (also matched: {', '.join(others)})" if others else ""
+    if decision.rule is None:
+        return "allowed: no rule matched"
+    verb = {"allow": "allowed by", "log": "logged by", "block": "blocked by"}[decision.action]
+    if decision.action == "block" and bundle["mode"] == "monitor":
+        verb = "would be blocked (monitor mode) by"
+    return f"{verb} rule '{decision.rule}' ({severity[decision.rule]}){tail}"
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    # argparse cannot mix options after a positional with a "-- CMD" tail through nested
+    # subparsers, so the tail is split here: FILE and options before '--', the command after.
+    argv = list(args.argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    head, command = argv[:split], argv[split + 1:]
+    mini = argparse.ArgumentParser(prog="edrfleet policy test", usage=TEST_USAGE)
+    mini.add_argument("file", metavar="FILE")
+    _test_options(mini, defaults=False)
+    opts = mini.parse_args(head, namespace=argparse.Namespace(
+        format=args.format, uid=args.uid, filename=args.filename))
+    if not command:
+        mini.error("give the command line after '--'")
+    try:
+        bundle = load_any(opts.file)
+    except PolicyError as exc:
+        return _report(exc)
+    uid = os.getuid() if opts.uid is None else opts.uid
+    decision = simulate(bundle, command, filename=opts.filename, uid=uid)
+    if opts.format == "json":
+        print(json.dumps({"action": decision.action, "rules": list(decision.rules),
+                          "rule": decision.rule}))
+    else:
+        print(describe(bundle, decision))
+    return EXIT_OK

@@ -1,0 +1,106 @@
+"""The bundle as text: canonical JSON, its sha256, and a checked loader.
+
+Layout: docs/policy-bundle.md (format ``edrfleet-bundle``, version 1).  The sha256 is over
+``json.dumps(bundle_without_sha256, sort_keys=True, separators=(",", ":"))``, and
+`dump_bundle` writes the same canonical form (with the sha256), so equal policies give equal
+bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from edrfleet.policy.limits import EDR_NSYM
+
+FORMAT = "edrfleet-bundle"
+VERSION = 1
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def bundle_sha256(bundle: dict[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of ``bundle`` without its ``"sha256"`` key."""
+    body = {k: v for k, v in bundle.items() if k != "sha256"}
+    return hashlib.sha256(_canonical(body).encode()).hexdigest()
+
+
+def dump_bundle(bundle: dict[str, Any]) -> str:
+    """Canonical JSON text of the bundle (sorted keys, no spaces, final newline)."""
+    return _canonical(bundle) + "\n"
+
+
+def _fail(message: str) -> ValueError:
+    return ValueError(f"bad policy bundle: {message}")
+
+
+def check_bundle(bundle: Any) -> None:
+    """Check the structure a simulator or packer relies on.
+
+    Raises:
+        ValueError: naming the first inconsistency found.
+    """
+    if not isinstance(bundle, dict):
+        raise _fail("not a JSON object")
+    if bundle.get("format") != FORMAT:
+        raise _fail(f"format is {bundle.get('format')!r}, expected {FORMAT!r}")
+    if bundle.get("version") != VERSION:
+        raise _fail(f"version {bundle.get('version')!r} is not supported (this edrfleet "
+                    f"reads version {VERSION}); recompile the policy")
+    for key in ("rules", "groups", "dfas", "executables", "search_path"):
+        if key not in bundle:
+            raise _fail(f"missing key {key!r}")
+    nrules, ngroups, ndfas = len(bundle["rules"]), len(bundle["groups"]), len(bundle["dfas"])
+    for i, dfa in enumerate(bundle["dfas"]):
+        ncls = dfa["nclasses"]
+        if len(dfa["classes"]) != EDR_NSYM or any(not 0 <= c < ncls for c in dfa["classes"]):
+            raise _fail(f"dfas[{i}].classes must be {EDR_NSYM} class ids below {ncls}")
+        trans = dfa["trans"]
+        if not trans or len(trans) % ncls:
+            raise _fail(f"dfas[{i}].trans length {len(trans)} is not nstates * {ncls}")
+        nstates = len(trans) // ncls
+        if not 0 <= dfa["start"] < nstates or any(not 0 <= t < nstates for t in trans):
+            raise _fail(f"dfas[{i}] has a state index out of range")
+        if any(not 0 <= s < nstates for s, _ in dfa["accept"]):
+            raise _fail(f"dfas[{i}].accept names a state out of range")
+    for i, group in enumerate(bundle["groups"]):
+        if group["dfa"] is not None and not 0 <= group["dfa"] < ndfas:
+            raise _fail(f"groups[{i}].dfa out of range")
+        if any(not 0 <= r < nrules for r, _ in group["rules"]):
+            raise _fail(f"groups[{i}] names a rule out of range")
+    exes = bundle["executables"]
+    lists = [*exes["names"].values(), *exes["paths"].values(), exes["wildcard"]]
+    if any(not 0 <= g < ngroups for groups in lists for g in groups):
+        raise _fail("executables name a group out of range")
+
+
+def load_bundle(text: str) -> dict[str, Any]:
+    """Parse bundle JSON, check format, version, sha256 and structure.
+
+    Raises:
+        ValueError: not JSON, another format or version, a sha256 mismatch (the file was
+            edited or truncated), or an inconsistent table.
+    """
+    try:
+        bundle = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(bundle, dict):
+        raise _fail("not a JSON object")
+    if bundle.get("format") != FORMAT:
+        raise _fail(f"format is {bundle.get('format')!r}, expected {FORMAT!r}")
+    want = bundle.get("sha256")
+    got = bundle_sha256(bundle)
+    if want != got:
+        raise _fail(f"sha256 mismatch: the file says {want}, its content hashes to {got} "
+                    "(edited or truncated? recompile it)")
+    try:
+        check_bundle(bundle)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith("bad policy bundle"):
+            raise
+        raise _fail(f"malformed table ({exc!r})") from None
+    return bundle

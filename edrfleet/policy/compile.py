@@ -1,0 +1,296 @@
+"""Policy -> bundle (docs/policy-bundle.md, format 1).
+
+Steps, all deterministic (same policy, same bytes, same sha256):
+
+1. every rule gets its index in policy order; its conditions are keyed so that identical
+   conditions share one bit inside a group (``any`` literals are compared as a set);
+2. rules are grouped by their *set* of executables (names and paths; none = wildcard), in order
+   of first appearance; a group holds at most 64 rules and 64 condition bits, more start a new
+   group for the same key set;
+3. each group gets one search DFA over all its conditions; a group whose DFA passes the state
+   or class cap is split in two (by rules) until it fits or one rule alone is too large;
+4. identical DFAs are stored once; kernel capacities are checked (`limits`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from edrfleet.policy.bundle import FORMAT, VERSION, bundle_sha256, dump_bundle, load_bundle
+from edrfleet.policy.errors import PolicyError, raise_collected
+from edrfleet.policy.limits import (
+    COND_BITS,
+    DEFAULT_SEARCH_PATH,
+    EDR_GROUPS_PER_KEY,
+    EDR_MAX_GROUPS,
+    EDR_MAX_KEYS,
+    EDR_MAX_RULES,
+    EDR_RULES_PER_GROUP,
+    MAX_CLASSES,
+    MAX_DFA_STATES,
+    MAX_TRANS_TOTAL,
+)
+from edrfleet.policy.model import Policy, Rule
+from edrfleet.policy.regex_dfa import Dfa, DfaTooLarge, build_dfa
+from edrfleet.policy.regex_nfa import NfaTooLarge, group_nfa
+from edrfleet.policy.regex_parse import ARG, CMD, Node, any_ast, glob_ast, regex_ast
+
+__all__ = ["compile_policy", "bundle_sha256", "dump_bundle", "load_bundle", "condition_keys"]
+
+CondKey = tuple[str, Any]  # ("any", (b"lit", ...)) | ("glob"|"regex"|"cmdline", b"...")
+
+_SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, "
+             "or split it into several 'args' entries (each must hold)")
+
+
+def condition_keys(rule: Rule) -> list[CondKey]:
+    """The rule's conditions, deduplicated, in the order written."""
+    keys: list[CondKey] = []
+    for m in rule.args:
+        if m.kind == "any":
+            key: CondKey = ("any", tuple(sorted({lit.encode() for lit in m.value})))
+        else:
+            key = (m.kind, str(m.value).encode())
+        if key not in keys:
+            keys.append(key)
+    if rule.cmdline is not None:
+        key = ("cmdline", rule.cmdline.encode())
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _condition_ast(key: CondKey) -> Node:
+    kind, value = key
+    if kind == "any":
+        return any_ast(value)
+    if kind == "glob":
+        return glob_ast(value)
+    if kind == "regex":
+        return regex_ast(value, ARG)
+    return regex_ast(value, CMD)
+
+
+@dataclass
+class _Group:
+    keyset: tuple[str, ...]
+    rules: list[int]
+    bits: dict[CondKey, int] = field(default_factory=dict)
+    dfa: Dfa | None = None
+
+
+class _Compiler:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.errors: list[PolicyError] = []
+        self.conds = [condition_keys(rule) for rule in policy.rules]
+        self.asts: dict[CondKey, Node] = {}
+
+    def error(self, rule: Rule | None, message: str, fix: str, line: int = 0, col: int = 0):
+        self.errors.append(PolicyError(
+            message, source=self.policy.source, line=line or (rule.line if rule else 0),
+            col=col or (rule.col if rule and not line else 0), fix=fix))
+
+    def ast(self, key: CondKey) -> Node:
+        got = self.asts.get(key)
+        if got is None:
+            got = self.asts[key] = _condition_ast(key)
+        return got
+
+    def pack(self, keyset: tuple[str, ...], rules: list[int]) -> list[_Group]:
+        """Greedy packing in policy order under the slot and bit limits."""
+        groups: list[_Group] = []
+        cur: _Group | None = None
+        for r in rules:
+            new = [k for k in self.conds[r] if cur is None or k not in cur.bits]
+            if cur is None or len(cur.rules) >= EDR_RULES_PER_GROUP or (
+                    len(cur.bits) + len(new) > COND_BITS):
+                cur = _Group(keyset, [])
+                groups.append(cur)
+                new = list(self.conds[r])
+            cur.rules.append(r)
+            for k in new:
+                cur.bits[k] = len(cur.bits)
+        return groups
+
+    def build(self, group: _Group) -> list[_Group]:
+        """Build the group's DFA; split the group while it is too large."""
+        if not group.bits:
+            return [group]
+        arg = [(self.ast(k), b) for k, b in group.bits.items() if k[0] != "cmdline"]
+        cmd = [(self.ast(k), b) for k, b in group.bits.items() if k[0] == "cmdline"]
+        try:
+            dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
+            if dfa.nclasses > MAX_CLASSES:
+                raise DfaTooLarge(MAX_DFA_STATES)
+        except DfaTooLarge:
+            if len(group.rules) == 1:
+                self.too_large(group.rules[0])
+                return []
+            half = (len(group.rules) + 1) // 2
+            return [g for part in (group.rules[:half], group.rules[half:])
+                    for sub in self.pack(group.keyset, part) for g in self.build(sub)]
+        group.dfa = dfa
+        return [group]
+
+    def too_large(self, r: int) -> None:
+        rule = self.policy.rules[r]
+        for key in self.conds[r]:
+            arg = [(self.ast(key), 0)] if key[0] != "cmdline" else []
+            cmd = [(self.ast(key), 0)] if key[0] == "cmdline" else []
+            try:
+                build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
+            except DfaTooLarge:
+                line, col = self.where(rule, key)
+                what = "cmdline regex" if key[0] == "cmdline" else f"args {key[0]}"
+                self.error(rule, f"{what} {key[1]!r} of rule '{rule.id}' needs more than "
+                                 f"{MAX_DFA_STATES} automaton states", _SIMPLIFY, line, col)
+                return
+        self.error(rule, f"the conditions of rule '{rule.id}' together need more than "
+                         f"{MAX_DFA_STATES} automaton states", _SIMPLIFY)
+
+    def where(self, rule: Rule, key: CondKey) -> tuple[int, int]:
+        if key[0] == "cmdline":
+            return rule.cmdline_line, rule.cmdline_col
+        for m in rule.args:
+            if m.kind == key[0]:
+                return m.line, m.col
+        return rule.line, rule.col
+
+    def check_nfa_sizes(self) -> None:
+        seen: set[CondKey] = set()
+        for r, keys in enumerate(self.conds):
+            for key in keys:
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    ast = self.ast(key)
+                    group_nfa([(ast, 0)] if key[0] != "cmdline" else [],
+                              [(ast, 0)] if key[0] == "cmdline" else [])
+                except NfaTooLarge as exc:
+                    rule = self.policy.rules[r]
+                    line, col = self.where(rule, key)
+                    self.error(rule, f"{key[0]} {key[1][:40]!r}... of rule '{rule.id}' is too "
+                                     "large for the automaton", exc.hint, line, col)
+
+
+def compile_policy(policy: Policy) -> dict[str, Any]:
+    """Compile a validated `Policy` into the bundle dict (with its ``sha256``).
+
+    Raises:
+        PolicyError / PolicyErrors: a rule whose automaton passes the caps, or a policy that
+            does not fit the kernel's tables (naming the rule or executable and a fix).
+
+    Example:
+        >>> from edrfleet.policy import load_policy_text
+        >>> b = compile_policy(load_policy_text("version: 1\\nrules: []\\n"))
+        >>> b["format"], b["groups"]
+        ('edrfleet-bundle', [])
+    """
+    c = _Compiler(policy)
+    if len(policy.rules) > EDR_MAX_RULES:
+        c.error(None, f"{len(policy.rules)} rules; the kernel holds at most {EDR_MAX_RULES}",
+                "split the policy or merge rules", line=1, col=1)
+    c.check_nfa_sizes()
+    raise_collected(c.errors)
+    keysets: dict[tuple[str, ...], list[int]] = {}
+    for r, rule in enumerate(policy.rules):
+        keysets.setdefault(tuple(sorted(set(rule.executables))), []).append(r)
+    groups: list[_Group] = []
+    for keyset, rules in keysets.items():
+        for packed in c.pack(keyset, rules):
+            groups.extend(c.build(packed))
+    raise_collected(c.errors)
+    bundle = _assemble(policy, groups)
+    _check_capacity(c, policy, bundle, groups)
+    raise_collected(c.errors)
+    bundle["sha256"] = bundle_sha256(bundle)
+    return bundle
+
+
+def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
+    dfa_index: dict[Any, int] = {}
+    dfas: list[dict[str, Any]] = []
+    names: dict[str, list[int]] = {}
+    paths: dict[str, list[int]] = {}
+    wildcard: list[int] = []
+    out_groups = []
+    for g, group in enumerate(groups):
+        index = None
+        if group.dfa is not None:
+            d = group.dfa
+            key = (d.nclasses, tuple(d.classes), d.start, tuple(d.trans), tuple(d.accept))
+            index = dfa_index.get(key)
+            if index is None:
+                index = dfa_index[key] = len(dfas)
+                dfas.append(d.to_json())
+        slots = []
+        for r in group.rules:
+            need = 0
+            for k in condition_keys(policy.rules[r]):
+                need |= 1 << group.bits[k]
+            slots.append([r, need])
+        out_groups.append({
+            "dfa": index, "rules": slots,
+            "has_block": any(policy.rules[r].action == "block" for r in group.rules)})
+        if not group.keyset:
+            wildcard.append(g)
+        for exe in group.keyset:
+            (paths if exe.startswith("/") else names).setdefault(exe, []).append(g)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": os.path.basename(policy.source),
+        "mode": policy.mode,
+        "backend": policy.backend,
+        "unscanned": policy.unscanned,
+        "scope": {"cgroups": list(policy.scope_cgroups)},
+        "search_path": list(DEFAULT_SEARCH_PATH),
+        "rules": [{"id": r.id, "description": r.description, "severity": r.severity,
+                   "action": r.action, "uids": list(r.uids), "tags": list(r.tags)}
+                  for r in policy.rules],
+        "executables": {"names": names, "paths": paths, "wildcard": wildcard},
+        "groups": out_groups,
+        "dfas": dfas,
+    }
+
+
+def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
+                    groups: list[_Group]) -> None:
+    exes = bundle["executables"]
+    first_rule = {}
+    for g, group in enumerate(groups):
+        first_rule.setdefault(g, policy.rules[group.rules[0]])
+    for table, label in ((exes["names"], "executable"), (exes["paths"], "executable path")):
+        for key, glist in table.items():
+            if len(glist) > EDR_GROUPS_PER_KEY:
+                c.error(first_rule[glist[0]], f"{label} '{key}' needs {len(glist)} rule groups; "
+                        f"the kernel takes {EDR_GROUPS_PER_KEY} per executable",
+                        "give rules on it the same 'executable' list (so they share groups), "
+                        "or simplify their regexes")
+    if len(exes["wildcard"]) > EDR_GROUPS_PER_KEY:
+        c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' need "
+                f"{len(exes['wildcard'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
+                "name the executables of some of these rules, or simplify their regexes")
+    if len(groups) > EDR_MAX_GROUPS:
+        c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_MAX_GROUPS}",
+                "give rules that name the same executables the same 'executable' list",
+                line=1, col=1)
+    total = sum(len(d["trans"]) for d in bundle["dfas"])
+    if total > MAX_TRANS_TOTAL:
+        sizes = sorted(((len(g.dfa.trans), g) for g in groups if g.dfa), key=lambda t: -t[0])
+        worst = ", ".join(f"'{policy.rules[t[1].rules[0]].id}' ({t[0]} entries)"
+                          for t in sizes[:3])
+        c.error(policy.rules[sizes[0][1].rules[0]], f"the automata need {total} transition "
+                f"entries, the kernel holds {MAX_TRANS_TOTAL}; largest groups start at rules "
+                f"{worst}", _SIMPLIFY)
+    n_accept = sum(len(d["accept"]) for d in bundle["dfas"])
+    keys = (n_accept + len(exes["names"]) * (1 + len(DEFAULT_SEARCH_PATH)) + len(exes["paths"])
+            + len(policy.scope_cgroups))
+    if keys > EDR_MAX_KEYS:
+        c.error(None, f"the policy needs up to {keys} kernel hash entries (accepting states, "
+                f"names, inodes, cgroups); the kernel holds {EDR_MAX_KEYS}",
+                "simplify regexes or split the policy", line=1, col=1)

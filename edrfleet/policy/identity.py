@@ -1,0 +1,124 @@
+"""Which executable an exec runs, and which policy keys (names, paths) it answers to.
+
+Shared by `simulate` (bundle) and `reference` (policy) so both resolve executables the same way
+as the agent builds the kernel's tables:
+
+- a *name* key ``rm`` matches when the basename of the file as executed or of its real path is
+  ``rm``, or when the executed file is the same inode as ``<dir>/rm`` for a ``dir`` of the
+  search path (the agent's inode table: hard links and symlinks land on the same inode);
+- a *path* key ``/usr/bin/dd`` matches by inode only (``stat(path)`` has the same
+  ``(st_dev, st_ino)``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+StatFn = Callable[[bytes], os.stat_result]
+Identity = tuple[int, int]
+
+
+def encode_arg(arg: str | bytes) -> bytes:
+    """argv item to bytes: str is encoded as UTF-8 with surrogateescape."""
+    data = arg if isinstance(arg, bytes) else arg.encode("utf-8", "surrogateescape")
+    if b"\0" in data:
+        raise ValueError(f"argv strings cannot contain NUL: {data!r}")
+    return data
+
+
+def encode_argv(argv: Sequence[str | bytes]) -> list[bytes]:
+    return [encode_arg(a) for a in argv]
+
+
+def stream_symbols(argv: Sequence[bytes]) -> list[int]:
+    """What a group DFA reads for one exec: BOS, argv joined by NUL, EOS."""
+    return [256, *b"\0".join(argv), 257]
+
+
+@dataclass(frozen=True)
+class ExecTarget:
+    """The executable of one exec as the kernel sees it."""
+
+    filename: bytes  # as executed (after PATH lookup when it had no '/')
+    names: tuple[bytes, ...]  # basename as executed, basename of the real path
+    identity: Identity | None  # (st_dev, st_ino) of the real file, None if unknown
+
+
+class CachedStat:
+    """``stat`` remembered per path for one decision; ``identity`` is None when it fails."""
+
+    def __init__(self, stat: StatFn) -> None:
+        self._stat = stat
+        self._memo: dict[bytes, os.stat_result | None] = {}
+
+    def result(self, path: bytes) -> os.stat_result | None:
+        if path not in self._memo:
+            try:
+                self._memo[path] = self._stat(path)
+            except (OSError, ValueError):
+                self._memo[path] = None
+        return self._memo[path]
+
+    def identity(self, path: bytes) -> Identity | None:
+        st = self.result(path)
+        return None if st is None else (st.st_dev, st.st_ino)
+
+
+def _which(name: bytes, path: str | bytes | None, st: CachedStat) -> bytes | None:
+    """First ``dir/name`` on PATH that is an executable regular file (like execvp)."""
+    if path is None:
+        path = os.environ.get("PATH", os.defpath)
+    dirs = os.fsencode(path).split(b":")
+    for d in dirs:
+        candidate = os.path.join(d or b".", name)
+        res = st.result(candidate)
+        if res is not None and stat_mod.S_ISREG(res.st_mode) and res.st_mode & 0o111:
+            return candidate
+    return None
+
+
+def resolve_target(
+    argv: Sequence[bytes],
+    *,
+    filename: str | bytes | None,
+    identity: Identity | None,
+    st: CachedStat,
+    path: str | bytes | None = None,
+) -> ExecTarget:
+    """Resolve the as-executed file name, the names it answers to, and its identity.
+
+    Raises:
+        ValueError: no filename and an empty argv.
+    """
+    if filename is None:
+        if not argv:
+            raise ValueError("argv is empty: give the filename to execute")
+        fname = argv[0]
+    else:
+        fname = encode_arg(filename)
+    resolved = fname
+    if b"/" not in fname:
+        resolved = _which(fname, path, st) or fname
+    names = [os.path.basename(resolved)]
+    real = os.path.basename(os.path.realpath(resolved))
+    if real not in names:
+        names.append(real)
+    if identity is None:
+        identity = st.identity(resolved)
+    return ExecTarget(resolved, tuple(names), identity)
+
+
+def key_matches(target: ExecTarget, key: str, search_path: Iterable[str], st: CachedStat) -> bool:
+    """Does a policy executable (basename or absolute path) designate this exec's file?"""
+    raw = key.encode()
+    if raw.startswith(b"/"):
+        return target.identity is not None and st.identity(raw) == target.identity
+    if raw in target.names:
+        return True
+    if target.identity is None:
+        return False
+    return any(st.identity(os.path.join(d.encode(), raw)) == target.identity
+               for d in search_path)

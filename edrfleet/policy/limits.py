@@ -1,0 +1,40 @@
+"""Capacities of the kernel side and caps of the compiler.
+
+The first block mirrors ``bpf/edrfleet.h`` (the policy package may not import the agent, so the
+numbers are repeated here; ``tests/unit/test_limits.py`` reads the header and checks them).
+"""
+
+from __future__ import annotations
+
+# --- mirrored from bpf/edrfleet.h ---------------------------------------------------------
+EDR_NAME_MAX = 64  # basename key, NUL padded: names of at most 63 bytes
+EDR_GROUPS_PER_KEY = 8  # groups one executable key (name / inode / wildcard) maps to
+EDR_RULES_PER_GROUP = 64  # rule slots in one group
+EDR_UIDS_PER_RULE = 8  # uid list of one rule
+EDR_CAND_MAX = 16  # distinct groups evaluated for one exec
+EDR_NSYM = 258  # symbols a DFA reads: bytes 0..255, BOS, EOS
+EDR_SYM_BOS = 256
+EDR_SYM_EOS = 257
+EDR_CLS_PAD = 264  # class table in a map value is u8: at most 256 classes
+EDR_TRANS_CHUNK = 4096
+EDR_MAX_GROUPS = 1024
+EDR_MAX_RULES = 4096
+EDR_MAX_CHUNKS = 256
+EDR_MAX_KEYS = 65536  # names + inodes + accepting states + scope cgroups
+
+# --- compiler caps ------------------------------------------------------------------------
+COND_BITS = 64  # condition bits per group (the need mask is a u64)
+MAX_CLASSES = 256  # byte classes per DFA (class ids are u8)
+MAX_DFA_STATES = 4096  # states of one group DFA
+MAX_TRANS_TOTAL = EDR_MAX_CHUNKS * EDR_TRANS_CHUNK  # 1 048 576 entries in the whole bundle
+MAX_NFA_NODES = 20_000  # NFA nodes of one pattern after expanding {m,n}
+MAX_REPEAT_BOUND = 1_000  # largest m or n accepted in {m,n}
+
+DEFAULT_SEARCH_PATH = (
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+)

@@ -1,0 +1,43 @@
+"""The validated policy: plain frozen dataclasses (built by `edrfleet.policy.schema`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArgMatcher:
+    """One ``args`` entry: ``kind`` any|glob|regex; ``value`` a tuple of literals for any."""
+
+    kind: str
+    value: tuple[str, ...] | str
+    line: int
+    col: int = 0
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    description: str
+    severity: str
+    action: str
+    executables: tuple[str, ...]  # basenames and absolute paths; () = any executable
+    args: tuple[ArgMatcher, ...]
+    cmdline: str | None
+    uids: tuple[int, ...]  # () = any uid
+    tags: tuple[str, ...]
+    line: int
+    col: int = 0
+    cmdline_line: int = 0
+    cmdline_col: int = 0
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: int
+    mode: str
+    backend: str
+    unscanned: str
+    scope_cgroups: tuple[str, ...]
+    rules: tuple[Rule, ...]
+    source: str

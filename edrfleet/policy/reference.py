@@ -1,0 +1,66 @@
+"""The independent oracle: decide an exec straight from the `Policy` with Python's ``re`` and
+``fnmatch`` (bytes), no automata.  Tests check ``simulate(compile_policy(p)) ==
+reference_decide(p)``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Sequence
+
+from edrfleet.policy.decision import Decision, decide
+from edrfleet.policy.identity import (
+    CachedStat,
+    ExecTarget,
+    Identity,
+    StatFn,
+    encode_argv,
+    key_matches,
+    resolve_target,
+)
+from edrfleet.policy.limits import DEFAULT_SEARCH_PATH
+from edrfleet.policy.model import ArgMatcher, Policy, Rule
+
+
+def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
+    if m.kind == "any":
+        literals = {lit.encode() for lit in m.value}
+        return any(a in literals for a in args)
+    if m.kind == "glob":
+        pattern = str(m.value).encode()
+        return any(fnmatch.fnmatchcase(a, pattern) for a in args)
+    rx = re.compile(str(m.value).encode())
+    return any(rx.search(a) for a in args)
+
+
+def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget, uid: int,
+                 st: CachedStat) -> bool:
+    """Every key of the rule's ``match`` holds for this exec."""
+    if rule.executables and not any(
+            key_matches(target, exe, DEFAULT_SEARCH_PATH, st) for exe in rule.executables):
+        return False
+    if rule.uids and uid not in rule.uids:
+        return False
+    if not all(_arg_holds(m, argv[1:]) for m in rule.args):
+        return False
+    return rule.cmdline is None or bool(re.search(rule.cmdline.encode(), b" ".join(argv)))
+
+
+def reference_decide(
+    policy: Policy,
+    argv: Sequence[str | bytes],
+    *,
+    filename: str | bytes | None = None,
+    identity: Identity | None = None,
+    uid: int = 0,
+    stat: StatFn = os.stat,
+    path: str | bytes | None = None,
+) -> Decision:
+    """Same contract as `edrfleet.policy.simulate.simulate`, computed from the policy."""
+    args = encode_argv(argv)
+    st = CachedStat(stat)
+    target = resolve_target(args, filename=filename, identity=identity, st=st, path=path)
+    return decide((i, r.id, r.action) for i, r in enumerate(policy.rules)
+                  if rule_matches(r, args, target, uid, st))

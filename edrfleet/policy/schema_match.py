@@ -1,0 +1,230 @@
+"""Validation of a rule's ``match:`` block (executables, args, cmdline, uid).
+
+Regexes are checked here by translating them for the automaton (`regex_parse`), so syntax
+errors and unsupported features are reported at load time, with the column inside the YAML
+scalar when the scalar is written without escapes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import yaml
+
+from edrfleet.policy.limits import COND_BITS, EDR_NAME_MAX, EDR_UIDS_PER_RULE
+from edrfleet.policy.model import ArgMatcher
+from edrfleet.policy.regex_parse import ARG, CMD, Context, RegexUnsupported, regex_ast
+
+if TYPE_CHECKING:
+    from edrfleet.policy.schema import Checker
+
+MATCH_KEYS = ("executable", "args", "cmdline", "uid")
+ARG_KINDS = ("any", "glob", "regex")
+UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
+
+_REGEX_FIXES = (
+    ("nothing to repeat", "escape the character with a backslash (e.g. '\\*', '\\+') to mean "
+                          "it literally"),
+    ("multiple repeat", "remove one of the repeat operators, or escape it"),
+    ("missing ), unterminated subpattern", "close the group with ')'"),
+    ("unbalanced parenthesis", "remove the ')' or escape it as '\\)'"),
+    ("unterminated character set", "close the class with ']' or escape '[' as '\\['"),
+    ("bad escape", "double the backslash to match a literal one"),
+    ("bad character range", "write ranges low-high, e.g. 'a-z'"),
+    ("bad inline flags", "use only the flags i, s, x, m, a"),
+    ("global flags not at the start", "move the flags to the very start, or scope them: "
+                                      "'(?i:...)'"),
+)
+
+
+def regex_fix(msg: str) -> str:
+    for needle, fix in _REGEX_FIXES:
+        if needle in msg:
+            return fix
+    return "see the syntax of Python's re module"
+
+
+def scalar_offset(lines: list[str], node: yaml.Node, text: str, pos: int) -> int:
+    """Columns from the node's start to character ``pos`` of its value, when exact (else 0).
+
+    Exact only for a one-line scalar written without escapes (plain or quoted).
+    """
+    start, end = node.start_mark, node.end_mark
+    if start.line != end.line or start.line >= len(lines):
+        return 0
+    raw = lines[start.line][start.column:end.column]
+    if node.style is None and raw == text:
+        return pos
+    if node.style in ("'", '"') and raw == f"{node.style}{text}{node.style}":
+        return pos + 1
+    return 0
+
+
+@dataclass
+class MatchResult:
+    executables: tuple[str, ...]
+    args: tuple[ArgMatcher, ...]
+    cmdline: str | None
+    uids: tuple[int, ...]
+    cmdline_line: int = 0
+    cmdline_col: int = 0
+
+
+class MatchChecker:
+    def __init__(self, c: Checker) -> None:
+        self.c = c
+
+    def check(self, node: yaml.Node, where: str) -> MatchResult | None:
+        c = self.c
+        before = len(c.errors)
+        if not isinstance(node, yaml.MappingNode):
+            c.error(node, f"'match' {where} must be a mapping, not {c.describe(node)}",
+                    "write 'match: {executable: [name], args: [...]}'")
+            return None
+        keys = c.mapping(node, MATCH_KEYS, where, {
+            k: f"move '{k}' up to the rule, next to 'match:'" for k in
+            ("id", "description", "severity", "action", "tags")} | {
+            k: "put it in a list under 'args:' (e.g. 'args: [{any: [...]}]')" for k in ARG_KINDS})
+        if not keys and len(c.errors) == before:
+            c.error(node, f"'match' {where} has no matcher",
+                    f"add at least one of: {', '.join(MATCH_KEYS)}")
+            return None
+        exes = self.executables(keys["executable"][1], where) if "executable" in keys else ()
+        args = self.args(keys["args"][1], where) if "args" in keys else ()
+        cmdline = None
+        cline = ccol = 0
+        if "cmdline" in keys:
+            cnode = keys["cmdline"][1]
+            cmdline = c.string(cnode, "cmdline", where)
+            if cmdline is not None:
+                self.pattern(cnode, cmdline, CMD, "'cmdline'", where)
+            cline, ccol = cnode.start_mark.line + 1, cnode.start_mark.column + 1
+        uids = self.uids(keys["uid"][1], where) if "uid" in keys else ()
+        nconds = len(args) + (cmdline is not None)
+        if nconds > COND_BITS:
+            c.error(node, f"{where.removeprefix('in ')} has {nconds} conditions, at most "
+                          f"{COND_BITS} fit in one rule", "split the rule in two")
+        if len(c.errors) != before:
+            return None
+        return MatchResult(tuple(exes or ()), tuple(args or ()), cmdline, tuple(uids or ()),
+                           cline, ccol)
+
+    def executables(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        c = self.c
+        entries = c.string_list(node, "executable", where, "executable: [rm, /usr/bin/dd]")
+        out: list[str] = []
+        for name, item in entries or []:
+            if "\0" in name or not name:
+                c.error(item, f"bad executable {name!r} {where}", "write a file name or path")
+            elif "/" in name and not name.startswith("/"):
+                c.error(item, f"executable '{name}' {where} is neither a basename nor an "
+                              "absolute path", f"write '{name.rsplit('/', 1)[-1]}' (any "
+                                               f"directory) or '/{name.lstrip('./')}'")
+            elif "/" not in name and name in (".", ".."):
+                c.error(item, f"bad executable '{name}' {where}", "write a file name")
+            elif "/" not in name and len(name.encode()) > EDR_NAME_MAX - 1:
+                c.error(item, f"executable name '{name[:20]}...' {where} is "
+                              f"{len(name.encode())} bytes; the kernel compares at most "
+                              f"{EDR_NAME_MAX - 1}", "name the file by its absolute path")
+            elif name.endswith("/") and len(name) > 1:
+                c.error(item, f"executable '{name}' {where} ends with '/'",
+                        f"write '{name.rstrip('/')}'")
+            elif name not in out:
+                out.append(name)
+        return tuple(out)
+
+    def args(self, node: yaml.Node, where: str) -> tuple[ArgMatcher, ...]:
+        c = self.c
+        items = c.sequence(node, "args", where, "args: [{any: [-rf]}, {glob: '/*'}]")
+        if items is not None and not items:
+            c.error(node, f"'args' {where} is an empty list",
+                    "add entries like '- any: [-rf]' or remove the key")
+        out = []
+        for item in items or []:
+            got = self.arg_entry(item, where)
+            if got is not None:
+                out.append(got)
+        return tuple(out)
+
+    def arg_entry(self, node: yaml.Node, where: str) -> ArgMatcher | None:
+        c = self.c
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        if not isinstance(node, yaml.MappingNode):
+            shown = c.scalar(node) if isinstance(node, yaml.ScalarNode) else "..."
+            c.error(node, f"an 'args' entry {where} must be a mapping with one of "
+                          f"{', '.join(ARG_KINDS)}, not {c.describe(node)}",
+                    f"write '- any: [\"{shown}\"]'")
+            return None
+        keys = c.mapping(node, ARG_KINDS, f"in an 'args' entry {where.removeprefix('in ')}")
+        if len(keys) != 1:
+            if len(keys) > 1:
+                c.error(node, f"an 'args' entry {where} has {' and '.join(keys)}; each entry "
+                              "takes exactly one", "split it into several entries (each must "
+                                                   "hold)")
+            elif not node.value:
+                c.error(node, f"an 'args' entry {where} is empty",
+                        f"use one of: {', '.join(ARG_KINDS)}")
+            return None
+        kind, (_, value) = next(iter(keys.items()))
+        if kind == "any":
+            entries = c.string_list(value, "any", where, 'any: ["-rf", "-fr"]')
+            if entries is None:
+                return None
+            literals: list[str] = []
+            for text, item in entries:
+                if "\0" in text:
+                    c.error(item, f"literal {text!r} in 'any' {where} contains NUL and can "
+                                  "never match an argument", "remove the NUL")
+                elif text not in literals:
+                    literals.append(text)
+            return ArgMatcher("any", tuple(literals), line, col)
+        text = c.string(value, kind, where)
+        if text is None:
+            return None
+        if kind == "glob":
+            if "\0" in text:
+                c.error(value, f"glob {text!r} {where} contains NUL and can never match",
+                        "remove the NUL")
+                return None
+        elif not self.pattern(value, text, ARG, "'args' regex", where):
+            return None
+        return ArgMatcher(kind, text, line, col)
+
+    def pattern(self, node: yaml.Node, text: str, ctx: Context, what: str, where: str) -> bool:
+        data = text.encode()
+        try:
+            regex_ast(data, ctx)
+        except re.error as exc:
+            pos = len(data[: exc.pos or 0].decode(errors="ignore"))
+            self.c.error(node, f"invalid regex in {what} {where}: {exc.msg} at position {pos}",
+                         regex_fix(exc.msg), scalar_offset(self.c.lines, node, text, pos))
+            return False
+        except RegexUnsupported as exc:
+            pos = len(data[: exc.pos or 0].decode(errors="ignore"))
+            offset = scalar_offset(self.c.lines, node, text, pos) if exc.pos is not None else 0
+            self.c.error(node, f"unsupported regex feature in {what} {where}: {exc.piece}",
+                         exc.hint, offset)
+            return False
+        return True
+
+    def uids(self, node: yaml.Node, where: str) -> tuple[int, ...]:
+        c = self.c
+        items = c.sequence(node, "uid", where, "uid: [1000]")
+        if items is None:
+            return ()
+        if not items:
+            c.error(node, f"'uid' {where} is an empty list", "name a uid or remove the key")
+        out: list[int] = []
+        for item in items:
+            value = c.scalar(item) if isinstance(item, yaml.ScalarNode) else None
+            if type(value) is not int or not 0 <= value <= UID_MAX:
+                shown = value if isinstance(value, int | str) else c.describe(item)
+                c.error(item, f"bad uid {shown!r} {where}", f"write a number from 0 to {UID_MAX}")
+            elif value not in out:
+                out.append(value)
+        if len(out) > EDR_UIDS_PER_RULE:
+            c.error(node, f"'uid' {where} lists {len(out)} uids; the kernel takes at most "
+                          f"{EDR_UIDS_PER_RULE} per rule", "split the rule in two")
+        return tuple(out)

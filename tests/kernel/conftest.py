@@ -1,0 +1,184 @@
+"""Kernel tier: the real agent, real BPF programs on this kernel, scoped to a test cgroup.
+
+Every process a test runs under the agent is put in a cgroup the test created, and the agent's
+policy is scoped to it, so nothing else on this shared kernel is ever judged.  Commands that
+would do harm if blocking failed are never run: canaries are `rm -rf /tmp/edrfleet-canary-*`
+and copies of /bin/true under other names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
+
+
+def _kernel_ready() -> str:
+    if os.geteuid() != 0:
+        return "needs root"
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        return "needs BTF (/sys/kernel/btf/vmlinux)"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "needs BCC (python3-bpfcc) in this interpreter"
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _kernel_ready()
+    for item in items:
+        if "tests/kernel" in str(item.fspath):
+            item.add_marker(pytest.mark.kernel)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def cgroup2_root() -> Path:
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if parts[2] == "cgroup2":
+            return Path(parts[1])
+    raise RuntimeError("no cgroup2 mount")
+
+
+@dataclass
+class Cgroup:
+    path: Path  # absolute directory
+    name: str  # path inside the hierarchy, e.g. /edrfleet-test-1a2b
+
+    def enter(self) -> None:
+        """preexec_fn: move the child into this cgroup before it execs."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def run(self, argv: Sequence[str] | str, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("timeout", 30)
+        return subprocess.run(argv, preexec_fn=self.enter, **kw)
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Cgroup]:
+    name = f"/edrfleet-test-{uuid.uuid4().hex[:8]}"
+    path = cgroup2_root() / name.lstrip("/")
+    path.mkdir()
+    try:
+        yield Cgroup(path, name)
+    finally:
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+@dataclass
+class RunningAgent:
+    proc: subprocess.Popen
+    spool: Path
+    policy: Path
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.spool / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def events(self) -> list[dict]:
+        f = self.spool / "events.jsonl"
+        if not f.exists():
+            return []
+        return [json.loads(line) for line in f.read_text().splitlines() if line]
+
+    def wait_events(self, pred: Callable[[dict], bool], count: int = 1, timeout=5.0) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events() if pred(e)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def wait_state(self, states: set[str], timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status()
+            if st.get("state") in states:
+                return st
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise AssertionError(f"agent exited {self.proc.returncode}: {out}")
+            time.sleep(0.05)
+        raise AssertionError(f"agent never reached {states}: {self.status()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
+    agents: list[RunningAgent] = []
+
+    def start(policy_text: str, *extra: str, wait: bool = True) -> RunningAgent:
+        policy = tmp_path / f"policy-{len(agents)}.yaml"
+        policy.write_text(policy_text)
+        spool = tmp_path / f"spool-{len(agents)}"
+        proc = subprocess.Popen(
+            [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
+             "--host-name", "kernel-test", *extra],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        agent = RunningAgent(proc, spool, policy)
+        agents.append(agent)
+        if wait:
+            agent.wait_state({"enforcing", "monitoring"})
+        return agent
+
+    yield start
+    for a in agents:
+        a.stop()
+
+
+@pytest.fixture
+def canary_dir() -> Iterator[Path]:
+    """A directory a blocked `rm -rf` must not delete (if blocking failed, only it goes)."""
+    d = Path(f"/tmp/edrfleet-canary-{uuid.uuid4().hex[:8]}")
+    d.mkdir()
+    (d / "precious").write_text("still here\n")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def standins(tmp_path: Path) -> Callable[[str], Path]:
+    """Copies of /bin/true under any name: executing them is harmless whatever the policy."""
+    bindir = tmp_path / "standin-bin"
+    bindir.mkdir()
+
+    def make(name: str) -> Path:
+        target = bindir / name
+        if not target.exists():
+            shutil.copy2("/bin/true", target)
+        return target
+
+    return make
