@@ -10,7 +10,7 @@ log() { printf 'setup: %s\n' "$*"; }
 
 # --- packages ------------------------------------------------------------------------------
 # python3-bpfcc is BCC for the system python.  (PyPI's "bcc" is an unrelated package.)
-PKGS=(python3-bpfcc bpfcc-tools linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
+PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
       openssh-server openssh-client)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -23,7 +23,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="require a blocking backend (default: probe, lsm where it loads)")
     p.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.c lives")
     p.add_argument("--syslog", default=None,
-                   help="also send RFC 5424 syslog: udp://host:port, tcp://host:port or a socket path")
+                   help="also send RFC 5424 syslog: udp://HOST:PORT, tcp://HOST:PORT or a path")
     p.add_argument("--webhook", default=None, help="also POST batches of events to this URL")
     p.add_argument("--perfbuf", action="store_true", help="use a perf buffer, not a ring buffer")
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)

@@ -95,8 +95,6 @@ def to_ecs(
 ) -> dict:
     """Decode one ring-buffer record (must be called while the record is valid)."""
     args = split_args(field_bytes(ev, "args", ev.args_len))
-    if ev.args_len < ev.args_total and args and not ev.args_len == ev.args_total:
-        pass  # the last string may be cut; args_truncated says so
     rule: dict = {}
     if generation and ev.rule < len(generation.rules):
         rule = generation.rules[ev.rule]

@@ -216,7 +216,9 @@ class Engine:
         self.bpf.cleanup()
 
     # -- events and counters -----------------------------------------------------------------
-    def open_events(self, handle: Callable[[object, int], None], lost: Callable[[int], None]) -> None:
+    def open_events(
+        self, handle: Callable[[object, int], None], lost: Callable[[int], None]
+    ) -> None:
         """Call ``handle(event, size)`` for each record, decoded from the declared struct."""
         table = self.bpf["events"]
 

@@ -277,8 +277,9 @@ class Agent:
         if self.engine is not None:
             self.engine.poll(0)
             self._flush()
-            self._write_status()
+            self._write_status()  # last counters, read before the maps go away
             self.engine.detach()
+            self.engine = None
         self.status["state"] = "stopped"
         self._write_status()
         for out in self.outputs:

@@ -110,8 +110,9 @@ def test_the_tables_have_the_bundle_shape():
 def test_symbols_no_pattern_tells_apart_share_one_class():
     dfa = build_dfa([], [(regex_ast(rb"ab", CMD), 0)])
     classes = dfa.classes
-    assert classes[ord("c")] == classes[ord("z")] == classes[0] == classes[256]
-    assert len({classes[ord("a")], classes[ord("b")], classes[ord("c")]}) == 3
+    assert classes[ord("c")] == classes[ord("z")] == classes[0] == classes[255]
+    assert len({classes[ord("a")], classes[ord("b")], classes[ord("c")], classes[256],
+                classes[257]}) == dfa.nclasses == 5
     # the partition is the coarsest: no two classes have identical columns
     columns = {tuple(dfa.trans[s * dfa.nclasses + c] for s in range(dfa.nstates))
                for c in range(dfa.nclasses)}
