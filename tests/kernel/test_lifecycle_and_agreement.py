@@ -1,0 +1,139 @@
+"""Reload, stop, and agreement between `edrfleet policy test` (the simulator) and the kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edrfleet.fleet.render import render_policy
+from edrfleet.policy import compile_policy, load_policy_text, simulate
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+
+ONE_RULE = """\
+version: 1
+mode: enforce
+scope: {{cgroups: [{cgroup}]}}
+rules:
+  - id: {rule_id}
+    description: a stand-in that must not run
+    severity: high
+    action: block
+    match:
+      executable: [{name}]
+"""
+
+
+def killed(res: subprocess.CompletedProcess) -> bool:
+    return res.returncode in (-9, 137)
+
+
+def test_sighup_swaps_the_policy_with_no_gap(start_agent, cgroup, standins):
+    first, second = standins("edr-first"), standins("edr-second")
+    agent = start_agent(ONE_RULE.format(cgroup=cgroup.name, rule_id="first", name="edr-first"))
+    sha1 = agent.status()["policy_sha256"]
+    results: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:  # a blocked exec every moment of the reloads
+        while not stop.is_set():
+            results.append(cgroup.run([str(first)]).returncode)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        both = ONE_RULE.format(cgroup=cgroup.name, rule_id="first", name="edr-first") + (
+            "  - id: second\n    description: x\n    severity: low\n    action: block\n"
+            "    match:\n      executable: [edr-second]\n"
+        )
+        for i in range(4):
+            changed = both if i % 2 == 0 else both.replace("severity: low", "severity: medium")
+            agent.policy.write_text(changed)
+            agent.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while agent.status().get("generation", 1) < i + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join()
+    assert results and all(rc == -9 for rc in results), results
+    assert agent.status()["policy_sha256"] != sha1
+    assert killed(cgroup.run([str(second)]))
+
+
+def test_a_broken_policy_on_reload_keeps_the_running_one(start_agent, cgroup, standins):
+    canary = standins("edr-keep")
+    agent = start_agent(ONE_RULE.format(cgroup=cgroup.name, rule_id="keep", name="edr-keep"))
+    sha = agent.status()["policy_sha256"]
+    agent.policy.write_text(agent.policy.read_text() + "      cmdline: '(unclosed'\n")
+    agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload" not in agent.status().get("last_error", "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = agent.status()
+    assert "reload" in st["last_error"], st
+    assert st["policy_sha256"] == sha and st["state"] == "enforcing"
+    assert killed(cgroup.run([str(canary)]))
+
+
+def test_sigterm_detaches_and_reports_stopped(start_agent, cgroup, standins):
+    canary = standins("edr-term")
+    agent = start_agent(ONE_RULE.format(cgroup=cgroup.name, rule_id="term", name="edr-term"))
+    assert killed(cgroup.run([str(canary)]))
+    assert agent.stop() == 0
+    assert agent.status()["state"] == "stopped"
+    assert cgroup.run([str(canary)]).returncode == 0  # nothing left attached
+
+
+def test_a_policy_that_fails_validation_never_starts(start_agent, cgroup):
+    agent = start_agent("version: 1\nrules:\n  - id: Bad Id\n", wait=False)
+    assert agent.proc.wait(timeout=30) != 0
+    assert agent.status()["state"] == "failed"
+    assert "read policy" in agent.status()["last_error"]
+
+
+def _mixed_corpus(limit: int = 250) -> list[list[str]]:
+    from tests.corpus_argv import exec_argvs
+
+    lines: list[str] = []
+    for name, key in (("benign.jsonl", "command"), ("gtfobins.jsonl", "code"),
+                      ("atomic_linux.jsonl", "command")):
+        with open(CORPUS / name) as f:
+            for i, raw in enumerate(f):
+                if i % 7 == 0:
+                    lines.append(json.loads(raw)[key])
+    argvs: list[list[str]] = []
+    for line in lines:
+        for argv in exec_argvs(line):
+            if argv and argv[0] and "/" not in os.path.basename(argv[0]) and argv not in argvs:
+                argvs.append(argv)
+    return argvs[:limit]
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="../shared/corpus is not beside the repo")
+def test_policy_test_and_the_kernel_agree_on_a_mixed_corpus(start_agent, cgroup, standins):
+    """Every corpus exec is run as a harmless stand-in named like the real program."""
+    text = render_policy({"edrfleet_scope_cgroups": [cgroup.name]})
+    bundle = compile_policy(load_policy_text(text, "policy.yaml"))
+    agent = start_agent(text)
+    disagree = []
+    seen = {"block": 0, "log": 0, "allow": 0}
+    for n, argv in enumerate(_mixed_corpus()):
+        exe = standins(os.path.basename(argv[0]))
+        want = simulate(bundle, [str(exe), *argv[1:]], filename=str(exe)).action
+        seen[want] += 1
+        res = cgroup.run([str(exe), *argv[1:]])
+        got = "block" if res.returncode == -9 else "allow"
+        if want != "log" and got != want:
+            disagree.append((argv, want, got))
+    assert not disagree, disagree[:5]
+    assert seen["block"] > 5 and seen["allow"] > 50, seen
+    logged = agent.wait_events(lambda e: e["event.action"] == "logged", count=seen["log"])
+    assert len(logged) == seen["log"]
