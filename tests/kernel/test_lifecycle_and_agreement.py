@@ -125,7 +125,7 @@ def test_policy_test_and_the_kernel_agree_on_a_mixed_corpus(start_agent, cgroup,
     agent = start_agent(text)
     disagree = []
     seen = {"block": 0, "log": 0, "allow": 0}
-    for n, argv in enumerate(_mixed_corpus()):
+    for argv in _mixed_corpus():
         exe = standins(os.path.basename(argv[0]))
         want = simulate(bundle, [str(exe), *argv[1:]], filename=str(exe)).action
         seen[want] += 1
