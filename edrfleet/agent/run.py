@@ -23,6 +23,7 @@ from edrfleet.agent.btf import Btf, kernel_offsets
 from edrfleet.agent.engine import Engine, EngineError, capacities_for
 from edrfleet.agent.header import load_header
 from edrfleet.agent.maps import Packed, pack_bundle
+from edrfleet.agent.outputs import SyslogOutput, WebhookOutput
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
 
@@ -87,6 +88,10 @@ class Agent:
         self.header = load_header(self.bpf_dir)
         self.spool = Spool(str(opts.spool), max_bytes=opts.spool_max_bytes)
         self.outputs: list = []
+        if opts.syslog:
+            self.outputs.append(SyslogOutput(opts.syslog, hostname=opts.host_name))
+        if opts.webhook:
+            self.outputs.append(WebhookOutput(opts.webhook))
         self.clock = ecs.Clock.now()
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
@@ -295,6 +300,8 @@ class Agent:
                 logged=c["logged"], events_lost=c["lost"] + self.user_lost,
                 errors=c["errors"],
             )
+        if self.outputs:
+            self.status["outputs"] = {type(o).__name__: o.stats() for o in self.outputs}
         write_status(str(self.opts.spool), self.status)
 
 

@@ -137,3 +137,43 @@ def test_policy_test_and_the_kernel_agree_on_a_mixed_corpus(start_agent, cgroup,
     assert seen["block"] > 5 and seen["allow"] > 50, seen
     logged = agent.wait_events(lambda e: e["event.action"] == "logged", count=seen["log"])
     assert len(logged) == seen["log"]
+
+
+def test_blocked_events_also_reach_syslog_and_a_webhook(start_agent, cgroup, standins):
+    import http.server
+    import socket
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(10)
+    posts: list[list] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    canary = standins("edr-syslog")
+    try:
+        start_agent(
+            ONE_RULE.format(cgroup=cgroup.name, rule_id="to-syslog", name="edr-syslog"),
+            "--syslog", f"udp://127.0.0.1:{udp.getsockname()[1]}",
+            "--webhook", f"http://127.0.0.1:{server.server_address[1]}/events",
+        )
+        assert killed(cgroup.run([str(canary), "x"]))
+        msg = udp.recv(65536).decode()
+        assert msg.startswith("<") and " edrfleet " in msg and 'rule="to-syslog"' in msg, msg
+        deadline = time.monotonic() + 10
+        while not posts and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert posts and posts[0][0]["rule.id"] == "to-syslog"
+    finally:
+        server.shutdown()
+        udp.close()

@@ -1,0 +1,353 @@
+"""Shared helpers for the kernel benchmarks (exec_overhead.py, syscall_tax.py).
+
+Everything a benchmark runs is scoped: a cgroup v2 the benchmark creates under the cgroup2
+mount, a policy whose ``scope.cgroups`` names only that cgroup, workloads moved into it before
+they exec (their children inherit it).  Only harmless programs run (/bin/true and copies of it,
+a read(2) loop on /dev/zero, dd from /dev/zero to /dev/null).  The benchmarks print ratios;
+they never assert timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+_VENV_PY = REPO / ".venv" / "bin" / "python"
+PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
+EDRFLEET = [PYTHON, "-m", "edrfleet.cli.main"]
+
+
+def preflight() -> None:
+    """Exit with a message unless this can run: root, BTF, gcc, BCC in the agent's Python."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("needs root")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        problems.append("needs BTF (/sys/kernel/btf/vmlinux)")
+    if subprocess.run(["gcc", "--version"], capture_output=True).returncode != 0:
+        problems.append("needs gcc")
+    probe = subprocess.run([PYTHON, "-c", "import bcc"], capture_output=True)
+    if probe.returncode != 0:
+        problems.append(f"needs BCC (python3-bpfcc) importable by {PYTHON}")
+    if problems:
+        sys.exit("bench: " + "; ".join(problems))
+
+
+# -- cgroup ----------------------------------------------------------------------------------
+def cgroup2_root() -> Path:
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[2] == "cgroup2":
+            return Path(parts[1])
+    raise RuntimeError("no cgroup2 mount")
+
+
+@dataclass
+class Cgroup:
+    """A cgroup v2 this process created; ``name`` is the path the policy's scope uses."""
+
+    path: Path
+    name: str
+
+    @classmethod
+    def create(cls, prefix: str = "edrfleet-bench") -> Cgroup:
+        name = f"/{prefix}-{uuid.uuid4().hex[:8]}"
+        path = cgroup2_root() / name.lstrip("/")
+        path.mkdir()
+        return cls(path, name)
+
+    def enter(self) -> None:
+        """preexec_fn: move the child into this cgroup before it execs."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def procs(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def remove(self, timeout: float = 10.0) -> bool:
+        """rmdir, retrying while the last processes of the workload are reaped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.path.rmdir()
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    print(f"bench: could not remove {self.path} (procs {self.procs()})",
+                          file=sys.stderr)
+                    return False
+                time.sleep(0.1)
+
+    def run(self, argv: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), preexec_fn=self.enter, capture_output=True,
+                              text=True, timeout=timeout)
+
+
+# -- C workloads -----------------------------------------------------------------------------
+EXEC_LOOP_C = r"""
+/* exec_loop N PATH: N times fork, execve(PATH, {PATH}, {}), waitpid.  Prints "ns failures". */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s N PATH\n", argv[0]);
+		return 2;
+	}
+	long n = strtol(argv[1], NULL, 10);
+	char *path = argv[2];
+	char *cargv[] = {path, NULL};
+	char *cenv[] = {NULL};
+	long failures = 0;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (long i = 0; i < n; i++) {
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("fork");
+			return 2;
+		}
+		if (pid == 0) {
+			execve(path, cargv, cenv);
+			_exit(127);
+		}
+		int st;
+		while (waitpid(pid, &st, 0) < 0) {
+			if (errno != EINTR) {
+				perror("waitpid");
+				return 2;
+			}
+		}
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			failures++;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+	printf("%lld %ld\n", ns, failures);
+	return 0;
+}
+"""
+
+READ_LOOP_C = r"""
+/* read_loop N: N one-byte read(2)s of /dev/zero.  Prints "ns 0". */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s N\n", argv[0]);
+		return 2;
+	}
+	long n = strtol(argv[1], NULL, 10);
+	int fd = open("/dev/zero", O_RDONLY);
+	if (fd < 0) {
+		perror("/dev/zero");
+		return 2;
+	}
+	char b;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (long i = 0; i < n; i++) {
+		if (read(fd, &b, 1) != 1) {
+			perror("read");
+			return 2;
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+	printf("%lld 0\n", ns);
+	return 0;
+}
+"""
+
+
+def compile_c(source: str, name: str, workdir: Path) -> Path:
+    """gcc -O2 ``source`` into ``workdir/name``."""
+    src = workdir / f"{name}.c"
+    out = workdir / name
+    src.write_text(source)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(src)], check=True)
+    return out
+
+
+def timed_loop(cg: Cgroup, argv: Sequence[str]) -> tuple[float, int]:
+    """Run a C loop inside ``cg``; returns (seconds it measured itself, failures)."""
+    res = cg.run(argv)
+    if res.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {res.returncode}: {res.stderr.strip()}")
+    ns, failures = res.stdout.split()
+    return int(ns) / 1e9, int(failures)
+
+
+def settle(seconds: float) -> None:
+    """Let the previous step's work (an agent's compile, its exit) die down before timing."""
+    time.sleep(seconds)
+
+
+# -- policies --------------------------------------------------------------------------------
+def render_default_policy(scope_cgroups: Sequence[str]) -> str:
+    """templates/policy.yaml.j2 (StrictUndefined), scoped with ``edrfleet_scope_cgroups``."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             loader=jinja2.FileSystemLoader(str(REPO / "templates")))
+    return env.get_template("policy.yaml.j2").render(
+        edrfleet_scope_cgroups=list(scope_cgroups))
+
+
+def check_policy(path: Path) -> str:
+    """``edrfleet policy check FILE``; raises with its output when the policy is refused."""
+    res = subprocess.run([*EDRFLEET, "policy", "check", str(path)], cwd=REPO,
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"policy check {path} failed:\n{res.stdout}{res.stderr}")
+    return (res.stdout + res.stderr).strip()
+
+
+# -- agent -----------------------------------------------------------------------------------
+@dataclass
+class Agent:
+    proc: subprocess.Popen
+    spool: Path
+    policy: Path
+    log: Path
+    spawned_at: float
+    enforcing_after: float | None = None  # wall seconds from spawn to state enforcing
+    final_status: dict[str, Any] = field(default_factory=dict)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.spool / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def wait_enforcing(self, timeout: float = 180.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status()
+            if st.get("state") in ("enforcing", "monitoring"):
+                self.enforcing_after = time.monotonic() - self.spawned_at
+                return st
+            if st.get("state") == "failed" or self.proc.poll() is not None:
+                raise RuntimeError(f"agent failed ({self.proc.poll()}): "
+                                   f"{st.get('last_error')} {self.log.read_text()[-2000:]}")
+            time.sleep(0.01)
+        raise RuntimeError(f"agent not enforcing after {timeout} s: {self.status()}")
+
+    def events(self) -> list[dict[str, Any]]:
+        f = self.spool / "events.jsonl"
+        if not f.exists():
+            return []
+        return [json.loads(line) for line in f.read_text().splitlines() if line]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait (the agent flushes events and writes its last status), keep status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.final_status = self.status()
+        return self.proc.returncode
+
+
+def start_agent(policy: Path, spool: Path, host_name: str = "bench") -> Agent:
+    """``edrfleet agent run`` as a subprocess (not in the benchmark cgroup); output to a log."""
+    spool.mkdir(parents=True, exist_ok=True)
+    log = spool / "agent.log"
+    with open(log, "wb") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
+             "--host-name", host_name],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )
+    return Agent(proc, spool, policy, log, t0)
+
+
+class Agents:
+    """Every agent a benchmark started, so ``finally`` can stop the ones still running."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[Agent] = []
+
+    def start(self, policy: Path, label: str) -> Agent:
+        spool = self.workdir / f"spool-{label}-{len(self.started)}"
+        agent = start_agent(policy, spool)
+        self.started.append(agent)
+        try:
+            agent.wait_enforcing()
+        except BaseException:
+            agent.stop()
+            raise
+        return agent
+
+    def stop_all(self) -> None:
+        for agent in self.started:
+            if agent.proc.poll() is None:
+                agent.stop()
+
+
+def bpf_programs() -> int:
+    """Number of BPF programs loaded on the machine (other agents add noise); -1 if unknown."""
+    try:
+        res = subprocess.run(["bpftool", "prog", "list", "--json"], capture_output=True,
+                             text=True, timeout=10)
+        return len(json.loads(res.stdout or "[]"))
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return -1
+
+
+def other_agents() -> list[int]:
+    """PIDs of edrfleet agents this benchmark did not start (a shared kernel adds their cost)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"edrfleet.cli.main" in cmd and b"agent" in cmd and b"run" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return (f"median {statistics.median(values):.3f}  min {min(values):.3f}  "
+            f"max {max(values):.3f}")
+
+
+def make_workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
