@@ -214,7 +214,7 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 static __always_inline void emit(void *ctx, struct edr_scratch *s)
 {
 	struct edr_event *ev = &s->ev;
-	__u32 size = sizeof(*ev) - EDR_ARGS_MAX + CLAMP_LEN(ev->args_len, EDR_ARGS_MAX);
+	__u32 size = offsetof(struct edr_event, args) + CLAMP_LEN(ev->args_len, EDR_ARGS_MAX);
 #ifdef EDR_USE_PERFBUF
 	if (events.perf_submit(ctx, ev, size))
 		count(EDR_CNT_LOST);

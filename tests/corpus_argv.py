@@ -64,6 +64,10 @@ _DROP_COMMAND = frozenset({"for", "select", "case", "function", "in"})
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
 _VARIABLE_WORD = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
 _MAX_DEPTH = 8
+_FD_WORD = re.compile(r"[0-9]+|\{[A-Za-z_][A-Za-z0-9_]*\}")
+_REDIR_OP = re.compile(r"&>>|&>|<<<|<<-|<<|<>|<&|>&|>>|>\||<|>")
+_DUP_TARGET = re.compile(r"[0-9]+-?|-")
+_HEREDOC_DELIM = re.compile(r"[ \t]*(['\"]?)([^ \t\n;&|<>'\"]+)\1")
 
 
 class _Parser:
@@ -227,21 +231,21 @@ class _Parser:
     def _redirection(self, i: int) -> int:
         """``i`` points at ``<``, ``>`` or the ``&`` of ``&>``; drops operator and target."""
         s = self.s
-        if self._in_word and re.fullmatch(r"[0-9]+|\{[A-Za-z_][A-Za-z0-9_]*\}", "".join(self._word)):
+        if self._in_word and _FD_WORD.fullmatch("".join(self._word)):
             self._word = []
             self._in_word = False
         else:
             self._end_word()
-        m = re.compile(r"&>>|&>|<<<|<<-|<<|<>|<&|>&|>>|>\||<|>").match(s, i)
+        m = _REDIR_OP.match(s, i)
         assert m is not None
         op = m.group(0)
         i = m.end()
         if op in ("<&", ">&"):
-            m2 = re.compile(r"[0-9]+-?|-").match(s, i)
+            m2 = _DUP_TARGET.match(s, i)
             if m2:
                 return m2.end()
         if op in ("<<", "<<-"):
-            m3 = re.compile(r"[ \t]*(['\"]?)([^ \t\n;&|<>'\"]+)\1").match(s, i)
+            m3 = _HEREDOC_DELIM.match(s, i)
             if m3:
                 self._heredocs.append((m3.group(2), op == "<<-"))
                 return m3.end()

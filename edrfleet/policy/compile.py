@@ -23,11 +23,15 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
+    EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
     EDR_MAX_GROUPS,
-    EDR_MAX_KEYS,
+    EDR_MAX_INODES,
+    EDR_MAX_NAMES,
     EDR_MAX_RULES,
+    EDR_MAX_SCOPE,
     EDR_RULES_PER_GROUP,
+    MAX_ACCEPT_MASKS,
     MAX_CLASSES,
     MAX_DFA_STATES,
     MAX_TRANS_TOTAL,
@@ -287,10 +291,25 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
         c.error(policy.rules[sizes[0][1].rules[0]], f"the automata need {total} transition "
                 f"entries, the kernel holds {MAX_TRANS_TOTAL}; largest groups start at rules "
                 f"{worst}", _SIMPLIFY)
-    n_accept = sum(len(d["accept"]) for d in bundle["dfas"])
-    keys = (n_accept + len(exes["names"]) * (1 + len(DEFAULT_SEARCH_PATH)) + len(exes["paths"])
-            + len(policy.scope_cgroups))
-    if keys > EDR_MAX_KEYS:
-        c.error(None, f"the policy needs up to {keys} kernel hash entries (accepting states, "
-                f"names, inodes, cgroups); the kernel holds {EDR_MAX_KEYS}",
-                "simplify regexes or split the policy", line=1, col=1)
+    masks = {m for d in bundle["dfas"] for _, m in d["accept"]}
+    if len(masks) > MAX_ACCEPT_MASKS:
+        c.error(None, f"the automata use {len(masks)} distinct condition masks; the kernel "
+                f"holds {MAX_ACCEPT_MASKS}", "simplify regexes or split the policy",
+                line=1, col=1)
+    counts = (("executable names", len(exes["names"]), EDR_MAX_NAMES),
+              ("executable paths", len(exes["paths"]), EDR_MAX_INODES),
+              ("scope cgroups", len(policy.scope_cgroups), EDR_MAX_SCOPE))
+    for what, count, cap in counts:
+        if count > cap:
+            c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
+                    line=1, col=1)
+    wild = set(exes["wildcard"])
+    for table in (exes["names"], exes["paths"]):
+        for key, glist in table.items():
+            cand = wild | set(glist)
+            if len(glist) <= EDR_GROUPS_PER_KEY and len(cand) > EDR_CAND_MAX:
+                c.error(first_rule[glist[0]], f"an exec of '{key}' would run {len(cand)} rule "
+                        f"groups ({len(glist)} for it, {len(wild)} for rules without "
+                        f"'executable'); the kernel runs at most {EDR_CAND_MAX}",
+                        "give rules on it the same 'executable' list, name the executables "
+                        "of rules without one, or simplify regexes")

@@ -125,6 +125,11 @@ class _Builder:
                                       tuple(self.to_cls(a) for a in ahead)))
             else:
                 self.look_cls.append(None)
+        # classes that every lookbehind treats alike share their closures
+        prev_sets = sorted({lc[0] for lc in self.look_cls if lc is not None and lc[0] is not None})
+        sigs: dict[tuple[int, ...], int] = {}
+        self.prev_group = [sigs.setdefault(tuple((p >> c) & 1 for p in prev_sets), len(sigs))
+                           for c in range(self.ncls)]
         self.items: dict[tuple[int, tuple[int, ...]], int] = {}
         self.item_list: list[tuple[int, tuple[int, ...]]] = [(-1, ())] * COND_BITS
         self.moves: list[list[tuple[int, int]] | None] = [[] for _ in range(COND_BITS)]
@@ -152,7 +157,7 @@ class _Builder:
 
     def closure(self, node: int, ahead: tuple[int, ...], prev: int) -> int:
         """Items reachable without reading, right after reading class ``prev``."""
-        key = (node, ahead, prev)
+        key = (node, ahead, self.prev_group[prev])
         got = self.closures.get(key)
         if got is not None:
             return got

@@ -1,0 +1,46 @@
+"""Layouts BCC derives from bpf/edrfleet.h are the ones the agent's packing relies on."""
+
+from __future__ import annotations
+
+import ctypes as ct
+from pathlib import Path
+
+import pytest
+
+from edrfleet.agent.btf import Btf, kernel_offsets
+from edrfleet.agent.engine import Engine, capacities_for
+from edrfleet.agent.header import load_header
+
+BPF = Path(__file__).resolve().parents[2] / "bpf"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    h = load_header(BPF)
+    e = Engine(BPF, h, kernel_offsets(Btf.load()), capacities_for({}))
+    yield h, e
+    e.detach()
+
+
+def test_event_args_are_last_so_only_used_bytes_are_sent(engine):
+    h, e = engine
+    from bcc.table import _get_event_class
+
+    ev = _get_event_class(e.bpf["events"])
+    ends = {name: getattr(ev, name).offset + getattr(ev, name).size for name, _ in ev._fields_}
+    assert max(ends, key=ends.get) == "args"
+    assert ev.args.size == h["EDR_ARGS_MAX"]
+    assert ev.filename.size == h["EDR_FILENAME_MAX"]
+    assert ev.exe_name.size == h["EDR_NAME_MAX"]
+
+
+def test_map_values_have_the_sizes_the_packer_writes(engine):
+    h, e = engine
+    b = e.bpf
+    assert ct.sizeof(b["groups"].Leaf) == 16 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
+    assert ct.sizeof(b["trans"].Leaf) == 4 * e.capacities["EDR_TRANS_MAX"]
+    assert ct.sizeof(b["accepts"].Leaf) == 8 * h["EDR_ACCEPT_IDS"]
+    assert ct.sizeof(b["rules"].Leaf) == 12 + 4 * h["EDR_UIDS_PER_RULE"]
+    assert ct.sizeof(b["names"].Key) == 4 + h["EDR_NAME_MAX"]
+    assert ct.sizeof(b["inodes"].Key) == 16
+    assert ct.sizeof(b["config"].Leaf) == 24 + 4 * h["EDR_GROUPS_PER_KEY"]

@@ -1,0 +1,55 @@
+"""The Python side names the same values and layouts as bpf/edrfleet.h (checked, not trusted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edrfleet.agent import ecs, engine
+from edrfleet.agent.bundle_file import canonical_sha256
+from edrfleet.agent.header import load_header
+from edrfleet.policy import bundle_sha256
+
+BPF = Path(__file__).resolve().parents[2] / "bpf"
+H = load_header(BPF)
+
+
+def test_event_enums_in_the_schema_module_match_the_header():
+    assert ecs.EVENT_ACTIONS == {
+        v: k.lower() for k, v in H.enum_by_suffix("edr_event_action", "EDR_EV_").items()
+    } | {}
+    assert {v: k for k, v in ecs.BACKENDS.items()} == H.enum_by_suffix(
+        "edr_backend", "EDR_BACKEND_"
+    )
+    assert {v: k for k, v in ecs.STAGES.items()} == H.enum_by_suffix("edr_stage", "EDR_STAGE_")
+    assert {v: k for k, v in ecs.REASONS.items()} == H.enum_by_suffix(
+        "edr_reason", "EDR_REASON_"
+    )
+    flags = H.enum_by_suffix("edr_flag", "EDR_F_")
+    assert flags == {
+        "args_truncated": ecs.FLAG_ARGS_TRUNCATED,
+        "filename_truncated": ecs.FLAG_FILENAME_TRUNCATED,
+        "unscanned": ecs.FLAG_UNSCANNED,
+    }
+
+
+def test_enum_values_are_unique_within_each_enum():
+    for name, members in H.enums.items():
+        assert len(set(members.values())) == len(members), name
+
+
+def test_engine_capacities_name_macros_of_the_header():
+    for key in engine.DEFAULT_CAPACITY:
+        assert key in H.defines, key
+    assert H["EDR_ROW_BITS"] == engine.TRANS_ROW_BITS
+
+
+def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
+    for key in ("EDR_ARGS_MAX", "EDR_CAND_MAX", "EDR_FILENAME_MAX", "EDR_ACCEPT_IDS",
+                "EDR_TRANS_MAX"):
+        v = H[key]
+        assert v & (v - 1) == 0, key
+
+
+def test_agent_and_compiler_compute_the_same_bundle_checksum():
+    bundle = {"format": "edrfleet-bundle", "version": 1, "rules": [{"id": "é", "n": [1, 2]}]}
+    assert canonical_sha256(bundle) == bundle_sha256(bundle)

@@ -1,0 +1,139 @@
+"""`edrfleet policy check|compile|test`: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edrfleet.cli.main import main
+from edrfleet.policy import load_bundle
+
+POLICY = """\
+version: 1
+rules:
+  - id: rm-root
+    description: recursive delete of root
+    severity: critical
+    action: block
+    match:
+      executable: [rm]
+      args: [{any: ["-rf", "-fr"]}, {glob: "/*"}]
+  - id: rm-tmp
+    description: deleting in /tmp is fine
+    severity: low
+    action: allow
+    match:
+      executable: [rm]
+      args: [{regex: '^/tmp/'}]
+  - id: curl-log
+    description: downloads are logged
+    severity: low
+    action: log
+    match:
+      cmdline: '^curl '
+"""
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_check_prints_a_summary_and_exits_0(policy_file, capsys):
+    assert main(["policy", "check", str(policy_file)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{policy_file}: OK"
+    assert out[1] == "  rules: 3 (block 1, log 1, allow 1)"
+    assert out[3] == "  executables: 1 names, 0 paths, 1 rules for any executable"
+    assert out[4].startswith("  groups: 2, condition bits: 4 (at most 3 in one group)")
+    assert out[5].startswith("  automata: 2 DFAs, ")
+    assert out[6].startswith("  sha256: ") and len(out[6].split()[-1]) == 64
+
+
+def test_check_prints_every_error_on_its_own_line_and_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(POLICY.replace("executable: [rm]", "exectuable: [rm]").replace(
+        "severity: low", "severity: lo"))
+    assert main(["policy", "check", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}:8:7: unknown key 'exectuable' in rule 'rm-root' (fix: did you mean "
+        "'executable'?)",
+        f"{path}:12:15: bad value 'lo' for 'severity' in rule 'rm-tmp' (fix: did you mean "
+        "'low'?)",
+        f"{path}:15:7: unknown key 'exectuable' in rule 'rm-tmp' (fix: did you mean "
+        "'executable'?)",
+        f"{path}:19:15: bad value 'lo' for 'severity' in rule 'curl-log' (fix: did you mean "
+        "'low'?)",
+    ]
+
+
+def test_compile_writes_the_bundle_and_check_reads_it_back(policy_file, tmp_path, capsys):
+    out = tmp_path / "bundle.json"
+    assert main(["policy", "compile", str(policy_file), "-o", str(out)]) == 0
+    bundle = load_bundle(out.read_text())
+    assert [r["id"] for r in bundle["rules"]] == ["rm-root", "rm-tmp", "curl-log"]
+    capsys.readouterr()
+    assert main(["policy", "check", str(out)]) == 0
+    assert f"sha256: {bundle['sha256']}" in capsys.readouterr().out
+
+
+def test_compile_without_output_prints_the_canonical_json(policy_file, capsys):
+    assert main(["policy", "compile", str(policy_file)]) == 0
+    text = capsys.readouterr().out
+    assert load_bundle(text)["source"] == "policy.yaml"
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    (["rm", "-rf", "/"], {"action": "block", "rules": ["rm-root"], "rule": "rm-root"}),
+    (["rm", "-rf", "/tmp/x"], {"action": "allow", "rules": ["rm-root", "rm-tmp"],
+                               "rule": "rm-tmp"}),
+    (["curl", "-O", "http://x"], {"action": "log", "rules": ["curl-log"], "rule": "curl-log"}),
+    (["ls", "-rf", "/"], {"action": "allow", "rules": [], "rule": None}),
+    (["rm", "--", "-rf", "/"], {"action": "block", "rules": ["rm-root"], "rule": "rm-root"}),
+])
+def test_test_prints_the_decision_as_json(policy_file, capsys, command, expected):
+    assert main(["policy", "test", str(policy_file), "--format", "json", "--", *command]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+
+
+@pytest.mark.parametrize(("command", "line"), [
+    (["rm", "-rf", "/"], "blocked by rule 'rm-root' (critical)"),
+    (["rm", "-rf", "/tmp/x"], "allowed by rule 'rm-tmp' (low) (also matched: rm-root)"),
+    (["ls"], "allowed: no rule matched"),
+])
+def test_test_prints_one_readable_line(policy_file, capsys, command, line):
+    assert main(["policy", "test", str(policy_file), "--", *command]) == 0
+    assert capsys.readouterr().out == line + "\n"
+
+
+def test_test_takes_options_before_the_file_too(policy_file, capsys):
+    assert main(["policy", "test", "--format", "json", str(policy_file), "--uid", "7", "--",
+                 "rm", "-rf", "/"]) == 0
+    assert json.loads(capsys.readouterr().out)["rule"] == "rm-root"
+
+
+def test_test_in_monitor_mode_says_would_be_blocked(tmp_path, capsys):
+    path = tmp_path / "monitor.yaml"
+    path.write_text(POLICY.replace("version: 1\n", "version: 1\nmode: monitor\n"))
+    assert main(["policy", "test", str(path), "--", "rm", "-rf", "/"]) == 0
+    assert capsys.readouterr().out.startswith("would be blocked (monitor mode) by rule")
+
+
+def test_test_without_a_command_is_a_usage_error(policy_file, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["policy", "test", str(policy_file)])
+    assert info.value.code == 2
+    assert "give the command line after '--'" in capsys.readouterr().err
+
+
+def test_a_damaged_bundle_is_refused_with_exit_2(policy_file, tmp_path, capsys):
+    out = tmp_path / "bundle.json"
+    main(["policy", "compile", str(policy_file), "-o", str(out)])
+    out.write_text(out.read_text().replace('"critical"', '"low"'))
+    capsys.readouterr()
+    assert main(["policy", "check", str(out)]) == 2
+    assert "bad policy bundle: sha256 mismatch" in capsys.readouterr().err
