@@ -14,9 +14,9 @@ H = load_header(BPF)
 
 
 def test_event_enums_in_the_schema_module_match_the_header():
-    assert ecs.EVENT_ACTIONS == {
+    assert {
         v: k.lower() for k, v in H.enum_by_suffix("edr_event_action", "EDR_EV_").items()
-    } | {}
+    } == ecs.EVENT_ACTIONS
     assert {v: k for k, v in ecs.BACKENDS.items()} == H.enum_by_suffix(
         "edr_backend", "EDR_BACKEND_"
     )

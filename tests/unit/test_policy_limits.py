@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-import edrfleet.policy.compile
-import edrfleet.policy.errors
-import edrfleet.policy.loader
-import edrfleet.policy.simulate
 from edrfleet.policy import limits
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "edrfleet.h"
@@ -38,15 +35,17 @@ def test_every_mirrored_constant_equals_the_header():
 
 def test_the_compiler_caps_fit_the_kernel_tables():
     defines = header_defines()
-    assert limits.MAX_TRANS_TOTAL == defines["EDR_MAX_CHUNKS"] * defines["EDR_TRANS_CHUNK"]
+    # a transition entry addresses rows with EDR_ROW_BITS bits, accept ids with the rest
+    assert limits.MAX_TRANS_TOTAL == 1 << defines["EDR_ROW_BITS"]
+    assert defines["EDR_TRANS_MAX"] <= limits.MAX_TRANS_TOTAL
+    assert limits.MAX_ACCEPT_MASKS == defines["EDR_ACCEPT_IDS"] - 1
+    assert defines["EDR_ACCEPT_IDS"] <= 1 << (32 - defines["EDR_ROW_BITS"])
     assert limits.COND_BITS == defines["EDR_RULES_PER_GROUP"] == 64
     assert limits.MAX_CLASSES <= 256 <= defines["EDR_CLS_PAD"]
     assert limits.MAX_DFA_STATES * limits.MAX_CLASSES <= limits.MAX_TRANS_TOTAL
-    assert limits.MAX_TRANS_TOTAL < defines["EDR_ACCEPT_FLAG"]
 
 
-@pytest.mark.parametrize("module", [edrfleet.policy.errors, edrfleet.policy.loader,
-                                    edrfleet.policy.compile, edrfleet.policy.simulate])
-def test_the_docstring_examples_run(module):
-    result = doctest.testmod(module)
+@pytest.mark.parametrize("name", ["errors", "loader", "compile", "simulate"])
+def test_the_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(f"edrfleet.policy.{name}"))
     assert result.attempted > 0 and result.failed == 0
