@@ -101,88 +101,109 @@ class Cgroup:
 
 # -- C workloads -----------------------------------------------------------------------------
 EXEC_LOOP_C = r"""
-/* exec_loop N PATH: N times fork, execve(PATH, {PATH}, {}), waitpid.  Prints "ns failures". */
+/*
+ * exec_loop N PATH: N times fork, execve(PATH, {PATH}, {}), waitpid.
+ * Prints "wall_ns cpu_ns failures"; cpu = user + system time of the loop and its children.
+ */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+static long long cpu_ns(int who)
+{
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s N PATH\n", argv[0]);
-		return 2;
-	}
-	long n = strtol(argv[1], NULL, 10);
-	char *path = argv[2];
-	char *cargv[] = {path, NULL};
-	char *cenv[] = {NULL};
-	long failures = 0;
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (long i = 0; i < n; i++) {
-		pid_t pid = fork();
-		if (pid < 0) {
-			perror("fork");
-			return 2;
-		}
-		if (pid == 0) {
-			execve(path, cargv, cenv);
-			_exit(127);
-		}
-		int st;
-		while (waitpid(pid, &st, 0) < 0) {
-			if (errno != EINTR) {
-				perror("waitpid");
-				return 2;
-			}
-		}
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			failures++;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-	printf("%lld %ld\n", ns, failures);
-	return 0;
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s N PATH\n", argv[0]);
+        return 2;
+    }
+    long n = strtol(argv[1], NULL, 10);
+    char *path = argv[2];
+    char *cargv[] = {path, NULL};
+    char *cenv[] = {NULL};
+    long failures = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 2;
+        }
+        if (pid == 0) {
+            execve(path, cargv, cenv);
+            _exit(127);
+        }
+        int st;
+        while (waitpid(pid, &st, 0) < 0) {
+            if (errno != EINTR) {
+                perror("waitpid");
+                return 2;
+            }
+        }
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            failures++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    printf("%lld %lld %ld\n", ns, cpu_ns(RUSAGE_SELF) + cpu_ns(RUSAGE_CHILDREN), failures);
+    return 0;
 }
 """
 
 READ_LOOP_C = r"""
-/* read_loop N: N one-byte read(2)s of /dev/zero.  Prints "ns 0". */
+/* read_loop N: N one-byte read(2)s of /dev/zero.  Prints "wall_ns cpu_ns 0". */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
+static long long cpu_ns(int who)
+{
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s N\n", argv[0]);
-		return 2;
-	}
-	long n = strtol(argv[1], NULL, 10);
-	int fd = open("/dev/zero", O_RDONLY);
-	if (fd < 0) {
-		perror("/dev/zero");
-		return 2;
-	}
-	char b;
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (long i = 0; i < n; i++) {
-		if (read(fd, &b, 1) != 1) {
-			perror("read");
-			return 2;
-		}
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-	printf("%lld 0\n", ns);
-	return 0;
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s N\n", argv[0]);
+        return 2;
+    }
+    long n = strtol(argv[1], NULL, 10);
+    int fd = open("/dev/zero", O_RDONLY);
+    if (fd < 0) {
+        perror("/dev/zero");
+        return 2;
+    }
+    char b;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++) {
+        if (read(fd, &b, 1) != 1) {
+            perror("read");
+            return 2;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    printf("%lld %lld 0\n", ns, cpu_ns(RUSAGE_SELF));
+    return 0;
 }
 """
 
@@ -196,18 +217,52 @@ def compile_c(source: str, name: str, workdir: Path) -> Path:
     return out
 
 
-def timed_loop(cg: Cgroup, argv: Sequence[str]) -> tuple[float, int]:
-    """Run a C loop inside ``cg``; returns (seconds it measured itself, failures)."""
+@dataclass
+class Sample:
+    """One run of a C loop: wall seconds and CPU seconds it measured itself, failed children."""
+
+    wall: float
+    cpu: float
+    failures: int
+
+
+def timed_loop(cg: Cgroup, argv: Sequence[str]) -> Sample:
+    """Run a C loop inside ``cg`` (its children inherit the cgroup)."""
     res = cg.run(argv)
     if res.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited {res.returncode}: {res.stderr.strip()}")
-    ns, failures = res.stdout.split()
-    return int(ns) / 1e9, int(failures)
+    wall_ns, cpu_ns, failures = res.stdout.split()
+    return Sample(int(wall_ns) / 1e9, int(cpu_ns) / 1e9, int(failures))
 
 
-def settle(seconds: float) -> None:
-    """Let the previous step's work (an agent's compile, its exit) die down before timing."""
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user
+    return total - idle, total
+
+
+def machine_busy(window: float = 0.5) -> float:
+    """Fraction of all CPUs busy over ``window`` seconds (0.0 .. 1.0)."""
+    b0, t0 = cpu_times()
+    time.sleep(window)
+    b1, t1 = cpu_times()
+    return (b1 - b0) / max(t1 - t0, 1)
+
+
+def settle(seconds: float, max_busy: float = 1.0, timeout: float = 60.0) -> float:
+    """Wait ``seconds``, then until the machine is at most ``max_busy`` busy (or ``timeout``).
+
+    Lets the previous step's work (an agent's compile, its exit) and, on a shared machine,
+    other people's bursts die down before a timed chunk.  Returns the last busy fraction seen.
+    """
     time.sleep(seconds)
+    deadline = time.monotonic() + timeout
+    busy = machine_busy()
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = machine_busy()
+    return busy
 
 
 # -- policies --------------------------------------------------------------------------------
@@ -315,6 +370,71 @@ class Agents:
         for agent in self.started:
             if agent.proc.poll() is None:
                 agent.stop()
+
+
+# -- in-kernel cost ----------------------------------------------------------------------------
+class BpfStats:
+    """BPF run-time statistics (BPF_ENABLE_STATS) while this object is open.
+
+    Holding the fd the bpf(2) command returns turns on run_time_ns/run_cnt accounting for every
+    BPF program; closing it (or this process exiting) turns it off again, so nothing on the
+    machine stays changed.  The accounting itself costs two clock reads per program run.
+    """
+
+    SYS_BPF = 321  # x86_64
+    BPF_ENABLE_STATS = 32
+    BPF_STATS_RUN_TIME = 0
+
+    def __init__(self) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        attr = (ctypes.c_uint32 * 32)()  # union bpf_attr; enable_stats.type is the first word
+        attr[0] = self.BPF_STATS_RUN_TIME
+        fd = libc.syscall(self.SYS_BPF, self.BPF_ENABLE_STATS, ctypes.byref(attr),
+                          ctypes.sizeof(attr))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "bpf(BPF_ENABLE_STATS)")
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def prog_stats(pid: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the BPF programs process ``pid`` holds.
+
+    Only the entry program (the sched_process_exec tracepoint) is counted by the kernel; its
+    time includes the programs it tail-calls.
+    """
+    run_ns = run_cnt = 0
+    fd_dir = Path(f"/proc/{pid}/fdinfo")
+    try:
+        entries = list(fd_dir.iterdir())
+    except OSError:
+        return 0, 0
+    for entry in entries:
+        try:
+            info = entry.read_text()
+        except OSError:
+            continue
+        if "prog_type:" not in info:
+            continue
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        run_ns += int(fields.get("run_time_ns", "0").strip() or 0)
+        run_cnt += int(fields.get("run_cnt", "0").strip() or 0)
+    return run_ns, run_cnt
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bpf_programs() -> int:

@@ -138,11 +138,16 @@ class Decider:
             self._memo[key] = simulate(self.bundle, argv, stat=_no_stat)
         return self._memo[key]
 
-    def line(self, line: str) -> tuple[str, str | None, list[str]]:
-        """(action, rule, argv joined) of the strongest decision over the line's execs."""
+    def line(self, line: str, direct: bool = False) -> tuple[str, str | None, list[str]]:
+        """(action, rule, argv) of the strongest decision over the line's execs.
+
+        ``direct``: leave out the ``sh -c LINE`` exec of the line itself (what the kernel sees
+        when the line is typed into an interactive shell instead of handed to ``sh -c``).
+        """
         best: tuple[str, str | None, list[str]] = ("allow", None, [])
         rank = {"allow": 0, "log": 1, "block": 2}
-        for argv in exec_argvs(line):
+        execs = exec_argvs(line)
+        for argv in execs[1:] if direct else execs:
             if not argv or any("\0" in a for a in argv):
                 continue
             d = self.argv(argv)
@@ -204,10 +209,12 @@ def _short(text: str, width: int = 110) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def measure(decider: Decider, items: Iterable[Item]) -> dict[str, list[tuple[Item, tuple]]]:
+def measure(decider: Decider, items: Iterable[Item]
+            ) -> dict[str, list[tuple[Item, tuple, tuple]]]:
     out: dict[str, list[tuple[Item, tuple]]] = defaultdict(list)
     for item in items:
-        out[item.category].append((item, decider.line(item.line)))
+        out[item.category].append((item, decider.line(item.line),
+                                   decider.line(item.line, direct=True)))
     return out
 
 
@@ -232,21 +239,27 @@ def main(argv: list[str] | None = None) -> int:
                             else "default policy (no variables)")
     print(f"policy: {label}; {len(decider.bundle['rules'])} rules; corpus: {args.corpus}")
     print()
-    print(f"{'category':<26} {'source':<9} {'blocked':>7} {'total':>6} {'%':>7}   logged")
-    all_b = all_t = 0
+    print(f"{'category':<26} {'source':<9} {'blocked':>7} {'total':>6} {'%':>7}   "
+          f"{'logged':>6}   {'direct':>6} {'%':>7}")
+    all_b = all_t = all_d = 0
     for cat in CATEGORIES:
         rows = results.get(cat, [])
         for source in ("atomic", "gtfobins"):
-            sub = [(i, d) for i, d in rows if i.source == source]
+            sub = [(i, d, dd) for i, d, dd in rows if i.source == source]
             if not sub:
                 continue
-            b = sum(1 for _, d in sub if d[0] == "block")
-            lg = sum(1 for _, d in sub if d[0] == "log")
+            b = sum(1 for _, d, _ in sub if d[0] == "block")
+            lg = sum(1 for _, d, _ in sub if d[0] == "log")
+            db = sum(1 for _, _, dd in sub if dd[0] == "block")
             all_b += b
+            all_d += db
             all_t += len(sub)
-            print(f"{cat:<26} {source:<9} {b:>7} {len(sub):>6} {100 * b / len(sub):>6.1f}%"
-                  f"   {lg}")
-    print(f"{'all':<26} {'':<9} {all_b:>7} {all_t:>6} {100 * all_b / max(all_t, 1):>6.1f}%")
+            print(f"{cat:<26} {source:<9} {b:>7} {len(sub):>6} {100 * b / len(sub):>6.1f}%   "
+                  f"{lg:>6}   {db:>6} {100 * db / len(sub):>6.1f}%")
+    print(f"{'all':<26} {'':<9} {all_b:>7} {all_t:>6} {100 * all_b / max(all_t, 1):>6.1f}%   "
+          f"{'':>6}   {all_d:>6} {100 * all_d / max(all_t, 1):>6.1f}%")
+    print("(direct: without the `sh -c LINE` exec, i.e. the line typed into an interactive "
+          "shell)")
 
     print()
     benign = benign_rows(args.corpus)
@@ -284,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print("misses (not blocked; [rule] when logged):")
         seen: set[tuple[str, str]] = set()
         for cat in CATEGORIES:
-            for item, d in results.get(cat, []):
+            for item, d, _ in results.get(cat, []):
                 if d[0] == "block" or (cat, item.line) in seen:
                     continue
                 seen.add((cat, item.line))

@@ -21,7 +21,7 @@ from edrfleet.policy import (
     load_policy_text,
     simulate,
 )
-from edrfleet.policy.limits import MAX_TRANS_TOTAL
+from edrfleet.policy.limits import EDR_TRANS_MAX, MAX_TRANS_TOTAL
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -77,7 +77,12 @@ def load_any(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     if text.lstrip().startswith("{"):
-        return load_bundle(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # a YAML flow mapping, not JSON
+        if isinstance(data, dict) and "format" in data:
+            return load_bundle(text)
     return compile_policy(load_policy_text(text, path))
 
 
@@ -90,6 +95,7 @@ def summary(bundle: dict[str, Any]) -> list[str]:
     dfas = bundle["dfas"]
     states = sum(len(d["trans"]) // d["nclasses"] for d in dfas)
     trans = sum(len(d["trans"]) for d in dfas)
+    masks = {m for d in dfas for _, m in d["accept"]}
     actions = ", ".join(f"{a} {by_action[a]}" for a in ("block", "log", "allow") if by_action[a])
     scope = ", ".join(bundle["scope"]["cgroups"]) or "whole host"
     return [
@@ -102,7 +108,8 @@ def summary(bundle: dict[str, Any]) -> list[str]:
         f"(at most {max(bits, default=0)} in one group)",
         f"automata: {len(dfas)} DFAs, {states} states, at most "
         f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
-        f"({100 * trans / MAX_TRANS_TOTAL:.1f} % of the kernel's {MAX_TRANS_TOTAL})",
+        f"(kernel table: {EDR_TRANS_MAX} by default, {MAX_TRANS_TOTAL} at most), "
+        f"{len(masks)} distinct condition masks",
         f"sha256: {bundle['sha256']}",
     ]
 

@@ -36,7 +36,7 @@ from edrfleet.policy.limits import (
     MAX_DFA_STATES,
     MAX_TRANS_TOTAL,
 )
-from edrfleet.policy.model import Policy, Rule
+from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.regex_dfa import Dfa, DfaTooLarge, build_dfa
 from edrfleet.policy.regex_nfa import NfaTooLarge, group_nfa
 from edrfleet.policy.regex_parse import ARG, CMD, Node, any_ast, glob_ast, regex_ast
@@ -49,14 +49,26 @@ _SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pi
              "or split it into several 'args' entries (each must hold)")
 
 
+def _arg_key(m: ArgMatcher) -> CondKey:
+    if m.kind == "any":
+        return ("any", tuple(sorted({lit.encode() for lit in m.value})))
+    return (m.kind, str(m.value).encode())
+
+
+def _show(key: CondKey) -> str:
+    """A condition as the policy spells it, for messages."""
+    kind, value = key
+    if kind == "any":
+        return "any [" + ", ".join(v.decode(errors="replace") for v in value) + "]"
+    text = value.decode(errors="replace")
+    return f"cmdline regex {text!r}" if kind == "cmdline" else f"args {kind} {text!r}"
+
+
 def condition_keys(rule: Rule) -> list[CondKey]:
     """The rule's conditions, deduplicated, in the order written."""
     keys: list[CondKey] = []
     for m in rule.args:
-        if m.kind == "any":
-            key: CondKey = ("any", tuple(sorted({lit.encode() for lit in m.value})))
-        else:
-            key = (m.kind, str(m.value).encode())
+        key = _arg_key(m)
         if key not in keys:
             keys.append(key)
     if rule.cmdline is not None:
@@ -148,8 +160,7 @@ class _Compiler:
                 build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
             except DfaTooLarge:
                 line, col = self.where(rule, key)
-                what = "cmdline regex" if key[0] == "cmdline" else f"args {key[0]}"
-                self.error(rule, f"{what} {key[1]!r} of rule '{rule.id}' needs more than "
+                self.error(rule, f"{_show(key)} of rule '{rule.id}' needs more than "
                                  f"{MAX_DFA_STATES} automaton states", _SIMPLIFY, line, col)
                 return
         self.error(rule, f"the conditions of rule '{rule.id}' together need more than "
@@ -159,7 +170,7 @@ class _Compiler:
         if key[0] == "cmdline":
             return rule.cmdline_line, rule.cmdline_col
         for m in rule.args:
-            if m.kind == key[0]:
+            if m.kind == key[0] and _arg_key(m) == key:
                 return m.line, m.col
         return rule.line, rule.col
 
@@ -177,8 +188,8 @@ class _Compiler:
                 except NfaTooLarge as exc:
                     rule = self.policy.rules[r]
                     line, col = self.where(rule, key)
-                    self.error(rule, f"{key[0]} {key[1][:40]!r}... of rule '{rule.id}' is too "
-                                     "large for the automaton", exc.hint, line, col)
+                    self.error(rule, f"{_show(key)[:60]} of rule '{rule.id}' is too large "
+                                     "for the automaton", exc.hint, line, col)
 
 
 def compile_policy(policy: Policy) -> dict[str, Any]:

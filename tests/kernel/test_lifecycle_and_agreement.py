@@ -99,7 +99,7 @@ def test_a_policy_that_fails_validation_never_starts(start_agent, cgroup):
     assert "read policy" in agent.status()["last_error"]
 
 
-def _mixed_corpus(limit: int = 250) -> list[list[str]]:
+def _mixed_corpus(limit: int = 300) -> list[list[str]]:
     from tests.corpus_argv import exec_argvs
 
     lines: list[str] = []
@@ -107,8 +107,10 @@ def _mixed_corpus(limit: int = 250) -> list[list[str]]:
                       ("atomic_linux.jsonl", "command")):
         with open(CORPUS / name) as f:
             for i, raw in enumerate(f):
-                if i % 7 == 0:
-                    lines.append(json.loads(raw)[key])
+                rec = json.loads(raw)
+                attack = rec.get("function") in ("reverse-shell", "bind-shell")
+                if i % 7 == 0 or (attack and i % 3 == 0):
+                    lines.append(rec[key])
     argvs: list[list[str]] = []
     for line in lines:
         for argv in exec_argvs(line):

@@ -301,6 +301,11 @@ def test_strict_promotes_the_risky_shapes_to_block() -> None:
     assert j.argv(["journalctl", "--vacuum-size=500M"]).action == "log"
 
 
+def test_unscanned_defaults_to_block_and_is_a_host_variable() -> None:
+    assert default().bundle["unscanned"] == "block"
+    assert judge(edrfleet_unscanned="allow").bundle["unscanned"] == "allow"
+
+
 def test_protected_agents_and_services_come_from_the_host_variables() -> None:
     j = judge(edrfleet_protected_agents=["acme-edr"], edrfleet_protected_services=["acme-edr"])
     assert j.argv(["pkill", "acme-edr"]).action == "block"

@@ -137,3 +137,11 @@ def test_a_damaged_bundle_is_refused_with_exit_2(policy_file, tmp_path, capsys):
     capsys.readouterr()
     assert main(["policy", "check", str(out)]) == 2
     assert "bad policy bundle: sha256 mismatch" in capsys.readouterr().err
+
+
+def test_a_policy_written_as_a_flow_mapping_is_still_a_policy(tmp_path, capsys):
+    path = tmp_path / "flow.yaml"
+    path.write_text("{version: 1, rules: [{id: a, description: d, severity: low, action: log, "
+                    "match: {executable: [rm]}}]}\n")
+    assert main(["policy", "test", str(path), "--format", "json", "--", "rm"]) == 0
+    assert json.loads(capsys.readouterr().out)["rule"] == "a"

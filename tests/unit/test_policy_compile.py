@@ -128,7 +128,7 @@ def test_a_rule_whose_automaton_is_too_large_is_named_with_its_line():
         compile_policy(pol)
     err = info.value
     assert (err.line, err.col) == (12, 22)
-    assert err.message == ("cmdline regex b'(a|b)*a(a|b){12}' of rule 'huge' needs more than "
+    assert err.message == ("cmdline regex '(a|b)*a(a|b){12}' of rule 'huge' needs more than "
                            "4096 automaton states")
     assert "simplify" in err.fix
 
@@ -206,3 +206,44 @@ def test_a_policy_without_rules_compiles_to_an_empty_bundle():
     bundle = compile_policy(policy("version: 1\nrules: []\n"))
     assert bundle["rules"] == bundle["groups"] == bundle["dfas"] == []
     assert bundle["executables"] == {"names": {}, "paths": {}, "wildcard": []}
+
+
+def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
+    import edrfleet.policy.compile as compile_mod
+
+    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 2)
+    pol = policy_of_rules(rule_yaml("a", match="{executable: [rm]}"),
+                          rule_yaml("b", match="{executable: [rm, dd]}"),
+                          rule_yaml("c", match="{cmdline: x}"))
+    with pytest.raises(PolicyError) as info:
+        compile_policy(pol)
+    assert info.value.message == (
+        "an exec of 'rm' would run 3 rule groups (2 for it, 1 for rules without 'executable'); "
+        "the kernel runs at most 2")
+    assert info.value.line == 3
+
+
+def test_the_distinct_masks_of_the_kernel_accept_table_are_counted(monkeypatch):
+    import edrfleet.policy.compile as compile_mod
+
+    monkeypatch.setattr(compile_mod, "MAX_ACCEPT_MASKS", 1)
+    pol = policy_of_rules(rule_yaml("a", match="{args: [{any: [x]}, {any: [y]}]}"))
+    with pytest.raises(PolicyError, match="the automata use 2 distinct condition masks; the "
+                                          "kernel holds 1"):
+        compile_policy(pol)
+
+
+def test_an_args_regex_too_large_is_located_at_its_own_entry():
+    pol = policy_of_rules(rule_yaml("huge", match="\n      args:\n        - regex: 'a'\n"
+                                                  "        - regex: '(a|b)*a(a|b){12}'"))
+    with pytest.raises(PolicyError) as info:
+        compile_policy(pol)
+    assert (info.value.line, info.value.col) == (10, 11)
+    assert info.value.message.startswith("args regex '(a|b)*a(a|b){12}' of rule 'huge'")
+
+
+def test_a_pattern_expanding_past_the_nfa_cap_is_named():
+    pol = policy_of_rules(rule_yaml("big", match="{cmdline: '(a{1000}){1000}'}"))
+    with pytest.raises(PolicyError, match="cmdline regex '\\(a\\{1000\\}\\)\\{1000\\}' of "
+                                          "rule 'big' is too large for the automaton"):
+        compile_policy(pol)

@@ -36,9 +36,9 @@ def test_every_mirrored_constant_equals_the_header():
 def test_the_compiler_caps_fit_the_kernel_tables():
     defines = header_defines()
     # a transition entry addresses rows with EDR_ROW_BITS bits, accept ids with the rest
-    assert limits.MAX_TRANS_TOTAL == 1 << defines["EDR_ROW_BITS"]
+    assert 1 << defines["EDR_ROW_BITS"] == limits.MAX_TRANS_TOTAL
     assert defines["EDR_TRANS_MAX"] <= limits.MAX_TRANS_TOTAL
-    assert limits.MAX_ACCEPT_MASKS == defines["EDR_ACCEPT_IDS"] - 1
+    assert defines["EDR_ACCEPT_IDS"] - 1 == limits.MAX_ACCEPT_MASKS
     assert defines["EDR_ACCEPT_IDS"] <= 1 << (32 - defines["EDR_ROW_BITS"])
     assert limits.COND_BITS == defines["EDR_RULES_PER_GROUP"] == 64
     assert limits.MAX_CLASSES <= 256 <= defines["EDR_CLS_PAD"]

@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from policy_helpers import FS, PATH
 
-from edrfleet.policy import PolicyError, compile_policy, load_policy_text, reference_decide, simulate
+from edrfleet.policy import (
+    PolicyError,
+    compile_policy,
+    load_policy_text,
+    reference_decide,
+    simulate,
+)
 from edrfleet.policy.identity import stream_symbols
 from edrfleet.policy.regex_dfa import build_dfa
 from edrfleet.policy.regex_parse import ARG, CMD, RegexUnsupported, regex_ast
