@@ -235,6 +235,22 @@ def timed_loop(cg: Cgroup, argv: Sequence[str]) -> Sample:
     return Sample(int(wall_ns) / 1e9, int(cpu_ns) / 1e9, int(failures))
 
 
+def timed_command(cg: Cgroup, argv: Sequence[str]) -> Sample:
+    """Run any command inside ``cg``: wall time around it, CPU time from wait4's rusage."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(list(argv), preexec_fn=cg.enter, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{argv[0]} exited {proc.returncode}: "
+                               f"{err.read().decode(errors='replace').strip()}")
+    return Sample(wall, ru.ru_utime + ru.ru_stime, 0)
+
+
 def cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies over all CPUs from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -435,6 +451,39 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_counters(pid: int) -> dict[str, int]:
+    """Wake-ups (voluntary context switches) and read/write syscalls of process ``pid``."""
+    out = {"wakeups": 0, "syscr": 0, "syscw": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out["wakeups"] = int(line.split()[1])
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("syscr", "syscw"):
+                out[key] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+def attachments(pid: int) -> list[str]:
+    """What process ``pid``'s BPF programs are attached to (bpftool perf list), e.g.
+    ``tracepoint:sched_process_exec``; [] if bpftool is missing."""
+    try:
+        res = subprocess.run(["bpftool", "perf", "list", "--json"], capture_output=True,
+                             text=True, timeout=10)
+        rows = json.loads(res.stdout or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    out = []
+    for row in rows:
+        if row.get("pid") == pid:
+            kind = row.get("fd_type", "?")
+            out.append(f"{kind}:{row.get(kind) or row.get('func') or row.get('filename', '?')}")
+    return out
 
 
 def bpf_programs() -> int:
