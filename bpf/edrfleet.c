@@ -219,7 +219,10 @@ static __always_inline void emit(void *ctx, struct edr_scratch *s)
 	if (events.perf_submit(ctx, ev, size))
 		count(EDR_CNT_LOST);
 #else
-	if (events.ringbuf_output(ev, size, 0))
+	/* Only a kill wakes the agent at once; other events wait for its next poll (<= 200 ms):
+	 * a wake-up per logged exec cost more than the exec itself (bench/exec_overhead). */
+	__u64 flags = ev->action == EDR_EV_BLOCKED ? 0 : BPF_RB_NO_WAKEUP;
+	if (events.ringbuf_output(ev, size, flags))
 		count(EDR_CNT_LOST);
 #endif
 }

@@ -238,7 +238,9 @@ class Engine:
         if self.perfbuf:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
         else:
+            # records written without a wake-up are only seen by consume()
             self.bpf.ring_buffer_poll(timeout=timeout_ms)
+            self.bpf.ring_buffer_consume()
 
     def counters(self) -> dict[str, int]:
         names = self.header.enums["edr_counter"]

@@ -179,3 +179,15 @@ def test_blocked_events_also_reach_syslog_and_a_webhook(start_agent, cgroup, sta
     finally:
         server.shutdown()
         udp.close()
+
+
+def test_the_perf_buffer_fallback_delivers_events_too(start_agent, cgroup, standins):
+    blocked, logged = standins("edr-perf"), standins("edr-perf-log")
+    policy = ONE_RULE.format(cgroup=cgroup.name, rule_id="perf", name="edr-perf") + (
+        "  - id: perf-log\n    description: x\n    severity: low\n    action: log\n"
+        "    match:\n      executable: [edr-perf-log]\n"
+    )
+    agent = start_agent(policy, "--perfbuf")
+    assert killed(cgroup.run([str(blocked)]))
+    assert cgroup.run([str(logged)]).returncode == 0
+    assert agent.wait_events(lambda e: e["rule.id"] in ("perf", "perf-log"), count=2)
