@@ -30,6 +30,10 @@
 #define EDR_PROG_SCAN 0
 #define EDR_PROG_JUDGE 1
 #define EDR_TAIL_CALLS 32   /* MAX_TAIL_CALL_CNT (33) minus one spare */
+#define EDR_EPERM 1
+#define EDR_NR_EXECVE 59    /* x86_64 */
+#define EDR_NR_EXECVEAT 322
+#define EDR_LSM_ARGS 128    /* argv pointers the LSM hook copies */
 
 struct edr_scratch {
 	struct edr_event ev;             /* built in place, sent as is */
@@ -56,6 +60,9 @@ struct edr_scratch {
 	__u32 scan_short;                /* scan_len was cut to fit the tail-call budget */
 	__u32 scan_failed;               /* reading argv from the new mm failed */
 	__u32 unscanned;                 /* a group with block rules was not read to the end */
+	__u32 lpos;                      /* LSM: bytes of argv copied into lbuf */
+	__u32 ldone;                     /* LSM: the argv array's NULL was reached */
+	__u8 lbuf[2 * EDR_ARGS_MAX];     /* LSM: argv copied from the caller, NUL separated */
 };
 
 BPF_ARRAY(active, __u32, 1);
@@ -70,6 +77,10 @@ BPF_ARRAY(trans, struct edr_trans, EDR_SLOTS);
 BPF_PERCPU_ARRAY(counters, __u64, EDR_CNT_MAX);
 BPF_PERCPU_ARRAY(scratch, struct edr_scratch, 1);
 BPF_PROG_ARRAY(progs, 2);
+#ifdef EDR_WITH_LSM
+BPF_PROG_ARRAY(progs_lsm, 2);
+BPF_TABLE("lru_hash", __u32, __u32, lsm_passed, 16384); /* pids the LSM hook judged */
+#endif
 #ifdef EDR_USE_PERFBUF
 BPF_PERF_OUTPUT(events);
 #else
@@ -227,24 +238,49 @@ static __always_inline void emit(void *ctx, struct edr_scratch *s)
 #endif
 }
 
-/* Turn the best rules into a verdict: kill (enforce), report, or nothing. */
-static __always_inline void finish(void *ctx, struct edr_scratch *s)
+/* Tail call into this stage's prog array (a prog array serves one program type only);
+ * ``lsm`` is a constant in every caller, so clang keeps one of the two calls. */
+static __always_inline void tail(void *ctx, __u32 idx, int lsm)
+{
+#ifdef EDR_WITH_LSM
+	if (lsm) {
+		progs_lsm.call(ctx, idx);
+		return;
+	}
+#endif
+	progs.call(ctx, idx);
+}
+
+/*
+ * Turn the best rules into a verdict.  At exec time a block is a SIGKILL; in the LSM hook it
+ * is -EPERM returned to execve (the exec never happens).  Returns the LSM verdict.
+ */
+static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
 {
 	struct edr_event *ev = &s->ev;
 	struct edr_config *cfg = config.lookup(&s->slot);
 	if (!cfg)
-		return;
+		return 0;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	if (s->best_allow != EDR_NONE) {
 		if (s->best_block != EDR_NONE || s->best_log != EDR_NONE)
 			count(EDR_CNT_ALLOWED);
-		return;
+		return 0;
 	}
+	int verdict = 0;
 	int block = s->best_block != EDR_NONE || (s->unscanned && cfg->unscanned_block);
 	if (block) {
 		ev->rule = s->best_block;
 		ev->reason = s->best_block != EDR_NONE ? EDR_REASON_RULE : EDR_REASON_UNSCANNED;
+#ifdef EDR_WITH_LSM
+		if (!lsm && lsm_passed.lookup(&pid))
+			ev->reason = EDR_REASON_RECHECK;
+#endif
 		if (cfg->mode == EDR_MODE_ENFORCE) {
-			bpf_send_signal(EDR_SIGKILL);
+			if (lsm)
+				verdict = -EDR_EPERM;
+			else
+				bpf_send_signal(EDR_SIGKILL);
 			ev->action = EDR_EV_BLOCKED;
 			count(EDR_CNT_BLOCKED);
 		} else {
@@ -252,27 +288,33 @@ static __always_inline void finish(void *ctx, struct edr_scratch *s)
 			count(EDR_CNT_WOULD_BLOCK);
 		}
 	} else if (s->best_log != EDR_NONE) {
+		if (lsm)
+			return 0; /* logged once, at exec time, with the argv the program received */
 		ev->rule = s->best_log;
 		ev->reason = EDR_REASON_RULE;
 		ev->action = EDR_EV_LOGGED;
 		count(EDR_CNT_LOGGED);
 	} else {
-		return;
+		return 0;
 	}
+	/* a monitor-mode would_block is reported once, at exec time */
+	if (lsm && !verdict)
+		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 gid_uid = bpf_get_current_uid_gid();
 	ev->ts_ns = bpf_ktime_get_boot_ns();
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->pid = pid;
 	ev->ppid = rd_u32((void *)rd_ptr(task, EDR_OFF_TASK_REAL_PARENT), EDR_OFF_TASK_TGID);
 	ev->uid = (__u32)gid_uid;
 	ev->gid = gid_uid >> 32;
 	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ev->gen = cfg->gen;
 	ev->backend = cfg->backend;
-	ev->stage = EDR_STAGE_EXEC;
+	ev->stage = lsm ? EDR_STAGE_LSM : EDR_STAGE_EXEC;
 	if (s->scan_short || s->scan_failed)
 		ev->flags |= EDR_F_UNSCANNED;
 	emit(ctx, s);
+	return verdict;
 }
 
 static __always_inline struct edr_group *cand_group(struct edr_scratch *s, __u32 ci)
@@ -284,12 +326,12 @@ static __always_inline struct edr_group *cand_group(struct edr_scratch *s, __u32
 }
 
 /*
- * edr_scan: one tail call = one window of EDR_ARGS_MAX argv bytes of group cand[ci], read from
- * the new mm.  The verifier walks the loop once per distinct entry state and once per exit, so
- * everything it needs comes from the scratch map (one state) and each exit only saves and
- * tail-calls: edr_scan again for the next window, else edr_judge.
+ * scan: one tail call = one window of EDR_ARGS_MAX argv bytes of group cand[ci]: from the new
+ * mm at exec time, from the copy in lbuf in the LSM hook.  The verifier walks the loop once
+ * per distinct entry state and once per exit, so everything it needs comes from the scratch
+ * map (one state) and each exit only saves and tail-calls: scan again, else judge.
  */
-int edr_scan(void *ctx)
+static __always_inline int scan(void *ctx, int lsm)
 {
 	__u32 zero = 0;
 	struct edr_scratch *s = scratch.lookup(&zero);
@@ -303,8 +345,14 @@ int edr_scan(void *ctx)
 	__u32 rest = s->scan_len - s->pos;
 	s->n = rest > EDR_ARGS_MAX ? EDR_ARGS_MAX : rest;
 	asm volatile("" ::: "memory");
-	if (bpf_probe_read_user(s->win, CLAMP_LEN(s->n, EDR_ARGS_MAX),
-				(void *)(s->arg_start + s->pos))) {
+	long err;
+	if (lsm)
+		err = bpf_probe_read_kernel(s->win, CLAMP_LEN(s->n, EDR_ARGS_MAX),
+					    &s->lbuf[BOUNDED(s->pos, EDR_ARGS_MAX)]);
+	else
+		err = bpf_probe_read_user(s->win, CLAMP_LEN(s->n, EDR_ARGS_MAX),
+					  (void *)(s->arg_start + s->pos));
+	if (err) {
 		s->scan_failed = 1;
 		s->n = 0;
 	}
@@ -324,16 +372,16 @@ int edr_scan(void *ctx)
 	s->state = state;
 	s->pos += n;
 	if (n && s->pos < s->scan_len)
-		progs.call(ctx, EDR_PROG_SCAN);
-	progs.call(ctx, EDR_PROG_JUDGE);
+		tail(ctx, EDR_PROG_SCAN, lsm);
+	tail(ctx, EDR_PROG_JUDGE, lsm);
 	return 0;
 }
 
 /*
- * edr_judge: one candidate group per call.  A group with a DFA is first sent through edr_scan
- * (BOS fed here, the windows there, EOS here when it comes back).  After the last: the verdict.
+ * judge: one candidate group per call.  A group with a DFA is first sent through scan (BOS
+ * fed here, the windows there, EOS here when it comes back).  After the last: the verdict.
  */
-int edr_judge(void *ctx)
+static __always_inline int judge(void *ctx, int lsm)
 {
 	__u32 zero = 0;
 	struct edr_scratch *s = scratch.lookup(&zero);
@@ -356,7 +404,7 @@ int edr_judge(void *ctx)
 		s->scanning = ci;
 		s->pos = 0;
 		if (s->scan_len) {
-			progs.call(ctx, EDR_PROG_SCAN);
+			tail(ctx, EDR_PROG_SCAN, lsm);
 			count(EDR_CNT_ERRORS);
 			return 0;
 		}
@@ -369,18 +417,30 @@ int edr_judge(void *ctx)
 	judge_group(s, g);
 	s->ci = ci + 1;
 	if (s->ci < s->ncand) {
-		progs.call(ctx, EDR_PROG_JUDGE);
+		tail(ctx, EDR_PROG_JUDGE, lsm);
 		count(EDR_CNT_ERRORS);
 		return 0;
 	}
-	finish(ctx, s);
-	return 0;
+	return finish(ctx, s, lsm);
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exec)
+int edr_scan(void *ctx)
+{
+	return scan(ctx, 0);
+}
+
+int edr_judge(void *ctx)
+{
+	return judge(ctx, 0);
+}
+
+/*
+ * Fill the event head and the candidate groups from the executable's file and the path as
+ * executed.  Returns the scratch to continue with, or 0 when nothing is to be judged.
+ */
+static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 {
 	__u32 zero = 0;
-	count(EDR_CNT_EXECS);
 	__u32 *ap = active.lookup(&zero);
 	if (!ap)
 		return 0;
@@ -408,12 +468,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	ev->flags = 0;
 	ev->rule = EDR_NONE;
 
-	/* the real executable: mm->exe_file */
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	void *mm = (void *)rd_ptr(task, EDR_OFF_TASK_MM);
-	if (!mm)
-		return 0;
-	void *file = (void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE);
 	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);
 	ev->ino = rd_ptr(inode, EDR_OFF_INODE_INO);
 	ev->dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
@@ -422,10 +476,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	bpf_probe_read_kernel_str(ev->exe_name, sizeof(ev->exe_name),
 				  (void *)rd_ptr(dentry, EDR_OFF_DENTRY_NAME));
 
-	/* the path as executed: the tracepoint's filename (bprm->filename) */
-	unsigned short fn_off = args->data_loc_filename & 0xFFFF;
-	long fl = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
-					    (char *)args + fn_off);
+	long fl = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), fname);
 	if (fl < 1)
 		fl = 1;
 	ev->filename_len = fl - 1;
@@ -453,8 +504,59 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		__builtin_memcpy(wl.g, cfg->wild, sizeof(wl.g));
 		add_cands(s, &wl);
 	}
-	if (s->ncand == 0)
+	return s->ncand ? s : 0;
+}
+
+/*
+ * Tail-call budget (EDR_TAIL_CALLS): judge once per group, plus once more and the argv
+ * windows for a group with a DFA.  What does not fit is not scanned (flagged).
+ */
+static __always_inline void fit_budget(struct edr_scratch *s)
+{
+	s->dfas = 0;
+	for (int i = 0; i < EDR_CAND_MAX; i++) {
+		if (i >= s->ncand)
+			break;
+		struct edr_group *g = cand_group(s, i);
+		if (g && g->start != EDR_NONE)
+			s->dfas += 1;
+	}
+	asm volatile("" ::: "memory");
+	__u32 dfas = s->dfas;
+	if (dfas) {
+		__u32 fixed = s->ncand + dfas;
+		__u32 windows = fixed < EDR_TAIL_CALLS ? (EDR_TAIL_CALLS - fixed) / dfas : 0;
+		__u64 budget = (__u64)windows * EDR_ARGS_MAX;
+		if (s->scan_len > budget) {
+			s->scan_len = budget;
+			s->scan_short = 1;
+			s->ev.flags |= EDR_F_UNSCANNED;
+		}
+	}
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	count(EDR_CNT_EXECS);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *mm = (void *)rd_ptr(task, EDR_OFF_TASK_MM);
+	if (!mm)
 		return 0;
+	/* the real executable is mm->exe_file; the path as executed is bprm->filename */
+	unsigned short fn_off = args->data_loc_filename & 0xFFFF;
+	struct edr_scratch *s = begin((void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE),
+				      (char *)args + fn_off);
+#ifdef EDR_WITH_LSM
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (!s) {
+		lsm_passed.delete(&pid);
+		return 0;
+	}
+#else
+	if (!s)
+		return 0;
+#endif
+	struct edr_event *ev = &s->ev;
 
 	/* argv of the new image: first window copied into the event */
 	__u64 arg_start = rd_ptr(mm, EDR_OFF_MM_ARG_START);
@@ -473,32 +575,83 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (len && bpf_probe_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
 		len = 0;
 	ev->args_len = len;
-
-	/*
-	 * Tail-call budget (EDR_TAIL_CALLS): edr_judge once per group, plus once more and the
-	 * argv windows for a group with a DFA.  What does not fit is not scanned (flagged).
-	 */
-	s->dfas = 0;
-	for (int i = 0; i < EDR_CAND_MAX; i++) {
-		if (i >= s->ncand)
-			break;
-		struct edr_group *g = cand_group(s, i);
-		if (g && g->start != EDR_NONE)
-			s->dfas += 1;
-	}
-	asm volatile("" ::: "memory");
-	__u32 dfas = s->dfas;
-	if (dfas) {
-		__u32 fixed = s->ncand + dfas;
-		__u32 windows = fixed < EDR_TAIL_CALLS ? (EDR_TAIL_CALLS - fixed) / dfas : 0;
-		__u64 budget = (__u64)windows * EDR_ARGS_MAX;
-		if (s->scan_len > budget) {
-			s->scan_len = budget;
-			s->scan_short = 1;
-			ev->flags |= EDR_F_UNSCANNED;
-		}
-	}
+	fit_budget(s);
 	progs.call(args, EDR_PROG_JUDGE);
 	count(EDR_CNT_ERRORS);
 	return 0;
 }
+
+#ifdef EDR_WITH_LSM
+int edr_lsm_scan(void *ctx)
+{
+	return scan(ctx, 1);
+}
+
+int edr_lsm_judge(void *ctx)
+{
+	return judge(ctx, 1);
+}
+
+/*
+ * Backend "lsm": bprm_check_security(bprm), before the exec is committed.  argv is not in a
+ * mm we can read yet, so it is copied from the calling process (its registers still hold the
+ * execve/execveat arguments).  Another thread may change that memory after the kernel copied
+ * it: whatever passes here is judged again at sched_process_exec on the argv the program
+ * really received (a block there carries reason "recheck").  Anything this hook cannot read
+ * completely is left to that second check.
+ */
+int edr_lsm_check(unsigned long long *ctx)
+{
+	void *bprm = (void *)ctx[0];
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct edr_scratch *s = begin((void *)rd_ptr(bprm, EDR_OFF_BPRM_FILE),
+				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME));
+	if (!s)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	void *regs = (void *)bpf_task_pt_regs(task);
+	__u64 nr = rd_ptr(regs, offsetof(struct pt_regs, orig_ax));
+	__u64 argv;
+	if (nr == EDR_NR_EXECVE)
+		argv = rd_ptr(regs, offsetof(struct pt_regs, si));
+	else if (nr == EDR_NR_EXECVEAT)
+		argv = rd_ptr(regs, offsetof(struct pt_regs, dx));
+	else
+		return 0;
+	s->lpos = 0;
+	s->ldone = 0;
+	for (int i = 0; i < EDR_LSM_ARGS; i++) {
+		__u64 p = 0;
+		if (bpf_probe_read_user(&p, sizeof(p), (void *)(argv + i * 8)))
+			break;
+		if (!p) {
+			s->ldone = 1;
+			break;
+		}
+		__u32 off = s->lpos;
+		if (off >= EDR_ARGS_MAX)
+			break;
+		long n = bpf_probe_read_user_str(&s->lbuf[BOUNDED(off, EDR_ARGS_MAX)],
+						 EDR_ARGS_MAX, (void *)p);
+		if (n <= 0)
+			break;
+		s->lpos = off + n;
+	}
+	asm volatile("" ::: "memory");
+	if (!s->ldone || s->lpos > EDR_ARGS_MAX)
+		return 0; /* not all of argv in hand: the exec-time check decides */
+	__u32 total = s->lpos;
+	struct edr_event *ev = &s->ev;
+	ev->args_total = total;
+	s->scan_len = total ? total - 1 : 0;
+	if (total && bpf_probe_read_kernel(ev->args, CLAMP_LEN(total, EDR_ARGS_MAX), s->lbuf))
+		total = 0;
+	ev->args_len = total;
+	fit_budget(s);
+	__u32 one = 1;
+	lsm_passed.update(&pid, &one); /* judged here: a block at exec time is a "recheck" */
+	progs_lsm.call(ctx, EDR_PROG_JUDGE);
+	count(EDR_CNT_ERRORS);
+	return 0;
+}
+#endif

@@ -68,7 +68,7 @@ phase debootstrap
 echo edrfleet-vm >"$tree/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tedrfleet-vm\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
   >"$tree/etc/hosts"
-printf '/dev/vda\t/\text4\trw,errors=remount-ro\t0\t1\n' >"$tree/etc/fstab"
+printf '/dev/vda\t/\text4\trw,errors=remount-ro\t0\t0\n' >"$tree/etc/fstab"   # no fsck in minbase
 printf 'deb %s %s main\n' "$mirror" "$suite" >"$tree/etc/apt/sources.list"
 # qemu user networking: DHCP from slirp, DNS at 10.0.2.3 (no resolved in minbase).
 mkdir -p "$tree/etc/systemd/network"
@@ -106,8 +106,10 @@ phase configure
 kver=$(ls "$tree/lib/modules" | sort -V | tail -n 1)
 [ -f "$tree/boot/vmlinuz-$kver" ] && [ -f "$tree/boot/initrd.img-$kver" ] \
   || { echo "vm-image: no kernel/initrd for $kver in the tree" >&2; exit 1; }
-# (build is an absolute symlink into the tree's /usr/src; check where it points inside the tree)
-[ -f "$tree$(readlink "$tree/lib/modules/$kver/build")/Makefile" ] \
+# build is a symlink (absolute, into /usr/src): resolve it inside the tree, not on this host.
+build=$(readlink "$tree/lib/modules/$kver/build" || true)
+case $build in /*) build=$tree$build ;; *) build=$tree/lib/modules/$kver/$build ;; esac
+[ -f "$build/Makefile" ] \
   || { echo "vm-image: no headers at /lib/modules/$kver/build in the tree" >&2; exit 1; }
 cp "$tree/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$tree/boot/initrd.img-$kver" "$out/initrd.img"
@@ -115,7 +117,7 @@ echo "$kver" >"$out/kernel-release"
 log "kernel $kver"
 
 # --- 4. ext4 image from the tree, then qcow2 ------------------------------------------------
-rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*_Packages
+rm -f "$tree"/var/cache/apt/archives/*.deb   # apt lists stay: the guest is offline
 used_mb=$(du -sm --one-file-system "$tree" | cut -f1)
 size_mb=$(( used_mb * 5 / 4 + 2048 ))     # headroom for the agent, logs, later packages
 mkfs.ext4 -q -F -L edrfleet-root -d "$tree" "$out/rootfs.raw" "${size_mb}M"

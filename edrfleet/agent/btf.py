@@ -437,6 +437,13 @@ class Btf:
         """True if the blob describes a function of that name (e.g. an LSM hook's BPF stub)."""
         return bool(self._ids_named(name, frozenset({FUNC})))
 
+    def func_id(self, name: str) -> int:
+        """Type id of function ``name`` (what BPF_PROG_LOAD takes as attach_btf_id)."""
+        ids = self._ids_named(name, frozenset({FUNC}))
+        if not ids:
+            raise BtfError(f"BTF has no function {name}")
+        return min(ids)
+
 
 # --- what the BPF program needs ---------------------------------------------------------------
 

@@ -8,6 +8,7 @@ is never a moment without a complete policy in force.
 from __future__ import annotations
 
 import ctypes as ct
+import os
 import time
 from array import array
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from edrfleet.agent.maps import Packed
 
 TRANS_ROW_BITS = 20  # EDR_ROW_BITS: trans is one map value, at most 4 MiB (KMALLOC_MAX_SIZE)
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
+# libbcc derives an LSM program's attach point from its name; every LSM-typed function (the
+# hook and its tail-call targets, which must share its type and attach point) loads as this.
+LSM_HOOK_NAME = b"lsm__bprm_check_security"
 DEFAULT_CAPACITY = {
     "EDR_MAX_GROUPS": 256,
     "EDR_MAX_RULES": 1024,
@@ -63,18 +67,23 @@ class Engine:
         capacities: dict[str, int],
         *,
         perfbuf: bool = False,
+        with_lsm: bool = False,
         print_text: Callable[[str], None] | None = None,
     ) -> None:
         self.header = header
         self.capacities = dict(capacities)
         self.perfbuf = perfbuf
         self.backend = ""
+        self.with_lsm = with_lsm
+        self._lsm_fds: list[int] = []
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
         self._released_at = [0.0, 0.0]
         self.active_slot = -1
         self.cflags = [f"-D{k}={v}" for k, v in sorted({**offsets, **capacities}.items())]
         if perfbuf:
             self.cflags.append("-DEDR_USE_PERFBUF=1")
+        if with_lsm:
+            self.cflags.append("-DEDR_WITH_LSM=1")
         text = bpf_text(bpf_dir)
         if print_text:
             print_text("\n".join(f"#define {f[2:].replace('=', ' ', 1)}" for f in self.cflags))
@@ -161,6 +170,11 @@ class Engine:
         keys["scope"] = self._fill_scope(slot, packed.scope)
         self._keys[slot] = keys
 
+    def set_backend(self, slot: int, backend: int) -> None:
+        cfg = self.bpf["config"][ct.c_int(slot)]
+        cfg.backend = backend
+        self.bpf["config"][ct.c_int(slot)] = cfg
+
     def activate(self, slot: int) -> None:
         """Put ``slot`` in force with one map write (the atomic switch)."""
         self.bpf["active"][ct.c_int(0)] = ct.c_uint32(slot)
@@ -212,7 +226,39 @@ class Engine:
         except Exception as exc:
             raise EngineError(f"attach sched:sched_process_exec: {exc}") from exc
 
+    def attach_lsm(self) -> None:
+        """Load the LSM programs and attach bprm_check_security; raises EngineError."""
+        if not self.with_lsm:
+            raise EngineError("attach BPF LSM: the program was built without EDR_WITH_LSM")
+        for index, name in enumerate((b"edr_lsm_scan", b"edr_lsm_judge")):  # EDR_PROG_*
+            self.bpf["progs_lsm"][ct.c_int(index)] = ct.c_int(self._load_lsm(name))
+        from bcc import lib
+
+        link = lib.bpf_attach_lsm(self._load_lsm(b"edr_lsm_check"))
+        if link < 0:
+            raise EngineError(f"attach BPF LSM bprm_check_security: {os.strerror(-link)}")
+        self._lsm_fds.append(link)
+
+    def _load_lsm(self, func: bytes) -> int:
+        from bcc import BPF, lib
+
+        module = self.bpf.module
+        fd = lib.bcc_func_load(
+            module, BPF.LSM, LSM_HOOK_NAME,
+            lib.bpf_function_start(module, func), lib.bpf_function_size(module, func),
+            lib.bpf_module_license(module), lib.bpf_module_kern_version(module),
+            0, None, 0, None, -1,
+        )
+        if fd < 0:
+            err = os.strerror(ct.get_errno())
+            raise EngineError(f"load {func.decode()} as a BPF LSM program: {err}")
+        self._lsm_fds.append(fd)
+        return fd
+
     def detach(self) -> None:
+        for fd in reversed(self._lsm_fds):
+            os.close(fd)
+        self._lsm_fds = []
         self.bpf.cleanup()
 
     # -- events and counters -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from edrfleet.agent import ecs
 from edrfleet.agent.btf import Btf, kernel_offsets
 from edrfleet.agent.engine import Engine, EngineError, capacities_for
 from edrfleet.agent.header import load_header
+from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.outputs import SyslogOutput, WebhookOutput
 from edrfleet.agent.spool import Spool
@@ -97,6 +98,8 @@ class Agent:
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.gen = 0
         self.engine: Engine | None = None
+        self.wanted = "auto"
+        self.lsm_possible = False
         self.pending: list[dict] = []
         self.user_lost = 0
         self.flags = {"reload": False, "stop": False}
@@ -122,15 +125,20 @@ class Agent:
         t0 = time.monotonic()
         self._write_status()
         bundle = self._step("read policy", lambda: self.load_bundle(self.opts.policy))
-        self._check_backend(bundle)
+        self.wanted = self._step("choose backend", lambda: self._wanted_backend(bundle))
         packed = self._step("lay out policy", lambda: self._pack(bundle))
-        offsets = self._step("read kernel offsets from BTF", lambda: kernel_offsets(Btf.load()))
+        btf = self._step("read BTF", Btf.load)
+        offsets = self._step("read kernel offsets from BTF", lambda: kernel_offsets(btf))
+        self.lsm_possible, why = lsm_available(btf)
+        if self.wanted == "lsm" and not self.lsm_possible:
+            raise self._fail("choose backend", f"backend lsm is required but {why}")
         self.engine = self._step(
             "compile and load bpf/edrfleet.c",
             lambda: self._new_engine(offsets, packed),
         )
         self._install(self.engine, bundle, packed, slot=0)
         self._step("attach sched:sched_process_exec", self.engine.attach_exec)
+        self._attach_lsm(self.engine, why)
         self._open_events(self.engine)
         self.status["backend"] = self.engine.backend
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
@@ -152,17 +160,32 @@ class Agent:
             self._write_status()
             raise AgentFailed(f"{name}: {exc}") from exc
 
-    def _check_backend(self, bundle: dict) -> None:
+    def _wanted_backend(self, bundle: dict) -> str:
+        """The backend the flag and the policy require together ("auto" if neither does)."""
         wanted = {self.opts.backend, bundle.get("backend", "auto")} - {"auto"}
         if len(wanted) > 1:
-            raise self._fail("choose backend", f"policy and flag require different backends: "
-                             f"{sorted(wanted)}")
-        if "lsm" in wanted:
-            raise self._fail(
-                "choose backend",
-                "backend lsm is required but BPF LSM programs do not load on this kernel "
-                "(is 'bpf' in /sys/kernel/security/lsm?); use backend auto or sigkill",
-            )
+            raise ValueError(f"policy and --backend require different backends: {sorted(wanted)}")
+        return wanted.pop() if wanted else "auto"
+
+    def _attach_lsm(self, engine: Engine, why_not: str) -> None:
+        """Add the LSM hook in front of the exec-time check where the kernel lets us."""
+        if self.wanted == "sigkill" or not self.lsm_possible:
+            if self.wanted != "sigkill":
+                log(f"backend sigkill: {why_not}")
+            return
+        try:
+            engine.attach_lsm()
+        except EngineError as exc:
+            if self.wanted == "lsm":
+                raise self._fail("attach BPF LSM", str(exc)) from exc
+            log(f"backend sigkill: {exc}")
+            return
+        self._set_backend(engine, "lsm")
+
+    def _set_backend(self, engine: Engine, backend: str) -> None:
+        """Record the backend in the engine and in the active slot, so events carry it."""
+        engine.backend = backend
+        engine.set_backend(engine.active_slot, self.header[f"EDR_BACKEND_{backend.upper()}"])
 
     def _fail(self, step: str, msg: str) -> AgentFailed:
         self.status["state"] = "failed"
@@ -180,6 +203,7 @@ class Agent:
             offsets,
             capacities_for(packed.needs(self.header)),
             perfbuf=self.opts.perfbuf,
+            with_lsm=self.lsm_possible and self.wanted != "sigkill",
             print_text=print if self.opts.print_bpf else None,
         )
         engine.backend = "sigkill"
@@ -234,7 +258,11 @@ class Agent:
         assert self.engine is not None
         try:
             bundle = self.load_bundle(self.opts.policy)
-            self._check_backend(bundle)
+            if self._wanted_backend(bundle) not in ("auto", self.engine.backend):
+                raise ValueError(
+                    f"the policy requires backend {bundle.get('backend')}, the agent runs "
+                    f"{self.engine.backend}; restart the agent to change backends"
+                )
             packed = self._pack(bundle)
         except Exception as exc:
             self.status["last_error"] = f"reload: {exc}"
@@ -248,6 +276,9 @@ class Agent:
             new = self._new_engine(self.offsets, packed)
             self._install(new, bundle, packed, slot=0)
             new.attach_exec()
+            if old.backend == "lsm":
+                new.attach_lsm()
+                self._set_backend(new, "lsm")
             self._open_events(new)
             self.engine = new
             old.poll(0)
@@ -303,6 +334,19 @@ class Agent:
         if self.outputs:
             self.status["outputs"] = {type(o).__name__: o.stats() for o in self.outputs}
         write_status(str(self.opts.spool), self.status)
+
+
+def lsm_available(btf: Btf) -> tuple[bool, str]:
+    """Can BPF LSM programs work here at all?  (Loading may still be refused: then we fall back.)"""
+    try:
+        lsms = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
+    except OSError:
+        return False, "securityfs is not mounted (/sys/kernel/security)"
+    if "bpf" not in lsms:
+        return False, f"'bpf' is not in the active LSMs ({','.join(lsms)}); boot with lsm=...,bpf"
+    if not btf.has_func("bpf_lsm_bprm_check_security"):
+        return False, "the kernel has no BPF LSM hook bprm_check_security (CONFIG_BPF_LSM)"
+    return probe_lsm_load(btf.func_id("bpf_lsm_bprm_check_security"))
 
 
 class AgentFailed(RuntimeError):

@@ -8,6 +8,8 @@ removes the cache.  VMs boot with ``-accel tcg`` (stock guest kernels do not boo
 image is never written), and user networking restricted to one forwarded SSH port on 127.0.0.1.
 
     python -m edrfleet.fleet.vm build | up [-n N] [--workdir D] | down [--workdir D] | smoke
+
+The smoke (edrfleet/fleet/vm_smoke.py, scripts/vm-smoke.sh) proves BPF LSM in the guest.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DEFAULT_WORKDIR = REPO / ".edrfleet" / "vm-lab"
 PACKAGES: tuple[str, ...] = (
     "linux-image-amd64", "linux-headers-amd64", "systemd-sysv", "udev", "kmod", "iproute2",
     "openssh-server", "python3", "python3-bpfcc", "bpfcc-tools", "sudo", "ca-certificates",
+    "python3-apt",  # Ansible's apt module needs it and the isolated guest cannot fetch it
 )
 # Debian 12's kernel (6.1) has bpf in its built-in LSM list (CONFIG_LSM), so no lsm= is needed;
 # the smoke checks /sys/kernel/security/lsm in the guest.  panic=-1 + -no-reboot: a guest that
@@ -57,7 +60,7 @@ class ImageInfo:
     cached: bool           # True when this call reused an existing build
 
     @property
-    def rootfs(self) -> Path:
+    def rootfs(self) -> Path:  # ext4, no partition table; never written (VMs use overlays)
         return self.dir / "rootfs.qcow2"
 
     @property
@@ -69,12 +72,11 @@ class ImageInfo:
         return self.dir / "initrd.img"
 
     @property
-    def key(self) -> Path:
-        """The lab's client private key (authorized for root in the guest)."""
+    def key(self) -> Path:  # the lab's client key, authorized for root in the guest
         return self.dir / "id_ed25519"
 
     @property
-    def host_pubkey(self) -> Path:
+    def host_pubkey(self) -> Path:  # the guest's sshd host key, generated at build time
         return self.dir / "ssh_host_ed25519_key.pub"
 
 
@@ -98,16 +100,26 @@ class VmHandle:
         return cls(**{k: Path(str(v)) if k in paths else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
-def recipe_hash(script: Path = SCRIPT, packages: tuple[str, ...] = PACKAGES) -> str:
-    h = hashlib.sha256(script.read_bytes())
-    h.update(b"\0" + "\n".join(packages).encode())
-    return h.hexdigest()
+def recipe_hash(script_text: bytes, packages: tuple[str, ...] = PACKAGES) -> str:
+    return hashlib.sha256(script_text + b"\0" + "\n".join(packages).encode()).hexdigest()
+
+
+def _remove(path: Path) -> None:
+    """rm -rf, refusing when anything is still mounted below (a failed debootstrap's /proc)."""
+    with open("/proc/self/mounts") as f:
+        if any(line.split()[1].startswith(f"{path}/") for line in f):
+            raise VmError(f"{path} has mounts below it; unmount them, then remove it")
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def build_image(cache_dir: Path = DEFAULT_CACHE, *,
                 log: Callable[[str], None] = print) -> ImageInfo:
-    """Return the cached image for the current recipe, building it first if there is none."""
-    recipe = recipe_hash()
+    """Return the cached image for the current recipe, building it first if there is none.
+
+    Other entries in cache_dir (older recipes, interrupted builds) are removed after a build."""
+    script = SCRIPT.read_bytes()  # hash and run the same text, even if the file changes meanwhile
+    recipe = recipe_hash(script)
+    cache_dir = cache_dir.resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / recipe[:16]
     with open(cache_dir / ".lock", "w") as lock:
@@ -118,11 +130,12 @@ def build_image(cache_dir: Path = DEFAULT_CACHE, *,
             if m.get("recipe") == recipe:
                 return ImageInfo(final, recipe, m["kernel_release"], m["build_seconds"], True)
         tmp = cache_dir / f"{recipe[:16]}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
+        _remove(tmp)
+        _remove(final)
         log(f"vm: building image {recipe[:16]} (recipe changed or no cache) into {final}")
         t0 = time.monotonic()
-        proc = subprocess.Popen(["bash", str(SCRIPT), str(tmp), ",".join(PACKAGES)],
+        proc = subprocess.Popen(["bash", "-c", script.decode(), str(SCRIPT), str(tmp),
+                                 ",".join(PACKAGES)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         lines: list[str] = []
@@ -138,6 +151,9 @@ def build_image(cache_dir: Path = DEFAULT_CACHE, *,
              "packages": list(PACKAGES), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}, indent=2))
         tmp.rename(final)
+        for old in cache_dir.iterdir():
+            if old.is_dir() and old != final:
+                _remove(old)
         log(f"vm: image built in {took:.1f} s: {final}")
         return ImageInfo(final, recipe, kver, took, False)
 
@@ -189,20 +205,23 @@ def write_known_hosts(handles: list[VmHandle], image: ImageInfo) -> None:
 
 
 def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str,
-               memory: int) -> list[str]:
+               memory: int, isolated: bool) -> list[str]:
     return [QEMU, "-name", f"edrfleet-{name}", "-accel", "tcg", "-m", str(memory), "-smp", "1",
             "-nographic", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_CMDLINE,
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-netdev", f"user,id=n0,restrict={'on' if isolated else 'off'},"
+                       f"hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0",
             "-drive", f"file={disk},if=virtio,format=qcow2"]
 
 
 def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: float = 300,
-         memory: int = 1024, prefix: str = "vm", log: Callable[[str], None] = print,
-         ) -> list[VmHandle]:
+         memory: int = 1024, prefix: str = "vm", isolated: bool = True,
+         log: Callable[[str], None] = print) -> list[VmHandle]:
     """Boot n VMs on overlays of the image; return once each answers SSH with the pinned key.
 
+    isolated: qemu's restrict=on, the guest reaches nothing (not the host, not the mirror) but
+    its forwarded SSH port; the image already holds every package the lab needs.
     On failure every VM started here is stopped and VmError carries the console tail."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -221,8 +240,11 @@ def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: 
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                             "-b", str(image.rootfs), str(disk)], check=True)
             port = _free_port()
+            while port in {h.port for h in handles}:
+                port = _free_port()
             with open(workdir / f"{name}.qemu.log", "wb") as qlog:
-                proc = subprocess.Popen(_qemu_argv(image, disk, console, port, name, memory),
+                argv = _qemu_argv(image, disk, console, port, name, memory, isolated)
+                proc = subprocess.Popen(argv,
                                         stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
                                         start_new_session=True)
             _children[proc.pid] = proc
@@ -231,6 +253,7 @@ def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: 
         write_known_hosts(handles, image)
         save_handles(handles, workdir)
         _wait_ssh(handles, started + timeout, started, log)
+        save_handles(handles, workdir)  # again, with boot times
     except BaseException:
         stop(handles)
         raise
@@ -309,68 +332,6 @@ def load_handles(workdir: Path = DEFAULT_WORKDIR) -> list[VmHandle]:
     return [VmHandle.from_json(d) for d in json.loads(path.read_text())] if path.is_file() else []
 
 
-# --- smoke: image, boot, BCC in the guest, and BPF LSM denying a canary with EPERM -------------
-_LSM_SMOKE = r'''
-import json, os, shutil, subprocess, sys, time
-from bcc import BPF
-PROG = """
-#include <linux/fs.h>
-#include <linux/binfmts.h>
-#include <linux/errno.h>
-LSM_PROBE(bprm_check_security, struct linux_binprm *bprm) {
-    if (bprm->file->f_inode->i_ino == CANARY_INO)
-        return -EPERM;
-    return 0;
-}
-"""
-canary = "/root/canary-true"
-shutil.copy2("/bin/true", canary)
-ino = os.stat(canary).st_ino
-t = time.monotonic()
-b = BPF(text=PROG, cflags=["-DCANARY_INO=%dUL" % ino])
-compile_s = time.monotonic() - t
-r = subprocess.run(["bash", "-c", canary], capture_output=True, text=True)
-benign = subprocess.run(["bash", "-c", "/bin/true"]).returncode
-b.cleanup()
-after = subprocess.run(["bash", "-c", canary]).returncode
-print(json.dumps({"ino": ino, "compile_s": round(compile_s, 1), "rc": r.returncode,
-                  "stderr": r.stderr.strip(), "benign_rc": benign, "after_detach_rc": after,
-                  "canary_exists": os.path.exists(canary)}))
-'''
-
-
-def smoke(workdir: Path = REPO / ".edrfleet" / "vm-smoke") -> int:
-    t0 = time.monotonic()
-    image = build_image()
-    build = f"{image.build_seconds:.1f} s" + (" (cached; time of the original build)"
-                                              if image.cached else "")
-    print(f"smoke: image {image.dir} kernel {image.kernel_release}, build {build}")
-    handles = boot(image, 1, workdir)
-    h = handles[0]
-    try:
-        r = ssh(h, "set -e; uname -r; cat /sys/kernel/security/lsm; echo; "
-                   "python3 -c 'import bcc; print(\"bcc\", bcc.__file__)'; "
-                   "ls /lib/modules/$(uname -r)/build | head -n 5", timeout=300)
-        print(r.stdout, r.stderr, sep="", end="")
-        if r.returncode or "bpf" not in r.stdout.split("\n")[1].split(","):
-            raise VmError(f"guest checks failed (rc {r.returncode}); LSM list must name bpf")
-        copy_to(h, _LSM_SMOKE, "/root/lsm_smoke.py")
-        r = ssh(h, "python3 /root/lsm_smoke.py", timeout=600)
-        print(r.stdout, r.stderr, sep="", end="")
-        if r.returncode:
-            raise VmError(f"lsm smoke failed in the guest (rc {r.returncode})")
-        res = json.loads(r.stdout.strip().splitlines()[-1])
-        ok = (res["rc"] == 126 and "Operation not permitted" in res["stderr"]
-              and res["benign_rc"] == 0 and res["after_detach_rc"] == 0 and res["canary_exists"])
-    finally:
-        stop(handles)
-    print(f"smoke: image build {build}; boot to sshd {h.boot_seconds:.1f} s; "
-          f"BCC compile in guest {res['compile_s']:.1f} s; total {time.monotonic() - t0:.1f} s")
-    print("smoke: " + ("OK: bash printed 'Operation not permitted', exit 126; canary survived"
-                       if ok else f"FAILED: {res}"))
-    return 0 if ok else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edrfleet.fleet.vm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -394,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             stop(load_handles(a.workdir))
             (a.workdir / "vms.json").unlink(missing_ok=True)
         else:
+            from edrfleet.fleet.vm_smoke import smoke
+
             return smoke()
     except VmError as e:
         print(f"vm: {e}", file=sys.stderr)
@@ -402,4 +365,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from edrfleet.fleet import vm  # one module instance (vm_smoke imports it), not __main__ + copy
+
+    sys.exit(vm.main())

@@ -191,3 +191,28 @@ def test_the_perf_buffer_fallback_delivers_events_too(start_agent, cgroup, stand
     assert killed(cgroup.run([str(blocked)]))
     assert cgroup.run([str(logged)]).returncode == 0
     assert agent.wait_events(lambda e: e["rule.id"] in ("perf", "perf-log"), count=2)
+
+
+def _lsm_loads() -> bool:
+    from edrfleet.agent.btf import Btf
+    from edrfleet.agent.run import lsm_available
+
+    return lsm_available(Btf.load())[0]
+
+
+def test_backend_lsm_required_where_it_cannot_load_fails_with_the_reason(start_agent, cgroup):
+    if _lsm_loads():
+        pytest.skip("BPF LSM loads on this kernel (the VM tier proves the lsm backend)")
+    agent = start_agent(
+        ONE_RULE.format(cgroup=cgroup.name, rule_id="x", name="edr-x"), "--backend", "lsm",
+        wait=False,
+    )
+    assert agent.proc.wait(timeout=60) != 0
+    st = agent.status()
+    assert st["state"] == "failed"
+    assert "backend lsm is required" in st["last_error"], st
+
+
+def test_auto_backend_reports_what_it_picked(start_agent, cgroup):
+    agent = start_agent(ONE_RULE.format(cgroup=cgroup.name, rule_id="x", name="edr-x"))
+    assert agent.status()["backend"] == ("lsm" if _lsm_loads() else "sigkill")
