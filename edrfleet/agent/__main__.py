@@ -25,6 +25,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--syslog", default=None,
                    help="also send RFC 5424 syslog: udp://HOST:PORT, tcp://HOST:PORT or a path")
     p.add_argument("--webhook", default=None, help="also POST batches of events to this URL")
+    p.add_argument("--spool-max-bytes", type=int, default=64 * 1024 * 1024,
+                   help="rotate events.jsonl past this size (default %(default)s)")
     p.add_argument("--perfbuf", action="store_true", help="use a perf buffer, not a ring buffer")
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
 
@@ -34,7 +36,8 @@ def options_from(args: argparse.Namespace):
 
     opts = Options(policy=args.policy, spool=args.spool, backend=args.backend,
                    bpf_dir=args.bpf_dir, syslog=args.syslog, webhook=args.webhook,
-                   perfbuf=args.perfbuf, print_bpf=args.print_bpf)
+                   perfbuf=args.perfbuf, print_bpf=args.print_bpf,
+                   spool_max_bytes=args.spool_max_bytes)
     if args.host_name:
         opts.host_name = args.host_name
     return opts

@@ -278,3 +278,16 @@ def test_monitor_mode_reports_would_block_and_blocks_nothing(
     assert not victim.exists()
     ev = rule_events(agent, "canary-rm-recursive")[0]
     assert ev["event.action"] == "would_block"
+
+
+def test_a_static_binary_is_caught_like_any_other(agent, cgroup, tmp_path):
+    if not shutil.which("gcc") or not Path("/usr/lib/x86_64-linux-gnu/libc.a").exists():
+        pytest.skip("needs gcc and a static libc to build the canary")
+    src = tmp_path / "t.c"
+    src.write_text("int main(void) { return 0; }\n")
+    static = tmp_path / "edr-uid-canary-static"
+    subprocess.run(["gcc", "-static", "-o", str(static), str(src)], check=True)
+    # the cmdline marker rule names no executable: it applies to a static binary too
+    res = cgroup.run([str(static), "edrfleet-canary-marker-1"])
+    assert killed(res)
+    assert cgroup.run([str(static), "harmless"]).returncode == 0

@@ -216,3 +216,27 @@ def test_backend_lsm_required_where_it_cannot_load_fails_with_the_reason(start_a
 def test_auto_backend_reports_what_it_picked(start_agent, cgroup):
     agent = start_agent(ONE_RULE.format(cgroup=cgroup.name, rule_id="x", name="edr-x"))
     assert agent.status()["backend"] == ("lsm" if _lsm_loads() else "sigkill")
+
+
+def test_the_spool_rotates_by_size_without_losing_an_event(start_agent, cgroup, standins):
+    from edrfleet.agent.spool import read_since
+
+    logged = standins("edr-rotate")
+    policy = ONE_RULE.format(cgroup=cgroup.name, rule_id="r", name="edr-none").replace(
+        "action: block\n    match:\n      executable: [edr-none]",
+        "action: log\n    match:\n      executable: [edr-rotate]",
+    )
+    agent = start_agent(policy, "--spool-max-bytes", "4096")
+    cursor, lines = None, []
+    for i in range(0, 40, 2):  # a reader following with its cursor, as `report` does
+        for j in (i, i + 1):
+            assert cgroup.run([str(logged), f"n{j}"]).returncode == 0
+        time.sleep(0.4)
+        got = read_since(str(agent.spool), cursor)
+        assert not got.lost
+        cursor, lines = got.cursor, lines + got.lines
+    time.sleep(0.4)
+    lines += read_since(str(agent.spool), cursor).lines
+    args = [json.loads(x)["process.args"][1] for x in lines]
+    assert args == [f"n{i}" for i in range(40)]  # each once, in order
+    assert (agent.spool / "events.jsonl.3").exists()
