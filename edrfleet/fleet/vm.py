@@ -239,15 +239,21 @@ def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: 
             console.unlink(missing_ok=True)
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                             "-b", str(image.rootfs), str(disk)], check=True)
-            port = _free_port()
-            while port in {h.port for h in handles}:
+            for _attempt in range(3):  # the port can be taken between probe and qemu's bind
                 port = _free_port()
-            with open(workdir / f"{name}.qemu.log", "wb") as qlog:
-                argv = _qemu_argv(image, disk, console, port, name, memory, isolated)
-                proc = subprocess.Popen(argv,
-                                        stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                                        start_new_session=True)
-            _children[proc.pid] = proc
+                while port in {h.port for h in handles}:
+                    port = _free_port()
+                qlog_path = workdir / f"{name}.qemu.log"
+                with open(qlog_path, "wb") as qlog:
+                    argv = _qemu_argv(image, disk, console, port, name, memory, isolated)
+                    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
+                                            stderr=qlog, start_new_session=True)
+                _children[proc.pid] = proc
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+                if proc.poll() is None or "host forwarding" not in qlog_path.read_text():
+                    break
+                _children.pop(proc.pid)
             handles.append(VmHandle(name, port, proc.pid, console, workdir, key, known_hosts))
             log(f"vm: {name} pid {proc.pid} ssh 127.0.0.1:{port} console {console}")
         write_known_hosts(handles, image)
