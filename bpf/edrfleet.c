@@ -29,6 +29,10 @@
 #endif
 #define EDR_PROG_SCAN 0
 #define EDR_PROG_JUDGE 1
+#ifndef EDR_SCAN_WINDOW     /* argv bytes one edr_scan call reads: a power of two <= EDR_ARGS_MAX;
+			     * older verifiers (6.1) need a smaller one, the agent steps down */
+#define EDR_SCAN_WINDOW EDR_ARGS_MAX
+#endif
 #define EDR_TAIL_CALLS 32   /* MAX_TAIL_CALL_CNT (33) minus one spare */
 #define EDR_EPERM 1
 #define EDR_NR_EXECVE 59    /* x86_64 */
@@ -343,30 +347,32 @@ static __always_inline int scan(void *ctx, int lsm)
 	if (!g || !t || !a)
 		return 0;
 	__u32 rest = s->scan_len - s->pos;
-	s->n = rest > EDR_ARGS_MAX ? EDR_ARGS_MAX : rest;
+	s->n = rest > EDR_SCAN_WINDOW ? EDR_SCAN_WINDOW : rest;
 	asm volatile("" ::: "memory");
 	long err;
 	if (lsm)
-		err = bpf_probe_read_kernel(s->win, CLAMP_LEN(s->n, EDR_ARGS_MAX),
+		err = bpf_probe_read_kernel(s->win, CLAMP_LEN(s->n, EDR_SCAN_WINDOW),
 					    &s->lbuf[BOUNDED(s->pos, EDR_ARGS_MAX)]);
 	else
-		err = bpf_probe_read_user(s->win, CLAMP_LEN(s->n, EDR_ARGS_MAX),
+		err = bpf_probe_read_user(s->win, CLAMP_LEN(s->n, EDR_SCAN_WINDOW),
 					  (void *)(s->arg_start + s->pos));
 	if (err) {
 		s->scan_failed = 1;
 		s->n = 0;
 	}
 	asm volatile("" ::: "memory");
-	__u32 n = s->n;
+	/* the mask only tells the verifier what is already true (n <= window) */
+	__u32 n = s->n & (2 * EDR_SCAN_WINDOW - 1);
 	__u64 mask = s->mask;
 	__u32 state = s->state;
 #pragma clang loop unroll(disable)
-	for (int i = 0; i < EDR_ARGS_MAX; i++) {
+	for (__u64 i = 0; i < EDR_SCAN_WINDOW; i++) {
+		/* Hide the induction from clang: otherwise it rewrites the loop into a pointer walk
+		 * or a trip count compared with "!=", which the 6.1 verifier cannot bound. */
+		asm volatile("" : "+r"(i));
 		if (i >= n)
 			break;
-		__u64 j = i;
-		asm volatile("" : "+r"(j)); /* keep clang from turning j into a pointer walk */
-		state = dfa_step(t, a, g, state, s->win[j & (EDR_ARGS_MAX - 1)], &mask);
+		state = dfa_step(t, a, g, state, s->win[i & (EDR_SCAN_WINDOW - 1)], &mask);
 	}
 	s->mask = mask;
 	s->state = state;
@@ -526,7 +532,7 @@ static __always_inline void fit_budget(struct edr_scratch *s)
 	if (dfas) {
 		__u32 fixed = s->ncand + dfas;
 		__u32 windows = fixed < EDR_TAIL_CALLS ? (EDR_TAIL_CALLS - fixed) / dfas : 0;
-		__u64 budget = (__u64)windows * EDR_ARGS_MAX;
+		__u64 budget = (__u64)windows * EDR_SCAN_WINDOW;
 		if (s->scan_len > budget) {
 			s->scan_len = budget;
 			s->scan_short = 1;

@@ -174,11 +174,11 @@ struct edr_rule {            /* array "rules", index = slot * EDR_MAX_RULES + ru
  * wider types, which made the compile take seconds.
  */
 struct edr_trans {
-	__u8 raw[EDR_TRANS_MAX * 4];
+	__u8 raw[EDR_TRANS_MAX * 4] __attribute__((aligned(8))); /* aligned: one load per entry */
 };
 
 struct edr_accepts {         /* array "accepts", index = slot: u64 mask per accept id, as bytes */
-	__u8 raw[EDR_ACCEPT_IDS * 8];
+	__u8 raw[EDR_ACCEPT_IDS * 8] __attribute__((aligned(8)));
 };
 
 /* --- the event --------------------------------------------------------------------------- */

@@ -36,6 +36,10 @@ class EngineError(RuntimeError):
     """A step of bringing the program up failed; the message names the step."""
 
 
+class VerifierTooComplex(EngineError):
+    """The verifier ran out of its instruction budget (E2BIG): try a smaller scan window."""
+
+
 def bpf_text(bpf_dir: Path) -> str:
     """The program's C text with the contract header inlined (BCC then needs no include path)."""
     src = (bpf_dir / "edrfleet.c").read_text()
@@ -68,6 +72,7 @@ class Engine:
         *,
         perfbuf: bool = False,
         with_lsm: bool = False,
+        scan_window: int = 4096,
         print_text: Callable[[str], None] | None = None,
     ) -> None:
         self.header = header
@@ -75,6 +80,7 @@ class Engine:
         self.perfbuf = perfbuf
         self.backend = ""
         self.with_lsm = with_lsm
+        self.scan_window = scan_window
         self._lsm_fds: list[int] = []
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
         self._released_at = [0.0, 0.0]
@@ -84,6 +90,7 @@ class Engine:
             self.cflags.append("-DEDR_USE_PERFBUF=1")
         if with_lsm:
             self.cflags.append("-DEDR_WITH_LSM=1")
+        self.cflags.append(f"-DEDR_SCAN_WINDOW={scan_window}")
         text = bpf_text(bpf_dir)
         if print_text:
             print_text("\n".join(f"#define {f[2:].replace('=', ' ', 1)}" for f in self.cflags))
@@ -107,6 +114,9 @@ class Engine:
                 b"tracepoint__sched__sched_process_exec", BPF.TRACEPOINT
             )
         except Exception as exc:
+            self.bpf.cleanup()
+            if "Argument list too long" in str(exc):
+                raise VerifierTooComplex(f"load programs (verifier): {exc}") from exc
             raise EngineError(f"load programs (verifier): {exc}") from exc
 
     # -- policy slots ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from edrfleet import __version__
 from edrfleet.agent import ecs
 from edrfleet.agent.btf import Btf, kernel_offsets
-from edrfleet.agent.engine import Engine, EngineError, capacities_for
+from edrfleet.agent.engine import Engine, EngineError, VerifierTooComplex, capacities_for
 from edrfleet.agent.header import load_header
 from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
@@ -31,6 +31,7 @@ from edrfleet.agent.status import write_status
 BundleLoader = Callable[[Path], dict]
 POLL_MS = 200
 STATUS_EVERY = 1.0
+SCAN_WINDOWS = (4096, 2048, 1024, 512)  # argv bytes per tail call, largest first
 
 
 @dataclass
@@ -197,15 +198,27 @@ class Agent:
         return pack_bundle(bundle, self.header, cgroup_id=cgroup_id)
 
     def _new_engine(self, offsets: dict[str, int], packed: Packed) -> Engine:
-        engine = Engine(
-            self.bpf_dir,
-            self.header,
-            offsets,
-            capacities_for(packed.needs(self.header)),
-            perfbuf=self.opts.perfbuf,
-            with_lsm=self.lsm_possible and self.wanted != "sigkill",
-            print_text=print if self.opts.print_bpf else None,
-        )
+        """Compile and load; a verifier that gives up on a 4 KiB scan window gets a smaller one
+        (the 6.1 verifier does; 6.18 takes 4 KiB)."""
+        for window in SCAN_WINDOWS:
+            try:
+                engine = Engine(
+                    self.bpf_dir,
+                    self.header,
+                    offsets,
+                    capacities_for(packed.needs(self.header)),
+                    perfbuf=self.opts.perfbuf,
+                    with_lsm=self.lsm_possible and self.wanted != "sigkill",
+                    scan_window=window,
+                    print_text=print if self.opts.print_bpf else None,
+                )
+                break
+            except VerifierTooComplex as exc:
+                if window == SCAN_WINDOWS[-1]:
+                    raise
+                log(f"scan window {window} bytes too complex for this verifier, trying "
+                    f"{window // 2}: {str(exc).splitlines()[0][:120]}")
+        self.status["scan_window"] = engine.scan_window
         engine.backend = "sigkill"
         self.offsets = offsets
         return engine

@@ -183,11 +183,14 @@ def ssh_argv(h: VmHandle, *, connect_timeout: int = 20) -> list[str]:
 
 def ssh(h: VmHandle, cmd: str, *, input: bytes | str | None = None, timeout: float = 600,
         check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run a shell command in the VM as root; text output."""
-    data = input.decode() if isinstance(input, bytes) else input
-    return subprocess.run([*ssh_argv(h), cmd], input=data, capture_output=True, text=True,
-                          timeout=timeout, check=check,
-                          stdin=None if data is not None else subprocess.DEVNULL)
+    """Run a shell command in the VM as root; text output (binary input is sent as is)."""
+    data = input.encode() if isinstance(input, str) else input
+    r = subprocess.run([*ssh_argv(h), cmd], input=data, capture_output=True,
+                       timeout=timeout, check=check,
+                       stdin=None if data is not None else subprocess.DEVNULL)
+    return subprocess.CompletedProcess(r.args, r.returncode,
+                                       r.stdout.decode(errors="backslashreplace"),
+                                       r.stderr.decode(errors="backslashreplace"))
 
 
 def copy_to(h: VmHandle, content: str, path: str, mode: str = "0644") -> None:
