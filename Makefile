@@ -13,7 +13,7 @@ demo: setup
 	$(PY) scripts/demo.py
 
 test: setup
-	$(PYTEST) -q -rs tests
+	EDRFLEET_VM=1 $(PYTEST) -q -rs tests
 
 test-unit: setup
 	$(PYTEST) -q tests/unit

@@ -27,9 +27,8 @@ def _vm_ready() -> str:
         if not shutil.which(tool):
             return f"needs {tool} (scripts/setup.sh installs it)"
     if not os.environ.get("EDRFLEET_VM"):
-        # Not yet in `make test`: under software emulation the agent takes ~20 s to start in a
-        # guest and the full tier has not yet fit its per-test timeout; `make test-vm` runs it.
-        return "set EDRFLEET_VM=1 (make test-vm) to boot VMs"
+        # `make test` and `make test-vm` set it; a bare pytest run does not boot VMs.
+        return "set EDRFLEET_VM=1 (make test, make test-vm) to boot VMs"
     return ""
 
 

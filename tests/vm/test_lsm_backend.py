@@ -38,9 +38,11 @@ def agent(guest):
     assert r.returncode == 0, r.stderr
     vm.copy_to(guest, bundle, "/etc/edrfleet/policy.json", mode="0600")
     started = time.monotonic()
-    r = sh(guest, "cd /opt/edrfleet && setsid nohup python3 -m edrfleet.agent run "
+    # setsid -f: the agent leaves the ssh session at once, holding none of its descriptors
+    r = sh(guest, "cd /opt/edrfleet && setsid -f sh -c 'exec python3 -m edrfleet.agent run "
                   "--policy /etc/edrfleet/policy.json --spool /var/lib/edrfleet "
-                  "--host-name vm1 > /var/log/edrfleet-agent.log 2>&1 < /dev/null & echo ok")
+                  "--host-name vm1 > /var/log/edrfleet-agent.log 2>&1 < /dev/null'; echo ok",
+           timeout=60)
     assert r.returncode == 0, r.stderr
     status: dict = {}
     while time.monotonic() - started < 600:
