@@ -46,12 +46,18 @@ def preflight() -> None:
 
 
 # -- cgroup ----------------------------------------------------------------------------------
-def cgroup2_root() -> Path:
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) > 2 and parts[2] == "cgroup2":
-            return Path(parts[1])
-    raise RuntimeError("no cgroup2 mount")
+from edrfleet.agent.run import cgroup2_root  # noqa: E402  (one definition, the agent's)
+
+
+def bpf_stats_or_none(enabled: bool):
+    """BpfStats() when asked for and available; says why on stderr when not."""
+    if not enabled:
+        return None
+    try:
+        return BpfStats()
+    except OSError as exc:
+        print(f"bench: BPF run-time statistics unavailable: {exc}", file=sys.stderr)
+        return None
 
 
 @dataclass

@@ -180,11 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agents = c.Agents(workdir)
     stats = None
     try:
-        if args.bpf_stats:
-            try:
-                stats = c.BpfStats()
-            except OSError as exc:
-                print(f"bench: BPF run-time statistics unavailable: {exc}", file=sys.stderr)
+        stats = c.bpf_stats_or_none(args.bpf_stats)
         loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
         copy = workdir / "bin" / COPY_NAME
         copy.parent.mkdir()

@@ -42,11 +42,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agents = c.Agents(workdir)
     stats = None
     try:
-        if args.bpf_stats:
-            try:
-                stats = c.BpfStats()
-            except OSError as exc:
-                print(f"bench: BPF run-time statistics unavailable: {exc}", file=sys.stderr)
+        stats = c.bpf_stats_or_none(args.bpf_stats)
         policy = workdir / "default.yaml"
         policy.write_text(c.render_default_policy([cg.name]))
         check = c.check_policy(policy)

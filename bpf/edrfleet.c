@@ -552,16 +552,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	unsigned short fn_off = args->data_loc_filename & 0xFFFF;
 	struct edr_scratch *s = begin((void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE),
 				      (char *)args + fn_off);
-#ifdef EDR_WITH_LSM
-	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (!s) {
-		lsm_passed.delete(&pid);
-		return 0;
-	}
-#else
 	if (!s)
 		return 0;
-#endif
 	struct edr_event *ev = &s->ev;
 
 	/* argv of the new image: first window copied into the event */
@@ -610,6 +602,7 @@ int edr_lsm_check(unsigned long long *ctx)
 {
 	void *bprm = (void *)ctx[0];
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	lsm_passed.delete(&pid); /* set again below only if this hook judges this exec */
 	struct edr_scratch *s = begin((void *)rd_ptr(bprm, EDR_OFF_BPRM_FILE),
 				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME));
 	if (!s)

@@ -27,20 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edrfleet.agent.run import cgroup2_root  # noqa: E402
+from edrfleet.fleet.lab import LAB_CANARY_RULE  # noqa: E402
 from edrfleet.fleet.render import render_policy  # noqa: E402
 
 CGROUP = "/edrfleet-demo"
-CANARY_RULE = {
-    "id": "lab-canary",
-    "description": "recursive delete of an edrfleet canary",
-    "severity": "critical",
-    "action": "block",
-    "match": {
-        "executable": ["rm"],
-        "args": [{"regex": "^(-[a-zA-Z]*[rR][a-zA-Z]*|--recursive)$"},
-                 {"glob": "/tmp/edrfleet-canary*"}],
-    },
-}
 console = Console()
 
 
@@ -52,7 +42,7 @@ def main() -> int:
     shutil.rmtree(spool, ignore_errors=True)
     policy = work / "policy.yaml"
     policy.write_text(render_policy({"edrfleet_scope_cgroups": [CGROUP],
-                                     "edrfleet_extra_rules": [CANARY_RULE]}))
+                                     "edrfleet_extra_rules": [LAB_CANARY_RULE]}))
     agent = subprocess.Popen(
         [sys.executable, "-m", "edrfleet.cli.main", "agent", "run", "--policy", str(policy),
          "--spool", str(spool), "--host-name", "demo"],

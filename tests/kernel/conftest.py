@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent.run import cgroup2_root
+
 REPO = Path(__file__).resolve().parents[2]
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
 
@@ -45,14 +47,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.kernel)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
-
-
-def cgroup2_root() -> Path:
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        parts = line.split()
-        if parts[2] == "cgroup2":
-            return Path(parts[1])
-    raise RuntimeError("no cgroup2 mount")
 
 
 @dataclass

@@ -8,21 +8,10 @@ import time
 import pytest
 
 from edrfleet.fleet import vm
+from edrfleet.fleet.lab import LAB_CANARY_RULE
 from edrfleet.fleet.render import render_policy
 from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 from tests.vm.conftest import agent_tarball
-
-CANARY_RULE = {
-    "id": "lab-canary",
-    "description": "recursive delete of an edrfleet canary",
-    "severity": "critical",
-    "action": "block",
-    "match": {
-        "executable": ["rm"],
-        "args": [{"regex": "^(-[a-zA-Z]*[rR][a-zA-Z]*|--recursive)$"},
-                 {"glob": "/tmp/edrfleet-canary*"}],
-    },
-}
 
 
 def sh(guest, cmd: str, timeout: float = 600):
@@ -31,7 +20,7 @@ def sh(guest, cmd: str, timeout: float = 600):
 
 @pytest.fixture(scope="module")
 def agent(guest):
-    text = render_policy({"edrfleet_extra_rules": [CANARY_RULE]})
+    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE]})
     bundle = dump_bundle(compile_policy(load_policy_text(text, "policy.yaml")))
     r = vm.ssh(guest, "mkdir -p /opt/edrfleet /etc/edrfleet && tar -xz -C /opt/edrfleet",
                input=agent_tarball())
