@@ -32,7 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "vm-image.sh"
-DEFAULT_CACHE = REPO / ".edrfleet" / "vm"
+# EDRFLEET_VM_CACHE lets several checkouts on one machine share one image build.
+DEFAULT_CACHE = Path(os.environ.get("EDRFLEET_VM_CACHE") or REPO / ".edrfleet" / "vm")
 DEFAULT_WORKDIR = REPO / ".edrfleet" / "vm-lab"
 PACKAGES: tuple[str, ...] = (
     "linux-image-amd64", "linux-headers-amd64", "systemd-sysv", "udev", "kmod", "iproute2",
