@@ -11,7 +11,8 @@ log() { printf 'setup: %s\n' "$*"; }
 # --- packages ------------------------------------------------------------------------------
 # python3-bpfcc is BCC for the system python.  (PyPI's "bcc" is an unrelated package.)
 PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
-      openssh-server openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs)
+      openssh-server openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs
+      gcc libc6-dev)  # gcc -static: helpers the kernel and VM tests build (the guest has no compiler)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -209,8 +209,9 @@ def write_known_hosts(handles: list[VmHandle], image: ImageInfo) -> None:
 
 
 def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str,
-               memory: int, isolated: bool) -> list[str]:
-    return [QEMU, "-name", f"edrfleet-{name}", "-accel", "tcg", "-m", str(memory), "-smp", "1",
+               memory: int, isolated: bool, smp: int = 1) -> list[str]:
+    return [QEMU, "-name", f"edrfleet-{name}", "-accel", "tcg", "-m", str(memory),
+            "-smp", str(smp),
             "-nographic", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_CMDLINE,
             "-netdev", f"user,id=n0,restrict={'on' if isolated else 'off'},"
@@ -220,12 +221,13 @@ def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str
 
 
 def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: float = 300,
-         memory: int = 1024, prefix: str = "vm", isolated: bool = True,
+         memory: int = 1024, prefix: str = "vm", isolated: bool = True, smp: int = 1,
          log: Callable[[str], None] = print) -> list[VmHandle]:
     """Boot n VMs on overlays of the image; return once each answers SSH with the pinned key.
 
     isolated: qemu's restrict=on, the guest reaches nothing (not the host, not the mirror) but
     its forwarded SSH port; the image already holds every package the lab needs.
+    smp: vCPUs per VM (TCG runs them on host threads; a race test needs two).
     On failure every VM started here is stopped and VmError carries the console tail."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +251,7 @@ def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: 
                     port = _free_port()
                 qlog_path = workdir / f"{name}.qemu.log"
                 with open(qlog_path, "wb") as qlog:
-                    argv = _qemu_argv(image, disk, console, port, name, memory, isolated)
+                    argv = _qemu_argv(image, disk, console, port, name, memory, isolated, smp)
                     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
                                             stderr=qlog, start_new_session=True)
                 _children[proc.pid] = proc

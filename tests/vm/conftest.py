@@ -7,15 +7,20 @@ and cached under .edrfleet/vm/ by its recipe hash; a fresh machine builds it (~2
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edrfleet.fleet import vm
+from edrfleet.fleet.lab import LAB_CANARY_RULE
+from edrfleet.fleet.render import render_policy
+from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +49,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def guest(tmp_path_factory) -> Iterator[vm.VmHandle]:
     image = vm.build_image()
-    (handle,) = vm.boot(image, 1, tmp_path_factory.mktemp("vm-lab"))
+    # two vCPUs: tests/vm/test_lsm_race.py needs a second thread really running beside an exec
+    (handle,) = vm.boot(image, 1, tmp_path_factory.mktemp("vm-lab"), smp=2)
     try:
         yield handle
     finally:
@@ -61,3 +67,44 @@ def agent_tarball() -> bytes:
         for f in sorted((REPO / "bpf").iterdir()):
             tar.add(f, f"bpf/{f.name}")
     return buf.getvalue()
+
+
+def sh(guest: vm.VmHandle, cmd: str, timeout: float = 600):
+    return vm.ssh(guest, cmd, timeout=timeout)
+
+
+def events(guest: vm.VmHandle) -> list[dict]:
+    out = sh(guest, "cat /var/lib/edrfleet/events.jsonl 2>/dev/null || true").stdout
+    return [json.loads(line) for line in out.splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def agent(guest):
+    """The agent pushed to the guest, default policy plus the lab canary rule, whole guest."""
+    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE]})
+    bundle = dump_bundle(compile_policy(load_policy_text(text, "policy.yaml")))
+    r = vm.ssh(guest, "mkdir -p /opt/edrfleet /etc/edrfleet && tar -xz -C /opt/edrfleet",
+               input=agent_tarball())
+    assert r.returncode == 0, r.stderr
+    vm.copy_to(guest, bundle, "/etc/edrfleet/policy.json", mode="0600")
+    started = time.monotonic()
+    # setsid -f: the agent leaves the ssh session at once, holding none of its descriptors
+    r = sh(guest, "cd /opt/edrfleet && setsid -f sh -c 'exec python3 -m edrfleet.agent run "
+                  "--policy /etc/edrfleet/policy.json --spool /var/lib/edrfleet "
+                  "--host-name vm1 > /var/log/edrfleet-agent.log 2>&1 < /dev/null'; echo ok",
+           timeout=60)
+    assert r.returncode == 0, r.stderr
+    status: dict = {}
+    while time.monotonic() - started < 600:
+        r = sh(guest, "cat /var/lib/edrfleet/status.json 2>/dev/null || true")
+        if r.stdout.strip():
+            status = json.loads(r.stdout)
+            if status.get("state") in ("enforcing", "failed"):
+                break
+        time.sleep(3)
+    log = sh(guest, "cat /var/log/edrfleet-agent.log").stdout
+    assert status.get("state") == "enforcing", (status, log)
+    print(f"agent start in the VM: {status['start_seconds']} s "
+          f"(wall {time.monotonic() - started:.1f} s)")
+    yield status
+    sh(guest, "pkill -TERM -f 'edrfleet.agent run' || true")

@@ -2,56 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 
-import pytest
-
-from edrfleet.fleet import vm
-from edrfleet.fleet.lab import LAB_CANARY_RULE
-from edrfleet.fleet.render import render_policy
-from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
-from tests.vm.conftest import agent_tarball
-
-
-def sh(guest, cmd: str, timeout: float = 600):
-    return vm.ssh(guest, cmd, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def agent(guest):
-    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE]})
-    bundle = dump_bundle(compile_policy(load_policy_text(text, "policy.yaml")))
-    r = vm.ssh(guest, "mkdir -p /opt/edrfleet /etc/edrfleet && tar -xz -C /opt/edrfleet",
-               input=agent_tarball())
-    assert r.returncode == 0, r.stderr
-    vm.copy_to(guest, bundle, "/etc/edrfleet/policy.json", mode="0600")
-    started = time.monotonic()
-    # setsid -f: the agent leaves the ssh session at once, holding none of its descriptors
-    r = sh(guest, "cd /opt/edrfleet && setsid -f sh -c 'exec python3 -m edrfleet.agent run "
-                  "--policy /etc/edrfleet/policy.json --spool /var/lib/edrfleet "
-                  "--host-name vm1 > /var/log/edrfleet-agent.log 2>&1 < /dev/null'; echo ok",
-           timeout=60)
-    assert r.returncode == 0, r.stderr
-    status: dict = {}
-    while time.monotonic() - started < 600:
-        r = sh(guest, "cat /var/lib/edrfleet/status.json 2>/dev/null || true")
-        if r.stdout.strip():
-            status = json.loads(r.stdout)
-            if status.get("state") in ("enforcing", "failed"):
-                break
-        time.sleep(3)
-    log = sh(guest, "cat /var/log/edrfleet-agent.log").stdout
-    assert status.get("state") == "enforcing", (status, log)
-    print(f"agent start in the VM: {status['start_seconds']} s "
-          f"(wall {time.monotonic() - started:.1f} s)")
-    yield status
-    sh(guest, "pkill -TERM -f 'edrfleet.agent run' || true")
-
-
-def events(guest) -> list[dict]:
-    out = sh(guest, "cat /var/lib/edrfleet/events.jsonl 2>/dev/null || true").stdout
-    return [json.loads(line) for line in out.splitlines() if line]
+from tests.vm.conftest import events, sh
 
 
 def test_the_agent_picks_the_lsm_backend_on_its_own(agent):
@@ -68,7 +21,8 @@ def test_a_canary_fails_with_operation_not_permitted_and_survives(guest, agent):
     deadline = time.monotonic() + 30
     found = []
     while not found and time.monotonic() < deadline:
-        found = [e for e in events(guest) if e["rule.id"] == "lab-canary"]
+        found = [e for e in events(guest) if e["rule.id"] == "lab-canary"
+                 and "/tmp/edrfleet-canary-vm" in e["process.args"]]
         time.sleep(1)
     (ev,) = found
     assert ev["event.action"] == "blocked"
