@@ -43,6 +43,9 @@ from edrfleet.policy.regex_parse import ARG, CMD, Node, any_ast, glob_ast, regex
 
 __all__ = ["compile_policy", "bundle_sha256", "dump_bundle", "load_bundle", "condition_keys"]
 
+# Group key of the rules that name no executable but require a fileless one: run only for
+# fileless execs (executables.fileless), not for every exec like the wildcard groups.
+FILELESS_KEY = ("",)  # "" is never an executable name (the schema refuses it)
 CondKey = tuple[str, Any]  # ("any", (b"lit", ...)) | ("glob"|"regex"|"cmdline", b"...")
 
 _SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, "
@@ -213,7 +216,8 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     raise_collected(c.errors)
     keysets: dict[tuple[str, ...], list[int]] = {}
     for r, rule in enumerate(policy.rules):
-        keysets.setdefault(tuple(sorted(set(rule.executables))), []).append(r)
+        keyset = tuple(sorted(set(rule.executables)))
+        keysets.setdefault(keyset or (FILELESS_KEY if rule.fileless else ()), []).append(r)
     groups: list[_Group] = []
     for keyset, rules in keysets.items():
         for packed in c.pack(keyset, rules):
@@ -232,6 +236,7 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
     names: dict[str, list[int]] = {}
     paths: dict[str, list[int]] = {}
     wildcard: list[int] = []
+    fileless: list[int] = []
     out_groups = []
     for g, group in enumerate(groups):
         index = None
@@ -253,8 +258,20 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
             "has_block": any(policy.rules[r].action == "block" for r in group.rules)})
         if not group.keyset:
             wildcard.append(g)
+        elif group.keyset == FILELESS_KEY:
+            fileless.append(g)
+            continue
         for exe in group.keyset:
             (paths if exe.startswith("/") else names).setdefault(exe, []).append(g)
+    rules = []
+    for r in policy.rules:
+        rules.append({"id": r.id, "description": r.description, "severity": r.severity,
+                      "action": r.action, "uids": list(r.uids), "tags": list(r.tags)})
+        if r.fileless:  # written only when set: bundles of policies without it are unchanged
+            rules[-1]["fileless"] = True
+    executables: dict[str, Any] = {"names": names, "paths": paths, "wildcard": wildcard}
+    if fileless:  # only when used: bundles of policies without it are unchanged
+        executables["fileless"] = fileless
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -264,10 +281,8 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
         "unscanned": policy.unscanned,
         "scope": {"cgroups": list(policy.scope_cgroups)},
         "search_path": list(DEFAULT_SEARCH_PATH),
-        "rules": [{"id": r.id, "description": r.description, "severity": r.severity,
-                   "action": r.action, "uids": list(r.uids), "tags": list(r.tags)}
-                  for r in policy.rules],
-        "executables": {"names": names, "paths": paths, "wildcard": wildcard},
+        "rules": rules,
+        "executables": executables,
         "groups": out_groups,
         "dfas": dfas,
     }
@@ -286,6 +301,10 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
                         f"the kernel takes {EDR_GROUPS_PER_KEY} per executable",
                         "give rules on it the same 'executable' list (so they share groups), "
                         "or simplify their regexes")
+    if len(exes.get("fileless", [])) > EDR_GROUPS_PER_KEY:
+        c.error(first_rule[exes["fileless"][0]], f"fileless rules without 'executable' need "
+                f"{len(exes['fileless'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
+                "merge them or simplify their regexes")
     if len(exes["wildcard"]) > EDR_GROUPS_PER_KEY:
         c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' need "
                 f"{len(exes['wildcard'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",

@@ -30,6 +30,7 @@ class Rule:
     col: int = 0
     cmdline_line: int = 0
     cmdline_col: int = 0
+    fileless: bool = False  # holds only for an executable with no link on any filesystem
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,10 @@ def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
 
 
 def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget, uid: int,
-                 st: CachedStat) -> bool:
+                 st: CachedStat, fileless: bool = False) -> bool:
     """Every key of the rule's ``match`` holds for this exec."""
+    if rule.fileless and not fileless:
+        return False
     if rule.executables and not any(
             key_matches(target, exe, DEFAULT_SEARCH_PATH, st) for exe in rule.executables):
         return False
@@ -57,10 +59,11 @@ def reference_decide(
     uid: int = 0,
     stat: StatFn = os.stat,
     path: str | bytes | None = None,
+    fileless: bool = False,
 ) -> Decision:
     """Same contract as `edrfleet.policy.simulate.simulate`, computed from the policy."""
     args = encode_argv(argv)
     st = CachedStat(stat)
     target = resolve_target(args, filename=filename, identity=identity, st=st, path=path)
     return decide((i, r.id, r.action) for i, r in enumerate(policy.rules)
-                  if rule_matches(r, args, target, uid, st))
+                  if rule_matches(r, args, target, uid, st, fileless))

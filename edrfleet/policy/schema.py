@@ -260,7 +260,7 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
         executables=match.executables, args=match.args, cmdline=match.cmdline,
         uids=match.uids, tags=tuple(tags), line=node.start_mark.line + 1,
         col=node.start_mark.column + 1, cmdline_line=match.cmdline_line,
-        cmdline_col=match.cmdline_col,
+        cmdline_col=match.cmdline_col, fileless=match.fileless,
     )
 
 

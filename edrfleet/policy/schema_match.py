@@ -1,4 +1,4 @@
-"""Validation of a rule's ``match:`` block (executables, args, cmdline, uid).
+"""Validation of a rule's ``match:`` block (executables, args, cmdline, uid, fileless).
 
 Regexes are checked here by translating them for the automaton (`regex_parse`), so syntax
 errors and unsupported features are reported at load time, with the column inside the YAML
@@ -20,7 +20,7 @@ from edrfleet.policy.regex_parse import ARG, CMD, Context, RegexUnsupported, reg
 if TYPE_CHECKING:
     from edrfleet.policy.schema import Checker
 
-MATCH_KEYS = ("executable", "args", "cmdline", "uid")
+MATCH_KEYS = ("executable", "args", "cmdline", "uid", "fileless")
 ARG_KINDS = ("any", "glob", "regex")
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
 
@@ -70,6 +70,7 @@ class MatchResult:
     uids: tuple[int, ...]
     cmdline_line: int = 0
     cmdline_col: int = 0
+    fileless: bool = False
 
 
 class MatchChecker:
@@ -102,6 +103,7 @@ class MatchChecker:
                 self.pattern(cnode, cmdline, CMD, "'cmdline'", where)
             cline, ccol = cnode.start_mark.line + 1, cnode.start_mark.column + 1
         uids = self.uids(keys["uid"][1], where) if "uid" in keys else ()
+        fileless = self.fileless(keys["fileless"][1], where) if "fileless" in keys else False
         nconds = len(args) + (cmdline is not None)
         if nconds > COND_BITS:
             c.error(node, f"{where.removeprefix('in ')} has {nconds} conditions, at most "
@@ -109,7 +111,17 @@ class MatchChecker:
         if len(c.errors) != before:
             return None
         return MatchResult(tuple(exes or ()), tuple(args or ()), cmdline, tuple(uids or ()),
-                           cline, ccol)
+                           cline, ccol, fileless)
+
+    def fileless(self, node: yaml.Node, where: str) -> bool:
+        """``fileless: true``: the executable has no link on any filesystem when it runs
+        (memfd_create, O_TMPFILE, a deleted file run through its descriptor)."""
+        value = self.c.scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if type(value) is not bool:
+            self.c.error(node, f"'fileless' {where} must be true or false, not "
+                               f"{self.c.describe(node)}", "write 'fileless: true'")
+            return False
+        return value
 
     def executables(self, node: yaml.Node, where: str) -> tuple[str, ...]:
         c = self.c

@@ -40,11 +40,14 @@ def run_dfa(dfa: dict[str, Any], symbols: Sequence[int]) -> int:
     return mask
 
 
-def candidate_groups(bundle: dict[str, Any], target: Any, st: CachedStat) -> list[int]:
-    """Groups run for this exec: names, inode (via paths and search_path), wildcard."""
+def candidate_groups(bundle: dict[str, Any], target: Any, st: CachedStat,
+                     fileless: bool = False) -> list[int]:
+    """Groups run for this exec: names, inode (via paths and search_path), fileless, wildcard."""
     exes = bundle["executables"]
     search = bundle["search_path"]
     found: set[int] = set(exes["wildcard"])
+    if fileless:
+        found.update(exes.get("fileless", []))
     for table in (exes["names"], exes["paths"]):
         for key, groups in table.items():
             if key_matches(target, key, search, st):
@@ -61,6 +64,7 @@ def simulate(
     uid: int = 0,
     stat: StatFn = os.stat,
     path: str | bytes | None = None,
+    fileless: bool = False,
 ) -> Decision:
     """Decide one exec with the bundle's tables.
 
@@ -72,6 +76,7 @@ def simulate(
         identity: ``(st_dev, st_ino)`` of the executed file (default: ``stat`` of it).
         uid: the uid of the exec.
         stat: used for every file lookup (inject a fake in tests).
+        fileless: the executable has no link on any filesystem (memfd, O_TMPFILE, deleted).
 
     Returns:
         the `Decision`.
@@ -86,7 +91,7 @@ def simulate(
     masks: dict[int, int] = {}
     rules = bundle["rules"]
     matched = []
-    for g in candidate_groups(bundle, target, st):
+    for g in candidate_groups(bundle, target, st, fileless):
         group = bundle["groups"][g]
         d = group["dfa"]
         if d is None:
@@ -97,6 +102,8 @@ def simulate(
             mask = masks[d]
         for r, need in group["rules"]:
             uids = rules[r]["uids"]
+            if rules[r].get("fileless") and not fileless:
+                continue
             if mask & need == need and (not uids or uid in uids):
                 matched.append((r, rules[r]["id"], rules[r]["action"]))
     return decide(matched)

@@ -86,7 +86,7 @@ FIRST_ERRORS = [
     ("an empty match is refused",
      RULE_HEAD + "    match: {}\n",
      "policy.yaml:7:12: 'match' in rule 'a' has no matcher (fix: add at least one of: "
-     "executable, args, cmdline, uid)"),
+     "executable, args, cmdline, uid, fileless)"),
     ("executable must be a list",
      RULE_HEAD + "    match:\n      executable: rm\n",
      "policy.yaml:8:19: 'executable' in rule 'a' must be a list, not a string (fix: write "
@@ -271,3 +271,10 @@ def test_a_misspelt_required_key_is_not_also_reported_missing():
     errors = errors_of(RULE_HEAD.replace("action:", "acton:") + "    match: {uid: [1]}\n")
     assert errors == ["policy.yaml:6:5: unknown key 'acton' in rule 'a' (fix: did you mean "
                       "'action'?)"]
+
+
+def test_fileless_must_be_a_boolean():
+    text = RULE_HEAD + "    match: {fileless: yes please}\n"
+    assert errors_of(text)[0] == (
+        "policy.yaml:7:23: 'fileless' in rule 'a' must be true or false, not a string "
+        "(fix: write 'fileless: true')")

@@ -115,3 +115,32 @@ def test_an_empty_argv_needs_a_filename():
 def test_the_decision_serializes_for_the_cli():
     assert Decision("block", "a", ("a", "b")).to_json() == {
         "action": "block", "rule": "a", "rules": ["a", "b"]}
+
+
+FILELESS = policy_of_rules(
+    rule_yaml("memfd-any", "log", "{fileless: true}", "high"),
+    rule_yaml("memfd-rm", "block", "{executable: [rm], fileless: true, args: [{any: [-rf]}]}"),
+    rule_yaml("rm-log", "log", "{executable: [rm]}", "low"),
+)
+
+
+@pytest.mark.parametrize(("argv", "fileless", "expected"), [
+    (["anything"], False, Decision("allow", None, ())),
+    (["anything"], True, Decision("log", "memfd-any", ("memfd-any",))),
+    (["rm", "-rf", "x"], False, Decision("log", "rm-log", ("rm-log",))),
+    (["rm", "-rf", "x"], True, Decision("block", "memfd-rm", ("memfd-any", "memfd-rm", "rm-log"))),
+])
+def test_fileless_rules_hold_only_for_fileless_execs(argv, fileless, expected):
+    bundle = compile_policy(FILELESS)
+    kw = {"stat": FS, "path": PATH, "fileless": fileless}
+    got = simulate(bundle, argv, **kw)
+    assert got == reference_decide(FILELESS, argv, **kw)
+    assert got == expected
+
+
+def test_fileless_rules_without_an_executable_get_their_own_group_list():
+    bundle = compile_policy(FILELESS)
+    exes = bundle["executables"]
+    assert exes["wildcard"] == [] and len(exes["fileless"]) == 1
+    assert bundle["rules"][0]["fileless"] is True and "fileless" not in bundle["rules"][2]
+    assert "fileless" not in compile_policy(RULES)["executables"]  # unchanged without it
