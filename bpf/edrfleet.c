@@ -15,7 +15,8 @@
  * executable.  bpf_send_signal(SIGKILL) there stops the program before it starts.
  *
  * Matching (docs/policy-bundle.md): the candidate groups for this exec come from the real
- * executable's inode, the as-executed basename, the real basename and the wildcard list; each
+ * executable's inode, the as-executed basename, the real basename, the fileless list (an
+ * executable with no link: memfd, O_TMPFILE, deleted) and the wildcard list; each
  * group's DFA reads BOS, argv joined by NUL, EOS, in windows of EDR_ARGS_MAX bytes, one window
  * per tail call of edr_scan (BCC 0.26 has no bpf_loop callbacks; the kernel's limit of 33 tail
  * calls bounds the scan to ~128 KiB of argv, beyond that the exec is "unscanned").
@@ -66,6 +67,7 @@ struct edr_scratch {
 	__u32 unscanned;                 /* a group with block rules was not read to the end */
 	__u32 lpos;                      /* LSM: bytes of argv copied into lbuf */
 	__u32 ldone;                     /* LSM: the argv array's NULL was reached */
+	__u32 fileless;                  /* the executable's inode has no link (EDR_F_FILELESS) */
 	__u8 lbuf[2 * EDR_ARGS_MAX];     /* LSM: argv copied from the caller, NUL separated */
 };
 
@@ -207,6 +209,8 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 		__u32 ri = s->slot * EDR_MAX_RULES + rs->rule;
 		struct edr_rule *r = rules.lookup(&ri);
 		if (!r)
+			continue;
+		if (r->fileless && !s->fileless)
 			continue;
 		if (r->n_uids) {
 			int ok = 0;
@@ -477,6 +481,10 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);
 	ev->ino = rd_ptr(inode, EDR_OFF_INODE_INO);
 	ev->dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+	/* No name on any filesystem (memfd, O_TMPFILE, unlinked): a copy no path rule can name. */
+	s->fileless = rd_u32(inode, EDR_OFF_INODE_NLINK) == 0;
+	if (s->fileless)
+		ev->flags |= EDR_F_FILELESS;
 	void *dentry = (void *)rd_ptr(file, EDR_OFF_FILE_DENTRY);
 	__builtin_memset(ev->exe_name, 0, sizeof(ev->exe_name));
 	bpf_probe_read_kernel_str(ev->exe_name, sizeof(ev->exe_name),
@@ -505,6 +513,10 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	add_cands(s, inodes.lookup(&s->ik));
 	add_name(s, &ev->filename[BOUNDED(s->base, EDR_FILENAME_MAX)]);
 	add_name(s, ev->exe_name);
+	if (s->fileless) {       /* the empty name (no file has it) keys the fileless groups */
+		__builtin_memset(s->nk.name, 0, sizeof(s->nk.name));
+		add_cands(s, names.lookup(&s->nk));
+	}
 	if (cfg->n_wild) {
 		struct edr_group_list wl = {.n = cfg->n_wild};
 		__builtin_memcpy(wl.g, cfg->wild, sizeof(wl.g));

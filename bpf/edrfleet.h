@@ -99,6 +99,8 @@ enum edr_flag {              /* edr_event.flags bits */
 	EDR_F_ARGS_TRUNCATED = 1,     /* argv longer than EDR_ARGS_MAX: event carries a prefix */
 	EDR_F_FILENAME_TRUNCATED = 2,
 	EDR_F_UNSCANNED = 4,          /* argv longer than the scan budget: decided on a prefix */
+	EDR_F_FILELESS = 8,           /* the executable has no link on any filesystem (nlink 0):
+				       * memfd_create, O_TMPFILE, a deleted file run by descriptor */
 };
 
 enum edr_counter {           /* index into the per-CPU counters array */
@@ -165,6 +167,7 @@ struct edr_rule {            /* array "rules", index = slot * EDR_MAX_RULES + ru
 	__u32 severity;          /* enum edr_severity */
 	__u32 n_uids;            /* 0 = any uid */
 	__u32 uids[EDR_UIDS_PER_RULE];
+	__u32 fileless;          /* 1: holds only when the executable is fileless (EDR_F_FILELESS) */
 };
 
 /*

@@ -9,7 +9,8 @@ Fields (flat, dotted keys, as DESIGN.md lists them)::
     process.executable process.name process.command_line process.args process.args_truncated
     user.id group.id rule.id rule.severity rule.description edrfleet.backend
     edrfleet.policy_sha256 edrfleet.as_executed edrfleet.stage edrfleet.reason
-    edrfleet.cgroup_id edrfleet.args_bytes threat.technique.id (when the rule has tags)
+    edrfleet.cgroup_id edrfleet.args_bytes edrfleet.unscanned edrfleet.fileless
+    threat.technique.id (when the rule has tags)
 
 Command-line bytes are decoded as UTF-8 with invalid bytes escaped (``\\xNN``), so hostile
 bytes survive as visible text and the JSON line stays valid.
@@ -41,6 +42,7 @@ UNSCANNED_RULE_ID = "edrfleet-unscanned-args"
 FLAG_ARGS_TRUNCATED = 1
 FLAG_FILENAME_TRUNCATED = 2
 FLAG_UNSCANNED = 4
+FLAG_FILELESS = 8
 
 
 def text(raw: bytes) -> str:
@@ -126,6 +128,7 @@ def to_ecs(
         "edrfleet.cgroup_id": ev.cgroup_id,
         "edrfleet.args_bytes": ev.args_total,
         "edrfleet.unscanned": bool(ev.flags & FLAG_UNSCANNED),
+        "edrfleet.fileless": bool(ev.flags & FLAG_FILELESS),
     }
     tags = rule.get("tags") or []
     if tags:
@@ -141,6 +144,10 @@ def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_exec
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         pass
+    # /dev/fd/N, /proc/self/fd/N (fexecve, execveat): the exec's descriptor, which resolved
+    # here would name one of the agent's own files
+    if as_executed.startswith(("/dev/fd/", "/proc/")):
+        return as_executed
     return os.path.realpath(as_executed) if as_executed.startswith("/") else as_executed
 
 

@@ -146,9 +146,10 @@ class Engine:
         b["config"][ct.c_int(slot)] = cfg
 
         rules = b["rules"]
-        for i, (action, severity, uids) in enumerate(packed.rules):
+        for i, (action, severity, uids, fileless) in enumerate(packed.rules):
             leaf = rules.Leaf()
             leaf.action, leaf.severity, leaf.n_uids = action, severity, len(uids)
+            leaf.fileless = int(fileless)
             for j, uid in enumerate(uids):
                 leaf.uids[j] = uid
             rules[ct.c_int(slot * self.capacities["EDR_MAX_RULES"] + i)] = leaf

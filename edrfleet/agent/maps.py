@@ -11,7 +11,9 @@ Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct
   table and the rule slots ``(need mask, rule index)``.
 - ``rules``: per rule the action, severity and uid list (enum values from the header).
 - ``names`` / ``inodes``: executable key -> group list; inodes come from resolving every policy
-  path, and every policy basename through the bundle's ``search_path``, on this host.
+  path, and every policy basename through the bundle's ``search_path``, on this host.  The
+  empty name (never a file's name) holds ``executables.fileless``: the program looks it up
+  only for an executable with no link (bpf/edrfleet.c, EDR_F_FILELESS).
 
 The scanner (kernel and ``edrfleet.policy.simulate``) reads BOS, argv joined by NUL, EOS.
 """
@@ -52,7 +54,7 @@ class Packed:
     scope: list[int]
     accepts: list[int]  # accept id -> mask; accepts[0] == 0
     groups: list[GroupEntry]
-    rules: list[tuple[int, int, list[int]]]  # (action, severity, uids)
+    rules: list[tuple[int, int, list[int], bool]]  # (action, severity, uids, fileless)
     trans: list[int]
     paths: dict[Identity, str] = field(default_factory=dict)  # where each inode was found
 
@@ -160,7 +162,8 @@ def pack_bundle(
                 f"rule {rule['id']!r} lists {len(uids)} uids, the kernel takes "
                 f"{header['EDR_UIDS_PER_RULE']}; split it into several rules"
             )
-        rules.append((actions[rule["action"]], severities[rule["severity"]], uids))
+        rules.append((actions[rule["action"]], severities[rule["severity"]], uids,
+                      bool(rule.get("fileless"))))
 
     exe = bundle["executables"]
     names: dict[bytes, list[int]] = {}
@@ -182,6 +185,8 @@ def pack_bundle(
         if ident is not None:
             _merge(inodes, ident, grps, per_key, f"file {path}")
             paths[ident] = path
+    if exe.get("fileless"):
+        _merge(names, b"", exe["fileless"], per_key, "fileless rules without an executable")
     wildcard = list(exe.get("wildcard", []))
     if len(wildcard) > per_key:
         raise PackError(f"{len(wildcard)} groups of rules without an executable, max {per_key}")

@@ -40,7 +40,7 @@ def test_map_values_have_the_sizes_the_packer_writes(engine):
     assert ct.sizeof(b["groups"].Leaf) == 16 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
     assert ct.sizeof(b["trans"].Leaf) == 4 * e.capacities["EDR_TRANS_MAX"]
     assert ct.sizeof(b["accepts"].Leaf) == 8 * h["EDR_ACCEPT_IDS"]
-    assert ct.sizeof(b["rules"].Leaf) == 12 + 4 * h["EDR_UIDS_PER_RULE"]
+    assert ct.sizeof(b["rules"].Leaf) == 12 + 4 * h["EDR_UIDS_PER_RULE"] + 4  # + fileless
     assert ct.sizeof(b["names"].Key) == 4 + h["EDR_NAME_MAX"]
     assert ct.sizeof(b["inodes"].Key) == 16
     assert ct.sizeof(b["config"].Leaf) == 24 + 4 * h["EDR_GROUPS_PER_KEY"]

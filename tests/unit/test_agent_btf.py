@@ -493,7 +493,9 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True) -> Btf:
     qstr = b.struct("qstr", 16, [("", un, 0, 0), ("name", cp, 64, 0)])
     b.struct("dentry", 64, [("d_flags", t["u32"], 0, 0), ("d_name", qstr, 256, 0)])
     ino = t["u64"] if i_ino_size == 8 else t["u32"]
-    b.struct("inode", 64, [("i_sb", vp, 320, 0), ("i_ino", ino, 512, 0)])
+    # i_nlink sits in an anonymous union with __i_nlink, as in the kernel
+    nl = b.union("", 4, [("i_nlink", b.const(t["u32"]), 0, 0), ("__i_nlink", t["u32"], 0, 0)])
+    b.struct("inode", 64, [("i_sb", vp, 320, 0), ("", nl, 448, 0), ("i_ino", ino, 512, 0)])
     dev_t = b.typedef("dev_t", b.typedef("__kernel_dev_t", t["u32"]))
     b.struct("super_block", 64, [("s_dev", dev_t, 128, 0)])
     b.struct("linux_binprm", 128, [("file", vp, 512, 0), ("filename", cp, 768, 0)])
@@ -507,7 +509,8 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
         "EDR_OFF_MM_ARG_START": 8, "EDR_OFF_MM_ARG_END": 16, "EDR_OFF_MM_EXE_FILE": 24,
         "EDR_OFF_FILE_INODE": 32, "EDR_OFF_FILE_DENTRY": 56, "EDR_OFF_DENTRY_NAME": 40,
         "EDR_OFF_DENTRY_NAME_LEN": 36, "EDR_OFF_INODE_INO": 64, "EDR_OFF_INODE_SB": 40,
-        "EDR_OFF_SB_DEV": 16, "EDR_OFF_BPRM_FILE": 64, "EDR_OFF_BPRM_FILENAME": 96,
+        "EDR_OFF_INODE_NLINK": 56, "EDR_OFF_SB_DEV": 16, "EDR_OFF_BPRM_FILE": 64,
+        "EDR_OFF_BPRM_FILENAME": 96,
     }
     assert list(offs) == [m for m, *_ in B.KERNEL_FIELDS]
     flags = offsets_cflags(offs)

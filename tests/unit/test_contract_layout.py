@@ -29,6 +29,7 @@ def test_event_enums_in_the_schema_module_match_the_header():
         "args_truncated": ecs.FLAG_ARGS_TRUNCATED,
         "filename_truncated": ecs.FLAG_FILENAME_TRUNCATED,
         "unscanned": ecs.FLAG_UNSCANNED,
+        "fileless": ecs.FLAG_FILELESS,
     }
 
 

@@ -156,9 +156,13 @@ def test_every_default_rule_has_description_severity_and_a_mitre_tag() -> None:
 
 def test_default_policy_has_no_wildcard_rule() -> None:
     """A rule naming no executable runs on every exec and, with limits.unscanned=block, would
-    block every over-long command line; the default policy names executables everywhere."""
-    assert all(r.executables for r in default().policy.rules)
+    block every over-long command line; the default policy names executables everywhere, but
+    for the fileless rule, whose group runs only for fileless execs."""
+    assert all(r.executables or r.fileless for r in default().policy.rules)
     assert default().bundle["executables"]["wildcard"] == []
+    fileless = [r.id for r in default().policy.rules if r.fileless]
+    assert fileless == ["fileless-exec"]
+    assert len(default().bundle["executables"]["fileless"]) == 1
 
 
 # --- tables of canonical attacks and look-alikes ---------------------------------------------

@@ -35,3 +35,22 @@ def test_harmless_commands_run(guest, agent):
     r = sh(guest, "mkdir -p /tmp/scratch-vm && rm -rf /tmp/scratch-vm && ls / >/dev/null "
                   "&& echo fine")
     assert r.stdout.strip() == "fine", r
+
+
+def test_a_memfd_copy_is_reported_as_fileless(guest, agent):
+    """The default policy logs fileless execs (runc does them); the 6.1 BTF has i_nlink too."""
+    code = ("import os; fd = os.memfd_create('edr-vm-true', 0); "
+            "os.write(fd, open('/bin/true', 'rb').read()); "
+            "os.execve(fd, ['edr-vm-true', 'from-memory'], {})")
+    r = sh(guest, f"python3 -c \"{code}\"; echo rc=$?")
+    assert "rc=0" in r.stdout, r
+    deadline = time.monotonic() + 30
+    found = []
+    while not found and time.monotonic() < deadline:
+        found = [e for e in events(guest) if e["rule.id"] == "fileless-exec"
+                 and e["process.args"] == ["edr-vm-true", "from-memory"]]
+        time.sleep(1)
+    (ev,) = found
+    assert ev["event.action"] == "logged" and ev["edrfleet.fileless"] is True
+    assert ev["process.name"] == "memfd:edr-vm-true"
+    assert ev["edrfleet.as_executed"].startswith("/dev/fd/")
