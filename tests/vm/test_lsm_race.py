@@ -6,10 +6,10 @@ the two reads can show the LSM hook a harmless string while the program receives
 one.  The exec tracepoint judges the copied argv again and kills it before its first
 instruction, with an event whose reason is ``recheck``.
 
-tests/vm/lsm_race.c is built static on this host (the guest has no compiler) and pushed: the
-racer forks ITERATIONS children, each execve()s a stand-in named ``rm`` (the same static
-file, which only appends its argv to a marker file) while a second thread flips one byte of
-``/tmp/edrfleet-canary-race`` (blocked by the lab canary rule) to ``C`` (harmless).
+tests/helpers/argv_race.c is built static on this host (the guest has no compiler) and
+pushed: the racer forks ITERATIONS children, each execve()s a stand-in named ``rm`` (the same
+static file, which only appends its argv to a marker file) while a second thread flips one
+byte of ``/tmp/edrfleet-canary-race`` (blocked by the lab canary rule) to ``C`` (harmless).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 from edrfleet.fleet import vm
 from tests.vm.conftest import events, sh
 
-SOURCE = Path(__file__).with_name("lsm_race.c")
+SOURCE = Path(__file__).resolve().parents[1] / "helpers" / "argv_race.c"
 DIR = "/tmp/edrfleet-race"
 BLOCKED = "/tmp/edrfleet-canary-race"
 FLIP_AT = BLOCKED.index("canary")

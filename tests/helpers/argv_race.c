@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * lsm_race.c - race the LSM hook's argv read against the kernel's copy (tests/vm/test_lsm_race.py).
+ * argv_race.c - flip an argv byte while another thread execs (tests/vm/test_lsm_race.py,
+ *                tests/kernel/test_argv_race.py).
  *
  * Built static on the host (the guest has no compiler) and run in the guest in two roles,
  * chosen by argv[0]:
