@@ -152,6 +152,23 @@ def test_a_deleted_file_run_by_descriptor_is_fileless(agent, cgroup, tmp_path):
     assert agent.wait_events(lambda e: e["rule.id"] == "fileless-marked")
 
 
+def test_an_o_tmpfile_copy_run_through_proc_self_fd_is_fileless(agent, cgroup, tmp_path):
+    """Never linked at all; executed by path (/proc/self/fd/N), not by descriptor."""
+    code = (
+        "import os\n"
+        f"w = os.open({str(tmp_path)!r}, os.O_TMPFILE | os.O_RDWR, 0o755)\n"
+        "os.write(w, open('/bin/true', 'rb').read())\n"
+        "r = os.open(f'/proc/self/fd/{w}', os.O_RDONLY)\n"
+        "os.close(w)  # a file open for writing cannot be executed (ETXTBSY)\n"
+        "os.execv(f'/proc/self/fd/{r}', ['tmp-true', 'edrfleet-fileless-marker'])\n"
+    )
+    res = py(cgroup, code)
+    assert killed(res), res
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "fileless-marked")
+    assert ev["edrfleet.as_executed"].startswith("/proc/self/fd/")
+    assert ev["edrfleet.fileless"] is True
+
+
 def test_an_ordinary_file_is_not_fileless(agent, cgroup, tmp_path):
     b = tmp_path / "plain"
     shutil.copy2("/bin/true", b)
