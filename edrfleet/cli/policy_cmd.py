@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
 
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
-              "-- CMD [ARGS...]")
+              "[--fileless] -- CMD [ARGS...]")
 
 
 def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -63,6 +63,8 @@ def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> Non
                         **({"default": None} | keep))
     parser.add_argument("--filename", metavar="PATH", **({"default": None} | keep),
                         help="path as executed (default: CMD, looked up on $PATH)")
+    parser.add_argument("--fileless", action="store_true", **({"default": False} | keep),
+                        help="the executable is run from memory or a deleted file (memfd)")
 
 
 def _report(exc: PolicyError) -> int:
@@ -173,7 +175,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     mini.add_argument("file", metavar="FILE")
     _test_options(mini, defaults=False)
     opts = mini.parse_args(head, namespace=argparse.Namespace(
-        format=args.format, uid=args.uid, filename=args.filename))
+        format=args.format, uid=args.uid, filename=args.filename, fileless=args.fileless))
     if not command:
         mini.error("give the command line after '--'")
     try:
@@ -181,7 +183,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         return _report(exc)
     uid = os.getuid() if opts.uid is None else opts.uid
-    decision = simulate(bundle, command, filename=opts.filename, uid=uid)
+    decision = simulate(bundle, command, filename=opts.filename, uid=uid, fileless=opts.fileless)
     if opts.format == "json":
         print(json.dumps({"action": decision.action, "rules": list(decision.rules),
                           "rule": decision.rule}))

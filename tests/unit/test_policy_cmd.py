@@ -145,3 +145,18 @@ def test_a_policy_written_as_a_flow_mapping_is_still_a_policy(tmp_path, capsys):
                     "match: {executable: [rm]}}]}\n")
     assert main(["policy", "test", str(path), "--format", "json", "--", "rm"]) == 0
     assert json.loads(capsys.readouterr().out)["rule"] == "a"
+
+
+def test_test_fileless_says_whether_the_exec_runs_from_memory(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY + """\
+  - id: memfd
+    description: programs run from memory
+    severity: high
+    action: log
+    match: {fileless: true}
+""")
+    assert main(["policy", "test", str(path), "--", "true"]) == 0
+    assert capsys.readouterr().out == "allowed: no rule matched\n"
+    assert main(["policy", "test", str(path), "--fileless", "--", "true"]) == 0
+    assert capsys.readouterr().out == "logged by rule 'memfd' (high)\n"
