@@ -481,8 +481,13 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);
 	ev->ino = rd_ptr(inode, EDR_OFF_INODE_INO);
 	ev->dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
-	/* No name on any filesystem (memfd, O_TMPFILE, unlinked): a copy no path rule can name. */
-	s->fileless = rd_u32(inode, EDR_OFF_INODE_NLINK) == 0;
+	/* No name on any filesystem (memfd, O_TMPFILE, unlinked): a copy no path rule can name.
+	 * A failed read (which zeroes its buffer) is not taken for nlink 0. */
+	__u32 nlink = 1;
+	if (!inode || bpf_probe_read_kernel(&nlink, sizeof(nlink),
+					    (const char *)inode + EDR_OFF_INODE_NLINK))
+		nlink = 1;
+	s->fileless = nlink == 0;
 	if (s->fileless)
 		ev->flags |= EDR_F_FILELESS;
 	void *dentry = (void *)rd_ptr(file, EDR_OFF_FILE_DENTRY);
