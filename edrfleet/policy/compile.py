@@ -334,6 +334,12 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
             c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
                     line=1, col=1)
     wild = set(exes["wildcard"])
+    fileless = set(exes.get("fileless", []))
+    if len(wild | fileless) > EDR_CAND_MAX:
+        c.error(first_rule[min(fileless)], f"a fileless exec would run {len(wild | fileless)} "
+                f"rule groups ({len(fileless)} fileless, {len(wild)} for rules without "
+                f"'executable'); the kernel runs at most {EDR_CAND_MAX}",
+                "merge fileless rules or name the executables of some rules")
     for table in (exes["names"], exes["paths"]):
         for key, glist in table.items():
             cand = wild | set(glist)
