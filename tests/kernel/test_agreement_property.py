@@ -27,8 +27,13 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edrfleet.policy import PolicyError, compile_policy, load_policy_text, reference_decide
-from edrfleet.policy import simulate
+from edrfleet.policy import (
+    PolicyError,
+    compile_policy,
+    load_policy_text,
+    reference_decide,
+    simulate,
+)
 
 NOBODY = 65534
 PROGRAMS = ("edrp-a", "edrp-b")
