@@ -31,6 +31,9 @@ class Rule:
     cmdline_line: int = 0
     cmdline_col: int = 0
     fileless: bool = False  # holds only for an executable with no link on any filesystem
+    parents: tuple[str, ...] = ()  # match.parent.executable: basenames and absolute paths
+    users: tuple[str, ...] = ()  # match.user names, resolved to uids on the host (agent)
+    cwds: tuple[str, ...] = ()  # match.cwd: normalized directory prefixes ('/' or no '/' end)
 
 
 @dataclass(frozen=True)
