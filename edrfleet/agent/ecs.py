@@ -41,6 +41,7 @@ POLICY_SHA = "edrfleet.policy_sha256"
 EVENT_ACTIONS = {1: "blocked", 2: "would_block", 3: "logged"}
 BACKENDS = {1: "sigkill", 2: "lsm"}
 STAGES = {1: "exec", 2: "lsm"}
+STAGE_LSM = 2
 REASONS = {1: "rule", 2: "recheck", 3: "unscanned"}
 UNSCANNED_RULE_ID = "edrfleet-unscanned-args"
 FLAG_ARGS_TRUNCATED = 1
@@ -192,18 +193,35 @@ def resolve_parent(ppid: int, name: str) -> str:
         return name
 
 
-def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_executed: str) -> str:
-    """Path of the real executable: the policy's own table, /proc, then the as-executed path."""
+FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd|proc/thread-self/fd)/(\d+)\Z")
+
+
+def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_executed: str,
+                       committed: bool = True) -> str:
+    """Path of the real executable: the policy's own table, /proc, then the as-executed path.
+
+    ``committed``: the exec happened (stage exec), so /proc/PID/exe is the new image; an exec
+    the LSM hook refused never replaced the caller, whose /proc/PID/exe is the caller itself.
+    """
     if identity in known:
         return known[identity]
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        pass
-    # /dev/fd/N, /proc/self/fd/N (fexecve, execveat): the exec's descriptor, which resolved
-    # here would name one of the agent's own files
-    if as_executed.startswith(("/dev/fd/", "/proc/")):
-        return as_executed
+    proc = f"/proc/{pid}"
+    if committed:
+        try:
+            return os.readlink(f"{proc}/exe")
+        except OSError:
+            pass
+    fd = FD_PATH.match(as_executed)
+    if fd:  # fexecve/execveat: the exec's descriptor (here it would name one of ours)
+        try:
+            return os.readlink(f"{proc}/fd/{fd.group(1)}")
+        except OSError:
+            return as_executed
+    if not as_executed.startswith("/") and not committed:
+        try:  # a refused exec's caller is still there: its cwd is where the path starts
+            as_executed = os.path.join(os.readlink(f"{proc}/cwd"), as_executed)
+        except OSError:
+            pass
     return os.path.realpath(as_executed) if as_executed.startswith("/") else as_executed
 
 

@@ -243,7 +243,8 @@ class Agent:
         def handle(ev, _size: int) -> None:
             generation, paths = self.generations.get(ev.gen, (None, {}))
             as_executed = ecs.text(ecs.field_bytes(ev, "filename", ev.filename_len))
-            exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed)
+            exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed,
+                                         committed=ev.stage != ecs.STAGE_LSM)
             parent = ecs.resolve_parent(ev.ppid, ecs.text(ev.parent_name))
             self.pending.append(
                 ecs.to_ecs(
