@@ -69,6 +69,18 @@ def agent_tarball() -> bytes:
     return buf.getvalue()
 
 
+# parent and cwd decided by the LSM hook too (a copy of true run by a copy of dash named
+# edrvm-sh, in a directory under /tmp/edrvm-ctx); the prefix must exist when the agent starts
+CTX_RULE = {
+    "id": "vm-ctx-canary", "description": "the stand-in only under edrvm-sh, in /tmp/edrvm-ctx",
+    "severity": "high", "action": "block",
+    "match": {"executable": ["edrvm-ctx-canary"], "parent": {"executable": ["edrvm-sh"]},
+              "cwd": ["/tmp/edrvm-ctx"]},
+}
+CTX_SETUP = ("mkdir -p /tmp/edrvm-ctx/sub /tmp/edrvm-bin && cp /bin/true "
+             "/tmp/edrvm-bin/edrvm-ctx-canary && cp /bin/dash /tmp/edrvm-bin/edrvm-sh")
+
+
 def sh(guest: vm.VmHandle, cmd: str, timeout: float = 600):
     return vm.ssh(guest, cmd, timeout=timeout)
 
@@ -80,8 +92,10 @@ def events(guest: vm.VmHandle) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def agent(guest):
-    """The agent pushed to the guest, default policy plus the lab canary rule, whole guest."""
-    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE]})
+    """The agent pushed to the guest, default policy plus the lab canary and context rules,
+    whole guest."""
+    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE, CTX_RULE]})
+    assert sh(guest, CTX_SETUP).returncode == 0
     bundle = dump_bundle(compile_policy(load_policy_text(text, "policy.yaml")))
     r = vm.ssh(guest, "mkdir -p /opt/edrfleet /etc/edrfleet && tar -xz -C /opt/edrfleet",
                input=agent_tarball())

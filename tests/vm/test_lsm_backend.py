@@ -54,3 +54,18 @@ def test_a_memfd_copy_is_reported_as_fileless(guest, agent):
     assert ev["event.action"] == "logged" and ev["edrfleet.fileless"] is True
     assert ev["process.name"] == "memfd:edr-vm-true"
     assert ev["edrfleet.as_executed"].startswith("/dev/fd/")
+def test_parent_and_cwd_are_decided_by_the_lsm_hook(guest, agent):
+    run = ("cd {cwd} && /tmp/edrvm-bin/{sh} -c '/tmp/edrvm-bin/edrvm-ctx-canary; echo rc=$?'")
+    r = sh(guest, run.format(cwd="/tmp/edrvm-ctx/sub", sh="edrvm-sh"))
+    assert "Operation not permitted" in r.stdout + r.stderr and "rc=126" in r.stdout, r
+    for cwd, shell in (("/tmp", "edrvm-sh"), ("/tmp/edrvm-ctx", "../../bin/dash")):
+        r = sh(guest, run.format(cwd=cwd, sh=shell))
+        assert "rc=0" in r.stdout, (cwd, shell, r)
+    deadline = time.monotonic() + 30
+    found = []
+    while not found and time.monotonic() < deadline:
+        found = [e for e in events(guest) if e["rule.id"] == "vm-ctx-canary"]
+        time.sleep(1)
+    (ev,) = found
+    assert (ev["edrfleet.stage"], ev["process.working_directory"]) == ("lsm", "/tmp/edrvm-ctx/sub")
+    assert ev["process.parent.name"] == "edrvm-sh"
