@@ -57,6 +57,13 @@ rules:
     match:
       executable: [edrctx-user-canary]
       user: [nobody]
+  - id: canary-any-exe-in-dir
+    description: a rule for any executable (wildcard group) with a cwd
+    severity: high
+    action: block
+    match:
+      cmdline: 'edrctx-wild-marker'
+      cwd: ["{prefix}"]
   - id: canary-everything
     description: all three at once
     severity: medium
@@ -103,15 +110,17 @@ def killed(res: subprocess.CompletedProcess) -> bool:
     return res.returncode in (-9, 137)
 
 
-def under(cgroup, shell: Path | str, canary: Path, **kw) -> subprocess.CompletedProcess:
+def under(cgroup, shell: Path | str, canary: Path, linger: str = "",
+          **kw) -> subprocess.CompletedProcess:
     """Run the canary as a child of ``shell`` (dash forks for a command followed by more)."""
-    return cgroup.run([str(shell), "-c", f"{canary}; echo rc=$?"], text=True, **kw)
+    return cgroup.run([str(shell), "-c", f"{canary}; echo rc=$?{linger}"], text=True, **kw)
 
 
 def test_a_canary_is_killed_only_under_the_named_parent(ctx, cgroup):
     agent, bindir, sh, _, _ = ctx
     canary = bindir / "edrctx-parent-canary"
-    assert "rc=137" in under(cgroup, sh, canary).stdout
+    # the agent reads the parent's path from /proc: the shell stays until it has the event
+    assert "rc=137" in under(cgroup, sh, canary, linger="; sleep 1").stdout
     assert "rc=0" in under(cgroup, "/bin/sh", canary).stdout
     assert cgroup.run([str(canary)]).returncode == 0  # parent: python
     (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-under-parent")
@@ -192,3 +201,13 @@ def test_parent_user_and_cwd_together(ctx, cgroup):
     assert "rc=137" in under(cgroup, sh, canary, cwd=prefix / "sub").stdout
     assert "rc=0" in under(cgroup, sh, canary, cwd="/").stdout
     assert "rc=0" in under(cgroup, "/bin/sh", canary, cwd=prefix).stdout
+
+
+def test_a_rule_for_any_executable_decides_the_cwd_too(ctx, cgroup):
+    agent, _, _, _, prefix = ctx
+    argv = ["/bin/true", "edrctx-wild-marker"]
+    assert killed(cgroup.run(argv, cwd=prefix / "sub"))
+    assert cgroup.run(argv, cwd=prefix.parent).returncode == 0
+    assert cgroup.run(["/bin/true", "other"], cwd=prefix).returncode == 0
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-any-exe-in-dir")
+    assert ev["process.executable"] == os.path.realpath("/bin/true")
