@@ -80,11 +80,12 @@ class Group:
 
 
 class _G:
-    __slots__ = ("name", "vars", "priority", "children", "parents", "hosts", "line")
+    __slots__ = ("name", "vars", "var_lines", "priority", "children", "parents", "hosts", "line")
 
     def __init__(self, name: str, line: int) -> None:
         self.name, self.line, self.priority = name, line, 1
         self.vars: dict[str, Any] = {}
+        self.var_lines: dict[str, int] = {}
         self.children: list[str] = []
         self.parents: list[str] = []
         self.hosts: dict[str, None] = {}  # ordered set
@@ -176,6 +177,7 @@ class _Parser:
                                      "write e.g. 'ansible_group_priority: 10'") from None
             else:
                 group.vars[key] = plain(value)
+                group.var_lines[key] = data.key_lines.get(key, data.line)
 
     def _hosts(self, group: _G, pattern: Any, hostvars: Any, line: int) -> None:
         if not isinstance(pattern, str) or not pattern:
@@ -396,11 +398,20 @@ def _build(path: Path, parser: _Parser) -> Inventory:
         made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
                           f"{source}:{h.line}")
     inventory = Inventory(path, groups, {}, tuple(parser.hosts),
-                          [f"{d.path}/{e}: matches no {kind}; Ansible ignores it too"
-                           for d, kind in ((group_dir, "group"), (host_dir, "host"))
-                           for e in d.unused()])
+                          [*group_dir.problems("group"), *host_dir.problems("host"),
+                           *_shadowed_inline_vars(parser, file_vars["all"])])
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
     return inventory
+
+
+def _shadowed_inline_vars(parser: _Parser, all_file: dict[str, Any]) -> list[str]:
+    """Group vars written in the inventory that group_vars/all overrides for every host of the
+    group: Ansible's precedence, and a classic surprise."""
+    return [f"{parser.source}:{g.var_lines[k]}: {k!r} of group {g.name!r} is overridden by "
+            f"group_vars/all for its hosts, as in Ansible (fix: set it in "
+            f"group_vars/{g.name}.yml)"
+            for g in parser.groups.values() if g.name != "all"
+            for k in g.vars if k in all_file]
 
 
 def load_inventory(path: str | Path) -> Inventory:

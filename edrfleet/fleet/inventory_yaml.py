@@ -65,6 +65,12 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
     source = "<string>"
 
 
+class _SlowLoader(yaml.SafeLoader):
+    """Only to word a syntax error: pure-Python PyYAML says more than libyaml."""
+
+    source = "<string>"
+
+
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Any:
     data = LineDict(node.start_mark.line + 1)
     yield data
@@ -106,9 +112,10 @@ def _refuse_vault(loader: _Loader, node: yaml.Node) -> Any:
                     fix="decrypt it into a file only root can read, or set it in the environment")
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_Loader.add_constructor("!unsafe", _construct_unsafe)
-_Loader.add_constructor("!vault", _refuse_vault)
+for _cls in (_Loader, _SlowLoader):
+    _cls.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+    _cls.add_constructor("!unsafe", _construct_unsafe)
+    _cls.add_constructor("!vault", _refuse_vault)
 
 
 def _syntax_error(exc: yaml.YAMLError, source: str) -> YamlError:
@@ -131,12 +138,22 @@ def load_yaml_text(text: str, source: str) -> Any:
     Raises:
         YamlError: a syntax error, a duplicate key, an unsupported tag (``source:line``).
     """
-    loader = _Loader(text)
+    try:
+        return _load(_Loader, text, source)
+    except yaml.YAMLError as fast_exc:
+        error = fast_exc
+    try:
+        _load(_SlowLoader, text, source)
+    except yaml.YAMLError as slow_exc:
+        error = slow_exc
+    raise _syntax_error(error, source)
+
+
+def _load(cls: type, text: str, source: str) -> Any:
+    loader = cls(text)
     loader.source = source
     try:
         return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise _syntax_error(exc, source) from None
     finally:
         loader.dispose()
 
