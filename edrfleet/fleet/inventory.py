@@ -27,7 +27,7 @@ from typing import Any
 from edrfleet.fleet import patterns
 from edrfleet.fleet.hostrange import RangeError, expand_range, split_port
 from edrfleet.fleet.inventory_vars import VarsDir, check_var_names, merge
-from edrfleet.fleet.inventory_yaml import LineDict, YamlError, load_yaml_file, plain
+from edrfleet.fleet.inventory_yaml import LineDict, Unsafe, YamlError, load_yaml_file, plain
 
 SECTIONS = ("hosts", "children", "vars")
 # Names ansible-inventory leaves out of hostvars (Ansible's INTERNAL_STATIC_VARS).
@@ -338,7 +338,8 @@ class Inventory:
         hostvars = {}
         for name, host in self.hosts.items():
             if name in available:
-                shown = {k: v for k, v in host.vars.items() if k not in INTERNAL_VARS}
+                shown = {k: _ansible_json(v) for k, v in host.vars.items()
+                         if k not in INTERNAL_VARS}
                 if shown:
                     hostvars[name] = shown
         out["_meta"] = {"hostvars": hostvars, "profile": "inventory_legacy"}
@@ -351,7 +352,19 @@ class Inventory:
             raise patterns.PatternError(
                 f"--host {pattern!r} matches {len(hosts)} hosts, not one",
                 fix="give one host name (see 'edrfleet inventory INVENTORY')")
-        return {k: v for k, v in self.hosts[hosts[0]].vars.items() if k not in INTERNAL_VARS}
+        return {k: _ansible_json(v) for k, v in self.hosts[hosts[0]].vars.items()
+                if k not in INTERNAL_VARS}
+
+
+def _ansible_json(value: Any) -> Any:
+    """A value as ansible-inventory's JSON shows it: ``!unsafe`` strings are tagged."""
+    if isinstance(value, Unsafe):
+        return {"__ansible_unsafe": str(value)}
+    if isinstance(value, dict):
+        return {k: _ansible_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ansible_json(v) for v in value]
+    return value
 
 
 def _sort_key(group: _G, depth: dict[str, int]) -> tuple[int, int, str]:

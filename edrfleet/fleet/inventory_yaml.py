@@ -3,7 +3,7 @@
 Every mapping is a `LineDict` (a ``dict``) with ``line`` (where the mapping starts) and
 ``key_lines`` (the line of each key), so inventory errors can say ``FILE:LINE``. A key written
 twice in one mapping is an error (Ansible warns and keeps the last one, which is nearly always a
-typo). ``!unsafe`` (Ansible: "never template this") reads as a plain string; ``!vault`` is
+typo). ``!unsafe`` (Ansible: "never template this") reads as an `Unsafe` string; ``!vault`` is
 refused with the fix, since edrfleet does not decrypt vaults.
 
 >>> data = load_yaml_text("all:\\n  hosts:\\n    web1:\\n", "inv.yml")
@@ -48,6 +48,12 @@ class YamlError(ValueError):
 
     def __str__(self) -> str:
         return self.format()
+
+
+class Unsafe(str):
+    """A ``!unsafe`` string: Ansible never templates it; it behaves as a plain ``str``."""
+
+    __slots__ = ()
 
 
 class LineDict(dict):
@@ -100,7 +106,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Any:
 
 def _construct_unsafe(loader: _Loader, node: yaml.Node) -> Any:
     if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
+        return Unsafe(loader.construct_scalar(node))
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
     return dict(loader.construct_mapping(node, deep=True))
