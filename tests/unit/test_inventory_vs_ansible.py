@@ -15,6 +15,7 @@ import pytest
 from edrfleet.fleet.inventory import load_inventory
 from edrfleet.fleet.patterns import PatternError
 from tests.unit.ansible_ref import ansible_inventory, ansible_list_hosts, needs_ansible
+from tests.unit.random_inventory import write_random_inventory
 
 DATA = Path(__file__).parent / "data" / "inventories"
 CASES = sorted(p.name for p in DATA.iterdir() if (p / "inventory.yml").is_file())
@@ -87,3 +88,18 @@ def test_all_hosts_are_ansibles_where_its_order_is_arbitrary(case: str) -> None:
     # by memory address); edrfleet goes breadth first in the order written. Same hosts.
     path = DATA / case / "inventory.yml"
     assert sorted(load_inventory(path).hosts) == sorted(ansible_list_hosts(path, "all") or [])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_inventory_matches_ansible(seed: int, tmp_path: Path, caplog) -> None:
+    path, patterns = write_random_inventory(tmp_path, seed)
+    inv = load_inventory(path)
+    assert inv.to_ansible_list() == ansible_inventory(path), path.read_text()
+    caplog.set_level(logging.ERROR)
+    for limit in patterns[seed % 3:seed % 3 + 1]:
+        expected = ansible_list_hosts(path, limit)
+        if expected is None:
+            with pytest.raises(PatternError):
+                inv.select(limit)
+        else:  # same hosts; Ansible's order below the first level is arbitrary
+            assert sorted(h.name for h in inv.select(limit)) == sorted(expected), limit
