@@ -26,6 +26,7 @@ from typing import Any
 
 from edrfleet.fleet import patterns
 from edrfleet.fleet.hostrange import RangeError, expand_range, split_port
+from edrfleet.fleet.inventory_checks import check_known_vars, misplaced_host_keys
 from edrfleet.fleet.inventory_vars import VarsDir, check_var_names, merge
 from edrfleet.fleet.inventory_yaml import LineDict, Unsafe, YamlError, load_yaml_file, plain
 
@@ -107,6 +108,7 @@ class _Parser:
         self.source = source
         self.groups: dict[str, _G] = {"all": _G("all", 0), "ungrouped": _G("ungrouped", 0)}
         self.hosts: dict[str, _H] = {}
+        self.warnings: list[str] = []
         self._add_child("all", "ungrouped", 0)
 
     def error(self, message: str, line: int, fix: str | None = None) -> InventoryError:
@@ -167,6 +169,7 @@ class _Parser:
 
     def _group_vars(self, group: _G, data: LineDict) -> None:
         check_var_names(data, self.source)
+        check_known_vars(data, self.source, f"group '{group.name}'")
         for key, value in data.items():
             if key == "ansible_group_priority":
                 try:
@@ -190,6 +193,8 @@ class _Parser:
                              f"{_kind(hostvars)}", line,
                              f"write '{pattern}:' then 'name: value' lines indented under it")
         check_var_names(hostvars, self.source)
+        check_known_vars(hostvars, self.source, f"host '{pattern}'")
+        self.warnings.extend(misplaced_host_keys(hostvars, self.source, pattern))
         name_pattern, port = split_port(pattern)
         try:
             names = expand_range(name_pattern)
@@ -411,7 +416,8 @@ def _build(path: Path, parser: _Parser) -> Inventory:
         made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
                           f"{source}:{h.line}")
     inventory = Inventory(path, groups, {}, tuple(parser.hosts),
-                          [*group_dir.problems("group"), *host_dir.problems("host"),
+                          [*parser.warnings, *group_dir.problems("group"),
+                           *host_dir.problems("host"),
                            *_shadowed_inline_vars(parser, file_vars["all"])])
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
     return inventory
