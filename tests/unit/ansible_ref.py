@@ -44,6 +44,13 @@ def ansible_inventory(inventory: Path, *extra: str) -> dict:
     return json.loads(done.stdout)
 
 
+def ansible_inventory_yaml(inventory: Path) -> str:
+    """``ansible-inventory -i INVENTORY --list -y``: the conversion edrfleet suggests for INI."""
+    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--list", "-y"])
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def ansible_list_hosts(inventory: Path, limit: str) -> list[str] | None:
     """``ansible all -i INVENTORY --list-hosts --limit LIMIT``: host names in order, None when
     ansible refuses (no host left, bad subscript)."""

@@ -8,13 +8,19 @@ host's merged variables). The pattern table runs ``ansible all --list-hosts --li
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.inventory import load_inventory
+from edrfleet.fleet.inventory import InventoryError, load_inventory
 from edrfleet.fleet.patterns import PatternError
-from tests.unit.ansible_ref import ansible_inventory, ansible_list_hosts, needs_ansible
+from tests.unit.ansible_ref import (
+    ansible_inventory,
+    ansible_inventory_yaml,
+    ansible_list_hosts,
+    needs_ansible,
+)
 from tests.unit.random_inventory import write_random_inventory
 
 DATA = Path(__file__).parent / "data" / "inventories"
@@ -65,9 +71,18 @@ def pattern_inventory():
     return load_inventory(PATTERN_INVENTORY)
 
 
+@pytest.fixture(scope="module")
+def ansible_answers() -> dict[str, list[str] | None]:
+    # One `ansible` process per pattern, two at a time (this is most of the file's run time).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = pool.map(lambda p: ansible_list_hosts(PATTERN_INVENTORY, p), PATTERNS)
+        return dict(zip(PATTERNS, answers, strict=True))
+
+
 @pytest.mark.parametrize("limit", PATTERNS)
-def test_limit_selects_what_ansible_lists(limit: str, pattern_inventory, caplog) -> None:
-    expected = ansible_list_hosts(PATTERN_INVENTORY, limit)
+def test_limit_selects_what_ansible_lists(limit: str, pattern_inventory, ansible_answers,
+                                          caplog) -> None:
+    expected = ansible_answers[limit]
     caplog.set_level(logging.ERROR)
     if expected is None:
         with pytest.raises(PatternError):
@@ -103,3 +118,17 @@ def test_random_inventory_matches_ansible(seed: int, tmp_path: Path, caplog) -> 
                 inv.select(limit)
         else:  # same hosts; Ansible's order below the first level is arbitrary
             assert sorted(h.name for h in inv.select(limit)) == sorted(expected), limit
+
+
+def test_ini_inventory_is_refused_and_the_suggested_conversion_keeps_every_variable(
+        tmp_path: Path) -> None:
+    ini = DATA.parent / "ini" / "hosts.ini"
+    with pytest.raises(InventoryError, match=r"INI inventory; convert it with 'ansible-inventory"):
+        load_inventory(ini)
+    converted = tmp_path / "inventory.yml"
+    converted.write_text(ansible_inventory_yaml(ini))
+    want = ansible_inventory(ini)
+    got = load_inventory(converted).to_ansible_list()
+    assert got["_meta"] == want["_meta"]
+    assert {g: sorted(v.get("hosts", [])) for g, v in got.items()} == \
+        {g: sorted(v.get("hosts", [])) for g, v in want.items()}
