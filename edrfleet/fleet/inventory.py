@@ -47,7 +47,8 @@ INTERNAL_VARS = frozenset({
 
 @dataclass(frozen=True)
 class Host:
-    """One inventory host. ``vars`` are merged in Ansible's order (see the module doc)."""
+    """One inventory host. ``vars`` are merged in Ansible's order (see the module doc); nested
+    values are shared with other hosts of the same groups, so treat them as read-only."""
 
     name: str  # inventory_hostname
     vars: dict[str, Any] = field(hash=False)

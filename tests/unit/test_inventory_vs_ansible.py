@@ -39,7 +39,7 @@ PATTERNS = [
     "web[0]:db[-1]", "web0[1-3]", "web0[12]", "web[10]", "web01", "web01,db1", "nosuch",
     "nosuch,web01", "web01:22", "lb1.example.com", "solo.example.com:lb1.example.com",
     "ungrouped", "ungr*", "prod:&staging:!web06", "web:&staging", "web:!web0[1-3]", "WEB",
-    "~web[", "~web[,db", "!web:!db:prod", "webhooks:web",
+    "~web[", "~web[,db", "!web:!db:prod", "localhost", "127.0.0.1,web01", "webhooks:web",
     f"@{RETRY}", f"@{RETRY},!db1", f"@{RETRY}:&web",
 ]
 
