@@ -152,12 +152,12 @@ def test_thousand_hosts_load_well_under_a_second(tmp_path: Path) -> None:
     path = write(tmp_path, "\n".join(lines) + "\n")
     for i in range(0, 1000, 10):
         write(tmp_path, f"note: {i}\n", f"host_vars/h{i // 100}-{i % 100:03d}.yml")
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: steadier than wall time on a shared machine
     inv = load_inventory(path)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(inv.hosts) == 1000 and inv.hosts["h3-040"].vars["note"] == 340
     assert len(inv.select("g1:g2:!h1-00*")) == 190
-    assert elapsed < 1.0, f"1000 hosts took {elapsed:.2f} s"
+    assert elapsed < 0.5, f"1000 hosts took {elapsed:.2f} s of CPU"
 
 
 # ---- errors: FILE:LINE: what (fix: ...) --------------------------------------------------
