@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ needs_ansible = pytest.mark.skipif(
     reason="ansible-core is not installed (it is in the dev extra: bash scripts/setup.sh)")
 
 _HOME = tempfile.mkdtemp(prefix="edrfleet-test-ansible-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 _CONFIG = os.path.join(_HOME, "ansible.cfg")  # empty: Ansible's defaults, whatever ~ holds
 Path(_CONFIG).write_text("[defaults]\n")
 
