@@ -18,7 +18,8 @@ KEYS = ["k1", "k2", "k3", "k4"]
 
 
 def write_random_inventory(root: Path, seed: int) -> tuple[Path, list[str]]:
-    """Write inventory.yml (+ vars dirs) under ``root``; return its path and some patterns."""
+    """Write inventory.yml (+ vars dirs) under ``root``; return its path and three patterns:
+    an intersection, a union with an exclusion, and slices (order-dependent, see the test)."""
     rnd = random.Random(seed)
     groups = rnd.sample(GROUP_NAMES, rnd.randint(4, len(GROUP_NAMES)))
     hosts = [f"h{i}" for i in range(rnd.randint(4, 12))]

@@ -111,7 +111,9 @@ def test_random_inventory_matches_ansible(seed: int, tmp_path: Path, caplog) -> 
     inv = load_inventory(path)
     assert inv.to_ansible_list() == ansible_inventory(path), path.read_text()
     caplog.set_level(logging.ERROR)
-    for limit in patterns[seed % 3:seed % 3 + 1]:
+    # Not the slice pattern (patterns[2]): a slice takes Ansible's host order, which below the
+    # first level of children follows Python's set order of group objects (memory addresses).
+    for limit in patterns[seed % 2:seed % 2 + 1]:
         expected = ansible_list_hosts(path, limit)
         if expected is None:
             with pytest.raises(PatternError):
