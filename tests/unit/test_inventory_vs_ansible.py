@@ -40,6 +40,7 @@ PATTERNS = [
     "nosuch,web01", "web01:22", "lb1.example.com", "solo.example.com:lb1.example.com",
     "ungrouped", "ungr*", "prod:&staging:!web06", "web:&staging", "web:!web0[1-3]", "WEB",
     "~web[", "~web[,db", "!web:!db:prod", "localhost", "127.0.0.1,web01", "webhooks:web",
+    "web*[0:2]", "*[-1]", "prod[4]", "prod[7:]", "&prod[0]",
     f"@{RETRY}", f"@{RETRY},!db1", f"@{RETRY}:&web",
 ]
 
