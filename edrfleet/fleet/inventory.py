@@ -152,6 +152,23 @@ class Inventory:
         out["_meta"] = {"hostvars": hostvars, "profile": "inventory_legacy"}
         return out
 
+    def to_ansible_graph(self, group: str = "all") -> str:
+        """The tree ``ansible-inventory --graph GROUP`` prints (every host, no limit)."""
+        if group not in self.groups:
+            raise patterns.PatternError(f"--graph {group!r} is not a group",
+                                        fix="give a group name, e.g. --graph all")
+        lines: list[str] = []
+
+        def walk(name: str, depth: int) -> None:
+            lines.append(_graph_line(f"@{name}:", depth))
+            for child in self.groups[name].children:
+                walk(child, depth + 1)
+            if name != "all":
+                lines.extend(_graph_line(h, depth + 1) for h in self.groups[name].hosts)
+
+        walk(group, 0)
+        return "\n".join(lines)
+
     def host_vars(self, pattern: str) -> dict[str, Any]:
         """``ansible-inventory --host PATTERN``: the variables of the one host it matches."""
         hosts = patterns.match(self, pattern)
@@ -161,6 +178,10 @@ class Inventory:
                 fix="give one host name (see 'edrfleet inventory INVENTORY')")
         return {k: _ansible_json(v) for k, v in self.hosts[hosts[0]].vars.items()
                 if k not in INTERNAL_VARS}
+
+
+def _graph_line(name: str, depth: int) -> str:
+    return "  |" * depth + "--" + name if depth else name
 
 
 def _ansible_json(value: Any) -> Any:

@@ -46,6 +46,13 @@ def ansible_inventory(inventory: Path, *extra: str) -> dict:
     return json.loads(done.stdout)
 
 
+def ansible_graph(inventory: Path, group: str = "all") -> str:
+    """``ansible-inventory -i INVENTORY --graph GROUP`` as printed (without the last newline)."""
+    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--graph", group])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.rstrip("\n")
+
+
 def ansible_inventory_yaml(inventory: Path) -> str:
     """``ansible-inventory -i INVENTORY --list -y``: the conversion edrfleet suggests for INI."""
     done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--list", "-y"])

@@ -79,6 +79,14 @@ def test_cli_prints_the_list_and_one_host(capsys) -> None:
     assert json.loads(capsys.readouterr().out)["edrfleet_mode"] == "monitor"
 
 
+def test_cli_prints_the_graph(capsys) -> None:
+    assert main(["inventory", str(EXAMPLE), "--graph", "prod"]) == 0
+    assert capsys.readouterr().out.splitlines()[:3] == [
+        "@prod:", "  |--@web:", "  |  |--web01.example.net"]
+    assert main(["inventory", str(EXAMPLE), "--graph", "nosuch"]) == 2
+    assert "--graph 'nosuch' is not a group" in capsys.readouterr().err
+
+
 def test_cli_maps_a_bad_limit_to_exit_2_with_the_pattern(capsys) -> None:
     assert main(["inventory", str(EXAMPLE), "--limit", "webz"]) == 2
     err = capsys.readouterr().err

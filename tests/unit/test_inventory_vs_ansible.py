@@ -16,6 +16,7 @@ import pytest
 from edrfleet.fleet.inventory import InventoryError, load_inventory
 from edrfleet.fleet.patterns import PatternError
 from tests.unit.ansible_ref import (
+    ansible_graph,
     ansible_inventory,
     ansible_inventory_yaml,
     ansible_list_hosts,
@@ -59,6 +60,13 @@ def test_example_inventory_matches_ansible_inventory() -> None:
 def test_list_with_limit_matches_ansible_inventory(limit: str) -> None:
     got = load_inventory(PATTERN_INVENTORY).to_ansible_list(limit)
     assert got == ansible_inventory(PATTERN_INVENTORY, "--limit", limit)
+
+
+@pytest.mark.parametrize(("case", "group"), [("toplevel", "all"), ("deep", "all"),
+                                             ("deep", "region"), ("values", "all")])
+def test_graph_matches_ansible_inventory_graph(case: str, group: str) -> None:
+    path = DATA / case / "inventory.yml"
+    assert load_inventory(path).to_ansible_graph(group) == ansible_graph(path, group)
 
 
 @pytest.mark.parametrize("host", ["app4.internal", "legacy2.internal", "jump.example.com"])
