@@ -43,8 +43,6 @@ INTERNAL_VARS = frozenset({
 })
 
 
-
-
 @dataclass(frozen=True)
 class Host:
     """One inventory host. ``vars`` are merged in Ansible's order (see the module doc); nested
@@ -241,19 +239,20 @@ def _build(path: Path, parser: Parser) -> Inventory:
     inventory = Inventory(path, groups, {}, tuple(parser.hosts),
                           [*parser.warnings, *group_dir.problems("group"),
                            *host_dir.problems("host"),
-                           *_shadowed_inline_vars(parser, file_vars["all"])])
+                           *_shadowed_inline_vars(parser, file_vars)])
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
     return inventory
 
 
-def _shadowed_inline_vars(parser: Parser, all_file: dict[str, Any]) -> list[str]:
+def _shadowed_inline_vars(parser: Parser, file_vars: dict[str, dict[str, Any]]) -> list[str]:
     """Group vars written in the inventory that group_vars/all overrides for every host of the
-    group: Ansible's precedence, and a classic surprise."""
+    group (and the group's own group_vars file does not set): Ansible's precedence, and a
+    classic surprise."""
     return [f"{parser.source}:{g.var_lines[k]}: {k!r} of group {g.name!r} is overridden by "
             f"group_vars/all for its hosts, as in Ansible (fix: set it in "
             f"group_vars/{g.name}.yml)"
             for g in parser.groups.values() if g.name != "all"
-            for k in g.vars if k in all_file]
+            for k in g.vars if k in file_vars["all"] and k not in file_vars[g.name]]
 
 
 def load_inventory(path: str | Path) -> Inventory:
