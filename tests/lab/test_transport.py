@@ -48,9 +48,8 @@ def test_hostile_argv_words_arrive_intact(lab_hosts, tmp_path):
 
 
 def test_a_nul_byte_in_argv_is_refused_before_anything_is_sent(lab_hosts):
-    with lab_hosts.transport(lab_hosts.names[0]) as t:
-        with pytest.raises(ValueError, match="NUL"):
-            t.run(["echo", "a\0b"])
+    with lab_hosts.transport(lab_hosts.names[0]) as t, pytest.raises(ValueError, match="NUL"):
+        t.run(["echo", "a\0b"])
 
 
 def test_stdin_and_binary_output_are_bytes_exact(lab_hosts):
