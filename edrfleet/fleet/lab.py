@@ -221,7 +221,7 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
         _build_hosts(lab, cgroot)
         _write_inventory(lab)
     except BaseException:
-        if (workdir / STATE).is_file():
+        if _find(workdir) is not None:
             down(workdir, log=lambda _m: None)
         else:
             shutil.rmtree(workdir, ignore_errors=True)  # only the empty dir made above
@@ -323,15 +323,27 @@ def regenerate_host_key(workdir: Path, name: str) -> None:
     start_host(workdir, name)
 
 
+def _find(workdir: Path) -> Lab | None:
+    """The lab in workdir: its state.json, else its registry entry (a crash before state.json
+    was complete): then only the id is known, and names are found by their id prefix."""
+    try:
+        return Lab.load(workdir)
+    except FileNotFoundError:
+        pass
+    for lab_id, entry in _registered().items():
+        if entry.get("dir") == str(workdir):
+            return Lab(workdir, lab_id, entry.get("subnet", ""), [])
+    return None
+
+
 def down(workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> None:
     """Remove the lab in workdir: processes (by pid), netns, veths, cgroups, files."""
     workdir = Path(workdir).resolve()
-    try:
-        lab = Lab.load(workdir)
-    except FileNotFoundError:
+    lab = _find(workdir)
+    if lab is None:
         if workdir.exists():
-            raise LabError(f"lab: {workdir} holds no {STATE}; nothing of it was removed "
-                           "(fix: remove it by hand if it is yours)") from None
+            raise LabError(f"lab: {workdir} holds no {STATE} and no lab is registered for it; "
+                           "nothing was removed (fix: remove it by hand if it is yours)")
         log(f"lab: no lab in {workdir}")
         return
     t0 = time.monotonic()
@@ -348,23 +360,40 @@ def down(workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> 
     if left:
         raise LabError(f"lab: processes {sorted(left)} survived SIGKILL; down again later")
     lh.remove_cgroup_tree(cgdir)
-    _remove_network(lab)
-    _remove_files(workdir)
+    _remove_network(lab.id)
+    if workdir.exists():
+        _remove_files(workdir)
     (REGISTRY / f"{lab.id}.json").unlink(missing_ok=True)
-    log(f"lab: {len(lab.hosts)} hosts removed in {time.monotonic() - t0:.2f} s")
+    log(f"lab: {len(lab.hosts) or 'all'} hosts removed in {time.monotonic() - t0:.2f} s")
 
 
-def _remove_network(lab: Lab) -> None:
-    links = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)
-    ours = {i["ifname"] for i in json.loads(links.stdout or "[]")
-            if i["ifname"].startswith(f"el{lab.id}")}
-    batch = "".join(f"link del {h.veth_host}\n" for h in lab.hosts if h.veth_host in ours)
-    if batch:
-        lh.ip(["-force"], batch)  # deleting one end removes its peer in the namespace
-    existing = {p.name for p in Path("/run/netns").glob(f"edrfleet-{lab.id}-*")}
-    batch = "".join(f"netns del {n}\n" for n in sorted(existing))
+def leftovers(lab_id: str) -> list[str]:
+    """What of lab lab_id still exists on this machine (empty after a clean down)."""
+    out = [f"netns {p.name}" for p in Path("/run/netns").glob(f"edrfleet-{lab_id}-*")]
+    out += [f"link {n}" for n in _links(lab_id)]
+    cg = cgroup2_root() / f"edrfleet-lab-{lab_id}"
+    if cg.exists():
+        out.append(f"cgroup {cg}")
+    if (REGISTRY / f"{lab_id}.json").exists():
+        out.append(f"registry {REGISTRY / f'{lab_id}.json'}")
+    return out
+
+
+def _links(lab_id: str) -> list[str]:
+    r = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)
+    return sorted(i["ifname"] for i in json.loads(r.stdout or "[]")
+                  if i["ifname"].startswith(f"el{lab_id}"))
+
+
+def _remove_network(lab_id: str) -> None:
+    # Deleting the root end of a veth removes its peer at once; a namespace's own removal of
+    # its devices is asynchronous, so veths go first.
+    batch = "".join(f"link del {n}\n" for n in _links(lab_id) if n.endswith("h"))
     if batch:
         lh.ip(["-force"], batch)
+    existing = sorted(p.name for p in Path("/run/netns").glob(f"edrfleet-{lab_id}-*"))
+    if existing:
+        lh.ip(["-force"], "".join(f"netns del {n}\n" for n in existing))
 
 
 def _remove_files(workdir: Path) -> None:

@@ -66,6 +66,10 @@ class RemoteError(RuntimeError):
                                                               if tail else ""))
 
 
+class CommandTimeout(RemoteError):
+    """The command ran past its timeout (rc -1); the channel was closed."""
+
+
 class HostLike(Protocol):
     """What Transport needs of edrfleet.fleet.inventory.Host."""
 
@@ -399,8 +403,8 @@ class Transport:
             finally:
                 chan.close()
         except TimeoutError:
-            raise RemoteError(self.name, command, -1, b"", f"timed out after {timeout:g} s") \
-                from None
+            raise CommandTimeout(self.name, command, -1, b"",
+                                 f"timed out after {timeout:g} s") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
             raise Unreachable(f"{self.name}: connection lost running {command[:120]}: "
