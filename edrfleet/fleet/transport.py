@@ -410,7 +410,8 @@ class Transport:
             raise Unreachable(f"{self.name}: connection lost running {command[:120]}: "
                               f"{exc or type(exc).__name__}") from None
         if check and rc != 0:
-            raise RemoteError(self.name, command, rc, err)
+            raise RemoteError(self.name, command, rc, err,
+                              "was killed by a signal (no exit status)" if rc == -1 else "")
         return Result(rc, out, err)
 
 
@@ -456,4 +457,8 @@ def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, 
     left = deadline - time.monotonic()
     if not chan.status_event.wait(max(left, 0)):
         raise TimeoutError
-    return bytes(out), bytes(err), chan.recv_exit_status()
+    rc = chan.recv_exit_status()
+    if rc == -1 and not chan.get_transport().is_active():
+        raise EOFError("the connection closed before the command's exit status")
+    # -1 on a live connection: the command died of a signal (paramiko drops "exit-signal")
+    return bytes(out), bytes(err), rc
