@@ -130,10 +130,13 @@ def is_up(workdir: Path) -> bool:
     return lab.inventory.is_file() and all(lh.sshd_pids(h) for h in lab.hosts)
 
 
-def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> Path:
+def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print,
+       owner_pid: int | None = None) -> Path:
     """Make an n-host lab in workdir and return its inventory path.
 
-    An existing lab of n hosts that is fully up is kept; any other is removed first."""
+    An existing lab of n hosts that is fully up is kept; any other is removed first.
+    owner_pid (tests): the lab belongs to that process; once it is gone (a killed test run),
+    the next ``up`` on this machine removes the lab.  Without it a lab stays until ``down``."""
     if not 1 <= n <= MAX_HOSTS:
         raise LabError(f"lab: --hosts {n}: between 1 and {MAX_HOSTS} (fix: a smaller number)")
     workdir = Path(workdir).resolve()
@@ -148,13 +151,15 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
                        "(fix: another --dir, or empty it)")
     cgroot = cgroup2_root()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = {"owner": owner_pid, "owner_start": ln.start_time(owner_pid)} if owner_pid else {}
     try:
         with ln.machine_lock():
+            _reap_orphans(log)
             taken = ln.registered()
             lab_id = ln.pick_id(workdir, taken)
             lab = _plan(workdir, lab_id, ln.pick_subnet(lab_id, taken), n)
             (REGISTRY / f"{lab_id}.json").write_text(json.dumps(
-                {"dir": str(workdir), "subnet": lab.subnet}))
+                {"dir": str(workdir), "subnet": lab.subnet, **owner}))
             lab.save()  # before anything is made: down finds it all after a crash
             lh.ip([], lh.root_network_batch(lab.hosts))
         _parallel(lh.configure_netns, lab.hosts)
@@ -167,6 +172,18 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
             shutil.rmtree(workdir, ignore_errors=True)  # only the empty dir made above
         raise
     return lab.inventory
+
+
+def _reap_orphans(log: Callable[[str], None]) -> None:
+    """Remove the labs whose owner process is gone (caller holds the machine lock)."""
+    for lab_id, entry in ln.registered().items():
+        if ln.orphaned(entry):
+            log(f"lab: removing lab {lab_id} in {entry['dir']}: its owner {entry['owner']} "
+                "is gone")
+            try:
+                down(Path(entry["dir"]), log=lambda _m: None)
+            except LabError as exc:
+                log(f"lab: could not remove orphan lab {lab_id}: {exc}")
 
 
 def _build_hosts(lab: Lab, cgroot: Path) -> None:

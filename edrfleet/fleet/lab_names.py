@@ -45,6 +45,23 @@ def registered() -> dict[str, dict]:
     return out
 
 
+def start_time(pid: int) -> int:
+    """A process's start time in clock ticks: with its pid, an identity reuse cannot fake."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def orphaned(entry: dict) -> bool:
+    """True for a lab made for an owner process (tests) that no longer runs."""
+    pid = entry.get("owner")
+    if not pid:
+        return False
+    try:
+        return start_time(int(pid)) != entry.get("owner_start")
+    except (OSError, ValueError, IndexError):
+        return True
+
+
 def pick_id(workdir: Path, taken: dict[str, dict]) -> str:
     for salt in range(1000):
         lab_id = hashlib.sha256(f"{workdir}#{salt}".encode()).hexdigest()[:6]

@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def lab_hosts(tmp_path_factory) -> Iterator[LabFleet]:
     workdir = tmp_path_factory.mktemp("edrfleet-lab") / "lab"
-    inventory = lab.up(LAB_HOSTS, workdir, log=lambda _m: None)
+    # owner_pid: if this run is killed, the next `lab up` anywhere on the machine removes it
+    inventory = lab.up(LAB_HOSTS, workdir, log=lambda _m: None, owner_pid=os.getpid())
     try:
         yield LabFleet(workdir, inventory, load_lab_hosts(inventory))
     finally:

@@ -193,3 +193,36 @@ def test_twenty_hosts_come_up_fast_and_all_answer_in_parallel(tmp_path):
     print(f"lab up 20 hosts: {took_up:.2f} s, down: {took_down:.2f} s")
     assert took_up < 20 and took_down < 20  # generous: a shared 2-core machine
     _no_trace(state.id, d, [h.pid for h in state.hosts])
+
+
+def test_ansible_reaches_the_lab_hosts_with_strict_host_key_checking(lab_hosts):
+    ansible = Path(sys.executable).with_name("ansible")
+    if not ansible.exists():
+        pytest.skip("needs ansible-core in the venv (the dev extra)")
+    r = subprocess.run([str(ansible), "-i", str(lab_hosts.inventory), "lab", "-m", "ping",
+                        "-o"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True",
+                            "ANSIBLE_DEPRECATION_WARNINGS": "False"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(line.split()[0] for line in r.stdout.splitlines() if "SUCCESS" in line) \
+        == lab_hosts.names
+
+
+def test_a_lab_whose_owner_process_died_is_removed_by_the_next_lab_up(tmp_path):
+    owner = subprocess.Popen(["sleep", "600"])
+    orphan_dir, next_dir = tmp_path / "orphan", tmp_path / "next"
+    lab.up(1, orphan_dir, log=lambda _m: None, owner_pid=owner.pid)
+    orphan = lab.Lab.load(orphan_dir)
+    lab.up(1, next_dir, log=lambda _m: None)  # owner alive: the orphan-to-be is kept
+    assert orphan_dir.exists() and lab.leftovers(orphan.id)
+    lab.down(next_dir, log=lambda _m: None)
+    owner.kill()
+    owner.wait()
+    said: list[str] = []
+    lab.up(1, next_dir, log=said.append)
+    try:
+        assert any(f"removing lab {orphan.id}" in m for m in said)
+        _no_trace(orphan.id, orphan_dir, [orphan.hosts[0].pid])
+    finally:
+        lab.down(next_dir, log=lambda _m: None)
+        lab.down(orphan_dir, log=lambda _m: None)
