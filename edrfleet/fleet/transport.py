@@ -293,15 +293,23 @@ def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, 
             out += chan.recv(_BUF)
             progressed = True
         if not sent_eof:
-            if view and chan.send_ready():
-                view = view[chan.send(view[:_BUF]):]
+            if chan.closed:
+                view, sent_eof = view[:0], True  # the command is done without reading it all
+            elif view and chan.send_ready():
+                try:
+                    view = view[chan.send(view[:_BUF]):]
+                except OSError:
+                    if not chan.closed:
+                        raise
+                    view = view[:0]
                 progressed = True
-            if not view:
+            if not view and not sent_eof:
                 chan.shutdown_write()
                 sent_eof = True
         if progressed:
             continue
-        if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+        if sent_eof and chan.eof_received and not chan.recv_ready() \
+                and not chan.recv_stderr_ready():
             break
         if chan.closed:
             break

@@ -66,6 +66,21 @@ def test_stdin_and_binary_output_are_bytes_exact(lab_hosts):
         assert (r.rc, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
 
 
+def test_stdin_a_command_does_not_read_is_no_error_and_one_read_after_eof_gets_it_all(
+        lab_hosts):
+    data = b"x" * (8 << 20)  # more than any SSH window
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        assert t.run(["true"], input=data, timeout=20).rc == 0
+        assert t.run(["head", "-c", "3"], input=data, timeout=20).stdout == b"xxx"
+        # stdout closed first (the channel sees EOF), stdin still read to the end
+        path = f"/tmp/edrfleet-wc-{os.getpid()}"
+        r = t.run(["sh", "-c", 'exec >&- 2>&-; wc -c > "$1"', "sh", path], input=data,
+                  timeout=20)
+        assert r.rc == 0
+        assert t.run(["cat", path]).stdout == f"{len(data)}\n".encode()
+        t.run(["rm", "-f", path])
+
+
 def test_a_failing_command_raises_remote_error_with_rc_and_stderr(lab_hosts):
     with lab_hosts.transport(lab_hosts.names[0]) as t:
         with pytest.raises(RemoteError, match="exited 2.*No such file") as e:
