@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -194,17 +193,17 @@ def _build_hosts(lab: Lab, cgroot: Path) -> None:
     lh.keygen(lab.key, f"edrfleet-lab-{lab.id}")
     lab.authorized_keys.write_text(lab.key.with_name("id_ed25519.pub").read_text())
     lab.authorized_keys.chmod(0o600)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(h: LabHost) -> None:
         lh.keygen(h.host_key, f"{h.name}@edrfleet-lab-{lab.id}")
         h.config.write_text(lh.sshd_config(h, lab.authorized_keys))
-        procs[h.name] = lh.start_sshd(h, cgroot)
-        h.pid = procs[h.name].pid
+        h.pid = lh.start_sshd(h, cgroot)
 
-    _parallel(start, lab.hosts)
-    lab.save()
-    _parallel(lambda h: lh.wait_sshd(h, procs[h.name]), lab.hosts)
+    try:
+        _parallel(start, lab.hosts)
+    finally:
+        lab.save()  # the pids of whatever started
+    _parallel(lambda h: lh.wait_sshd(h, h.pid), lab.hosts)
     write_known_hosts(lab)
 
 
@@ -266,10 +265,9 @@ def start_host(workdir: Path, name: str) -> None:
     lab = Lab.load(Path(workdir).resolve())
     h = lab.host(name)
     stop_host(workdir, name)
-    proc = lh.start_sshd(h, cgroup2_root())
-    h.pid = proc.pid
+    h.pid = lh.start_sshd(h, cgroup2_root())
     lab.save()
-    lh.wait_sshd(h, proc)
+    lh.wait_sshd(h, h.pid)
 
 
 def regenerate_host_key(workdir: Path, name: str) -> None:

@@ -111,19 +111,24 @@ def sshd_config(h: LabHost, authorized_keys: Path) -> str:
         "Subsystem sftp internal-sftp", ""])
 
 
-def start_sshd(h: LabHost, cgroup_root: Path) -> subprocess.Popen[bytes]:
-    """Start sshd for h inside its netns and cgroup; returns at once (see wait_sshd)."""
+def start_sshd(h: LabHost, cgroup_root: Path) -> int:
+    """Start sshd for h inside its netns and cgroup and return its pid at once (see wait_sshd).
+
+    sshd is not our child: the launcher shell backgrounds it and exits, so it belongs to init
+    (no zombie here when it stops, nothing tied to this process's lifetime)."""
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     h.pidfile.unlink(missing_ok=True)
     procs = cgroup_root / h.cgroup.lstrip("/") / "cgroup.procs"
-    # The shell moves itself into the cgroup, then execs nsenter, which execs sshd: one pid
-    # throughout, in the cgroup before sshd runs a single instruction.
-    script = 'echo $$ > "$1" && exec nsenter --net="$2" -- "$3" -D -f "$4" -E "$5"'
-    return subprocess.Popen(
-        ["sh", "-c", script, "lab-sshd", str(procs), f"/run/netns/{h.netns}", SSHD,
-         str(h.config), str(h.log)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
+    # The inner shell moves itself into the cgroup, then execs nsenter, which execs sshd: one
+    # pid throughout, in the cgroup before sshd runs a single instruction.
+    inner = 'echo $$ > "$1" && exec nsenter --net="$2" -- "$3" -D -f "$4" -E "$5"'
+    outer = f"sh -c '{inner}' lab-sshd \"$@\" </dev/null >/dev/null 2>>\"$5\" & echo $!"
+    r = subprocess.run(["sh", "-c", outer, "lab-sshd", str(procs), f"/run/netns/{h.netns}",
+                        SSHD, str(h.config), str(h.log)],
+                       capture_output=True, text=True, start_new_session=True, timeout=30)
+    if r.returncode or not r.stdout.strip().isdigit():
+        raise LabError(f"lab: {h.name}: could not launch sshd: {r.stderr.strip()}")
+    return int(r.stdout)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -133,20 +138,16 @@ def tail(path: Path, lines: int = 15) -> str:
         return f"(no {path})"
 
 
-def wait_sshd(h: LabHost, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def wait_sshd(h: LabHost, pid: int, timeout: float = 10) -> None:
     """Return once sshd answers with its banner; LabError with its log tail otherwise."""
     deadline = time.monotonic() + timeout
     while True:
-        rc = proc.poll()
-        if rc is not None:
-            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            raise LabError(f"lab: {h.name}: sshd exited {rc} at start: {err}\n{tail(h.log)}")
+        if not _alive(pid):
+            raise LabError(f"lab: {h.name}: sshd exited at start:\n{tail(h.log)}")
         try:
             with socket.create_connection((h.addr, 22), timeout=1) as s:
                 s.settimeout(2)
                 if s.recv(64).startswith(b"SSH-"):
-                    if proc.stderr:
-                        proc.stderr.close()
                     return
         except OSError:
             pass
@@ -197,6 +198,10 @@ def stop_pids(pids: set[int], timeout: float = 3) -> set[int]:
 
 
 def _alive(pid: int) -> bool:
+    try:  # reap it if it is our child (an sshd this process started), else it stays a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"

