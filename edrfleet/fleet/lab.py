@@ -138,6 +138,7 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
     the next ``up`` on this machine removes the lab.  Without it a lab stays until ``down``."""
     if not 1 <= n <= MAX_HOSTS:
         raise LabError(f"lab: --hosts {n}: between 1 and {MAX_HOSTS} (fix: a smaller number)")
+    lh.preflight()
     workdir = Path(workdir).resolve()
     if (workdir / STATE).is_file():
         if is_up(workdir) and len(Lab.load(workdir).hosts) == n:

@@ -10,6 +10,7 @@ session and everything started from one inherits the cgroup.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,21 @@ PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; must exist befor
 
 class LabError(OSError):
     """The lab could not be made or removed; the message says which host/step and why."""
+
+
+def preflight() -> None:
+    """Refuse early, with the fix, when this machine cannot hold a lab."""
+    if os.geteuid() != 0:
+        raise LabError("lab: needs root (network namespaces, veths, cgroups, sshd on port 22); "
+                       "fix: run it as root")
+    tools = {"ip": "iproute2", "nsenter": "util-linux", "ssh-keygen": "openssh-client"}
+    for tool, package in tools.items():
+        if not shutil.which(tool):
+            raise LabError(f"lab: {tool} not found (fix: apt-get install {package}, or "
+                           "scripts/setup.sh)")
+    if not os.access(SSHD, os.X_OK):
+        raise LabError(f"lab: {SSHD} not found (fix: apt-get install openssh-server, or "
+                       "scripts/setup.sh)")
 
 
 @dataclass
