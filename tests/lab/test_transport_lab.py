@@ -121,7 +121,7 @@ def test_a_host_whose_sshd_is_down_is_unreachable_quickly_while_others_work(lab_
         with pytest.raises(Unreachable, match=f"{down}: cannot connect"), \
                 lab_hosts.transport(down) as t:
             t.run(["true"])
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 5  # refused at once; the bound is for a loaded machine
         for name in others:
             with lab_hosts.transport(name) as t:
                 assert t.run(["echo", name]).stdout == f"{name}\n".encode()
@@ -212,7 +212,7 @@ def test_a_hung_sshd_fails_after_the_connect_timeout_not_never(lab_hosts):
         t = Transport(lab_hosts.hosts[name], lab_hosts.inventory.parent, connect_timeout=2)
         with pytest.raises(Unreachable, match=f"{name}: cannot connect"), t:
             t.run(["true"])
-        assert 1.5 < time.monotonic() - t0 < 8
+        assert 1.5 < time.monotonic() - t0 < 15  # generous: a loaded shared machine
     finally:
         os.kill(pid, signal.SIGCONT)
 
