@@ -204,6 +204,7 @@ class Transport:
             raise Unreachable(f"{self.name}: cannot connect to {where}{via}: {why}") from None
         for c in self._conns:  # jump hosts carry the same small packets
             _no_delay(c)
+        conn.transport.set_keepalive(15)  # a host that dies mid-command fails, not hangs
         self._conn = conn
 
     def close(self) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edrfleet.fleet.transport import Transport, Unreachable
 
@@ -69,3 +72,16 @@ def test_fabrics_auto_add_policy_is_replaced_by_the_verifier(tmp_path):
     assert not isinstance(conn.client._policy, paramiko.AutoAddPolicy)
     assert type(conn.client._policy).__name__ == "_Verifier"
     assert not conn.client.get_host_keys().keys()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\0",
+                                               blacklist_categories=("Cs",)),
+                        max_size=12), min_size=1, max_size=5))
+def test_any_words_survive_a_real_posix_shell(tmp_path_factory, words):
+    # What the remote login shell does with the line: parse it (dash and bash here).
+    line = Transport(H("h"), tmp_path_factory.getbasetemp()).command_line(
+        ["printf", "%s\\0", *words])
+    for shell in ("/bin/sh", "/bin/bash"):
+        out = subprocess.run([shell, "-c", line], capture_output=True, check=True).stdout
+        assert out.decode().split("\0")[:-1] == words, shell
