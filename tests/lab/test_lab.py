@@ -45,8 +45,7 @@ def test_the_inventory_gives_each_host_its_address_dirs_cgroup_and_canary(lab_ho
         addrs.add(h.addr)
         for var in ("install", "config", "spool", "run"):
             d = Path(hv[f"edrfleet_{var}_dir"])
-            assert d == lab_hosts.dir / "hosts" / name / var
-            assert d.is_dir() and d.stat().st_mode & 0o777 == 0o700
+            assert d == lab_hosts.dir / "hosts" / name / var  # made 0700: see the CLI test
         assert (cgroup2_root() / h.cgroup.lstrip("/")).is_dir()
         assert Path(f"/run/netns/{h.netns}").exists()
     assert len(addrs) == 3
@@ -144,6 +143,9 @@ def test_cli_lab_down_leaves_no_netns_veth_cgroup_process_or_file(tmp_path):
     state = lab.Lab.load(d)
     pids = [h.pid for h in state.hosts]
     for name, host in load_lab_hosts(d / "inventory.yml").items():
+        for var in ("install", "config", "spool", "run"):
+            p = Path(host.vars[f"edrfleet_{var}_dir"])
+            assert p.is_dir() and p.stat().st_mode & 0o777 == 0o700, p
         with Transport(host, d, connect_timeout=5) as t:  # something left running, as an
             r = t.run(["sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!"])
             pids.append(int(r.stdout))                     # agent would be
