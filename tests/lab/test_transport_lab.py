@@ -100,18 +100,21 @@ def test_a_command_past_its_timeout_raises_and_the_transport_still_works(lab_hos
         assert t.run(["echo", "ok"]).stdout == b"ok\n"
 
 
-def test_put_lands_atomically_with_mode_0600(lab_hosts):
+def test_put_lands_atomically_with_mode_0600(lab_hosts, tmp_path):
     name = lab_hosts.names[0]
-    target = f"{lab_hosts.hosts[name].vars['edrfleet_config_dir']}/policy.json"
+    d = tmp_path / "config"  # this machine's /tmp is the lab host's: same mount namespace
+    d.mkdir(mode=0o700)
+    target = str(d / "policy.json")
     with lab_hosts.transport(name) as t:
         t.put(b"old\n", target)
         t.put(bytes(range(256)), target, mode=0o600)
         st = t.run(["stat", "-c", "%a %u", target]).stdout.split()
         assert st == [b"600", b"0"]
         assert t.run(["cat", target]).stdout == bytes(range(256))
-        left = t.run(["sh", "-c", 'ls -a "$1"', "sh",
-                      lab_hosts.hosts[name].vars["edrfleet_config_dir"]]).stdout.split()
-        assert left == [b".", b"..", b"policy.json"]  # no temporary file left behind
+        assert sorted(os.listdir(d)) == ["policy.json"]  # no temporary file left behind
+        with pytest.raises(RemoteError, match="Directory nonexistent|No such file"):
+            t.put(b"x", str(d / "missing" / "f"))
+        assert sorted(os.listdir(d)) == ["policy.json"]
 
 
 def test_a_host_whose_sshd_is_down_is_unreachable_quickly_while_others_work(lab_hosts):
