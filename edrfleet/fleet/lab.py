@@ -151,7 +151,8 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
                        "(fix: another --dir, or empty it)")
     cgroot = cgroup2_root()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    owner = {"owner": owner_pid, "owner_start": ln.start_time(owner_pid)} if owner_pid else {}
+    owner = {"owner": owner_pid, "owner_start": ln.start_time(owner_pid),
+             "checkout": str(REPO)} if owner_pid else {}
     try:
         with ln.machine_lock():
             _reap_orphans(log)
@@ -175,15 +176,20 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
 
 
 def _reap_orphans(log: Callable[[str], None]) -> None:
-    """Remove the labs whose owner process is gone (caller holds the machine lock)."""
+    """Remove the labs this checkout's test runs made whose owner process is gone (caller
+    holds the machine lock).  Other checkouts' orphans are theirs: named, not touched."""
     for lab_id, entry in ln.registered().items():
-        if ln.orphaned(entry):
-            log(f"lab: removing lab {lab_id} in {entry['dir']}: its owner {entry['owner']} "
-                "is gone")
-            try:
-                down(Path(entry["dir"]), log=lambda _m: None)
-            except LabError as exc:
-                log(f"lab: could not remove orphan lab {lab_id}: {exc}")
+        if not ln.orphaned(entry):
+            continue
+        if entry.get("checkout") != str(REPO):
+            log(f"lab: lab {lab_id} in {entry['dir']} outlived its owner (from "
+                f"{entry.get('checkout')}); `edrfleet lab down --dir {entry['dir']}` removes it")
+            continue
+        log(f"lab: removing lab {lab_id} in {entry['dir']}: its owner {entry['owner']} is gone")
+        try:
+            down(Path(entry["dir"]), log=lambda _m: None)
+        except LabError as exc:
+            log(f"lab: could not remove orphan lab {lab_id}: {exc}")
 
 
 def _build_hosts(lab: Lab, cgroot: Path) -> None:

@@ -176,7 +176,11 @@ class Transport:
         if s.key_file and not os.path.isfile(s.key_file):
             raise Unreachable(f"{self.name}: ansible_ssh_private_key_file {s.key_file} does "
                               "not exist (fix: the path of the private key)")
-        known = kh.KnownHosts(list(s.known_hosts_files))
+        try:
+            known = kh.KnownHosts(list(s.known_hosts_files))
+        except OSError as exc:
+            raise HostKeyError(f"{self.name}: cannot read known_hosts {exc.filename}: "
+                               f"{exc.strerror} (fix: make it readable)") from None
         gateway: Connection | None = None
         for hop in s.proxy.jumps:
             gateway = self._connection(hop, known, gateway)

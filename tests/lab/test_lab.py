@@ -211,6 +211,7 @@ def test_ansible_reaches_the_lab_hosts_with_strict_host_key_checking(lab_hosts):
 
 
 def test_a_lab_whose_owner_process_died_is_removed_by_the_next_lab_up(tmp_path):
+    # (only labs of this checkout: another checkout's orphans are named, never touched)
     owner = subprocess.Popen(["sleep", "600"])
     orphan_dir, next_dir = tmp_path / "orphan", tmp_path / "next"
     lab.up(1, orphan_dir, log=lambda _m: None, owner_pid=owner.pid)

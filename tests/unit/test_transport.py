@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edrfleet.fleet.transport import Transport, Unreachable
+from edrfleet.fleet.transport import HostKeyError, Transport, Unreachable
 
 
 @dataclass
@@ -85,3 +85,11 @@ def test_any_words_survive_a_real_posix_shell(tmp_path_factory, words):
     for shell in ("/bin/sh", "/bin/bash"):
         out = subprocess.run([shell, "-c", line], capture_output=True, check=True).stdout
         assert out.decode().split("\0")[:-1] == words, shell
+
+
+def test_an_unreadable_known_hosts_fails_the_host_naming_the_file(tmp_path):
+    kh_dir = tmp_path / "known_hosts"
+    kh_dir.mkdir()  # a directory: reading it fails with an OSError
+    t = Transport(H("web1", {"ansible_host": "192.0.2.1"}), tmp_path)
+    with pytest.raises(HostKeyError, match=f"web1: cannot read known_hosts {kh_dir}"):
+        t.open()
