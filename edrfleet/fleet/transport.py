@@ -200,6 +200,19 @@ class Transport:
             raise Unreachable(f"{self.name}: authentication to {where} failed ({exc}); "
                               f"fix: authorize {s.key_file or 'your key'} for "
                               f"{s.target.user}") from None
+        except paramiko.IncompatiblePeer as exc:
+            self.close()
+            if "host key" not in str(exc):
+                raise Unreachable(f"{self.name}: cannot connect to {where}: {exc}") from None
+            name = kh.host_key_name(s.target.host, s.target.port)
+            lines = ", ".join(f"{e.where} ({e.keytype})" for e in known.for_name(name))
+            if not lines:  # it was a jump host
+                raise HostKeyError(f"{self.name}: a jump host offers none of the host key "
+                                   f"types known for it: {exc}") from None
+            raise HostKeyError(
+                f"{self.name}: {name} offers none of the host key types known for it ({lines}); "
+                f"if its keys changed, remove those lines (ssh-keygen -R '{name}' -f FILE) "
+                "and connect again") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
             why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import shutil
@@ -259,3 +260,15 @@ def test_transports_for_many_hosts_work_from_a_thread_pool_and_reconnect_after_c
         names = lab_hosts.names * 4
         for name, out in zip(names, pool.map(many, names), strict=True):
             assert out == [f"{name}-{i}\n".encode() for i in range(5)]
+
+
+def test_a_host_offering_none_of_the_known_key_types_is_a_host_key_error(lab_hosts, tmp_path):
+    name = lab_hosts.names[0]
+    addr = lab_hosts.hosts[name].vars["ansible_host"]
+    kh_file = tmp_path / "kh"
+    kh_file.write_text(f"{addr} ecdsa-sha2-nistp256 {base64.b64encode(b'old-key').decode()}\n")
+    with pytest.raises(HostKeyError, match=f"offers none of the host key types known for it "
+                                           f"\\({kh_file}:1 \\(ecdsa-sha2-nistp256\\)\\)"), \
+            lab_hosts.transport(name, edrfleet_known_hosts_file=str(kh_file),
+                                edrfleet_host_key_policy="accept-new") as t:
+        t.run(["true"])
