@@ -154,21 +154,21 @@ def tail(path: Path, lines: int = 15) -> str:
         return f"(no {path})"
 
 
-def wait_sshd(h: LabHost, pid: int, timeout: float = 10) -> None:
+def wait_sshd(h: LabHost, pid: int, timeout: float = 10, port: int = 22) -> None:
     """Return once sshd answers with its banner; LabError with its log tail otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         if not _alive(pid):
             raise LabError(f"lab: {h.name}: sshd exited at start:\n{tail(h.log)}")
         try:
-            with socket.create_connection((h.addr, 22), timeout=1) as s:
+            with socket.create_connection((h.addr, port), timeout=1) as s:
                 s.settimeout(2)
                 if s.recv(64).startswith(b"SSH-"):
                     return
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise LabError(f"lab: {h.name}: sshd on {h.addr}:22 not answering after "
+            raise LabError(f"lab: {h.name}: sshd on {h.addr}:{port} not answering after "
                            f"{timeout:g} s:\n{tail(h.log)}")
         time.sleep(0.02)
 

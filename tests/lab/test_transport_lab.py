@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import pwd
 import shutil
@@ -272,3 +273,35 @@ def test_a_host_offering_none_of_the_known_key_types_is_a_host_key_error(lab_hos
             lab_hosts.transport(name, edrfleet_known_hosts_file=str(kh_file),
                                 edrfleet_host_key_policy="accept-new") as t:
         t.run(["true"])
+
+
+def test_a_non_default_port_is_checked_under_its_bracketed_known_hosts_name(lab_hosts,
+                                                                             tmp_path):
+    from edrfleet.agent.run import cgroup2_root
+    from edrfleet.fleet import lab_host as lh
+
+    name = lab_hosts.names[0]
+    lab = lab_hosts.lab()
+    h = lab.host(name)
+    alt = dataclasses.replace(h, dir=tmp_path / "alt")  # a second sshd for the host, port 2222
+    alt.sshd_dir.mkdir(parents=True)
+    for suffix in ("", ".pub"):
+        shutil.copy2(f"{h.host_key}{suffix}", f"{alt.host_key}{suffix}")
+    alt.config.write_text(lh.sshd_config(alt, lab.authorized_keys).replace("Port 22\n",
+                                                                           "Port 2222\n"))
+    pid = lh.start_sshd(alt, cgroup2_root())
+    try:
+        lh.wait_sshd(alt, pid, port=2222)
+        recorded = tmp_path / "kh"
+        with pytest.raises(HostKeyError, match=rf"unknown .* for \[{h.addr}\]:2222"), \
+                lab_hosts.transport(name, ansible_port=2222) as t:  # the lab's file: port 22
+            t.run(["true"])
+        with lab_hosts.transport(name, ansible_port=2222, edrfleet_known_hosts_file=str(recorded),
+                                 edrfleet_host_key_policy="accept-new") as t:
+            assert t.run(["echo", "$SSH_CONNECTION"]).stdout == b"$SSH_CONNECTION\n"
+        assert recorded.read_text().startswith(f"[{h.addr}]:2222 ssh-ed25519 ")
+        with lab_hosts.transport(name, ansible_port=2222,
+                                 edrfleet_known_hosts_file=str(recorded)) as t:
+            assert t.run(["sh", "-c", "echo $SSH_CONNECTION"]).stdout.split()[-1] == b"2222"
+    finally:
+        lh.stop_pids({pid})
