@@ -229,3 +229,21 @@ def test_a_lab_whose_owner_process_died_is_removed_by_the_next_lab_up(tmp_path):
     finally:
         lab.down(next_dir, log=lambda _m: None)
         lab.down(orphan_dir, log=lambda _m: None)
+
+
+def test_labs_brought_up_at_the_same_moment_still_get_their_own_subnets(tmp_path):
+    dirs = [tmp_path / f"race{i}" for i in range(3)]
+    procs = [subprocess.Popen([*EDRFLEET, "lab", "up", "--hosts", "3", "--dir", str(d)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d in dirs]
+    try:
+        for p in procs:
+            _out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        labs = [lab.Lab.load(d) for d in dirs]
+        nets = [ipaddress.ip_network(x.subnet) for x in labs]
+        assert len({x.id for x in labs}) == 3
+        assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+    finally:
+        for d in dirs:
+            lab.down(d, log=lambda _m: None)
