@@ -1,10 +1,11 @@
 """One lab host's pieces: network namespace + veth, cgroup, keys, its own sshd.
 
 Names and addresses come from the lab (edrfleet/fleet/lab.py); this module makes and removes
-them.  sshd is started with ``nsenter --net=/run/netns/NAME`` (only the network namespace:
-``ip netns exec`` would also remount /sys, hiding tracefs, bpffs and the cgroup mounts that an
-agent started over SSH needs) and is put in the host's cgroup before it execs, so every
-session and everything started from one inherits the cgroup.
+them.  sshd is started with ``nsenter --net=/run/netns/NAME``: only the network namespace
+(``ip netns exec`` would also remount /sys, hiding tracefs, bpffs and the cgroup mounts that
+an agent started over SSH needs), plus a UTS namespace of its own so ``hostname`` is the lab
+host's name.  It is put in the host's cgroup before it execs, so every session and
+everything started from one inherits the cgroup.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def preflight() -> None:
     if os.geteuid() != 0:
         raise LabError("lab: needs root (network namespaces, veths, cgroups, sshd on port 22); "
                        "fix: run it as root")
-    tools = {"ip": "iproute2", "nsenter": "util-linux", "ssh-keygen": "openssh-client"}
+    tools = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
+             "ssh-keygen": "openssh-client"}
     for tool, package in tools.items():
         if not shutil.which(tool):
             raise LabError(f"lab: {tool} not found (fix: apt-get install {package}, or "
@@ -135,12 +137,15 @@ def start_sshd(h: LabHost, cgroup_root: Path) -> int:
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     h.pidfile.unlink(missing_ok=True)
     procs = cgroup_root / h.cgroup.lstrip("/") / "cgroup.procs"
-    # The inner shell moves itself into the cgroup, then execs nsenter, which execs sshd: one
-    # pid throughout, in the cgroup before sshd runs a single instruction.
-    inner = 'echo $$ > "$1" && exec nsenter --net="$2" -- "$3" -D -f "$4" -E "$5"'
-    outer = f"sh -c '{inner}' lab-sshd \"$@\" </dev/null >/dev/null 2>>\"$5\" & echo $!"
-    r = subprocess.run(["sh", "-c", outer, "lab-sshd", str(procs), f"/run/netns/{h.netns}",
-                        SSHD, str(h.config), str(h.log)],
+    # One pid throughout: the shell moves itself into the cgroup, execs unshare (its own UTS
+    # namespace: `hostname` says lab01), which execs a shell setting the name, which execs
+    # nsenter into the netns, which execs sshd.  The scripts travel as arguments ($7, $8),
+    # so no quoting nests.
+    set_name = 'hostname "$6" && exec nsenter --net="$2" -- "$3" -D -f "$4" -E "$5"'
+    enter = 'echo $$ > "$1" && exec unshare --uts -- sh -c "$7" lab-sshd "$@"'
+    launch = 'sh -c "$8" lab-sshd "$@" </dev/null >/dev/null 2>>"$5" & echo $!'
+    r = subprocess.run(["sh", "-c", launch, "lab-sshd", str(procs), f"/run/netns/{h.netns}",
+                        SSHD, str(h.config), str(h.log), h.name, set_name, enter],
                        capture_output=True, text=True, start_new_session=True, timeout=30)
     if r.returncode or not r.stdout.strip().isdigit():
         raise LabError(f"lab: {h.name}: could not launch sshd: {r.stderr.strip()}")

@@ -32,9 +32,9 @@ def _each(lab_hosts, fn):
 
 
 def test_a_command_runs_on_every_host_in_parallel(lab_hosts):
-    out = _each(lab_hosts, lambda t: t.run(["hostname", "-I"]).stdout.decode().split())
-    for name, addrs in out.items():
-        assert addrs == [lab_hosts.hosts[name].vars["ansible_host"]]
+    out = _each(lab_hosts, lambda t: t.run(["sh", "-c", "hostname; hostname -I"]).stdout.split())
+    for name, words in out.items():  # its own UTS namespace and its own address
+        assert words == [name.encode(), lab_hosts.hosts[name].vars["ansible_host"].encode()]
 
 
 def test_commands_run_inside_the_hosts_cgroup(lab_hosts):
