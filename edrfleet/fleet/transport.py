@@ -24,6 +24,7 @@ first call and reconnects after ``close``.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -42,6 +43,10 @@ from edrfleet.fleet import known_hosts as kh
 from edrfleet.fleet.ssh_settings import Hop, Settings
 
 _BUF = 1 << 16
+# paramiko logs failures it also raises ("Secsh channel open FAILED", socket errors); with no
+# handler configured Python would print them to stderr over the CLI's own output.  Errors
+# reach the user as exceptions; an application that configures logging still gets these.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Unreachable(ConnectionError):
@@ -215,7 +220,12 @@ class Transport:
                 "and connect again") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
-            why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                why = "timed out"
+            elif isinstance(exc, paramiko.ChannelException):
+                why = f"the jump host could not open a connection to it ({exc.text})"
+            else:
+                why = str(exc) or type(exc).__name__
             via = " via ProxyCommand" if s.proxy.command else (
                 " via " + ",".join(h.host for h in s.proxy.jumps) if s.proxy.jumps else "")
             raise Unreachable(f"{self.name}: cannot connect to {where}{via}: {why}") from None
