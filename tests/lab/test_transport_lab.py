@@ -305,3 +305,12 @@ def test_a_non_default_port_is_checked_under_its_bracketed_known_hosts_name(lab_
             assert t.run(["sh", "-c", "echo $SSH_CONNECTION"]).stdout.split()[-1] == b"2222"
     finally:
         lh.stop_pids({pid})
+
+
+def test_a_target_the_jump_host_cannot_reach_is_unreachable_saying_so(lab_hosts):
+    name = lab_hosts.names[0]
+    jump = lab_hosts.hosts[name].vars["ansible_host"]
+    with pytest.raises(Unreachable, match=f"via {jump}: the jump host could not open"), \
+            lab_hosts.transport(name, ansible_host="10.255.255.254",
+                                ansible_ssh_common_args=f"-J {jump}") as t:
+        t.run(["true"])
