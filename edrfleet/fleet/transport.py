@@ -336,10 +336,10 @@ def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, 
                 sent_eof = True
         if progressed:
             continue
-        if sent_eof and chan.eof_received and not chan.recv_ready() \
-                and not chan.recv_stderr_ready():
-            break
-        if chan.closed:
+        if chan.closed or (sent_eof and chan.eof_received):
+            # Data, EOF and close may all have landed since the reads above: drain first.
+            if chan.recv_ready() or chan.recv_stderr_ready():
+                continue
             break
         left = deadline - time.monotonic()
         if left <= 0:

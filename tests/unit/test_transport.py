@@ -93,3 +93,52 @@ def test_an_unreadable_known_hosts_fails_the_host_naming_the_file(tmp_path):
     t = Transport(H("web1", {"ansible_host": "192.0.2.1"}), tmp_path)
     with pytest.raises(HostKeyError, match=f"web1: cannot read known_hosts {kh_dir}"):
         t.open()
+
+
+class RacyChannel:
+    """A channel whose data, EOF and close all land just after the first readiness check
+    (what the transport thread can do between two of our calls on a loaded machine)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.closed = self.eof_received = False
+        self.status_event = threading.Event()
+        self.out = b""
+        self.checks = 0
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def recv_ready(self) -> bool:
+        self.checks += 1
+        if self.checks == 1:  # nothing yet... and then everything at once
+            self.out, self.eof_received, self.closed = b"lab01-0\n", True, True
+            self.status_event.set()
+            return False
+        return bool(self.out)
+
+    def recv(self, n: int) -> bytes:
+        data, self.out = self.out[:n], self.out[n:]
+        return data
+
+    def send_ready(self) -> bool:
+        return True
+
+    def shutdown_write(self) -> None:
+        pass
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+    def get_transport(self):
+        return None
+
+
+def test_output_that_lands_together_with_close_is_not_lost():
+    import time
+
+    from edrfleet.fleet.transport import _pump
+
+    out, err, rc = _pump(RacyChannel(), b"", time.monotonic() + 5)
+    assert (out, err, rc) == (b"lab01-0\n", b"", 0)
