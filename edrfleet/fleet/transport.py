@@ -345,8 +345,12 @@ def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, 
         if left <= 0:
             raise TimeoutError
         # The channel's pipe wakes us on data and EOF; stdin window space does not, hence
-        # the short wait while there is still input to send.
-        select.select([chan], [], [], min(left, 0.05 if view else 1.0))
+        # the short wait while there is still input to send.  After EOF the pipe stays
+        # readable, so a plain sleep keeps input still flowing from spinning.
+        if chan.eof_received:
+            time.sleep(min(left, 0.005))
+        else:
+            select.select([chan], [], [], min(left, 0.05 if view else 1.0))
     left = deadline - time.monotonic()
     if not chan.status_event.wait(max(left, 0)):
         raise TimeoutError
