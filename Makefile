@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-kernel test-vm lint bench clean
+.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,9 @@ test-unit: setup
 test-kernel: setup
 	$(PYTEST) -q -rs tests/kernel
 
+test-lab: setup
+	$(PYTEST) -q -rs tests/lab
+
 test-vm: setup
 	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 1800 tests/vm
 
@@ -32,4 +35,5 @@ bench: setup
 	$(PY) bench/syscall_tax.py
 
 clean:
+	@if [ -f .edrfleet/lab/state.json ] && [ -x $(PY) ]; then $(PY) -m edrfleet.cli.main lab down; fi
 	rm -rf .edrfleet .pytest_cache .ruff_cache
