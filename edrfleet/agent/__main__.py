@@ -47,7 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edrfleet-agent")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="enforce a compiled policy in the foreground"))
+    from edrfleet.agent import supervise
+
+    supervise.add_arguments(sub.add_parser(
+        "supervise", help="keep `run` alive in the background (hosts without systemd)"))
     args = parser.parse_args(argv)
+    if args.command == "supervise":
+        return supervise.supervise(args)
     from edrfleet.agent.run import run_agent
 
     return run_agent(options_from(args), read_bundle)

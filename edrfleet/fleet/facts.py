@@ -1,0 +1,223 @@
+"""Facts: what a host is and has, read in ONE SSH round trip (one ``sh`` script).
+
+Facts only read.  Templates get them as ``edrfleet_facts``, and deploy compares them with what
+it wants (fleet/operations.py) so it pushes and restarts only what differs.
+
+``edrfleet_facts`` keys (every key is always present; unknown values are "" / None / False):
+
+    kernel_release     "6.1.0-18-amd64"                          (uname -r)
+    lsm                ["lockdown", "capability", "bpf"]         (/sys/kernel/security/lsm)
+    bpf_lsm            True when "bpf" is among the active LSMs
+    cgroup2_mount      "/sys/fs/cgroup"                          ("" when none is mounted)
+    distribution       {"id": "debian", "version_id": "12", "pretty_name": "Debian GNU/Linux 12"}
+    python             {"path": "/usr/bin/python3", "version": "3.11.2", "bcc": True}
+                       (path "" when the interpreter is missing)
+    systemd            True when PID 1 is systemd
+    uid                the remote uid the commands run as (0 after become)
+    apt                True when apt-get is there
+    release_id         release `current` points to ("" when none)
+    release_sha256     {"agent.pyz": hex, "bpf/edrfleet.c": hex, …} of the current release
+    wanted_release_sha256   the same for releases/<the id deploy wants>/, if it exists
+    policy_sha256      sha256 of <config_dir>/policy.json ("" when missing)
+    policy_yaml_sha256 sha256 of <config_dir>/policy.yaml
+    policy_yaml        its text when asked for (deploy --diff), else None
+    unit_sha256        sha256 of the systemd unit file ("" when missing)
+    status             <spool_dir>/status.json as a dict (None when missing or unreadable)
+    supervisor_pid     pid of a live supervisor (0 when none), from <run_dir>/supervisor.pid
+    agent_pid          pid of the live agent (0 when none): supervisor's agent.pid, or systemd's
+                       MainPID
+    agent_active       True when an agent process is alive
+    missing_packages   Debian packages the agent needs and the host lacks
+                       ("python3-bpfcc", "linux-headers-<release>")
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
+UNIT_NAME = "edrfleet-agent.service"
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where things live on one host (docs/fleet.md, "Host layout")."""
+
+    install_dir: str = "/opt/edrfleet"
+    config_dir: str = "/etc/edrfleet"
+    spool_dir: str = "/var/lib/edrfleet"
+    run_dir: str = "/run/edrfleet"
+    python: str = "/usr/bin/python3"
+    unit_path: str = UNIT_PATH
+
+    @classmethod
+    def from_vars(cls, hv: dict[str, Any]) -> HostPaths:
+        return cls(
+            install_dir=str(hv.get("edrfleet_install_dir", cls.install_dir)).rstrip("/"),
+            config_dir=str(hv.get("edrfleet_config_dir", cls.config_dir)).rstrip("/"),
+            spool_dir=str(hv.get("edrfleet_spool_dir", cls.spool_dir)).rstrip("/"),
+            run_dir=str(hv.get("edrfleet_run_dir", cls.run_dir)).rstrip("/"),
+            python=str(hv.get("edrfleet_python", cls.python)),
+        )
+
+    def shell_vars(self) -> str:
+        """Shell assignments for the scripts (every value quoted)."""
+        pairs = {
+            "INSTALL_DIR": self.install_dir, "CONFIG_DIR": self.config_dir,
+            "SPOOL_DIR": self.spool_dir, "RUN_DIR": self.run_dir, "PYTHON": self.python,
+            "UNIT_PATH": self.unit_path, "UNIT_NAME": UNIT_NAME,
+        }
+        return "".join(f"{k}={shlex.quote(v)}\n" for k, v in pairs.items())
+
+
+class Runner(Protocol):
+    """The part of fleet.transport.Transport facts need."""
+
+    def run_script(self, script: str, *, args: Any = (), timeout: float = 60,
+                   check: bool = True) -> Any: ...
+
+
+# Prints one "key=value" line per fact; file contents are base64 (one line).  Reads only.
+FACTS_BODY = r'''
+b64() { base64 -w0 "$1" 2>/dev/null; echo; }
+sha() { [ -f "$1" ] && sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
+echo "kernel_release=$(uname -r)"
+echo "lsm=$(cat /sys/kernel/security/lsm 2>/dev/null)"
+echo "cgroup2_mount=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts 2>/dev/null)"
+echo "os_release=$( [ -r /etc/os-release ] && b64 /etc/os-release)"
+echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
+echo "uid=$(id -u)"
+command -v apt-get >/dev/null 2>&1 && echo "apt=1"
+if [ -x "$PYTHON" ]; then
+    echo "python_version=$("$PYTHON" -c 'import platform
+print(platform.python_version())' 2>/dev/null)"
+    "$PYTHON" -c 'import bcc' >/dev/null 2>&1 && echo "python_bcc=1"
+fi
+[ -e "/lib/modules/$(uname -r)/build" ] && echo "kernel_headers=1"
+if [ -L "$INSTALL_DIR/current" ]; then
+    echo "release_id=$(basename "$(readlink "$INSTALL_DIR/current")")"
+    for f in agent.pyz bpf/edrfleet.c bpf/edrfleet.h; do
+        echo "release_sha256 $f=$(sha "$INSTALL_DIR/current/$f")"
+    done
+fi
+if [ -n "$WANT_RELEASE" ] && [ -d "$INSTALL_DIR/releases/$WANT_RELEASE" ]; then
+    for f in agent.pyz bpf/edrfleet.c bpf/edrfleet.h; do
+        echo "wanted_release_sha256 $f=$(sha "$INSTALL_DIR/releases/$WANT_RELEASE/$f")"
+    done
+fi
+echo "policy_sha256=$(sha "$CONFIG_DIR/policy.json")"
+echo "policy_yaml_sha256=$(sha "$CONFIG_DIR/policy.yaml")"
+if [ -n "$WANT_YAML" ] && [ -f "$CONFIG_DIR/policy.yaml" ]; then
+    echo "policy_yaml=$(b64 "$CONFIG_DIR/policy.yaml")"
+fi
+echo "unit_sha256=$(sha "$UNIT_PATH")"
+[ -f "$SPOOL_DIR/status.json" ] && echo "status=$(b64 "$SPOOL_DIR/status.json")"
+live() { [ -n "$1" ] && [ "$1" -gt 0 ] 2>/dev/null && kill -0 "$1" 2>/dev/null && echo "$1"; }
+echo "supervisor_pid=$(live "$(cat "$RUN_DIR/supervisor.pid" 2>/dev/null)")"
+agent=$(live "$(cat "$RUN_DIR/agent.pid" 2>/dev/null)")
+if [ -z "$agent" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    agent=$(live "$(systemctl show -p MainPID --value "$UNIT_NAME" 2>/dev/null)")
+fi
+echo "agent_pid=$agent"
+'''
+
+
+def facts_script(paths: HostPaths, *, want_release: str = "", want_yaml: bool = False) -> str:
+    return (f"{paths.shell_vars()}WANT_RELEASE={shlex.quote(want_release)}\n"
+            f"WANT_YAML={'1' if want_yaml else ''}\n{FACTS_BODY}")
+
+
+def gather_facts(transport: Runner, paths: HostPaths, *, want_release: str = "",
+                 want_yaml: bool = False, timeout: float = 30) -> dict[str, Any]:
+    """Run the facts script on the host and parse what it printed."""
+    result = transport.run_script(facts_script(paths, want_release=want_release,
+                                               want_yaml=want_yaml), timeout=timeout)
+    return parse_facts(result.stdout.decode(errors="replace"), paths)
+
+
+def _unb64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode(errors="replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            try:
+                parts = shlex.split(value)
+            except ValueError:
+                parts = [value]
+            out[key.strip().lower()] = parts[0] if parts else ""
+    return {k: out.get(k, "") for k in ("id", "version_id", "pretty_name")}
+
+
+def _status(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_unb64(text))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pid(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
+    """The ``edrfleet_facts`` dict (keys in the module docstring) from the script's output."""
+    raw: dict[str, str] = {}
+    release: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key.startswith("release_sha256 "):
+            release[key.split(" ", 1)[1]] = value
+        elif key.startswith("wanted_release_sha256 "):
+            wanted[key.split(" ", 1)[1]] = value
+        else:
+            raw[key] = value
+    lsm = [x for x in raw.get("lsm", "").strip().split(",") if x]
+    kernel = raw.get("kernel_release", "")
+    bcc = raw.get("python_bcc") == "1"
+    python_version = raw.get("python_version", "")
+    missing = []
+    if not bcc:
+        missing.append("python3-bpfcc")
+    if raw.get("kernel_headers") != "1":
+        missing.append(f"linux-headers-{kernel}" if kernel else "linux-headers")
+    agent_pid = _pid(raw.get("agent_pid", ""))
+    return {
+        "kernel_release": kernel,
+        "lsm": lsm,
+        "bpf_lsm": "bpf" in lsm,
+        "cgroup2_mount": raw.get("cgroup2_mount", ""),
+        "distribution": parse_os_release(_unb64(raw.get("os_release", ""))),
+        "python": {"path": paths.python if python_version else "", "version": python_version,
+                   "bcc": bcc},
+        "systemd": raw.get("pid1", "") == "systemd",
+        "uid": _pid(raw.get("uid", "")),
+        "apt": raw.get("apt") == "1",
+        "release_id": raw.get("release_id", ""),
+        "release_sha256": release,
+        "wanted_release_sha256": wanted,
+        "policy_sha256": raw.get("policy_sha256", ""),
+        "policy_yaml_sha256": raw.get("policy_yaml_sha256", ""),
+        "policy_yaml": _unb64(raw["policy_yaml"]) if "policy_yaml" in raw else None,
+        "unit_sha256": raw.get("unit_sha256", ""),
+        "status": _status(raw["status"]) if "status" in raw else None,
+        "supervisor_pid": _pid(raw.get("supervisor_pid", "")),
+        "agent_pid": agent_pid,
+        "agent_active": agent_pid > 0,
+        "missing_packages": missing,
+    }

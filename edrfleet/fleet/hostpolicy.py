@@ -1,0 +1,166 @@
+"""One host's policy: templates/policy.yaml.j2 rendered with its variables and facts, validated
+and compiled on the controller.
+
+Compiling the default policy takes ~2 s, and a fleet renders it once per host, usually with
+nothing but the scope differing.  Two caches keep deploys fast without trusting anything stale:
+
+* on disk, keyed by sha256(compiler sources + rendered text): the same text compiled by the same
+  compiler is the same bundle (a rerun with nothing changed compiles nothing);
+* in memory, keyed by the policy minus its ``scope``: the scope only lands in ``bundle["scope"]``
+  (the kernel's cgroup filter), so hosts that differ by their cgroup share one compile, and the
+  bundle's sha256 is recomputed over the host's own scope.
+
+Every host's text is still parsed and validated (``load_policy_text``) on a cache miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edrfleet.fleet.render import POLICY_TEMPLATE, TEMPLATES, render
+from edrfleet.policy import (
+    PolicyError,
+    bundle_sha256,
+    compile_policy,
+    dump_bundle,
+    load_policy_text,
+)
+from edrfleet.policy.limits import EDR_MAX_SCOPE
+
+POLICY_DIR = Path(__file__).resolve().parents[1] / "policy"
+
+
+class HostPolicyError(ValueError):
+    """A host's policy does not render, validate or compile; one line naming host, rule, fix."""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    yaml_text: str      # the rendered policy (installed as policy.yaml, shown by --diff)
+    bundle: dict[str, Any]
+    bundle_json: str    # dump_bundle(bundle): the bytes installed as policy.json
+
+    @property
+    def sha256(self) -> str:
+        """The bundle's own sha256 (what status.json reports once it is in force)."""
+        return self.bundle["sha256"]
+
+    @property
+    def file_sha256(self) -> str:
+        """sha256 of policy.json's bytes (what facts read on the host)."""
+        return hashlib.sha256(self.bundle_json.encode()).hexdigest()
+
+
+def template_vars(host_vars: dict[str, Any], name: str, facts: dict[str, Any] | None,
+                  groups: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a template sees: the merged host variables, Ansible's magic names, the facts."""
+    out = dict(host_vars)
+    out.setdefault("inventory_hostname", name)
+    out.setdefault("group_names", sorted(g for g in groups if g != "all"))
+    out["edrfleet_facts"] = facts if facts is not None else {}
+    return out
+
+
+def render_host_policy(host_vars: dict[str, Any], name: str, facts: dict[str, Any] | None,
+                       groups: tuple[str, ...] = (), template_dir: Path = TEMPLATES) -> str:
+    variables = template_vars(host_vars, name, facts, groups)
+    try:
+        return render(POLICY_TEMPLATE, variables, host=name, template_dir=template_dir)
+    except ValueError as exc:
+        raise HostPolicyError(name, f"host {name}: {exc}") from exc
+
+
+class Compiler:
+    """Compiles rendered policies; thread-safe; see the module docstring for the caches."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self._by_rules: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._version = compiler_version()
+
+    def compile(self, name: str, text: str) -> HostPolicy:
+        key = hashlib.sha256(self._version.encode() + b"\0" + text.encode()).hexdigest()
+        cached = self._read_disk(key)
+        if cached is not None:
+            return HostPolicy(text, json.loads(cached), cached)
+        source = f"host {name}: {POLICY_TEMPLATE} (rendered)"
+        try:
+            policy = load_policy_text(text, source)
+            bundle = self._compile_scoped(text, policy)
+        except PolicyError as exc:
+            raise HostPolicyError(name, exc.format()) from exc
+        body = dump_bundle(bundle)
+        self._write_disk(key, body)
+        return HostPolicy(text, bundle, body)
+
+    def _compile_scoped(self, text: str, policy: Any) -> dict[str, Any]:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        rules_key = json.dumps({k: v for k, v in data.items() if k != "scope"},
+                               sort_keys=True, default=str)
+        with self._lock:
+            base = self._by_rules.get(rules_key)
+        if base is None:
+            base = compile_policy(policy)
+            with self._lock:
+                self._by_rules[rules_key] = base
+        cgroups = list(policy.scope_cgroups)
+        if len(cgroups) > EDR_MAX_SCOPE:
+            raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
+                              source=policy.source, line=1, col=1, fix="split the policy")
+        # "source" would carry the first host's name: every host's bundle names the file
+        bundle = dict(base, scope={"cgroups": cgroups}, source="policy.yaml")
+        bundle["sha256"] = bundle_sha256(bundle)
+        return bundle
+
+    def _read_disk(self, key: str) -> str | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            return (self.cache_dir / f"{key}.json").read_text()
+        except OSError:
+            return None
+
+    def _write_disk(self, key: str, body: str) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp.write_text(body)
+            os.replace(tmp, self.cache_dir / f"{key}.json")
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+def compiler_version() -> str:
+    """sha256 over the policy compiler's sources: a changed compiler never reuses a bundle."""
+    h = hashlib.sha256()
+    for f in sorted(POLICY_DIR.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path | None:
+    if os.environ.get("EDRFLEET_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edrfleet" / "bundles"
+
+
+def host_policy(compiler: Compiler, host_vars: dict[str, Any], name: str,
+                facts: dict[str, Any] | None, groups: tuple[str, ...] = ()) -> HostPolicy:
+    """Render, validate and compile one host's policy (HostPolicyError names host and fix)."""
+    return compiler.compile(name, render_host_policy(host_vars, name, facts, groups))
