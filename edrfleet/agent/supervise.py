@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent-pidfile", default=None, help="where the agent's pid is written")
     p.add_argument("--log", default=os.devnull, help="stdout/stderr of supervisor and agent")
     p.add_argument("--foreground", action="store_true", help="do not detach (for tests)")
-    p.add_argument("command", nargs=argparse.REMAINDER,
+    p.add_argument("agent_args", nargs=argparse.REMAINDER, metavar="-- run ARGS",
                    help="-- then the agent arguments (run --policy …)")
 
 
@@ -201,7 +201,7 @@ def _self_command() -> list[str]:
 
 
 def supervise(args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.agent_args)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:

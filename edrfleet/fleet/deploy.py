@@ -226,7 +226,8 @@ class Deployer:
                     if s.result is not None:
                         done(s, s.result)
             stopped = ""
-            for batch in batches(sessions, self.opts.serial):
+            todo = batches(sessions, self.opts.serial)
+            for i, batch in enumerate(todo):
                 pending = [s for s in batch if s.result is None]
                 if stopped:
                     for s in pending:
@@ -235,7 +236,8 @@ class Deployer:
                 run_pool(pending, self.apply, forks=self.opts.forks, on_error=error_result,
                          on_done=done)
                 failed = sum(bool(s.result and s.result.failed) for s in batch)
-                if exceeded(failed, len(batch), self.opts.max_fail_percent):
+                if i + 1 < len(todo) and exceeded(failed, len(batch),
+                                                  self.opts.max_fail_percent):
                     stopped = (f"{failed} of {len(batch)} hosts of an earlier batch failed"
                                + (f" (--max-fail-percent {self.opts.max_fail_percent:g})"
                                   if self.opts.max_fail_percent is not None else ""))

@@ -216,12 +216,15 @@ start_agent
 wait_agent restart "" "$T0" "$OLD_PID"
 '''
 
+# Uninstall: whichever manager runs it (a host may have moved from one to the other).
 STOP_BODY = r'''
 stop_agent
-if [ "$MANAGER" = systemd ] && [ -f "$UNIT_PATH" ]; then
-    systemctl disable --quiet "$UNIT_NAME" 2>/dev/null || true
+if [ -f "$UNIT_PATH" ]; then
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now --quiet "$UNIT_NAME" 2>/dev/null || true
+    fi
     rm -f "$UNIT_PATH"
-    systemctl daemon-reload
+    command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && systemctl daemon-reload
 fi
 rm -rf "$INSTALL_DIR" "$CONFIG_DIR" "$RUN_DIR"
 [ "$PURGE" = 1 ] && rm -rf "$SPOOL_DIR"
@@ -263,10 +266,11 @@ def rollback_script(desired: Desired, old_release: str, restore_policy: bool) ->
                       desired.start_timeout) + COMMON + ROLLBACK_BODY)
 
 
-def uninstall_script(paths: HostPaths, name: str, manager: str, purge: bool) -> str:
+def uninstall_script(paths: HostPaths, name: str, purge: bool) -> str:
     for p in (paths.install_dir, paths.config_dir, paths.run_dir, paths.spool_dir):
         check_removable(p)
-    return (_preamble(paths, name, manager, {"PURGE": _flag(purge)}, 30) + COMMON + STOP_BODY)
+    return (_preamble(paths, name, "supervisor", {"PURGE": _flag(purge)}, 30) + COMMON
+            + STOP_BODY)
 
 
 # Directories uninstall must never remove whole, whatever the inventory says.

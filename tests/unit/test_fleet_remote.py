@@ -117,10 +117,10 @@ def test_uninstall_removes_everything_but_the_spool_unless_purged(tmp_path: Path
     apply(d, FULL)
     (tmp_path / "spool" / "events.jsonl").write_text("{}\n")
     t = LocalTransport()
-    res = t.run(["sh", "-c", uninstall_script(d.paths, "h1", "supervisor", False)], check=False)
+    res = t.run(["sh", "-c", uninstall_script(d.paths, "h1", False)], check=False)
     assert parse_output(res.stdout)["result"] == "ok", res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spool"]
-    t.run(["sh", "-c", uninstall_script(d.paths, "h1", "supervisor", True)])
+    t.run(["sh", "-c", uninstall_script(d.paths, "h1", True)])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -129,4 +129,4 @@ def test_uninstall_refuses_system_directories(bad: str) -> None:
     with pytest.raises(ValueError, match="refusing to remove"):
         check_removable(bad)
     with pytest.raises(ValueError, match="refusing to remove"):
-        uninstall_script(HostPaths(install_dir=bad), "h", "supervisor", False)
+        uninstall_script(HostPaths(install_dir=bad), "h", False)
