@@ -190,7 +190,8 @@ class Deployer:
 
     def _rollback(self, s: Session, old_release: str) -> str:
         assert s.desired is not None and s.plan is not None
-        script = rollback_script(s.desired, old_release, s.plan.write_policy)
+        script = rollback_script(s.desired, old_release, s.plan.write_policy,
+                                 restart=s.plan.service != "reload")
         try:
             res = s.transport.run(["sh", "-c", script, "edrfleet-rollback"],
                                   timeout=self.opts.command_timeout + s.desired.start_timeout,

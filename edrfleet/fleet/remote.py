@@ -99,10 +99,11 @@ start_agent() {
     fi
     stop_agent
     mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR"
+    # 9>&-: the daemon must not inherit (and hold forever) the deploy lock
     "$PYTHON" "$INSTALL_DIR/current/agent.pyz" supervise --pidfile "$RUN_DIR/supervisor.pid" \
         --agent-pidfile "$RUN_DIR/agent.pid" --log "$SPOOL_DIR/agent.log" \
         -- run --policy "$CONFIG_DIR/policy.json" --spool "$SPOOL_DIR" \
-        --bpf-dir "$INSTALL_DIR/current/bpf" --host-name "$HOST_NAME" \
+        --bpf-dir "$INSTALL_DIR/current/bpf" --host-name "$HOST_NAME" 9>&- \
         || fail "the supervisor did not start (see $SPOOL_DIR/agent.log)"
 }
 reload_agent() {
@@ -207,8 +208,12 @@ ln -sfn "releases/$OLD_RELEASE" "$INSTALL_DIR/.current.tmp"
 mv -T "$INSTALL_DIR/.current.tmp" "$INSTALL_DIR/current"
 if [ "$RESTORE_POLICY" = 1 ]; then
     for f in policy.json policy.yaml; do
-        [ -f "$CONFIG_DIR/$f.prev" ] && mv -f "$CONFIG_DIR/$f.prev" "$CONFIG_DIR/$f"
+        if [ -f "$CONFIG_DIR/$f.prev" ]; then mv -f "$CONFIG_DIR/$f.prev" "$CONFIG_DIR/$f"; fi
     done
+fi
+if [ "$RESTART" = 0 ]; then  # a refused reload: the agent still enforces the old policy
+    echo "result=ok"
+    exit 0
 fi
 OLD_PID=$(agent_pid)
 T0=$(date +%s.%N)
@@ -260,8 +265,10 @@ def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
                       desired.start_timeout) + COMMON + install + APPLY_BODY)
 
 
-def rollback_script(desired: Desired, old_release: str, restore_policy: bool) -> str:
-    extra = {"OLD_RELEASE": old_release, "RESTORE_POLICY": _flag(restore_policy)}
+def rollback_script(desired: Desired, old_release: str, restore_policy: bool,
+                    restart: bool) -> str:
+    extra = {"OLD_RELEASE": old_release, "RESTORE_POLICY": _flag(restore_policy),
+             "RESTART": _flag(restart)}
     return (_preamble(desired.paths, desired.name, desired.manager, extra,
                       desired.start_timeout) + COMMON + ROLLBACK_BODY)
 
