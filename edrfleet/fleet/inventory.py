@@ -27,7 +27,7 @@ from typing import Any
 from edrfleet.fleet import patterns
 from edrfleet.fleet.hostrange import RangeError, expand_range, split_port
 from edrfleet.fleet.inventory_vars import VarsDir, check_var_names, merge
-from edrfleet.fleet.inventory_yaml import LineDict, YamlError, load_yaml_file, plain
+from edrfleet.fleet.inventory_yaml import LineDict, Unsafe, YamlError, load_yaml_file, plain
 
 SECTIONS = ("hosts", "children", "vars")
 # Names ansible-inventory leaves out of hostvars (Ansible's INTERNAL_STATIC_VARS).
@@ -80,11 +80,12 @@ class Group:
 
 
 class _G:
-    __slots__ = ("name", "vars", "priority", "children", "parents", "hosts", "line")
+    __slots__ = ("name", "vars", "var_lines", "priority", "children", "parents", "hosts", "line")
 
     def __init__(self, name: str, line: int) -> None:
         self.name, self.line, self.priority = name, line, 1
         self.vars: dict[str, Any] = {}
+        self.var_lines: dict[str, int] = {}
         self.children: list[str] = []
         self.parents: list[str] = []
         self.hosts: dict[str, None] = {}  # ordered set
@@ -176,6 +177,7 @@ class _Parser:
                                      "write e.g. 'ansible_group_priority: 10'") from None
             else:
                 group.vars[key] = plain(value)
+                group.var_lines[key] = data.key_lines.get(key, data.line)
 
     def _hosts(self, group: _G, pattern: Any, hostvars: Any, line: int) -> None:
         if not isinstance(pattern, str) or not pattern:
@@ -336,7 +338,8 @@ class Inventory:
         hostvars = {}
         for name, host in self.hosts.items():
             if name in available:
-                shown = {k: v for k, v in host.vars.items() if k not in INTERNAL_VARS}
+                shown = {k: _ansible_json(v) for k, v in host.vars.items()
+                         if k not in INTERNAL_VARS}
                 if shown:
                     hostvars[name] = shown
         out["_meta"] = {"hostvars": hostvars, "profile": "inventory_legacy"}
@@ -349,7 +352,19 @@ class Inventory:
             raise patterns.PatternError(
                 f"--host {pattern!r} matches {len(hosts)} hosts, not one",
                 fix="give one host name (see 'edrfleet inventory INVENTORY')")
-        return {k: v for k, v in self.hosts[hosts[0]].vars.items() if k not in INTERNAL_VARS}
+        return {k: _ansible_json(v) for k, v in self.hosts[hosts[0]].vars.items()
+                if k not in INTERNAL_VARS}
+
+
+def _ansible_json(value: Any) -> Any:
+    """A value as ansible-inventory's JSON shows it: ``!unsafe`` strings are tagged."""
+    if isinstance(value, Unsafe):
+        return {"__ansible_unsafe": str(value)}
+    if isinstance(value, dict):
+        return {k: _ansible_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ansible_json(v) for v in value]
+    return value
 
 
 def _sort_key(group: _G, depth: dict[str, int]) -> tuple[int, int, str]:
@@ -396,11 +411,20 @@ def _build(path: Path, parser: _Parser) -> Inventory:
         made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
                           f"{source}:{h.line}")
     inventory = Inventory(path, groups, {}, tuple(parser.hosts),
-                          [f"{d.path}/{e}: matches no {kind}; Ansible ignores it too"
-                           for d, kind in ((group_dir, "group"), (host_dir, "host"))
-                           for e in d.unused()])
+                          [*group_dir.problems("group"), *host_dir.problems("host"),
+                           *_shadowed_inline_vars(parser, file_vars["all"])])
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
     return inventory
+
+
+def _shadowed_inline_vars(parser: _Parser, all_file: dict[str, Any]) -> list[str]:
+    """Group vars written in the inventory that group_vars/all overrides for every host of the
+    group: Ansible's precedence, and a classic surprise."""
+    return [f"{parser.source}:{g.var_lines[k]}: {k!r} of group {g.name!r} is overridden by "
+            f"group_vars/all for its hosts, as in Ansible (fix: set it in "
+            f"group_vars/{g.name}.yml)"
+            for g in parser.groups.values() if g.name != "all"
+            for k in g.vars if k in all_file]
 
 
 def load_inventory(path: str | Path) -> Inventory:

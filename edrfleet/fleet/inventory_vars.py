@@ -26,7 +26,7 @@ class VarsDir:
             self._entries = frozenset(os.listdir(path)) if os.path.isdir(path) else frozenset()
         except OSError:
             self._entries = frozenset()
-        self.used: set[str] = set()  # entries that belong to a known group or host
+        self.used: dict[str, str] = {}  # entry -> the group or host it belongs to
 
     def files_for(self, name: str) -> list[str]:
         """The files holding NAME's variables, in merge order."""
@@ -38,7 +38,7 @@ class VarsDir:
             full = os.path.join(self.path, candidate)
             if not os.path.exists(full):
                 continue
-            self.used.add(candidate)
+            self.used[candidate] = name
             return _dir_files(full) if os.path.isdir(full) else [full]
         return []
 
@@ -49,11 +49,23 @@ class VarsDir:
             data.update(load_vars_file(path))
         return data
 
-    def unused(self) -> list[str]:
-        """Entries that match no group or host (typos that Ansible silently ignores)."""
-        return sorted(e for e in self._entries - self.used
-                      if not e.startswith(".") and not e.endswith("~")
-                      and os.path.splitext(e)[1] in ("", *VARS_EXTENSIONS))
+    def problems(self, kind: str) -> list[str]:
+        """Entries Ansible silently ignores: a NAME.yml beside the NAME it reads instead, and
+        files for no known ``kind`` (group or host), nearly always typos."""
+        by_name = {name: entry for entry, name in self.used.items()}
+        out = []
+        for entry in sorted(self._entries - self.used.keys()):
+            stem, ext = os.path.splitext(entry)
+            if entry.startswith(".") or entry.endswith("~") or ext not in ("", *VARS_EXTENSIONS):
+                continue
+            where = os.path.join(self.path, entry)
+            if ext and stem in by_name:
+                out.append(f"{where}: not read, {by_name[stem]!r} is read instead (only the "
+                           f"first of NAME, NAME.yml, NAME.yaml, NAME.json counts)")
+            else:
+                out.append(f"{where}: no {kind} is named {stem if ext else entry!r}, so it is "
+                           "not read")
+        return out
 
 
 def _dir_files(path: str) -> list[str]:

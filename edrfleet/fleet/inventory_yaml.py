@@ -3,7 +3,7 @@
 Every mapping is a `LineDict` (a ``dict``) with ``line`` (where the mapping starts) and
 ``key_lines`` (the line of each key), so inventory errors can say ``FILE:LINE``. A key written
 twice in one mapping is an error (Ansible warns and keeps the last one, which is nearly always a
-typo). ``!unsafe`` (Ansible: "never template this") reads as a plain string; ``!vault`` is
+typo). ``!unsafe`` (Ansible: "never template this") reads as an `Unsafe` string; ``!vault`` is
 refused with the fix, since edrfleet does not decrypt vaults.
 
 >>> data = load_yaml_text("all:\\n  hosts:\\n    web1:\\n", "inv.yml")
@@ -50,6 +50,12 @@ class YamlError(ValueError):
         return self.format()
 
 
+class Unsafe(str):
+    """A ``!unsafe`` string: Ansible never templates it; it behaves as a plain ``str``."""
+
+    __slots__ = ()
+
+
 class LineDict(dict):
     """A mapping read from YAML: ``line`` of the mapping, ``key_lines[key]`` of each key."""
 
@@ -62,6 +68,12 @@ class LineDict(dict):
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    source = "<string>"
+
+
+class _SlowLoader(yaml.SafeLoader):
+    """Only to word a syntax error: pure-Python PyYAML says more than libyaml."""
+
     source = "<string>"
 
 
@@ -94,7 +106,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Any:
 
 def _construct_unsafe(loader: _Loader, node: yaml.Node) -> Any:
     if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
+        return Unsafe(loader.construct_scalar(node))
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
     return dict(loader.construct_mapping(node, deep=True))
@@ -106,9 +118,10 @@ def _refuse_vault(loader: _Loader, node: yaml.Node) -> Any:
                     fix="decrypt it into a file only root can read, or set it in the environment")
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_Loader.add_constructor("!unsafe", _construct_unsafe)
-_Loader.add_constructor("!vault", _refuse_vault)
+for _cls in (_Loader, _SlowLoader):
+    _cls.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+    _cls.add_constructor("!unsafe", _construct_unsafe)
+    _cls.add_constructor("!vault", _refuse_vault)
 
 
 def _syntax_error(exc: yaml.YAMLError, source: str) -> YamlError:
@@ -131,12 +144,22 @@ def load_yaml_text(text: str, source: str) -> Any:
     Raises:
         YamlError: a syntax error, a duplicate key, an unsupported tag (``source:line``).
     """
-    loader = _Loader(text)
+    try:
+        return _load(_Loader, text, source)
+    except yaml.YAMLError as fast_exc:
+        error = fast_exc
+    try:
+        _load(_SlowLoader, text, source)
+    except yaml.YAMLError as slow_exc:
+        error = slow_exc
+    raise _syntax_error(error, source)
+
+
+def _load(cls: type, text: str, source: str) -> Any:
+    loader = cls(text)
     loader.source = source
     try:
         return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise _syntax_error(exc, source) from None
     finally:
         loader.dispose()
 

@@ -16,9 +16,9 @@ import fcntl
 import hashlib
 import hmac
 import os
+import re
 import threading
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 # Host key types as known_hosts writes them, and the signature algorithms a server may use
@@ -70,6 +70,12 @@ def _hashed_match(pattern: str, name: str) -> bool:
     return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), want)
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    # ssh's match_pattern(): only * and ? are special ("[" is literal, as in [host]:port).
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(body + r"\Z", re.IGNORECASE | re.DOTALL)
+
+
 def names_match(field: str, name: str) -> bool:
     """True when the host field of a known_hosts line matches name (negations win)."""
     if field.startswith("|"):
@@ -77,7 +83,7 @@ def names_match(field: str, name: str) -> bool:
     matched = False
     for pat in field.split(","):
         negated = pat.startswith("!")
-        if fnmatchcase(name.lower(), pat.lstrip("!").lower()):
+        if _glob(pat.lstrip("!")).match(name):
             if negated:
                 return False
             matched = True
@@ -126,7 +132,8 @@ class KnownHosts:
 
     def check(self, name: str, keytype: str, blob: bytes) -> Verdict:
         lines = self.for_name(name)
-        revoked = [e for e in self.entries if e.revoked and e.blob == blob]
+        revoked = [e for e in self.entries
+                   if e.revoked and e.keytype == keytype and e.blob == blob]
         if revoked:
             return Verdict("revoked", tuple(revoked))
         same = [e for e in lines if not e.revoked and e.keytype == keytype and e.blob == blob]
@@ -148,6 +155,9 @@ def append(path: Path, name: str, keytype: str, blob: bytes) -> int:
             fcntl.flock(f, fcntl.LOCK_EX)
             f.seek(0)
             existing = f.read()
+            lines = existing.decode(errors="replace").splitlines()
+            if line.rstrip("\n") in lines:  # another process recorded it meanwhile
+                return lines.index(line.rstrip("\n")) + 1
             if existing and not existing.endswith(b"\n"):
                 f.write(b"\n")
                 existing += b"\n"

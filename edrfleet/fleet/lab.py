@@ -17,16 +17,13 @@ go into the lab's known_hosts from the files ssh-keygen wrote (nothing is learnt
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import ipaddress
 import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +31,7 @@ import yaml
 
 from edrfleet.agent.run import cgroup2_root
 from edrfleet.fleet import lab_host as lh
+from edrfleet.fleet import lab_names as ln
 from edrfleet.fleet.lab_host import LabError, LabHost
 
 # Blocks a recursive rm of /tmp/edrfleet-canary*: the harmless target of every demo attack.
@@ -51,11 +49,10 @@ LAB_CANARY_RULE = {
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO / ".edrfleet" / "lab"
-REGISTRY = Path("/run/edrfleet-labs")
-BASE_NET = ipaddress.ip_network("10.192.0.0/10")
-BLOCK_PREFIX = 22
-MAX_HOSTS = 2 ** (32 - BLOCK_PREFIX) // 4
-STATE = "state.json"
+MAX_HOSTS = 2 ** (32 - ln.BLOCK_PREFIX) // 4
+STATE = ln.STATE
+REGISTRY = ln.REGISTRY
+leftovers = ln.leftovers
 _WORKERS = 16
 
 
@@ -106,63 +103,6 @@ class Lab:
                    [LabHost.from_json(h) for h in d["hosts"]])
 
 
-@contextmanager
-def _machine_lock() -> Iterator[None]:
-    REGISTRY.mkdir(mode=0o755, exist_ok=True)
-    with open(REGISTRY / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def _registered() -> dict[str, dict]:
-    out = {}
-    for p in REGISTRY.glob("*.json"):
-        try:
-            out[p.stem] = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def _pick_id(workdir: Path, taken: dict[str, dict]) -> str:
-    for salt in range(1000):
-        lab_id = hashlib.sha256(f"{workdir}#{salt}".encode()).hexdigest()[:6]
-        other = taken.get(lab_id)
-        if other is None or other.get("dir") == str(workdir) or \
-                not (Path(other["dir"]) / STATE).is_file():
-            return lab_id
-    raise LabError("lab: no free lab id (clean /run/edrfleet-labs)")
-
-
-def _networks_in_use() -> list[ipaddress.IPv4Network]:
-    nets = []
-    for cmd in (["ip", "-j", "addr"], ["ip", "-j", "route", "show", "table", "all"]):
-        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        for item in json.loads(r.stdout or "[]"):
-            entries = item.get("addr_info", [item])
-            for e in entries:
-                dst = e.get("local") and f"{e['local']}/{e.get('prefixlen', 32)}" or e.get("dst")
-                if not dst or dst == "default" or ":" in dst:
-                    continue
-                try:
-                    nets.append(ipaddress.ip_network(dst, strict=False))
-                except ValueError:
-                    continue
-    return nets
-
-
-def _pick_subnet(lab_id: str, taken: dict[str, dict]) -> ipaddress.IPv4Network:
-    blocks = list(BASE_NET.subnets(new_prefix=BLOCK_PREFIX))
-    used = _networks_in_use() + [ipaddress.ip_network(t["subnet"]) for t in taken.values()
-                                 if "subnet" in t]
-    start = int(lab_id, 16) % len(blocks)
-    for i in range(len(blocks)):
-        block = blocks[(start + i) % len(blocks)]
-        if not any(block.overlaps(u) for u in used if u.prefixlen > 0):
-            return block
-    raise LabError(f"lab: every /{BLOCK_PREFIX} of {BASE_NET} overlaps a network in use")
-
-
 def _plan(workdir: Path, lab_id: str, subnet: ipaddress.IPv4Network, n: int) -> Lab:
     width = max(2, len(str(n)))
     hosts = []
@@ -209,10 +149,10 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
     cgroot = cgroup2_root()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        with _machine_lock():
-            taken = _registered()
-            lab_id = _pick_id(workdir, taken)
-            lab = _plan(workdir, lab_id, _pick_subnet(lab_id, taken), n)
+        with ln.machine_lock():
+            taken = ln.registered()
+            lab_id = ln.pick_id(workdir, taken)
+            lab = _plan(workdir, lab_id, ln.pick_subnet(lab_id, taken), n)
             (REGISTRY / f"{lab_id}.json").write_text(json.dumps(
                 {"dir": str(workdir), "subnet": lab.subnet}))
             lab.save()  # before anything is made: down finds it all after a crash
@@ -221,7 +161,7 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
         _build_hosts(lab, cgroot)
         _write_inventory(lab)
     except BaseException:
-        if (workdir / STATE).is_file():
+        if _find(workdir) is not None:
             down(workdir, log=lambda _m: None)
         else:
             shutil.rmtree(workdir, ignore_errors=True)  # only the empty dir made above
@@ -323,15 +263,27 @@ def regenerate_host_key(workdir: Path, name: str) -> None:
     start_host(workdir, name)
 
 
+def _find(workdir: Path) -> Lab | None:
+    """The lab in workdir: its state.json, else its registry entry (a crash before state.json
+    was complete): then only the id is known, and names are found by their id prefix."""
+    try:
+        return Lab.load(workdir)
+    except FileNotFoundError:
+        pass
+    for lab_id, entry in ln.registered().items():
+        if entry.get("dir") == str(workdir):
+            return Lab(workdir, lab_id, entry.get("subnet", ""), [])
+    return None
+
+
 def down(workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> None:
     """Remove the lab in workdir: processes (by pid), netns, veths, cgroups, files."""
     workdir = Path(workdir).resolve()
-    try:
-        lab = Lab.load(workdir)
-    except FileNotFoundError:
+    lab = _find(workdir)
+    if lab is None:
         if workdir.exists():
-            raise LabError(f"lab: {workdir} holds no {STATE}; nothing of it was removed "
-                           "(fix: remove it by hand if it is yours)") from None
+            raise LabError(f"lab: {workdir} holds no {STATE} and no lab is registered for it; "
+                           "nothing was removed (fix: remove it by hand if it is yours)")
         log(f"lab: no lab in {workdir}")
         return
     t0 = time.monotonic()
@@ -348,23 +300,11 @@ def down(workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> 
     if left:
         raise LabError(f"lab: processes {sorted(left)} survived SIGKILL; down again later")
     lh.remove_cgroup_tree(cgdir)
-    _remove_network(lab)
-    _remove_files(workdir)
+    ln.remove_network(lab.id)
+    if workdir.exists():
+        _remove_files(workdir)
     (REGISTRY / f"{lab.id}.json").unlink(missing_ok=True)
-    log(f"lab: {len(lab.hosts)} hosts removed in {time.monotonic() - t0:.2f} s")
-
-
-def _remove_network(lab: Lab) -> None:
-    links = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)
-    ours = {i["ifname"] for i in json.loads(links.stdout or "[]")
-            if i["ifname"].startswith(f"el{lab.id}")}
-    batch = "".join(f"link del {h.veth_host}\n" for h in lab.hosts if h.veth_host in ours)
-    if batch:
-        lh.ip(["-force"], batch)  # deleting one end removes its peer in the namespace
-    existing = {p.name for p in Path("/run/netns").glob(f"edrfleet-{lab.id}-*")}
-    batch = "".join(f"netns del {n}\n" for n in sorted(existing))
-    if batch:
-        lh.ip(["-force"], batch)
+    log(f"lab: {len(lab.hosts) or 'all'} hosts removed in {time.monotonic() - t0:.2f} s")
 
 
 def _remove_files(workdir: Path) -> None:

@@ -8,6 +8,7 @@ test and removes it at the end; deploy and report tests reuse it:
             t.run(["true"])
         lab_hosts.inventory          # Path of its inventory.yml (group "lab")
 
+Helpers (LabFleet, load_lab_hosts) live in tests/lab/lab_fleet.py: `from lab_fleet import …`.
 A test that breaks a host (stops its sshd, changes its key) must put it back: use
 `lab_hosts.sshd_stopped(name)` / `lab_hosts.host_key_changed(name)`, context managers that do.
 """
@@ -17,16 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from lab_fleet import LabFleet, load_lab_hosts
 
 from edrfleet.fleet import lab
-from edrfleet.fleet.transport import Transport
 
 LAB_HOSTS = 3
 
@@ -53,67 +49,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.lab)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
-
-
-@dataclass(frozen=True)
-class InventoryHost:
-    """The shape of edrfleet.fleet.inventory.Host, read from the lab's own inventory."""
-
-    name: str
-    vars: dict[str, Any]
-    groups: tuple[str, ...] = ("all", "lab")
-
-
-def load_lab_hosts(inventory: Path) -> dict[str, Any]:
-    """Hosts of a lab inventory: through the real inventory loader when it is there."""
-    try:
-        from edrfleet.fleet.inventory import load_inventory
-    except ImportError:
-        doc = yaml.safe_load(inventory.read_text())["all"]["children"]["lab"]
-        return {n: InventoryHost(n, {**doc["vars"], **hv}) for n, hv in doc["hosts"].items()}
-    return dict(load_inventory(inventory).hosts)
-
-
-@dataclass
-class LabFleet:
-    dir: Path
-    inventory: Path
-    hosts: dict[str, Any] = field(default_factory=dict)   # name -> Host
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.hosts)
-
-    def lab(self) -> lab.Lab:
-        return lab.Lab.load(self.dir)
-
-    def transport(self, name: str, **var_overrides: Any) -> Transport:
-        h = self.hosts[name]
-        if var_overrides:
-            h = InventoryHost(h.name, {**h.vars, **var_overrides})
-        return Transport(h, self.inventory.parent, connect_timeout=5)
-
-    @contextmanager
-    def sshd_stopped(self, name: str) -> Iterator[None]:
-        lab.stop_host(self.dir, name)
-        try:
-            yield
-        finally:
-            lab.start_host(self.dir, name)
-
-    @contextmanager
-    def host_key_changed(self, name: str) -> Iterator[None]:
-        """The host gets a new key (known_hosts keeps the old one); the old one comes back."""
-        h = self.lab().host(name)
-        saved = {p: p.read_bytes() for p in (h.host_key, h.host_key.with_suffix(".pub"))}
-        lab.regenerate_host_key(self.dir, name)
-        try:
-            yield
-        finally:
-            for p, data in saved.items():
-                p.write_bytes(data)
-            h.host_key.chmod(0o600)
-            lab.start_host(self.dir, name)
 
 
 @pytest.fixture(scope="session")

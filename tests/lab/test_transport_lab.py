@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.transport import HostKeyError, RemoteError, Unreachable
+from edrfleet.fleet.transport import HostKeyError, RemoteError, Transport, Unreachable
 
 HOSTILE = [
     "it's", 'say "hi"', "$(touch /tmp/edrfleet-pwned)", "`id`", "a;b", "x\ny\n", "*", "-n",
@@ -66,6 +71,9 @@ def test_a_failing_command_raises_remote_error_with_rc_and_stderr(lab_hosts):
         with pytest.raises(RemoteError, match="exited 2.*No such file") as e:
             t.run(["ls", "/nonexistent-edrfleet"])
         assert e.value.rc == 2
+        with pytest.raises(RemoteError, match="killed by a signal"):
+            t.run(["sh", "-c", "kill -9 $$"])
+        assert t.run(["sh", "-c", "kill -9 $$"], check=False).rc == -1
 
 
 def test_a_command_past_its_timeout_raises_and_the_transport_still_works(lab_hosts):
@@ -170,3 +178,66 @@ def test_an_unreachable_jump_host_fails_the_host_with_unreachable(lab_hosts):
         with pytest.raises(Unreachable, match=f"via {jump}"), \
                 lab_hosts.transport(name, ansible_ssh_common_args=f"-J {jump}") as t:
             t.run(["true"])
+
+
+def test_a_key_the_host_does_not_authorize_is_unreachable_naming_the_key(lab_hosts, tmp_path):
+    key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with pytest.raises(Unreachable, match=f"authentication to root@.* failed.*{key}"), \
+            lab_hosts.transport(lab_hosts.names[0], ansible_ssh_private_key_file=str(key)) as t:
+        t.run(["true"])
+
+
+def test_a_hung_sshd_fails_after_the_connect_timeout_not_never(lab_hosts):
+    name = lab_hosts.names[0]
+    pid = int(lab_hosts.lab().host(name).pidfile.read_text())
+    os.kill(pid, signal.SIGSTOP)  # accepts TCP (the kernel does), never sends a banner
+    try:
+        t0 = time.monotonic()
+        t = Transport(lab_hosts.hosts[name], lab_hosts.inventory.parent, connect_timeout=2)
+        with pytest.raises(Unreachable, match=f"{name}: cannot connect"), t:
+            t.run(["true"])
+        assert 1.5 < time.monotonic() - t0 < 8
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_connection_lost_mid_command_is_unreachable_and_the_next_call_reconnects(lab_hosts):
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        # the session's own sshd process is the shell's parent: kill it under the command
+        with pytest.raises(Unreachable, match="connection lost|closed"):
+            t.run(["sh", "-c", "kill -9 $PPID; sleep 5"], timeout=20)
+        assert t.run(["echo", "back"]).stdout == b"back\n"
+
+
+def test_become_runs_commands_and_put_through_sudo(lab_hosts, tmp_path):
+    if not shutil.which("sudo"):
+        pytest.skip("needs sudo (scripts/setup.sh installs it)")
+    name = lab_hosts.names[0]
+    with lab_hosts.transport(name, ansible_become=True, ansible_become_user="nobody") as t:
+        assert t.command_line(["id"]).startswith("sudo -n -u nobody -- ")
+        assert t.run(["id", "-un"]).stdout == b"nobody\n"
+        target = f"/tmp/edrfleet-become-{os.getpid()}"
+        try:
+            t.put(b"as nobody", target, mode=0o640)
+            st = os.stat(target)
+            assert (st.st_uid, st.st_mode & 0o777) == (pwd.getpwnam("nobody").pw_uid, 0o640)
+        finally:
+            Path(target).unlink(missing_ok=True)
+
+
+def test_transports_for_many_hosts_work_from_a_thread_pool_and_reconnect_after_close(lab_hosts):
+    def many(name: str) -> list[bytes]:
+        t = lab_hosts.transport(name)
+        out = []
+        for i in range(5):
+            out.append(t.run(["echo", f"{name}-{i}"]).stdout)
+            if i == 2:
+                t.close()
+        t.close()
+        return out
+
+    with ThreadPoolExecutor(12) as pool:
+        names = lab_hosts.names * 4
+        for name, out in zip(names, pool.map(many, names), strict=True):
+            assert out == [f"{name}-{i}\n".encode() for i in range(5)]
