@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-kernel test-vm lint bench clean
+.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,9 @@ test-unit: setup
 
 test-kernel: setup
 	$(PYTEST) -q -rs tests/kernel
+
+test-lab: setup
+	$(PYTEST) -q -rs tests/lab
 
 test-vm: setup
 	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 1800 tests/vm
