@@ -110,6 +110,9 @@ class Store:
             self._db.text_factory = _text
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            # The id and ts indexes take ~60 bytes an event; SQLite's default 2 MiB cache
+            # makes each insert re-read their pages (1M events: 8.8 -> 7.2 us CPU an event).
+            self._db.execute("PRAGMA cache_size=-131072")  # KiB: 128 MiB, allocated as used
             self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as e:

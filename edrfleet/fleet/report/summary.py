@@ -93,9 +93,16 @@ def _bucket_size(span: float) -> int:
 
 
 def _status_fields(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status.json fields the summary shows, as strings (or None): the file comes from
+    the host, and a value of another type must not break a format."""
     st = status if isinstance(status, Mapping) else {}
-    return {k: st.get(k) for k in ("state", "backend", "policy_sha256")} | {
-        "agent_version": st.get("version")}
+
+    def text(key: str) -> str | None:
+        v = st.get(key)
+        return None if v is None else str(v)
+
+    return {"state": text("state"), "backend": text("backend"),
+            "policy_sha256": text("policy_sha256"), "agent_version": text("version")}
 
 
 def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
