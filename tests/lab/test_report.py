@@ -233,10 +233,16 @@ def deployed(lab_hosts):
     from edrfleet.fleet.inventory import load_inventory
 
     hosts = list(load_inventory(lab_hosts.inventory).hosts.values())
+    dirs = [Path(h.vars[f"edrfleet_{v}_dir"]) for h in hosts
+            for v in ("install", "config", "spool", "run")]
+    existed = [d for d in dirs if d.is_dir()]
     report = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5)).run(hosts)
     assert not report.failed, [(r.name, r.message) for r in report.failed]
     yield
     main(["uninstall", str(lab_hosts.inventory), "--purge"])
+    for d in existed:  # leave the lab as we found it for the tests after this one
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d.chmod(0o700)
 
 
 def canary_attack(lab_hosts, name: str) -> tuple[int, bool, str]:
