@@ -4,8 +4,9 @@
 
     generated_at, since, db                  ISO 8601 UTC ("Z"), since may be null
     totals       {blocked, would_block, logged, other}
-    hosts        [{name, pull, error, new_events, lost, blocked, would_block, logged, other,
-                   last_event, state, backend, policy_sha256, agent_version}]  (inventory order)
+    hosts        [{name, pull, error, new_events, malformed, lost, blocked, would_block, logged,
+                   other, last_event, state, backend, policy_sha256, agent_version}]
+                 (inventory order; malformed: lines of this pull that were not JSON objects)
     rules        [{rule, severity, blocked, would_block, logged, other, total}]  (most first)
     top_blocked  [{command_line, count, hosts, last}]                            (most first)
     timeline     {start, end, bucket_seconds, buckets: [{start, blocked, would_block, logged,
@@ -183,6 +184,7 @@ def _hosts(store: Store, hosts: Sequence[str], per_host: dict[str, dict[str, Any
                "pull": "skipped" if p is None else "ok" if p.ok else "failed",
                "error": p.error if p is not None else stored.get("last_error"),
                "new_events": p.inserted if p is not None else 0,
+               "malformed": p.malformed if p is not None else 0,
                "lost": bool(p.lost) if p is not None else bool(stored.get("lost")),
                **per_host[h]}
         row["last_event"] = iso(row["last_event"])
