@@ -133,14 +133,22 @@ def connect_for(inventory: Any, *, connect_timeout: float = 10) -> Connect:
 
 def pull_hosts(hosts: Sequence[Any], store: Store, connect: Connect, *,
                forks: int = DEFAULT_FORKS, max_bytes: int = DEFAULT_MAX_BYTES,
-               timeout: float = DEFAULT_TIMEOUT) -> dict[str, HostPull]:
-    """Pull every host, at most ``forks`` at a time; results in the order of ``hosts``."""
+               timeout: float = DEFAULT_TIMEOUT,
+               on_done: Callable[[HostPull], None] | None = None) -> dict[str, HostPull]:
+    """Pull every host, at most ``forks`` at a time; results in the order of ``hosts``.
+    ``on_done`` is called (from a worker thread) as each host finishes: a progress display."""
     if forks < 1:
         raise ValueError(f"--forks {forks}: must be at least 1")
     if not hosts:
         return {}
+
+    def one(h: Any) -> HostPull:
+        r = pull_host(h, store, connect, max_bytes=max_bytes, timeout=timeout)
+        if on_done is not None:
+            on_done(r)
+        return r
+
     with ThreadPoolExecutor(max_workers=min(forks, len(hosts)),
                             thread_name_prefix="report-pull") as pool:
-        futures = [pool.submit(pull_host, h, store, connect, max_bytes=max_bytes,
-                               timeout=timeout) for h in hosts]
+        futures = [pool.submit(one, h) for h in hosts]
         return {r.host: r for r in (f.result() for f in futures)}
