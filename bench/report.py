@@ -208,7 +208,8 @@ def main() -> int:
         summarize(store, list(spools))
         print(f"summary over the whole store ({written} events): "
               f"{time.perf_counter() - t:.2f} s; store {os.path.getsize(store.path) / MiB:.0f} "
-              "MiB")
+              f"MiB; controller peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
         store.close()
     finally:
         if cleanup is not None:

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from edrfleet.fleet.report.store import Store
 
 DEFAULT_FORKS = 50
 DEFAULT_TIMEOUT = 120.0  # seconds for one pull command (one chunk)
+DECODING = 3  # chunks decoded at once: one in the store, the next ones being decoded
 _STDERR_TAIL = 300
 
 
@@ -82,8 +84,14 @@ def _stdout_bytes(out: bytes | str) -> bytes:
 
 
 def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEFAULT_MAX_BYTES,
-              timeout: float = DEFAULT_TIMEOUT) -> HostPull:
-    """Pull ``host`` until it has nothing more; errors end up in the result, not raised."""
+              timeout: float = DEFAULT_TIMEOUT,
+              decoding: threading.Semaphore | None = None) -> HostPull:
+    """Pull ``host`` until it has nothing more; errors end up in the result, not raised.
+
+    ``decoding`` bounds how many decoded chunks the pool holds at once (a chunk is ~max_bytes
+    of Python strings while it waits for the store); the compressed replies are small.
+    """
+    decoding = decoding if decoding is not None else threading.Semaphore(1)
     res = HostPull(host.name)
     t0 = time.monotonic()
     try:
@@ -96,9 +104,10 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
                 if out.rc != 0:
                     tail = _stdout_bytes(out.stderr)[-_STDERR_TAIL:].decode("utf-8", "replace")
                     raise RuntimeError(f"pull exited {out.rc}: {_one_line(tail) or 'no stderr'}")
-                frame = decode_frame(_stdout_bytes(out.stdout))
-                got = store.ingest(host.name, frame.lines, cursor=frame.cursor,
-                                   status=frame.status, lost=frame.lost)
+                with decoding:
+                    frame = decode_frame(_stdout_bytes(out.stdout))
+                    got = store.ingest(host.name, frame.lines, cursor=frame.cursor,
+                                       status=frame.status, lost=frame.lost)
                 res.lines += len(frame.lines)
                 res.inserted += got.inserted
                 res.ignored += got.ignored
@@ -142,8 +151,11 @@ def pull_hosts(hosts: Sequence[Any], store: Store, connect: Connect, *,
     if not hosts:
         return {}
 
+    decoding = threading.Semaphore(DECODING)
+
     def one(h: Any) -> HostPull:
-        r = pull_host(h, store, connect, max_bytes=max_bytes, timeout=timeout)
+        r = pull_host(h, store, connect, max_bytes=max_bytes, timeout=timeout,
+                      decoding=decoding)
         if on_done is not None:
             on_done(r)
         return r

@@ -61,11 +61,10 @@ CREATE TABLE IF NOT EXISTS hosts(
 # millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
 _INSERT = """
 INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
-SELECT json_extract(j, '$."event.id"'), ?1,
-       round((julianday(json_extract(j, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
-       json_extract(j, '$."event.action"'), json_extract(j, '$."rule.id"'),
-       json_extract(j, '$."rule.severity"'), json_extract(j, '$."process.command_line"'), j
-FROM (SELECT ?2 AS j)
+VALUES (json_extract(?2, '$."event.id"'), ?1,
+        round((julianday(json_extract(?2, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
+        json_extract(?2, '$."event.action"'), json_extract(?2, '$."rule.id"'),
+        json_extract(?2, '$."rule.severity"'), json_extract(?2, '$."process.command_line"'), ?2)
 """
 
 
