@@ -110,6 +110,10 @@ def write_spools(spools: dict[str, Path], nexts: dict[str, int], count: int,
     return total
 
 
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def cpu() -> tuple[float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF)
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -130,7 +134,8 @@ def timed_pull(hosts, store: Store, connect, forks: int, label: str, new: int) -
         sys.exit(f"bench: {label}: stored {got} new events, expected {new}")
     per = f"{wall / got * 1e6:6.2f} us/event" if got else "      -      "
     print(f"{label:<28} {got:>9} events {wall:8.2f} s wall  {per}  {chunks:>4} pulls  "
-          f"cpu: controller {c1[0] - c0[0]:6.2f} s, pull commands {c1[1] - c0[1]:6.2f} s")
+          f"cpu: controller {c1[0] - c0[0]:6.2f} s, pull commands {c1[1] - c0[1]:6.2f} s; "
+          f"peak RSS {rss_mib():.0f} MiB")
     return wall
 
 
@@ -192,7 +197,7 @@ def main() -> int:
         size = write_spools(spools, nexts, args.events, args.spool_max_bytes)
         print(f"spools: {args.events} events, {size / MiB:.0f} MiB on {args.hosts} hosts, "
               f"written in {time.perf_counter() - t:.1f} s (not timed); transport "
-              f"{args.transport}, forks {args.forks}")
+              f"{args.transport}, forks {args.forks}; peak RSS so far {rss_mib():.0f} MiB")
         store = Store(work / "report.db")
         first = timed_pull(hosts, store, connect, args.forks, "run 1 (all events)", args.events)
         print(f"  -> {args.events / first:,.0f} events/s; target <= 10 s for 1 000 000")
@@ -208,8 +213,7 @@ def main() -> int:
         summarize(store, list(spools))
         print(f"summary over the whole store ({written} events): "
               f"{time.perf_counter() - t:.2f} s; store {os.path.getsize(store.path) / MiB:.0f} "
-              f"MiB; controller peak RSS "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+              f"MiB; controller peak RSS {rss_mib():.0f} MiB")
         store.close()
     finally:
         if cleanup is not None:
