@@ -102,6 +102,9 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Command lines are sensitive: the file is the operator's alone (SQLite gives its
+        # -wal and -shm files the same mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
