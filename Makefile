@@ -35,4 +35,5 @@ bench: setup
 	$(PY) bench/syscall_tax.py
 
 clean:
+	@if [ -f .edrfleet/lab/state.json ] && [ -x $(PY) ]; then $(PY) -m edrfleet.cli.main lab down; fi
 	rm -rf .edrfleet .pytest_cache .ruff_cache
