@@ -192,6 +192,16 @@ def test_a_host_whose_sshd_is_down_is_unreachable_and_the_rest_succeed(lab_hosts
     assert down in out and lab_hosts.names[0] not in out  # the retry file chose the host
 
 
+def test_max_fail_percent_stops_the_batches_after_a_failed_one(lab_hosts, deployed):
+    first = lab_hosts.names[0]
+    with lab_hosts.sshd_stopped(first):
+        report, by_name = run_deploy(lab_hosts, serial=1, max_fail_percent=0)
+    assert by_name[first].status == "unreachable"
+    for n in lab_hosts.names[1:]:
+        assert by_name[n].status == "failed" and by_name[n].message.startswith("not deployed")
+    assert "1 of 1 hosts" in report.stopped
+
+
 def test_a_changed_host_key_is_refused(lab_hosts, deployed):
     name = lab_hosts.names[1]
     with lab_hosts.host_key_changed(name):
