@@ -26,13 +26,7 @@ from typing import Any
 import yaml
 
 from edrfleet.fleet.render import POLICY_TEMPLATE, TEMPLATES, render
-from edrfleet.policy import (
-    PolicyError,
-    bundle_sha256,
-    compile_policy,
-    dump_bundle,
-    load_policy_text,
-)
+from edrfleet.policy import PolicyError, compile_policy, load_policy_text
 from edrfleet.policy.limits import EDR_MAX_SCOPE
 
 POLICY_DIR = Path(__file__).resolve().parents[1] / "policy"
@@ -99,31 +93,38 @@ class Compiler:
         source = f"host {name}: {POLICY_TEMPLATE} (rendered)"
         try:
             policy = load_policy_text(text, source)
-            bundle = self._compile_scoped(text, policy)
+            bundle, body = self._compile_scoped(text, policy)
         except PolicyError as exc:
             raise HostPolicyError(name, exc.format()) from exc
-        body = dump_bundle(bundle)
         self._write_disk(key, body)
         return HostPolicy(text, bundle, body)
 
-    def _compile_scoped(self, text: str, policy: Any) -> dict[str, Any]:
+    def _compile_scoped(self, text: str, policy: Any) -> tuple[dict[str, Any], str]:
+        """The bundle and its canonical text (dump_bundle's bytes).  The canonical JSON of
+        the shared part is made once per rule set: a top-level object with sorted keys is
+        the sorted "key":value fragments joined, so only scope and sha256 are new per host."""
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         rules_key = json.dumps({k: v for k, v in data.items() if k != "scope"},
                                sort_keys=True, default=str)
         with self._lock:
-            base = self._by_rules.get(rules_key)
-        if base is None:
+            entry = self._by_rules.get(rules_key)
+        if entry is None:
             base = compile_policy(policy)
+            entry = (base, {k: _canonical(v) for k, v in base.items() if k != "sha256"})
             with self._lock:
-                self._by_rules[rules_key] = base
+                self._by_rules[rules_key] = entry
+        base, fragments = entry
         cgroups = list(policy.scope_cgroups)
         if len(cgroups) > EDR_MAX_SCOPE:
             raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
                               source=policy.source, line=1, col=1, fix="split the policy")
         # "source" would carry the first host's name: every host's bundle names the file
-        bundle = dict(base, scope={"cgroups": cgroups}, source="policy.yaml")
-        bundle["sha256"] = bundle_sha256(bundle)
-        return bundle
+        own = {"scope": {"cgroups": cgroups}, "source": "policy.yaml"}
+        fragments = fragments | {k: _canonical(v) for k, v in own.items()}
+        body = _join(fragments)
+        sha = hashlib.sha256(body.encode()).hexdigest()
+        bundle = {k: v for k, v in base.items() if k != "sha256"} | own | {"sha256": sha}
+        return bundle, _join(fragments | {"sha256": _canonical(sha)}) + "\n"
 
     def _read_disk(self, key: str) -> str | None:
         if self.cache_dir is None:
@@ -143,6 +144,14 @@ class Compiler:
             os.replace(tmp, self.cache_dir / f"{key}.json")
         except OSError:
             pass  # a cache that cannot be written only costs time
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))  # edrfleet.policy.bundle's
+
+
+def _join(fragments: dict[str, str]) -> str:
+    return "{" + ",".join(f"{_canonical(k)}:{fragments[k]}" for k in sorted(fragments)) + "}"
 
 
 def compiler_version() -> str:

@@ -322,7 +322,7 @@ def build_payload(desired: Desired, plan: Plan) -> Payload | None:
     release_manifest = "".join(f"{desired.release.sha256(n)}  {n}\n"
                                for n in desired.release.files)
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tf:
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
         for name, data in files.items():
             _tar_add(tf, name, data)
         _tar_add(tf, "manifest.sha256", manifest.encode())
