@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -109,6 +110,22 @@ def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, depl
                                     "policy.yaml").read_text()
         rc, survived = canary_attack(lab_hosts, name)
         assert rc == 137 and survived  # Killed before rm ran
+
+
+def test_status_and_policy_render_read_the_hosts(lab_hosts, deployed, capsys):
+    _, by_name = deployed
+    assert main(["status", str(lab_hosts.inventory), "--format", "json"]) == 0
+    rows = {r["host"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in lab_hosts.names:
+        assert rows[name]["state"] == "enforcing" and rows[name]["reachable"]
+        assert rows[name]["policy_sha256"] == by_name[name].agent["policy_sha256"]
+        assert set(rows[name]["counters"]) >= {"execs_seen", "blocked", "events_lost"}
+    name = lab_hosts.names[0]
+    assert main(["policy", "render", str(lab_hosts.inventory), name]) == 0  # facts over SSH
+    out, err = capsys.readouterr()
+    assert out == Path(lab_hosts.hosts[name].vars["edrfleet_config_dir"],
+                       "policy.yaml").read_text()
+    assert by_name[name].agent["policy_sha256"] in err
 
 
 def test_a_look_alike_that_is_not_an_attack_runs(lab_hosts, deployed):
