@@ -53,7 +53,8 @@ class Fake:
         kind = argv[3]
         Fake.log.append((self.name, kind))
         if kind == "edrfleet-apply" and self.name in self.fail:
-            return Res(1, b"old_release=\nresult=failed\nerror=agent failed: boom\n")
+            return Res(1, b"old_release=\ntouched_service=1\nresult=failed\n"
+                          b"error=agent failed: boom\n")
         status = base64.b64encode(json.dumps({"state": "enforcing"}).encode())
         return Res(0, b"result=ok\nstatus=" + status + b"\n")
 
@@ -99,6 +100,20 @@ def test_a_failed_host_is_rolled_back_and_reported_with_the_agent_error(warm) ->
     _, by = run(warm, hosts(2), fail={"h1"})
     assert by["h1"].status == "failed" and "agent failed: boom" in by["h1"].message
     assert ("h1", "edrfleet-rollback") in Fake.log and ("h2", "edrfleet-rollback") not in Fake.log
+
+
+def test_a_failure_before_any_change_is_not_rolled_back(warm) -> None:
+    class Early(Fake):
+        def run(self, argv, **kw):
+            Fake.log.append((self.name, argv[3]))
+            return Res(1, b"old_release=\nresult=failed\nerror=payload did not unpack\n")
+
+    Fake.log = []
+    d = Deployer(warm, DeployOptions(), compiler=Compiler(warm / "cache"), release=RELEASE,
+                 connect=lambda h, _d: Early(h))
+    (r,) = d.run(hosts(1)).results
+    assert r.status == "failed" and "nothing was changed on the host" in r.message
+    assert [k for _, k in Fake.log] == ["facts", "edrfleet-apply"]
 
 
 def test_max_fail_percent_stops_later_batches(warm) -> None:
