@@ -32,7 +32,7 @@ from edrfleet.fleet.pool import DEFAULT_FORKS, batches, exceeded, run_pool
 from edrfleet.fleet.remote import apply_script, build_payload, parse_output, rollback_script
 
 STATUSES = ("ok", "changed", "unreachable", "failed")
-Event = Callable[[str, str], None]  # (host, phase): "facts", "apply", "done"
+Event = Callable[[str, str], None]  # (host, phase): "facts", "policy", "apply", "done"
 
 
 @dataclass
@@ -149,6 +149,7 @@ class Deployer:
     def prepare(self, s: Session) -> None:
         """Render + compile (HostPolicyError propagates: it stops the deploy), then plan."""
         assert s.facts is not None
+        self.on_event(s.name, "policy")
         hv = s.host.vars
         policy = host_policy(self.compiler, hv, s.name, s.facts, tuple(s.host.groups))
         try:

@@ -52,3 +52,4 @@ def test_hosts_differing_by_scope_share_a_compile_and_get_their_own_sha(tmp_path
     assert a.bundle["scope"] == {"cgroups": ["/lab/a"]}
     again = Compiler(tmp_path / "cache").compile("b", b.yaml_text)  # from the disk cache
     assert again.bundle_json == b.bundle_json and again.file_sha256 == b.file_sha256
+    assert again.sha256 == b.sha256 and again.bundle == b.bundle
