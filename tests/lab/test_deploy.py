@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from edrfleet.fleet.deploy import Deployer, DeployOptions
 from edrfleet.fleet.facts import HostPaths, gather_facts
 from edrfleet.fleet.hostpolicy import HostPolicyError
 from edrfleet.fleet.inventory import load_inventory
+from edrfleet.fleet.package import Release, build_release
 
 BAD_RULE = {"id": "bad-regex", "description": "broken", "severity": "low", "action": "block",
             "match": {"executable": ["rm"], "args": [{"regex": "(unclosed"}]}}
@@ -165,6 +168,64 @@ def test_policy_only_change_reloads_the_running_agent(lab_hosts, deployed):
     _, by_name = run_deploy(lab_hosts)  # back to enforce, again by reload
     assert by_name[name].agent["state"] == "enforcing"
     assert agent_pids(lab_hosts) == before  # SIGHUP, never a restart
+
+
+def variant_release(main_py: bytes | None = None) -> Release:
+    """The agent release with one more file in its zipapp (a new release id); main_py
+    replaces its __main__.py."""
+    base = build_release()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(base.files["agent.pyz"])) as src, \
+            zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, main_py if main_py and info.filename == "__main__.py" else data)
+        dst.writestr("edrfleet/agent/_variant.py", secrets.token_hex(8))
+    files = dict(base.files, **{"agent.pyz": b"#!/usr/bin/python3\n" + buf.getvalue()})
+    return Release(hashlib.sha256(files["agent.pyz"]).hexdigest()[:16], files)
+
+
+def deploy_release(lab_hosts, release, **opts):
+    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts),
+                 release=release)
+    return {r.name: r for r in d.run(hosts(lab_hosts)).results}
+
+
+def test_a_new_release_restarts_the_agent_and_the_old_one_comes_back(lab_hosts, deployed):
+    name = lab_hosts.names[0]
+    install = Path(lab_hosts.hosts[name].vars["edrfleet_install_dir"])
+    first = facts(lab_hosts, name)
+    new = variant_release()
+    by_name = deploy_release(lab_hosts, new)
+    r = by_name[name]
+    assert r.status == "changed" and f"-> {new.id}" in r.message and "restart agent" in r.message
+    after = facts(lab_hosts, name)
+    assert after["release_id"] == new.id and after["agent_pid"] != first["agent_pid"]
+    assert r.agent["state"] == "enforcing" and r.agent["pid"] == after["agent_pid"]
+    # back to this checkout's release: already on the host, so nothing is sent again
+    by_name = deploy_release(lab_hosts, build_release())
+    assert "(already on the host)" in by_name[name].message
+    assert facts(lab_hosts, name)["release_id"] == first["release_id"]
+    assert sorted(p.name for p in (install / "releases").iterdir()) == \
+        sorted([first["release_id"], new.id])  # current and the one before it
+
+
+def test_a_release_whose_agent_dies_is_rolled_back(lab_hosts, deployed):
+    name = lab_hosts.names[1]
+    before = facts(lab_hosts, name)
+    broken = variant_release(b"import sys\nif sys.argv[1:2] == ['run']:\n"
+                             b"    sys.exit('edrfleet-test: this release cannot run')\n"
+                             b"from edrfleet.agent.__main__ import main\nsys.exit(main())\n")
+    by_name = deploy_release(lab_hosts, broken, start_timeout=8)
+    r = by_name[name]
+    assert r.status == "failed" and "not enforcing after 8s" in r.message
+    assert f"rolled back to release {before['release_id']}" in r.message
+    after = facts(lab_hosts, name)
+    assert after["release_id"] == before["release_id"]
+    assert after["status"]["state"] == "enforcing"
+    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
+    rc, survived = canary_attack(lab_hosts, name)
+    assert rc == 137 and survived
 
 
 def test_a_bad_regex_on_one_host_stops_the_deploy_before_any_host_is_touched(
