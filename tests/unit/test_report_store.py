@@ -107,3 +107,10 @@ def test_lone_surrogates_in_a_line_are_escaped_not_fatal(tmp_path: Path) -> None
     assert got.inserted == 2
     (cmd,), = store.query("SELECT cmdline FROM events WHERE id='s'")
     assert cmd.startswith("a") and cmd.endswith("b")
+
+
+def test_a_new_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new" / "r.db")
+    store.ingest("web1", [line(event("a"))], cursor=CUR, status=None, lost=False)
+    for p in (tmp_path / "new").iterdir():
+        assert p.stat().st_mode & 0o077 == 0, p.name

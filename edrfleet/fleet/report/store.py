@@ -61,11 +61,10 @@ CREATE TABLE IF NOT EXISTS hosts(
 # millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
 _INSERT = """
 INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
-SELECT json_extract(j, '$."event.id"'), ?1,
-       round((julianday(json_extract(j, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
-       json_extract(j, '$."event.action"'), json_extract(j, '$."rule.id"'),
-       json_extract(j, '$."rule.severity"'), json_extract(j, '$."process.command_line"'), j
-FROM (SELECT ?2 AS j)
+VALUES (json_extract(?2, '$."event.id"'), ?1,
+        round((julianday(json_extract(?2, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
+        json_extract(?2, '$."event.action"'), json_extract(?2, '$."rule.id"'),
+        json_extract(?2, '$."rule.severity"'), json_extract(?2, '$."process.command_line"'), ?2)
 """
 
 
@@ -103,6 +102,9 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Command lines are sensitive: the file is the operator's alone (SQLite gives its
+        # -wal and -shm files the same mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
@@ -110,6 +112,9 @@ class Store:
             self._db.text_factory = _text
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            # The id and ts indexes take ~60 bytes an event; SQLite's default 2 MiB cache
+            # makes each insert re-read their pages (1M events: 8.8 -> 7.2 us CPU an event).
+            self._db.execute("PRAGMA cache_size=-131072")  # KiB: 128 MiB, allocated as used
             self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as e:
