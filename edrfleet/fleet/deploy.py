@@ -32,7 +32,7 @@ from edrfleet.fleet.pool import DEFAULT_FORKS, batches, exceeded, run_pool
 from edrfleet.fleet.remote import apply_script, build_payload, parse_output, rollback_script
 
 STATUSES = ("ok", "changed", "unreachable", "failed")
-Event = Callable[[str, str], None]  # (host, phase): "facts", "apply", "done"
+Event = Callable[[str, str], None]  # (host, phase): "facts", "policy", "apply", "done"
 
 
 @dataclass
@@ -149,6 +149,7 @@ class Deployer:
     def prepare(self, s: Session) -> None:
         """Render + compile (HostPolicyError propagates: it stops the deploy), then plan."""
         assert s.facts is not None
+        self.on_event(s.name, "policy")
         hv = s.host.vars
         policy = host_policy(self.compiler, hv, s.name, s.facts, tuple(s.host.groups))
         try:
@@ -185,13 +186,17 @@ class Deployer:
                             diff=diff, agent=out.get("status"))
         error = out.get("error") or _tail(res.stderr) or f"apply exited {res.rc}"
         old = out.get("old_release", s.facts.get("release_id", ""))
-        return s.finish("failed", f"{error}; {self._rollback(s, old)}",
+        return s.finish("failed", f"{error}; {self._rollback(s, old, out)}",
                         changes=list(s.plan.reasons), diff=diff, agent=out.get("status"))
 
-    def _rollback(self, s: Session, old_release: str) -> str:
+    def _rollback(self, s: Session, old_release: str, out: dict[str, Any]) -> str:
+        """Undo what the apply script says it did (nothing, if it failed before any change)."""
         assert s.desired is not None and s.plan is not None
-        script = rollback_script(s.desired, old_release, s.plan.write_policy,
-                                 restart=s.plan.service != "reload")
+        if not any(out.get(f"touched_{k}") == "1" for k in ("release", "policy", "service")):
+            return "nothing was changed on the host"
+        restart = out.get("touched_release") == "1" or s.plan.service != "reload"
+        script = rollback_script(s.desired, old_release, out.get("touched_policy") == "1",
+                                 restart=restart)
         try:
             res = s.transport.run(["sh", "-c", script, "edrfleet-rollback"],
                                   timeout=self.opts.command_timeout + s.desired.start_timeout,

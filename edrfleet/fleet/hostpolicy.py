@@ -15,24 +15,18 @@ Every host's text is still parsed and validated (``load_policy_text``) on a cach
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from edrfleet.fleet.render import POLICY_TEMPLATE, TEMPLATES, render
-from edrfleet.policy import (
-    PolicyError,
-    bundle_sha256,
-    compile_policy,
-    dump_bundle,
-    load_policy_text,
-)
+from edrfleet.policy import PolicyError, compile_policy, load_policy_text
 from edrfleet.policy.limits import EDR_MAX_SCOPE
 
 POLICY_DIR = Path(__file__).resolve().parents[1] / "policy"
@@ -46,18 +40,25 @@ class HostPolicyError(ValueError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
 class HostPolicy:
-    yaml_text: str      # the rendered policy (installed as policy.yaml, shown by --diff)
-    bundle: dict[str, Any]
-    bundle_json: str    # dump_bundle(bundle): the bytes installed as policy.json
+    """One host's rendered policy and compiled bundle.  From the disk cache the bundle is
+    parsed only when asked for (deploy needs just the text and the sha256)."""
+
+    def __init__(self, yaml_text: str, bundle: dict[str, Any] | None, bundle_json: str,
+                 sha256: str = "") -> None:
+        self.yaml_text = yaml_text      # the rendered policy (policy.yaml, shown by --diff)
+        self.bundle_json = bundle_json  # dump_bundle(bundle): the bytes of policy.json
+        self._bundle = bundle
+        # the bundle's own sha256: what status.json reports once it is in force
+        self.sha256 = sha256 or (bundle or {})["sha256"]
 
     @property
-    def sha256(self) -> str:
-        """The bundle's own sha256 (what status.json reports once it is in force)."""
-        return self.bundle["sha256"]
+    def bundle(self) -> dict[str, Any]:
+        if self._bundle is None:
+            self._bundle = json.loads(self.bundle_json)
+        return self._bundle
 
-    @property
+    @functools.cached_property
     def file_sha256(self) -> str:
         """sha256 of policy.json's bytes (what facts read on the host)."""
         return hashlib.sha256(self.bundle_json.encode()).hexdigest()
@@ -95,54 +96,72 @@ class Compiler:
         key = hashlib.sha256(self._version.encode() + b"\0" + text.encode()).hexdigest()
         cached = self._read_disk(key)
         if cached is not None:
-            return HostPolicy(text, json.loads(cached), cached)
+            return HostPolicy(text, None, *cached)
         source = f"host {name}: {POLICY_TEMPLATE} (rendered)"
         try:
             policy = load_policy_text(text, source)
-            bundle = self._compile_scoped(text, policy)
+            bundle, body = self._compile_scoped(text, policy)
         except PolicyError as exc:
             raise HostPolicyError(name, exc.format()) from exc
-        body = dump_bundle(bundle)
-        self._write_disk(key, body)
+        self._write_disk(key, body, bundle["sha256"])
         return HostPolicy(text, bundle, body)
 
-    def _compile_scoped(self, text: str, policy: Any) -> dict[str, Any]:
+    def _compile_scoped(self, text: str, policy: Any) -> tuple[dict[str, Any], str]:
+        """The bundle and its canonical text (dump_bundle's bytes).  The canonical JSON of
+        the shared part is made once per rule set: a top-level object with sorted keys is
+        the sorted "key":value fragments joined, so only scope and sha256 are new per host."""
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         rules_key = json.dumps({k: v for k, v in data.items() if k != "scope"},
                                sort_keys=True, default=str)
         with self._lock:
-            base = self._by_rules.get(rules_key)
-        if base is None:
+            entry = self._by_rules.get(rules_key)
+        if entry is None:
             base = compile_policy(policy)
+            entry = (base, {k: _canonical(v) for k, v in base.items() if k != "sha256"})
             with self._lock:
-                self._by_rules[rules_key] = base
+                self._by_rules[rules_key] = entry
+        base, fragments = entry
         cgroups = list(policy.scope_cgroups)
         if len(cgroups) > EDR_MAX_SCOPE:
             raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
                               source=policy.source, line=1, col=1, fix="split the policy")
         # "source" would carry the first host's name: every host's bundle names the file
-        bundle = dict(base, scope={"cgroups": cgroups}, source="policy.yaml")
-        bundle["sha256"] = bundle_sha256(bundle)
-        return bundle
+        own = {"scope": {"cgroups": cgroups}, "source": "policy.yaml"}
+        fragments = fragments | {k: _canonical(v) for k, v in own.items()}
+        body = _join(fragments)
+        sha = hashlib.sha256(body.encode()).hexdigest()
+        bundle = {k: v for k, v in base.items() if k != "sha256"} | own | {"sha256": sha}
+        return bundle, _join(fragments | {"sha256": _canonical(sha)}) + "\n"
 
-    def _read_disk(self, key: str) -> str | None:
+    def _read_disk(self, key: str) -> tuple[str, str] | None:
+        """(bundle text, its sha256) — the sidecar is written last, so both or neither."""
         if self.cache_dir is None:
             return None
         try:
-            return (self.cache_dir / f"{key}.json").read_text()
+            sha = (self.cache_dir / f"{key}.sha256").read_text().strip()
+            return (self.cache_dir / f"{key}.json").read_text(), sha
         except OSError:
             return None
 
-    def _write_disk(self, key: str, body: str) -> None:
+    def _write_disk(self, key: str, body: str, sha: str) -> None:
         if self.cache_dir is None:
             return
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_text(body)
-            os.replace(tmp, self.cache_dir / f"{key}.json")
+            for suffix, text in ((".json", body), (".sha256", sha + "\n")):
+                tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+                tmp.write_text(text)
+                os.replace(tmp, self.cache_dir / f"{key}{suffix}")
         except OSError:
             pass  # a cache that cannot be written only costs time
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))  # edrfleet.policy.bundle's
+
+
+def _join(fragments: dict[str, str]) -> str:
+    return "{" + ",".join(f"{_canonical(k)}:{fragments[k]}" for k in sorted(fragments)) + "}"
 
 
 def compiler_version() -> str:

@@ -8,6 +8,7 @@ in force (or a failure, or the timeout), then prints ``key=value`` lines:
 
     old_release=<id or empty>   result=ok|failed|timeout   status=<status.json, base64>
     error=<one line>            (on failure)
+    touched_release=1, touched_policy=1, touched_service=1   (what rollback must undo)
 
 Host layout: docs/fleet.md.  The supervised agent logs to <spool_dir>/agent.log.
 """
@@ -156,8 +157,10 @@ if [ "$SWAP_RELEASE" = 1 ]; then
     [ -f "$INSTALL_DIR/releases/$WANT_RELEASE/agent.pyz" ] || fail "release $WANT_RELEASE missing"
     ln -sfn "releases/$WANT_RELEASE" "$INSTALL_DIR/.current.tmp"
     mv -T "$INSTALL_DIR/.current.tmp" "$INSTALL_DIR/current"
+    echo "touched_release=1"
 fi
 if [ "$WRITE_POLICY" = 1 ]; then
+    echo "touched_policy=1"
     for f in policy.json policy.yaml; do
         if [ -f "$CONFIG_DIR/$f" ]; then cp -p "$CONFIG_DIR/$f" "$CONFIG_DIR/$f.prev"
         else rm -f "$CONFIG_DIR/$f.prev"; fi
@@ -170,6 +173,7 @@ if [ "$WRITE_UNIT" = 1 ]; then
     mv -f "$UNIT_PATH.tmp" "$UNIT_PATH"
     systemctl daemon-reload
 fi
+echo "touched_service=1"
 OLD_PID=$(agent_pid)
 T0=$(date +%s.%N)
 case "$SERVICE" in
@@ -322,7 +326,7 @@ def build_payload(desired: Desired, plan: Plan) -> Payload | None:
     release_manifest = "".join(f"{desired.release.sha256(n)}  {n}\n"
                                for n in desired.release.files)
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tf:
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
         for name, data in files.items():
             _tar_add(tf, name, data)
         _tar_add(tf, "manifest.sha256", manifest.encode())

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import json
 import os
 import secrets
 import shutil
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from edrfleet.fleet.deploy import Deployer, DeployOptions
 from edrfleet.fleet.facts import HostPaths, gather_facts
 from edrfleet.fleet.hostpolicy import HostPolicyError
 from edrfleet.fleet.inventory import load_inventory
+from edrfleet.fleet.package import Release, build_release
 
 BAD_RULE = {"id": "bad-regex", "description": "broken", "severity": "low", "action": "block",
             "match": {"executable": ["rm"], "args": [{"regex": "(unclosed"}]}}
@@ -88,11 +92,20 @@ def wait_for(cond, timeout=30.0):
     raise AssertionError("condition not met in time")
 
 
+MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
+                "edrfleet_run_dir")
+
+
 @pytest.fixture(scope="module")
 def deployed(lab_hosts):
     report, by_name = run_deploy(lab_hosts)
     yield report, by_name
     main(["uninstall", str(lab_hosts.inventory), "--purge"])
+    # put the hosts back as `lab up` made them for the modules after this one
+    for h in lab_hosts.hosts.values():
+        for var in MANAGED_DIRS:
+            Path(h.vars[var]).mkdir(mode=0o700, exist_ok=True)
+            Path(h.vars[var]).chmod(0o700)
 
 
 def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, deployed):
@@ -109,6 +122,22 @@ def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, depl
                                     "policy.yaml").read_text()
         rc, survived = canary_attack(lab_hosts, name)
         assert rc == 137 and survived  # Killed before rm ran
+
+
+def test_status_and_policy_render_read_the_hosts(lab_hosts, deployed, capsys):
+    _, by_name = deployed
+    assert main(["status", str(lab_hosts.inventory), "--format", "json"]) == 0
+    rows = {r["host"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in lab_hosts.names:
+        assert rows[name]["state"] == "enforcing" and rows[name]["reachable"]
+        assert rows[name]["policy_sha256"] == by_name[name].agent["policy_sha256"]
+        assert set(rows[name]["counters"]) >= {"execs_seen", "blocked", "events_lost"}
+    name = lab_hosts.names[0]
+    assert main(["policy", "render", str(lab_hosts.inventory), name]) == 0  # facts over SSH
+    out, err = capsys.readouterr()
+    assert out == Path(lab_hosts.hosts[name].vars["edrfleet_config_dir"],
+                       "policy.yaml").read_text()
+    assert by_name[name].agent["policy_sha256"] in err
 
 
 def test_a_look_alike_that_is_not_an_attack_runs(lab_hosts, deployed):
@@ -148,6 +177,64 @@ def test_policy_only_change_reloads_the_running_agent(lab_hosts, deployed):
     _, by_name = run_deploy(lab_hosts)  # back to enforce, again by reload
     assert by_name[name].agent["state"] == "enforcing"
     assert agent_pids(lab_hosts) == before  # SIGHUP, never a restart
+
+
+def variant_release(main_py: bytes | None = None) -> Release:
+    """The agent release with one more file in its zipapp (a new release id); main_py
+    replaces its __main__.py."""
+    base = build_release()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(base.files["agent.pyz"])) as src, \
+            zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, main_py if main_py and info.filename == "__main__.py" else data)
+        dst.writestr("edrfleet/agent/_variant.py", secrets.token_hex(8))
+    files = dict(base.files, **{"agent.pyz": b"#!/usr/bin/python3\n" + buf.getvalue()})
+    return Release(hashlib.sha256(files["agent.pyz"]).hexdigest()[:16], files)
+
+
+def deploy_release(lab_hosts, release, **opts):
+    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts),
+                 release=release)
+    return {r.name: r for r in d.run(hosts(lab_hosts)).results}
+
+
+def test_a_new_release_restarts_the_agent_and_the_old_one_comes_back(lab_hosts, deployed):
+    name = lab_hosts.names[0]
+    install = Path(lab_hosts.hosts[name].vars["edrfleet_install_dir"])
+    first = facts(lab_hosts, name)
+    new = variant_release()
+    by_name = deploy_release(lab_hosts, new)
+    r = by_name[name]
+    assert r.status == "changed" and f"-> {new.id}" in r.message and "restart agent" in r.message
+    after = facts(lab_hosts, name)
+    assert after["release_id"] == new.id and after["agent_pid"] != first["agent_pid"]
+    assert r.agent["state"] == "enforcing" and r.agent["pid"] == after["agent_pid"]
+    # back to this checkout's release: already on the host, so nothing is sent again
+    by_name = deploy_release(lab_hosts, build_release())
+    assert "(already on the host)" in by_name[name].message
+    assert facts(lab_hosts, name)["release_id"] == first["release_id"]
+    assert sorted(p.name for p in (install / "releases").iterdir()) == \
+        sorted([first["release_id"], new.id])  # current and the one before it
+
+
+def test_a_release_whose_agent_dies_is_rolled_back(lab_hosts, deployed):
+    name = lab_hosts.names[1]
+    before = facts(lab_hosts, name)
+    broken = variant_release(b"import sys\nif sys.argv[1:2] == ['run']:\n"
+                             b"    sys.exit('edrfleet-test: this release cannot run')\n"
+                             b"from edrfleet.agent.__main__ import main\nsys.exit(main())\n")
+    by_name = deploy_release(lab_hosts, broken, start_timeout=8)
+    r = by_name[name]
+    assert r.status == "failed" and "not enforcing after 8s" in r.message
+    assert f"rolled back to release {before['release_id']}" in r.message
+    after = facts(lab_hosts, name)
+    assert after["release_id"] == before["release_id"]
+    assert after["status"]["state"] == "enforcing"
+    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
+    rc, survived = canary_attack(lab_hosts, name)
+    assert rc == 137 and survived
 
 
 def test_a_bad_regex_on_one_host_stops_the_deploy_before_any_host_is_touched(
@@ -190,6 +277,16 @@ def test_a_host_whose_sshd_is_down_is_unreachable_and_the_rest_succeed(lab_hosts
     assert main(["deploy", str(lab_hosts.inventory), "--limit", f"@{retry}"]) == 0
     out = capsys.readouterr().out
     assert down in out and lab_hosts.names[0] not in out  # the retry file chose the host
+
+
+def test_max_fail_percent_stops_the_batches_after_a_failed_one(lab_hosts, deployed):
+    first = lab_hosts.names[0]
+    with lab_hosts.sshd_stopped(first):
+        report, by_name = run_deploy(lab_hosts, serial=1, max_fail_percent=0)
+    assert by_name[first].status == "unreachable"
+    for n in lab_hosts.names[1:]:
+        assert by_name[n].status == "failed" and by_name[n].message.startswith("not deployed")
+    assert "1 of 1 hosts" in report.stopped
 
 
 def test_a_changed_host_key_is_refused(lab_hosts, deployed):

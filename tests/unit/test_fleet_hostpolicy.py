@@ -9,7 +9,7 @@ import pytest
 
 from edrfleet.fleet.hostpolicy import Compiler, HostPolicyError, host_policy, render_host_policy
 from edrfleet.fleet.lab import LAB_CANARY_RULE
-from edrfleet.policy import bundle_sha256, compile_policy, load_policy_text
+from edrfleet.policy import bundle_sha256, compile_policy, dump_bundle, load_policy_text
 
 BAD_RULE = {"id": "bad-regex", "description": "x", "severity": "low", "action": "block",
             "match": {"executable": ["rm"], "args": [{"regex": "(unclosed"}]}}
@@ -48,6 +48,8 @@ def test_hosts_differing_by_scope_share_a_compile_and_get_their_own_sha(tmp_path
     direct = compile_policy(load_policy_text(b.yaml_text, "policy.yaml"))
     assert b.bundle == direct | {"sha256": b.sha256}  # same bundle as compiling b alone
     assert b.sha256 == bundle_sha256(b.bundle) != a.sha256
+    assert b.bundle_json == dump_bundle(b.bundle)  # the spliced text is the canonical one
     assert a.bundle["scope"] == {"cgroups": ["/lab/a"]}
     again = Compiler(tmp_path / "cache").compile("b", b.yaml_text)  # from the disk cache
     assert again.bundle_json == b.bundle_json and again.file_sha256 == b.file_sha256
+    assert again.sha256 == b.sha256 and again.bundle == b.bundle
