@@ -2,7 +2,8 @@
 only a few new events (the second run must cost in proportion to the new events).
 
 What a run measures (wall clock from the first pull command to the last commit, plus the CPU
-seconds of this process and of the pull commands it ran):
+seconds of this process and of the hosts' side: the pull commands, and with ssh their sshd,
+read from the lab's cgroup):
 
 - ``--transport local`` (default): each host's spool is a directory here, and each chunk is
   pulled by running the real ``python3 agent.pyz pull`` as a subprocess, exactly the command
@@ -114,10 +115,17 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_cpu() -> float:
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ch.ru_utime + ch.ru_stime
+
+
+HOST_CPU = children_cpu  # ssh: the lab's cgroup (sshd and the pull commands under it)
+
+
 def cpu() -> tuple[float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF)
-    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, ch.ru_utime + ch.ru_stime
+    return me.ru_utime + me.ru_stime, HOST_CPU()
 
 
 def timed_pull(hosts, store: Store, connect, forks: int, label: str, new: int) -> float:
@@ -134,7 +142,7 @@ def timed_pull(hosts, store: Store, connect, forks: int, label: str, new: int) -
         sys.exit(f"bench: {label}: stored {got} new events, expected {new}")
     per = f"{wall / got * 1e6:6.2f} us/event" if got else "      -      "
     print(f"{label:<28} {got:>9} events {wall:8.2f} s wall  {per}  {chunks:>4} pulls  "
-          f"cpu: controller {c1[0] - c0[0]:6.2f} s, pull commands {c1[1] - c0[1]:6.2f} s; "
+          f"cpu: controller {c1[0] - c0[0]:6.2f} s, hosts {c1[1] - c0[1]:6.2f} s; "
           f"peak RSS {rss_mib():.0f} MiB")
     return wall
 
@@ -151,15 +159,26 @@ def local_fleet(work: Path, n: int):
 
 
 def ssh_fleet(work: Path, n: int):
+    from edrfleet.agent.run import cgroup2_root
     from edrfleet.fleet import lab
     from edrfleet.fleet.inventory import load_inventory
     from edrfleet.fleet.report.pull import connect_for
     from edrfleet.fleet.transport import Transport
 
+    global HOST_CPU
     labdir = work / "lab"
     t = time.perf_counter()
     inv = lab.up(n, labdir, log=lambda _m: None)
     print(f"lab up: {n} hosts in {time.perf_counter() - t:.1f} s (not timed below)")
+    cpu_stat = cgroup2_root() / lab.Lab.load(labdir).cgroup.lstrip("/") / "cpu.stat"
+
+    def lab_cpu() -> float:  # sshd (crypto) and the pull commands on every lab host
+        for line in cpu_stat.read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+        return 0.0
+
+    HOST_CPU = lab_cpu
     inventory = load_inventory(inv)
     hosts = inventory.select(None)
     rel = build_release()
@@ -209,11 +228,12 @@ def main() -> int:
             timed_pull(hosts, store, connect, args.forks, f"run (+{n} new)", n)
         if store.count() != written:
             sys.exit(f"bench: store holds {store.count()} events, {written} were written")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         summarize(store, list(spools))
-        print(f"summary over the whole store ({written} events): "
-              f"{time.perf_counter() - t:.2f} s; store {os.path.getsize(store.path) / MiB:.0f} "
-              f"MiB; controller peak RSS {rss_mib():.0f} MiB")
+        wall, spent = time.perf_counter() - t, time.process_time() - c
+        print(f"summary over the whole store ({written} events): {wall:.2f} s wall, "
+              f"{spent:.2f} s cpu; store {os.path.getsize(store.path) / MiB:.0f} MiB; "
+              f"controller peak RSS {rss_mib():.0f} MiB")
         store.close()
     finally:
         if cleanup is not None:

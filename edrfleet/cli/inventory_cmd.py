@@ -7,6 +7,7 @@ The output is that of ``ansible-inventory -i INVENTORY --list`` (JSON; or ``--ho
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -31,7 +32,22 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_inventory)
 
 
+class _StderrWarnings(logging.Handler):
+    """Pattern warnings (a name that matches nothing) as 'edrfleet: warning: ...' lines on
+    whatever sys.stderr is when they happen."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"edrfleet: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _warnings_to_stderr() -> None:
+    log = logging.getLogger("edrfleet.fleet.patterns")
+    if not any(isinstance(h, _StderrWarnings) for h in log.handlers):
+        log.addHandler(_StderrWarnings(logging.WARNING))
+
+
 def cmd_inventory(args: Any) -> int:
+    _warnings_to_stderr()
     inventory = load_inventory(args.inventory)
     for warning in inventory.warnings:
         print(f"edrfleet: warning: {warning}", file=sys.stderr)

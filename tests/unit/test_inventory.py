@@ -87,6 +87,12 @@ def test_cli_prints_the_graph(capsys) -> None:
     assert "--graph 'nosuch' is not a group" in capsys.readouterr().err
 
 
+def test_cli_warns_about_a_name_that_matches_nothing(capsys) -> None:
+    assert main(["inventory", str(EXAMPLE), "--limit", "db,dbz"]) == 0
+    assert "edrfleet: warning: could not match supplied host pattern, ignoring: dbz" in \
+        capsys.readouterr().err
+
+
 def test_cli_maps_a_bad_limit_to_exit_2_with_the_pattern(capsys) -> None:
     assert main(["inventory", str(EXAMPLE), "--limit", "webz"]) == 2
     err = capsys.readouterr().err
