@@ -30,6 +30,7 @@ from edrfleet.fleet.operations import Desired, HostFailed, Plan, plan, render_un
 from edrfleet.fleet.package import Release, build_release
 from edrfleet.fleet.pool import DEFAULT_FORKS, batches, exceeded, run_pool
 from edrfleet.fleet.remote import apply_script, build_payload, parse_output, rollback_script
+from edrfleet.fleet.ssh_settings import as_bool  # Ansible's booleans: true/yes/on/1
 
 STATUSES = ("ok", "changed", "unreachable", "failed")
 Event = Callable[[str, str], None]  # (host, phase): "facts", "policy", "apply", "done"
@@ -158,11 +159,12 @@ class Deployer:
             s.desired = Desired(
                 name=s.name, paths=paths, release=self.release, policy=policy, manager=manager,
                 unit=render_unit(paths, s.name) if manager == "systemd" else None,
-                install_packages=bool(hv.get("edrfleet_install_packages", False)),
-                start_timeout=float(hv.get("edrfleet_start_timeout", self.opts.start_timeout)),
+                install_packages=as_bool(hv.get("edrfleet_install_packages", False),
+                                         host=s.name, var="edrfleet_install_packages"),
+                start_timeout=_seconds(hv, "edrfleet_start_timeout", self.opts.start_timeout),
             )
             s.plan = plan(s.facts, s.desired)
-        except HostFailed as exc:
+        except (HostFailed, ValueError) as exc:  # ValueError: a bad variable of this host
             s.finish("failed", str(exc))
 
     def apply(self, s: Session) -> HostResult:
@@ -255,6 +257,17 @@ class Deployer:
 
     def _done(self, s: Session, result: HostResult) -> None:
         self.on_event(s.name, "done")
+
+
+def _seconds(hv: dict[str, Any], var: str, default: float) -> float:
+    value = hv.get(var, default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"{var}: {value!r} is not a number of seconds (fix: e.g. 90)")
+    return seconds
 
 
 def _tail(data: bytes, n: int = 300) -> str:

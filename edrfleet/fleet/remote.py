@@ -255,9 +255,10 @@ def _flag(value: bool) -> str:
 def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
     install = "install_packages() { :; }\n"
     if plan.packages:
-        install = ("install_packages() {\n    DEBIAN_FRONTEND=noninteractive apt-get install -y "
-                   f"-q -- {shlex.join(plan.packages)} >&2 || fail \"apt-get install "
-                   f"{' '.join(plan.packages)} failed\"\n}}\n")
+        apt = f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q -- {shlex.join(plan.packages)}"
+        install = (  # a fresh host may have no package lists yet: update once and retry
+            f"install_packages() {{\n    {apt} >&2 || {{ apt-get update -q >&2 && {apt} >&2; }} "
+            f"|| fail \"apt-get install {' '.join(plan.packages)} failed\"\n}}\n")
     extra = {
         "WANT_RELEASE": desired.release.id, "WANT_SHA": desired.policy.sha256,
         "RAND": secrets.token_hex(4), "PAYLOAD": _flag(payload),
