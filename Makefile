@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench clean
+.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,9 @@ lint: setup
 bench: setup
 	$(PY) bench/exec_overhead.py
 	$(PY) bench/syscall_tax.py
+
+bench-deploy: setup
+	$(PY) bench/deploy.py --hosts 20
 
 clean:
 	@if [ -f .edrfleet/lab/state.json ] && [ -x $(PY) ]; then $(PY) -m edrfleet.cli.main lab down; fi
