@@ -24,6 +24,8 @@
 #define EDR_RULES_PER_GROUP 64     /* rule slots in one group; one condition bit each max 64  */
 #define EDR_UIDS_PER_RULE   8      /* uid list of one rule                                    */
 #define EDR_CAND_MAX        8      /* distinct groups evaluated for one exec                  */
+#define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
+#define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
 #define EDR_NSYM            258    /* symbols a DFA reads: bytes 0..255, BOS, EOS            */
 #define EDR_SYM_BOS         256    /* fed once before the first argv byte                     */
 #define EDR_SYM_EOS         257    /* fed once after the last argv byte                       */

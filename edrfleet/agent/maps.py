@@ -9,7 +9,8 @@ Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct
   distinct masks of the slot, so groups share them.
 - ``groups``: per group the start row (``EDR_NONE`` = no argv condition), the symbol -> class
   table and the rule slots ``(need mask, rule index)``.
-- ``rules``: per rule the action, severity and uid list (enum values from the header).
+- ``rules``: per rule the action, severity and uid list (enum values from the header); user
+  names are resolved to uids here, on the host.
 - ``names`` / ``inodes``: executable key -> group list; inodes come from resolving every policy
   path, and every policy basename through the bundle's ``search_path``, on this host.
 
@@ -19,12 +20,14 @@ The scanner (kernel and ``edrfleet.policy.simulate``) reads BOS, argv joined by 
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edrfleet.agent.header import Header
 
 Identity = tuple[int, int]  # (kernel dev, inode)
+NO_UID = 0xFFFFFFFF  # (uid_t)-1: no process runs with it
 
 
 class PackError(ValueError):
@@ -120,11 +123,33 @@ def _pack_dfas(bundle: dict, header: Header) -> tuple[list[int], list[int], list
     return trans, accepts, starts
 
 
+def host_uid(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def rule_uids(rule: dict, user_uid: Callable[[str], int | None]) -> list[int]:
+    """The rule's uids plus its user names resolved on this host.  A rule that names users
+    of which none exists here gets the uid (uid_t)-1, which no process has: it never matches."""
+    uids = list(rule.get("uids") or [])
+    names = list(rule.get("users") or [])
+    for name in names:
+        uid = user_uid(name)
+        if uid is not None and uid not in uids:
+            uids.append(uid)
+    if names and not uids:
+        uids = [NO_UID]
+    return uids
+
+
 def pack_bundle(
     bundle: dict,
     header: Header,
     *,
     identity: Callable[[str], Identity | None] = stat_identity,
+    user_uid: Callable[[str], int | None] = host_uid,
     cgroup_id: Callable[[str], int],
 ) -> Packed:
     """Lay ``bundle`` out for the maps; raises PackError when it cannot fit the contract."""
@@ -154,7 +179,10 @@ def pack_bundle(
 
     rules = []
     for rule in bundle["rules"]:
-        uids = list(rule.get("uids") or [])
+        if rule.get("parents") or rule.get("cwds"):
+            raise PackError(f"rule {rule['id']!r} matches the parent or cwd, which this agent "
+                            "cannot decide in the kernel yet; upgrade the agent")
+        uids = rule_uids(rule, user_uid)
         if len(uids) > header["EDR_UIDS_PER_RULE"]:
             raise PackError(
                 f"rule {rule['id']!r} lists {len(uids)} uids, the kernel takes "

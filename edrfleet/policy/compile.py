@@ -265,12 +265,20 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
         "scope": {"cgroups": list(policy.scope_cgroups)},
         "search_path": list(DEFAULT_SEARCH_PATH),
         "rules": [{"id": r.id, "description": r.description, "severity": r.severity,
-                   "action": r.action, "uids": list(r.uids), "tags": list(r.tags)}
+                   "action": r.action, "uids": list(r.uids), "tags": list(r.tags),
+                   **_context_fields(r)}
                   for r in policy.rules],
         "executables": {"names": names, "paths": paths, "wildcard": wildcard},
         "groups": out_groups,
         "dfas": dfas,
     }
+
+
+def _context_fields(rule: Rule) -> dict[str, list[str]]:
+    """The rule's user names, parent executables and cwd prefixes (only those it has, so
+    bundles of policies without them keep their bytes)."""
+    fields = {"users": list(rule.users), "parents": list(rule.parents), "cwds": list(rule.cwds)}
+    return {k: v for k, v in fields.items() if v}
 
 
 def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],

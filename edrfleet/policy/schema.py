@@ -17,9 +17,9 @@ from yaml.constructor import SafeConstructor
 from edrfleet.policy.errors import PolicyError, did_you_mean, raise_collected
 from edrfleet.policy.limits import EDR_NAME_MAX, EDR_UIDS_PER_RULE
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
-from edrfleet.policy.schema_match import MatchChecker
+from edrfleet.policy.schema_match import ARG_KINDS, MATCH_KEYS, MatchChecker
 
-__all__ = ["ArgMatcher", "Checker", "Policy", "Rule", "validate"]
+__all__ = ["ARG_KINDS", "MATCH_KEYS", "ArgMatcher", "Checker", "Policy", "Rule", "validate"]
 
 MODES = ("enforce", "monitor")
 BACKENDS = ("auto", "lsm", "sigkill")
@@ -28,8 +28,6 @@ SEVERITIES = ("low", "medium", "high", "critical")
 ACTIONS = ("block", "log", "allow")
 TOP_KEYS = ("version", "mode", "backend", "limits", "scope", "rules")
 RULE_KEYS = ("id", "description", "severity", "action", "tags", "match", "source")
-MATCH_KEYS = ("executable", "args", "cmdline", "uid")
-ARG_KINDS = ("any", "glob", "regex")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 MAX_BASENAME = EDR_NAME_MAX - 1
 MAX_UIDS = EDR_UIDS_PER_RULE
@@ -290,7 +288,8 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
         executables=match.executables, args=match.args, cmdline=match.cmdline,
         uids=match.uids, tags=tuple(tags), line=node.start_mark.line + 1,
         col=node.start_mark.column + 1, cmdline_line=match.cmdline_line,
-        cmdline_col=match.cmdline_col, cmdlines=match.cmdlines, source=source,
+        cmdline_col=match.cmdline_col, parents=match.parents, users=match.users,
+        cwds=match.cwds, cmdlines=match.cmdlines, source=source,
     )
 
 

@@ -86,7 +86,7 @@ FIRST_ERRORS = [
     ("an empty match is refused",
      RULE_HEAD + "    match: {}\n",
      "policy.yaml:7:12: 'match' in rule 'a' has no matcher (fix: add at least one of: "
-     "executable, args, cmdline, uid)"),
+     "executable, args, cmdline, user, uid, parent, cwd)"),
     ("executable must be a list",
      RULE_HEAD + "    match:\n      executable: rm\n",
      "policy.yaml:8:19: 'executable' in rule 'a' must be a list, not a string (fix: write "
@@ -155,11 +155,40 @@ FIRST_ERRORS = [
      "the L flag: the kernel matches bytes with ASCII rules, not a locale)"),
     ("uids are numbers",
      RULE_HEAD + "    match:\n      uid: [1000, -1]\n",
-     "policy.yaml:8:19: bad uid -1 in rule 'a' (fix: write a number from 0 to 4294967294)"),
+     "policy.yaml:8:19: bad uid -1 in rule 'a' (fix: write a number from 0 to 4294967294 or a "
+     "user name)"),
     ("at most 8 uids fit a rule",
      RULE_HEAD + "    match:\n      uid: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n",
      "policy.yaml:8:12: 'uid' in rule 'a' lists 9 uids; the kernel takes at most 8 per rule "
      "(fix: split the rule in two)"),
+    ("user and its alias uid together are refused",
+     RULE_HEAD + "    match:\n      user: [root]\n      uid: [0]\n",
+     "policy.yaml:9:7: 'uid' in rule 'a' is an alias of 'user', which is also given (fix: keep "
+     "one list ('user: [root, 1000]'))"),
+    ("a bad user name is refused",
+     RULE_HEAD + "    match:\n      user: ['a b']\n",
+     "policy.yaml:8:14: bad user name 'a b' in rule 'a' (fix: write a login name (letters, "
+     "digits, '_', '-', '.') or a uid)"),
+    ("a relative cwd prefix is refused",
+     RULE_HEAD + "    match:\n      cwd: [tmp]\n",
+     "policy.yaml:8:13: cwd prefix 'tmp' in rule 'a' is not an absolute directory (fix: write "
+     "'/tmp')"),
+    ("a cwd prefix in non-canonical form is refused",
+     RULE_HEAD + "    match:\n      cwd: [/tmp/../etc]\n",
+     "policy.yaml:8:13: cwd prefix '/tmp/../etc' in rule 'a' is not in canonical form (fix: "
+     "write '/etc')"),
+    ("parent takes a mapping",
+     RULE_HEAD + "    match:\n      parent: [bash]\n",
+     "policy.yaml:8:15: 'parent' in rule 'a' must be a mapping, not a list (fix: write "
+     "'parent: {executable: [bash, /usr/sbin/sshd]}')"),
+    ("parent knows only executable",
+     RULE_HEAD + "    match:\n      parent: {exe: [bash]}\n",
+     "policy.yaml:8:16: unknown key 'exe' in 'parent' in rule 'a' (fix: allowed keys: "
+     "executable)"),
+    ("a parent executable is a basename or an absolute path",
+     RULE_HEAD + "    match:\n      parent: {executable: [bin/bash]}\n",
+     "policy.yaml:8:29: executable 'bin/bash' in rule 'a' is neither a basename nor an absolute "
+     "path (fix: write 'bash' (any directory) or '/bin/bash')"),
     ("a duplicate key is refused",
      RULE_HEAD + "    action: log\n    match: {uid: [1]}\n",
      "policy.yaml:7:5: duplicate key 'action' in rule 'a' (first at line 6) (fix: keep only one "
@@ -199,7 +228,7 @@ def test_every_error_of_a_file_is_reported_in_file_order():
         "      executable: rm\n"
         "      args:\n"
         "        - regex: '(?=x)'\n"
-        "      uid: [x]\n")
+        "      uid: [-1]\n")
     errors = errors_of(text)
     assert [e.split(": ")[0] for e in errors] == [
         "policy.yaml:6:13", "policy.yaml:8:19", "policy.yaml:10:19", "policy.yaml:11:13"]
