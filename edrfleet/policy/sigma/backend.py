@@ -47,6 +47,7 @@ from edrfleet.policy.regex_parse import CMD, RegexUnsupported, regex_ast
 from edrfleet.policy.sigma.emit import Unsatisfiable, build_match
 from edrfleet.policy.sigma.expr import (
     And,
+    Arg,
     Cmd,
     ConditionUnsupported,
     Exe,
@@ -60,6 +61,7 @@ from edrfleet.policy.sigma.pipeline import UNSUPPORTED_FIELDS, edrfleet_pipeline
 from edrfleet.policy.sigma.text import (
     PatternUnsupported,
     TextPattern,
+    arg_regex,
     argv_regex,
     cmdline_regex,
     from_sigma,
@@ -127,6 +129,10 @@ class EdrfleetBackend(Backend):
     def convert_condition_field_eq_val_re(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Expr:
         field = self._known(cond.field)
+        if field.startswith("argv.") and field != "argv.0":
+            self._note("auditd aN fields (N >= 1) are matched as 'some argument' (args), "
+                       "whatever its position")
+            return Arg(self._regex(cond.value), f"a{field[5:]}")
         if field != "cmdline":
             raise Unsupported(f"{self._sigma_name(cond)}|re: a regex on "
                               f"{'one positional argument' if field.startswith('argv.') else field}"
@@ -253,10 +259,20 @@ class EdrfleetBackend(Backend):
             raise Unsupported(str(exc)) from None
         if field == "cmdline":
             return Cmd(cmdline_regex(p), p)
+        if field == "argv.0" and p.start and p.end and p.literal and (
+                b"/" not in p.literal or p.literal.startswith(b"/")):
+            # argv[0] of an exec through $PATH is the program's name: match the executable (by
+            # name, or by file for a path), which also catches execs that spell argv[0] otherwise
+            self._note("auditd a0 (argv[0]) is matched as the executable it names")
+            return self._exe("executable", TextPattern(
+                (p.literal if p.literal.startswith(b"/") else b"/" + p.literal,),
+                p.literal.startswith(b"/"), True, p.icase), value)
+        if field == "argv.0":
+            return Cmd(argv_regex(0, p), None, "a0")
         if field.startswith("argv."):
-            self._note("auditd aN fields are matched as positional words of the space-joined "
-                       "command line (exact while no argument contains a space)")
-            return Cmd(argv_regex(int(field.split(".")[1]), p), None, f"a{field[5:]}")
+            self._note("auditd aN fields (N >= 1) are matched as 'some argument' (args), "
+                       "whatever its position")
+            return Arg(arg_regex(p), f"a{field[5:]}")
         if field == "auditd.type":
             if p.literal is not None and p.literal.lower() == b"execve":
                 return TRUE
@@ -282,6 +298,10 @@ class EdrfleetBackend(Backend):
                 self._note(f"{sigma}|endswith '{text}' is matched by the name '{name}' in any "
                            "directory")
             return Exe(field, names=frozenset({name}))
+        if text is not None and p.end and not p.start and "/" not in text and "\\" not in text:
+            self._note(f"{sigma}|endswith '{text}' is matched as the executable named exactly "
+                       f"'{text}' (names that only end with it are not matched)")
+            return Exe(field, names=frozenset({text}))
         raise Unsupported(f"{sigma}{_modifier(p)} '{value}': the kernel matches an executable "
                           "by its whole name or its file, not by a part of its path")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edrfleet.policy.sigma.expr import Cmd, ConditionUnsupported, Exe, Literal, OneOf
+from edrfleet.policy.sigma.expr import Arg, Cmd, ConditionUnsupported, Exe, Literal, OneOf
 from edrfleet.policy.sigma.text import PatternUnsupported, complement_regex
 
 MATCH_KEY = {"executable": "executable", "parent": "parent", "user": "user", "cwd": "cwd"}
@@ -61,6 +61,7 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
     exes: dict[str, tuple[list[Exe], list[Exe]]] = {"executable": ([], []), "parent": ([], [])}
     oneof: dict[str, list[OneOf]] = {"user": [], "cwd": []}
     cmdlines: list[str] = []
+    args: list[dict[str, str]] = []
     for atom, positive in conj:
         if isinstance(atom, Exe):
             exes[atom.field][0 if positive else 1].append(atom)
@@ -69,6 +70,12 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
                 raise ConditionUnsupported(f"'not {_sigma(atom.field)}' (the kernel matches "
                                            "a list of values, not all but some)")
             oneof[atom.field].append(atom)
+        elif isinstance(atom, Arg):
+            if not positive:
+                raise ConditionUnsupported(f"'not {atom.what}' (no argument may match: the "
+                                           "kernel has no such condition)")
+            if {"regex": atom.regex} not in args:
+                args.append({"regex": atom.regex})
         elif positive:
             if atom.regex not in cmdlines:
                 cmdlines.append(atom.regex)
@@ -90,6 +97,8 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
         if not values_set:
             raise Unsatisfiable
         match[MATCH_KEY[field]] = [int(v) if v.isdigit() else v for v in sorted(values_set)]
+    if args:
+        match["args"] = args
     if cmdlines:
         match["cmdline"] = cmdlines[0] if len(cmdlines) == 1 else cmdlines
     if not match:

@@ -43,6 +43,14 @@ class Cmd:
 
 
 @dataclass(frozen=True)
+class Arg:
+    """Some argument argv[i], i >= 1, matches ``regex`` (an ``args`` entry)."""
+
+    regex: str
+    what: str = "a1"
+
+
+@dataclass(frozen=True)
 class OneOf:
     """``field`` (user | cwd) is one of ``values`` (cwd: prefixes)."""
 
@@ -50,7 +58,7 @@ class OneOf:
     values: frozenset[str]
 
 
-Atom = Exe | Cmd | OneOf
+Atom = Exe | Cmd | Arg | OneOf
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,8 @@ def _merge(a: Atom, b: Atom) -> Atom | None:
         return Exe(a.field, a.names | b.names, a.paths | b.paths)
     if isinstance(a, OneOf) and isinstance(b, OneOf) and a.field == b.field:
         return OneOf(a.field, a.values | b.values)
+    if isinstance(a, Arg) and isinstance(b, Arg):  # "some arg matches x or y"
+        return Arg(f"{a.regex}|{b.regex}" if a.regex != b.regex else a.regex, a.what)
     if isinstance(a, Cmd) and isinstance(b, Cmd):
         return Cmd(f"{a.regex}|{b.regex}" if a.regex != b.regex else a.regex, None,
                    a.what if a.what == b.what else "CommandLine")
@@ -106,7 +116,8 @@ def merge_ors(e: Expr) -> Expr:
         arg_atoms = arg.args if isinstance(arg, Or) else (arg,)
         for atom in arg_atoms:
             for i, have in enumerate(merged):
-                if isinstance(have, Exe | Cmd | OneOf) and isinstance(atom, Exe | Cmd | OneOf):
+                if isinstance(have, Exe | Cmd | Arg | OneOf) and isinstance(
+                        atom, Exe | Cmd | Arg | OneOf):
                     joined = _merge(have, atom)
                     if joined is not None:
                         merged[i] = joined

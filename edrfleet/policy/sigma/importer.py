@@ -32,6 +32,9 @@ from sigma.collection import SigmaCollection
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
+from edrfleet.policy.compile import compile_policy
+from edrfleet.policy.errors import PolicyError, PolicyErrors
+from edrfleet.policy.loader import load_policy_text
 from edrfleet.policy.sigma.backend import EdrfleetBackend
 
 SEVERITY = {"informational": "low", "low": "low", "medium": "medium", "high": "high",
@@ -68,8 +71,21 @@ class ImportResult:
     def rate(self) -> float:
         return len(self.imported) / self.total if self.total else 0.0
 
+    split: bool | None = None  # rules written one per executable (see `rules`)
+
     def rules(self) -> list[dict[str, Any]]:
-        return [r for imp in self.imported for r in imp.rules]
+        """The edrfleet rules, in Sigma file order.
+
+        The kernel runs at most 8 rule groups per exec and the compiler makes one group per
+        distinct ``executable`` list, so many Sigma rules naming overlapping lists (``cat``
+        in eight of them) may not fit.  Then every rule naming several executables is written
+        once per executable (same conditions; ids end with the name): rules on one executable
+        share groups.  The decision of every exec is the same either way.
+        """
+        rules = [r for imp in self.imported for r in imp.rules]
+        if self.split is None:
+            self.split = _compile_reason(rules) is not None
+        return split_by_executable(rules) if self.split else rules
 
     def policy(self) -> dict[str, Any]:
         """The policy document.  ``limits.unscanned: allow``: imported rules often name no
@@ -87,6 +103,21 @@ class ImportResult:
             head.append(f"# refused: {r.file}: {r.title}: {r.reason}")
         body = yaml.safe_dump(self.policy(), sort_keys=False, width=100, allow_unicode=False)
         return "\n".join(head) + "\n" + body
+
+
+def split_by_executable(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One rule per executable for rules naming several (ids get the name appended)."""
+    out = []
+    for rule in rules:
+        exes = rule["match"].get("executable", [])
+        if len(exes) < 2:
+            out.append(rule)
+            continue
+        for exe in exes:
+            slug = re.sub(r"[^a-z0-9]+", "-", exe.lower()).strip("-") or "exe"
+            out.append({**rule, "id": f"{rule['id']}-{slug}",
+                        "match": {**rule["match"], "executable": [exe]}})
+    return out
 
 
 def sigma_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -165,7 +196,23 @@ def _import_rule(result: ImportResult, name: str, rule: SigmaRule, action: str,
             "source": _source(rule, name, backend.notes),
             "match": match,
         })
+    reason = _compile_reason(rules)
+    if reason is not None:
+        result.refused.append(Refused(name, sid, title, reason))
+        return
     result.imported.append(Imported(name, sid, title, rules))
+
+
+def _compile_reason(rules: list[dict[str, Any]]) -> str | None:
+    """Why the rules alone do not validate or compile for the kernel (None: they do)."""
+    text = yaml.safe_dump({"version": 1, "limits": {"unscanned": "allow"}, "rules": rules},
+                          sort_keys=False)
+    try:
+        compile_policy(load_policy_text(text, "imported"))
+    except PolicyError as exc:
+        first = exc.errors[0] if isinstance(exc, PolicyErrors) else exc
+        return f"does not compile for the kernel: {first.message}"
+    return None
 
 
 def _logsource_reason(rule: SigmaRule) -> str | None:

@@ -27,7 +27,7 @@ from sigma.types import SigmaString, SpecialChars
 STAR = "*"
 ONE = "?"
 _SPECIAL = frozenset(b".^$*+?{}[]\\|()")
-MAX_COMPLEMENT = 4000  # characters of a complement regex; beyond, the rule is refused
+MAX_COMPLEMENT = 12000  # characters of a complement regex; beyond, the rule is refused
 
 
 class PatternUnsupported(ValueError):
@@ -115,6 +115,15 @@ def argv_regex(index: int, p: TextPattern) -> str:
     skip = f"(?:[^ ]* ){{{index}}}" if index else ""
     inner = f"{head}{_body(p, '[^ ]*', '[^ ]')}{tail}"
     return f"\\A{skip}(?{flags}:{inner})(?: |\\Z)" if flags else f"\\A{skip}{inner}(?: |\\Z)"
+
+
+def arg_regex(p: TextPattern) -> str:
+    """An ``args`` regex: one whole argument matches the value (``\\A``/``\\Z`` are the
+    argument's ends there)."""
+    flags = "is" if p.icase else "s"
+    head = "\\A" if p.start else ""
+    tail = "\\Z" if p.end else ""
+    return f"(?{flags}:{head}{_body(p, '.*', '.')}{tail})"
 
 
 # --- the complement --------------------------------------------------------------------------
