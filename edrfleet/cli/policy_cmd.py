@@ -51,6 +51,10 @@ def register(subparsers: Any) -> None:
                       help="policy YAML or bundle JSON, then the command line after '--'")
     test.set_defaults(func=cmd_test)
 
+    from edrfleet.cli import policy_sigma
+
+    policy_sigma.register(sub)
+
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
               "-- CMD [ARGS...]")

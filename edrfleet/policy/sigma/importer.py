@@ -42,6 +42,13 @@ SEVERITY = {"informational": "low", "low": "low", "medium": "medium", "high": "h
 LICENSE = "Detection Rule License 1.1 (https://github.com/SigmaHQ/Detection-Rule-License)"
 
 
+class _Dumper(yaml.SafeDumper):
+    """No anchors and aliases: rules split per executable share lists, write them out."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 @dataclass
 class Imported:
     file: str
@@ -101,7 +108,8 @@ class ImportResult:
                 "# each rule's author, id and title are kept in its 'description' and 'source'."]
         for r in self.refused:
             head.append(f"# refused: {r.file}: {r.title}: {r.reason}")
-        body = yaml.safe_dump(self.policy(), sort_keys=False, width=100, allow_unicode=False)
+        body = yaml.dump(self.policy(), Dumper=_Dumper, sort_keys=False, width=100,
+                         allow_unicode=True)
         return "\n".join(head) + "\n" + body
 
 

@@ -181,6 +181,15 @@ def _dfa(p: TextPattern) -> tuple[list[dict[int, int]], list[frozenset[int]], se
     return trans, classes, accept
 
 
+_CLASS_SPECIAL = frozenset(b"]\\^-[")
+
+
+def _class_char(b: int) -> str:
+    if 0x20 < b < 0x7F and b not in _CLASS_SPECIAL:
+        return chr(b)
+    return f"\\x{b:02x}"
+
+
 def _class_text(byteset: frozenset[int]) -> str:
     if len(byteset) == 1:
         return escape(bytes(byteset))
@@ -191,33 +200,43 @@ def _class_text(byteset: frozenset[int]) -> str:
         if v is not None and v == prev + 1:
             prev = v
             continue
-        runs.append(f"\\x{lo:02x}" if lo == prev else f"\\x{lo:02x}-\\x{prev:02x}")
+        runs.append(_class_char(lo) if lo == prev else
+                    _class_char(lo) + _class_char(prev) if prev == lo + 1 else
+                    f"{_class_char(lo)}-{_class_char(prev)}")
         if v is not None:
             lo = prev = v
     return "[" + "".join(runs) + "]"
 
 
-def _alt(a: str | None, b: str | None) -> str | None:
-    """Alternation, always grouped, so concatenating it needs no further parentheses."""
-    if a is None:
-        return b
-    if b is None or a == b:
-        return a
-    return f"(?:{a}|{b})"
+class _Builder:
+    """Regex fragments for state elimination; alternations are kept flat (one group)."""
 
+    def __init__(self) -> None:
+        self.members: dict[str, list[str]] = {}
 
-def _cat(*parts: str | None) -> str | None:
-    if any(x is None for x in parts):
-        return None
-    return "".join(x for x in parts if x)  # type: ignore[misc]
+    def alt(self, a: str | None, b: str | None) -> str | None:
+        if a is None:
+            return b
+        if b is None or a == b:
+            return a
+        items = list(self.members.get(a, [a]))
+        items += [x for x in self.members.get(b, [b]) if x not in items]
+        out = "(?:" + "|".join(items) + ")"
+        self.members[out] = items
+        return out
 
+    @staticmethod
+    def cat(*parts: str | None) -> str | None:
+        if any(x is None for x in parts):
+            return None
+        return "".join(x for x in parts if x)  # type: ignore[misc]
 
-def _star(x: str | None) -> str:
-    if not x:
-        return ""
-    simple = len(x) == 1 or (x.startswith("[") and x.endswith("]") and x.count("[") == 1) or (
-        x.startswith("\\x") and len(x) == 4)
-    return f"{x}*" if simple else f"(?:{x})*"
+    def star(self, x: str | None) -> str:
+        if not x:
+            return ""
+        simple = len(x) == 1 or (x.startswith("[") and x.endswith("]") and x.count("[") == 1
+                                 ) or (x.startswith("\\") and len(x) in (2, 4))
+        return f"{x}*" if simple else (f"{x}*" if x in self.members else f"(?:{x})*")
 
 
 def complement_regex(p: TextPattern) -> str | None:
@@ -229,6 +248,7 @@ def complement_regex(p: TextPattern) -> str | None:
         PatternUnsupported: the regex would be longer than `MAX_COMPLEMENT` characters.
     """
     trans, classes, accept = _dfa(p)
+    rx = _Builder()
     n = len(trans)
     start, final = n, n + 1  # new start and final states for state elimination
     edges: dict[tuple[int, int], str | None] = {}
@@ -243,7 +263,7 @@ def complement_regex(p: TextPattern) -> str | None:
         if s not in accept:
             edges[(s, final)] = ""
     for x in sorted(range(n), key=lambda v: sum(1 for k in edges if v in k)):
-        loop = _star(edges.pop((x, x), None))
+        loop = rx.star(edges.pop((x, x), None))
         ins = [(a, r) for (a, b), r in edges.items() if b == x]
         outs = [(b, r) for (a, b), r in edges.items() if a == x]
         for a, _ in ins:
@@ -252,7 +272,7 @@ def complement_regex(p: TextPattern) -> str | None:
             edges.pop((x, b))
         for a, ra in ins:
             for b, rb in outs:
-                edges[(a, b)] = _alt(edges.get((a, b)), _cat(ra, loop, rb))
+                edges[(a, b)] = rx.alt(edges.get((a, b)), rx.cat(ra, loop, rb))
         if sum(len(r or "") for r in edges.values()) > 4 * MAX_COMPLEMENT:
             raise PatternUnsupported("its negation needs too large a regex")
     body = edges.get((start, final))
