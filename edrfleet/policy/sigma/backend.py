@@ -55,6 +55,7 @@ from edrfleet.policy.sigma.expr import (
     Not,
     OneOf,
     Or,
+    Unknown,
     dnf,
 )
 from edrfleet.policy.sigma.pipeline import UNSUPPORTED_FIELDS, edrfleet_pipeline
@@ -114,6 +115,20 @@ class EdrfleetBackend(Backend):
         return Not(self.convert_condition(cond.args[0], state))
 
     # --- field = value -----------------------------------------------------------------------
+    def convert_condition_field_eq_val(self, cond: ConditionFieldEqualsValueExpression,
+                                       state: ConversionState) -> Expr:
+        try:
+            return super().convert_condition_field_eq_val(cond, state)
+        except Unsupported as exc:  # decided in finalize_query_default, see expr.Unknown
+            return Unknown(str(exc))
+
+    def convert_condition_val(self, cond: ConditionValueExpression,
+                              state: ConversionState) -> Expr:
+        try:
+            return super().convert_condition_val(cond, state)
+        except Unsupported as exc:
+            return Unknown(str(exc))
+
     def convert_condition_field_eq_val_str(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Expr:
         return self._string(cond.field, cond.value, icase=True)
@@ -218,6 +233,14 @@ class EdrfleetBackend(Backend):
             raise Unsupported(str(exc)) from None
         out = []
         for conj in branches:
+            unknown = [a for a, _ in conj if isinstance(a, Unknown)]
+            refused = [a for a, positive in conj if isinstance(a, Unknown) and positive]
+            if refused:
+                raise Unsupported(refused[0].reason)
+            if unknown:
+                self._note(f"a filter condition the kernel cannot check is assumed to hold "
+                           f"(the filter excludes more): {unknown[0].reason}")
+                continue
             try:
                 match = build_match(conj)
             except Unsatisfiable:

@@ -58,7 +58,16 @@ class OneOf:
     values: frozenset[str]
 
 
-Atom = Exe | Cmd | Arg | OneOf
+@dataclass(frozen=True)
+class Unknown:
+    """A fact the kernel cannot check (``reason`` says why).  Under a ``not`` (a filter), it
+    is assumed to hold, so the filter excludes more and the imported rule fires on a subset of
+    what the Sigma rule fires on; anywhere else the rule is refused."""
+
+    reason: str
+
+
+Atom = Exe | Cmd | Arg | OneOf | Unknown
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,8 @@ def import_texts(texts: Iterable[tuple[str, str]], action: str = "log") -> Impor
         try:
             collection = SigmaCollection.from_yaml(text)
         except (SigmaError, yaml.YAMLError) as exc:
-            result.refused.append(Refused(name, "", "", f"not a valid Sigma rule: {exc}"))
+            sid, title = _id_and_title(text)
+            result.refused.append(Refused(name, sid, title, f"not a valid Sigma rule: {exc}"))
             continue
         for rule in collection.rules:
             if isinstance(rule, SigmaRule):
@@ -173,6 +174,17 @@ def import_texts(texts: Iterable[tuple[str, str]], action: str = "log") -> Impor
                                               str(getattr(rule, "title", "")),
                                               "a correlation rule (several events)"))
     return result
+
+
+def _id_and_title(text: str) -> tuple[str, str]:
+    """Id and title of a rule pySigma refused, for the report (empty when unreadable)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return "", ""
+    if not isinstance(doc, dict):
+        return "", ""
+    return str(doc.get("id", "")), str(doc.get("title", ""))
 
 
 def _import_rule(result: ImportResult, name: str, rule: SigmaRule, action: str,
