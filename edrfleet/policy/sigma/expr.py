@@ -16,7 +16,7 @@ from itertools import product
 
 from edrfleet.policy.sigma.text import TextPattern
 
-MAX_BRANCHES = 32  # edrfleet rules one Sigma rule may expand to
+MAX_BRANCHES = 64  # edrfleet rules one Sigma rule may expand to
 
 
 class ConditionUnsupported(ValueError):
