@@ -25,6 +25,7 @@ from edrfleet.policy.limits import (
     DEFAULT_SEARCH_PATH,
     EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
+    EDR_KEY_BITS,
     EDR_MAX_GROUPS,
     EDR_MAX_INODES,
     EDR_MAX_NAMES,
@@ -322,6 +323,17 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
         if count > cap:
             c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
                     line=1, col=1)
+    for attr, what in (("parents", "parent executables"), ("cwds", "cwd prefixes")):
+        seen: dict[str, Rule] = {}
+        for rule in policy.rules:
+            for key in getattr(rule, attr):
+                seen.setdefault(key, rule)
+        if len(seen) > EDR_KEY_BITS:
+            first_over = list(seen.values())[EDR_KEY_BITS]
+            c.error(first_over, f"the policy names {len(seen)} distinct {what}; the kernel "
+                    f"holds {EDR_KEY_BITS} (the {EDR_KEY_BITS + 1}th is in rule "
+                    f"'{first_over.id}')", "give rules the same lists, or drop rarely "
+                    "needed ones")
     wild = set(exes["wildcard"])
     for table in (exes["names"], exes["paths"]):
         for key, glist in table.items():

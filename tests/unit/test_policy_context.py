@@ -80,3 +80,13 @@ def test_the_bundle_carries_users_parents_and_cwds_only_where_given():
 def test_uid_is_an_alias_of_user():
     pol = policy_of_rules(rule_yaml("a", "block", "{uid: [root, 7]}"))
     assert (pol.rules[0].uids, pol.rules[0].users) == ((7,), ("root",))
+
+
+def test_more_distinct_parents_than_the_kernel_holds_are_refused_with_the_rule():
+    from edrfleet.policy import PolicyError
+
+    rules = [rule_yaml(f"r{i}", "block", f"{{executable: [rm], parent: {{executable: [p{i}]}}}}")
+             for i in range(65)]
+    with pytest.raises(PolicyError, match=r"65 distinct parent executables; the kernel holds "
+                                          r"64 \(the 65th is in rule 'r64'\)"):
+        compile_policy(policy_of_rules(*rules))
