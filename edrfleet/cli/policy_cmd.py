@@ -58,8 +58,8 @@ def register(subparsers: Any) -> None:
 
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
-              "-- CMD [ARGS...]\n       edrfleet policy test FILE [--format text|json] "
-              "--corpus JSONL")
+              "[--parent PATH] [--cwd DIR] -- CMD [ARGS...]\n"
+              "       edrfleet policy test FILE [--format text|json] --corpus JSONL")
 
 
 def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -69,6 +69,12 @@ def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> Non
                         **({"default": None} | keep))
     parser.add_argument("--filename", metavar="PATH", **({"default": None} | keep),
                         help="path as executed (default: CMD, looked up on $PATH)")
+    parser.add_argument("--parent", metavar="PATH", **({"default": None} | keep),
+                        help="the parent's executable (default: unknown, parent rules do not "
+                        "match)")
+    parser.add_argument("--cwd", metavar="DIR", **({"default": None} | keep),
+                        help="working directory of the exec (default: unknown, cwd rules do "
+                        "not match)")
     parser.add_argument("--corpus", metavar="JSONL", **({"default": None} | keep),
                         help="decide every command line of a JSONL corpus offline and print "
                         "a table by category")
@@ -182,7 +188,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     mini.add_argument("file", metavar="FILE")
     _test_options(mini, defaults=False)
     opts = mini.parse_args(head, namespace=argparse.Namespace(
-        format=args.format, uid=args.uid, filename=args.filename, corpus=args.corpus))
+        format=args.format, uid=args.uid, filename=args.filename, corpus=args.corpus,
+        parent=args.parent, cwd=args.cwd))
     if opts.corpus and command:
         mini.error("give either --corpus JSONL or a command line after '--', not both")
     if not command and not opts.corpus:
@@ -194,7 +201,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     if opts.corpus:
         return _test_corpus(bundle, opts.corpus, opts.format)
     uid = os.getuid() if opts.uid is None else opts.uid
-    decision = simulate(bundle, command, filename=opts.filename, uid=uid)
+    decision = simulate(bundle, command, filename=opts.filename, uid=uid, parent=opts.parent,
+                        cwd=opts.cwd)
     if opts.format == "json":
         print(json.dumps({"action": decision.action, "rules": list(decision.rules),
                           "rule": decision.rule}))

@@ -196,3 +196,18 @@ def test_a_bad_corpus_row_names_the_file_and_line(policy_file, tmp_path, capsys)
     path.write_text('{"command": "ls"}\n{"cmd": "ls"}\n')
     assert main(["policy", "test", str(policy_file), "--corpus", str(path)]) == 2
     assert f"{path}:2: a corpus row needs a 'command'" in capsys.readouterr().err
+
+
+def test_test_takes_the_parent_and_the_working_directory(tmp_path, capsys):
+    path = tmp_path / "ctx.yaml"
+    path.write_text("version: 1\nrules:\n  - {id: sshd-shell, description: d, severity: high, "
+                    "action: block, match: {cmdline: '^bash -c', parent: {executable: [sshd]}}}\n"
+                    "  - {id: tmp-cwd, description: d, severity: low, action: log, "
+                    "match: {executable: [make], cwd: [/tmp]}}\n")
+    cmd = ["policy", "test", str(path), "--format", "json"]
+    assert main([*cmd, "--parent", "/usr/sbin/sshd", "--", "bash", "-c", "id"]) == 0
+    assert json.loads(capsys.readouterr().out)["rules"] == ["sshd-shell"]
+    assert main([*cmd, "--", "bash", "-c", "id"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "allow"  # parent unknown
+    assert main([*cmd, "--cwd", "/tmp", "--", "make"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "log"
