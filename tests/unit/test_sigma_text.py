@@ -62,3 +62,14 @@ def test_cased_values_are_case_sensitive() -> None:
 def test_escape_keeps_printable_ascii_and_hex_escapes_the_rest() -> None:
     assert escape("a.b (c)|\u2013".encode()) == "a\\.b \\(c\\)\\|\\xe2\\x80\\x93"
     assert re.fullmatch(escape(bytes(range(256))).encode(), bytes(range(256)))
+
+
+@pytest.mark.parametrize("values", [["* -l *", "* --listen *"], ["ab*", "*ba"], ["a?b", "*b*"],
+                                    ["", "-l"]])
+def test_the_complement_of_several_values_matches_when_none_does(values: list[str]) -> None:
+    comp = complement_regex([from_sigma(SigmaString(v)) for v in values])
+    assert comp is not None
+    neg = re.compile(comp.encode())
+    for text in TEXTS:
+        assert (neg.search(text) is not None) == (
+            not any(_sigma_match(v, text) for v in values)), (values, text)

@@ -62,6 +62,7 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
     oneof: dict[str, list[OneOf]] = {"user": [], "cwd": []}
     cmdlines: list[str] = []
     args: list[dict[str, str]] = []
+    negated: list[Cmd] = []
     for atom, positive in conj:
         if isinstance(atom, Exe):
             exes[atom.field][0 if positive else 1].append(atom)
@@ -80,7 +81,8 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
             if atom.regex not in cmdlines:
                 cmdlines.append(atom.regex)
         else:
-            cmdlines.append(_negated(atom))
+            negated.append(atom)
+    cmdlines.extend(_negated(negated))
     match: dict[str, Any] = {}
     for field, (pos, neg) in exes.items():
         values = _exe_set(field, pos, neg)
@@ -106,15 +108,30 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
     return match
 
 
-def _negated(atom: Cmd) -> str:
-    if atom.pattern is None:
-        raise ConditionUnsupported(f"'not {atom.what}' with a regex or a list of argument "
-                                   "values (only plain values can be negated without "
-                                   "look-around)")
+def _negated(atoms: list[Cmd]) -> list[str]:
+    """Regexes for "none of these values matches": one complement of all of them (an automaton
+    the size of their sum), else one per value when that is too large."""
+    if not atoms:
+        return []
+    for atom in atoms:
+        if atom.pattern is None:
+            raise ConditionUnsupported(f"'not {atom.what}' with a regex or a list of argument "
+                                       "values (only plain values can be negated without "
+                                       "look-around)")
+    groups = [[a.pattern for a in atoms]]
     try:
-        regex = complement_regex(atom.pattern)
+        return [_complement(groups[0])]  # type: ignore[arg-type]
+    except ConditionUnsupported:
+        if len(atoms) == 1:
+            raise
+    return [_complement([a.pattern]) for a in atoms]  # type: ignore[list-item]
+
+
+def _complement(patterns: list[Any]) -> str:
+    try:
+        regex = complement_regex(patterns)
     except PatternUnsupported as exc:
-        raise ConditionUnsupported(f"'not {atom.what}': {exc}") from None
+        raise ConditionUnsupported(f"'not CommandLine': {exc}") from None
     if regex is None:
         raise Unsatisfiable
     return regex

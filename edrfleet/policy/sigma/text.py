@@ -28,6 +28,7 @@ STAR = "*"
 ONE = "?"
 _SPECIAL = frozenset(b".^$*+?{}[]\\|()")
 MAX_COMPLEMENT = 12000  # characters of a complement regex; beyond, the rule is refused
+MAX_COMPLEMENT_STATES = 200  # states of the automaton it is built from
 
 
 class PatternUnsupported(ValueError):
@@ -157,27 +158,37 @@ def _classes(sets: list[frozenset[int]]) -> list[frozenset[int]]:
     return blocks
 
 
-def _dfa(p: TextPattern) -> tuple[list[dict[int, int]], list[frozenset[int]], set[int]]:
-    """Complete DFA of the full match: (transitions by class, classes, accepting states)."""
-    sets, loops = _steps(p)
-    final = len(sets)
-    classes = _classes(sets)
-    states: dict[frozenset[int], int] = {frozenset({0}): 0}
-    order = [frozenset({0})]
+def _dfa(patterns: list[TextPattern]
+         ) -> tuple[list[dict[int, int]], list[frozenset[int]], set[int]]:
+    """Complete DFA of "one of the patterns matches the whole text": (transitions by class,
+    classes, accepting states).  NFA states are (pattern, position) pairs."""
+    steps = [_steps(p) for p in patterns]
+    classes = _classes([s for sets, _ in steps for s in sets])
+    first = frozenset((k, 0) for k in range(len(patterns)))
+    states: dict[frozenset[tuple[int, int]], int] = {first: 0}
+    order = [first]
     trans: list[dict[int, int]] = []
+    done = frozenset({(-1, 0)})  # a value without an end anchor matched: every text does
     while len(trans) < len(order):
         cur = order[len(trans)]
         row = {}
         for c, cls in enumerate(classes):
             b = next(iter(cls))
-            nxt = frozenset({i + 1 for i in cur if i < final and b in sets[i]}
-                            | {i for i in cur if loops[i]})
+            nxt = done if cur == done else frozenset(
+                {(k, i + 1) for k, i in cur if i < len(steps[k][0]) and b in steps[k][0][i]}
+                | {(k, i) for k, i in cur if steps[k][1][i]})
+            if any(i == len(steps[k][0]) and steps[k][1][i] for k, i in nxt if k >= 0):
+                nxt = done
             if nxt not in states:
                 states[nxt] = len(order)
                 order.append(nxt)
             row[c] = states[nxt]
         trans.append(row)
-    accept = {n for s, n in states.items() if final in s}
+        if len(order) > MAX_COMPLEMENT_STATES:
+            raise PatternUnsupported(f"its negation needs more than {MAX_COMPLEMENT_STATES} "
+                                     "automaton states")
+    accept = {n for st, n in states.items()
+              if st == done or any(k >= 0 and i == len(steps[k][0]) for k, i in st)}
     return trans, classes, accept
 
 
@@ -239,15 +250,16 @@ class _Builder:
         return f"{x}*" if simple else (f"{x}*" if x in self.members else f"(?:{x})*")
 
 
-def complement_regex(p: TextPattern) -> str | None:
-    """A regex (``re.search``) that holds iff the Sigma value does NOT match the whole text.
+def complement_regex(p: TextPattern | list[TextPattern]) -> str | None:
+    """A regex (``re.search``) that holds iff the Sigma value (none of the values, for a
+    list) matches the whole text.
 
-    Returns None when the complement is empty (the value matches every text).
+    Returns None when the complement is empty (the values match every text).
 
     Raises:
         PatternUnsupported: the regex would be longer than `MAX_COMPLEMENT` characters.
     """
-    trans, classes, accept = _dfa(p)
+    trans, classes, accept = _dfa(p if isinstance(p, list) else [p])
     rx = _Builder()
     n = len(trans)
     start, final = n, n + 1  # new start and final states for state elimination
