@@ -41,8 +41,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     for r in result.refused:
         print(f"refused: {r.file}: {r.title or r.sigma_id}: {r.reason}", file=sys.stderr)
+    for i in result.partial:
+        print(f"partly: {i.file}: {i.title}: left out: {'; '.join(i.dropped)}", file=sys.stderr)
     layout = " (one rule per executable, to fit the kernel's groups)" if result.split else ""
     print(f"imported {len(result.imported)} of {result.total} Sigma rules "
-          f"({100 * result.rate:.1f} %) as {len(result.rules())} edrfleet rules{layout}"
+          f"({100 * result.rate:.1f} %; {len(result.partial)} of them partly: alternatives of "
+          f"their condition that the kernel cannot check left out) as {len(result.rules())} "
+          f"edrfleet rules{layout}"
           + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return EXIT_OK

@@ -88,7 +88,9 @@ class EdrfleetBackend(Backend):
     """Converts Sigma process-creation rules to edrfleet ``match`` blocks (one list per rule).
 
     ``notes`` holds the approximations made for the last converted rule (kept in the rule's
-    ``source`` block).
+    ``source`` block); ``dropped`` the alternatives of its condition that were left out (each
+    needs a fact the kernel cannot check; the rest is imported, so the rule fires on a subset
+    of what the Sigma rule fires on).
     """
 
     name: ClassVar[str] = "edrfleet"
@@ -98,10 +100,12 @@ class EdrfleetBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notes: list[str] = []
+        self.dropped: list[str] = []  # alternatives left out of the last rule, with the reason
 
     def convert_rule(self, rule: SigmaRule, output_format: str | None = None,
                      callback: Any = None) -> list[Any]:
         self.notes = []
+        self.dropped = []
         return super().convert_rule(rule, output_format, callback)
 
     # --- boolean structure -----------------------------------------------------------------
@@ -232,11 +236,13 @@ class EdrfleetBackend(Backend):
         except ConditionUnsupported as exc:
             raise Unsupported(str(exc)) from None
         out = []
+        refusals: list[str] = []
         for conj in branches:
             unknown = [a for a, _ in conj if isinstance(a, Unknown)]
             refused = [a for a, positive in conj if isinstance(a, Unknown) and positive]
-            if refused:
-                raise Unsupported(refused[0].reason)
+            if refused:  # this alternative needs a fact the kernel cannot check
+                refusals.append(refused[0].reason)
+                continue
             if unknown:
                 self._note(f"a filter condition the kernel cannot check is assumed to hold "
                            f"(the filter excludes more): {unknown[0].reason}")
@@ -246,11 +252,18 @@ class EdrfleetBackend(Backend):
             except Unsatisfiable:
                 continue
             except ConditionUnsupported as exc:
-                raise Unsupported(str(exc)) from None
+                refusals.append(str(exc))
+                continue
             if match not in out:
                 out.append(match)
+        if refusals and not out:
+            raise Unsupported(refusals[0])
         if not out:
             raise Unsupported("the condition can never hold")
+        for reason in refusals:  # a subset of the rule's alternatives: it fires on fewer events
+            if reason not in self.dropped:
+                self.dropped.append(reason)
+                self._note(f"alternatives of the condition are left out: {reason}")
         return out
 
     # --- helpers ------------------------------------------------------------------------------
@@ -266,8 +279,8 @@ class EdrfleetBackend(Backend):
     def _known(self, field: str | None) -> str:
         if field is None:
             raise Unsupported("a value without a field")
-        if field in ("executable", "cmdline", "parent", "user", "cwd", "auditd.type") or (
-                field.startswith("argv.")):
+        if field in ("executable", "cmdline", "parent", "user", "cwd", "auditd.type",
+                     "auditd.syscall", "euid") or field.startswith("argv."):
             return field
         reason = UNSUPPORTED_FIELDS.get(field, "not known to the kernel at exec")
         raise Unsupported(f"field '{field}': {reason}")
@@ -299,8 +312,20 @@ class EdrfleetBackend(Backend):
         if field == "auditd.type":
             if p.literal is not None and p.literal.lower() == b"execve":
                 return TRUE
+            if p.literal is not None and p.literal.lower() == b"syscall":
+                return OneOf("auditd.record", frozenset({"syscall"}))  # needs SYSCALL: execve
             raise Unsupported(f"auditd record type '{value}': the kernel sees execs (EXECVE "
                               "records) only")
+        if field == "auditd.syscall":
+            if p.literal is not None and p.literal.lower() in (b"execve", b"execveat"):
+                return OneOf("auditd.syscall", frozenset({"execve"}))
+            raise Unsupported(f"auditd SYSCALL '{value}': the kernel sees execs only")
+        if field == "euid":
+            if p.literal is not None and p.literal.isdigit():
+                self._note("auditd euid is matched as the exec's uid (the same unless the "
+                           "program is setuid)")
+                return OneOf("user", frozenset({p.literal.decode()}))
+            raise Unsupported(f"euid '{value}': the kernel matches a whole uid")
         if field in ("executable", "parent"):
             return self._exe(field, p, value)
         return self._oneof(field, p, value)

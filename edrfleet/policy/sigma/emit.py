@@ -59,7 +59,8 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
         Unsatisfiable: the AND never holds.
     """
     exes: dict[str, tuple[list[Exe], list[Exe]]] = {"executable": ([], []), "parent": ([], [])}
-    oneof: dict[str, list[OneOf]] = {"user": [], "cwd": []}
+    oneof: dict[str, list[OneOf]] = {"user": [], "cwd": [], "auditd.record": [],
+                                     "auditd.syscall": []}
     cmdlines: list[str] = []
     args: list[dict[str, str]] = []
     negated: list[Cmd] = []
@@ -88,6 +89,10 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
         values = _exe_set(field, pos, neg)
         if values is not None:
             match[MATCH_KEY[field]] = values if field == "executable" else {"executable": values}
+    if oneof.pop("auditd.record") and not oneof.pop("auditd.syscall"):
+        raise ConditionUnsupported("an auditd SYSCALL record without SYSCALL: execve (the "
+                                   "kernel sees execs only)")
+    oneof.pop("auditd.syscall", None)
     for field, atoms in oneof.items():
         if not atoms:
             continue

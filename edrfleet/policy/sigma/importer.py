@@ -55,6 +55,7 @@ class Imported:
     sigma_id: str
     title: str
     rules: list[dict[str, Any]]
+    dropped: list[str] = field(default_factory=list)  # alternatives left out, with the reason
 
 
 @dataclass
@@ -73,6 +74,11 @@ class ImportResult:
     @property
     def total(self) -> int:
         return len(self.imported) + len(self.refused)
+
+    @property
+    def partial(self) -> list[Imported]:
+        """Rules imported without some alternatives of their condition."""
+        return [i for i in self.imported if i.dropped]
 
     @property
     def rate(self) -> float:
@@ -103,11 +109,14 @@ class ImportResult:
     def policy_text(self) -> str:
         head = ["# edrfleet policy imported from Sigma rules by `edrfleet policy import-sigma`.",
                 f"# {len(self.imported)} of {self.total} Sigma rules imported "
-                f"({100 * self.rate:.1f} %) as {len(self.rules())} edrfleet rules.",
+                f"({100 * self.rate:.1f} %) as {len(self.rules())} edrfleet rules"
+                f" ({len(self.partial)} without some alternatives of their condition).",
                 f"# The Sigma rules are licensed under the {LICENSE}:",
                 "# each rule's author, id and title are kept in its 'description' and 'source'."]
         for r in self.refused:
             head.append(f"# refused: {r.file}: {r.title}: {r.reason}")
+        for i in self.partial:
+            head.append(f"# partly: {i.file}: {i.title}: left out: {'; '.join(i.dropped)}")
         body = yaml.dump(self.policy(), Dumper=_Dumper, sort_keys=False, width=100,
                          allow_unicode=True)
         return "\n".join(head) + "\n" + body
@@ -220,7 +229,7 @@ def _import_rule(result: ImportResult, name: str, rule: SigmaRule, action: str,
     if reason is not None:
         result.refused.append(Refused(name, sid, title, reason))
         return
-    result.imported.append(Imported(name, sid, title, rules))
+    result.imported.append(Imported(name, sid, title, rules, list(backend.dropped)))
 
 
 def _compile_reason(rules: list[dict[str, Any]]) -> str | None:

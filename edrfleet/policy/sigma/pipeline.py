@@ -13,6 +13,8 @@ meets the names on the right below (or a field it must refuse, with the reason i
 | ``CurrentDirectory``           | ``cwd``           | the working directory (prefixes)         |
 | auditd ``a0`` … ``a9``         | ``argv.0`` …      | argv[i] of the EXECVE record             |
 | auditd ``type``                | ``auditd.type``   | EXECVE is every exec; other records not  |
+| auditd ``SYSCALL``             | ``auditd.syscall``| execve/execveat: a SYSCALL record of one |
+| auditd ``euid``                | ``euid``          | matched as the exec's (real) uid         |
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ FIELDS = {
     "User": "user",
     "CurrentDirectory": "cwd",
     "type": "auditd.type",
+    "SYSCALL": "auditd.syscall",
+    "euid": "euid",
     **{f"a{i}": f"argv.{i}" for i in range(10)},
 }
 
