@@ -89,17 +89,18 @@ def build_match(conj: list[Literal]) -> dict[str, Any]:
         values = _exe_set(field, pos, neg)
         if values is not None:
             match[MATCH_KEY[field]] = values if field == "executable" else {"executable": values}
-    if oneof.pop("auditd.record") and not oneof.pop("auditd.syscall"):
+    record, syscall = oneof.pop("auditd.record"), oneof.pop("auditd.syscall")
+    if record and not syscall:
         raise ConditionUnsupported("an auditd SYSCALL record without SYSCALL: execve (the "
                                    "kernel sees execs only)")
-    oneof.pop("auditd.syscall", None)
     for field, atoms in oneof.items():
         if not atoms:
             continue
         values_set = set(atoms[0].values)
         for other in atoms[1:]:
-            if field == "cwd":
-                raise ConditionUnsupported("two CurrentDirectory conditions that must both hold")
+            if field == "cwd" or any(v.isdigit() for v in values_set | other.values):
+                raise ConditionUnsupported(f"two {_sigma(field)} conditions that must both "
+                                           "hold (a name and a uid cannot be compared here)")
             values_set &= other.values
         if not values_set:
             raise Unsatisfiable
@@ -123,13 +124,13 @@ def _negated(atoms: list[Cmd]) -> list[str]:
             raise ConditionUnsupported(f"'not {atom.what}' with a regex or a list of argument "
                                        "values (only plain values can be negated without "
                                        "look-around)")
-    groups = [[a.pattern for a in atoms]]
+    patterns = [a.pattern for a in atoms]
     try:
-        return [_complement(groups[0])]  # type: ignore[arg-type]
+        return [_complement(patterns)]
     except ConditionUnsupported:
         if len(atoms) == 1:
             raise
-    return [_complement([a.pattern]) for a in atoms]  # type: ignore[list-item]
+    return [_complement([p]) for p in patterns]
 
 
 def _complement(patterns: list[Any]) -> str:
