@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 EXIT_OK = 0
+EXIT_USAGE = 2
 
 
 def register(sub: Any) -> None:
@@ -28,9 +29,15 @@ def register(sub: Any) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from edrfleet.policy import PolicyError
     from edrfleet.policy.sigma import import_paths  # pySigma loads only for this command
 
     result = import_paths(args.paths, action=args.action)
+    try:
+        result.check()  # every imported policy passes `edrfleet policy check`
+    except PolicyError as exc:
+        print(f"edrfleet: the imported policy does not fit the kernel: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     text = result.policy_text()
     if args.output:
         tmp = f"{args.output}.tmp"

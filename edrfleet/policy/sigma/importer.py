@@ -106,6 +106,15 @@ class ImportResult:
         return {"version": 1, "mode": "enforce", "limits": {"unscanned": "allow"},
                 "rules": self.rules()}
 
+    def check(self) -> None:
+        """Validate and compile the policy as written.
+
+        Raises:
+            PolicyError: it does not fit the kernel even with one rule per executable (import
+                fewer rules at once).
+        """
+        compile_policy(load_policy_text(self.policy_text(), "imported Sigma policy"))
+
     def policy_text(self) -> str:
         head = ["# edrfleet policy imported from Sigma rules by `edrfleet policy import-sigma`.",
                 f"# {len(self.imported)} of {self.total} Sigma rules imported "
