@@ -339,3 +339,12 @@ def test_corpus_rules_decide_their_own_examples() -> None:
     assert not hit("chmod --reference=/etc/shells /etc/x", "Chmod")
     assert hit("bash -c id", "CVE-2024-3094", parent="/usr/sbin/sshd", uid=0)
     assert not hit("bash -c id", "CVE-2024-3094", parent="/usr/bin/cron", uid=0)
+
+
+def test_the_docstring_example_runs() -> None:
+    import doctest
+
+    import edrfleet.policy.sigma.importer as importer
+
+    result = doctest.testmod(importer)
+    assert result.attempted > 0 and result.failed == 0

@@ -16,7 +16,7 @@ its ``description``: the Detection Rule License 1.1 asks for that credit.
 ... level: high
 ... ''')])
 >>> [r["match"] for r in result.imported[0].rules]
-[{'executable': ['rm'], 'cmdline': '(?is: \\\\-rf /)'}]
+[{'executable': ['rm'], 'cmdline': '(?is: -rf /)'}]
 """
 
 from __future__ import annotations
