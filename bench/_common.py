@@ -108,7 +108,7 @@ class Cgroup:
 # -- C workloads -----------------------------------------------------------------------------
 EXEC_LOOP_C = r"""
 /*
- * exec_loop N PATH: N times fork, execve(PATH, {PATH}, {}), waitpid.
+ * exec_loop N PATH [ARG...]: N times fork, execve(PATH, {PATH, ARG..., NULL}, {}), waitpid.
  * Prints "wall_ns cpu_ns failures"; cpu = user + system time of the loop and its children.
  */
 #define _GNU_SOURCE
@@ -130,13 +130,13 @@ static long long cpu_ns(int who)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s N PATH\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s N PATH [ARG...]\n", argv[0]);
         return 2;
     }
     long n = strtol(argv[1], NULL, 10);
     char *path = argv[2];
-    char *cargv[] = {path, NULL};
+    char **cargv = &argv[2]; /* PATH, ARG..., NULL */
     char *cenv[] = {NULL};
     long failures = 0;
     struct timespec t0, t1;

@@ -2,7 +2,9 @@
 
 Usage: .venv/bin/python bench/compile_policy.py [--rules N] [--regexes N] [--seed S]
 Prints the load, compile and total wall times, the CPU time (steadier on a busy machine),
-and the size of the bundle.
+and the size of the bundle; then the same for the capacity policy (64 executables, each with
+an automaton of more than 1 024 states: more than 65 536 states in all), which
+tests/kernel/test_capacity.py loads into the kernel.
 """
 
 from __future__ import annotations
@@ -72,25 +74,54 @@ def synthetic_policy_text(n_rules: int = 1000, n_regexes: int = 200, seed: int =
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", type=int, default=1000)
-    parser.add_argument("--regexes", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    text = synthetic_policy_text(args.rules, args.regexes, args.seed)
+CAPACITY_GROUPS = 64
+CAPACITY_STATES = 1024
+
+
+def capacity_arg(i: int) -> tuple[str, str]:
+    """The argument that walks group ``i``'s automaton to its last state, and a near miss."""
+    hit = "a" * 600 + "b" * (CAPACITY_STATES - 600 + i)
+    return hit, hit[:-1]
+
+
+def capacity_policy_text(scope: str | None = None, n: int = CAPACITY_GROUPS) -> str:
+    """``n`` executables ``edrcap-<i>``, each with a regex whose DFA has > 1 024 states
+    (distinct, so none is shared): ``^a{600}b{424+i}$``."""
+    lines = ["version: 1"] + ([f"scope: {{cgroups: [{scope}]}}"] if scope else []) + ["rules:"]
+    for i in range(n):
+        b = CAPACITY_STATES - 600 + i
+        lines += [f"  - id: cap-{i}", f"    description: capacity group {i}",
+                  "    severity: high", "    action: block", "    match:",
+                  f"      executable: [edrcap-{i}]",
+                  f"      args: [{{regex: '^a{{600}}b{{{b}}}$'}}]"]
+    return "\n".join(lines) + "\n"
+
+
+def measure(label: str, text: str) -> None:
     c0, t0 = time.process_time(), time.perf_counter()
     policy = load_policy_text(text, "synthetic.yaml")
     t1 = time.perf_counter()
     bundle = compile_policy(policy)
     c2, t2 = time.process_time(), time.perf_counter()
     size = len(dump_bundle(bundle))
-    states = sum(len(d["trans"]) // d["nclasses"] for d in bundle["dfas"])
+    per_dfa = [len(d["trans"]) // d["nclasses"] for d in bundle["dfas"]]
     trans = sum(len(d["trans"]) for d in bundle["dfas"])
-    print(f"rules={args.rules} regexes={args.regexes} groups={len(bundle['groups'])} "
-          f"dfas={len(bundle['dfas'])} states={states} transitions={trans} bytes={size}")
-    print(f"load {t1 - t0:.3f} s  compile {t2 - t1:.3f} s  total {t2 - t0:.3f} s "
+    print(f"{label}: rules={len(bundle['rules'])} groups={len(bundle['groups'])} "
+          f"dfas={len(bundle['dfas'])} states={sum(per_dfa)} (largest {max(per_dfa, default=0)}) "
+          f"transitions={trans} bytes={size}")
+    print(f"  load {t1 - t0:.3f} s  compile {t2 - t1:.3f} s  total {t2 - t0:.3f} s "
           f"(cpu {c2 - c0:.3f} s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", type=int, default=1000)
+    parser.add_argument("--regexes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    measure(f"synthetic ({args.regexes} regexes)",
+            synthetic_policy_text(args.rules, args.regexes, args.seed))
+    measure("capacity", capacity_policy_text())
     return 0
 
 

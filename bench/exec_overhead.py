@@ -12,6 +12,9 @@ reversed; each agent is started for its chunk and stopped after it):
             /bin/true
   logged    under the `large` agent, the renamed copy N times: every exec is reported, so this
             is the event path (ring buffer, agent decode, spool); events received are counted
+  worst     under the `large` agent, the most expensive exec it allows (bench/worst_case.py):
+            a copy of /bin/true named like the executable with the most automata, with 4 KiB
+            of argv walking the largest of them; its "bpf µs" is the worst case per exec
   logged, agent SIGSTOPped
             then the same with the agent's process stopped (up to --paused-cap execs a round):
             the BPF program still decides and fills the ring buffer, nobody reads it until the
@@ -50,6 +53,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
+import worst_case  # noqa: E402
 
 TARGET = 1.02
 LOG_RULE_ID = "bench-logged-copy"
@@ -163,6 +167,16 @@ class StartTimes:
     wall_to_enforcing: list[float] = field(default_factory=list)
 
 
+def worst_exec_for(policy: Path, copy_dir: Path) -> worst_case.WorstExec:
+    """Compile the policy as the agent will, pick the worst exec, make its stand-in."""
+    from edrfleet.policy import compile_policy, load_policy
+
+    worst = worst_case.worst_exec(compile_policy(load_policy(policy)), copy_dir)
+    copy_dir.mkdir(exist_ok=True)
+    shutil.copy2("/bin/true", copy_dir / worst.name)
+    return worst
+
+
 def wait_events(agent: c.Agent, count: int, timeout: float = 15.0) -> int:
     """Wait until the agent's spool holds ``count`` events (or ``timeout``); returns the count."""
     deadline = time.monotonic() + timeout
@@ -193,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              args.wildcard_rules, args.two_exe_share, args.seed),
             sort_keys=False, width=4096))
         checks = {name: c.check_policy(path) for name, path in policies.items()}
+        worst = worst_exec_for(policies["large"], workdir / "worst")
 
         configs = ["none", "default", "large"]
         totals: dict[str, Totals] = defaultdict(Totals)
@@ -202,7 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base, extra = divmod(args.n, args.rounds)
         other_seen: set[int] = set()
 
-        def chunk(name: str, path: str, execs: int, agent: c.Agent | None) -> None:
+        def chunk(name: str, path: str, execs: int, agent: c.Agent | None,
+                  argv: tuple[str, ...] = ()) -> None:
             c.settle(args.settle, args.max_busy, args.idle_timeout)
             others = set(c.other_agents()) - {a.proc.pid for a in agents.started}
             other_seen.update(others)
@@ -211,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu0 = c.process_cpu(agent.proc.pid)
                 counters0 = c.process_counters(agent.proc.pid)
             busy0 = c.cpu_times()
-            sample = c.timed_loop(cg, [str(loop), str(execs), path])
+            sample = c.timed_loop(cg, [str(loop), str(execs), path, *argv])
             busy1 = c.cpu_times()
             t = totals[name]
             t.add(sample, execs)
@@ -243,6 +259,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     chunk(name, "/bin/true", execs, agent)
                     if name == "large":
                         chunk("logged", str(copy), execs, agent)
+                        if args.worst:
+                            chunk("worst", str(workdir / "worst" / worst.name), execs, agent,
+                                  tuple(worst.args))
                     if paused:
                         # Everything so far written out, then the agent's process stopped:
                         # the program still runs and fills the ring buffer, nobody reads it.
@@ -264,7 +283,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     logged["status_logged"] += int(agent.final_status.get("logged", 0))
                 print(f"round {r + 1}/{args.rounds} {name}: done", file=sys.stderr, flush=True)
 
-        return report(args, totals, starts, logged, checks, sorted(other_seen), stats is not None)
+        result = report(args, totals, starts, logged, checks, sorted(other_seen),
+                        stats is not None)
+        print(f"worst case: {worst.name!r}, {worst.groups} automata per exec, the largest "
+              f"{worst.states} states, {worst.visited} of them visited by a 4 096-byte argv "
+              f"({len(worst.args)} arguments); simulator: {worst.action}")
+        result["worst"] = asdict(worst) | {"args": len(worst.args)}
+        return result
     finally:
         if stats:
             stats.close()
@@ -286,9 +311,10 @@ def report(args: argparse.Namespace, totals: dict[str, Totals], starts: dict[str
         "default": "default policy",
         "large": f"{args.rules} rules / {args.regexes} regex",
         "logged": "logged copy (event each)",
+        "worst": "worst: 4 KiB, most DFAs",
         "logged-paused": "logged, agent SIGSTOPped",
     }
-    for name in ("none", "default", "large", "logged", "logged-paused"):
+    for name in ("none", "default", "large", "logged", "worst", "logged-paused"):
         t = totals[name]
         if not t.execs:
             continue
@@ -429,6 +455,8 @@ def main() -> int:
     ap.add_argument("--paused-cap", type=int, default=1000,
                     help="execs per round for that row; the ring buffer (1 MiB) must hold them "
                          "until the agent resumes (1000)")
+    ap.add_argument("--no-worst", dest="worst", action="store_false",
+                    help="skip the worst-case row (4 KiB argv through the most automata)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (spools)")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args()

@@ -14,6 +14,12 @@
  * mm->arg_end (no other thread can race it: de_thread() has run), and mm->exe_file is the real
  * executable.  bpf_send_signal(SIGKILL) there stops the program before it starts.
  *
+ * Context (match.user, match.parent, match.cwd) is decided here too, and only read when a
+ * rule whose argv conditions already hold needs it (the group's flags say whether any does):
+ * the parent's executable (real_parent->mm->exe_file) by inode and real basename, and the
+ * directories from the cwd up to '/' (a d_parent walk crossing mounts, EDR_CWD_DEPTH
+ * directories at most; a deeper cwd is unknown and fails closed like an unscanned argv).
+ *
  * Matching (docs/policy-bundle.md): the candidate groups for this exec come from the real
  * executable's inode, the as-executed basename, the real basename and the wildcard list; each
  * group's DFA reads BOS, argv joined by NUL, EOS, in windows of EDR_ARGS_MAX bytes, one window
@@ -64,6 +70,18 @@ struct edr_scratch {
 	__u32 scan_short;                /* scan_len was cut to fit the tail-call budget */
 	__u32 scan_failed;               /* reading argv from the new mm failed */
 	__u32 unscanned;                 /* a group with block rules was not read to the end */
+	__u32 ctx_done;                  /* enum edr_ctx_flag: context already read for this exec */
+	__u32 want;                      /* enum edr_ctx_flag: context the group being judged needs */
+	__u32 cwd_unknown;               /* the cwd walk did not reach '/' */
+	__u32 ncwd;                      /* names in cwd_names */
+	__u32 unscanned_block;           /* config: what is unknown blocks */
+	__u32 dirs_seen;                 /* cwd walk: directories looked up */
+	__u64 pbits;                     /* parent-key bits of the parent's executable */
+	__u64 cbits;                     /* cwd-prefix bits of the cwd's directories */
+	struct edr_inode_key ck;         /* context lookups */
+	struct edr_name_key pk;
+	__u64 cwd_names[EDR_CWD_DEPTH];  /* d_name.name of the cwd's components, leaf first */
+	__u8 cwdbuf[EDR_CWD_MAX + 256];  /* the cwd path being built for the event */
 	__u32 lpos;                      /* LSM: bytes of argv copied into lbuf */
 	__u32 ldone;                     /* LSM: the argv array's NULL was reached */
 	__u8 lbuf[2 * EDR_ARGS_MAX];     /* LSM: argv copied from the caller, NUL separated */
@@ -74,6 +92,9 @@ BPF_ARRAY(config, struct edr_config, EDR_SLOTS);
 BPF_HASH(names, struct edr_name_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_NAMES);
 BPF_HASH(inodes, struct edr_inode_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
 BPF_HASH(scope, struct edr_scope_key, __u32, EDR_SLOTS * EDR_MAX_SCOPE);
+BPF_HASH(pnames, struct edr_name_key, __u64, EDR_SLOTS * EDR_MAX_PNAMES);
+BPF_HASH(pinodes, struct edr_inode_key, __u64, EDR_SLOTS * EDR_MAX_PINODES);
+BPF_HASH(dirs, struct edr_inode_key, __u64, EDR_SLOTS * EDR_MAX_DIRS);
 BPF_ARRAY(accepts, struct edr_accepts, EDR_SLOTS);
 BPF_ARRAY(groups, struct edr_group, EDR_SLOTS * EDR_MAX_GROUPS);
 BPF_ARRAY(rules, struct edr_rule, EDR_SLOTS * EDR_MAX_RULES);
@@ -194,10 +215,171 @@ static __always_inline __u32 dfa_step(const struct edr_trans *t, const struct ed
 	return e & EDR_ROW_MASK;
 }
 
+static __always_inline void inode_id(struct edr_scratch *s, void *inode)
+{
+	s->ck.slot = s->slot;
+	s->ck.dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+	s->ck.ino = rd_ptr(inode, EDR_OFF_INODE_INO);
+}
+
+/* The parent's executable: its key bits (by inode, by real basename) and its name. */
+static __always_inline void parent_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_PARENT;
+	s->pbits = 0;
+	__builtin_memset(s->pk.name, 0, sizeof(s->pk.name));
+	s->pk.slot = s->slot;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *parent = (void *)rd_ptr(task, EDR_OFF_TASK_REAL_PARENT);
+	void *pmm = (void *)rd_ptr(parent, EDR_OFF_TASK_MM);
+	void *file = pmm ? (void *)rd_ptr(pmm, EDR_OFF_MM_EXE_FILE) : 0;
+	if (file) {
+		inode_id(s, (void *)rd_ptr(file, EDR_OFF_FILE_INODE));
+		__u64 *v = pinodes.lookup(&s->ck);
+		if (v)
+			s->pbits |= *v;
+		void *dentry = (void *)rd_ptr(file, EDR_OFF_FILE_DENTRY);
+		long n = bpf_probe_read_kernel_str(s->pk.name, sizeof(s->pk.name),
+						   (void *)rd_ptr(dentry, EDR_OFF_DENTRY_NAME));
+		if (n > 1 && n < EDR_NAME_MAX) {
+			v = pnames.lookup(&s->pk);
+			if (v)
+				s->pbits |= *v;
+		}
+	}
+	__builtin_memcpy(s->ev.parent_name, s->pk.name, sizeof(s->ev.parent_name));
+}
+
+/*
+ * The cwd: walk from fs->pwd up to '/', looking every directory up in "dirs" (by inode) and
+ * keeping the names for the event.  At the root of a mount the walk continues at its
+ * mountpoint in the parent mount (struct mount around the vfsmount); that mountpoint dentry is
+ * hidden under the mount, so it is not looked up, only named.  A loop turn is one directory
+ * or one mount crossing; more than EDR_CWD_DEPTH directories leave the cwd unknown.
+ */
+static __always_inline void cwd_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_CWD;
+	s->cbits = 0;
+	s->ncwd = 0;
+	s->cwd_unknown = 1;
+	s->dirs_seen = 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *fs = (void *)rd_ptr(task, EDR_OFF_TASK_FS);
+	if (!fs)
+		return;
+	__u64 dentry = rd_ptr(fs, EDR_OFF_FS_PWD_DENTRY);
+	__u64 mnt = rd_ptr(fs, EDR_OFF_FS_PWD_MNT);
+	int hidden = 0;
+	for (int i = 0; i < 2 * EDR_CWD_DEPTH; i++) {
+		if (!hidden) {
+			if (s->dirs_seen >= EDR_CWD_DEPTH)
+				break;
+			inode_id(s, (void *)rd_ptr((void *)dentry, EDR_OFF_DENTRY_INODE));
+			__u64 *v = dirs.lookup(&s->ck);
+			if (v)
+				s->cbits |= *v;
+			s->dirs_seen += 1;
+		}
+		hidden = 0;
+		__u64 mount = mnt - EDR_OFF_MOUNT_MNT;
+		if (dentry == rd_ptr((void *)mnt, EDR_OFF_VFSMOUNT_ROOT)) {
+			__u64 up = rd_ptr((void *)mount, EDR_OFF_MOUNT_PARENT);
+			if (up == mount) {
+				s->cwd_unknown = 0;
+				break;
+			}
+			dentry = rd_ptr((void *)mount, EDR_OFF_MOUNT_MOUNTPOINT);
+			mnt = up + EDR_OFF_MOUNT_MNT;
+			hidden = 1;
+			continue;
+		}
+		__u64 up = rd_ptr((void *)dentry, EDR_OFF_DENTRY_PARENT);
+		if (up == dentry || !up) {
+			s->cwd_unknown = !up;
+			break;
+		}
+		__u32 k = s->ncwd;
+		if (k < EDR_CWD_DEPTH) {
+			s->cwd_names[BOUNDED(k, EDR_CWD_DEPTH)] =
+				rd_ptr((void *)dentry, EDR_OFF_DENTRY_NAME);
+			s->ncwd = k + 1;
+		}
+		dentry = up;
+	}
+}
+
+/* The cwd as a path for the event, from the names the walk kept (root first). */
+static __always_inline void cwd_string(struct edr_scratch *s)
+{
+	struct edr_event *ev = &s->ev;
+	__u32 pos = 0;
+	for (int i = EDR_CWD_DEPTH - 1; i >= 0; i--) {
+		if (i >= s->ncwd)
+			continue;
+		if (pos + 1 >= EDR_CWD_MAX) {
+			ev->flags |= EDR_F_CWD_TRUNCATED;
+			break;
+		}
+		s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)] = '/';
+		pos += 1;
+		long n = bpf_probe_read_kernel_str(&s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)], 256,
+						   (void *)s->cwd_names[i & (EDR_CWD_DEPTH - 1)]);
+		if (n > 1)
+			pos += n - 1;
+	}
+	if (!pos) {
+		s->cwdbuf[0] = '/';
+		pos = 1;
+	}
+	if (pos > EDR_CWD_MAX) {
+		pos = EDR_CWD_MAX;
+		ev->flags |= EDR_F_CWD_TRUNCATED;
+	}
+	if (s->cwd_unknown)
+		ev->flags |= EDR_F_CWD_UNKNOWN;
+	bpf_probe_read_kernel(ev->cwd, EDR_CWD_MAX, s->cwdbuf);
+	ev->cwd_len = pos;
+}
+
+/* Read the context that rules of this group need, once per exec, only for rules whose argv
+ * conditions hold. */
+static __always_inline void need_ctx(struct edr_scratch *s, struct edr_group *g)
+{
+	s->want = 0;
+	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
+		if (i >= g->n_rules)
+			break;
+		struct edr_rule_slot *rs = &g->rules[i];
+		if (rs->flags && (s->mask & rs->need) == rs->need)
+			s->want |= rs->flags;
+	}
+	asm volatile("" ::: "memory");
+	__u32 want = s->want & ~s->ctx_done;
+	if (want & EDR_CTX_PARENT)
+		parent_ctx(s);
+	if (want & EDR_CTX_CWD)
+		cwd_ctx(s);
+}
+
+/* The rule's parent and cwd sets hold (both read by need_ctx before). */
+static __always_inline int ctx_holds(struct edr_scratch *s, struct edr_rule *r)
+{
+	if (r->parents && !(r->parents & s->pbits))
+		return 0;
+	if (!r->cwds)
+		return 1;
+	if (s->cwd_unknown) /* fail closed where the policy says unknown blocks, never allows */
+		return s->unscanned_block && r->action != EDR_ACTION_ALLOW;
+	return (r->cwds & s->cbits) != 0;
+}
+
 /* Match the group's rule slots against the condition bits and remember the best rules. */
 static __always_inline void judge_group(struct edr_scratch *s, struct edr_group *g)
 {
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	if (g->flags)
+		need_ctx(s, g);
 	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
 		if (i >= g->n_rules)
 			break;
@@ -217,6 +399,8 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 			if (!ok)
 				continue;
 		}
+		if (rs->flags && !ctx_holds(s, r))
+			continue;
 		if (r->action == EDR_ACTION_ALLOW && rs->rule < s->best_allow)
 			s->best_allow = rs->rule;
 		else if (r->action == EDR_ACTION_BLOCK && rs->rule < s->best_block)
@@ -317,6 +501,11 @@ static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
 	ev->stage = lsm ? EDR_STAGE_LSM : EDR_STAGE_EXEC;
 	if (s->scan_short || s->scan_failed)
 		ev->flags |= EDR_F_UNSCANNED;
+	if (!(s->ctx_done & EDR_CTX_PARENT))
+		parent_ctx(s);
+	if (!(s->ctx_done & EDR_CTX_CWD))
+		cwd_ctx(s);
+	cwd_string(s);
 	emit(ctx, s);
 	return verdict;
 }
@@ -471,7 +660,10 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	s->best_allow = EDR_NONE;
 	s->best_block = EDR_NONE;
 	s->best_log = EDR_NONE;
+	s->ctx_done = 0;
+	s->unscanned_block = cfg->unscanned_block;
 	ev->flags = 0;
+	ev->cwd_len = 0;
 	ev->rule = EDR_NONE;
 
 	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);

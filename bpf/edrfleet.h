@@ -24,6 +24,8 @@
 #define EDR_RULES_PER_GROUP 64     /* rule slots in one group; one condition bit each max 64  */
 #define EDR_UIDS_PER_RULE   8      /* uid list of one rule                                    */
 #define EDR_CAND_MAX        8      /* distinct groups evaluated for one exec                  */
+#define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
+#define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
 #define EDR_NSYM            258    /* symbols a DFA reads: bytes 0..255, BOS, EOS            */
 #define EDR_SYM_BOS         256    /* fed once before the first argv byte                     */
 #define EDR_SYM_EOS         257    /* fed once after the last argv byte                       */
@@ -32,6 +34,7 @@
 #define EDR_ACCEPT_IDS      4096   /* distinct condition masks per slot; id 0 = no bits      */
 #define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
 #define EDR_SLOTS           2      /* policy slots: one active, one being filled (reload)    */
+#define EDR_CWD_MAX         512    /* working directory path carried in one event            */
 #define EDR_NONE            0xffffffffu /* "no rule", "no group"                            */
 
 /* Capacities of one slot; the agent may raise them with -D at compile time. */
@@ -52,6 +55,15 @@
 #endif
 #ifndef EDR_MAX_SCOPE       /* scope cgroups per slot */
 #define EDR_MAX_SCOPE       256
+#endif
+#ifndef EDR_MAX_PNAMES      /* parent executable basename keys per slot */
+#define EDR_MAX_PNAMES      64
+#endif
+#ifndef EDR_MAX_PINODES     /* parent executable inode keys per slot */
+#define EDR_MAX_PINODES     512
+#endif
+#ifndef EDR_MAX_DIRS        /* cwd prefix directory keys per slot */
+#define EDR_MAX_DIRS        64
 #endif
 
 /* --- enums ------------------------------------------------------------------------------- */
@@ -99,6 +111,13 @@ enum edr_flag {              /* edr_event.flags bits */
 	EDR_F_ARGS_TRUNCATED = 1,     /* argv longer than EDR_ARGS_MAX: event carries a prefix */
 	EDR_F_FILENAME_TRUNCATED = 2,
 	EDR_F_UNSCANNED = 4,          /* argv longer than the scan budget: decided on a prefix */
+	EDR_F_CWD_TRUNCATED = 8,      /* cwd longer than EDR_CWD_MAX: event carries a prefix   */
+	EDR_F_CWD_UNKNOWN = 16,       /* cwd deeper than EDR_CWD_DEPTH: event carries its tail */
+};
+
+enum edr_ctx_flag {          /* edr_rule_slot.flags / edr_group.flags: context a rule needs */
+	EDR_CTX_PARENT = 1,           /* the parent's executable (names "pnames", "pinodes") */
+	EDR_CTX_CWD = 2,              /* the working directory's directories ("dirs")         */
 };
 
 enum edr_counter {           /* index into the per-CPU counters array */
@@ -148,14 +167,14 @@ struct edr_scope_key {       /* key of "scope": cgroup v2 id (= inode of its dir
 struct edr_rule_slot {
 	__u64 need;              /* condition bits that must all be set by the DFA scan */
 	__u32 rule;              /* index into "rules" */
-	__u32 pad;
+	__u32 flags;             /* enum edr_ctx_flag: context the rule needs (was: pad, 0) */
 };
 
 struct edr_group {           /* array "groups", index = slot * EDR_MAX_GROUPS + group */
 	__u32 start;             /* flat row index of the DFA start state, or EDR_NONE (no DFA) */
 	__u32 n_rules;
 	__u32 has_block;         /* 1: some rule of the group blocks (for EDR_REASON_UNSCANNED) */
-	__u32 pad;
+	__u32 flags;             /* OR of the rule slots' flags (was: pad, 0) */
 	__u8 cls[EDR_CLS_PAD];   /* symbol -> class */
 	struct edr_rule_slot rules[EDR_RULES_PER_GROUP];
 };
@@ -165,7 +184,17 @@ struct edr_rule {            /* array "rules", index = slot * EDR_MAX_RULES + ru
 	__u32 severity;          /* enum edr_severity */
 	__u32 n_uids;            /* 0 = any uid */
 	__u32 uids[EDR_UIDS_PER_RULE];
+	__u32 pad;
+	__u64 parents;           /* 0 = any parent; else one of these parent-key bits must be set */
+	__u64 cwds;              /* 0 = any cwd; else one of these cwd-prefix bits must be set  */
 };
+
+/*
+ * Context sets (values of "pnames", "pinodes", "dirs"): a u64 of key bits, one bit per
+ * distinct parent executable / cwd prefix of the slot (at most EDR_KEY_BITS).  "pnames" is
+ * keyed like "names" (the parent's real basename), "pinodes" and "dirs" like "inodes"
+ * (the parent executable's inode; a directory's inode).
+ */
 
 /*
  * array "trans", index = slot: all DFAs of the slot end to end, one map value so the scan loop
@@ -202,8 +231,13 @@ struct edr_event {           /* ring buffer record; sent up to args[args_len] on
 	u8 stage;              /* enum edr_stage */
 	u8 reason;             /* enum edr_reason */
 	u32 flags;             /* enum edr_flag bits */
+	u16 cwd_len;           /* bytes of cwd[] that are valid */
+	u16 pad;
+	u32 pad2;
 	char exe_name[EDR_NAME_MAX];       /* d_name of the real executable */
+	char parent_name[EDR_NAME_MAX];    /* d_name of the parent's executable, "" if none */
 	char filename[EDR_FILENAME_MAX];   /* as executed (bprm->filename) */
+	char cwd[EDR_CWD_MAX];             /* working directory (EDR_F_CWD_* flags) */
 	char args[EDR_ARGS_MAX];           /* argv, NUL separated */
 };
 

@@ -448,6 +448,7 @@ class Btf:
 # --- what the BPF program needs ---------------------------------------------------------------
 
 PTR_FIELD = -1  # expected "size" meaning: must be a pointer
+STRUCT_FIELD = -2  # expected "size" meaning: an embedded struct (its address is taken)
 
 # (macro, struct, path, expected size): the size is the width the BPF program reads, so a
 # kernel whose field changed width fails here, at start, with a message naming the field.
@@ -467,6 +468,16 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_SB_DEV", "super_block", "s_dev", 4),
     ("EDR_OFF_BPRM_FILE", "linux_binprm", "file", PTR_FIELD),
     ("EDR_OFF_BPRM_FILENAME", "linux_binprm", "filename", PTR_FIELD),
+    # parent executable and working directory (match.parent, match.cwd)
+    ("EDR_OFF_TASK_FS", "task_struct", "fs", PTR_FIELD),
+    ("EDR_OFF_FS_PWD_MNT", "fs_struct", "pwd.mnt", PTR_FIELD),
+    ("EDR_OFF_FS_PWD_DENTRY", "fs_struct", "pwd.dentry", PTR_FIELD),
+    ("EDR_OFF_DENTRY_PARENT", "dentry", "d_parent", PTR_FIELD),
+    ("EDR_OFF_DENTRY_INODE", "dentry", "d_inode", PTR_FIELD),
+    ("EDR_OFF_VFSMOUNT_ROOT", "vfsmount", "mnt_root", PTR_FIELD),
+    ("EDR_OFF_MOUNT_MNT", "mount", "mnt", STRUCT_FIELD),  # struct mount embeds the vfsmount
+    ("EDR_OFF_MOUNT_PARENT", "mount", "mnt_parent", PTR_FIELD),
+    ("EDR_OFF_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint", PTR_FIELD),
 )
 
 
@@ -484,10 +495,11 @@ def kernel_offsets(btf: Btf) -> dict[str, int]:
             out[macro] = f.offset
         except BtfError as e:
             raise BtfError(f"{macro}: {e}") from None
-        if want == PTR_FIELD:
-            if f.kind != PTR:
+        if want in (PTR_FIELD, STRUCT_FIELD):
+            kind, noun = (PTR, "a pointer") if want == PTR_FIELD else (STRUCT, "a struct")
+            if f.kind != kind:
                 got = KIND_NAMES.get(f.kind, "void")
-                raise BtfError(f"{macro}: {struct_name}.{path} is a {got}, expected a pointer")
+                raise BtfError(f"{macro}: {struct_name}.{path} is a {got}, expected {noun}")
         elif f.size != want:
             raise BtfError(
                 f"{macro}: {struct_name}.{path} is {f.size} bytes here; the BPF program "

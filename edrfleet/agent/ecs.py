@@ -9,7 +9,9 @@ Fields (flat, dotted keys, as DESIGN.md lists them)::
     process.executable process.name process.command_line process.args process.args_truncated
     user.id group.id rule.id rule.severity rule.description edrfleet.backend
     edrfleet.policy_sha256 edrfleet.as_executed edrfleet.stage edrfleet.reason
-    edrfleet.cgroup_id edrfleet.args_bytes threat.technique.id (when the rule has tags)
+    edrfleet.cgroup_id edrfleet.args_bytes process.parent.executable process.parent.name
+    process.working_directory user.name tags (the rule's) threat.technique.id (MITRE ids of
+    its attack.tNNNN[.NNN] tags)
 
 Command-line bytes are decoded as UTF-8 with invalid bytes escaped (``\\xNN``), so hostile
 bytes survive as visible text and the JSON line stays valid.
@@ -18,7 +20,10 @@ bytes survive as visible text and the JSON line stays valid.
 from __future__ import annotations
 
 import ctypes as ct
+import functools
 import os
+import pwd
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,6 +46,9 @@ UNSCANNED_RULE_ID = "edrfleet-unscanned-args"
 FLAG_ARGS_TRUNCATED = 1
 FLAG_FILENAME_TRUNCATED = 2
 FLAG_UNSCANNED = 4
+FLAG_CWD_TRUNCATED = 8
+FLAG_CWD_UNKNOWN = 16
+TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 
 
 def text(raw: bytes) -> str:
@@ -92,6 +100,7 @@ def to_ecs(
     clock: Clock,
     boot_id: str,
     executable: str,
+    parent_executable: str = "",
 ) -> dict:
     """Decode one ring-buffer record (must be called while the record is valid)."""
     args = split_args(field_bytes(ev, "args", ev.args_len))
@@ -127,10 +136,58 @@ def to_ecs(
         "edrfleet.args_bytes": ev.args_total,
         "edrfleet.unscanned": bool(ev.flags & FLAG_UNSCANNED),
     }
-    tags = rule.get("tags") or []
+    out.update(context_fields(ev, parent_executable))
+    tags = list(rule.get("tags") or [])
     if tags:
-        out["threat.technique.id"] = list(tags)
+        out["tags"] = tags
+        techniques = technique_ids(tags)
+        if techniques:
+            out["threat.technique.id"] = techniques
     return out
+
+
+def technique_ids(tags: list[str]) -> list[str]:
+    """MITRE ATT&CK technique ids of Sigma-style tags: attack.t1070.003 -> T1070.003."""
+    out = []
+    for tag in tags:
+        m = TECHNIQUE_TAG.match(tag)
+        if m and m.group(1).upper() not in out:
+            out.append(m.group(1).upper())
+    return out
+
+
+def context_fields(ev: ct.Structure, parent_executable: str) -> dict:
+    """Parent executable, working directory and user name of the exec."""
+    cwd = text(field_bytes(ev, "cwd", ev.cwd_len))
+    if ev.flags & FLAG_CWD_UNKNOWN:
+        cwd = "..." + cwd  # deeper than the kernel walks: the tail of the path
+    parent_name = text(ev.parent_name)
+    out = {
+        "process.parent.executable": parent_executable or parent_name,
+        "process.parent.name": parent_name,
+        "process.working_directory": cwd,
+    }
+    name = user_name(ev.uid)
+    if name:
+        out["user.name"] = name
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+def resolve_parent(ppid: int, name: str) -> str:
+    """Path of the parent's executable: /proc (the parent usually outlives the exec), else
+    the basename the kernel read."""
+    try:
+        return os.readlink(f"/proc/{ppid}/exe")
+    except OSError:
+        return name
 
 
 def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_executed: str) -> str:

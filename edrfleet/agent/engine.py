@@ -29,6 +29,9 @@ DEFAULT_CAPACITY = {
     "EDR_MAX_NAMES": 1024,
     "EDR_MAX_INODES": 4096,
     "EDR_MAX_SCOPE": 64,
+    "EDR_MAX_PNAMES": 64,
+    "EDR_MAX_PINODES": 512,
+    "EDR_MAX_DIRS": 64,
 }
 
 
@@ -146,11 +149,12 @@ class Engine:
         b["config"][ct.c_int(slot)] = cfg
 
         rules = b["rules"]
-        for i, (action, severity, uids) in enumerate(packed.rules):
+        for i, rule in enumerate(packed.rules):
             leaf = rules.Leaf()
-            leaf.action, leaf.severity, leaf.n_uids = action, severity, len(uids)
-            for j, uid in enumerate(uids):
+            leaf.action, leaf.severity, leaf.n_uids = rule.action, rule.severity, len(rule.uids)
+            for j, uid in enumerate(rule.uids):
                 leaf.uids[j] = uid
+            leaf.parents, leaf.cwds = rule.parents, rule.cwds
             rules[ct.c_int(slot * self.capacities["EDR_MAX_RULES"] + i)] = leaf
 
         groups = b["groups"]
@@ -160,6 +164,10 @@ class Engine:
             ct.memmove(leaf.cls, bytes(grp.classes), len(grp.classes))
             for j, (need, rule) in enumerate(grp.slots):
                 leaf.rules[j].need, leaf.rules[j].rule = need, rule
+                leaf.rules[j].flags = grp.flags[j] if grp.flags else 0
+            leaf.flags = 0
+            for f in grp.flags:
+                leaf.flags |= f
             groups[ct.c_int(slot * self.capacities["EDR_MAX_GROUPS"] + i)] = leaf
 
         trans = b["trans"].Leaf()
@@ -178,6 +186,11 @@ class Engine:
             "inodes", slot, packed.inodes.items(), _set_inode_key
         )
         keys["scope"] = self._fill_scope(slot, packed.scope)
+        ctx = packed.context
+        keys["pnames"] = self._fill_bits(
+            "pnames", slot, ctx.pnames.items(), lambda k, name: setattr(k, "name", name))
+        keys["pinodes"] = self._fill_bits("pinodes", slot, ctx.pinodes.items(), _set_inode_key)
+        keys["dirs"] = self._fill_bits("dirs", slot, ctx.dirs.items(), _set_inode_key)
         self._keys[slot] = keys
 
     def set_backend(self, slot: int, backend: int) -> None:
@@ -204,6 +217,17 @@ class Engine:
             for i, g in enumerate(groups):
                 v.g[i] = g
             table[k] = v
+            written.append(k)
+        return written
+
+    def _fill_bits(self, name: str, slot: int, items, set_key) -> list:
+        table = self.bpf[name]
+        written = []
+        for key_value, bits in items:
+            k = table.Key()
+            k.slot = slot
+            set_key(k, key_value)
+            table[k] = ct.c_uint64(bits)
             written.append(k)
         return written
 

@@ -9,9 +9,15 @@ Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct
   distinct masks of the slot, so groups share them.
 - ``groups``: per group the start row (``EDR_NONE`` = no argv condition), the symbol -> class
   table and the rule slots ``(need mask, rule index)``.
-- ``rules``: per rule the action, severity and uid list (enum values from the header).
+- ``rules``: per rule the action, severity and uid list (enum values from the header); user
+  names are resolved to uids here, on the host.
 - ``names`` / ``inodes``: executable key -> group list; inodes come from resolving every policy
   path, and every policy basename through the bundle's ``search_path``, on this host.
+- ``pnames`` / ``pinodes`` / ``dirs``: context keys -> u64 of key bits.  Every distinct parent
+  executable of the policy gets a bit (its basename in ``pnames``; its inode, or the inodes
+  the basename has through ``search_path``, in ``pinodes``), every distinct cwd prefix too (the
+  directory's inode in ``dirs``).  A rule's ``parents`` / ``cwds`` masks are the bits of its
+  keys; its rule slots carry the ``EDR_CTX_*`` flags of what it needs, the group their OR.
 
 The scanner (kernel and ``edrfleet.policy.simulate``) reads BOS, argv joined by NUL, EOS.
 """
@@ -19,12 +25,14 @@ The scanner (kernel and ``edrfleet.policy.simulate``) reads BOS, argv joined by 
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edrfleet.agent.header import Header
 
 Identity = tuple[int, int]  # (kernel dev, inode)
+NO_UID = 0xFFFFFFFF  # (uid_t)-1: no process runs with it
 
 
 class PackError(ValueError):
@@ -37,6 +45,27 @@ class GroupEntry:
     has_block: bool
     classes: list[int]
     slots: list[tuple[int, int]]  # (need mask, rule index)
+    flags: list[int] = field(default_factory=list)  # EDR_CTX_* per slot
+
+
+@dataclass
+class RuleEntry:
+    action: int
+    severity: int
+    uids: list[int]
+    parents: int = 0  # parent-key bits, 0 = any parent
+    cwds: int = 0  # cwd-prefix bits, 0 = any cwd
+
+
+@dataclass
+class ContextKeys:
+    """Parent executables and cwd prefixes of one slot, as bit sets per kernel key."""
+
+    pnames: dict[bytes, int] = field(default_factory=dict)
+    pinodes: dict[Identity, int] = field(default_factory=dict)
+    dirs: dict[Identity, int] = field(default_factory=dict)
+    parent_bit: dict[str, int] = field(default_factory=dict)
+    cwd_bit: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,9 +81,10 @@ class Packed:
     scope: list[int]
     accepts: list[int]  # accept id -> mask; accepts[0] == 0
     groups: list[GroupEntry]
-    rules: list[tuple[int, int, list[int]]]  # (action, severity, uids)
+    rules: list[RuleEntry]
     trans: list[int]
     paths: dict[Identity, str] = field(default_factory=dict)  # where each inode was found
+    context: ContextKeys = field(default_factory=ContextKeys)
 
     def needs(self, header: Header) -> dict[str, int]:
         """Capacity each map needs for this slot, keyed like the EDR_MAX_* macros."""
@@ -65,6 +95,9 @@ class Packed:
             "EDR_MAX_NAMES": len(self.names),
             "EDR_MAX_INODES": len(self.inodes),
             "EDR_MAX_SCOPE": len(self.scope),
+            "EDR_MAX_PNAMES": len(self.context.pnames),
+            "EDR_MAX_PINODES": len(self.context.pinodes),
+            "EDR_MAX_DIRS": len(self.context.dirs),
         }
 
 
@@ -120,11 +153,33 @@ def _pack_dfas(bundle: dict, header: Header) -> tuple[list[int], list[int], list
     return trans, accepts, starts
 
 
+def host_uid(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def rule_uids(rule: dict, user_uid: Callable[[str], int | None]) -> list[int]:
+    """The rule's uids plus its user names resolved on this host.  A rule that names users
+    of which none exists here gets the uid (uid_t)-1, which no process has: it never matches."""
+    uids = list(rule.get("uids") or [])
+    names = list(rule.get("users") or [])
+    for name in names:
+        uid = user_uid(name)
+        if uid is not None and uid not in uids:
+            uids.append(uid)
+    if names and not uids:
+        uids = [NO_UID]
+    return uids
+
+
 def pack_bundle(
     bundle: dict,
     header: Header,
     *,
     identity: Callable[[str], Identity | None] = stat_identity,
+    user_uid: Callable[[str], int | None] = host_uid,
     cgroup_id: Callable[[str], int],
 ) -> Packed:
     """Lay ``bundle`` out for the maps; raises PackError when it cannot fit the contract."""
@@ -152,15 +207,23 @@ def pack_bundle(
             )
         )
 
+    context = pack_context(bundle, header, identity)
+    ctx_flag = header.enum_by_suffix("edr_ctx_flag", "EDR_CTX_")
     rules = []
     for rule in bundle["rules"]:
-        uids = list(rule.get("uids") or [])
+        uids = rule_uids(rule, user_uid)
         if len(uids) > header["EDR_UIDS_PER_RULE"]:
             raise PackError(
                 f"rule {rule['id']!r} lists {len(uids)} uids, the kernel takes "
                 f"{header['EDR_UIDS_PER_RULE']}; split it into several rules"
             )
-        rules.append((actions[rule["action"]], severities[rule["severity"]], uids))
+        parents = sum(1 << context.parent_bit[k] for k in rule.get("parents", ()))
+        cwds = sum(1 << context.cwd_bit[k] for k in rule.get("cwds", ()))
+        rules.append(RuleEntry(actions[rule["action"]], severities[rule["severity"]], uids,
+                               parents, cwds))
+    for grp in groups:
+        grp.flags = [(ctx_flag["parent"] if rules[r].parents else 0)
+                     | (ctx_flag["cwd"] if rules[r].cwds else 0) for _, r in grp.slots]
 
     exe = bundle["executables"]
     names: dict[bytes, list[int]] = {}
@@ -200,4 +263,40 @@ def pack_bundle(
         rules=rules,
         trans=trans,
         paths=paths,
+        context=context,
     )
+
+
+def pack_context(bundle: dict, header: Header,
+                 identity: Callable[[str], Identity | None]) -> ContextKeys:
+    """Bits for the policy's parent executables and cwd prefixes, resolved on this host.
+
+    A path or prefix that does not exist here gets its bit but no key: it never matches.
+    """
+    ctx = ContextKeys()
+    limit = header["EDR_KEY_BITS"]
+    for rule in bundle["rules"]:
+        for key in rule.get("parents", ()):
+            ctx.parent_bit.setdefault(key, len(ctx.parent_bit))
+        for prefix in rule.get("cwds", ()):
+            ctx.cwd_bit.setdefault(prefix, len(ctx.cwd_bit))
+    for what, bits in (("parent executables", ctx.parent_bit), ("cwd prefixes", ctx.cwd_bit)):
+        if len(bits) > limit:
+            raise PackError(f"the policy names {len(bits)} distinct {what}, the kernel "
+                            f"holds {limit}; share lists between rules")
+    for key, bit in ctx.parent_bit.items():
+        if key.startswith("/"):
+            found = [identity(key)]
+        else:
+            if len(key.encode()) >= header["EDR_NAME_MAX"] - 1:
+                raise PackError(f"parent executable name {key!r} is longer than the kernel key")
+            ctx.pnames[key.encode()] = ctx.pnames.get(key.encode(), 0) | 1 << bit
+            found = [identity(os.path.join(d, key)) for d in bundle.get("search_path", [])]
+        for ident in found:
+            if ident is not None:
+                ctx.pinodes[ident] = ctx.pinodes.get(ident, 0) | 1 << bit
+    for prefix, bit in ctx.cwd_bit.items():
+        ident = identity(prefix)
+        if ident is not None:
+            ctx.dirs[ident] = ctx.dirs.get(ident, 0) | 1 << bit
+    return ctx

@@ -244,10 +244,11 @@ class Agent:
             generation, paths = self.generations.get(ev.gen, (None, {}))
             as_executed = ecs.text(ecs.field_bytes(ev, "filename", ev.filename_len))
             exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed)
+            parent = ecs.resolve_parent(ev.ppid, ecs.text(ev.parent_name))
             self.pending.append(
                 ecs.to_ecs(
                     ev, host=self.opts.host_name, generation=generation, clock=self.clock,
-                    boot_id=self.boot_id, executable=exe,
+                    boot_id=self.boot_id, executable=exe, parent_executable=parent,
                 )
             )
 

@@ -25,6 +25,7 @@ from edrfleet.policy.limits import (
     DEFAULT_SEARCH_PATH,
     EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
+    EDR_KEY_BITS,
     EDR_MAX_GROUPS,
     EDR_MAX_INODES,
     EDR_MAX_NAMES,
@@ -71,8 +72,8 @@ def condition_keys(rule: Rule) -> list[CondKey]:
         key = _arg_key(m)
         if key not in keys:
             keys.append(key)
-    if rule.cmdline is not None:
-        key = ("cmdline", rule.cmdline.encode())
+    for rx in rule.cmdlines or ((rule.cmdline,) if rule.cmdline is not None else ()):
+        key = ("cmdline", rx.encode())
         if key not in keys:
             keys.append(key)
     return keys
@@ -265,12 +266,20 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
         "scope": {"cgroups": list(policy.scope_cgroups)},
         "search_path": list(DEFAULT_SEARCH_PATH),
         "rules": [{"id": r.id, "description": r.description, "severity": r.severity,
-                   "action": r.action, "uids": list(r.uids), "tags": list(r.tags)}
+                   "action": r.action, "uids": list(r.uids), "tags": list(r.tags),
+                   **_context_fields(r)}
                   for r in policy.rules],
         "executables": {"names": names, "paths": paths, "wildcard": wildcard},
         "groups": out_groups,
         "dfas": dfas,
     }
+
+
+def _context_fields(rule: Rule) -> dict[str, list[str]]:
+    """The rule's user names, parent executables and cwd prefixes (only those it has, so
+    bundles of policies without them keep their bytes)."""
+    fields = {"users": list(rule.users), "parents": list(rule.parents), "cwds": list(rule.cwds)}
+    return {k: v for k, v in fields.items() if v}
 
 
 def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
@@ -314,6 +323,17 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
         if count > cap:
             c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
                     line=1, col=1)
+    for attr, what in (("parents", "parent executables"), ("cwds", "cwd prefixes")):
+        seen: dict[str, Rule] = {}
+        for rule in policy.rules:
+            for key in getattr(rule, attr):
+                seen.setdefault(key, rule)
+        if len(seen) > EDR_KEY_BITS:
+            first_over = list(seen.values())[EDR_KEY_BITS]
+            c.error(first_over, f"the policy names {len(seen)} distinct {what}; the kernel "
+                    f"holds {EDR_KEY_BITS} (the {EDR_KEY_BITS + 1}th is in rule "
+                    f"'{first_over.id}')", "give rules the same lists, or drop rarely "
+                    "needed ones")
     wild = set(exes["wildcard"])
     for table in (exes["names"], exes["paths"]):
         for key, glist in table.items():

@@ -13,6 +13,7 @@ as the agent builds the kernel's tables:
 from __future__ import annotations
 
 import os
+import pwd
 import stat as stat_mod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -122,3 +123,40 @@ def key_matches(target: ExecTarget, key: str, search_path: Iterable[str], st: Ca
         return False
     return any(st.identity(os.path.join(d.encode(), raw)) == target.identity
                for d in search_path)
+
+
+def parent_target(parent: str | bytes | None, identity: Identity | None,
+                  st: CachedStat) -> ExecTarget | None:
+    """The parent's executable (``real_parent->mm->exe_file``): its real basename and inode.
+
+    None when unknown (no parent given; in the kernel: a parent without an mm).
+    """
+    if parent is None:
+        return None
+    raw = encode_arg(parent)
+    real = os.path.realpath(raw)
+    if identity is None:
+        identity = st.identity(raw)
+    return ExecTarget(raw, (os.path.basename(real),), identity)
+
+
+def cwd_ancestors(cwd: str | bytes, st: CachedStat, depth: int) -> list[Identity] | None:
+    """Identities of the working directory and each directory above it, '/' last.
+
+    The kernel walks the same chain (dentry -> d_parent, across mounts) for at most ``depth``
+    directories; a deeper cwd is unknown (None).
+    """
+    real = os.path.realpath(encode_arg(cwd))
+    parts = [p for p in real.split(b"/") if p]
+    if len(parts) + 1 > depth:
+        return None
+    chain = [b"/" + b"/".join(parts[:n]) for n in range(len(parts), -1, -1)]
+    return [i for i in (st.identity(p) for p in chain) if i is not None]
+
+
+def user_uid(name: str) -> int | None:
+    """The host's uid for a user name (what the agent does when it fills the maps)."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None

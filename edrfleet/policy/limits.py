@@ -11,6 +11,8 @@ EDR_NAME_MAX = 64  # basename key, NUL padded: names of at most 63 bytes
 EDR_GROUPS_PER_KEY = 8  # groups one executable key (name / inode / wildcard) maps to
 EDR_RULES_PER_GROUP = 64  # rule slots in one group
 EDR_UIDS_PER_RULE = 8  # uid list of one rule
+EDR_CWD_DEPTH = 32  # directories of the cwd checked, '/' included; deeper = cwd unknown
+EDR_KEY_BITS = 64  # distinct parent executables / cwd prefixes per policy (u64 bit sets)
 EDR_CAND_MAX = 8  # distinct groups evaluated for one exec
 EDR_NSYM = 258  # symbols a DFA reads: bytes 0..255, BOS, EOS
 EDR_SYM_BOS = 256

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from edrfleet.policy.context import ExecContext, UserFn, context_holds, make_context
 from edrfleet.policy.decision import Decision, decide
 from edrfleet.policy.identity import (
     CachedStat,
@@ -35,17 +36,19 @@ def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
     return any(rx.search(a) for a in args)
 
 
-def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget, uid: int,
-                 st: CachedStat) -> bool:
+def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget,
+                 ctx: ExecContext) -> bool:
     """Every key of the rule's ``match`` holds for this exec."""
     if rule.executables and not any(
-            key_matches(target, exe, DEFAULT_SEARCH_PATH, st) for exe in rule.executables):
+            key_matches(target, exe, DEFAULT_SEARCH_PATH, ctx.st) for exe in rule.executables):
         return False
-    if rule.uids and uid not in rule.uids:
+    if not context_holds(ctx, rule.action, rule.uids, rule.users, rule.parents, rule.cwds):
         return False
     if not all(_arg_holds(m, argv[1:]) for m in rule.args):
         return False
-    return rule.cmdline is None or bool(re.search(rule.cmdline.encode(), b" ".join(argv)))
+    line = b" ".join(argv)
+    return all(re.search(rx.encode(), line) for rx in rule.cmdlines or
+               ((rule.cmdline,) if rule.cmdline is not None else ()))
 
 
 def reference_decide(
@@ -57,10 +60,17 @@ def reference_decide(
     uid: int = 0,
     stat: StatFn = os.stat,
     path: str | bytes | None = None,
+    parent: str | bytes | None = None,
+    parent_identity: Identity | None = None,
+    cwd: str | bytes | None = None,
+    users: UserFn | None = None,
 ) -> Decision:
     """Same contract as `edrfleet.policy.simulate.simulate`, computed from the policy."""
     args = encode_argv(argv)
     st = CachedStat(stat)
     target = resolve_target(args, filename=filename, identity=identity, st=st, path=path)
+    ctx = make_context(st, uid=uid, parent=parent, parent_identity=parent_identity, cwd=cwd,
+                       unscanned_block=policy.unscanned == "block",
+                       search_path=DEFAULT_SEARCH_PATH, users=users)
     return decide((i, r.id, r.action) for i, r in enumerate(policy.rules)
-                  if rule_matches(r, args, target, uid, st))
+                  if rule_matches(r, args, target, ctx))

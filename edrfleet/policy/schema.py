@@ -17,9 +17,9 @@ from yaml.constructor import SafeConstructor
 from edrfleet.policy.errors import PolicyError, did_you_mean, raise_collected
 from edrfleet.policy.limits import EDR_NAME_MAX, EDR_UIDS_PER_RULE
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
-from edrfleet.policy.schema_match import MatchChecker
+from edrfleet.policy.schema_match import ARG_KINDS, MATCH_KEYS, MatchChecker
 
-__all__ = ["ArgMatcher", "Checker", "Policy", "Rule", "validate"]
+__all__ = ["ARG_KINDS", "MATCH_KEYS", "ArgMatcher", "Checker", "Policy", "Rule", "validate"]
 
 MODES = ("enforce", "monitor")
 BACKENDS = ("auto", "lsm", "sigkill")
@@ -27,9 +27,7 @@ UNSCANNED = ("block", "allow")
 SEVERITIES = ("low", "medium", "high", "critical")
 ACTIONS = ("block", "log", "allow")
 TOP_KEYS = ("version", "mode", "backend", "limits", "scope", "rules")
-RULE_KEYS = ("id", "description", "severity", "action", "tags", "match")
-MATCH_KEYS = ("executable", "args", "cmdline", "uid")
-ARG_KINDS = ("any", "glob", "regex")
+RULE_KEYS = ("id", "description", "severity", "action", "tags", "match", "source")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 MAX_BASENAME = EDR_NAME_MAX - 1
 MAX_UIDS = EDR_UIDS_PER_RULE
@@ -214,6 +212,35 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "my-rule"
 
 
+def _check_source(c: Checker, node: yaml.Node, where: str
+                  ) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """``source:``, where a rule comes from (e.g. an imported Sigma rule: id, title, author,
+    references): a mapping of strings or string lists, kept for credit, never compiled."""
+    if not isinstance(node, yaml.MappingNode):
+        c.error(node, f"'source' {where} must be a mapping, not {c.describe(node)}",
+                "write 'source: {title: ..., author: ...}'")
+        return ()
+    out: list[tuple[str, str | tuple[str, ...]]] = []
+    for key_node, value_node in node.value:
+        key = c.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str):
+            c.error(key_node, f"keys of 'source' {where} must be strings", "quote the key")
+            continue
+        if isinstance(value_node, yaml.SequenceNode):
+            items = c.string_list(value_node, key, f"in 'source' {where}", f"{key}: [a, b]",
+                                  nonempty=False)
+            if items is not None:
+                out.append((key, tuple(v for v, _ in items)))
+            continue
+        value = c.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            out.append((key, str(value)))
+        else:
+            c.error(value_node, f"'{key}' in 'source' {where} must be a string or a list of "
+                                f"strings, not {c.describe(value_node)}", "quote the value")
+    return tuple(out)
+
+
 def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -> Rule | None:
     if not isinstance(node, yaml.MappingNode):
         c.error(node, f"rule #{index + 1} must be a mapping, not {c.describe(node)}",
@@ -249,6 +276,7 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
     if "tags" in keys:
         tags = [t for t, _ in c.string_list(keys["tags"][1], "tags", where, "tags: [t1, t2]",
                                             nonempty=False) or []]
+    source = _check_source(c, keys["source"][1], where) if "source" in keys else ()
     match = None
     if "match" in keys:
         match = MatchChecker(c).check(keys["match"][1], where)
@@ -260,7 +288,8 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
         executables=match.executables, args=match.args, cmdline=match.cmdline,
         uids=match.uids, tags=tuple(tags), line=node.start_mark.line + 1,
         col=node.start_mark.column + 1, cmdline_line=match.cmdline_line,
-        cmdline_col=match.cmdline_col,
+        cmdline_col=match.cmdline_col, parents=match.parents, users=match.users,
+        cwds=match.cwds, cmdlines=match.cmdlines, source=source,
     )
 
 

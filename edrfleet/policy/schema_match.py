@@ -1,4 +1,4 @@
-"""Validation of a rule's ``match:`` block (executables, args, cmdline, uid).
+"""Validation of a rule's ``match:`` block (executables, args, cmdline, user/uid, parent, cwd).
 
 Regexes are checked here by translating them for the automaton (`regex_parse`), so syntax
 errors and unsupported features are reported at load time, with the column inside the YAML
@@ -7,6 +7,7 @@ scalar when the scalar is written without escapes.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,9 +21,13 @@ from edrfleet.policy.regex_parse import ARG, CMD, Context, RegexUnsupported, reg
 if TYPE_CHECKING:
     from edrfleet.policy.schema import Checker
 
-MATCH_KEYS = ("executable", "args", "cmdline", "uid")
+MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd")
 ARG_KINDS = ("any", "glob", "regex")
+PARENT_KEYS = ("executable",)
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
+# POSIX portable user names (useradd's default NAME_REGEX, plus '.' and a final '$' for Samba)
+USER_RE = re.compile(r"[a-z_][a-z0-9_.-]*\$?\Z", re.IGNORECASE)
+CWD_MAX = 4095  # PATH_MAX - 1
 
 _REGEX_FIXES = (
     ("nothing to repeat", "escape the character with a backslash (e.g. '\\*', '\\+') to mean "
@@ -70,6 +75,10 @@ class MatchResult:
     uids: tuple[int, ...]
     cmdline_line: int = 0
     cmdline_col: int = 0
+    users: tuple[str, ...] = ()
+    parents: tuple[str, ...] = ()
+    cwds: tuple[str, ...] = ()
+    cmdlines: tuple[str, ...] = ()
 
 
 class MatchChecker:
@@ -93,27 +102,43 @@ class MatchChecker:
             return None
         exes = self.executables(keys["executable"][1], where) if "executable" in keys else ()
         args = self.args(keys["args"][1], where) if "args" in keys else ()
-        cmdline = None
+        cmdlines: tuple[str, ...] = ()
         cline = ccol = 0
         if "cmdline" in keys:
             cnode = keys["cmdline"][1]
-            cmdline = c.string(cnode, "cmdline", where)
-            if cmdline is not None:
-                self.pattern(cnode, cmdline, CMD, "'cmdline'", where)
+            cmdlines = self.cmdlines(cnode, where)
             cline, ccol = cnode.start_mark.line + 1, cnode.start_mark.column + 1
-        uids = self.uids(keys["uid"][1], where) if "uid" in keys else ()
-        nconds = len(args) + (cmdline is not None)
+        cmdline = cmdlines[0] if cmdlines else None
+        uids, users = self.users(keys, where)
+        parents = self.parent(keys["parent"][1], where) if "parent" in keys else ()
+        cwds = self.cwds(keys["cwd"][1], where) if "cwd" in keys else ()
+        nconds = len(args) + len(cmdlines)
         if nconds > COND_BITS:
             c.error(node, f"{where.removeprefix('in ')} has {nconds} conditions, at most "
                           f"{COND_BITS} fit in one rule", "split the rule in two")
         if len(c.errors) != before:
             return None
         return MatchResult(tuple(exes or ()), tuple(args or ()), cmdline, tuple(uids or ()),
-                           cline, ccol)
+                           cline, ccol, users, parents, cwds, cmdlines)
 
-    def executables(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+    def cmdlines(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        """``cmdline: R`` or ``cmdline: [R1, R2]`` (every regex must hold)."""
         c = self.c
-        entries = c.string_list(node, "executable", where, "executable: [rm, /usr/bin/dd]")
+        if isinstance(node, yaml.SequenceNode):
+            entries = c.string_list(node, "cmdline", where, "cmdline: ['regex', 'another']")
+        else:
+            text = c.string(node, "cmdline", where)
+            entries = None if text is None else [(text, node)]
+        out: list[str] = []
+        for text, item in entries or []:
+            if self.pattern(item, text, CMD, "'cmdline'", where) and text not in out:
+                out.append(text)
+        return tuple(out)
+
+    def executables(self, node: yaml.Node, where: str, what: str = "executable"
+                    ) -> tuple[str, ...]:
+        c = self.c
+        entries = c.string_list(node, what, where, f"{what}: [rm, /usr/bin/dd]")
         out: list[str] = []
         for name, item in entries or []:
             if "\0" in name or not name:
@@ -209,22 +234,81 @@ class MatchChecker:
             return False
         return True
 
-    def uids(self, node: yaml.Node, where: str) -> tuple[int, ...]:
+    def users(self, keys: dict[str, tuple[yaml.Node, yaml.Node]], where: str
+              ) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """``user:`` (names or uids) or its alias ``uid:``; names are resolved on the host."""
         c = self.c
-        items = c.sequence(node, "uid", where, "uid: [1000]")
+        if "user" in keys and "uid" in keys:
+            c.error(keys["uid"][0], f"'uid' {where} is an alias of 'user', which is also given",
+                    "keep one list ('user: [root, 1000]')")
+            return (), ()
+        what = "user" if "user" in keys else "uid"
+        if what not in keys:
+            return (), ()
+        node = keys[what][1]
+        items = c.sequence(node, what, where, f"{what}: [root, 1000]")
         if items is None:
-            return ()
+            return (), ()
         if not items:
-            c.error(node, f"'uid' {where} is an empty list", "name a uid or remove the key")
-        out: list[int] = []
+            c.error(node, f"'{what}' {where} is an empty list", "name a user or remove the key")
+        uids: list[int] = []
+        names: list[str] = []
         for item in items:
             value = c.scalar(item) if isinstance(item, yaml.ScalarNode) else None
-            if type(value) is not int or not 0 <= value <= UID_MAX:
-                shown = value if isinstance(value, int | str) else c.describe(item)
-                c.error(item, f"bad uid {shown!r} {where}", f"write a number from 0 to {UID_MAX}")
-            elif value not in out:
-                out.append(value)
-        if len(out) > EDR_UIDS_PER_RULE:
-            c.error(node, f"'uid' {where} lists {len(out)} uids; the kernel takes at most "
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, str) and USER_RE.match(value) and len(value) <= 32:
+                if value not in names:
+                    names.append(value)
+            elif type(value) is int and 0 <= value <= UID_MAX:
+                if value not in uids:
+                    uids.append(value)
+            elif isinstance(value, str):
+                c.error(item, f"bad user name {value!r} {where}",
+                        "write a login name (letters, digits, '_', '-', '.') or a uid")
+            else:
+                shown = value if isinstance(value, int) else c.describe(item)
+                c.error(item, f"bad uid {shown!r} {where}",
+                        f"write a number from 0 to {UID_MAX} or a user name")
+        total = len(uids) + len(names)
+        if total > EDR_UIDS_PER_RULE:
+            noun = "uids" if what == "uid" else "users"
+            c.error(node, f"'{what}' {where} lists {total} {noun}; the kernel takes at most "
                           f"{EDR_UIDS_PER_RULE} per rule", "split the rule in two")
+        return tuple(uids), tuple(names)
+
+    def parent(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        c = self.c
+        if not isinstance(node, yaml.MappingNode):
+            c.error(node, f"'parent' {where} must be a mapping, not {c.describe(node)}",
+                    "write 'parent: {executable: [bash, /usr/sbin/sshd]}'")
+            return ()
+        keys = c.mapping(node, PARENT_KEYS, f"in 'parent' {where}")
+        if "executable" not in keys:
+            if node.value:
+                return ()
+            c.error(node, f"'parent' {where} is empty", "write 'parent: {executable: [bash]}'")
+            return ()
+        return self.executables(keys["executable"][1], where, "parent.executable")
+
+    def cwds(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        """Directory prefixes, normalized: '/tmp/' and '/tmp' both mean /tmp and below."""
+        c = self.c
+        entries = c.string_list(node, "cwd", where, "cwd: [/tmp/, /dev/shm]")
+        out: list[str] = []
+        for text, item in entries or []:
+            canonical = posixpath.normpath(text) if text.startswith("/") else ""
+            if canonical.startswith("//"):
+                canonical = "/" + canonical.lstrip("/")
+            if not text.startswith("/") or "\0" in text:
+                c.error(item, f"cwd prefix {text!r} {where} is not an absolute directory",
+                        f"write '/{text.lstrip('./')}'")
+            elif len(text.encode()) > CWD_MAX:
+                c.error(item, f"cwd prefix '{text[:20]}...' {where} is longer than PATH_MAX",
+                        "shorten the path")
+            elif text.rstrip("/") != canonical.rstrip("/"):
+                c.error(item, f"cwd prefix '{text}' {where} is not in canonical form",
+                        f"write '{canonical}'")
+            elif canonical not in out:
+                out.append(canonical)
         return tuple(out)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from edrfleet.policy.context import UserFn, context_holds, make_context
 from edrfleet.policy.decision import Decision, decide
 from edrfleet.policy.identity import (
     CachedStat,
@@ -61,6 +62,10 @@ def simulate(
     uid: int = 0,
     stat: StatFn = os.stat,
     path: str | bytes | None = None,
+    parent: str | bytes | None = None,
+    parent_identity: Identity | None = None,
+    cwd: str | bytes | None = None,
+    users: UserFn | None = None,
 ) -> Decision:
     """Decide one exec with the bundle's tables.
 
@@ -70,8 +75,12 @@ def simulate(
         filename: the path executed (default ``argv[0]``); without '/', looked up on ``path``
             (default ``$PATH``) like execvp.
         identity: ``(st_dev, st_ino)`` of the executed file (default: ``stat`` of it).
-        uid: the uid of the exec.
+        uid: the (real) uid of the exec.
         stat: used for every file lookup (inject a fake in tests).
+        parent: path of the parent's executable (None: unknown, parent rules do not match);
+            ``parent_identity`` its ``(st_dev, st_ino)`` (default: ``stat`` of it).
+        cwd: the working directory (None: unknown, cwd rules do not match).
+        users: user name -> uid on the host (default: the passwd database).
 
     Returns:
         the `Decision`.
@@ -82,6 +91,9 @@ def simulate(
     args = encode_argv(argv)
     st = CachedStat(stat)
     target = resolve_target(args, filename=filename, identity=identity, st=st, path=path)
+    ctx = make_context(st, uid=uid, parent=parent, parent_identity=parent_identity, cwd=cwd,
+                       unscanned_block=bundle.get("unscanned", "block") == "block",
+                       search_path=bundle["search_path"], users=users)
     symbols = stream_symbols(args)
     masks: dict[int, int] = {}
     rules = bundle["rules"]
@@ -96,7 +108,9 @@ def simulate(
                 masks[d] = run_dfa(bundle["dfas"][d], symbols)
             mask = masks[d]
         for r, need in group["rules"]:
-            uids = rules[r]["uids"]
-            if mask & need == need and (not uids or uid in uids):
-                matched.append((r, rules[r]["id"], rules[r]["action"]))
+            rule = rules[r]
+            if mask & need == need and context_holds(
+                    ctx, rule["action"], rule["uids"], rule.get("users", ()),
+                    rule.get("parents", ()), rule.get("cwds", ())):
+                matched.append((r, rule["id"], rule["action"]))
     return decide(matched)

@@ -40,7 +40,33 @@ def test_map_values_have_the_sizes_the_packer_writes(engine):
     assert ct.sizeof(b["groups"].Leaf) == 16 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
     assert ct.sizeof(b["trans"].Leaf) == 4 * e.capacities["EDR_TRANS_MAX"]
     assert ct.sizeof(b["accepts"].Leaf) == 8 * h["EDR_ACCEPT_IDS"]
-    assert ct.sizeof(b["rules"].Leaf) == 12 + 4 * h["EDR_UIDS_PER_RULE"]
+    assert ct.sizeof(b["rules"].Leaf) == 16 + 4 * h["EDR_UIDS_PER_RULE"] + 16
     assert ct.sizeof(b["names"].Key) == 4 + h["EDR_NAME_MAX"]
     assert ct.sizeof(b["inodes"].Key) == 16
     assert ct.sizeof(b["config"].Leaf) == 24 + 4 * h["EDR_GROUPS_PER_KEY"]
+
+
+def test_context_maps_and_fields_have_the_layout_the_packer_writes(engine):
+    h, e = engine
+    b = e.bpf
+    rule = b["rules"].Leaf
+    assert (rule.parents.offset, rule.cwds.offset) == (48, 56)
+    group = b["groups"].Leaf
+    assert group.flags.offset == 12 and group.flags.size == 4
+    slot = type(group().rules[0])
+    assert (slot.need.offset, slot.rule.offset, slot.flags.offset) == (0, 8, 12)
+    assert b["pnames"].Key is b["names"].Key or ct.sizeof(b["pnames"].Key) == 4 + h["EDR_NAME_MAX"]
+    for name in ("pnames", "pinodes", "dirs"):
+        assert ct.sizeof(b[name].Leaf) == 8, name
+    assert ct.sizeof(b["pinodes"].Key) == ct.sizeof(b["dirs"].Key) == 16
+    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2}
+
+
+def test_event_carries_the_parent_name_and_the_cwd(engine):
+    h, e = engine
+    from bcc.table import _get_event_class
+
+    ev = _get_event_class(e.bpf["events"])
+    assert ev.parent_name.size == h["EDR_NAME_MAX"]
+    assert ev.cwd.size == h["EDR_CWD_MAX"]
+    assert ev.cwd_len.size == 2

@@ -473,7 +473,7 @@ def test_a_typedef_cycle_is_reported_not_looped_forever() -> None:
         b.btf().field("s", "x")
 
 
-def mini_kernel(i_ino_size: int = 8, with_mm: bool = True) -> Btf:
+def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool = False) -> Btf:
     """Every struct kernel_offsets() asks about, laid out like 6.18's."""
     b = BtfBuilder()
     t = base_types(b)
@@ -481,7 +481,8 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True) -> Btf:
     cp = b.ptr(b.const(t["char"]))
     b.struct("task_struct", 64, [("flags", t["u32"], 0, 0), ("pid", t["u32"], 32, 1),
                                  *([("mm", vp, 128, 0)] if with_mm else []),
-                                 ("tgid", t["u32"], 256, 0), ("real_parent", vp, 320, 0)],
+                                 ("tgid", t["u32"], 256, 0), ("real_parent", vp, 320, 0),
+                                 ("fs", vp, 448, 0)],
              kind_flag=True)
     anon = b.struct("", 40, [("arg_start", t["u64"], 0, 0), ("arg_end", t["u64"], 64, 0),
                              ("exe_file", vp, 128, 0)])
@@ -491,7 +492,13 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True) -> Btf:
     hl = b.struct("", 8, [("hash", t["u32"], 0, 0), ("len", t["u32"], 32, 0)])
     un = b.union("", 8, [("", hl, 0, 0), ("hash_len", t["u64"], 0, 0)])
     qstr = b.struct("qstr", 16, [("", un, 0, 0), ("name", cp, 64, 0)])
-    b.struct("dentry", 64, [("d_flags", t["u32"], 0, 0), ("d_name", qstr, 256, 0)])
+    b.struct("dentry", 64, [("d_flags", t["u32"], 0, 0), ("d_parent", vp, 192, 0),
+                            ("d_name", qstr, 256, 0), ("d_inode", vp, 384, 0)])
+    b.struct("fs_struct", 64, [("users", t["u32"], 0, 0), ("root", path, 64, 0),
+                               ("pwd", path, 192, 0)])
+    vfsmount = b.struct("vfsmount", 24, [("mnt_root", vp, 0, 0), ("mnt_sb", vp, 64, 0)])
+    b.struct("mount", 128, [("mnt_parent", vp, 128, 0), ("mnt_mountpoint", vp, 192, 0),
+                            ("mnt", vp if mount_mnt_ptr else vfsmount, 256, 0)])
     ino = t["u64"] if i_ino_size == 8 else t["u32"]
     b.struct("inode", 64, [("i_sb", vp, 320, 0), ("i_ino", ino, 512, 0)])
     dev_t = b.typedef("dev_t", b.typedef("__kernel_dev_t", t["u32"]))
@@ -508,6 +515,9 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
         "EDR_OFF_FILE_INODE": 32, "EDR_OFF_FILE_DENTRY": 56, "EDR_OFF_DENTRY_NAME": 40,
         "EDR_OFF_DENTRY_NAME_LEN": 36, "EDR_OFF_INODE_INO": 64, "EDR_OFF_INODE_SB": 40,
         "EDR_OFF_SB_DEV": 16, "EDR_OFF_BPRM_FILE": 64, "EDR_OFF_BPRM_FILENAME": 96,
+        "EDR_OFF_TASK_FS": 56, "EDR_OFF_FS_PWD_MNT": 24, "EDR_OFF_FS_PWD_DENTRY": 32,
+        "EDR_OFF_DENTRY_PARENT": 24, "EDR_OFF_DENTRY_INODE": 48, "EDR_OFF_VFSMOUNT_ROOT": 0,
+        "EDR_OFF_MOUNT_MNT": 32, "EDR_OFF_MOUNT_PARENT": 16, "EDR_OFF_MOUNT_MOUNTPOINT": 24,
     }
     assert list(offs) == [m for m, *_ in B.KERNEL_FIELDS]
     flags = offsets_cflags(offs)
@@ -520,6 +530,9 @@ def test_kernel_offsets_name_the_macro_of_a_missing_or_resized_field() -> None:
         kernel_offsets(mini_kernel(with_mm=False))
     with pytest.raises(BtfError, match=r"EDR_OFF_INODE_INO: inode\.i_ino is 4 bytes here"):
         kernel_offsets(mini_kernel(i_ino_size=4))
+    with pytest.raises(BtfError, match=r"EDR_OFF_MOUNT_MNT: mount\.mnt is a ptr, expected a "
+                                       r"struct"):
+        kernel_offsets(mini_kernel(mount_mnt_ptr=True))
 
 
 # --- this machine's kernel ------------------------------------------------------------------

@@ -29,6 +29,8 @@ def test_event_enums_in_the_schema_module_match_the_header():
         "args_truncated": ecs.FLAG_ARGS_TRUNCATED,
         "filename_truncated": ecs.FLAG_FILENAME_TRUNCATED,
         "unscanned": ecs.FLAG_UNSCANNED,
+        "cwd_truncated": ecs.FLAG_CWD_TRUNCATED,
+        "cwd_unknown": ecs.FLAG_CWD_UNKNOWN,
     }
 
 
@@ -45,7 +47,7 @@ def test_engine_capacities_name_macros_of_the_header():
 
 def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
     for key in ("EDR_ARGS_MAX", "EDR_CAND_MAX", "EDR_FILENAME_MAX", "EDR_ACCEPT_IDS",
-                "EDR_TRANS_MAX"):
+                "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
         v = H[key]
         assert v & (v - 1) == 0, key
 
@@ -53,3 +55,8 @@ def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
 def test_agent_and_compiler_compute_the_same_bundle_checksum():
     bundle = {"format": "edrfleet-bundle", "version": 1, "rules": [{"id": "é", "n": [1, 2]}]}
     assert canonical_sha256(bundle) == bundle_sha256(bundle)
+
+
+def test_context_flags_and_key_bits_fit_what_the_packer_writes():
+    assert H.enum_by_suffix("edr_ctx_flag", "EDR_CTX_") == {"parent": 1, "cwd": 2}
+    assert H["EDR_KEY_BITS"] == 64  # u64 bit sets in "pnames", "pinodes", "dirs"

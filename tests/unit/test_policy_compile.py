@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from policy_helpers import FS, policy, policy_of_rules, rule_yaml
+from policy_helpers import FS, fake_stat, policy, policy_of_rules, rule_yaml
 
 from edrfleet.policy import (
     PolicyError,
@@ -13,6 +13,7 @@ from edrfleet.policy import (
     compile_policy,
     dump_bundle,
     load_bundle,
+    load_policy_text,
     reference_decide,
     simulate,
 )
@@ -247,3 +248,46 @@ def test_a_pattern_expanding_past_the_nfa_cap_is_named():
     with pytest.raises(PolicyError, match="cmdline regex '\\(a\\{1000\\}\\)\\{1000\\}' of "
                                           "rule 'big' is too large for the automaton"):
         compile_policy(pol)
+
+
+REJECTED_AT_COMPILE = [
+    ("a pattern expanding to too many NFA nodes", "{args: [{regex: '(a{100}){300}'}]}",
+     "policy.yaml:7:20: args regex '(a{100}){300}' of rule 'big' is too large for the "
+     "automaton (fix: the pattern expands to more than 20000 automaton nodes; use smaller "
+     "{m,n} bounds or fewer alternatives)"),
+    ("an args regex whose DFA blows up", "{executable: [rm], args: [{regex: '(x|y)*x(x|y){13}'}]}",
+     "policy.yaml:7:38: args regex '(x|y)*x(x|y){13}' of rule 'big' needs more than 4096 "
+     "automaton states (fix: simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between "
+     "pieces, or split it into several 'args' entries (each must hold))"),
+    ("an unanchored counted gap on the command line", "{cmdline: '.*a.{14}b'}",
+     "policy.yaml:7:22: cmdline regex '.*a.{14}b' of rule 'big' needs more than 4096 automaton "
+     "states (fix: simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, or "
+     "split it into several 'args' entries (each must hold))"),
+]
+
+
+@pytest.mark.parametrize(("match", "expected"), [c[1:] for c in REJECTED_AT_COMPILE],
+                         ids=[c[0] for c in REJECTED_AT_COMPILE])
+def test_an_automaton_past_the_caps_is_refused_with_rule_piece_and_fix(match, expected):
+    with pytest.raises(PolicyError) as info:
+        compile_policy(policy_of_rules(rule_yaml("ok"), rule_yaml("big", "block", match)))
+    assert str(info.value).replace("policy.yaml:12:", "policy.yaml:7:") == expected
+
+
+def test_the_capacity_targets_fit_the_compiler_caps():
+    # >= 1 024 states in one group, >= 65 536 in all (bench/compile_policy.py prints them;
+    # tests/kernel/test_capacity.py runs the same policy in the kernel)
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "compile_policy.py"
+    spec = importlib.util.spec_from_file_location("bench_compile_policy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bundle = compile_policy(load_policy_text(bench.capacity_policy_text()))
+    states = [len(d["trans"]) // d["nclasses"] for d in bundle["dfas"]]
+    assert len(states) == 64 and min(states) > 1024 and sum(states) > 65536
+    hit, miss = bench.capacity_arg(63)
+    fs = fake_stat({})
+    assert simulate(bundle, ["edrcap-63", hit], stat=fs).action == "block"
+    assert simulate(bundle, ["edrcap-63", miss], stat=fs).action == "allow"

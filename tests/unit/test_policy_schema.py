@@ -86,7 +86,7 @@ FIRST_ERRORS = [
     ("an empty match is refused",
      RULE_HEAD + "    match: {}\n",
      "policy.yaml:7:12: 'match' in rule 'a' has no matcher (fix: add at least one of: "
-     "executable, args, cmdline, uid)"),
+     "executable, args, cmdline, user, uid, parent, cwd)"),
     ("executable must be a list",
      RULE_HEAD + "    match:\n      executable: rm\n",
      "policy.yaml:8:19: 'executable' in rule 'a' must be a list, not a string (fix: write "
@@ -155,11 +155,40 @@ FIRST_ERRORS = [
      "the L flag: the kernel matches bytes with ASCII rules, not a locale)"),
     ("uids are numbers",
      RULE_HEAD + "    match:\n      uid: [1000, -1]\n",
-     "policy.yaml:8:19: bad uid -1 in rule 'a' (fix: write a number from 0 to 4294967294)"),
+     "policy.yaml:8:19: bad uid -1 in rule 'a' (fix: write a number from 0 to 4294967294 or a "
+     "user name)"),
     ("at most 8 uids fit a rule",
      RULE_HEAD + "    match:\n      uid: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n",
      "policy.yaml:8:12: 'uid' in rule 'a' lists 9 uids; the kernel takes at most 8 per rule "
      "(fix: split the rule in two)"),
+    ("user and its alias uid together are refused",
+     RULE_HEAD + "    match:\n      user: [root]\n      uid: [0]\n",
+     "policy.yaml:9:7: 'uid' in rule 'a' is an alias of 'user', which is also given (fix: keep "
+     "one list ('user: [root, 1000]'))"),
+    ("a bad user name is refused",
+     RULE_HEAD + "    match:\n      user: ['a b']\n",
+     "policy.yaml:8:14: bad user name 'a b' in rule 'a' (fix: write a login name (letters, "
+     "digits, '_', '-', '.') or a uid)"),
+    ("a relative cwd prefix is refused",
+     RULE_HEAD + "    match:\n      cwd: [tmp]\n",
+     "policy.yaml:8:13: cwd prefix 'tmp' in rule 'a' is not an absolute directory (fix: write "
+     "'/tmp')"),
+    ("a cwd prefix in non-canonical form is refused",
+     RULE_HEAD + "    match:\n      cwd: [/tmp/../etc]\n",
+     "policy.yaml:8:13: cwd prefix '/tmp/../etc' in rule 'a' is not in canonical form (fix: "
+     "write '/etc')"),
+    ("parent takes a mapping",
+     RULE_HEAD + "    match:\n      parent: [bash]\n",
+     "policy.yaml:8:15: 'parent' in rule 'a' must be a mapping, not a list (fix: write "
+     "'parent: {executable: [bash, /usr/sbin/sshd]}')"),
+    ("parent knows only executable",
+     RULE_HEAD + "    match:\n      parent: {exe: [bash]}\n",
+     "policy.yaml:8:16: unknown key 'exe' in 'parent' in rule 'a' (fix: allowed keys: "
+     "executable)"),
+    ("a parent executable is a basename or an absolute path",
+     RULE_HEAD + "    match:\n      parent: {executable: [bin/bash]}\n",
+     "policy.yaml:8:29: executable 'bin/bash' in rule 'a' is neither a basename nor an absolute "
+     "path (fix: write 'bash' (any directory) or '/bin/bash')"),
     ("a duplicate key is refused",
      RULE_HEAD + "    action: log\n    match: {uid: [1]}\n",
      "policy.yaml:7:5: duplicate key 'action' in rule 'a' (first at line 6) (fix: keep only one "
@@ -199,7 +228,7 @@ def test_every_error_of_a_file_is_reported_in_file_order():
         "      executable: rm\n"
         "      args:\n"
         "        - regex: '(?=x)'\n"
-        "      uid: [x]\n")
+        "      uid: [-1]\n")
     errors = errors_of(text)
     assert [e.split(": ")[0] for e in errors] == [
         "policy.yaml:6:13", "policy.yaml:8:19", "policy.yaml:10:19", "policy.yaml:11:13"]
@@ -271,3 +300,48 @@ def test_a_misspelt_required_key_is_not_also_reported_missing():
     errors = errors_of(RULE_HEAD.replace("action:", "acton:") + "    match: {uid: [1]}\n")
     assert errors == ["policy.yaml:6:5: unknown key 'acton' in rule 'a' (fix: did you mean "
                       "'action'?)"]
+
+
+# --- cmdline lists and the source block (added for imported Sigma rules) -----------------------
+def test_a_cmdline_list_needs_every_regex_to_hold() -> None:
+    from edrfleet.policy import compile_policy, reference_decide, simulate
+
+    policy = load_policy_text(RULE_HEAD + "    match:\n      cmdline: ['curl', ' -d ', "
+                              "'(?i)HTTP']\n", "policy.yaml")
+    rule = policy.rules[0]
+    assert rule.cmdlines == ("curl", " -d ", "(?i)HTTP") and rule.cmdline == "curl"
+    bundle = compile_policy(policy)
+    for argv, action in ((["curl", "-d", "x", "http://h"], "block"),
+                         (["curl", "-d", "x"], "allow"),
+                         (["wget", "-d", "http://h"], "allow")):
+        assert simulate(bundle, argv, identity=(0, 0)).action == action, argv
+        assert reference_decide(policy, argv, identity=(0, 0)).action == action, argv
+
+
+def test_a_bad_regex_in_a_cmdline_list_is_reported_at_its_item() -> None:
+    errors = errors_of(RULE_HEAD + "    match:\n      cmdline:\n        - ok\n"
+                                   "        - '(?=x)'\n")
+    assert errors == ["policy.yaml:10:12: unsupported regex feature in 'cmdline' in rule 'a': "
+                      "look-ahead (?=...) (fix: match the text itself instead, or split the "
+                      "condition into several 'args' entries (each entry must hold))"]
+
+
+def test_source_is_kept_on_the_rule_and_not_compiled() -> None:
+    from edrfleet.policy import compile_policy
+
+    text = RULE_HEAD + ("    source: {title: T, author: 'A, B', references: [u1, u2]}\n"
+                        "    match: {executable: [rm]}\n")
+    policy = load_policy_text(text, "policy.yaml")
+    assert policy.rules[0].source == (("title", "T"), ("author", "A, B"),
+                                      ("references", ("u1", "u2")))
+    without = load_policy_text(RULE_HEAD + "    match: {executable: [rm]}\n", "policy.yaml")
+    assert compile_policy(policy)["sha256"] == compile_policy(without)["sha256"]
+
+
+def test_a_source_that_is_not_a_mapping_of_strings_is_an_error() -> None:
+    assert errors_of(RULE_HEAD + "    source: [x]\n    match: {uid: [0]}\n") == [
+        "policy.yaml:7:13: 'source' in rule 'a' must be a mapping, not a list (fix: write "
+        "'source: {title: ..., author: ...}')"]
+    assert errors_of(RULE_HEAD + "    source: {a: {b: c}}\n    match: {uid: [0]}\n") == [
+        "policy.yaml:7:17: 'a' in 'source' in rule 'a' must be a string or a list of strings, "
+        "not a mapping (fix: quote the value)"]
