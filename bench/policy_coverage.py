@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -42,59 +41,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from corpus_argv import exec_argvs  # noqa: E402
-
-from edrfleet.policy import compile_policy, load_policy_text, simulate  # noqa: E402
-
-DESTRUCTIVE = "destructive"
-REVERSE = "reverse-shell"
-BIND = "bind-shell"
-WIPING = "log-and-history-wiping"
-DISABLING = "security-tool-disabling"
-CATEGORIES = (DESTRUCTIVE, REVERSE, BIND, WIPING, DISABLING)
-
-TECHNIQUE_CATEGORY = {
-    "T1485": DESTRUCTIVE,
-    "T1561": DESTRUCTIVE,
-    "T1561.001": DESTRUCTIVE,
-    "T1561.002": DESTRUCTIVE,
-    "T1070.002": WIPING,
-    "T1070.003": WIPING,
-    "T1685.006": WIPING,
-    "T1690": WIPING,
-    "T1685": DISABLING,
-    "T1685.002": DISABLING,
-    "T1685.004": DISABLING,
-    "T1686": DISABLING,
-}
-TECHNIQUE_PREFIX_CATEGORY = {"T1562": DISABLING}
-
-# guid -> category, for tests whose technique is filed elsewhere or is broader than the test.
-GUID_CATEGORY = {
-    "f3aa95fe-4f10-4485-ad26-abf22a764c52": DESTRUCTIVE,  # T1070.004 Delete Filesystem - Linux
-    "6d6d3154-1a52-4d1a-9d51-92ab8148b32e": DESTRUCTIVE,  # T1685 reboot via sysrq
-    "6e76f56f-2373-4a6c-a63f-98b7b72761f1": DESTRUCTIVE,  # T1489 sysrq SIGTERM to all
-    "d2a1f4bc-a064-4223-8281-a086dce5423c": DESTRUCTIVE,  # T1529 sysrq reboot
-    "23b88394-091b-4968-a42d-fb8076992443": WIPING,  # T1685 Clear History
-    "94f6a1c9-aae7-46a4-9083-2bb1f5768ec4": WIPING,  # T1685 Suspend History
-}
-
-# guid -> reason: tests of a mapped technique that no exec-level policy should block.
-OUT_OF_SCOPE = {
-    "53b03a54-4529-4992-852d-a00b4b7215a6": "runs only `hostname; whoami` (the trick is a "
-                                            "leading space in an interactive shell)",
-    "a27418de-bdce-4ebd-b655-38f11142bf0c": "cloud control-plane API call (Stratus), not a "
-                                            "host command",
-    "22d89a2f-d475-4895-b2d4-68626d49c029": "cloud control-plane API call (Stratus)",
-    "93c150f5-ad7b-4ee3-8992-df06dec2ac79": "cloud control-plane API call (Stratus)",
-    "f790927b-ea85-4a16-b7b2-7eb44176a510": "drop_caches: no security control is touched",
-    "e74e4c63-6fde-4ad2-9ee8-21c3a1733114": "swapoff -a: routine, no security control touched",
-    "cedaf7e7-28ee-42ab-ba13-456abd35d1bd": "FreeBSD-only file (/etc/security/audit_event), "
-                                            "appends a comment",
-    "6b8ca3ab-5980-4321-80c3-bcd77c8daed8": "FreeBSD host, appends a comment to syslog.conf",
-    "419cca0c-fa52-4572-b0d7-bc7c6f388a27": "only reads the ufw log (tail)",
-    "8b23cae1-66c1-41c5-b79d-e095b6098b5b": "FreeBSD pf rule added then listed (pfctl)",
-}
+from edrfleet.policy import compile_policy, load_policy_text  # noqa: E402
+from edrfleet.policy.corpus import (  # noqa: E402
+    ATTACK_CATEGORIES as CATEGORIES,
+)
+from edrfleet.policy.corpus import (  # noqa: E402
+    BIND,
+    OUT_OF_SCOPE,
+    REVERSE,
+    attack_category,
+)
+from edrfleet.policy.corpus import Decider as _BundleDecider  # noqa: E402
 
 
 @dataclass
@@ -121,39 +78,11 @@ def render_default(strict: bool = False) -> str:
     return env.get_template("policy.yaml.j2").render(**variables)
 
 
-def _no_stat(path: bytes) -> os.stat_result:
-    raise FileNotFoundError(path)
-
-
-class Decider:
-    """Decide corpus lines with a compiled bundle; executables match by name only (offline)."""
+class Decider(_BundleDecider):
+    """Decide corpus lines with a policy text (edrfleet.policy.corpus.Decider on its bundle)."""
 
     def __init__(self, policy_text: str, source: str = "policy.yaml") -> None:
-        self.bundle = compile_policy(load_policy_text(policy_text, source))
-        self._memo: dict[tuple[str, ...], Any] = {}
-
-    def argv(self, argv: list[str]) -> Any:
-        key = tuple(argv)
-        if key not in self._memo:
-            self._memo[key] = simulate(self.bundle, argv, stat=_no_stat)
-        return self._memo[key]
-
-    def line(self, line: str, direct: bool = False) -> tuple[str, str | None, list[str]]:
-        """(action, rule, argv) of the strongest decision over the line's execs.
-
-        ``direct``: leave out the ``sh -c LINE`` exec of the line itself (what the kernel sees
-        when the line is typed into an interactive shell instead of handed to ``sh -c``).
-        """
-        best: tuple[str, str | None, list[str]] = ("allow", None, [])
-        rank = {"allow": 0, "log": 1, "block": 2}
-        execs = exec_argvs(line)
-        for argv in execs[1:] if direct else execs:
-            if not argv or any("\0" in a for a in argv):
-                continue
-            d = self.argv(argv)
-            if d.rule is not None and rank[d.action] > rank[best[0]]:
-                best = (d.action, d.rule, argv)
-        return best
+        super().__init__(compile_policy(load_policy_text(policy_text, source)))
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -168,8 +97,7 @@ def atomic_items(corpus: Path) -> tuple[list[Item], list[tuple[Item, str]]]:
     skipped: list[tuple[Item, str]] = []
     for row in _jsonl(corpus / "atomic_linux.jsonl"):
         tech = row["technique"]
-        cat = GUID_CATEGORY.get(row["guid"]) or TECHNIQUE_CATEGORY.get(tech) or (
-            TECHNIQUE_PREFIX_CATEGORY.get(tech.split(".")[0]))
+        cat = attack_category(row)
         if cat is None:
             continue
         item = Item("atomic", cat, row["guid"], f"{tech} {row['name']}", row["command"])
@@ -248,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             sub = [(i, d, dd) for i, d, dd in rows if i.source == source]
             if not sub:
                 continue
-            b = sum(1 for _, d, _ in sub if d[0] == "block")
-            lg = sum(1 for _, d, _ in sub if d[0] == "log")
-            db = sum(1 for _, _, dd in sub if dd[0] == "block")
+            b = sum(1 for _, d, _ in sub if d.action == "block")
+            lg = sum(1 for _, d, _ in sub if d.action == "log")
+            db = sum(1 for _, _, dd in sub if dd.action == "block")
             all_b += b
             all_d += db
             all_t += len(sub)
@@ -269,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in benign:
         d = decider.line(row["command"])
         if row["label"] == "benign":
-            if d[0] == "block":
+            if d.action == "block":
                 false_blocks.append((row, d))
-            benign_logged += d[0] == "log"
+            benign_logged += d.action == "log"
         else:
-            risky[d[0]].append((row, d))
+            risky[d.action].append((row, d))
     n_benign = sum(1 for r in benign if r["label"] == "benign")
     n_risky = len(benign) - n_benign
     print(f"benign false blocks: {len(false_blocks)} / {n_benign}"
@@ -282,15 +210,15 @@ def main(argv: list[str] | None = None) -> int:
           f"allowed {len(risky['allow'])} / {n_risky}")
     shells = gtfobins_shell_rows(args.corpus)
     shell_blocked = [(r, decider.line(r["code"])) for r in shells]
-    shell_blocked = [(r, d) for r, d in shell_blocked if d[0] == "block"]
+    shell_blocked = [(r, d) for r, d in shell_blocked if d.action == "block"]
     print(f"gtfobins 'shell' records blocked (informational): {len(shell_blocked)} / "
           f"{len(shells)}")
     for row, d in false_blocks:
-        print(f"  FALSE BLOCK [{d[1]}] {_short(row['command'])}")
+        print(f"  FALSE BLOCK [{d.rule}] {_short(row['command'])}")
     for row, d in risky["block"]:
-        print(f"  risky blocked [{d[1]}] {_short(row['command'])}")
+        print(f"  risky blocked [{d.rule}] {_short(row['command'])}")
     for row, d in shell_blocked:
-        print(f"  shell blocked [{d[1]}] {row['binary']}: {_short(row['code'], 90)}")
+        print(f"  shell blocked [{d.rule}] {row['binary']}: {_short(row['code'], 90)}")
 
     if not args.no_misses:
         print()
@@ -298,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         seen: set[tuple[str, str]] = set()
         for cat in CATEGORIES:
             for item, d, _ in results.get(cat, []):
-                if d[0] == "block" or (cat, item.line) in seen:
+                if d.action == "block" or (cat, item.line) in seen:
                     continue
                 seen.add((cat, item.line))
-                tag = f"[{d[1]}] " if d[0] == "log" else ""
+                tag = f"[{d.rule}] " if d.action == "log" else ""
                 print(f"  {cat:<24} {item.label[:48]:<48} {tag}{_short(item.line, 70)}")
         print()
         print("out of scope (not counted):")

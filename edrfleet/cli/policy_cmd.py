@@ -21,6 +21,7 @@ from edrfleet.policy import (
     load_policy_text,
     simulate,
 )
+from edrfleet.policy.corpus import read_corpus, run_corpus
 from edrfleet.policy.limits import EDR_TRANS_MAX, MAX_TRANS_TOTAL
 
 EXIT_OK = 0
@@ -51,9 +52,23 @@ def register(subparsers: Any) -> None:
                       help="policy YAML or bundle JSON, then the command line after '--'")
     test.set_defaults(func=cmd_test)
 
+    render = sub.add_parser(
+        "render", help="one host's policy, rendered from templates/policy.yaml.j2",
+        description="Render (and compile, to check it) the policy of one inventory host with its "
+        "merged variables and the facts gathered from it over SSH.")
+    render.add_argument("inventory", metavar="INVENTORY")
+    render.add_argument("host", metavar="HOST")
+    render.add_argument("--no-facts", action="store_true",
+                        help="do not connect: render with edrfleet_facts = {}")
+    render.set_defaults(func=cmd_render)
+    from edrfleet.cli import policy_sigma
+
+    policy_sigma.register(sub)
+
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
-              "[--fileless] -- CMD [ARGS...]")
+              "[--parent PATH] [--cwd DIR] [--fileless] -- CMD [ARGS...]\n"
+              "       edrfleet policy test FILE [--format text|json] --corpus JSONL")
 
 
 def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -63,6 +78,15 @@ def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> Non
                         **({"default": None} | keep))
     parser.add_argument("--filename", metavar="PATH", **({"default": None} | keep),
                         help="path as executed (default: CMD, looked up on $PATH)")
+    parser.add_argument("--parent", metavar="PATH", **({"default": None} | keep),
+                        help="the parent's executable (default: unknown, parent rules do not "
+                        "match)")
+    parser.add_argument("--cwd", metavar="DIR", **({"default": None} | keep),
+                        help="working directory of the exec (default: unknown, cwd rules do "
+                        "not match)")
+    parser.add_argument("--corpus", metavar="JSONL", **({"default": None} | keep),
+                        help="decide every command line of a JSONL corpus offline and print "
+                        "a table by category")
     parser.add_argument("--fileless", action="store_true", **({"default": False} | keep),
                         help="the executable is run from memory or a deleted file (memfd)")
 
@@ -175,18 +199,61 @@ def cmd_test(args: argparse.Namespace) -> int:
     mini.add_argument("file", metavar="FILE")
     _test_options(mini, defaults=False)
     opts = mini.parse_args(head, namespace=argparse.Namespace(
-        format=args.format, uid=args.uid, filename=args.filename, fileless=args.fileless))
-    if not command:
-        mini.error("give the command line after '--'")
+        format=args.format, uid=args.uid, filename=args.filename, corpus=args.corpus,
+        parent=args.parent, cwd=args.cwd, fileless=args.fileless))
+    if opts.corpus and command:
+        mini.error("give either --corpus JSONL or a command line after '--', not both")
+    if not command and not opts.corpus:
+        mini.error("give the command line after '--' (or --corpus JSONL)")
     try:
         bundle = load_any(opts.file)
     except PolicyError as exc:
         return _report(exc)
+    if opts.corpus:
+        return _test_corpus(bundle, opts.corpus, opts.format)
     uid = os.getuid() if opts.uid is None else opts.uid
-    decision = simulate(bundle, command, filename=opts.filename, uid=uid, fileless=opts.fileless)
+    decision = simulate(bundle, command, filename=opts.filename, uid=uid, parent=opts.parent,
+                        cwd=opts.cwd, fileless=opts.fileless)
     if opts.format == "json":
         print(json.dumps({"action": decision.action, "rules": list(decision.rules),
                           "rule": decision.rule}))
     else:
         print(describe(bundle, decision))
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from edrfleet.fleet.hostpolicy import Compiler, host_policy
+    from edrfleet.fleet.inventory import load_inventory
+
+    inv = load_inventory(args.inventory)
+    host = inv.hosts.get(args.host)
+    if host is None:
+        print(f"edrfleet: error: {args.inventory}: no host {args.host!r} (fix: one of "
+              f"{', '.join(list(inv.hosts)[:10])})", file=sys.stderr)
+        return EXIT_USAGE
+    facts = None if args.no_facts else _facts_of(inv, host)
+    hp = host_policy(Compiler(), dict(host.vars), host.name, facts, tuple(host.groups))
+    sys.stdout.write(hp.yaml_text)
+    print(f"{host.name}: {len(hp.bundle['rules'])} rules, sha256 {hp.sha256}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _facts_of(inv: Any, host: Any) -> dict[str, Any]:
+    from pathlib import Path
+
+    from edrfleet.fleet.facts import HostPaths, gather_facts
+    from edrfleet.fleet.transport import Transport
+
+    with Transport(host, Path(inv.path).resolve().parent) as t:
+        return gather_facts(t, HostPaths.from_vars(host.vars))
+def _test_corpus(bundle: dict[str, Any], path: str, fmt: str) -> int:
+    report = run_corpus(bundle, read_corpus(path))
+    if fmt == "json":
+        print(json.dumps({"corpus": path, **report.to_json()}))
+        return EXIT_OK
+    print(f"{'category':<26} {'lines':>6} {'block':>6} {'log':>6} {'allow':>6} {'blocked':>8}")
+    for name, n in report.categories.items():
+        print(f"{name:<26} {n.total:>6} {n.block:>6} {n.log:>6} {n.allow:>6} "
+              f"{n.blocked_pct:>7.1f}%")
     return EXIT_OK

@@ -75,8 +75,8 @@ def condition_keys(rule: Rule) -> list[CondKey]:
         key = _arg_key(m)
         if key not in keys:
             keys.append(key)
-    if rule.cmdline is not None:
-        key = ("cmdline", rule.cmdline.encode())
+    for rx in rule.cmdlines or ((rule.cmdline,) if rule.cmdline is not None else ()):
+        key = ("cmdline", rx.encode())
         if key not in keys:
             keys.append(key)
     return keys

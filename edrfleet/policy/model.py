@@ -34,6 +34,12 @@ class Rule:
     parents: tuple[str, ...] = ()  # match.parent.executable: basenames and absolute paths
     users: tuple[str, ...] = ()  # match.user names, resolved to uids on the host (agent)
     cwds: tuple[str, ...] = ()  # match.cwd: normalized directory prefixes ('/' or no '/' end)
+    # every cmdline regex, each must hold (``cmdline:`` may be a list); ``cmdline`` is the
+    # first of them, kept for callers that know only one
+    cmdlines: tuple[str, ...] = ()
+    # where the rule comes from (e.g. an imported Sigma rule's id, title, author): kept for
+    # credit and review, never compiled
+    source: tuple[tuple[str, str | tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

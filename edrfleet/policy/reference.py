@@ -48,7 +48,9 @@ def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget,
         return False
     if not all(_arg_holds(m, argv[1:]) for m in rule.args):
         return False
-    return rule.cmdline is None or bool(re.search(rule.cmdline.encode(), b" ".join(argv)))
+    line = b" ".join(argv)
+    return all(re.search(rx.encode(), line) for rx in rule.cmdlines or
+               ((rule.cmdline,) if rule.cmdline is not None else ()))
 
 
 def reference_decide(

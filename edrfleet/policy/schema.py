@@ -27,7 +27,7 @@ UNSCANNED = ("block", "allow")
 SEVERITIES = ("low", "medium", "high", "critical")
 ACTIONS = ("block", "log", "allow")
 TOP_KEYS = ("version", "mode", "backend", "limits", "scope", "rules")
-RULE_KEYS = ("id", "description", "severity", "action", "tags", "match")
+RULE_KEYS = ("id", "description", "severity", "action", "tags", "match", "source")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 MAX_BASENAME = EDR_NAME_MAX - 1
 MAX_UIDS = EDR_UIDS_PER_RULE
@@ -212,6 +212,35 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "my-rule"
 
 
+def _check_source(c: Checker, node: yaml.Node, where: str
+                  ) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """``source:``, where a rule comes from (e.g. an imported Sigma rule: id, title, author,
+    references): a mapping of strings or string lists, kept for credit, never compiled."""
+    if not isinstance(node, yaml.MappingNode):
+        c.error(node, f"'source' {where} must be a mapping, not {c.describe(node)}",
+                "write 'source: {title: ..., author: ...}'")
+        return ()
+    out: list[tuple[str, str | tuple[str, ...]]] = []
+    for key_node, value_node in node.value:
+        key = c.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str):
+            c.error(key_node, f"keys of 'source' {where} must be strings", "quote the key")
+            continue
+        if isinstance(value_node, yaml.SequenceNode):
+            items = c.string_list(value_node, key, f"in 'source' {where}", f"{key}: [a, b]",
+                                  nonempty=False)
+            if items is not None:
+                out.append((key, tuple(v for v, _ in items)))
+            continue
+        value = c.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            out.append((key, str(value)))
+        else:
+            c.error(value_node, f"'{key}' in 'source' {where} must be a string or a list of "
+                                f"strings, not {c.describe(value_node)}", "quote the value")
+    return tuple(out)
+
+
 def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -> Rule | None:
     if not isinstance(node, yaml.MappingNode):
         c.error(node, f"rule #{index + 1} must be a mapping, not {c.describe(node)}",
@@ -247,6 +276,7 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
     if "tags" in keys:
         tags = [t for t, _ in c.string_list(keys["tags"][1], "tags", where, "tags: [t1, t2]",
                                             nonempty=False) or []]
+    source = _check_source(c, keys["source"][1], where) if "source" in keys else ()
     match = None
     if "match" in keys:
         match = MatchChecker(c).check(keys["match"][1], where)
@@ -259,7 +289,7 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
         uids=match.uids, tags=tuple(tags), line=node.start_mark.line + 1,
         col=node.start_mark.column + 1, cmdline_line=match.cmdline_line,
         cmdline_col=match.cmdline_col, parents=match.parents, users=match.users,
-        cwds=match.cwds, fileless=match.fileless,
+        cwds=match.cwds, cmdlines=match.cmdlines, source=source, fileless=match.fileless,
     )
 
 

@@ -79,6 +79,7 @@ class MatchResult:
     users: tuple[str, ...] = ()
     parents: tuple[str, ...] = ()
     cwds: tuple[str, ...] = ()
+    cmdlines: tuple[str, ...] = ()
     fileless: bool = False
 
 
@@ -103,26 +104,39 @@ class MatchChecker:
             return None
         exes = self.executables(keys["executable"][1], where) if "executable" in keys else ()
         args = self.args(keys["args"][1], where) if "args" in keys else ()
-        cmdline = None
+        cmdlines: tuple[str, ...] = ()
         cline = ccol = 0
         if "cmdline" in keys:
             cnode = keys["cmdline"][1]
-            cmdline = c.string(cnode, "cmdline", where)
-            if cmdline is not None:
-                self.pattern(cnode, cmdline, CMD, "'cmdline'", where)
+            cmdlines = self.cmdlines(cnode, where)
             cline, ccol = cnode.start_mark.line + 1, cnode.start_mark.column + 1
+        cmdline = cmdlines[0] if cmdlines else None
         uids, users = self.users(keys, where)
         parents = self.parent(keys["parent"][1], where) if "parent" in keys else ()
         cwds = self.cwds(keys["cwd"][1], where) if "cwd" in keys else ()
         fileless = self.fileless(keys["fileless"][1], where) if "fileless" in keys else False
-        nconds = len(args) + (cmdline is not None)
+        nconds = len(args) + len(cmdlines)
         if nconds > COND_BITS:
             c.error(node, f"{where.removeprefix('in ')} has {nconds} conditions, at most "
                           f"{COND_BITS} fit in one rule", "split the rule in two")
         if len(c.errors) != before:
             return None
         return MatchResult(tuple(exes or ()), tuple(args or ()), cmdline, tuple(uids or ()),
-                           cline, ccol, users, parents, cwds, fileless)
+                           cline, ccol, users, parents, cwds, cmdlines, fileless)
+
+    def cmdlines(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        """``cmdline: R`` or ``cmdline: [R1, R2]`` (every regex must hold)."""
+        c = self.c
+        if isinstance(node, yaml.SequenceNode):
+            entries = c.string_list(node, "cmdline", where, "cmdline: ['regex', 'another']")
+        else:
+            text = c.string(node, "cmdline", where)
+            entries = None if text is None else [(text, node)]
+        out: list[str] = []
+        for text, item in entries or []:
+            if self.pattern(item, text, CMD, "'cmdline'", where) and text not in out:
+                out.append(text)
+        return tuple(out)
 
     def fileless(self, node: yaml.Node, where: str) -> bool:
         """``fileless: true``: the executable has no link on any filesystem when it runs

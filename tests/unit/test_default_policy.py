@@ -385,3 +385,35 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     about_us = [ln for ln in (proc.stdout + proc.stderr).splitlines()
                 if "edrfleet-agent.service" in ln]
     assert not about_us, "\n".join(about_us)
+
+
+# --- coverage of the attack corpora (the README table; bench/policy_coverage.py lists misses) --
+# category -> (blocked at least, lines): fails if a category regresses; raise it when it grows.
+ATTACK_COVERAGE = {
+    "destructive": (5, 5),
+    "reverse-shell": (56, 56),
+    "bind-shell": (20, 20),
+    "log-and-history-wiping": (25, 29),
+    "security-tool-disabling": (22, 24),
+}
+
+
+@needs_corpus
+def test_default_policy_blocks_the_attack_corpora_per_category(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edrfleet.policy.corpus import read_corpus, run_corpus
+
+    lines = [ln for name in ("atomic_linux.jsonl", "gtfobins.jsonl")
+             for ln in read_corpus(CORPUS / name) if ln.category in ATTACK_COVERAGE]
+    report = run_corpus(default().bundle, lines)
+    got = {cat: (report.categories[cat].block, report.categories[cat].total)
+           for cat in ATTACK_COVERAGE}
+    blocked = sum(b for b, _ in got.values())
+    total = sum(t for _, t in got.values())
+    with capsys.disabled():
+        print(f"\nattack corpora blocked: {blocked}/{total} ({100 * blocked / total:.1f} %) "
+              f"{got}")
+    for cat, (want, lines_total) in ATTACK_COVERAGE.items():
+        assert got[cat][1] == lines_total, f"{cat}: corpus changed ({got[cat][1]} lines)"
+        assert got[cat][0] >= want, f"{cat}: {got[cat][0]} blocked, was {want}"
+    assert blocked >= 0.95 * total

@@ -160,3 +160,67 @@ def test_test_fileless_says_whether_the_exec_runs_from_memory(tmp_path, capsys):
     assert capsys.readouterr().out == "allowed: no rule matched\n"
     assert main(["policy", "test", str(path), "--fileless", "--", "true"]) == 0
     assert capsys.readouterr().out == "logged by rule 'memfd' (high)\n"
+# --- policy test --corpus ------------------------------------------------------------------------
+CORPUS_ROWS = [
+    {"command": "rm -rf /etc", "category": "destructive"},
+    {"command": "sudo rm -rf /home && echo done", "category": "destructive"},
+    {"command": "rm -rf /tmp/x", "category": "destructive"},
+    {"command": "curl -s http://h | sh", "label": "benign_risky", "category": "pipe"},
+    {"code": "ls -l", "function": "shell"},
+]
+
+
+def _corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in CORPUS_ROWS))
+    return path
+
+
+def test_test_corpus_prints_a_table_by_category(policy_file, tmp_path, capsys):
+    assert main(["policy", "test", str(policy_file), "--corpus", str(_corpus(tmp_path))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["category", "lines", "block", "log", "allow", "blocked"]
+    assert lines[1].split() == ["destructive", "3", "2", "0", "1", "66.7%"]
+    assert lines[2].split() == ["benign_risky", "1", "0", "1", "0", "0.0%"]  # label first
+    assert lines[3].split() == ["shell", "1", "0", "0", "1", "0.0%"]
+
+
+def test_test_corpus_as_json_has_counts_and_every_line(policy_file, tmp_path, capsys):
+    assert main(["policy", "test", str(policy_file), "--format", "json", "--corpus",
+                 str(_corpus(tmp_path))]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["categories"]["destructive"] == {"total": 3, "block": 2, "log": 0, "allow": 1,
+                                                "blocked_pct": 66.7}
+    second = out["lines"][1]
+    assert (second["action"], second["rule"], second["argv"]) == (
+        "block", "rm-root", ["rm", "-rf", "/home"])  # decided by the exec of rm itself
+
+
+def test_test_corpus_with_a_command_too_is_a_usage_error(policy_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["policy", "test", str(policy_file), "--corpus", str(_corpus(tmp_path)), "--",
+              "ls"])
+    assert info.value.code == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_a_bad_corpus_row_names_the_file_and_line(policy_file, tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"command": "ls"}\n{"cmd": "ls"}\n')
+    assert main(["policy", "test", str(policy_file), "--corpus", str(path)]) == 2
+    assert f"{path}:2: a corpus row needs a 'command'" in capsys.readouterr().err
+
+
+def test_test_takes_the_parent_and_the_working_directory(tmp_path, capsys):
+    path = tmp_path / "ctx.yaml"
+    path.write_text("version: 1\nrules:\n  - {id: sshd-shell, description: d, severity: high, "
+                    "action: block, match: {cmdline: '^bash -c', parent: {executable: [sshd]}}}\n"
+                    "  - {id: tmp-cwd, description: d, severity: low, action: log, "
+                    "match: {executable: [make], cwd: [/tmp]}}\n")
+    cmd = ["policy", "test", str(path), "--format", "json"]
+    assert main([*cmd, "--parent", "/usr/sbin/sshd", "--", "bash", "-c", "id"]) == 0
+    assert json.loads(capsys.readouterr().out)["rules"] == ["sshd-shell"]
+    assert main([*cmd, "--", "bash", "-c", "id"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "allow"  # parent unknown
+    assert main([*cmd, "--cwd", "/tmp", "--", "make"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "log"

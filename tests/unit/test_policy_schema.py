@@ -307,3 +307,46 @@ def test_fileless_must_be_a_boolean():
     assert errors_of(text)[0] == (
         "policy.yaml:7:23: 'fileless' in rule 'a' must be true or false, not a string "
         "(fix: write 'fileless: true')")
+# --- cmdline lists and the source block (added for imported Sigma rules) -----------------------
+def test_a_cmdline_list_needs_every_regex_to_hold() -> None:
+    from edrfleet.policy import compile_policy, reference_decide, simulate
+
+    policy = load_policy_text(RULE_HEAD + "    match:\n      cmdline: ['curl', ' -d ', "
+                              "'(?i)HTTP']\n", "policy.yaml")
+    rule = policy.rules[0]
+    assert rule.cmdlines == ("curl", " -d ", "(?i)HTTP") and rule.cmdline == "curl"
+    bundle = compile_policy(policy)
+    for argv, action in ((["curl", "-d", "x", "http://h"], "block"),
+                         (["curl", "-d", "x"], "allow"),
+                         (["wget", "-d", "http://h"], "allow")):
+        assert simulate(bundle, argv, identity=(0, 0)).action == action, argv
+        assert reference_decide(policy, argv, identity=(0, 0)).action == action, argv
+
+
+def test_a_bad_regex_in_a_cmdline_list_is_reported_at_its_item() -> None:
+    errors = errors_of(RULE_HEAD + "    match:\n      cmdline:\n        - ok\n"
+                                   "        - '(?=x)'\n")
+    assert errors == ["policy.yaml:10:12: unsupported regex feature in 'cmdline' in rule 'a': "
+                      "look-ahead (?=...) (fix: match the text itself instead, or split the "
+                      "condition into several 'args' entries (each entry must hold))"]
+
+
+def test_source_is_kept_on_the_rule_and_not_compiled() -> None:
+    from edrfleet.policy import compile_policy
+
+    text = RULE_HEAD + ("    source: {title: T, author: 'A, B', references: [u1, u2]}\n"
+                        "    match: {executable: [rm]}\n")
+    policy = load_policy_text(text, "policy.yaml")
+    assert policy.rules[0].source == (("title", "T"), ("author", "A, B"),
+                                      ("references", ("u1", "u2")))
+    without = load_policy_text(RULE_HEAD + "    match: {executable: [rm]}\n", "policy.yaml")
+    assert compile_policy(policy)["sha256"] == compile_policy(without)["sha256"]
+
+
+def test_a_source_that_is_not_a_mapping_of_strings_is_an_error() -> None:
+    assert errors_of(RULE_HEAD + "    source: [x]\n    match: {uid: [0]}\n") == [
+        "policy.yaml:7:13: 'source' in rule 'a' must be a mapping, not a list (fix: write "
+        "'source: {title: ..., author: ...}')"]
+    assert errors_of(RULE_HEAD + "    source: {a: {b: c}}\n    match: {uid: [0]}\n") == [
+        "policy.yaml:7:17: 'a' in 'source' in rule 'a' must be a string or a list of strings, "
+        "not a mapping (fix: quote the value)"]
