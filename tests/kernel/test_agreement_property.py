@@ -98,9 +98,15 @@ def rules_strategy(env: Env) -> st.SearchStrategy[list[dict]]:
     return st.lists(rule, min_size=1, max_size=4)
 
 
-cases = st.lists(st.tuples(st.sampled_from(PROGRAMS), st.lists(texts, max_size=3),
-                           st.sampled_from(SHELLS), st.sampled_from(DIRS),
-                           st.sampled_from([0, NOBODY])), min_size=1, max_size=6)
+def cases_for(rules: list[dict]) -> st.SearchStrategy[list[tuple]]:
+    """Execs whose arguments are often the rules' own literals (so conditions do hold)."""
+    own = [lit for r in rules for a in r["match"].get("args", ()) for lit in a.get("any", ())]
+    own += [a["glob"].replace("*", "a").replace("?", "b") for r in rules
+            for a in r["match"].get("args", ()) if "glob" in a]
+    words = texts | st.sampled_from(own) if own else texts
+    return st.lists(st.tuples(st.sampled_from(PROGRAMS), st.lists(words, max_size=3),
+                              st.sampled_from(SHELLS), st.sampled_from(DIRS),
+                              st.sampled_from([0, NOBODY])), min_size=1, max_size=6)
 
 
 def policy_text(rules: list[dict], cgroup: str) -> str:
@@ -158,10 +164,10 @@ def test_the_kernel_the_simulator_and_re_agree(start_agent, cgroup, env):
                                     cgroup.name))
     stats = Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(rules=rules_strategy(env), execs=cases)
-    def agree(rules, execs):
+    @given(rules=rules_strategy(env), data=st.data())
+    def agree(rules, data):
         text = policy_text(rules, cgroup.name)
         try:
             policy = load_policy_text(text, "generated.yaml")
@@ -169,6 +175,7 @@ def test_the_kernel_the_simulator_and_re_agree(start_agent, cgroup, env):
         except PolicyError:
             assume(False)
             return
+        execs = data.draw(cases_for(rules), label="execs")
         reload(agent, text)
         before = len(agent.events())
         want_events = Counter()
@@ -198,7 +205,8 @@ def test_the_kernel_the_simulator_and_re_agree(start_agent, cgroup, env):
         assert got_events == want_events, rules
 
     agree()
-    # the generator must exercise every outcome, or the test proves little
+    # the generator must exercise every outcome, or the test proves little (derandomized:
+    # the same examples every run, so this cannot flake)
     print(dict(stats))
     assert stats["block"] and stats["log"] and stats["allow"], stats
     assert all(stats[k] for k in ("parent", "cwd", "user", "args", "cmdline")), stats

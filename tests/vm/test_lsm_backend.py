@@ -18,9 +18,22 @@ def sh(guest, cmd: str, timeout: float = 600):
     return vm.ssh(guest, cmd, timeout=timeout)
 
 
+# parent and cwd decided by the LSM hook too (a copy of true run by a copy of dash named
+# edrvm-sh, in a directory under /tmp/edrvm-ctx); the prefix must exist when the agent starts
+CTX_RULE = {
+    "id": "vm-ctx-canary", "description": "the stand-in only under edrvm-sh, in /tmp/edrvm-ctx",
+    "severity": "high", "action": "block",
+    "match": {"executable": ["edrvm-ctx-canary"], "parent": {"executable": ["edrvm-sh"]},
+              "cwd": ["/tmp/edrvm-ctx"]},
+}
+CTX_SETUP = ("mkdir -p /tmp/edrvm-ctx/sub /tmp/edrvm-bin && cp /bin/true "
+             "/tmp/edrvm-bin/edrvm-ctx-canary && cp /bin/dash /tmp/edrvm-bin/edrvm-sh")
+
+
 @pytest.fixture(scope="module")
 def agent(guest):
-    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE]})
+    text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE, CTX_RULE]})
+    assert sh(guest, CTX_SETUP).returncode == 0
     bundle = dump_bundle(compile_policy(load_policy_text(text, "policy.yaml")))
     r = vm.ssh(guest, "mkdir -p /opt/edrfleet /etc/edrfleet && tar -xz -C /opt/edrfleet",
                input=agent_tarball())
@@ -81,3 +94,20 @@ def test_harmless_commands_run(guest, agent):
     r = sh(guest, "mkdir -p /tmp/scratch-vm && rm -rf /tmp/scratch-vm && ls / >/dev/null "
                   "&& echo fine")
     assert r.stdout.strip() == "fine", r
+
+
+def test_parent_and_cwd_are_decided_by_the_lsm_hook(guest, agent):
+    run = ("cd {cwd} && /tmp/edrvm-bin/{sh} -c '/tmp/edrvm-bin/edrvm-ctx-canary; echo rc=$?'")
+    r = sh(guest, run.format(cwd="/tmp/edrvm-ctx/sub", sh="edrvm-sh"))
+    assert "Operation not permitted" in r.stdout + r.stderr and "rc=126" in r.stdout, r
+    for cwd, shell in (("/tmp", "edrvm-sh"), ("/tmp/edrvm-ctx", "../../bin/dash")):
+        r = sh(guest, run.format(cwd=cwd, sh=shell))
+        assert "rc=0" in r.stdout, (cwd, shell, r)
+    deadline = time.monotonic() + 30
+    found = []
+    while not found and time.monotonic() < deadline:
+        found = [e for e in events(guest) if e["rule.id"] == "vm-ctx-canary"]
+        time.sleep(1)
+    (ev,) = found
+    assert (ev["edrfleet.stage"], ev["process.working_directory"]) == ("lsm", "/tmp/edrvm-ctx/sub")
+    assert ev["process.parent.name"] == "edrvm-sh"

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""In-kernel cost of the context matchers (parent executable, cwd walk) per exec.
+
+One agent, one policy of `allow` rules (so nothing is killed or reported; the context is still
+read, because an allow rule's argv conditions hold): a stand-in with a plain rule, one whose
+rule names a parent executable, one whose rule names a cwd prefix, the last run from a
+directory 3 and 30 levels deep (the walk goes to '/' every time).  Prints the program's run
+time per exec from BPF_ENABLE_STATS.  Never asserts timing.
+
+Usage: .venv/bin/python bench/context_cost.py [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+CASES = (  # (label, stand-in, cwd depth)
+    ("no context", "edrctx-none", 3),
+    ("parent executable", "edrctx-parent", 3),
+    ("cwd walk", "edrctx-cwd", 3),
+    ("cwd walk", "edrctx-cwd", 30),  # with the work dir: past the 32-directory limit
+)
+
+
+def policy(scope: str) -> dict:
+    def rule(name: str, extra: dict) -> dict:
+        return {"id": name, "description": f"cost of {name}", "severity": "low",
+                "action": "allow", "match": {"executable": [name], **extra}}
+
+    return {"version": 1, "scope": {"cgroups": [scope]}, "rules": [
+        rule("edrctx-none", {}),
+        rule("edrctx-parent", {"parent": {"executable": ["bash"]}}),
+        rule("edrctx-cwd", {"cwd": ["/dev/shm"]}),
+    ]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="execs per case (2000)")
+    args = ap.parse_args()
+    c.preflight()
+    workdir = c.make_workdir("edrfleet-bench-ctx-")
+    cg = c.Cgroup.create()
+    agents = c.Agents(workdir)
+    stats = c.bpf_stats_or_none(True)
+    here = os.getcwd()
+    try:
+        loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
+        for _, name, _ in CASES:
+            shutil.copy2("/bin/true", workdir / name)
+        path = workdir / "policy.yaml"
+        path.write_text(yaml.safe_dump(policy(cg.name), sort_keys=False))
+        agent = agents.start(path, "ctx")
+        print(f"{'case':<26} {'execs':>6} {'bpf µs/exec':>12}")
+        for label, name, depth in CASES:
+            cwd = workdir.joinpath(*["d"] * depth)
+            cwd.mkdir(parents=True, exist_ok=True)
+            os.chdir(cwd)  # the loop and its children inherit it
+            ns0, runs0 = c.prog_stats(agent.proc.pid)
+            c.timed_loop(cg, [str(loop), str(args.n), str(workdir / name)])
+            ns1, runs1 = c.prog_stats(agent.proc.pid)
+            os.chdir(here)
+            per = (ns1 - ns0) / max(runs1 - runs0, 1) / 1e3
+            if name == "edrctx-cwd":
+                label = f"{label}, cwd {len(cwd.parts) - 1} deep"
+            print(f"{label:<26} {runs1 - runs0:>6} {per:>12.2f}")
+    finally:
+        os.chdir(here)
+        if stats:
+            stats.close()
+        agents.stop_all()
+        cg.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
