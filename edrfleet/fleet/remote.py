@@ -173,9 +173,9 @@ if [ "$WRITE_UNIT" = 1 ]; then
     mv -f "$UNIT_PATH.tmp" "$UNIT_PATH"
     systemctl daemon-reload
 fi
-echo "touched_service=1"
 OLD_PID=$(agent_pid)
 T0=$(date +%s.%N)
+[ "$SERVICE" = none ] || echo "touched_service=1"
 case "$SERVICE" in
     start|restart) start_agent ;;
     reload) reload_agent ;;
