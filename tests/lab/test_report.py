@@ -285,3 +285,36 @@ def test_report_shows_what_deployed_agents_blocked(lab_hosts, deployed, tmp_path
     assert {c for cs in cmds.values() for c in cs} <= top
     rc, again, err = report(lab, db, out)  # nothing new was blocked: nothing new is counted
     assert rc == 0 and again["totals"]["blocked"] == summary["totals"]["blocked"]
+
+
+def test_a_report_killed_mid_pull_loses_and_repeats_nothing(report_lab, tmp_path) -> None:
+    name = report_lab.names[0]
+    total = 120_000  # ~36 MiB of lines: three pulls of 16 MiB, each its own transaction
+    with report_lab.spool(name, max_bytes=4 << 20, keep=50) as s:
+        for k in range(0, total, 10_000):
+            s.append([event(name, i, cmd=f"rm -rf /tmp/edrfleet-canary-{i} " + "p" * 100)
+                      for i in range(k, k + 10_000)])
+    db = tmp_path / "report.db"
+    proc = subprocess.Popen([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
+                             "--limit", name, "--format", "json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = 0
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if db.exists():
+                with Store(db) as s:
+                    seen = s.count()
+                if seen:
+                    proc.kill()  # SIGKILL between two committed chunks, or inside one
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert 0 < seen < total, f"the kill did not land mid-pull ({seen} of {total} stored)"
+    rc, summary, err = report(report_lab, db, tmp_path / "r.json", "--limit", name)
+    assert rc == 0, err
+    ids = stored_ids(db)
+    assert len(ids) == total and ids == sorted(f"{name}-{i:06d}" for i in range(total))
+    assert summary["hosts"][0]["new_events"] <= total - seen  # only what was missing

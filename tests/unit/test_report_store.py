@@ -55,8 +55,9 @@ def test_a_failing_batch_moves_neither_events_nor_cursor(tmp_path: Path, monkeyp
 def test_lines_that_are_not_json_or_lack_an_id_are_counted_the_rest_stored(tmp_path) -> None:
     store = Store(tmp_path / "r.db")
     got = store.ingest("web1", [line(event("a")), "{not json", '{"event.action":"x"}', "[1]",
+                                '{"event.id":"n","x":NaN}', "[" * 5000 + "]" * 5000,
                                 line(event("b"))], cursor=CUR, status=None, lost=False)
-    assert got.inserted == 2 and got.malformed == 2 and got.ignored == 1
+    assert (got.inserted, got.malformed, got.ignored) == (2, 3, 2)
     assert store.cursor("web1") == CUR
 
 

@@ -15,7 +15,7 @@ commit together, so after a crash the cursor never points past an event that is 
 and never before one that is (and were it to, ``INSERT OR IGNORE`` on the id keeps the event
 once).  Columns are extracted from the JSON by SQLite itself (``json_extract``), in C, while
 the GIL is released for the pulling threads.  A batch holding a line that is not JSON falls
-back to checking each line in Python and counts the bad ones.  (SQLite 3.40's json_extract
+back to inserting line by line and counts the lines SQLite refuses.  (SQLite 3.40's json_extract
 ends a string at an escaped NUL; argv-derived command lines cannot hold one, and ``raw``
 keeps the line whole either way.)
 
@@ -84,13 +84,6 @@ def _escape_surrogates(line: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
-def _is_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
 class Store:
     """The report database.  Thread-safe: one connection, one lock around every use.
 
@@ -155,14 +148,13 @@ class Store:
                 except (sqlite3.OperationalError, UnicodeEncodeError) as e:
                     if isinstance(e, sqlite3.OperationalError) and "JSON" not in str(e):
                         raise
-                    # Rare: a line that is not JSON, or holds lone surrogates (not UTF-8).
-                    # Redo the batch with those escaped and without the others.
+                    # Rare: a line that is not JSON (to SQLite, the judge of what it can
+                    # index), or holds lone surrogates (not UTF-8).  Redo the batch line by
+                    # line, surrogates escaped, counting the lines SQLite refuses.
                     db.execute("ROLLBACK")
                     db.execute("BEGIN IMMEDIATE")
-                    good = [x for x in map(_escape_surrogates, lines) if _is_object(x)]
-                    malformed = len(lines) - len(good)
                     before = db.total_changes
-                    db.executemany(_INSERT, ((host, line) for line in good))
+                    malformed = sum(not self._insert_one(host, line) for line in lines)
                 inserted = db.total_changes - before
                 self._save_host(host, cursor, status, inserted, lost)
                 db.execute("COMMIT")
@@ -171,6 +163,16 @@ class Store:
                     db.execute("ROLLBACK")
                 raise
         return Ingested(inserted, len(lines) - malformed - inserted, malformed)
+
+    def _insert_one(self, host: str, line: str) -> bool:
+        """Insert one line; False if SQLite finds it is not JSON (the transaction goes on)."""
+        try:
+            self._db.execute(_INSERT, (host, _escape_surrogates(line)))
+        except sqlite3.OperationalError as e:
+            if "JSON" not in str(e):
+                raise
+            return False
+        return True
 
     def _save_host(self, host: str, cursor: dict[str, int] | None,
                    status: dict[str, Any] | None, inserted: int, lost: bool) -> None:
