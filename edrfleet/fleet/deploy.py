@@ -194,11 +194,13 @@ class Deployer:
     def _rollback(self, s: Session, old_release: str, out: dict[str, Any]) -> str:
         """Undo what the apply script says it did (nothing, if it failed before any change)."""
         assert s.desired is not None and s.plan is not None
-        if not any(out.get(f"touched_{k}") == "1" for k in ("release", "policy", "service")):
+        touched = {k for k in ("release", "policy", "unit", "service")
+                   if out.get(f"touched_{k}") == "1"}
+        if not touched:
             return "nothing was changed on the host"
-        restart = out.get("touched_release") == "1" or s.plan.service != "reload"
-        script = rollback_script(s.desired, old_release, out.get("touched_policy") == "1",
-                                 restart=restart)
+        restart = bool(touched & {"release", "unit"}) or s.plan.service != "reload"
+        script = rollback_script(s.desired, old_release, "policy" in touched, restart=restart,
+                                 restore_unit="unit" in touched)
         try:
             res = s.transport.run(["sh", "-c", script, "edrfleet-rollback"],
                                   timeout=self.opts.command_timeout + s.desired.start_timeout,

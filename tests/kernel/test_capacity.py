@@ -58,7 +58,7 @@ def test_the_longest_automaton_of_every_part_of_the_table_decides_in_the_kernel(
         assert killed(cgroup.run([exe, hit])), i
         assert cgroup.run([exe, miss]).returncode == 0, i
         assert cgroup.run([exe, hit + "b"]).returncode == 0, i
-    evs = agent.wait_events(lambda e: e["rule.id"].startswith("cap-"), count=3)
+    evs = agent.wait_events(lambda e: e["rule.id"].startswith("cap-"), count=3, timeout=20)
     assert {e["rule.id"] for e in evs} == {"cap-0", "cap-31", "cap-63"}
 
 
@@ -71,5 +71,5 @@ def test_four_kib_of_command_line_are_scanned_to_the_last_byte(cap, cgroup, stan
     assert sum(len(a) + 1 for a in argv) == 4096
     assert killed(cgroup.run(argv))
     assert cgroup.run([exe, "p" * pad, marker + "x"]).returncode == 0
-    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "cap-cmdline-end")
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "cap-cmdline-end", timeout=20)
     assert ev["edrfleet.args_bytes"] == 4096 and not ev["edrfleet.unscanned"]

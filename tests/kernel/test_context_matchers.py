@@ -123,7 +123,7 @@ def test_a_canary_is_killed_only_under_the_named_parent(ctx, cgroup):
     assert "rc=137" in under(cgroup, sh, canary, linger="; sleep 1").stdout
     assert "rc=0" in under(cgroup, "/bin/sh", canary).stdout
     assert cgroup.run([str(canary)]).returncode == 0  # parent: python
-    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-under-parent")
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-under-parent", timeout=20)
     assert ev["process.parent.executable"] == str(sh)
     assert ev["process.parent.name"] == sh.name
     assert ev["threat.technique.id"] == ["T1059.004"]
@@ -151,7 +151,7 @@ def test_a_canary_is_killed_only_in_a_directory_under_the_prefix(ctx, cgroup, sh
     lookalike.mkdir()
     for cwd in (shared, lookalike, Path("/")):
         assert cgroup.run([canary], cwd=cwd).returncode == 0, cwd
-    evs = agent.wait_events(lambda e: e["rule.id"] == "canary-in-dir", count=2)
+    evs = agent.wait_events(lambda e: e["rule.id"] == "canary-in-dir", count=2, timeout=20)
     assert sorted(e["process.working_directory"] for e in evs) == [str(prefix),
                                                                    str(prefix / "sub")]
 
@@ -166,7 +166,7 @@ def test_the_cwd_walk_crosses_mounts_and_names_the_path(ctx, cgroup):
         assert cgroup.run([canary], cwd="/dev").returncode == 0
     finally:
         shutil.rmtree(d)
-    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-in-shm")
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-in-shm", timeout=20)
     assert ev["process.working_directory"] == str(d / "a" / "b")
 
 
@@ -175,7 +175,7 @@ def test_a_cwd_deeper_than_the_walk_fails_closed(ctx, cgroup):
     deep = prefix.joinpath(*["d"] * 40)
     deep.mkdir(parents=True)
     assert killed(cgroup.run([str(bindir / "edrctx-cwd-canary")], cwd=deep))
-    evs = agent.wait_events(lambda e: e["process.working_directory"].startswith("..."))
+    evs = agent.wait_events(lambda e: e["process.working_directory"].startswith("..."), timeout=20)
     assert evs and evs[0]["process.working_directory"].endswith("/d/d/d")
 
 
@@ -191,7 +191,7 @@ def test_a_user_named_in_the_policy_is_resolved_on_the_host(ctx, cgroup):
     assert cgroup.run([canary]).returncode == 0
     res = subprocess.run([canary], preexec_fn=as_nobody, cwd="/", timeout=30)
     assert res.returncode == -9
-    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-by-name")
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-by-name", timeout=20)
     assert (ev["user.id"], ev["user.name"]) == (str(NOBODY), "nobody")
 
 
@@ -209,5 +209,5 @@ def test_a_rule_for_any_executable_decides_the_cwd_too(ctx, cgroup):
     assert killed(cgroup.run(argv, cwd=prefix / "sub"))
     assert cgroup.run(argv, cwd=prefix.parent).returncode == 0
     assert cgroup.run(["/bin/true", "other"], cwd=prefix).returncode == 0
-    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-any-exe-in-dir")
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-any-exe-in-dir", timeout=20)
     assert ev["process.executable"] == os.path.realpath("/bin/true")
