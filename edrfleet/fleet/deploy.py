@@ -29,7 +29,13 @@ from edrfleet.fleet.hostpolicy import Compiler, host_policy
 from edrfleet.fleet.operations import Desired, HostFailed, Plan, plan, render_unit, service_manager
 from edrfleet.fleet.package import Release, build_release
 from edrfleet.fleet.pool import DEFAULT_FORKS, batches, exceeded, run_pool
-from edrfleet.fleet.remote import apply_script, build_payload, parse_output, rollback_script
+from edrfleet.fleet.remote import (
+    apply_script,
+    build_payload,
+    parse_output,
+    rollback_script,
+    script_on_stdin,
+)
 from edrfleet.fleet.ssh_settings import as_bool  # Ansible's booleans: true/yes/on/1
 
 STATUSES = ("ok", "changed", "unreachable", "failed")
@@ -178,8 +184,8 @@ class Deployer:
         self.on_event(s.name, "apply")
         payload = build_payload(s.desired, s.plan)
         script = apply_script(s.desired, s.plan, payload is not None)
-        res = s.transport.run(["sh", "-c", script, "edrfleet-apply"],
-                              input=payload.data if payload else None,
+        argv, stdin = script_on_stdin(script, "edrfleet-apply", payload.data if payload else None)
+        res = s.transport.run(argv, input=stdin,
                               timeout=self.opts.command_timeout + s.desired.start_timeout,
                               check=False)
         out = parse_output(res.stdout)
@@ -202,7 +208,8 @@ class Deployer:
         script = rollback_script(s.desired, old_release, "policy" in touched, restart=restart,
                                  restore_unit="unit" in touched)
         try:
-            res = s.transport.run(["sh", "-c", script, "edrfleet-rollback"],
+            argv, stdin = script_on_stdin(script, "edrfleet-rollback")
+            res = s.transport.run(argv, input=stdin,
                                   timeout=self.opts.command_timeout + s.desired.start_timeout,
                                   check=False)
         except Exception as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from edrfleet.fleet.deploy import HostResult, Session, default_connect, error_result
 from edrfleet.fleet.facts import HostPaths, gather_facts
 from edrfleet.fleet.pool import DEFAULT_FORKS, run_pool
-from edrfleet.fleet.remote import parse_output, uninstall_script
+from edrfleet.fleet.remote import parse_output, script_on_stdin, uninstall_script
 
 STATUS_COUNTERS = ("execs_seen", "blocked", "would_block", "logged", "events_lost")
 
@@ -85,7 +85,8 @@ def fleet_uninstall(inventory_dir: Path, hosts: Sequence[Any], *, purge: bool = 
         s = Session(host, started=time.monotonic())
         script = uninstall_script(HostPaths.from_vars(host.vars), host.name, purge)
         with connect(host, inventory_dir) as t:
-            res = t.run(["sh", "-c", script, "edrfleet-uninstall"], timeout=120, check=False)
+            argv, stdin = script_on_stdin(script, "edrfleet-uninstall")
+            res = t.run(argv, input=stdin, timeout=120, check=False)
         out = parse_output(res.stdout)
         if res.rc == 0 and out.get("result") == "ok":
             return s.finish("changed", "removed" + (" (spool too)" if purge else

@@ -22,6 +22,7 @@ from edrfleet.fleet.remote import (
     build_payload,
     check_removable,
     parse_output,
+    script_on_stdin,
     uninstall_script,
 )
 from tests.unit.fleet_local import LocalTransport
@@ -147,3 +148,15 @@ def test_every_generated_script_parses_in_sh_and_bash(tmp_path: Path) -> None:
         for shell in ("sh", "bash"):
             r = subprocess.run([shell, "-n"], input=script.encode(), capture_output=True)
             assert r.returncode == 0, (shell, r.stderr.decode())
+
+
+def test_a_script_on_stdin_runs_as_named_and_leaves_the_payload_for_it() -> None:
+    import subprocess
+
+    script = 'printf "%s|" "$0"; cat; printf "|%s" "done"\n' + "# pad\n" * 4000  # > scan budget
+    data = bytes(range(256)) * 64  # binary, with NULs and newlines
+    argv, stdin = script_on_stdin(script, "edrfleet-apply", data)
+    assert len(" ".join(argv)) < 200  # the kernel scans argv: the script is not in it
+    for shell in ("sh", "bash"):
+        out = subprocess.run([shell, *argv[1:]], input=stdin, capture_output=True, check=True)
+        assert out.stdout == b"edrfleet-apply|" + data + b"|done"
