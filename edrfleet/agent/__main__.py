@@ -47,7 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edrfleet-agent")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="enforce a compiled policy in the foreground"))
+    check = sub.add_parser("check", help="verify a compiled bundle would load here (no BPF)")
+    check.add_argument("bundle", type=Path, help="compiled policy bundle (JSON)")
+    check.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.h lives")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        from edrfleet.agent.check import run_check
+
+        return run_check(args.bundle, args.bpf_dir)
     from edrfleet.agent.run import run_agent
 
     return run_agent(options_from(args), read_bundle)

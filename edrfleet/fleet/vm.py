@@ -212,7 +212,9 @@ def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str
                memory: int, isolated: bool) -> list[str]:
     return [QEMU, "-name", f"edrfleet-{name}", "-accel", "tcg", "-m", str(memory), "-smp", "1",
             "-nographic", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_CMDLINE,
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            # each guest its own hostname (one image for all): host.name in events tells them apart
+            "-append", f"{KERNEL_CMDLINE} systemd.hostname={name}",
             "-netdev", f"user,id=n0,restrict={'on' if isolated else 'off'},"
                        f"hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0",
