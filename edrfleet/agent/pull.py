@@ -1,0 +1,235 @@
+"""``agent.pyz pull``: hand the controller the events after its cursor, in one framed reply.
+
+``edrfleet report`` runs, over SSH, on each host::
+
+    <python> <install_dir>/current/agent.pyz pull --spool DIR [--cursor JSON] [--max-bytes N]
+
+and this module prints one *frame* on stdout.  Byte format (everything outside the payload is
+ASCII; lengths are decimal byte counts)::
+
+    EDRFLEET-PULL 1 <header_len> <payload_len>\\n
+    <header: a JSON object, header_len bytes, ASCII (non-ASCII is \\u-escaped)>\\n
+    <payload: payload_len bytes>\\n
+    EDRFLEET-PULL-END\\n
+
+Header keys: ``cursor`` (pass it to the next pull; null while the spool is empty), ``lost``
+(the reader fell more than ``keep`` rotations behind: events between the old cursor and the
+oldest file are gone), ``events`` (lines in the payload), ``raw_bytes`` (payload size before
+encoding), ``more`` (complete lines may remain beyond ``--max-bytes``: pull again),
+``encoding`` (``zlib+base64``), ``status`` (``<spool>/status.json`` as an object, or null),
+``status_error`` (why status.json could not be read, or ""), ``spool_missing`` (the spool
+directory does not exist yet), ``time`` (the host's clock, epoch seconds).
+
+The payload is the UTF-8 event lines, each ending in ``\\n`` (exactly what
+:func:`edrfleet.agent.spool.read_since` returned), zlib-compressed, then base64-encoded: the
+whole frame is printable ASCII, so no transport that decodes or re-encodes text can alter it,
+and no byte inside an event (newlines, NULs, ANSI escapes, invalid UTF-8) can be mistaken for
+framing, because the reader takes the payload by its length.  A frame cut short, a length
+that does not match, a payload that does not decompress to ``raw_bytes`` or to ``events``
+lines is a :class:`FrameError`, never a silent partial read.
+
+The controller decodes with :func:`decode_frame`; encoder and decoder live here together so
+the format has one definition.
+
+Example::
+
+    $ python3 agent.pyz pull --spool /var/lib/edrfleet --max-bytes 8388608
+    EDRFLEET-PULL 1 312 1840
+    {"cursor":{"inode":131,"offset":40960},"encoding":"zlib+base64","events":52,...}
+    eJzt...
+    EDRFLEET-PULL-END
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edrfleet.agent import spool
+from edrfleet.agent.status import read_status
+
+MAGIC = b"EDRFLEET-PULL 1 "
+TRAILER = b"\nEDRFLEET-PULL-END\n"
+ENCODING = "zlib+base64"
+DEFAULT_MAX_BYTES = 16 << 20  # raw event bytes per frame: bounds memory on both ends
+_HEADER_LIMIT = 1 << 20  # status.json is small; a bigger header is not one of ours
+
+
+class FrameError(ValueError):
+    """The pull reply is not one complete, consistent frame."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded pull reply."""
+
+    header: dict[str, Any]
+    lines: list[str]  # event JSON lines, oldest first, without "\n"
+
+    @property
+    def cursor(self) -> dict[str, int] | None:
+        return self.header.get("cursor")
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.header.get("lost"))
+
+    @property
+    def more(self) -> bool:
+        return bool(self.header.get("more"))
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        st = self.header.get("status")
+        return st if isinstance(st, dict) else None
+
+
+def _at_end(directory: str, cursor: dict[str, int] | None) -> bool:
+    """True when nothing follows ``cursor``: it sits at the end of the newest file."""
+    if cursor is None:
+        return True
+    try:
+        st = os.stat(os.path.join(directory, spool.CURRENT))
+    except FileNotFoundError:
+        return True
+    return st.st_ino == cursor["inode"] and st.st_size <= cursor["offset"]
+
+
+def _status(directory: str) -> tuple[dict[str, Any] | None, str]:
+    try:
+        return read_status(directory), ""
+    except (OSError, ValueError) as e:
+        return None, str(e)
+
+
+def encode_frame(header: dict[str, Any], lines: Sequence[str]) -> bytes:
+    """The frame for ``lines``; fills in ``events``, ``raw_bytes`` and ``encoding``."""
+    raw = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+    payload = base64.b64encode(zlib.compress(raw, 1))
+    head = dict(header, events=len(lines), raw_bytes=len(raw), encoding=ENCODING)
+    hbytes = json.dumps(head, ensure_ascii=True, separators=(",", ":"), sort_keys=True,
+                        default=str).encode("ascii")
+    return b"".join([MAGIC, b"%d %d\n" % (len(hbytes), len(payload)), hbytes, b"\n",
+                     payload, TRAILER])
+
+
+def pull(directory: str, cursor: dict[str, int] | None,
+         max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
+    """Read the spool after ``cursor`` and return the frame (see the module docstring).
+
+    Raises:
+        OSError: the spool exists but cannot be read.
+    """
+    directory = os.fspath(directory)
+    status, status_error = _status(directory)
+    header: dict[str, Any] = {"status": status, "status_error": status_error,
+                              "time": time.time(), "spool_missing": False}
+    if not os.path.isdir(directory):
+        # No agent has run here yet: nothing to read, and the cursor stays where it was.
+        header.update(cursor=cursor, lost=False, more=False, spool_missing=True)
+        return encode_frame(header, [])
+    got = spool.read_since(directory, cursor, max_bytes)
+    header.update(cursor=got.cursor, lost=got.lost,
+                  more=bool(got.lines) and not _at_end(directory, got.cursor))
+    return encode_frame(header, got.lines)
+
+
+def _field(data: bytes, pos: int, n: int, what: str) -> bytes:
+    chunk = data[pos:pos + n]
+    if len(chunk) != n:
+        raise FrameError(f"pull reply truncated in the {what} ({len(chunk)} of {n} bytes)")
+    return chunk
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Parse what ``pull`` printed.  Anything before the magic (a chatty login shell) is
+    skipped; anything wrong after it raises :class:`FrameError`.
+    """
+    start = data.find(MAGIC)
+    if start == -1:
+        raise FrameError("no pull frame in the reply (is the agent release too old to pull?)")
+    nl = data.find(b"\n", start)
+    if nl == -1:
+        raise FrameError("pull reply truncated in the frame line")
+    try:
+        hlen, plen = (int(x) for x in data[start + len(MAGIC):nl].split(b" "))
+    except ValueError:
+        raise FrameError("pull reply: bad frame line") from None
+    if not (0 < hlen <= _HEADER_LIMIT and plen >= 0):
+        raise FrameError(f"pull reply: implausible lengths {hlen} {plen}")
+    pos = nl + 1
+    hbytes = _field(data, pos, hlen, "header")
+    pos += hlen
+    if _field(data, pos, 1, "header end") != b"\n":
+        raise FrameError("pull reply: header length does not match")
+    payload = _field(data, pos + 1, plen, "payload")
+    pos += 1 + plen
+    if _field(data, pos, len(TRAILER), "trailer") != TRAILER:
+        raise FrameError("pull reply: payload length does not match (no trailer after it)")
+    try:
+        header = json.loads(hbytes)
+    except ValueError as e:
+        raise FrameError(f"pull reply: header is not JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("encoding") != ENCODING:
+        raise FrameError(f"pull reply: header is not a {ENCODING} frame header")
+    return Frame(header, _payload_lines(header, payload))
+
+
+def _payload_lines(header: dict[str, Any], payload: bytes) -> list[str]:
+    try:
+        z = zlib.decompressobj()
+        raw = z.decompress(base64.b64decode(payload, validate=True))
+        if not z.eof:
+            raise FrameError("pull reply: compressed payload ends early")
+    except (ValueError, zlib.error) as e:  # binascii.Error is a ValueError
+        raise FrameError(f"pull reply: payload does not decode ({e})") from None
+    if len(raw) != header.get("raw_bytes"):
+        raise FrameError(f"pull reply: payload is {len(raw)} bytes, header says "
+                         f"{header.get('raw_bytes')}")
+    if raw and not raw.endswith(b"\n"):
+        raise FrameError("pull reply: payload does not end with a complete line")
+    lines = raw.decode("utf-8", "replace").split("\n")[:-1] if raw else []
+    if len(lines) != header.get("events"):
+        raise FrameError(f"pull reply: {len(lines)} lines, header says {header.get('events')}")
+    return lines
+
+
+def _cursor_arg(text: str) -> dict[str, int] | None:
+    try:
+        value = json.loads(text)
+        if value is None:
+            return None
+        return {"inode": int(value["inode"]), "offset": int(value["offset"])}
+    except (ValueError, TypeError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"--cursor {text!r}: expected null or {{\"inode\": N, \"offset\": N}}") from None
+
+
+def add_pull_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spool", required=True, help="the agent's spool directory")
+    p.add_argument("--cursor", type=_cursor_arg, default=None,
+                   help='JSON {"inode": N, "offset": N} from the previous pull (default: all)')
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                   help="event bytes per reply, about (default %(default)s)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.max_bytes < 1:
+        print("edrfleet-agent pull: --max-bytes must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        frame = pull(args.spool, args.cursor, args.max_bytes)
+    except OSError as e:
+        print(f"edrfleet-agent pull: {args.spool}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(frame)
+    sys.stdout.buffer.flush()
+    return 0

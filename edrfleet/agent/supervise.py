@@ -1,0 +1,239 @@
+"""``agent.pyz supervise``: keep the agent running on hosts without systemd (stdlib only).
+
+    python3 agent.pyz supervise --pidfile /run/edrfleet/supervisor.pid \\
+        --agent-pidfile /run/edrfleet/agent.pid --log /var/lib/edrfleet/agent.log -- run ARGS…
+
+The command returns once the supervisor is running in the background (double fork, new
+session, stdio on the log file) and its pidfile is written; it fails if another supervisor
+holds the pidfile.  The supervisor then
+
+* starts ``<python> <this zipapp> ARGS…`` (so ``current/agent.pyz`` is looked up again on every
+  start: a restart after a release swap runs the new release) and writes the agent's pid;
+* restarts the agent whenever it exits, waiting 1, 2, 4 … 30 s between quick failures (the
+  wait goes back to 1 s after a run of 60 s or more), like systemd's ``Restart=always``;
+* forwards SIGHUP to the agent (policy reload) and, on SIGTERM/SIGINT, sends the agent SIGTERM,
+  waits up to 10 s (then SIGKILL), removes both pidfiles and exits.
+
+The pidfile stays locked (``flock``) for the supervisor's life: that lock, not the pid in it,
+is what "already running" means, so a stale pidfile after a crash never blocks a start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+HEALTHY_AFTER = 60.0  # a run this long resets the backoff
+STOP_GRACE = 10.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pidfile", required=True, help="the supervisor's pidfile (locked while up)")
+    p.add_argument("--agent-pidfile", default=None, help="where the agent's pid is written")
+    p.add_argument("--log", default=os.devnull, help="stdout/stderr of supervisor and agent")
+    p.add_argument("--foreground", action="store_true", help="do not detach (for tests)")
+    p.add_argument("agent_args", nargs=argparse.REMAINDER, metavar="-- run ARGS",
+                   help="-- then the agent arguments (run --policy …)")
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], agent_pidfile: str | None) -> None:
+        self.argv = argv
+        self.agent_pidfile = agent_pidfile
+        self.child: int | None = None
+        self.stopping = False
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGHUP, self._forward_hup)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _forward_hup(self, *_: object) -> None:
+        if self.child is not None:
+            _kill(self.child, signal.SIGHUP)
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+        if self.child is not None:
+            _kill(self.child, signal.SIGTERM)
+
+    def spawn(self) -> int:
+        pid = os.fork()
+        if pid == 0:  # the agent: default signal handling, its own argv
+            try:
+                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.execv(sys.executable, self.argv)
+            finally:
+                os._exit(127)
+        self.child = pid
+        if self.agent_pidfile:
+            _write_pidfile(self.agent_pidfile, pid)
+        return pid
+
+    def wait_child(self) -> int:
+        """Wait for the agent to exit (signals are handled meanwhile); returns its status."""
+        assert self.child is not None
+        stop_deadline: float | None = None
+        while True:
+            pid, status = os.waitpid(self.child, os.WNOHANG)
+            if pid:
+                self.child = None
+                return status
+            if self.stopping:
+                stop_deadline = stop_deadline or time.monotonic() + STOP_GRACE
+                if time.monotonic() > stop_deadline:
+                    _kill(self.child, signal.SIGKILL)
+            time.sleep(0.1)
+
+    def loop(self) -> int:
+        backoff = BACKOFF_FIRST
+        while not self.stopping:
+            started = time.monotonic()
+            self.spawn()
+            status = self.wait_child()
+            if self.stopping:
+                break
+            ran = time.monotonic() - started
+            backoff = BACKOFF_FIRST if ran >= HEALTHY_AFTER else backoff
+            _log(f"agent exited ({_describe(status)}) after {ran:.1f} s; restart in {backoff:g} s")
+            self._sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        if self.agent_pidfile:
+            _unlink(self.agent_pidfile)
+        _log("stopped")
+        return 0
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(0.1)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"status {os.WEXITSTATUS(status)}"
+
+
+def _log(msg: str) -> None:
+    print(f"edrfleet-supervise[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def _write_pidfile(path: str, pid: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{pid}\n")
+    os.rename(tmp, path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _lock_pidfile(path: str) -> int:
+    """Open and lock the pidfile; OSError names the holder when another supervisor runs."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise OSError(f"{path}: a supervisor is already running (pid {holder or '?'})") from None
+    return fd
+
+
+def _daemonize(log: str) -> int | None:
+    """Double fork.  Returns the read end of a pipe in the parent (None in the daemon)."""
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        return r
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
+    os.environ["EDRFLEET_SUPERVISE_READY_FD"] = str(w)
+    return None
+
+
+def _tell_parent(message: str) -> None:
+    fd = os.environ.pop("EDRFLEET_SUPERVISE_READY_FD", None)
+    if fd is not None:
+        os.write(int(fd), message.encode())
+        os.close(int(fd))
+
+
+def _self_command() -> list[str]:
+    """How to start this agent again: the zipapp path as given (``current/agent.pyz``, looked
+    up anew at every start), or ``-m edrfleet.agent`` when run from a checkout."""
+    if sys.argv[0].endswith("__main__.py"):
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(sys.argv[0]))))
+        os.environ["PYTHONPATH"] = package_root  # the daemon runs from /
+        return ["-m", "edrfleet.agent"]
+    return [sys.argv[0]]
+
+
+def supervise(args: argparse.Namespace) -> int:
+    command = list(args.agent_args)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("supervise: give the agent arguments after '--' (run --policy …)", file=sys.stderr)
+        return 2
+    if not args.foreground:
+        ready = _daemonize(args.log)
+        if ready is not None:  # the caller: wait until the daemon says it holds the pidfile
+            with os.fdopen(ready, "rb") as f:
+                message = f.read().decode(errors="replace")
+            if message != "ok":
+                print(f"supervise: {message or 'the supervisor died at start'}", file=sys.stderr)
+                return 1
+            return 0
+    try:
+        lock_fd = _lock_pidfile(args.pidfile)
+    except OSError as exc:
+        _tell_parent(str(exc))
+        return 1
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+    sup = Supervisor([sys.executable, *_self_command(), *command], args.agent_pidfile)
+    sup.install_signals()
+    _tell_parent("ok")
+    try:
+        return sup.loop()
+    finally:
+        _unlink(args.pidfile)
+        os.close(lock_fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edrfleet-agent supervise")
+    add_arguments(p)
+    return supervise(p.parse_args(argv))

@@ -1,0 +1,59 @@
+"""``edrfleet lab up|down``: a fleet of network-namespace hosts on this machine (or qemu VMs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _vm_lab() -> Any:
+    try:
+        return importlib.import_module("edrfleet.fleet.vm_lab")
+    except ModuleNotFoundError as exc:
+        if exc.name != "edrfleet.fleet.vm_lab":
+            raise
+        raise FileNotFoundError("lab --vm: edrfleet/fleet/vm_lab.py is not in this checkout "
+                                "yet (fix: run without --vm for the netns lab)") from None
+
+
+def _up(args: argparse.Namespace) -> int:
+    from edrfleet.fleet import lab
+
+    t0 = time.monotonic()
+    workdir = Path(args.dir) if args.dir else None
+    if args.vm:
+        inventory = _vm_lab().up(args.hosts, workdir or lab.REPO / ".edrfleet" / "vm-lab")
+    else:
+        inventory = lab.up(args.hosts, workdir or lab.DEFAULT_DIR)
+    print(f"lab: {args.hosts} hosts up in {time.monotonic() - t0:.2f} s")
+    print(inventory)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from edrfleet.fleet import lab
+
+    workdir = Path(args.dir) if args.dir else None
+    if args.vm:
+        _vm_lab().down(workdir or lab.REPO / ".edrfleet" / "vm-lab")
+    else:
+        lab.down(workdir or lab.DEFAULT_DIR)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("lab", help="a lab fleet on this machine (root)")
+    sub = p.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="make the lab hosts and write their inventory")
+    up.add_argument("--hosts", type=int, default=3, metavar="N", help="how many (default 3)")
+    down = sub.add_parser("down", help="remove every netns, veth, cgroup, process and file")
+    for q in (up, down):
+        q.add_argument("--dir", metavar="DIR",
+                       help="lab directory (default .edrfleet/lab of the checkout)")
+        q.add_argument("--vm", action="store_true",
+                       help="qemu VMs instead of namespaces (edrfleet.fleet.vm_lab)")
+    up.set_defaults(func=_up)
+    down.set_defaults(func=_down)

@@ -1,0 +1,67 @@
+"""``edrfleet report``: pull the hosts' new events into the store, print the summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edrfleet.fleet.report.formats import FORMATS
+from edrfleet.fleet.report.pull import DEFAULT_FORKS
+from edrfleet.fleet.report.store import DEFAULT_DB
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` whole (tmp + rename): a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edrfleet.cli.main import EXIT_FAILED, EXIT_OK
+    from edrfleet.fleet.report import run_report
+    from edrfleet.fleet.report.formats import render
+    from edrfleet.fleet.report.summary import parse_since
+
+    since = parse_since(args.since) if args.since else None
+    report = run_report(args.inventory, limit=args.limit, db=args.db, since=since,
+                        forks=args.forks, pull=not args.no_pull)
+    terminal = args.output is None and sys.stdout.isatty()
+    width = os.get_terminal_size().columns if terminal else 120
+    text = render(report.summary, args.format, terminal=terminal, width=width)
+    if args.output is not None:
+        _write(args.output, text)
+    else:
+        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        sys.stdout.flush()
+    for p in report.failed:
+        print(f"edrfleet: {p.host}: not pulled: {p.error}", file=sys.stderr)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("report", help="pull new events from the hosts and summarize")
+    p.add_argument("inventory", type=Path, metavar="INVENTORY")
+    p.add_argument("--limit", default=None, help="Ansible host pattern (default: all)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB,
+                   help="the central store (default %(default)s)")
+    p.add_argument("--since", default=None, metavar="T",
+                   help="summarize events since T: 1h, 7d, 2026-12-01T05:00Z (default: all)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                   help="write the report to FILE (replaced whole) instead of stdout")
+    p.add_argument("--forks", type=int, default=DEFAULT_FORKS,
+                   help="hosts pulled at once (default %(default)s)")
+    p.add_argument("--no-pull", action="store_true",
+                   help="summarize what the store holds, without contacting the hosts")
+    p.set_defaults(func=_run)

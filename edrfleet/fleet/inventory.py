@@ -1,0 +1,463 @@
+"""Ansible YAML inventories: groups, hosts and merged variables, as ``ansible-inventory`` sees them.
+
+The file is ``all``/``children``/``hosts``/``vars`` (any top-level key is a group), host keys may
+be ranges (``web[01:20]``, ``db-[a:c]``, ``n[0:10:2]``) and ``name:port``; ``group_vars/`` and
+``host_vars/`` beside the file add variables (`edrfleet.fleet.inventory_vars`). A host's
+variables merge in Ansible's order: the inventory file's ``all`` vars, then the other groups'
+inventory vars, then ``group_vars/all``, then ``group_vars/<group>``, then the host's inventory
+vars, then ``host_vars/<host>``. Groups go parent before child (depth from ``all``), then by
+``ansible_group_priority`` (default 1), then by name (ASCII). Later layers replace top-level keys.
+
+>>> import pathlib, tempfile
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (d / "inv.yml").write_text("web:\\n  hosts:\\n    web[1:2]:2222:\\n")
+>>> inv = load_inventory(d / "inv.yml")
+>>> [(h.name, h.vars["ansible_port"], h.groups) for h in inv.select("web[0]")]
+[('web1', 2222, ('all', 'web'))]
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edrfleet.fleet import patterns
+from edrfleet.fleet.hostrange import RangeError, expand_range, split_port
+from edrfleet.fleet.inventory_vars import VarsDir, check_var_names, merge
+from edrfleet.fleet.inventory_yaml import LineDict, Unsafe, YamlError, load_yaml_file, plain
+
+SECTIONS = ("hosts", "children", "vars")
+# Names ansible-inventory leaves out of hostvars (Ansible's INTERNAL_STATIC_VARS).
+INTERNAL_VARS = frozenset({
+    "ansible_async_path", "ansible_collection_name", "ansible_config_file",
+    "ansible_dependent_role_names", "ansible_diff_mode", "ansible_facts", "ansible_forks",
+    "ansible_inventory_sources", "ansible_limit", "ansible_play_batch", "ansible_play_hosts",
+    "ansible_play_hosts_all", "ansible_play_role_names", "ansible_playbook_python",
+    "ansible_role_name", "ansible_role_names", "ansible_run_tags", "ansible_skip_tags",
+    "ansible_verbosity", "ansible_version", "inventory_dir", "inventory_file",
+    "inventory_hostname", "inventory_hostname_short", "groups", "group_names", "hostvars",
+    "playbook_dir", "play_hosts", "role_name", "role_names", "role_path", "role_uuid",
+})
+
+
+class InventoryError(YamlError):
+    """An inventory that cannot be read: ``FILE:LINE: what is wrong (fix: ...)``."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """One inventory host. ``vars`` are merged in Ansible's order (see the module doc)."""
+
+    name: str  # inventory_hostname
+    vars: dict[str, Any] = field(hash=False)
+    groups: tuple[str, ...] = ()  # every group it belongs to, "all" first, in merge order
+    where: str = field(default="", compare=False)  # "FILE:LINE" where it was first written
+
+    def template_vars(self) -> dict[str, Any]:
+        """``vars`` plus the magic variables Ansible adds (inventory_hostname, group_names)."""
+        short = self.name if ":" in self.name or self.name.replace(".", "").isdigit() \
+            else self.name.split(".")[0]
+        return {**self.vars, "inventory_hostname": self.name, "inventory_hostname_short": short,
+                "group_names": sorted(g for g in self.groups if g != "all")}
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group: its direct hosts and children in the order written, and its own variables
+    (inventory file, then group_vars; ``ansible_group_priority`` is ``priority``, not a var)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    children: tuple[str, ...]
+    parents: tuple[str, ...]
+    vars: dict[str, Any] = field(hash=False)
+    depth: int = 0
+    priority: int = 1
+    where: str = field(default="", compare=False)
+
+
+class _G:
+    __slots__ = ("name", "vars", "var_lines", "priority", "children", "parents", "hosts", "line")
+
+    def __init__(self, name: str, line: int) -> None:
+        self.name, self.line, self.priority = name, line, 1
+        self.vars: dict[str, Any] = {}
+        self.var_lines: dict[str, int] = {}
+        self.children: list[str] = []
+        self.parents: list[str] = []
+        self.hosts: dict[str, None] = {}  # ordered set
+
+
+class _H:
+    __slots__ = ("name", "vars", "groups", "line")
+
+    def __init__(self, name: str, line: int, port: int | None) -> None:
+        self.name, self.line = name, line
+        self.vars: dict[str, Any] = {} if port is None else {"ansible_port": port}
+        self.groups: dict[str, None] = {}
+
+
+class _Parser:
+    """Builds groups and hosts from the YAML data in the order Ansible's yaml plugin does."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.groups: dict[str, _G] = {"all": _G("all", 0), "ungrouped": _G("ungrouped", 0)}
+        self.hosts: dict[str, _H] = {}
+        self._add_child("all", "ungrouped", 0)
+
+    def error(self, message: str, line: int, fix: str | None = None) -> InventoryError:
+        return InventoryError(message, source=self.source, line=line, fix=fix)
+
+    def parse(self, data: Any) -> None:
+        if data is None or data == {}:
+            raise self.error("the inventory is empty", 1, "start with 'all:' and its 'hosts:'")
+        if not isinstance(data, dict):
+            raise self.error(f"an inventory must be a mapping of group names, not a "
+                             f"{type(data).__name__}", 1, "start with 'all:' and its 'hosts:'")
+        if "plugin" in data:
+            raise self.error("this is an inventory plugin configuration, not a YAML inventory",
+                             data.key_lines["plugin"], "pass a YAML inventory (all: hosts: ...)")
+        for name, value in data.items():
+            line = data.key_lines[name]
+            if name in SECTIONS:
+                raise self.error(f"'{name}' at the top level would be a group named '{name}'",
+                                 line, f"put '{name}:' under a group, e.g. 'all:'")
+            self._group(name, value, line)
+
+    def _group(self, name: Any, data: Any, line: int) -> str:
+        if not isinstance(name, str) or not name:
+            raise self.error(f"group name {name!r} is not a non-empty string", line,
+                             "quote the group name")
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = _G(name, line)
+        if data is None:
+            return name
+        if not isinstance(data, dict):
+            raise self.error(f"group '{name}' must be a mapping with hosts/children/vars, not "
+                             f"{_kind(data)}", line,
+                             f"write '{name}:' then 'hosts:' indented under it")
+        for key, value in data.items():
+            kline = data.key_lines[key]
+            if key not in SECTIONS:
+                raise self.error(f"unknown key {key!r} in group '{name}' (a group has only "
+                                 "hosts, children and vars)", kline, _section_fix(key))
+            if isinstance(value, str):  # Ansible allows 'hosts: web1' for one entry
+                value = {value: None}
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise self.error(f"'{key}' of group '{name}' must be a mapping, not "
+                                 f"{_kind(value)}", kline, _mapping_fix(key))
+            lines = getattr(value, "key_lines", {})
+            if key == "vars":
+                self._group_vars(group, value)
+            elif key == "children":
+                for sub, subdata in value.items():
+                    sub_line = lines.get(sub, kline)
+                    self._add_child(name, self._group(sub, subdata, sub_line), sub_line)
+            else:
+                for pattern, hostvars in value.items():
+                    self._hosts(group, pattern, hostvars, lines.get(pattern, kline))
+        return name
+
+    def _group_vars(self, group: _G, data: LineDict) -> None:
+        check_var_names(data, self.source)
+        for key, value in data.items():
+            if key == "ansible_group_priority":
+                try:
+                    group.priority = int(value)
+                except (TypeError, ValueError):
+                    raise self.error(f"ansible_group_priority of group '{group.name}' must be "
+                                     f"a whole number, not {value!r}", data.key_lines[key],
+                                     "write e.g. 'ansible_group_priority: 10'") from None
+            else:
+                group.vars[key] = plain(value)
+                group.var_lines[key] = data.key_lines.get(key, data.line)
+
+    def _hosts(self, group: _G, pattern: Any, hostvars: Any, line: int) -> None:
+        if not isinstance(pattern, str) or not pattern:
+            raise self.error(f"host {pattern!r} in group '{group.name}' is not a string", line,
+                             f"quote it: '{pattern}':")
+        if not hostvars:
+            hostvars = {}
+        if not isinstance(hostvars, dict):
+            raise self.error(f"the variables of host '{pattern}' must be a mapping, not "
+                             f"{_kind(hostvars)}", line,
+                             f"write '{pattern}:' then 'name: value' lines indented under it")
+        check_var_names(hostvars, self.source)
+        name_pattern, port = split_port(pattern)
+        try:
+            names = expand_range(name_pattern)
+        except RangeError as exc:
+            raise self.error(f"host range {pattern!r}: {exc}", line,
+                             "write e.g. web[01:20], db-[a:c] or node[0:10:2]") from None
+        values = plain(dict(hostvars))
+        for host_name in names:
+            host = self.hosts.get(host_name)
+            if host is None:  # a port given on a later mention is ignored, as in Ansible
+                host = self.hosts[host_name] = _H(host_name, line, port)
+            host.groups[group.name] = None
+            group.hosts[host_name] = None
+            host.vars.update(values)
+
+    def _add_child(self, parent: str, child: str, line: int) -> None:
+        if child == "all":
+            raise self.error(f"group 'all' cannot be a child of '{parent}'", line,
+                             "'all' already contains every group; remove it from 'children'")
+        if child == parent or child in self._ancestors(parent):
+            raise self.error(f"group '{child}' under '{parent}' makes a loop of children", line,
+                             f"remove '{child}' from the children of '{parent}'")
+        p, c = self.groups[parent], self.groups[child]
+        if child not in p.children:
+            p.children.append(child)
+        if parent not in c.parents:
+            c.parents.append(parent)
+
+    def _ancestors(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self.groups[name].parents)
+        while todo:
+            g = todo.pop()
+            if g not in seen:
+                seen.add(g)
+                todo.extend(self.groups[g].parents)
+        return seen
+
+    def reconcile(self) -> None:
+        """Ansible's rules after parsing: parentless groups go under ``all``; hosts in no
+        group but ``all`` are ``ungrouped``; ``ungrouped`` keeps only such hosts."""
+        for conflict in self.groups.keys() & self.hosts.keys():
+            raise self.error(f"'{conflict}' is both a host and a group",
+                             self.hosts[conflict].line,
+                             "rename the host or the group; Ansible cannot tell them apart")
+        for name, group in self.groups.items():
+            if name != "all" and not group.parents:
+                self._add_child("all", name, group.line)
+        ungrouped = self.groups["ungrouped"]
+        for name, host in self.hosts.items():
+            member_of = set(host.groups)
+            for g in list(member_of):
+                member_of |= self._ancestors(g)
+            if "ungrouped" in member_of:
+                if member_of - {"all", "ungrouped"}:
+                    ungrouped.hosts.pop(name, None)
+                    host.groups.pop("ungrouped", None)
+            elif member_of <= {"all"}:
+                ungrouped.hosts[name] = None
+                host.groups["ungrouped"] = None
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "true/false"}.get(type(value),
+                                                                        f"{value!r}")
+
+
+def _section_fix(key: Any) -> str:
+    close = difflib.get_close_matches(str(key), SECTIONS, n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return ("put host variables under the host, group variables under 'vars:', and hosts "
+            "under 'hosts:'")
+
+
+def _mapping_fix(key: str) -> str:
+    if key == "hosts":
+        return "list hosts as keys, one per line: 'web1:' (not '- web1')"
+    if key == "children":
+        return "list child groups as keys, one per line: 'web:' (not '- web')"
+    return "write 'name: value' lines indented under 'vars:'"
+
+
+class Inventory:
+    """A loaded inventory. ``hosts`` is in Ansible's order (``ansible all --list-hosts``)."""
+
+    def __init__(self, path: Path, groups: dict[str, Group], hosts: dict[str, Host],
+                 hosts_as_written: tuple[str, ...], warnings: list[str]) -> None:
+        self.path = path
+        self.groups = groups  # in the order Ansible creates them
+        self.hosts = hosts
+        self.hosts_as_written = hosts_as_written  # creation order (host patterns use it)
+        self.warnings = warnings
+        self._group_hosts: dict[str, list[str]] = {}
+
+    def group_hosts(self, name: str) -> list[str]:
+        """Hosts of a group and its descendants, in Ansible's order (breadth first)."""
+        cached = self._group_hosts.get(name)
+        if cached is None:
+            ordered = [name, *self.groups[name].children]
+            seen, frontier = set(ordered), ordered
+            while frontier:
+                nxt = [c for g in frontier for c in self.groups[g].children if c not in seen]
+                nxt = list(dict.fromkeys(nxt))
+                seen.update(nxt)
+                ordered.extend(nxt)
+                frontier = nxt
+            cached = list(dict.fromkeys(h for g in ordered for h in self.groups[g].hosts))
+            self._group_hosts[name] = cached
+        return cached
+
+    def select(self, limit: str | None) -> list[Host]:
+        """The hosts ``--limit LIMIT`` selects, in inventory order (all hosts for None).
+
+        Raises:
+            PatternError: the limit matches no host, or has a bad regex / subscript / file.
+        """
+        names = patterns.select(self, limit)
+        return [self.hosts[n] for n in names]
+
+    def match(self, pattern: str) -> list[Host]:
+        """The hosts of a host pattern in pattern order (``ansible PATTERN --list-hosts``)."""
+        return [self.hosts[n] for n in patterns.match(self, pattern)]
+
+    def to_ansible_list(self, limit: str | None = None) -> dict[str, Any]:
+        """The document ``ansible-inventory --list [--limit LIMIT]`` prints."""
+        available = set(patterns.select(self, limit)) if limit else set(self.hosts)
+        out: dict[str, Any] = {}
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            group = self.groups[name]
+            entry: dict[str, Any] = {}
+            if name != "all":
+                entry["hosts"] = [h for h in group.hosts if h in available]
+            entry["children"] = list(group.children)
+            out[name] = {k: v for k, v in entry.items() if v}
+            for child in group.children:
+                if child not in seen:
+                    seen.add(child)
+                    visit(child)
+            if not out[name]:
+                del out[name]
+
+        visit("all")
+        hostvars = {}
+        for name, host in self.hosts.items():
+            if name in available:
+                shown = {k: _ansible_json(v) for k, v in host.vars.items()
+                         if k not in INTERNAL_VARS}
+                if shown:
+                    hostvars[name] = shown
+        out["_meta"] = {"hostvars": hostvars, "profile": "inventory_legacy"}
+        return out
+
+    def host_vars(self, pattern: str) -> dict[str, Any]:
+        """``ansible-inventory --host PATTERN``: the variables of the one host it matches."""
+        hosts = patterns.match(self, pattern)
+        if len(hosts) != 1:
+            raise patterns.PatternError(
+                f"--host {pattern!r} matches {len(hosts)} hosts, not one",
+                fix="give one host name (see 'edrfleet inventory INVENTORY')")
+        return {k: _ansible_json(v) for k, v in self.hosts[hosts[0]].vars.items()
+                if k not in INTERNAL_VARS}
+
+
+def _ansible_json(value: Any) -> Any:
+    """A value as ansible-inventory's JSON shows it: ``!unsafe`` strings are tagged."""
+    if isinstance(value, Unsafe):
+        return {"__ansible_unsafe": str(value)}
+    if isinstance(value, dict):
+        return {k: _ansible_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ansible_json(v) for v in value]
+    return value
+
+
+def _sort_key(group: _G, depth: dict[str, int]) -> tuple[int, int, str]:
+    return (depth[group.name], group.priority, group.name)
+
+
+def _depths(groups: dict[str, _G]) -> dict[str, int]:
+    """Longest path from ``all``: what Ansible's incremental depth tracking ends with."""
+    depth: dict[str, int] = {}
+
+    def of(name: str) -> int:
+        if name not in depth:
+            parents = groups[name].parents
+            depth[name] = max((of(p) + 1 for p in parents), default=0)
+        return depth[name]
+
+    for name in groups:
+        of(name)
+    return depth
+
+
+def _build(path: Path, parser: _Parser) -> Inventory:
+    base = str(path.parent)
+    group_dir = VarsDir(os.path.join(base, "group_vars"))
+    host_dir = VarsDir(os.path.join(base, "host_vars"))
+    depth = _depths(parser.groups)
+    file_vars = {n: group_dir.load(n) for n in parser.groups}
+    source = str(path)
+    groups = {
+        n: Group(n, tuple(g.hosts), tuple(g.children), tuple(g.parents),
+                 merge((g.vars, file_vars[n])), depth[n], g.priority,
+                 f"{source}:{g.line}" if g.line else source)
+        for n, g in parser.groups.items()}
+    all_group = parser.groups["all"]
+    made: dict[str, Host] = {}
+    for name, h in parser.hosts.items():
+        member = set(h.groups)
+        for g in h.groups:
+            member |= parser._ancestors(g)
+        member.discard("all")
+        ordered = sorted((parser.groups[g] for g in member), key=lambda g: _sort_key(g, depth))
+        layers = [all_group.vars, *(g.vars for g in ordered), file_vars["all"],
+                  *(file_vars[g.name] for g in ordered), h.vars, host_dir.load(name)]
+        made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
+                          f"{source}:{h.line}")
+    inventory = Inventory(path, groups, {}, tuple(parser.hosts),
+                          [*group_dir.problems("group"), *host_dir.problems("host"),
+                           *_shadowed_inline_vars(parser, file_vars["all"])])
+    inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
+    return inventory
+
+
+def _shadowed_inline_vars(parser: _Parser, all_file: dict[str, Any]) -> list[str]:
+    """Group vars written in the inventory that group_vars/all overrides for every host of the
+    group: Ansible's precedence, and a classic surprise."""
+    return [f"{parser.source}:{g.var_lines[k]}: {k!r} of group {g.name!r} is overridden by "
+            f"group_vars/all for its hosts, as in Ansible (fix: set it in "
+            f"group_vars/{g.name}.yml)"
+            for g in parser.groups.values() if g.name != "all"
+            for k in g.vars if k in all_file]
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read a YAML inventory file and the group_vars/host_vars beside it.
+
+    Raises:
+        InventoryError: bad YAML or inventory structure (``FILE:LINE: what (fix: ...)``).
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InventoryError("is a directory, not an inventory file", source=str(path),
+                             fix=f"pass the file, e.g. {path / 'inventory.yml'}")
+    try:
+        parser = _Parser(str(path))
+        parser.parse(load_yaml_file(str(path)))
+        parser.reconcile()
+        return _build(path, parser)
+    except YamlError as exc:
+        fix = (_ini_fix(path) if exc.source == str(path) else None) or exc.fix
+        if isinstance(exc, InventoryError) and fix == exc.fix:
+            raise
+        raise InventoryError(exc.message, source=exc.source, line=exc.line, fix=fix) from None
+
+
+def _ini_fix(path: Path) -> str | None:
+    """A fix for INI inventories, which this YAML reader does not take."""
+    try:
+        first = next((ln.strip() for ln in path.read_text(errors="replace").splitlines()
+                      if ln.strip() and not ln.lstrip().startswith(("#", ";"))), "")
+    except OSError:
+        return None
+    if first.startswith("[") and first.endswith("]"):
+        return (f"this looks like an INI inventory; convert it with 'ansible-inventory -i "
+                f"{path} --list -y > inventory.yml'")
+    return None

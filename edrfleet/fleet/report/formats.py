@@ -1,0 +1,195 @@
+"""Print a summary (edrfleet.fleet.report.summary) as a table, JSON, CSV or HTML.
+
+Every string in a summary may come from a hostile host (command lines above all), so each
+format makes it inert for where it lands:
+
+- table (rich): ANSI escape sequences removed, every other control or invisible formatting
+  character (C0, DEL, C1, zero-width and bidi overrides, line separators, lone surrogates)
+  shown as a visible escape (``\\n``, ``\\x07``, ``\\u202e``), cells built as ``rich.text.Text``
+  so ``[bold]``-style markup prints as typed, long values cut with ``…``;
+- json: ``ensure_ascii``: every non-ASCII and control character is a ``\\u`` escape;
+- csv: RFC 4180 quoting (commas, quotes, newlines), and a cell starting with ``= + - @`` or a
+  tab/CR gets a leading ``'`` so a spreadsheet never runs it as a formula;
+- html: :mod:`edrfleet.fleet.report.html_report`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+FORMATS = ("table", "json", "csv", "html")
+TABLE_CELL_MAX = 160
+
+_ANSI = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI ... final byte (colours, cursor moves, clears)
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (titles, hyperlinks)
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[ -/]*[0-~]"  # two- and three-byte escapes (charset switches, RIS)
+)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                     "\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _visible(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+def terminal_safe(value: Any, limit: int | None = None) -> str:
+    """``value`` as text that cannot move the cursor, recolour or hide anything on a terminal."""
+    s = "" if value is None else str(value)
+    s = _UNSAFE.sub(_visible, _ANSI.sub("", s))
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s
+
+
+# --- json ------------------------------------------------------------------------------------
+
+
+def to_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, ensure_ascii=True) + "\n"
+
+
+# --- csv -------------------------------------------------------------------------------------
+
+HOST_COLUMNS = ("name", "pull", "error", "new_events", "lost", "blocked", "would_block",
+                "logged", "other", "last_event", "state", "backend", "policy_sha256",
+                "agent_version")
+RULE_COLUMNS = ("rule", "severity", "blocked", "would_block", "logged", "other", "total")
+TOP_COLUMNS = ("command_line", "count", "hosts", "last")
+TIMELINE_COLUMNS = ("start", "blocked", "would_block", "logged", "other")
+
+
+def _csv_cell(value: Any, terminal: bool) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return value
+    s = terminal_safe(value) if terminal else str(value)
+    return "'" + s if s.startswith(_FORMULA) else s
+
+
+def to_csv(summary: dict[str, Any], *, terminal: bool = False) -> str:
+    """Sections one after the other; each starts with a header row whose first cell is
+    ``section`` and whose data rows start with the section's name (``host``, ``rule``,
+    ``top_blocked``, ``timeline``), so ``csv.reader`` splits them by the first column.
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    sections = (("host", HOST_COLUMNS, summary["hosts"]),
+                ("rule", RULE_COLUMNS, summary["rules"]),
+                ("top_blocked", TOP_COLUMNS, summary["top_blocked"]),
+                ("timeline", TIMELINE_COLUMNS, summary["timeline"]["buckets"]))
+    for name, columns, rows in sections:
+        w.writerow(("section", *columns))
+        for row in rows:
+            w.writerow((name, *(_csv_cell(row.get(c), terminal) for c in columns)))
+    return buf.getvalue()
+
+
+# --- table -----------------------------------------------------------------------------------
+
+
+def _cell(value: Any, limit: int = TABLE_CELL_MAX) -> Text:
+    return Text(terminal_safe(value, limit))
+
+
+def _short(sha: Any) -> str:
+    return str(sha)[:12] if sha else ""
+
+
+def _hosts_table(summary: dict[str, Any]) -> Table:
+    t = Table(title=f"Hosts ({since_label_of(summary)})", title_justify="left")
+    for col in ("host", "pull", "blocked", "would_block", "logged", "last event", "state",
+                "backend", "policy"):
+        t.add_column(col, justify="right" if col in ("blocked", "would_block", "logged")
+                     else "left", overflow="fold")
+    for h in summary["hosts"]:
+        pull = h["pull"] + (" (gap: spool rotated past cursor)" if h["lost"] else "")
+        style = "red" if h["pull"] == "failed" else None
+        t.add_row(_cell(h["name"]), Text(terminal_safe(pull), style=style or ""),
+                  str(h["blocked"]), str(h["would_block"]), str(h["logged"]),
+                  _cell(h["last_event"] or "-"), _cell(h["state"] or "-"),
+                  _cell(h["backend"] or "-"), _cell(_short(h["policy_sha256"]) or "-"))
+    return t
+
+
+def _rules_table(summary: dict[str, Any]) -> Table:
+    t = Table(title="Rules", title_justify="left")
+    for col in ("rule", "severity", "blocked", "would_block", "logged", "total"):
+        t.add_column(col, justify="left" if col in ("rule", "severity") else "right",
+                     overflow="fold")
+    for r in summary["rules"]:
+        t.add_row(_cell(r["rule"] or "-"), _cell(r["severity"] or "-"), str(r["blocked"]),
+                  str(r["would_block"]), str(r["logged"]), str(r["total"]))
+    return t
+
+
+def _top_table(summary: dict[str, Any]) -> Table:
+    t = Table(title="Top blocked command lines", title_justify="left")
+    t.add_column("count", justify="right")
+    t.add_column("hosts", justify="right")
+    t.add_column("command line", overflow="fold")
+    t.add_column("last")
+    for c in summary["top_blocked"]:
+        t.add_row(str(c["count"]), str(c["hosts"]), _cell(c["command_line"]),
+                  _cell(c["last"] or "-"))
+    return t
+
+
+def since_label_of(summary: dict[str, Any]) -> str:
+    return "all stored events" if summary["since"] is None else f"since {summary['since']}"
+
+
+def to_table(summary: dict[str, Any], *, width: int = 120, color: bool = False) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=color, no_color=not color,
+                      color_system="standard" if color else None, highlight=False,
+                      emoji=False, markup=False)
+    console.print(_hosts_table(summary))
+    console.print(_rules_table(summary))
+    console.print(_top_table(summary))
+    tot = summary["totals"]
+    console.print(Text(f"{tot['blocked']} blocked, {tot['would_block']} would block, "
+                       f"{tot['logged']} logged ({since_label_of(summary)}); store "
+                       f"{terminal_safe(summary['db'])}"))
+    for h in summary["hosts"]:
+        if h["pull"] == "failed":
+            console.print(Text(f"{terminal_safe(h['name'])}: not pulled: "
+                               f"{terminal_safe(h['error'], 400)}", style="red"))
+    return buf.getvalue()
+
+
+def render(summary: dict[str, Any], fmt: str, *, terminal: bool = False,
+           width: int = 120) -> str:
+    """``summary`` in format ``fmt`` (one of :data:`FORMATS`); ``terminal``: the text goes to
+    a terminal (colour in the table, control characters made visible in CSV).
+    """
+    if fmt == "table":
+        return to_table(summary, width=width, color=terminal)
+    if fmt == "json":
+        return to_json(summary)
+    if fmt == "csv":
+        return to_csv(summary, terminal=terminal)
+    if fmt == "html":
+        from edrfleet.fleet.report.html_report import to_html
+
+        return to_html(summary)
+    raise ValueError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+
+
+__all__ = ["FORMATS", "render", "terminal_safe", "to_csv", "to_json", "to_table"]

@@ -1,0 +1,210 @@
+"""The central report store: one SQLite file (default ``.edrfleet/report.db``).
+
+Tables::
+
+    events(id TEXT PRIMARY KEY NOT NULL,   -- event.id: a re-sent event is ignored
+           host TEXT NOT NULL,             -- the inventory name it was pulled from
+           ts REAL,                        -- @timestamp as epoch seconds (NULL if unparsable)
+           action TEXT, rule TEXT, severity TEXT, cmdline TEXT,
+           raw TEXT NOT NULL)              -- the event's JSON line as the host wrote it
+    hosts(name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
+          events INTEGER, lost INTEGER, last_error TEXT)
+
+A pulled batch is one transaction: its events and the host's new cursor (and status.json)
+commit together, so after a crash the cursor never points past an event that is not stored
+and never before one that is (and were it to, ``INSERT OR IGNORE`` on the id keeps the event
+once).  Columns are extracted from the JSON by SQLite itself (``json_extract``), in C, while
+the GIL is released for the pulling threads.  A batch holding a line that is not JSON falls
+back to checking each line in Python and counts the bad ones.  (SQLite 3.40's json_extract
+ends a string at an escaped NUL; argv-derived command lines cannot hold one, and ``raw``
+keeps the line whole either way.)
+
+Example::
+
+    >>> store = Store(".edrfleet/report.db")
+    >>> store.ingest("web1", ['{"event.id":"a1","event.action":"blocked"}'],
+    ...              cursor={"inode": 12, "offset": 41}, status=None, lost=False)
+    Ingested(inserted=1, ignored=0, malformed=0)
+    >>> store.cursor("web1")
+    {'inode': 12, 'offset': 41}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+DEFAULT_DB = Path(".edrfleet") / "report.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS events(
+    id TEXT PRIMARY KEY NOT NULL, host TEXT NOT NULL, ts REAL, action TEXT, rule TEXT,
+    severity TEXT, cmdline TEXT, raw TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE TABLE IF NOT EXISTS hosts(
+    name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
+    events INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+"""
+
+# One JSON parse per line: SQLite caches the parsed text across the json_extract calls of
+# one row.  julianday() reads ISO 8601 with 'Z' or '+HH:MM' (anything else gives NULL) to the
+# millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
+_INSERT = """
+INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
+SELECT json_extract(j, '$."event.id"'), ?1,
+       round((julianday(json_extract(j, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
+       json_extract(j, '$."event.action"'), json_extract(j, '$."rule.id"'),
+       json_extract(j, '$."rule.severity"'), json_extract(j, '$."process.command_line"'), j
+FROM (SELECT ?2 AS j)
+"""
+
+
+class Ingested(NamedTuple):
+    inserted: int  # new events stored
+    ignored: int  # already stored (same event.id) or without an event.id
+    malformed: int  # lines that are not a JSON object
+
+
+def _text(raw: bytes) -> str:
+    # json_extract turns a \udcXX escape into bytes that are not UTF-8; show them, don't fail.
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _escape_surrogates(line: str) -> str:
+    # Inside a JSON string "\udcff" is the same character; outside one the line was not JSON.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
+def _is_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+class Store:
+    """The report database.  Thread-safe: one connection, one lock around every use.
+
+    Raises:
+        OSError: the file cannot be created or opened.
+        ValueError: the file is not a report database of this version.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False, timeout=30)
+            self._db.text_factory = _text
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"{self.path}: not a report database ({e}) "
+                             "(fix: pass another --db or remove the file)") from None
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            raise ValueError(f"{self.path}: report database schema {row[0]}, this edrfleet "
+                             f"reads {SCHEMA_VERSION} (fix: pass another --db)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def ingest(self, host: str, lines: Sequence[str], *, cursor: dict[str, int] | None,
+               status: dict[str, Any] | None, lost: bool) -> Ingested:
+        """Store one pulled batch and advance ``host``'s cursor, in one transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                before = db.total_changes
+                malformed = 0
+                try:
+                    db.executemany(_INSERT, ((host, line) for line in lines))
+                except (sqlite3.OperationalError, UnicodeEncodeError) as e:
+                    if isinstance(e, sqlite3.OperationalError) and "JSON" not in str(e):
+                        raise
+                    # Rare: a line that is not JSON, or holds lone surrogates (not UTF-8).
+                    # Redo the batch with those escaped and without the others.
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+                    good = [x for x in map(_escape_surrogates, lines) if _is_object(x)]
+                    malformed = len(lines) - len(good)
+                    before = db.total_changes
+                    db.executemany(_INSERT, ((host, line) for line in good))
+                inserted = db.total_changes - before
+                self._save_host(host, cursor, status, inserted, lost)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return Ingested(inserted, len(lines) - malformed - inserted, malformed)
+
+    def _save_host(self, host: str, cursor: dict[str, int] | None,
+                   status: dict[str, Any] | None, inserted: int, lost: bool) -> None:
+        self._db.execute(
+            """INSERT INTO hosts(name, cursor, status, pulled_at, events, lost, last_error)
+               VALUES(?1, ?2, ?3, ?4, ?5, ?6, NULL)
+               ON CONFLICT(name) DO UPDATE SET cursor=?2, status=coalesce(?3, status),
+                   pulled_at=?4, events=events+?5, lost=lost+?6, last_error=NULL""",
+            (host, json.dumps(cursor) if cursor is not None else None,
+             json.dumps(status) if status is not None else None, time.time(), inserted,
+             int(lost)))
+
+    def record_error(self, host: str, error: str) -> None:
+        """Remember that ``host`` could not be pulled; its cursor and events stay as they are."""
+        with self._lock:
+            self._db.execute(
+                """INSERT INTO hosts(name, last_error) VALUES(?1, ?2)
+                   ON CONFLICT(name) DO UPDATE SET last_error=?2""", (host, error))
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def cursor(self, host: str) -> dict[str, int] | None:
+        with self._lock:
+            row = self._db.execute("SELECT cursor FROM hosts WHERE name=?", (host,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def host_rows(self) -> dict[str, dict[str, Any]]:
+        """Per host: status (dict or None), pulled_at, events, lost, last_error."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, status, pulled_at, events, lost, last_error FROM hosts").fetchall()
+        return {name: {"status": json.loads(st) if st else None, "pulled_at": at,
+                       "events": n, "lost": lost, "last_error": err}
+                for name, st, at, n, lost, err in rows}
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Read-only query for the summary."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def count(self) -> int:
+        return self.query("SELECT count(*) FROM events")[0][0]

@@ -1,0 +1,61 @@
+"""Lab tier: real OpenSSH sshd per host in network namespaces on this machine, real SSH.
+
+`lab_hosts` (session scope) brings up one 3-host lab in a temporary directory for every lab
+test and removes it at the end; deploy and report tests reuse it:
+
+    def test_something(lab_hosts):
+        with lab_hosts.transport("lab01") as t:
+            t.run(["true"])
+        lab_hosts.inventory          # Path of its inventory.yml (group "lab")
+
+Helpers (LabFleet, load_lab_hosts) live in tests/lab/lab_fleet.py: `from lab_fleet import …`.
+A test that breaks a host (stops its sshd, changes its key) must put it back: use
+`lab_hosts.sshd_stopped(name)` / `lab_hosts.host_key_changed(name)`, context managers that do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from lab_fleet import LabFleet, load_lab_hosts
+
+from edrfleet.fleet import lab
+
+LAB_HOSTS = 3
+
+
+def lab_ready() -> str:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, cgroups, sshd)"
+    for tool in ("ip", "nsenter", "ssh-keygen", "sshd"):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            return f"needs {tool} (scripts/setup.sh installs iproute2 and openssh-server)"
+    try:
+        from edrfleet.agent.run import cgroup2_root
+
+        cgroup2_root()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = lab_ready()
+    for item in items:
+        if "tests/lab" in str(item.fspath):
+            item.add_marker(pytest.mark.lab)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def lab_hosts(tmp_path_factory) -> Iterator[LabFleet]:
+    workdir = tmp_path_factory.mktemp("edrfleet-lab") / "lab"
+    inventory = lab.up(LAB_HOSTS, workdir, log=lambda _m: None)
+    try:
+        yield LabFleet(workdir, inventory, load_lab_hosts(inventory))
+    finally:
+        lab.down(workdir, log=lambda _m: None)

@@ -1,0 +1,75 @@
+"""Helpers for lab-tier tests (imported as ``lab_fleet``): a lab's hosts and transports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edrfleet.fleet import lab
+from edrfleet.fleet.transport import Transport
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    """The shape of edrfleet.fleet.inventory.Host, read from the lab's own inventory."""
+
+    name: str
+    vars: dict[str, Any]
+    groups: tuple[str, ...] = ("all", "lab")
+
+
+def load_lab_hosts(inventory: Path) -> dict[str, Any]:
+    """Hosts of a lab inventory: through the real inventory loader when it is there."""
+    try:
+        from edrfleet.fleet.inventory import load_inventory
+    except ImportError:
+        doc = yaml.safe_load(inventory.read_text())["all"]["children"]["lab"]
+        return {n: InventoryHost(n, {**doc["vars"], **hv}) for n, hv in doc["hosts"].items()}
+    return dict(load_inventory(inventory).hosts)
+
+
+@dataclass
+class LabFleet:
+    dir: Path
+    inventory: Path
+    hosts: dict[str, Any] = field(default_factory=dict)   # name -> Host
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.hosts)
+
+    def lab(self) -> lab.Lab:
+        return lab.Lab.load(self.dir)
+
+    def transport(self, name: str, **var_overrides: Any) -> Transport:
+        h = self.hosts[name]
+        if var_overrides:
+            h = InventoryHost(h.name, {**h.vars, **var_overrides})
+        return Transport(h, self.inventory.parent, connect_timeout=5)
+
+    @contextmanager
+    def sshd_stopped(self, name: str) -> Iterator[None]:
+        lab.stop_host(self.dir, name)
+        try:
+            yield
+        finally:
+            lab.start_host(self.dir, name)
+
+    @contextmanager
+    def host_key_changed(self, name: str) -> Iterator[None]:
+        """The host gets a new key (known_hosts keeps the old one); the old one comes back."""
+        h = self.lab().host(name)
+        saved = {p: p.read_bytes() for p in (h.host_key, h.host_key.with_suffix(".pub"))}
+        lab.regenerate_host_key(self.dir, name)
+        try:
+            yield
+        finally:
+            for p, data in saved.items():
+                p.write_bytes(data)
+            h.host_key.chmod(0o600)
+            lab.start_host(self.dir, name)

@@ -1,0 +1,337 @@
+"""edrfleet deploy on real lab hosts (netns + sshd + cgroup each), real agents, real SSH.
+
+The tests run in file order and share one deploy: first install, no-op rerun, policy-only
+reload, check/diff, faults (bad policy, unreachable host, changed host key, agent killed,
+agent that cannot start), uninstall.  Every attack is a canary: `rm -rf` of a
+/tmp/edrfleet-canary-* directory made for it, checked to survive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edrfleet.cli.main import main
+from edrfleet.fleet.deploy import Deployer, DeployOptions
+from edrfleet.fleet.facts import HostPaths, gather_facts
+from edrfleet.fleet.hostpolicy import HostPolicyError
+from edrfleet.fleet.inventory import load_inventory
+from edrfleet.fleet.package import Release, build_release
+
+BAD_RULE = {"id": "bad-regex", "description": "broken", "severity": "low", "action": "block",
+            "match": {"executable": ["rm"], "args": [{"regex": "(unclosed"}]}}
+
+
+def hosts(lab_hosts, **overrides):
+    """The lab's inventory hosts; overrides = {host name: {var: value}}."""
+    inv = load_inventory(lab_hosts.inventory)
+    return [dataclasses.replace(h, vars={**h.vars, **overrides.get(h.name, {})})
+            for h in inv.hosts.values()]
+
+
+def run_deploy(lab_hosts, host_list=None, **opts):
+    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts))
+    report = d.run(host_list if host_list is not None else hosts(lab_hosts))
+    return report, {r.name: r for r in report.results}
+
+
+def facts(lab_hosts, name):
+    with lab_hosts.transport(name) as t:
+        return gather_facts(t, HostPaths.from_vars(lab_hosts.hosts[name].vars))
+
+
+def agent_pids(lab_hosts):
+    return {n: facts(lab_hosts, n)["agent_pid"] for n in lab_hosts.names}
+
+
+def canary_attack(lab_hosts, name):
+    """rm -rf of a fresh canary inside the host: returns (exit status, canary survived)."""
+    victim = Path(f"/tmp/edrfleet-canary-{secrets.token_hex(4)}")
+    (victim / "precious").mkdir(parents=True)
+    try:
+        with lab_hosts.transport(name) as t:
+            # through a shell that waits (not exec): a killed rm is exit status 137
+            r = t.run(["sh", "-c", 'rm -rf "$1"; exit $?', "sh", str(victim)], check=False)
+        return r.rc, (victim / "precious").is_dir()
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)  # from here: outside the lab's cgroups
+
+
+def tree(lab_hosts):
+    """sha256 and mtime of every file deploy manages on every host (spool excluded: the agent
+    rewrites status.json every second)."""
+    out = {}
+    for h in lab_hosts.hosts.values():
+        for var in ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_run_dir"):
+            for p in sorted(Path(h.vars[var]).rglob("*")):
+                if p.is_file() and not p.is_symlink():
+                    out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+                elif p.is_symlink():
+                    out[str(p)] = os.readlink(p)
+    return out
+
+
+def wait_for(cond, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def deployed(lab_hosts):
+    report, by_name = run_deploy(lab_hosts)
+    yield report, by_name
+    main(["uninstall", str(lab_hosts.inventory), "--purge"])
+
+
+def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, deployed):
+    report, by_name = deployed
+    assert [r.status for r in report.results] == ["changed"] * len(lab_hosts.names), \
+        [(r.name, r.message) for r in report.results]
+    for name in lab_hosts.names:
+        st = by_name[name].agent
+        assert st["state"] == "enforcing" and st["backend"] in ("sigkill", "lsm")
+        f = facts(lab_hosts, name)
+        assert f["status"]["policy_sha256"] == st["policy_sha256"]
+        assert f["supervisor_pid"] and f["agent_pid"] == st["pid"]
+        assert "lab-canary" in Path(lab_hosts.hosts[name].vars["edrfleet_config_dir"],
+                                    "policy.yaml").read_text()
+        rc, survived = canary_attack(lab_hosts, name)
+        assert rc == 137 and survived  # Killed before rm ran
+
+
+def test_status_and_policy_render_read_the_hosts(lab_hosts, deployed, capsys):
+    _, by_name = deployed
+    assert main(["status", str(lab_hosts.inventory), "--format", "json"]) == 0
+    rows = {r["host"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in lab_hosts.names:
+        assert rows[name]["state"] == "enforcing" and rows[name]["reachable"]
+        assert rows[name]["policy_sha256"] == by_name[name].agent["policy_sha256"]
+        assert set(rows[name]["counters"]) >= {"execs_seen", "blocked", "events_lost"}
+    name = lab_hosts.names[0]
+    assert main(["policy", "render", str(lab_hosts.inventory), name]) == 0  # facts over SSH
+    out, err = capsys.readouterr()
+    assert out == Path(lab_hosts.hosts[name].vars["edrfleet_config_dir"],
+                       "policy.yaml").read_text()
+    assert by_name[name].agent["policy_sha256"] in err
+
+
+def test_a_look_alike_that_is_not_an_attack_runs(lab_hosts, deployed):
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        r = t.run(["rm", "-rf", f"/tmp/edrfleet-notacanary-{secrets.token_hex(4)}"],
+                  check=False)
+    assert r.rc == 0
+
+
+def test_rerun_changes_nothing_and_restarts_nothing(lab_hosts, deployed):
+    before, files = agent_pids(lab_hosts), tree(lab_hosts)
+    report, _ = run_deploy(lab_hosts)
+    assert [r.status for r in report.results] == ["ok"] * len(lab_hosts.names)
+    assert agent_pids(lab_hosts) == before and tree(lab_hosts) == files
+
+
+def test_check_and_diff_show_the_change_and_make_none(lab_hosts, deployed, capsys):
+    before, files = agent_pids(lab_hosts), tree(lab_hosts)
+    monitor = {n: {"edrfleet_mode": "monitor"} for n in lab_hosts.names}
+    report, by_name = run_deploy(lab_hosts, hosts(lab_hosts, **monitor), check=True, diff=True)
+    for r in report.results:
+        assert r.status == "changed" and r.message.startswith("would change: policy")
+        assert "-mode: enforce\n+mode: monitor\n" in r.diff
+    assert agent_pids(lab_hosts) == before and tree(lab_hosts) == files
+    # the command line says the same and exits 0
+    assert main(["deploy", str(lab_hosts.inventory), "--check", "--diff"]) == 0
+    assert "nothing changed" in capsys.readouterr().out
+
+
+def test_policy_only_change_reloads_the_running_agent(lab_hosts, deployed):
+    name = lab_hosts.names[0]
+    before = agent_pids(lab_hosts)
+    _, by_name = run_deploy(lab_hosts, hosts(lab_hosts, **{name: {"edrfleet_mode": "monitor"}}))
+    assert by_name[name].status == "changed" and "reload agent" in by_name[name].message
+    assert by_name[name].agent["state"] == "monitoring"
+    assert all(by_name[n].status == "ok" for n in lab_hosts.names[1:])
+    _, by_name = run_deploy(lab_hosts)  # back to enforce, again by reload
+    assert by_name[name].agent["state"] == "enforcing"
+    assert agent_pids(lab_hosts) == before  # SIGHUP, never a restart
+
+
+def variant_release(main_py: bytes | None = None) -> Release:
+    """The agent release with one more file in its zipapp (a new release id); main_py
+    replaces its __main__.py."""
+    base = build_release()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(base.files["agent.pyz"])) as src, \
+            zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, main_py if main_py and info.filename == "__main__.py" else data)
+        dst.writestr("edrfleet/agent/_variant.py", secrets.token_hex(8))
+    files = dict(base.files, **{"agent.pyz": b"#!/usr/bin/python3\n" + buf.getvalue()})
+    return Release(hashlib.sha256(files["agent.pyz"]).hexdigest()[:16], files)
+
+
+def deploy_release(lab_hosts, release, **opts):
+    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts),
+                 release=release)
+    return {r.name: r for r in d.run(hosts(lab_hosts)).results}
+
+
+def test_a_new_release_restarts_the_agent_and_the_old_one_comes_back(lab_hosts, deployed):
+    name = lab_hosts.names[0]
+    install = Path(lab_hosts.hosts[name].vars["edrfleet_install_dir"])
+    first = facts(lab_hosts, name)
+    new = variant_release()
+    by_name = deploy_release(lab_hosts, new)
+    r = by_name[name]
+    assert r.status == "changed" and f"-> {new.id}" in r.message and "restart agent" in r.message
+    after = facts(lab_hosts, name)
+    assert after["release_id"] == new.id and after["agent_pid"] != first["agent_pid"]
+    assert r.agent["state"] == "enforcing" and r.agent["pid"] == after["agent_pid"]
+    # back to this checkout's release: already on the host, so nothing is sent again
+    by_name = deploy_release(lab_hosts, build_release())
+    assert "(already on the host)" in by_name[name].message
+    assert facts(lab_hosts, name)["release_id"] == first["release_id"]
+    assert sorted(p.name for p in (install / "releases").iterdir()) == \
+        sorted([first["release_id"], new.id])  # current and the one before it
+
+
+def test_a_release_whose_agent_dies_is_rolled_back(lab_hosts, deployed):
+    name = lab_hosts.names[1]
+    before = facts(lab_hosts, name)
+    broken = variant_release(b"import sys\nif sys.argv[1:2] == ['run']:\n"
+                             b"    sys.exit('edrfleet-test: this release cannot run')\n"
+                             b"from edrfleet.agent.__main__ import main\nsys.exit(main())\n")
+    by_name = deploy_release(lab_hosts, broken, start_timeout=8)
+    r = by_name[name]
+    assert r.status == "failed" and "not enforcing after 8s" in r.message
+    assert f"rolled back to release {before['release_id']}" in r.message
+    after = facts(lab_hosts, name)
+    assert after["release_id"] == before["release_id"]
+    assert after["status"]["state"] == "enforcing"
+    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
+    rc, survived = canary_attack(lab_hosts, name)
+    assert rc == 137 and survived
+
+
+def test_a_bad_regex_on_one_host_stops_the_deploy_before_any_host_is_touched(
+        lab_hosts, deployed, capsys):
+    bad = lab_hosts.names[1]
+    files = tree(lab_hosts)
+    broken = hosts(lab_hosts, **{bad: {"edrfleet_extra_rules": [BAD_RULE]}})
+    with pytest.raises(HostPolicyError) as err:
+        run_deploy(lab_hosts, broken)
+    msg = str(err.value)
+    assert msg.startswith(f"host {bad}:") and "rule 'bad-regex'" in msg and "(fix:" in msg
+    assert tree(lab_hosts) == files
+    # through the command line: one line, exit status 2, nothing changed
+    hv = Path(lab_hosts.inventory.parent, "host_vars")
+    hv.mkdir(exist_ok=True)
+    (hv / f"{bad}.yml").write_text("edrfleet_extra_rules:\n  - id: bad-regex\n"
+                                   "    description: x\n    severity: low\n    action: block\n"
+                                   "    match: {executable: [rm], args: [{regex: '(x'}]}\n")
+    try:
+        assert main(["deploy", str(lab_hosts.inventory)]) == 2
+    finally:
+        shutil.rmtree(hv)
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and f"host {bad}:" in err_lines[0]
+    assert tree(lab_hosts) == files
+
+
+def test_a_host_whose_sshd_is_down_is_unreachable_and_the_rest_succeed(lab_hosts, deployed,
+                                                                       capsys):
+    down = lab_hosts.names[2]
+    retry = lab_hosts.inventory.with_suffix(".retry")
+    with lab_hosts.sshd_stopped(down):
+        assert main(["deploy", str(lab_hosts.inventory), "--connect-timeout", "3"]) == 1
+        out = capsys.readouterr().out
+        assert f"--limit @{retry}" in out
+        assert retry.read_text() == f"{down}\n"
+        report, by_name = run_deploy(lab_hosts)
+        assert by_name[down].status == "unreachable"
+        assert all(by_name[n].status == "ok" for n in lab_hosts.names if n != down)
+    assert main(["deploy", str(lab_hosts.inventory), "--limit", f"@{retry}"]) == 0
+    out = capsys.readouterr().out
+    assert down in out and lab_hosts.names[0] not in out  # the retry file chose the host
+
+
+def test_max_fail_percent_stops_the_batches_after_a_failed_one(lab_hosts, deployed):
+    first = lab_hosts.names[0]
+    with lab_hosts.sshd_stopped(first):
+        report, by_name = run_deploy(lab_hosts, serial=1, max_fail_percent=0)
+    assert by_name[first].status == "unreachable"
+    for n in lab_hosts.names[1:]:
+        assert by_name[n].status == "failed" and by_name[n].message.startswith("not deployed")
+    assert "1 of 1 hosts" in report.stopped
+
+
+def test_a_changed_host_key_is_refused(lab_hosts, deployed):
+    name = lab_hosts.names[1]
+    with lab_hosts.host_key_changed(name):
+        report, by_name = run_deploy(lab_hosts)
+    assert by_name[name].status == "unreachable"
+    assert "key" in by_name[name].message.lower()
+    assert all(by_name[n].status == "ok" for n in lab_hosts.names if n != name)
+
+
+def test_a_killed_agent_is_restarted_by_its_supervisor(lab_hosts, deployed):
+    name = lab_hosts.names[0]
+    old = facts(lab_hosts, name)["agent_pid"]
+    os.kill(old, signal.SIGKILL)  # the agent our deploy started on this lab host
+
+    def restarted():
+        f = facts(lab_hosts, name)
+        st = f["status"] or {}
+        return f["agent_pid"] not in (0, old) and st.get("pid") == f["agent_pid"] \
+            and st.get("state") == "enforcing"
+
+    wait_for(restarted, timeout=60)
+    rc, survived = canary_attack(lab_hosts, name)
+    assert rc == 137 and survived
+    report, _ = run_deploy(lab_hosts)
+    assert report.count("ok") == len(lab_hosts.names)
+
+
+def test_an_agent_that_cannot_take_the_policy_is_rolled_back(lab_hosts, deployed):
+    name = lab_hosts.names[2]
+    before = facts(lab_hosts, name)
+    missing = {"edrfleet_scope_cgroups": ["/edrfleet-no-such-cgroup-" + secrets.token_hex(3)]}
+    _, by_name = run_deploy(lab_hosts, hosts(lab_hosts, **{name: missing}), start_timeout=30)
+    r = by_name[name]
+    assert r.status == "failed" and "does not exist" in r.message and "rolled back" in r.message
+    after = facts(lab_hosts, name)
+    assert after["policy_sha256"] == before["policy_sha256"]
+    assert after["status"]["state"] == "enforcing"
+    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
+    rc, survived = canary_attack(lab_hosts, name)
+    assert rc == 137 and survived
+
+
+def test_uninstall_leaves_nothing_behind(lab_hosts, deployed):
+    pids = [facts(lab_hosts, n)["supervisor_pid"] for n in lab_hosts.names]
+    assert main(["uninstall", str(lab_hosts.inventory)]) == 0
+    for h in lab_hosts.hosts.values():
+        for var in ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_run_dir"):
+            assert not Path(h.vars[var]).exists()
+        assert Path(h.vars["edrfleet_spool_dir"], "events.jsonl").exists()  # kept
+    for pid in pids:
+        wait_for(lambda p=pid: not Path(f"/proc/{p}").exists(), timeout=15)
+    assert main(["uninstall", str(lab_hosts.inventory), "--purge"]) == 0
+    for h in lab_hosts.hosts.values():
+        assert not Path(h.vars["edrfleet_spool_dir"]).exists()
+    assert all(facts(lab_hosts, n)["release_id"] == "" for n in lab_hosts.names)

@@ -1,0 +1,223 @@
+"""`edrfleet report` against real sshd lab hosts: pulls over SSH, rotation, unreachable hosts.
+
+Events are written into each lab host's spool by the agent's own Spool class (rotating at a
+small size), the agent release is put on the host over SSH as the host layout says
+(releases/<id>/agent.pyz, current -> it), and the real `edrfleet report` command pulls them
+with `agent.pyz pull` over SSH.  Each test uses its own install and spool directories on the
+lab hosts, so deploy tests sharing the lab keep theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edrfleet.agent.spool import Spool
+from edrfleet.agent.status import Status, write_status
+from edrfleet.fleet.package import build_release
+from edrfleet.fleet.report.pull import pull_hosts
+from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.transport import Transport
+
+EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
+HOSTILE = ["<script>alert(1)</script>", "\x1b[2J\x1b]0;pwn\x07", "a\nb\r\n", "\udcff\udcfe",
+           "$(touch /tmp/edrfleet-pwned-report)", "x" * 20_000]
+
+
+@dataclass
+class ReportLab:
+    inventory: Path
+    names: list[str]
+    spools: dict[str, Path]
+    hosts: dict[str, object]  # name -> Host with this test's directories
+
+    def spool(self, name: str, **kw) -> Spool:
+        return Spool(str(self.spools[name]), max_bytes=kw.pop("max_bytes", 4096),
+                     keep=kw.pop("keep", 200), **kw)
+
+
+def event(host: str, i: int, action: str = "blocked", cmd: str | None = None) -> dict:
+    if cmd is None:
+        cmd = HOSTILE[i % len(HOSTILE)] if i % 10 == 0 else f"rm -rf /tmp/edrfleet-canary-{i}"
+    return {"@timestamp": "2026-12-01T05:00:00.000000Z", "event.id": f"{host}-{i:06d}",
+            "event.action": action, "host.name": host, "rule.id": "lab-canary",
+            "rule.severity": "critical", "process.command_line": cmd,
+            "process.args": cmd.split(" ")}
+
+
+@pytest.fixture()
+def report_lab(lab_hosts) -> Iterator[ReportLab]:
+    tag = f"report-{uuid.uuid4().hex[:8]}"
+    doc = yaml.safe_load(lab_hosts.inventory.read_text())
+    lab_group = doc["all"]["children"]["lab"]
+    release = build_release()
+    bases: list[Path] = []
+    spools: dict[str, Path] = {}
+    for name, hv in lab_group["hosts"].items():
+        base = Path(hv["edrfleet_spool_dir"]).parent / tag
+        bases.append(base)
+        hv["edrfleet_install_dir"] = str(base / "install")
+        spools[name] = base / "spool"
+        hv["edrfleet_spool_dir"] = str(spools[name])
+    inventory = lab_hosts.inventory.parent / f"{tag}.yml"
+    inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    from edrfleet.fleet.inventory import load_inventory
+
+    hosts = dict(load_inventory(inventory).hosts)
+    for host in hosts.values():  # install the release over SSH, as deploy lays it out
+        install = host.vars["edrfleet_install_dir"]
+        rel = f"{install}/releases/{release.id}"
+        with Transport(host, inventory.parent, connect_timeout=5) as t:
+            t.run(["mkdir", "-p", rel])
+            t.put(release.files["agent.pyz"], f"{rel}/agent.pyz")
+            t.run(["ln", "-sfn", f"releases/{release.id}", f"{install}/current"])
+    try:
+        yield ReportLab(inventory, list(hosts), spools, hosts)
+    finally:
+        inventory.unlink(missing_ok=True)
+        for b in bases:
+            shutil.rmtree(b, ignore_errors=True)
+
+
+def report(lab: ReportLab, db: Path, out: Path, *extra: str) -> tuple[int, dict, str]:
+    p = subprocess.run([*EDRFLEET, "report", str(lab.inventory), "--db", str(db),
+                        "--format", "json", "-o", str(out), *extra],
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode, json.loads(out.read_text()), p.stderr
+
+
+def stored_ids(db: Path) -> list[str]:
+    with Store(db) as s:
+        return [r[0] for r in s.query("SELECT id FROM events ORDER BY id")]
+
+
+def test_report_after_rotations_has_every_event_exactly_once(report_lab, tmp_path) -> None:
+    db, out = tmp_path / "report.db", tmp_path / "r.json"
+    spools = {n: report_lab.spool(n) for n in report_lab.names}
+    expected: list[str] = []
+    for n, s in spools.items():
+        s.append([event(n, i) for i in range(150)])
+        expected += [f"{n}-{i:06d}" for i in range(150)]
+    rc, summary, err = report(report_lab, db, out)
+    assert rc == 0, err
+    assert summary["totals"]["blocked"] == 450 and summary["failed_hosts"] == []
+    assert sorted(stored_ids(db)) == sorted(expected)
+
+    for n, s in spools.items():  # more events, several rotations past the cursor's file
+        before = s.rotations
+        s.append([event(n, i, "would_block" if i % 2 else "logged") for i in range(150, 400)])
+        assert s.rotations - before >= 5
+        expected += [f"{n}-{i:06d}" for i in range(150, 400)]
+    rc, summary, err = report(report_lab, db, out)
+    assert rc == 0, err
+    ids = stored_ids(db)
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(expected)
+    assert [h["new_events"] for h in summary["hosts"]] == [250, 250, 250]
+    assert summary["totals"] == {"blocked": 450, "would_block": 375, "logged": 375, "other": 0}
+    assert not any(h["lost"] for h in summary["hosts"])
+
+    rc, summary, err = report(report_lab, db, out)  # nothing new: nothing added
+    assert rc == 0 and [h["new_events"] for h in summary["hosts"]] == [0, 0, 0]
+    for s in spools.values():
+        s.close()
+
+
+def test_hostile_command_lines_arrive_intact_and_print_inert(report_lab, tmp_path) -> None:
+    name = report_lab.names[0]
+    with report_lab.spool(name) as s:
+        s.append([event(name, i, cmd=c) for i, c in enumerate(HOSTILE)])
+    db = tmp_path / "report.db"
+    rc, summary, err = report(report_lab, db, tmp_path / "r.json", "--limit", name)
+    assert rc == 0, err
+    with Store(db) as store:
+        raws = [json.loads(r[0]) for r in store.query("SELECT raw FROM events ORDER BY id")]
+    assert [e["process.command_line"] for e in raws] == HOSTILE
+    html = subprocess.run([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
+                           "--limit", name, "--no-pull", "--format", "html"],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
+    table = subprocess.run([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
+                            "--limit", name, "--no-pull"],
+                           capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "\x1b" not in table and "<script>alert(1)</script>" in table
+    assert not Path("/tmp/edrfleet-pwned-report").exists()
+
+
+def test_an_unreachable_host_is_reported_while_the_others_are_pulled(lab_hosts, report_lab,
+                                                                     tmp_path) -> None:
+    db, out = tmp_path / "report.db", tmp_path / "r.json"
+    for n in report_lab.names:
+        with report_lab.spool(n) as s:
+            s.append([event(n, i) for i in range(20)])
+    down = report_lab.names[1]
+    with lab_hosts.sshd_stopped(down):
+        rc, summary, err = report(report_lab, db, out)
+    assert rc == 1
+    assert summary["failed_hosts"] == [down] and f"{down}: not pulled:" in err
+    by = {h["name"]: h for h in summary["hosts"]}
+    assert by[down]["pull"] == "failed" and "Unreachable" in by[down]["error"]
+    for n in report_lab.names:
+        if n != down:
+            assert (by[n]["pull"], by[n]["new_events"]) == ("ok", 20)
+    rc, summary, err = report(report_lab, db, out)  # back up: its events come, once
+    assert rc == 0, err
+    assert [h["new_events"] for h in summary["hosts"]] == [0, 20, 0]
+    assert len(stored_ids(db)) == 60
+
+
+def test_status_json_reaches_the_summary(report_lab, tmp_path) -> None:
+    name = report_lab.names[0]
+    report_lab.spool(name).close()
+    write_status(str(report_lab.spools[name]),
+                 Status(state="enforcing", backend="sigkill", policy_sha256="cd" * 32))
+    rc, summary, err = report(report_lab, tmp_path / "r.db", tmp_path / "r.json")
+    assert rc == 0, err
+    h = summary["hosts"][0]
+    assert (h["state"], h["backend"], h["policy_sha256"]) == ("enforcing", "sigkill", "cd" * 32)
+
+
+def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, tmp_path):
+    name = report_lab.names[2]
+    host = report_lab.hosts[name]
+    store = Store(tmp_path / "r.db")
+    done, pulled = threading.Event(), threading.Semaphore(0)
+    total = 3000
+
+    def writer() -> None:
+        with report_lab.spool(name, max_bytes=8192, keep=500) as s:
+            for k in range(0, total, 50):
+                s.append([event(name, i) for i in range(k, k + 50)])
+                if k % 1000 == 950:  # let a pull in between, mid-rotation
+                    pulled.acquire(timeout=60)
+                time.sleep(0.005)
+        done.set()
+
+    def connect(h):
+        return Transport(h, report_lab.inventory.parent, connect_timeout=5)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    pulls = 0
+    while not done.is_set():
+        r = pull_hosts([host], store, connect, max_bytes=16384)[name]
+        assert r.ok, r.error
+        pulls += 1
+        pulled.release()
+    t.join()
+    r = pull_hosts([host], store, connect, max_bytes=16384)[name]
+    assert r.ok and not r.lost
+    ids = [x[0] for x in store.query("SELECT id FROM events WHERE host=?", (name,))]
+    assert sorted(ids) == [f"{name}-{i:06d}" for i in range(total)]
+    assert pulls >= 3
+    store.close()

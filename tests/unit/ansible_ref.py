@@ -1,0 +1,55 @@
+"""Run the real ansible-core (from the test venv) to compare edrfleet's inventory with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ANSIBLE_INVENTORY = shutil.which("ansible-inventory", path=str(BIN)) or shutil.which(
+    "ansible-inventory")
+ANSIBLE = shutil.which("ansible", path=str(BIN)) or shutil.which("ansible")
+
+needs_ansible = pytest.mark.skipif(
+    not (ANSIBLE_INVENTORY and ANSIBLE),
+    reason="ansible-core is not installed (it is in the dev extra: bash scripts/setup.sh)")
+
+_HOME = tempfile.mkdtemp(prefix="edrfleet-test-ansible-")
+_CONFIG = os.path.join(_HOME, "ansible.cfg")  # empty: Ansible's defaults, whatever ~ holds
+Path(_CONFIG).write_text("[defaults]\n")
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_HOME=_HOME, ANSIBLE_LOCAL_TEMP=_HOME, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CONFIG=_CONFIG, ANSIBLE_INVENTORY_UNPARSED_FAILED="1",
+               ANSIBLE_DEPRECATION_WARNINGS="0")
+    # cwd is an empty directory: no playbook-adjacent group_vars/host_vars get mixed in.
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=_HOME,
+                          timeout=120, check=False)
+
+
+def ansible_inventory(inventory: Path, *extra: str) -> dict:
+    """``ansible-inventory -i INVENTORY --list`` (or ``--host H``) as parsed JSON."""
+    args = list(extra) if extra and extra[0] == "--host" else ["--list", *extra]
+    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), *args])
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def ansible_list_hosts(inventory: Path, limit: str) -> list[str] | None:
+    """``ansible all -i INVENTORY --list-hosts --limit LIMIT``: host names in order, None when
+    ansible refuses (no host left, bad subscript)."""
+    done = _run([str(ANSIBLE), "all", "-i", str(inventory), "--list-hosts", "--limit", limit])
+    if done.returncode != 0:
+        return None
+    lines = done.stdout.splitlines()
+    assert lines and lines[0].strip().startswith("hosts ("), done.stdout
+    return [line.strip() for line in lines[1:] if line.strip()]

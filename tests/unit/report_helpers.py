@@ -1,0 +1,37 @@
+"""Events and stores for the report unit tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edrfleet.fleet.report.store import Store
+
+T0 = datetime(2026, 12, 1, 5, 0, tzinfo=UTC).timestamp()
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
+
+
+def event(eid: str, *, ts: float = T0, action: str = "blocked", rule: str = "r1",
+          severity: str = "high", cmd: str = "rm -rf /tmp/edrfleet-canary-1",
+          host: str = "web1") -> dict:
+    return {"@timestamp": iso(ts), "event.id": eid, "event.action": action, "host.name": host,
+            "rule.id": rule, "rule.severity": severity, "process.command_line": cmd,
+            "process.args": cmd.split(" ")}
+
+
+def line(e: dict) -> str:
+    return json.dumps(e, ensure_ascii=False, separators=(",", ":"))
+
+
+def store_with(tmp_path: Path, per_host: dict[str, list[dict]]) -> Store:
+    store = Store(tmp_path / "report.db")
+    for host, events in per_host.items():
+        store.ingest(host, [line(e) for e in events], cursor={"inode": 1, "offset": 1},
+                     status={"state": "enforcing", "backend": "sigkill",
+                             "policy_sha256": "ab" * 32, "version": "0.1.0"}, lost=False)
+    return store
