@@ -69,6 +69,22 @@ print("error=" + " ".join(error.split())[:500])
 print("status=" + base64.b64encode(json.dumps(last).encode()).decode())
 '''
 
+# Rewrite a bundle with mode monitor (uninstall, before `systemctl stop`): argv agent.pyz, bundle.
+MONITOR_PY = r'''
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from edrfleet.agent.bundle_file import canonical_sha256
+path = sys.argv[2]
+with open(path) as f:
+    bundle = json.load(f)
+bundle["mode"] = "monitor"
+bundle["sha256"] = canonical_sha256(bundle)
+with open(path + ".monitor.tmp", "w") as f:
+    json.dump(bundle, f)
+os.rename(path + ".monitor.tmp", path)
+print(bundle["sha256"])
+'''
+
 # Shell functions every script shares: start/stop/reload the agent under either manager.
 COMMON = r'''
 set -eu
@@ -230,10 +246,28 @@ STOP_BODY = r'''
 stop_agent
 if [ -f "$UNIT_PATH" ]; then
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        systemctl disable --now --quiet "$UNIT_NAME" 2>/dev/null || true
+        # The default policy blocks `systemctl stop|disable` of this unit (EPERM), which left the
+        # agent running until its spool was removed under it.  Switch it to monitor mode first
+        # (the bundle in force with mode monitor, re-hashed by the agent's own code, put in force
+        # by a reload), then stop it.
+        if systemctl is-active --quiet "$UNIT_NAME" && [ -f "$CONFIG_DIR/policy.json" ]; then
+            SHA=$("$PYTHON" -c "$MONITOR_PY" "$INSTALL_DIR/current/agent.pyz" \
+                  "$CONFIG_DIR/policy.json") || fail "could not switch the policy to monitor mode"
+            OLD_PID=$(agent_pid)
+            T0=$(date +%s.%N)
+            systemctl reload "$UNIT_NAME" || fail "systemctl reload $UNIT_NAME failed"
+            OUT=$(wait_agent reload "$SHA" "$T0" "$OLD_PID")
+            case "$OUT" in result=ok*) ;; *) fail "agent did not switch to monitor mode" ;; esac
+        fi
+        systemctl stop "$UNIT_NAME" || fail "systemctl stop $UNIT_NAME failed"
+        systemctl disable --quiet "$UNIT_NAME" 2>/dev/null || true
     fi
     rm -f "$UNIT_PATH"
-    command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && systemctl daemon-reload
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        # a unit that ever failed stays listed ("not-found failed") until this
+        systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
+    fi
 fi
 rm -rf "$INSTALL_DIR" "$CONFIG_DIR" "$RUN_DIR"
 [ "$PURGE" = 1 ] && rm -rf "$SPOOL_DIR"
@@ -280,8 +314,9 @@ def rollback_script(desired: Desired, old_release: str, restore_policy: bool,
 def uninstall_script(paths: HostPaths, name: str, purge: bool) -> str:
     for p in (paths.install_dir, paths.config_dir, paths.run_dir, paths.spool_dir):
         check_removable(p)
-    return (_preamble(paths, name, "supervisor", {"PURGE": _flag(purge)}, 30) + COMMON
-            + STOP_BODY)
+    return (_preamble(paths, name, "supervisor", {"PURGE": _flag(purge),
+                                                   "MONITOR_PY": MONITOR_PY}, 300)
+            + COMMON + STOP_BODY)
 
 
 # Directories uninstall must never remove whole, whatever the inventory says.

@@ -48,8 +48,9 @@ QEMU = "qemu-system-x86_64"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class VmError(RuntimeError):
-    """A build or boot failed; the message carries the log tail that explains it."""
+class VmError(OSError):
+    """A build or boot failed; the message carries the log tail that explains it.  An OSError,
+    so the CLI prints it as one error (the VMs are part of the machine, not of the input)."""
 
 
 @dataclass(frozen=True)
