@@ -38,4 +38,5 @@ bench-deploy: setup
 	$(PY) bench/deploy.py --hosts 20
 
 clean:
+	@if [ -f .edrfleet/lab/state.json ] && [ -x $(PY) ]; then $(PY) -m edrfleet.cli.main lab down; fi
 	rm -rf .edrfleet .pytest_cache .ruff_cache

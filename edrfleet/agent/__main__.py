@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edrfleet.agent.bundle_file import read_bundle
 from edrfleet.agent.pull import add_pull_arguments
 from edrfleet.agent.pull import main as pull_main
 
@@ -66,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edrfleet.agent.check import run_check
 
         return run_check(args.bundle, args.bpf_dir)
+    from edrfleet.agent.bundle_file import read_bundle  # here: `pull` starts without it
     from edrfleet.agent.run import run_agent
 
     return run_agent(options_from(args), read_bundle)

@@ -61,6 +61,7 @@ TRAILER = b"\nEDRFLEET-PULL-END\n"
 ENCODING = "zlib+base64"
 DEFAULT_MAX_BYTES = 16 << 20  # raw event bytes per frame: bounds memory on both ends
 _HEADER_LIMIT = 1 << 20  # status.json is small; a bigger header is not one of ours
+_RAW_LIMIT = 1 << 30  # a frame's events, decompressed: far above any --max-bytes we ask for
 
 
 class FrameError(ValueError):
@@ -180,14 +181,28 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameError(f"pull reply: header is not JSON ({e})") from None
     if not isinstance(header, dict) or header.get("encoding") != ENCODING:
         raise FrameError(f"pull reply: header is not a {ENCODING} frame header")
+    if not _is_cursor(header.get("cursor")):
+        raise FrameError("pull reply: cursor is not null or {inode: N, offset: N}")
     return Frame(header, _payload_lines(header, payload))
 
 
+def _is_cursor(value: Any) -> bool:
+    """None or exactly {"inode": int >= 0, "offset": int >= 0}: what goes back to the host."""
+    if value is None:
+        return True
+    return (isinstance(value, dict) and set(value) == {"inode", "offset"}
+            and all(type(v) is int and 0 <= v < 1 << 64 for v in value.values()))
+
+
 def _payload_lines(header: dict[str, Any], payload: bytes) -> list[str]:
+    want = header.get("raw_bytes")
+    if type(want) is not int or not 0 <= want <= _RAW_LIMIT:
+        raise FrameError(f"pull reply: raw_bytes {want!r} is not a size up to {_RAW_LIMIT}")
     try:
         z = zlib.decompressobj()
-        raw = z.decompress(base64.b64decode(payload, validate=True))
-        if not z.eof:
+        # Never inflate past what the header announced: a small payload cannot balloon.
+        raw = z.decompress(base64.b64decode(payload, validate=True), want + 1)
+        if not z.eof and len(raw) <= want:
             raise FrameError("pull reply: compressed payload ends early")
     except (ValueError, zlib.error) as e:  # binascii.Error is a ValueError
         raise FrameError(f"pull reply: payload does not decode ({e})") from None

@@ -1,12 +1,13 @@
-"""``edrfleet inventory INVENTORY [--limit P] [--host H]``: the resolved inventory as JSON.
+"""``edrfleet inventory INVENTORY [--limit P] [--host H | --graph [G]]``: the resolved inventory.
 
-The output has the shape of ``ansible-inventory -i INVENTORY --list`` (or ``--host H``), so an
-inventory is debugged the way Ansible users already do.
+The output is that of ``ansible-inventory -i INVENTORY --list`` (JSON; or ``--host H``, or the
+``--graph`` tree), so an inventory is debugged the way Ansible users already do.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -23,15 +24,36 @@ def register(subparsers: Any) -> None:
     parser.add_argument("inventory", metavar="INVENTORY", help="YAML inventory file")
     parser.add_argument("-l", "--limit", metavar="PATTERN",
                         help="only hosts matching an Ansible pattern (web:&prod:!web3, @FILE)")
-    parser.add_argument("--host", metavar="HOST",
-                        help="print one host's variables (like ansible-inventory --host)")
+    show = parser.add_mutually_exclusive_group()
+    show.add_argument("--host", metavar="HOST",
+                      help="print one host's variables (like ansible-inventory --host)")
+    show.add_argument("--graph", metavar="GROUP", nargs="?", const="all",
+                      help="print the group tree (like ansible-inventory --graph)")
     parser.set_defaults(func=cmd_inventory)
 
 
+class _StderrWarnings(logging.Handler):
+    """Pattern warnings (a name that matches nothing) as 'edrfleet: warning: ...' lines on
+    whatever sys.stderr is when they happen."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"edrfleet: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _warnings_to_stderr() -> None:
+    log = logging.getLogger("edrfleet.fleet.patterns")
+    if not any(isinstance(h, _StderrWarnings) for h in log.handlers):
+        log.addHandler(_StderrWarnings(logging.WARNING))
+
+
 def cmd_inventory(args: Any) -> int:
+    _warnings_to_stderr()
     inventory = load_inventory(args.inventory)
     for warning in inventory.warnings:
         print(f"edrfleet: warning: {warning}", file=sys.stderr)
+    if args.graph:
+        print(inventory.to_ansible_graph(args.graph))
+        return EXIT_OK
     doc = inventory.host_vars(args.host) if args.host else inventory.to_ansible_list(args.limit)
     json.dump(doc, sys.stdout, sort_keys=True, indent=4, default=str)
     sys.stdout.write("\n")

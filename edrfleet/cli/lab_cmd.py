@@ -26,9 +26,12 @@ def _up(args: argparse.Namespace) -> int:
     workdir = Path(args.dir) if args.dir else None
     if args.vm:
         inventory = _vm_lab().up(args.hosts, workdir or lab.REPO / ".edrfleet" / "vm-lab")
+        print(f"lab: {args.hosts} VMs up in {time.monotonic() - t0:.2f} s")
     else:
         inventory = lab.up(args.hosts, workdir or lab.DEFAULT_DIR)
-    print(f"lab: {args.hosts} hosts up in {time.monotonic() - t0:.2f} s")
+        made = lab.Lab.load(inventory.parent)
+        print(f"lab: {len(made.hosts)} hosts up in {time.monotonic() - t0:.2f} s (lab {made.id}, "
+              f"{made.subnet}, {made.hosts[0].name}..{made.hosts[-1].name})")
     print(inventory)
     return 0
 

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,31 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
+@contextmanager
+def _progress(show: bool) -> Iterator[tuple[Any, Any]]:
+    """A progress bar on stderr while hosts are pulled (only on a terminal)."""
+    if not show:
+        yield None, None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from edrfleet.fleet.report.formats import terminal_safe
+
+    with Progress(TextColumn("pulling"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), console=Console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def start(n: int) -> None:
+            bar.update(task, total=n)
+
+        def done(p: Any) -> None:
+            bar.update(task, advance=1, description=terminal_safe(p.host, 40))
+
+        yield start, done
+
+
 def _run(args: argparse.Namespace) -> int:
     from edrfleet.cli.main import EXIT_FAILED, EXIT_OK
     from edrfleet.fleet.report import run_report
@@ -34,8 +61,10 @@ def _run(args: argparse.Namespace) -> int:
     from edrfleet.fleet.report.summary import parse_since
 
     since = parse_since(args.since) if args.since else None
-    report = run_report(args.inventory, limit=args.limit, db=args.db, since=since,
-                        forks=args.forks, pull=not args.no_pull)
+    with _progress(sys.stderr.isatty()) as (on_start, on_done):
+        report = run_report(args.inventory, limit=args.limit, db=args.db, since=since,
+                            forks=args.forks, pull=not args.no_pull, on_start=on_start,
+                            on_done=on_done)
     terminal = args.output is None and sys.stdout.isatty()
     width = os.get_terminal_size().columns if terminal else 120
     text = render(report.summary, args.format, terminal=terminal, width=width)

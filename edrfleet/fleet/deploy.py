@@ -30,6 +30,7 @@ from edrfleet.fleet.operations import Desired, HostFailed, Plan, plan, render_un
 from edrfleet.fleet.package import Release, build_release
 from edrfleet.fleet.pool import DEFAULT_FORKS, batches, exceeded, run_pool
 from edrfleet.fleet.remote import apply_script, build_payload, parse_output, rollback_script
+from edrfleet.fleet.ssh_settings import as_bool  # Ansible's booleans: true/yes/on/1
 
 STATUSES = ("ok", "changed", "unreachable", "failed")
 Event = Callable[[str, str], None]  # (host, phase): "facts", "policy", "apply", "done"
@@ -158,11 +159,12 @@ class Deployer:
             s.desired = Desired(
                 name=s.name, paths=paths, release=self.release, policy=policy, manager=manager,
                 unit=render_unit(paths, s.name) if manager == "systemd" else None,
-                install_packages=bool(hv.get("edrfleet_install_packages", False)),
-                start_timeout=float(hv.get("edrfleet_start_timeout", self.opts.start_timeout)),
+                install_packages=as_bool(hv.get("edrfleet_install_packages", False),
+                                         host=s.name, var="edrfleet_install_packages"),
+                start_timeout=_seconds(hv, "edrfleet_start_timeout", self.opts.start_timeout),
             )
             s.plan = plan(s.facts, s.desired)
-        except HostFailed as exc:
+        except (HostFailed, ValueError) as exc:  # ValueError: a bad variable of this host
             s.finish("failed", str(exc))
 
     def apply(self, s: Session) -> HostResult:
@@ -192,11 +194,13 @@ class Deployer:
     def _rollback(self, s: Session, old_release: str, out: dict[str, Any]) -> str:
         """Undo what the apply script says it did (nothing, if it failed before any change)."""
         assert s.desired is not None and s.plan is not None
-        if not any(out.get(f"touched_{k}") == "1" for k in ("release", "policy", "service")):
+        touched = {k for k in ("release", "policy", "unit", "service")
+                   if out.get(f"touched_{k}") == "1"}
+        if not touched:
             return "nothing was changed on the host"
-        restart = out.get("touched_release") == "1" or s.plan.service != "reload"
-        script = rollback_script(s.desired, old_release, out.get("touched_policy") == "1",
-                                 restart=restart)
+        restart = bool(touched & {"release", "unit"}) or s.plan.service != "reload"
+        script = rollback_script(s.desired, old_release, "policy" in touched, restart=restart,
+                                 restore_unit="unit" in touched)
         try:
             res = s.transport.run(["sh", "-c", script, "edrfleet-rollback"],
                                   timeout=self.opts.command_timeout + s.desired.start_timeout,
@@ -255,6 +259,17 @@ class Deployer:
 
     def _done(self, s: Session, result: HostResult) -> None:
         self.on_event(s.name, "done")
+
+
+def _seconds(hv: dict[str, Any], var: str, default: float) -> float:
+    value = hv.get(var, default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"{var}: {value!r} is not a number of seconds (fix: e.g. 90)")
+    return seconds
 
 
 def _tail(data: bytes, n: int = 300) -> str:

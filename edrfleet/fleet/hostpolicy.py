@@ -6,9 +6,12 @@ nothing but the scope differing.  Two caches keep deploys fast without trusting 
 
 * on disk, keyed by sha256(compiler sources + rendered text): the same text compiled by the same
   compiler is the same bundle (a rerun with nothing changed compiles nothing);
-* in memory, keyed by the policy minus its ``scope``: the scope only lands in ``bundle["scope"]``
-  (the kernel's cgroup filter), so hosts that differ by their cgroup share one compile, and the
-  bundle's sha256 is recomputed over the host's own scope.
+* in memory and on disk, keyed by sha256(compiler sources + the policy minus its ``scope``):
+  the scope only lands in ``bundle["scope"]`` (the kernel's cgroup filter), so hosts that
+  differ by their cgroup share one compile, and the bundle's sha256 is computed over the
+  host's own scope.
+
+Cache files live in ``$XDG_CACHE_HOME/edrfleet/bundles`` (``EDRFLEET_NO_CACHE=1``: none).
 
 Every host's text is still parsed and validated (``load_policy_text``) on a cache miss.
 """
@@ -88,7 +91,7 @@ class Compiler:
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-        self._by_rules: dict[str, dict[str, Any]] = {}
+        self._by_rules: dict[str, dict[str, str]] = {}  # rules key -> canonical fragments
         self._lock = threading.Lock()
         self._version = compiler_version()
 
@@ -100,27 +103,31 @@ class Compiler:
         source = f"host {name}: {POLICY_TEMPLATE} (rendered)"
         try:
             policy = load_policy_text(text, source)
-            bundle, body = self._compile_scoped(text, policy)
+            body, sha = self._compile_scoped(text, policy)
         except PolicyError as exc:
             raise HostPolicyError(name, exc.format()) from exc
-        self._write_disk(key, body, bundle["sha256"])
-        return HostPolicy(text, bundle, body)
+        self._write_disk(key, body, sha)
+        return HostPolicy(text, None, body, sha)
 
-    def _compile_scoped(self, text: str, policy: Any) -> tuple[dict[str, Any], str]:
-        """The bundle and its canonical text (dump_bundle's bytes).  The canonical JSON of
-        the shared part is made once per rule set: a top-level object with sorted keys is
-        the sorted "key":value fragments joined, so only scope and sha256 are new per host."""
+    def _compile_scoped(self, text: str, policy: Any) -> tuple[str, str]:
+        """The bundle's canonical text (dump_bundle's bytes) and sha256.  The canonical JSON
+        of the shared part is made once per rule set (and kept on disk): a top-level object
+        with sorted keys is its sorted "key":value fragments joined, so only scope, source and
+        sha256 are new per host."""
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        rules_key = json.dumps({k: v for k, v in data.items() if k != "scope"},
-                               sort_keys=True, default=str)
+        rules_key = hashlib.sha256(self._version.encode() + b"\0" + json.dumps(
+            {k: v for k, v in data.items() if k != "scope"}, sort_keys=True,
+            default=str).encode()).hexdigest()
         with self._lock:
-            entry = self._by_rules.get(rules_key)
-        if entry is None:
+            fragments = self._by_rules.get(rules_key)
+        if fragments is None:
+            fragments = self._read_fragments(rules_key)
+        if fragments is None:
             base = compile_policy(policy)
-            entry = (base, {k: _canonical(v) for k, v in base.items() if k != "sha256"})
-            with self._lock:
-                self._by_rules[rules_key] = entry
-        base, fragments = entry
+            fragments = {k: _canonical(v) for k, v in base.items() if k != "sha256"}
+            self._write_disk(f"rules-{rules_key}", json.dumps(fragments), "-")
+        with self._lock:
+            self._by_rules[rules_key] = fragments
         cgroups = list(policy.scope_cgroups)
         if len(cgroups) > EDR_MAX_SCOPE:
             raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
@@ -128,10 +135,18 @@ class Compiler:
         # "source" would carry the first host's name: every host's bundle names the file
         own = {"scope": {"cgroups": cgroups}, "source": "policy.yaml"}
         fragments = fragments | {k: _canonical(v) for k, v in own.items()}
-        body = _join(fragments)
-        sha = hashlib.sha256(body.encode()).hexdigest()
-        bundle = {k: v for k, v in base.items() if k != "sha256"} | own | {"sha256": sha}
-        return bundle, _join(fragments | {"sha256": _canonical(sha)}) + "\n"
+        sha = hashlib.sha256(_join(fragments).encode()).hexdigest()
+        return _join(fragments | {"sha256": _canonical(sha)}) + "\n", sha
+
+    def _read_fragments(self, rules_key: str) -> dict[str, str] | None:
+        cached = self._read_disk(f"rules-{rules_key}")
+        if cached is None:
+            return None
+        try:
+            fragments = json.loads(cached[0])
+        except ValueError:
+            return None
+        return fragments if isinstance(fragments, dict) else None
 
     def _read_disk(self, key: str) -> tuple[str, str] | None:
         """(bundle text, its sha256) — the sidecar is written last, so both or neither."""

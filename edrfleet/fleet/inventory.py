@@ -18,18 +18,18 @@ vars, then ``host_vars/<host>``. Groups go parent before child (depth from ``all
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edrfleet.fleet import patterns
-from edrfleet.fleet.hostrange import RangeError, expand_range, split_port
-from edrfleet.fleet.inventory_vars import VarsDir, check_var_names, merge
-from edrfleet.fleet.inventory_yaml import LineDict, Unsafe, YamlError, load_yaml_file, plain
+from edrfleet.fleet.inventory_parse import InventoryError, Parser, PGroup
+from edrfleet.fleet.inventory_vars import VarsDir, merge
+from edrfleet.fleet.inventory_yaml import Unsafe, YamlError, load_yaml_file
 
-SECTIONS = ("hosts", "children", "vars")
+__all__ = ["Group", "Host", "Inventory", "InventoryError", "load_inventory"]
+
 # Names ansible-inventory leaves out of hostvars (Ansible's INTERNAL_STATIC_VARS).
 INTERNAL_VARS = frozenset({
     "ansible_async_path", "ansible_collection_name", "ansible_config_file",
@@ -43,13 +43,10 @@ INTERNAL_VARS = frozenset({
 })
 
 
-class InventoryError(YamlError):
-    """An inventory that cannot be read: ``FILE:LINE: what is wrong (fix: ...)``."""
-
-
 @dataclass(frozen=True)
 class Host:
-    """One inventory host. ``vars`` are merged in Ansible's order (see the module doc)."""
+    """One inventory host. ``vars`` are merged in Ansible's order (see the module doc); nested
+    values are shared with other hosts of the same groups, so treat them as read-only."""
 
     name: str  # inventory_hostname
     vars: dict[str, Any] = field(hash=False)
@@ -79,198 +76,6 @@ class Group:
     where: str = field(default="", compare=False)
 
 
-class _G:
-    __slots__ = ("name", "vars", "var_lines", "priority", "children", "parents", "hosts", "line")
-
-    def __init__(self, name: str, line: int) -> None:
-        self.name, self.line, self.priority = name, line, 1
-        self.vars: dict[str, Any] = {}
-        self.var_lines: dict[str, int] = {}
-        self.children: list[str] = []
-        self.parents: list[str] = []
-        self.hosts: dict[str, None] = {}  # ordered set
-
-
-class _H:
-    __slots__ = ("name", "vars", "groups", "line")
-
-    def __init__(self, name: str, line: int, port: int | None) -> None:
-        self.name, self.line = name, line
-        self.vars: dict[str, Any] = {} if port is None else {"ansible_port": port}
-        self.groups: dict[str, None] = {}
-
-
-class _Parser:
-    """Builds groups and hosts from the YAML data in the order Ansible's yaml plugin does."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.groups: dict[str, _G] = {"all": _G("all", 0), "ungrouped": _G("ungrouped", 0)}
-        self.hosts: dict[str, _H] = {}
-        self._add_child("all", "ungrouped", 0)
-
-    def error(self, message: str, line: int, fix: str | None = None) -> InventoryError:
-        return InventoryError(message, source=self.source, line=line, fix=fix)
-
-    def parse(self, data: Any) -> None:
-        if data is None or data == {}:
-            raise self.error("the inventory is empty", 1, "start with 'all:' and its 'hosts:'")
-        if not isinstance(data, dict):
-            raise self.error(f"an inventory must be a mapping of group names, not a "
-                             f"{type(data).__name__}", 1, "start with 'all:' and its 'hosts:'")
-        if "plugin" in data:
-            raise self.error("this is an inventory plugin configuration, not a YAML inventory",
-                             data.key_lines["plugin"], "pass a YAML inventory (all: hosts: ...)")
-        for name, value in data.items():
-            line = data.key_lines[name]
-            if name in SECTIONS:
-                raise self.error(f"'{name}' at the top level would be a group named '{name}'",
-                                 line, f"put '{name}:' under a group, e.g. 'all:'")
-            self._group(name, value, line)
-
-    def _group(self, name: Any, data: Any, line: int) -> str:
-        if not isinstance(name, str) or not name:
-            raise self.error(f"group name {name!r} is not a non-empty string", line,
-                             "quote the group name")
-        group = self.groups.get(name)
-        if group is None:
-            group = self.groups[name] = _G(name, line)
-        if data is None:
-            return name
-        if not isinstance(data, dict):
-            raise self.error(f"group '{name}' must be a mapping with hosts/children/vars, not "
-                             f"{_kind(data)}", line,
-                             f"write '{name}:' then 'hosts:' indented under it")
-        for key, value in data.items():
-            kline = data.key_lines[key]
-            if key not in SECTIONS:
-                raise self.error(f"unknown key {key!r} in group '{name}' (a group has only "
-                                 "hosts, children and vars)", kline, _section_fix(key))
-            if isinstance(value, str):  # Ansible allows 'hosts: web1' for one entry
-                value = {value: None}
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                raise self.error(f"'{key}' of group '{name}' must be a mapping, not "
-                                 f"{_kind(value)}", kline, _mapping_fix(key))
-            lines = getattr(value, "key_lines", {})
-            if key == "vars":
-                self._group_vars(group, value)
-            elif key == "children":
-                for sub, subdata in value.items():
-                    sub_line = lines.get(sub, kline)
-                    self._add_child(name, self._group(sub, subdata, sub_line), sub_line)
-            else:
-                for pattern, hostvars in value.items():
-                    self._hosts(group, pattern, hostvars, lines.get(pattern, kline))
-        return name
-
-    def _group_vars(self, group: _G, data: LineDict) -> None:
-        check_var_names(data, self.source)
-        for key, value in data.items():
-            if key == "ansible_group_priority":
-                try:
-                    group.priority = int(value)
-                except (TypeError, ValueError):
-                    raise self.error(f"ansible_group_priority of group '{group.name}' must be "
-                                     f"a whole number, not {value!r}", data.key_lines[key],
-                                     "write e.g. 'ansible_group_priority: 10'") from None
-            else:
-                group.vars[key] = plain(value)
-                group.var_lines[key] = data.key_lines.get(key, data.line)
-
-    def _hosts(self, group: _G, pattern: Any, hostvars: Any, line: int) -> None:
-        if not isinstance(pattern, str) or not pattern:
-            raise self.error(f"host {pattern!r} in group '{group.name}' is not a string", line,
-                             f"quote it: '{pattern}':")
-        if not hostvars:
-            hostvars = {}
-        if not isinstance(hostvars, dict):
-            raise self.error(f"the variables of host '{pattern}' must be a mapping, not "
-                             f"{_kind(hostvars)}", line,
-                             f"write '{pattern}:' then 'name: value' lines indented under it")
-        check_var_names(hostvars, self.source)
-        name_pattern, port = split_port(pattern)
-        try:
-            names = expand_range(name_pattern)
-        except RangeError as exc:
-            raise self.error(f"host range {pattern!r}: {exc}", line,
-                             "write e.g. web[01:20], db-[a:c] or node[0:10:2]") from None
-        values = plain(dict(hostvars))
-        for host_name in names:
-            host = self.hosts.get(host_name)
-            if host is None:  # a port given on a later mention is ignored, as in Ansible
-                host = self.hosts[host_name] = _H(host_name, line, port)
-            host.groups[group.name] = None
-            group.hosts[host_name] = None
-            host.vars.update(values)
-
-    def _add_child(self, parent: str, child: str, line: int) -> None:
-        if child == "all":
-            raise self.error(f"group 'all' cannot be a child of '{parent}'", line,
-                             "'all' already contains every group; remove it from 'children'")
-        if child == parent or child in self._ancestors(parent):
-            raise self.error(f"group '{child}' under '{parent}' makes a loop of children", line,
-                             f"remove '{child}' from the children of '{parent}'")
-        p, c = self.groups[parent], self.groups[child]
-        if child not in p.children:
-            p.children.append(child)
-        if parent not in c.parents:
-            c.parents.append(parent)
-
-    def _ancestors(self, name: str) -> set[str]:
-        seen: set[str] = set()
-        todo = list(self.groups[name].parents)
-        while todo:
-            g = todo.pop()
-            if g not in seen:
-                seen.add(g)
-                todo.extend(self.groups[g].parents)
-        return seen
-
-    def reconcile(self) -> None:
-        """Ansible's rules after parsing: parentless groups go under ``all``; hosts in no
-        group but ``all`` are ``ungrouped``; ``ungrouped`` keeps only such hosts."""
-        for conflict in self.groups.keys() & self.hosts.keys():
-            raise self.error(f"'{conflict}' is both a host and a group",
-                             self.hosts[conflict].line,
-                             "rename the host or the group; Ansible cannot tell them apart")
-        for name, group in self.groups.items():
-            if name != "all" and not group.parents:
-                self._add_child("all", name, group.line)
-        ungrouped = self.groups["ungrouped"]
-        for name, host in self.hosts.items():
-            member_of = set(host.groups)
-            for g in list(member_of):
-                member_of |= self._ancestors(g)
-            if "ungrouped" in member_of:
-                if member_of - {"all", "ungrouped"}:
-                    ungrouped.hosts.pop(name, None)
-                    host.groups.pop("ungrouped", None)
-            elif member_of <= {"all"}:
-                ungrouped.hosts[name] = None
-                host.groups["ungrouped"] = None
-
-
-def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", bool: "true/false"}.get(type(value),
-                                                                        f"{value!r}")
-
-
-def _section_fix(key: Any) -> str:
-    close = difflib.get_close_matches(str(key), SECTIONS, n=1)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return ("put host variables under the host, group variables under 'vars:', and hosts "
-            "under 'hosts:'")
-
-
-def _mapping_fix(key: str) -> str:
-    if key == "hosts":
-        return "list hosts as keys, one per line: 'web1:' (not '- web1')"
-    if key == "children":
-        return "list child groups as keys, one per line: 'web:' (not '- web')"
-    return "write 'name: value' lines indented under 'vars:'"
 
 
 class Inventory:
@@ -345,6 +150,23 @@ class Inventory:
         out["_meta"] = {"hostvars": hostvars, "profile": "inventory_legacy"}
         return out
 
+    def to_ansible_graph(self, group: str = "all") -> str:
+        """The tree ``ansible-inventory --graph GROUP`` prints (every host, no limit)."""
+        if group not in self.groups:
+            raise patterns.PatternError(f"--graph {group!r} is not a group",
+                                        fix="give a group name, e.g. --graph all")
+        lines: list[str] = []
+
+        def walk(name: str, depth: int) -> None:
+            lines.append(_graph_line(f"@{name}:", depth))
+            for child in self.groups[name].children:
+                walk(child, depth + 1)
+            if name != "all":
+                lines.extend(_graph_line(h, depth + 1) for h in self.groups[name].hosts)
+
+        walk(group, 0)
+        return "\n".join(lines)
+
     def host_vars(self, pattern: str) -> dict[str, Any]:
         """``ansible-inventory --host PATTERN``: the variables of the one host it matches."""
         hosts = patterns.match(self, pattern)
@@ -354,6 +176,10 @@ class Inventory:
                 fix="give one host name (see 'edrfleet inventory INVENTORY')")
         return {k: _ansible_json(v) for k, v in self.hosts[hosts[0]].vars.items()
                 if k not in INTERNAL_VARS}
+
+
+def _graph_line(name: str, depth: int) -> str:
+    return "  |" * depth + "--" + name if depth else name
 
 
 def _ansible_json(value: Any) -> Any:
@@ -367,11 +193,11 @@ def _ansible_json(value: Any) -> Any:
     return value
 
 
-def _sort_key(group: _G, depth: dict[str, int]) -> tuple[int, int, str]:
+def _sort_key(group: PGroup, depth: dict[str, int]) -> tuple[int, int, str]:
     return (depth[group.name], group.priority, group.name)
 
 
-def _depths(groups: dict[str, _G]) -> dict[str, int]:
+def _depths(groups: dict[str, PGroup]) -> dict[str, int]:
     """Longest path from ``all``: what Ansible's incremental depth tracking ends with."""
     depth: dict[str, int] = {}
 
@@ -386,7 +212,7 @@ def _depths(groups: dict[str, _G]) -> dict[str, int]:
     return depth
 
 
-def _build(path: Path, parser: _Parser) -> Inventory:
+def _build(path: Path, parser: Parser) -> Inventory:
     base = str(path.parent)
     group_dir = VarsDir(os.path.join(base, "group_vars"))
     host_dir = VarsDir(os.path.join(base, "host_vars"))
@@ -403,7 +229,7 @@ def _build(path: Path, parser: _Parser) -> Inventory:
     for name, h in parser.hosts.items():
         member = set(h.groups)
         for g in h.groups:
-            member |= parser._ancestors(g)
+            member |= parser.ancestors(g)
         member.discard("all")
         ordered = sorted((parser.groups[g] for g in member), key=lambda g: _sort_key(g, depth))
         layers = [all_group.vars, *(g.vars for g in ordered), file_vars["all"],
@@ -411,20 +237,22 @@ def _build(path: Path, parser: _Parser) -> Inventory:
         made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
                           f"{source}:{h.line}")
     inventory = Inventory(path, groups, {}, tuple(parser.hosts),
-                          [*group_dir.problems("group"), *host_dir.problems("host"),
-                           *_shadowed_inline_vars(parser, file_vars["all"])])
+                          [*parser.warnings, *group_dir.problems("group"),
+                           *host_dir.problems("host"),
+                           *_shadowed_inline_vars(parser, file_vars)])
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
     return inventory
 
 
-def _shadowed_inline_vars(parser: _Parser, all_file: dict[str, Any]) -> list[str]:
+def _shadowed_inline_vars(parser: Parser, file_vars: dict[str, dict[str, Any]]) -> list[str]:
     """Group vars written in the inventory that group_vars/all overrides for every host of the
-    group: Ansible's precedence, and a classic surprise."""
+    group (and the group's own group_vars file does not set): Ansible's precedence, and a
+    classic surprise."""
     return [f"{parser.source}:{g.var_lines[k]}: {k!r} of group {g.name!r} is overridden by "
             f"group_vars/all for its hosts, as in Ansible (fix: set it in "
             f"group_vars/{g.name}.yml)"
             for g in parser.groups.values() if g.name != "all"
-            for k in g.vars if k in all_file]
+            for k in g.vars if k in file_vars["all"] and k not in file_vars[g.name]]
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -439,7 +267,7 @@ def load_inventory(path: str | Path) -> Inventory:
         raise InventoryError("is a directory, not an inventory file", source=str(path),
                              fix=f"pass the file, e.g. {path / 'inventory.yml'}")
     try:
-        parser = _Parser(str(path))
+        parser = Parser(str(path))
         parser.parse(load_yaml_file(str(path)))
         parser.reconcile()
         return _build(path, parser)

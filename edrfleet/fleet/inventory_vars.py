@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from edrfleet.fleet.inventory_checks import check_known_vars
 from edrfleet.fleet.inventory_yaml import YamlError, load_yaml_file, plain
 
 VARS_EXTENSIONS = (".yml", ".yaml", ".json")
@@ -46,7 +47,7 @@ class VarsDir:
         """NAME's variables from this directory ({} when there are none)."""
         data: dict[str, Any] = {}
         for path in self.files_for(name):
-            data.update(load_vars_file(path))
+            data.update(load_vars_file(path, os.path.relpath(path, os.path.dirname(self.path))))
         return data
 
     def problems(self, kind: str) -> list[str]:
@@ -83,7 +84,7 @@ def _dir_files(path: str) -> list[str]:
     return found
 
 
-def load_vars_file(path: str) -> dict[str, Any]:
+def load_vars_file(path: str, owner: str | None = None) -> dict[str, Any]:
     """One variables file: a mapping of variable names (empty file: {}).
 
     Raises:
@@ -97,6 +98,7 @@ def load_vars_file(path: str) -> dict[str, Any]:
                         f"{type(data).__name__}", source=path, line=1,
                         fix="write 'name: value' lines at the top level")
     check_var_names(data, path)
+    check_known_vars(data, path, owner or path)
     return plain(data)
 
 

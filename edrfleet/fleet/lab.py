@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,12 +129,16 @@ def is_up(workdir: Path) -> bool:
     return lab.inventory.is_file() and all(lh.sshd_pids(h) for h in lab.hosts)
 
 
-def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> Path:
+def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print,
+       owner_pid: int | None = None) -> Path:
     """Make an n-host lab in workdir and return its inventory path.
 
-    An existing lab of n hosts that is fully up is kept; any other is removed first."""
+    An existing lab of n hosts that is fully up is kept; any other is removed first.
+    owner_pid (tests): the lab belongs to that process; once it is gone (a killed test run),
+    the next ``up`` on this machine removes the lab.  Without it a lab stays until ``down``."""
     if not 1 <= n <= MAX_HOSTS:
         raise LabError(f"lab: --hosts {n}: between 1 and {MAX_HOSTS} (fix: a smaller number)")
+    lh.preflight()
     workdir = Path(workdir).resolve()
     if (workdir / STATE).is_file():
         if is_up(workdir) and len(Lab.load(workdir).hosts) == n:
@@ -148,13 +151,16 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
                        "(fix: another --dir, or empty it)")
     cgroot = cgroup2_root()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = {"owner": owner_pid, "owner_start": ln.start_time(owner_pid),
+             "checkout": str(REPO)} if owner_pid else {}
     try:
         with ln.machine_lock():
+            _reap_orphans(log)
             taken = ln.registered()
             lab_id = ln.pick_id(workdir, taken)
             lab = _plan(workdir, lab_id, ln.pick_subnet(lab_id, taken), n)
             (REGISTRY / f"{lab_id}.json").write_text(json.dumps(
-                {"dir": str(workdir), "subnet": lab.subnet}))
+                {"dir": str(workdir), "subnet": lab.subnet, **owner}))
             lab.save()  # before anything is made: down finds it all after a crash
             lh.ip([], lh.root_network_batch(lab.hosts))
         _parallel(lh.configure_netns, lab.hosts)
@@ -169,6 +175,23 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
     return lab.inventory
 
 
+def _reap_orphans(log: Callable[[str], None]) -> None:
+    """Remove the labs this checkout's test runs made whose owner process is gone (caller
+    holds the machine lock).  Other checkouts' orphans are theirs: named, not touched."""
+    for lab_id, entry in ln.registered().items():
+        if not ln.orphaned(entry):
+            continue
+        if entry.get("checkout") != str(REPO):
+            log(f"lab: lab {lab_id} in {entry['dir']} outlived its owner (from "
+                f"{entry.get('checkout')}); `edrfleet lab down --dir {entry['dir']}` removes it")
+            continue
+        log(f"lab: removing lab {lab_id} in {entry['dir']}: its owner {entry['owner']} is gone")
+        try:
+            down(Path(entry["dir"]), log=lambda _m: None)
+        except LabError as exc:
+            log(f"lab: could not remove orphan lab {lab_id}: {exc}")
+
+
 def _build_hosts(lab: Lab, cgroot: Path) -> None:
     for h in lab.hosts:
         (cgroot / h.cgroup.lstrip("/")).mkdir(parents=True, exist_ok=True)
@@ -177,17 +200,17 @@ def _build_hosts(lab: Lab, cgroot: Path) -> None:
     lh.keygen(lab.key, f"edrfleet-lab-{lab.id}")
     lab.authorized_keys.write_text(lab.key.with_name("id_ed25519.pub").read_text())
     lab.authorized_keys.chmod(0o600)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(h: LabHost) -> None:
         lh.keygen(h.host_key, f"{h.name}@edrfleet-lab-{lab.id}")
         h.config.write_text(lh.sshd_config(h, lab.authorized_keys))
-        procs[h.name] = lh.start_sshd(h, cgroot)
-        h.pid = procs[h.name].pid
+        h.pid = lh.start_sshd(h, cgroot)
 
-    _parallel(start, lab.hosts)
-    lab.save()
-    _parallel(lambda h: lh.wait_sshd(h, procs[h.name]), lab.hosts)
+    try:
+        _parallel(start, lab.hosts)
+    finally:
+        lab.save()  # the pids of whatever started
+    _parallel(lambda h: lh.wait_sshd(h, h.pid), lab.hosts)
     write_known_hosts(lab)
 
 
@@ -249,10 +272,9 @@ def start_host(workdir: Path, name: str) -> None:
     lab = Lab.load(Path(workdir).resolve())
     h = lab.host(name)
     stop_host(workdir, name)
-    proc = lh.start_sshd(h, cgroup2_root())
-    h.pid = proc.pid
+    h.pid = lh.start_sshd(h, cgroup2_root())
     lab.save()
-    lh.wait_sshd(h, proc)
+    lh.wait_sshd(h, h.pid)
 
 
 def regenerate_host_key(workdir: Path, name: str) -> None:

@@ -1,15 +1,17 @@
 """One lab host's pieces: network namespace + veth, cgroup, keys, its own sshd.
 
 Names and addresses come from the lab (edrfleet/fleet/lab.py); this module makes and removes
-them.  sshd is started with ``nsenter --net=/run/netns/NAME`` (only the network namespace:
-``ip netns exec`` would also remount /sys, hiding tracefs, bpffs and the cgroup mounts that an
-agent started over SSH needs) and is put in the host's cgroup before it execs, so every
-session and everything started from one inherits the cgroup.
+them.  sshd is started with ``nsenter --net=/run/netns/NAME``: only the network namespace
+(``ip netns exec`` would also remount /sys, hiding tracefs, bpffs and the cgroup mounts that
+an agent started over SSH needs), plus a UTS namespace of its own so ``hostname`` is the lab
+host's name.  It is put in the host's cgroup before it execs, so every session and
+everything started from one inherits the cgroup.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +25,22 @@ PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; must exist befor
 
 class LabError(OSError):
     """The lab could not be made or removed; the message says which host/step and why."""
+
+
+def preflight() -> None:
+    """Refuse early, with the fix, when this machine cannot hold a lab."""
+    if os.geteuid() != 0:
+        raise LabError("lab: needs root (network namespaces, veths, cgroups, sshd on port 22); "
+                       "fix: run it as root")
+    tools = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
+             "ssh-keygen": "openssh-client"}
+    for tool, package in tools.items():
+        if not shutil.which(tool):
+            raise LabError(f"lab: {tool} not found (fix: apt-get install {package}, or "
+                           "scripts/setup.sh)")
+    if not os.access(SSHD, os.X_OK):
+        raise LabError(f"lab: {SSHD} not found (fix: apt-get install openssh-server, or "
+                       "scripts/setup.sh)")
 
 
 @dataclass
@@ -111,19 +129,27 @@ def sshd_config(h: LabHost, authorized_keys: Path) -> str:
         "Subsystem sftp internal-sftp", ""])
 
 
-def start_sshd(h: LabHost, cgroup_root: Path) -> subprocess.Popen[bytes]:
-    """Start sshd for h inside its netns and cgroup; returns at once (see wait_sshd)."""
+def start_sshd(h: LabHost, cgroup_root: Path) -> int:
+    """Start sshd for h inside its netns and cgroup and return its pid at once (see wait_sshd).
+
+    sshd is not our child: the launcher shell backgrounds it and exits, so it belongs to init
+    (no zombie here when it stops, nothing tied to this process's lifetime)."""
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     h.pidfile.unlink(missing_ok=True)
     procs = cgroup_root / h.cgroup.lstrip("/") / "cgroup.procs"
-    # The shell moves itself into the cgroup, then execs nsenter, which execs sshd: one pid
-    # throughout, in the cgroup before sshd runs a single instruction.
-    script = 'echo $$ > "$1" && exec nsenter --net="$2" -- "$3" -D -f "$4" -E "$5"'
-    return subprocess.Popen(
-        ["sh", "-c", script, "lab-sshd", str(procs), f"/run/netns/{h.netns}", SSHD,
-         str(h.config), str(h.log)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
+    # One pid throughout: the shell moves itself into the cgroup, execs unshare (its own UTS
+    # namespace: `hostname` says lab01), which execs a shell setting the name, which execs
+    # nsenter into the netns, which execs sshd.  The scripts travel as arguments ($7, $8),
+    # so no quoting nests.
+    set_name = 'hostname "$6" && exec nsenter --net="$2" -- "$3" -D -f "$4" -E "$5"'
+    enter = 'echo $$ > "$1" && exec unshare --uts -- sh -c "$7" lab-sshd "$@"'
+    launch = 'sh -c "$8" lab-sshd "$@" </dev/null >/dev/null 2>>"$5" & echo $!'
+    r = subprocess.run(["sh", "-c", launch, "lab-sshd", str(procs), f"/run/netns/{h.netns}",
+                        SSHD, str(h.config), str(h.log), h.name, set_name, enter],
+                       capture_output=True, text=True, start_new_session=True, timeout=30)
+    if r.returncode or not r.stdout.strip().isdigit():
+        raise LabError(f"lab: {h.name}: could not launch sshd: {r.stderr.strip()}")
+    return int(r.stdout)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -133,25 +159,21 @@ def tail(path: Path, lines: int = 15) -> str:
         return f"(no {path})"
 
 
-def wait_sshd(h: LabHost, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+def wait_sshd(h: LabHost, pid: int, timeout: float = 10, port: int = 22) -> None:
     """Return once sshd answers with its banner; LabError with its log tail otherwise."""
     deadline = time.monotonic() + timeout
     while True:
-        rc = proc.poll()
-        if rc is not None:
-            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            raise LabError(f"lab: {h.name}: sshd exited {rc} at start: {err}\n{tail(h.log)}")
+        if not _alive(pid):
+            raise LabError(f"lab: {h.name}: sshd exited at start:\n{tail(h.log)}")
         try:
-            with socket.create_connection((h.addr, 22), timeout=1) as s:
+            with socket.create_connection((h.addr, port), timeout=1) as s:
                 s.settimeout(2)
                 if s.recv(64).startswith(b"SSH-"):
-                    if proc.stderr:
-                        proc.stderr.close()
                     return
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise LabError(f"lab: {h.name}: sshd on {h.addr}:22 not answering after "
+            raise LabError(f"lab: {h.name}: sshd on {h.addr}:{port} not answering after "
                            f"{timeout:g} s:\n{tail(h.log)}")
         time.sleep(0.02)
 
@@ -197,6 +219,10 @@ def stop_pids(pids: set[int], timeout: float = 3) -> set[int]:
 
 
 def _alive(pid: int) -> bool:
+    try:  # reap it if it is our child (an sshd this process started), else it stays a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"

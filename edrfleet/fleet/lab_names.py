@@ -45,12 +45,30 @@ def registered() -> dict[str, dict]:
     return out
 
 
+def start_time(pid: int) -> int:
+    """A process's start time in clock ticks: with its pid, an identity reuse cannot fake."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def orphaned(entry: dict) -> bool:
+    """True for a lab made for an owner process (tests) that no longer runs."""
+    pid = entry.get("owner")
+    if not pid:
+        return False
+    try:
+        return start_time(int(pid)) != entry.get("owner_start")
+    except (OSError, ValueError, IndexError):
+        return True
+
+
 def pick_id(workdir: Path, taken: dict[str, dict]) -> str:
+    """The first free hash of workdir: an id registered for another directory is taken, even
+    if that lab looks dead (its leftovers carry the id; `lab down --dir` frees it)."""
     for salt in range(1000):
         lab_id = hashlib.sha256(f"{workdir}#{salt}".encode()).hexdigest()[:6]
         other = taken.get(lab_id)
-        if other is None or other.get("dir") == str(workdir) or \
-                not (Path(other["dir"]) / STATE).is_file():
+        if other is None or other.get("dir") == str(workdir):
             return lab_id
     raise LabError("lab: no free lab id (clean /run/edrfleet-labs)")
 
@@ -62,7 +80,7 @@ def _networks_in_use() -> list[ipaddress.IPv4Network]:
         for item in json.loads(r.stdout or "[]"):
             entries = item.get("addr_info", [item])
             for e in entries:
-                dst = e.get("local") and f"{e['local']}/{e.get('prefixlen', 32)}" or e.get("dst")
+                dst = f"{e['local']}/{e.get('prefixlen', 32)}" if "local" in e else e.get("dst")
                 if not dst or dst == "default" or ":" in dst:
                     continue
                 try:

@@ -85,8 +85,7 @@ def fleet_uninstall(inventory_dir: Path, hosts: Sequence[Any], *, purge: bool = 
         s = Session(host, started=time.monotonic())
         script = uninstall_script(HostPaths.from_vars(host.vars), host.name, purge)
         with connect(host, inventory_dir) as t:
-            # up to START_TIMEOUT (300 s) for the switch to monitor mode on a slow host
-            res = t.run(["sh", "-c", script, "edrfleet-uninstall"], timeout=420, check=False)
+            res = t.run(["sh", "-c", script, "edrfleet-uninstall"], timeout=120, check=False)
         out = parse_output(res.stdout)
         if res.rc == 0 and out.get("result") == "ok":
             return s.finish("changed", "removed" + (" (spool too)" if purge else

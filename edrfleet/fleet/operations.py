@@ -98,6 +98,9 @@ def _packages(facts: dict[str, Any], desired: Desired) -> list[str]:
 
 def plan(facts: dict[str, Any], desired: Desired) -> Plan:
     """What must change on the host so that it runs ``desired`` (raises HostFailed)."""
+    if facts.get("uid", 0) != 0:
+        raise HostFailed(f"commands run as uid {facts['uid']}, the agent needs root (fix: "
+                         "ansible_user: root, or ansible_become: true with passwordless sudo)")
     p = Plan(packages=_packages(facts, desired))
     if p.packages:
         p.reasons.append(f"install packages {' '.join(p.packages)}")

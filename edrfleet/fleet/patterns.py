@@ -173,7 +173,7 @@ def limit_parts(limit: str) -> list[str]:
 
 
 def _no_host(what: str, text: str, unmatched: list[str]) -> PatternError:
-    unknown = f"; no group or host is named {', '.join(map(repr, unmatched))}" \
+    unknown = f"; {', '.join(map(repr, unmatched))} matches no group or host name" \
         if unmatched else ""
     return PatternError(f"{what} {text!r} matches no host{unknown}",
                         fix="see the groups and hosts with 'edrfleet inventory INVENTORY'")

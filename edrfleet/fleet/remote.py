@@ -8,7 +8,7 @@ in force (or a failure, or the timeout), then prints ``key=value`` lines:
 
     old_release=<id or empty>   result=ok|failed|timeout   status=<status.json, base64>
     error=<one line>            (on failure)
-    touched_release=1, touched_policy=1, touched_service=1   (what rollback must undo)
+    touched_release=1, touched_policy=1, touched_unit=1, touched_service=1   (for rollback)
 
 Host layout: docs/fleet.md.  The supervised agent logs to <spool_dir>/agent.log.
 """
@@ -16,6 +16,7 @@ Host layout: docs/fleet.md.  The supervised agent logs to <spool_dir>/agent.log.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ from typing import Any
 
 from edrfleet.fleet.facts import HostPaths
 from edrfleet.fleet.operations import Desired, Plan
+from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 
 # Runs on the host's python3: waits until status.json shows what the action should produce.
 # argv: spool want_sha action t0 old_pid timeout
@@ -69,22 +71,6 @@ print("error=" + " ".join(error.split())[:500])
 print("status=" + base64.b64encode(json.dumps(last).encode()).decode())
 '''
 
-# Rewrite a bundle with mode monitor (uninstall, before `systemctl stop`): argv agent.pyz, bundle.
-MONITOR_PY = r'''
-import json, os, sys
-sys.path.insert(0, sys.argv[1])
-from edrfleet.agent.bundle_file import canonical_sha256
-path = sys.argv[2]
-with open(path) as f:
-    bundle = json.load(f)
-bundle["mode"] = "monitor"
-bundle["sha256"] = canonical_sha256(bundle)
-with open(path + ".monitor.tmp", "w") as f:
-    json.dump(bundle, f)
-os.rename(path + ".monitor.tmp", path)
-print(bundle["sha256"])
-'''
-
 # Shell functions every script shares: start/stop/reload the agent under either manager.
 COMMON = r'''
 set -eu
@@ -94,9 +80,20 @@ sup_pid() {
     p=$(cat "$RUN_DIR/supervisor.pid" 2>/dev/null || true)
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && echo "$p" || true
 }
+quiesce_agent() {  # systemd: a policy without rules first, so self-protection lets us stop it
+    p=$(systemctl show -p MainPID --value "$UNIT_NAME" 2>/dev/null || echo 0)
+    [ -n "$p" ] && [ "$p" -gt 0 ] && [ -d "$CONFIG_DIR" ] || return 0
+    printf '%s\n' "$NO_RULES_BUNDLE" > "$CONFIG_DIR/.policy.json.tmp"
+    mv -f "$CONFIG_DIR/.policy.json.tmp" "$CONFIG_DIR/policy.json"
+    t0=$(date +%s.%N)
+    kill -HUP "$p"  # the shell's kill: no exec for the agent's rules to judge
+    wait_agent reload "$NO_RULES_SHA" "$t0" "$p" >/dev/null || true
+}
 stop_agent() {
     if [ "$MANAGER" = systemd ]; then
-        systemctl stop "$UNIT_NAME" 2>/dev/null || true
+        systemctl is-active --quiet "$UNIT_NAME" 2>/dev/null || return 0
+        quiesce_agent
+        systemctl stop "$UNIT_NAME" || fail "systemctl stop $UNIT_NAME failed"
         return
     fi
     p=$(sup_pid)
@@ -185,13 +182,16 @@ if [ "$WRITE_POLICY" = 1 ]; then
     done
 fi
 if [ "$WRITE_UNIT" = 1 ]; then
+    echo "touched_unit=1"
+    if [ -f "$UNIT_PATH" ]; then cp -p "$UNIT_PATH" "$CONFIG_DIR/unit.prev"
+    else rm -f "$CONFIG_DIR/unit.prev"; fi
     cp "$STAGE/unit" "$UNIT_PATH.tmp" && chmod 644 "$UNIT_PATH.tmp"
     mv -f "$UNIT_PATH.tmp" "$UNIT_PATH"
     systemctl daemon-reload
 fi
-echo "touched_service=1"
 OLD_PID=$(agent_pid)
 T0=$(date +%s.%N)
+[ "$SERVICE" = none ] || echo "touched_service=1"
 case "$SERVICE" in
     start|restart) start_agent ;;
     reload) reload_agent ;;
@@ -231,6 +231,11 @@ if [ "$RESTORE_POLICY" = 1 ]; then
         if [ -f "$CONFIG_DIR/$f.prev" ]; then mv -f "$CONFIG_DIR/$f.prev" "$CONFIG_DIR/$f"; fi
     done
 fi
+if [ "$RESTORE_UNIT" = 1 ] && [ -f "$CONFIG_DIR/unit.prev" ]; then
+    cp "$CONFIG_DIR/unit.prev" "$UNIT_PATH.tmp" && chmod 644 "$UNIT_PATH.tmp"
+    mv -f "$UNIT_PATH.tmp" "$UNIT_PATH"
+    systemctl daemon-reload
+fi
 if [ "$RESTART" = 0 ]; then  # a refused reload: the agent still enforces the old policy
     echo "result=ok"
     exit 0
@@ -246,28 +251,11 @@ STOP_BODY = r'''
 stop_agent
 if [ -f "$UNIT_PATH" ]; then
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        # The default policy blocks `systemctl stop|disable` of this unit (EPERM), which left the
-        # agent running until its spool was removed under it.  Switch it to monitor mode first
-        # (the bundle in force with mode monitor, re-hashed by the agent's own code, put in force
-        # by a reload), then stop it.
-        if systemctl is-active --quiet "$UNIT_NAME" && [ -f "$CONFIG_DIR/policy.json" ]; then
-            SHA=$("$PYTHON" -c "$MONITOR_PY" "$INSTALL_DIR/current/agent.pyz" \
-                  "$CONFIG_DIR/policy.json") || fail "could not switch the policy to monitor mode"
-            OLD_PID=$(agent_pid)
-            T0=$(date +%s.%N)
-            systemctl reload "$UNIT_NAME" || fail "systemctl reload $UNIT_NAME failed"
-            OUT=$(wait_agent reload "$SHA" "$T0" "$OLD_PID")
-            case "$OUT" in result=ok*) ;; *) fail "agent did not switch to monitor mode" ;; esac
-        fi
-        systemctl stop "$UNIT_NAME" || fail "systemctl stop $UNIT_NAME failed"
-        systemctl disable --quiet "$UNIT_NAME" 2>/dev/null || true
+        MANAGER=systemd stop_agent
+        systemctl disable --quiet "$UNIT_NAME" || fail "systemctl disable $UNIT_NAME failed"
     fi
     rm -f "$UNIT_PATH"
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        systemctl daemon-reload
-        # a unit that ever failed stays listed ("not-found failed") until this
-        systemctl reset-failed "$UNIT_NAME" 2>/dev/null || true
-    fi
+    command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] && systemctl daemon-reload
 fi
 rm -rf "$INSTALL_DIR" "$CONFIG_DIR" "$RUN_DIR"
 [ "$PURGE" = 1 ] && rm -rf "$SPOOL_DIR"
@@ -275,10 +263,21 @@ echo "result=ok"
 '''
 
 
+@functools.lru_cache(maxsize=1)
+def no_rules_bundle() -> tuple[str, str]:
+    """(canonical text, sha256) of a monitor-mode policy with no rules: what the agent is
+    reloaded with before systemd stops it (the default policy forbids `systemctl stop
+    edrfleet-agent`, and rightly so for anyone but the deployer)."""
+    bundle = compile_policy(load_policy_text("version: 1\nmode: monitor\nrules: []\n",
+                                             "stop.yaml"))
+    return dump_bundle(bundle).strip(), bundle["sha256"]
+
+
 def _preamble(paths: HostPaths, name: str, manager: str, extra: dict[str, str],
               start_timeout: float) -> str:
+    text, sha = no_rules_bundle()
     values = {"HOST_NAME": name, "MANAGER": manager, "START_TIMEOUT": f"{start_timeout:g}",
-              "WAIT_PY": WAIT_PY, **extra}
+              "WAIT_PY": WAIT_PY, "NO_RULES_BUNDLE": text, "NO_RULES_SHA": sha, **extra}
     return paths.shell_vars() + "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
@@ -289,9 +288,10 @@ def _flag(value: bool) -> str:
 def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
     install = "install_packages() { :; }\n"
     if plan.packages:
-        install = ("install_packages() {\n    DEBIAN_FRONTEND=noninteractive apt-get install -y "
-                   f"-q -- {shlex.join(plan.packages)} >&2 || fail \"apt-get install "
-                   f"{' '.join(plan.packages)} failed\"\n}}\n")
+        apt = f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q -- {shlex.join(plan.packages)}"
+        install = (  # a fresh host may have no package lists yet: update once and retry
+            f"install_packages() {{\n    {apt} >&2 || {{ apt-get update -q >&2 && {apt} >&2; }} "
+            f"|| fail \"apt-get install {' '.join(plan.packages)} failed\"\n}}\n")
     extra = {
         "WANT_RELEASE": desired.release.id, "WANT_SHA": desired.policy.sha256,
         "RAND": secrets.token_hex(4), "PAYLOAD": _flag(payload),
@@ -304,9 +304,9 @@ def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
 
 
 def rollback_script(desired: Desired, old_release: str, restore_policy: bool,
-                    restart: bool) -> str:
+                    restart: bool, restore_unit: bool = False) -> str:
     extra = {"OLD_RELEASE": old_release, "RESTORE_POLICY": _flag(restore_policy),
-             "RESTART": _flag(restart)}
+             "RESTART": _flag(restart), "RESTORE_UNIT": _flag(restore_unit)}
     return (_preamble(desired.paths, desired.name, desired.manager, extra,
                       desired.start_timeout) + COMMON + ROLLBACK_BODY)
 
@@ -314,9 +314,8 @@ def rollback_script(desired: Desired, old_release: str, restore_policy: bool,
 def uninstall_script(paths: HostPaths, name: str, purge: bool) -> str:
     for p in (paths.install_dir, paths.config_dir, paths.run_dir, paths.spool_dir):
         check_removable(p)
-    return (_preamble(paths, name, "supervisor", {"PURGE": _flag(purge),
-                                                   "MONITOR_PY": MONITOR_PY}, 300)
-            + COMMON + STOP_BODY)
+    return (_preamble(paths, name, "supervisor", {"PURGE": _flag(purge)}, 30) + COMMON
+            + STOP_BODY)
 
 
 # Directories uninstall must never remove whole, whatever the inventory says.

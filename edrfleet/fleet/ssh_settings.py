@@ -116,6 +116,18 @@ def parse_common_args(args: str, target: Hop, *, host: str) -> Proxy:
     return Proxy()
 
 
+def _check_become(name: str, hv: Mapping[str, Any]) -> None:
+    """become is ``sudo -n`` only: refuse settings it would silently ignore."""
+    method = str(hv.get("ansible_become_method") or "sudo")
+    if method != "sudo":
+        raise ValueError(f"{name}: ansible_become_method {method!r}: only sudo is supported "
+                         "(fix: sudo, or connect as the user you need)")
+    for var in ("ansible_become_password", "ansible_become_pass", "ansible_sudo_pass"):
+        if hv.get(var):
+            raise ValueError(f"{name}: {var} is not used: become runs `sudo -n`, which never "
+                             "prompts (fix: a NOPASSWD sudoers rule for the connecting user)")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Transport reads from one host's variables."""
@@ -142,6 +154,8 @@ class Settings:
         key_file = os.path.expanduser(str(key)) if key else None
         become = as_bool(hv.get("ansible_become", False), host=name, var="ansible_become")
         become_user = str(hv.get("ansible_become_user") or "root")
+        if become:
+            _check_become(name, hv)
         prefix: tuple[str, ...] = ()
         if become and become_user != user:
             prefix = ("sudo", "-n") + (() if become_user == "root" else ("-u", become_user))

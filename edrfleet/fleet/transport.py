@@ -24,6 +24,7 @@ first call and reconnects after ``close``.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -42,6 +43,10 @@ from edrfleet.fleet import known_hosts as kh
 from edrfleet.fleet.ssh_settings import Hop, Settings
 
 _BUF = 1 << 16
+# paramiko logs failures it also raises ("Secsh channel open FAILED", socket errors); with no
+# handler configured Python would print them to stderr over the CLI's own output.  Errors
+# reach the user as exceptions; an application that configures logging still gets these.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Unreachable(ConnectionError):
@@ -176,7 +181,11 @@ class Transport:
         if s.key_file and not os.path.isfile(s.key_file):
             raise Unreachable(f"{self.name}: ansible_ssh_private_key_file {s.key_file} does "
                               "not exist (fix: the path of the private key)")
-        known = kh.KnownHosts(list(s.known_hosts_files))
+        try:
+            known = kh.KnownHosts(list(s.known_hosts_files))
+        except OSError as exc:
+            raise HostKeyError(f"{self.name}: cannot read known_hosts {exc.filename}: "
+                               f"{exc.strerror} (fix: make it readable)") from None
         gateway: Connection | None = None
         for hop in s.proxy.jumps:
             gateway = self._connection(hop, known, gateway)
@@ -196,14 +205,33 @@ class Transport:
             raise Unreachable(f"{self.name}: authentication to {where} failed ({exc}); "
                               f"fix: authorize {s.key_file or 'your key'} for "
                               f"{s.target.user}") from None
+        except paramiko.IncompatiblePeer as exc:
+            self.close()
+            if "host key" not in str(exc):
+                raise Unreachable(f"{self.name}: cannot connect to {where}: {exc}") from None
+            name = kh.host_key_name(s.target.host, s.target.port)
+            lines = ", ".join(f"{e.where} ({e.keytype})" for e in known.for_name(name))
+            if not lines:  # it was a jump host
+                raise HostKeyError(f"{self.name}: a jump host offers none of the host key "
+                                   f"types known for it: {exc}") from None
+            raise HostKeyError(
+                f"{self.name}: {name} offers none of the host key types known for it ({lines}); "
+                f"if its keys changed, remove those lines (ssh-keygen -R '{name}' -f FILE) "
+                "and connect again") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
-            why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                why = "timed out"
+            elif isinstance(exc, paramiko.ChannelException):
+                why = f"the jump host could not open a connection to it ({exc.text})"
+            else:
+                why = str(exc) or type(exc).__name__
             via = " via ProxyCommand" if s.proxy.command else (
                 " via " + ",".join(h.host for h in s.proxy.jumps) if s.proxy.jumps else "")
             raise Unreachable(f"{self.name}: cannot connect to {where}{via}: {why}") from None
         for c in self._conns:  # jump hosts carry the same small packets
             _no_delay(c)
+        conn.transport.set_keepalive(15)  # a host that dies mid-command fails, not hangs
         self._conn = conn
 
     def close(self) -> None:
@@ -293,24 +321,36 @@ def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, 
             out += chan.recv(_BUF)
             progressed = True
         if not sent_eof:
-            if view and chan.send_ready():
-                view = view[chan.send(view[:_BUF]):]
+            if chan.closed:
+                view, sent_eof = view[:0], True  # the command is done without reading it all
+            elif view and chan.send_ready():
+                try:
+                    view = view[chan.send(view[:_BUF]):]
+                except OSError:
+                    if not chan.closed:
+                        raise
+                    view = view[:0]
                 progressed = True
-            if not view:
+            if not view and not sent_eof:
                 chan.shutdown_write()
                 sent_eof = True
         if progressed:
             continue
-        if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
-            break
-        if chan.closed:
+        if chan.closed or (sent_eof and chan.eof_received):
+            # Data, EOF and close may all have landed since the reads above: drain first.
+            if chan.recv_ready() or chan.recv_stderr_ready():
+                continue
             break
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
         # The channel's pipe wakes us on data and EOF; stdin window space does not, hence
-        # the short wait while there is still input to send.
-        select.select([chan], [], [], min(left, 0.05 if view else 1.0))
+        # the short wait while there is still input to send.  After EOF the pipe stays
+        # readable, so a plain sleep keeps input still flowing from spinning.
+        if chan.eof_received:
+            time.sleep(min(left, 0.005))
+        else:
+            select.select([chan], [], [], min(left, 0.05 if view else 1.0))
     left = deadline - time.monotonic()
     if not chan.status_event.wait(max(left, 0)):
         raise TimeoutError

@@ -16,7 +16,6 @@ A test that breaks a host (stops its sshd, changes its key) must put it back: us
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -28,16 +27,14 @@ LAB_HOSTS = 3
 
 
 def lab_ready() -> str:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, cgroups, sshd)"
-    for tool in ("ip", "nsenter", "ssh-keygen", "sshd"):
-        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-            return f"needs {tool} (scripts/setup.sh installs iproute2 and openssh-server)"
-    try:
-        from edrfleet.agent.run import cgroup2_root
+    """Why this machine cannot run lab tests ("" when it can): the checks `lab up` makes."""
+    from edrfleet.agent.run import cgroup2_root
+    from edrfleet.fleet.lab_host import LabError, preflight
 
+    try:
+        preflight()
         cgroup2_root()
-    except FileNotFoundError as exc:
+    except (LabError, FileNotFoundError) as exc:
         return str(exc)
     return ""
 
@@ -54,7 +51,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def lab_hosts(tmp_path_factory) -> Iterator[LabFleet]:
     workdir = tmp_path_factory.mktemp("edrfleet-lab") / "lab"
-    inventory = lab.up(LAB_HOSTS, workdir, log=lambda _m: None)
+    # owner_pid: if this run is killed, the next `lab up` anywhere on the machine removes it
+    inventory = lab.up(LAB_HOSTS, workdir, log=lambda _m: None, owner_pid=os.getpid())
     try:
         yield LabFleet(workdir, inventory, load_lab_hosts(inventory))
     finally:

@@ -92,11 +92,20 @@ def wait_for(cond, timeout=30.0):
     raise AssertionError("condition not met in time")
 
 
+MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
+                "edrfleet_run_dir")
+
+
 @pytest.fixture(scope="module")
 def deployed(lab_hosts):
     report, by_name = run_deploy(lab_hosts)
     yield report, by_name
     main(["uninstall", str(lab_hosts.inventory), "--purge"])
+    # put the hosts back as `lab up` made them for the modules after this one
+    for h in lab_hosts.hosts.values():
+        for var in MANAGED_DIRS:
+            Path(h.vars[var]).mkdir(mode=0o700, exist_ok=True)
+            Path(h.vars[var]).chmod(0o700)
 
 
 def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, deployed):

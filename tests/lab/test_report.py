@@ -221,3 +221,100 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
     assert sorted(ids) == [f"{name}-{i:06d}" for i in range(total)]
     assert pulls >= 3
     store.close()
+
+
+# --- with real agents, deployed by `edrfleet deploy` -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deployed(lab_hosts):
+    from edrfleet.cli.main import main
+    from edrfleet.fleet.deploy import Deployer, DeployOptions
+    from edrfleet.fleet.inventory import load_inventory
+
+    hosts = list(load_inventory(lab_hosts.inventory).hosts.values())
+    dirs = [Path(h.vars[f"edrfleet_{v}_dir"]) for h in hosts
+            for v in ("install", "config", "spool", "run")]
+    existed = [d for d in dirs if d.is_dir()]
+    report = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5)).run(hosts)
+    assert not report.failed, [(r.name, r.message) for r in report.failed]
+    yield
+    main(["uninstall", str(lab_hosts.inventory), "--purge"])
+    for d in existed:  # leave the lab as we found it for the tests after this one
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d.chmod(0o700)
+
+
+def canary_attack(lab_hosts, name: str) -> tuple[int, bool, str]:
+    """rm -rf of a fresh canary inside the host: (exit status, survived, its command line)."""
+    victim = Path(f"/tmp/edrfleet-canary-report-{uuid.uuid4().hex[:8]}")
+    (victim / "precious").mkdir(parents=True)
+    try:
+        with lab_hosts.transport(name) as t:
+            r = t.run(["sh", "-c", 'rm -rf "$1"; exit $?', "sh", str(victim)], check=False)
+        return r.rc, (victim / "precious").is_dir(), f"rm -rf {victim}"
+    finally:
+        shutil.rmtree(victim, ignore_errors=True)
+
+
+def test_report_shows_what_deployed_agents_blocked(lab_hosts, deployed, tmp_path) -> None:
+    db, out = tmp_path / "report.db", tmp_path / "r.json"
+    lab = ReportLab(lab_hosts.inventory, lab_hosts.names, {}, {})
+    cmds: dict[str, list[str]] = {}
+    for name in lab_hosts.names:
+        for _ in range(2):
+            rc, survived, cmd = canary_attack(lab_hosts, name)
+            assert rc == 137 and survived  # Killed before rm ran
+            cmds.setdefault(name, []).append(cmd)
+    deadline = time.monotonic() + 30
+    while True:  # the agent writes a kill's event at once; give its batch a moment anyway
+        rc, summary, err = report(lab, db, out)
+        assert rc == 0, err
+        by = {h["name"]: h for h in summary["hosts"]}
+        if all(by[n]["blocked"] >= 2 for n in lab_hosts.names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for name in lab_hosts.names:
+        h = by[name]
+        assert h["blocked"] >= 2 and h["state"] == "enforcing", h
+        assert h["backend"] in ("sigkill", "lsm") and len(h["policy_sha256"]) == 64
+    rules = {r["rule"]: r for r in summary["rules"]}
+    assert rules["lab-canary"]["severity"] == "critical"
+    assert rules["lab-canary"]["blocked"] >= 2 * len(lab_hosts.names)
+    top = {c["command_line"] for c in summary["top_blocked"]}
+    assert {c for cs in cmds.values() for c in cs} <= top
+    rc, again, err = report(lab, db, out)  # nothing new was blocked: nothing new is counted
+    assert rc == 0 and again["totals"]["blocked"] == summary["totals"]["blocked"]
+
+
+def test_a_report_killed_mid_pull_loses_and_repeats_nothing(report_lab, tmp_path) -> None:
+    name = report_lab.names[0]
+    total = 120_000  # ~36 MiB of lines: three pulls of 16 MiB, each its own transaction
+    with report_lab.spool(name, max_bytes=4 << 20, keep=50) as s:
+        for k in range(0, total, 10_000):
+            s.append([event(name, i, cmd=f"rm -rf /tmp/edrfleet-canary-{i} " + "p" * 100)
+                      for i in range(k, k + 10_000)])
+    db = tmp_path / "report.db"
+    proc = subprocess.Popen([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
+                             "--limit", name, "--format", "json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = 0
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if db.exists():
+                with Store(db) as s:
+                    seen = s.count()
+                if seen:
+                    proc.kill()  # SIGKILL between two committed chunks, or inside one
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert 0 < seen < total, f"the kill did not land mid-pull ({seen} of {total} stored)"
+    rc, summary, err = report(report_lab, db, tmp_path / "r.json", "--limit", name)
+    assert rc == 0, err
+    ids = stored_ids(db)
+    assert len(ids) == total and ids == sorted(f"{name}-{i:06d}" for i in range(total))
+    assert summary["hosts"][0]["new_events"] <= total - seen  # only what was missing

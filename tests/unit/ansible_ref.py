@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ needs_ansible = pytest.mark.skipif(
     reason="ansible-core is not installed (it is in the dev extra: bash scripts/setup.sh)")
 
 _HOME = tempfile.mkdtemp(prefix="edrfleet-test-ansible-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 _CONFIG = os.path.join(_HOME, "ansible.cfg")  # empty: Ansible's defaults, whatever ~ holds
 Path(_CONFIG).write_text("[defaults]\n")
 
@@ -42,6 +44,20 @@ def ansible_inventory(inventory: Path, *extra: str) -> dict:
     done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), *args])
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def ansible_graph(inventory: Path, group: str = "all") -> str:
+    """``ansible-inventory -i INVENTORY --graph GROUP`` as printed (without the last newline)."""
+    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--graph", group])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.rstrip("\n")
+
+
+def ansible_inventory_yaml(inventory: Path) -> str:
+    """``ansible-inventory -i INVENTORY --list -y``: the conversion edrfleet suggests for INI."""
+    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--list", "-y"])
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def ansible_list_hosts(inventory: Path, limit: str) -> list[str] | None:

@@ -171,3 +171,21 @@ def test_the_agent_zipapp_pulls_with_the_system_python(tmp_path: Path) -> None:
     bad = subprocess.run([python, str(pyz), "pull", "--spool", str(d), "--cursor", "[1]"],
                          capture_output=True, env=env)
     assert bad.returncode == 2 and b"--cursor" in bad.stderr
+
+
+@pytest.mark.parametrize("cursor", [{"inode": "1", "offset": 2}, {"inode": 1}, [1, 2], "x" * 99,
+                                    {"inode": 1, "offset": -1}, {"inode": 1, "offset": 2, "x": 3},
+                                    {"inode": True, "offset": 2}])
+def test_a_cursor_that_is_not_ours_is_refused(cursor) -> None:
+    with pytest.raises(FrameError, match="cursor"):
+        decode_frame(encode_frame({"cursor": cursor}, []))
+
+
+def test_a_payload_that_inflates_past_its_header_is_refused() -> None:
+    bomb = b"{}\n" * 3_000_000  # 9 MB that compresses to a few KB
+    with pytest.raises(FrameError, match="bytes, header says 30"):
+        decode_frame(_reframe({"encoding": "zlib+base64", "raw_bytes": 30, "events": 10},
+                              bomb))
+    with pytest.raises(FrameError, match="raw_bytes"):
+        decode_frame(_reframe({"encoding": "zlib+base64", "raw_bytes": 1 << 40, "events": 1},
+                              b"{}\n"))

@@ -57,3 +57,24 @@ def test_a_bad_serial_is_a_usage_error(inventory: Path, serial: str, capsys) -> 
 def test_a_limit_matching_nothing_is_a_usage_error(inventory: Path, capsys) -> None:
     assert main(["deploy", str(inventory), "--limit", "nomatch"]) == 2
     assert "nomatch" in capsys.readouterr().err
+
+
+def test_recap_names_every_host_and_its_result() -> None:
+    import io
+
+    from rich.console import Console
+
+    from edrfleet.cli.deploy_cmd import LiveProgress, print_recap
+    from edrfleet.fleet.deploy import HostResult
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=160)
+    with LiveProgress(con, 2, "deploy") as live:  # quiet when not a terminal
+        live.event("web1", "facts")
+        live.event("web1", "done")
+    print_recap(con, [HostResult("web1", "changed", "policy -> abc", seconds=1.5),
+                      HostResult("db1", "unreachable", "connection refused")])
+    text = buf.getvalue()
+    assert "web1" in text and "changed" in text and "policy -> abc" in text
+    assert "db1" in text and "unreachable" in text and "connection refused" in text
+    assert live.active == {}

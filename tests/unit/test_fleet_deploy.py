@@ -155,3 +155,11 @@ def test_missing_packages_fail_that_host_only(warm) -> None:
     by = {r.name: r for r in d.run(hosts(2)).results}
     assert by["h1"].status == "failed" and "apt-get install python3-bpfcc" in by["h1"].message
     assert by["h2"].status == "changed"
+
+
+def test_a_bad_host_variable_fails_that_host_only(warm) -> None:
+    _, by = run(warm, hosts(3, h1={"edrfleet_install_packages": "perhaps"},
+                            h2={"edrfleet_start_timeout": "soon"}))
+    assert by["h1"].status == "failed" and "edrfleet_install_packages" in by["h1"].message
+    assert by["h2"].status == "failed" and "edrfleet_start_timeout: 'soon'" in by["h2"].message
+    assert by["h3"].status == "changed"

@@ -45,6 +45,8 @@ def test_hosts_differing_by_scope_share_a_compile_and_get_their_own_sha(tmp_path
     a = host_policy(c, hv | {"edrfleet_scope_cgroups": ["/lab/a"]}, "a", {})
     b = host_policy(c, hv | {"edrfleet_scope_cgroups": ["/lab/b"]}, "b", {})
     assert len(c._by_rules) == 1  # one compile for both
+    other_lab = Compiler(tmp_path / "cache").compile("c", a.yaml_text.replace("/lab/a", "/l/c"))
+    assert other_lab.bundle["scope"] == {"cgroups": ["/l/c"]}  # from the rules cache on disk
     direct = compile_policy(load_policy_text(b.yaml_text, "policy.yaml"))
     assert b.bundle == direct | {"sha256": b.sha256}  # same bundle as compiling b alone
     assert b.sha256 == bundle_sha256(b.bundle) != a.sha256

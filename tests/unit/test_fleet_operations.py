@@ -90,6 +90,21 @@ def test_missing_packages_fail_with_the_package_to_install() -> None:
     assert p.packages == ["python3-bpfcc"] and p.service == "restart"
 
 
+def test_a_non_root_session_fails_with_the_fix() -> None:
+    with pytest.raises(HostFailed, match="ansible_become: true"):
+        plan(converged(uid=1000), desired())
+
+
+def test_package_install_script_retries_after_apt_update() -> None:
+    from edrfleet.fleet.remote import apply_script
+
+    p = plan(converged(missing_packages=["python3-bpfcc", "linux-headers-6.1.0-9-amd64"],
+                       apt=True), desired(install_packages=True))
+    script = apply_script(desired(install_packages=True), p, payload=False)
+    assert ("apt-get install -y -q -- python3-bpfcc linux-headers-6.1.0-9-amd64 >&2 || "
+            "{ apt-get update -q >&2 &&") in script
+
+
 def test_systemd_unit_written_when_it_differs() -> None:
     unit = render_unit(HostPaths(), "web1")
     assert "--host-name web1" in unit and "/opt/edrfleet/current/agent.pyz" in unit

@@ -130,3 +130,20 @@ def test_uninstall_refuses_system_directories(bad: str) -> None:
         check_removable(bad)
     with pytest.raises(ValueError, match="refusing to remove"):
         uninstall_script(HostPaths(install_dir=bad), "h", False)
+
+
+def test_every_generated_script_parses_in_sh_and_bash(tmp_path: Path) -> None:
+    import subprocess
+
+    from edrfleet.fleet.facts import facts_script
+    from edrfleet.fleet.remote import rollback_script
+
+    d = desired(tmp_path, release(b"1"))
+    full = Plan(packages=["python3-bpfcc"], push_release=True, swap_release=True,
+                write_policy=True, write_unit=True, service="restart")
+    scripts = [apply_script(d, full, True), rollback_script(d, "abc", True, restart=True),
+               uninstall_script(d.paths, "h1", True), facts_script(d.paths, want_yaml=True)]
+    for script in scripts:
+        for shell in ("sh", "bash"):
+            r = subprocess.run([shell, "-n"], input=script.encode(), capture_output=True)
+            assert r.returncode == 0, (shell, r.stderr.decode())

@@ -66,7 +66,7 @@ def test_unknown_name_warns_and_is_ignored(inv, caplog) -> None:
 
 
 @pytest.mark.parametrize(("limit", "message"), [
-    ("nosuch", "--limit 'nosuch' matches no host; no group or host is named 'nosuch'"),
+    ("nosuch", "--limit 'nosuch' matches no host; 'nosuch' matches no group or host name"),
     ("web:&staging:!web06", "--limit 'web:&staging:!web06' matches no host"),
     ("~web[,db", "pattern '~web[' is not a valid regular expression"),
     ("!", "pattern part '!' has nothing after '!'"),

@@ -123,6 +123,7 @@ def test_html_renders_hostile_values_as_text_and_loads_nothing(summary: dict) ->
     assert "<svg" in out and "<rect" in out  # the inline timeline
     assert "http://evil" not in [v for _, v in p.attrs]
     assert "Not pulled: web2" in text
+    assert "A" * 4000 in text and "A" * 4100 not in text  # a 100 KB line is cut, not dropped
     out.encode("utf-8")  # lone surrogates did not survive into the file
 
 

@@ -55,8 +55,9 @@ def test_a_failing_batch_moves_neither_events_nor_cursor(tmp_path: Path, monkeyp
 def test_lines_that_are_not_json_or_lack_an_id_are_counted_the_rest_stored(tmp_path) -> None:
     store = Store(tmp_path / "r.db")
     got = store.ingest("web1", [line(event("a")), "{not json", '{"event.action":"x"}', "[1]",
+                                '{"event.id":"n","x":NaN}', "[" * 5000 + "]" * 5000,
                                 line(event("b"))], cursor=CUR, status=None, lost=False)
-    assert got.inserted == 2 and got.malformed == 2 and got.ignored == 1
+    assert (got.inserted, got.malformed, got.ignored) == (2, 3, 2)
     assert store.cursor("web1") == CUR
 
 
@@ -107,3 +108,10 @@ def test_lone_surrogates_in_a_line_are_escaped_not_fatal(tmp_path: Path) -> None
     assert got.inserted == 2
     (cmd,), = store.query("SELECT cmdline FROM events WHERE id='s'")
     assert cmd.startswith("a") and cmd.endswith("b")
+
+
+def test_a_new_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new" / "r.db")
+    store.ingest("web1", [line(event("a"))], cursor=CUR, status=None, lost=False)
+    for p in (tmp_path / "new").iterdir():
+        assert p.stat().st_mode & 0o077 == 0, p.name

@@ -102,3 +102,15 @@ def test_since_accepts_durations_and_iso_times(text: str, expect: float) -> None
 def test_since_refuses_anything_else_with_the_fix(text: str) -> None:
     with pytest.raises(ValueError, match=r"--since .*fix: e\.g\. 1h"):
         parse_since(text, now=T0)
+
+
+def test_status_values_of_other_types_become_text(tmp_path: Path) -> None:
+    store = store_with(tmp_path, {})
+    store.ingest("web1", [], cursor=None, lost=False,
+                 status={"state": ["x"], "backend": 5, "policy_sha256": {"a": 1}})
+    h = summarize(store, ["web1"], now=T0)["hosts"][0]
+    assert (h["state"], h["backend"], h["policy_sha256"]) == ("['x']", "5", "{'a': 1}")
+    from edrfleet.fleet.report.formats import render
+
+    for fmt in ("table", "json", "csv", "html"):
+        render(summarize(store, ["web1"], now=T0), fmt)

@@ -72,6 +72,19 @@ def test_bad_host_variables_fail_with_one_line_naming_host_and_variable(tmp_path
     assert str(e.value).startswith("web9: ") and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({"ansible_become_method": "su"}, "ansible_become_method 'su': only sudo"),
+    ({"ansible_become_password": "hunter2"}, "ansible_become_password is not used"),
+    ({"ansible_become_pass": "hunter2"}, "ansible_become_pass is not used"),
+])
+def test_become_settings_sudo_n_would_ignore_are_refused(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_vars("h", {"ansible_become": True, "ansible_user": "ops", **extra},
+                           tmp_path)
+    # without become they change nothing, as in Ansible
+    assert Settings.from_vars("h", {"ansible_user": "ops", **extra}, tmp_path).become_prefix == ()
+
+
 @pytest.mark.parametrize("value, expected", [
     (True, True), ("True", True), ("on", True), ("1", True), (1, True),
     (False, False), ("off", False), ("0", False), (0, False), ("", False),

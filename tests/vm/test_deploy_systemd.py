@@ -82,7 +82,12 @@ def test_rerun_is_a_no_op_and_a_policy_change_is_a_reload(guest, inventory):
 
 def test_uninstall_removes_the_unit_and_the_files(guest, inventory):
     assert main(["uninstall", str(inventory), "--purge"]) == 0
-    assert sh(guest, "systemctl is-active edrfleet-agent.service || true") != "active"
+    # stopped cleanly: the agent took a policy without rules first, since its own default
+    # policy blocks `systemctl stop edrfleet-agent` ("failed" would be an agent killed some
+    # other way, e.g. by its spool disappearing)
+    assert sh(guest, "systemctl is-active edrfleet-agent.service || true") == "inactive"
+    assert "stopped: programs detached" in sh(guest, "journalctl -u edrfleet-agent.service "
+                                                     "--no-pager | tail -5")
     left = sh(guest, "ls -d /etc/systemd/system/edrfleet-agent.service " +
               " ".join(DIRS.values()) + " 2>/dev/null || true")
     assert left == ""

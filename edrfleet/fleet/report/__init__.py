@@ -7,6 +7,7 @@ Modules: ``store`` (SQLite, cursors), ``pull`` (hosts over Transport, bounded po
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ class Report:
 
 def run_report(inventory_path: str | Path, *, limit: str | None = None,
                db: str | Path = DEFAULT_DB, since: float | None = None,
-               forks: int = DEFAULT_FORKS, pull: bool = True,
-               connect_timeout: float = 10) -> Report:
+               forks: int = DEFAULT_FORKS, pull: bool = True, connect_timeout: float = 10,
+               on_start: Callable[[int], None] | None = None,
+               on_done: Callable[[HostPull], None] | None = None) -> Report:
     """Load the inventory, pull the selected hosts (unless ``pull`` is False), summarize.
+    ``on_start(number of hosts)`` and ``on_done(HostPull)`` let a caller show progress.
 
     Raises:
         ValueError: bad inventory, pattern or store (InventoryError, PatternError, ...).
@@ -41,7 +44,12 @@ def run_report(inventory_path: str | Path, *, limit: str | None = None,
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(limit)
     with Store(db) as store:
-        pulls = (pull_hosts(hosts, store, connect_for(inventory, connect_timeout=connect_timeout),
-                            forks=forks) if pull else {})
+        pulls: dict[str, HostPull] = {}
+        if pull:
+            if on_start is not None:
+                on_start(len(hosts))
+            pulls = pull_hosts(hosts, store,
+                               connect_for(inventory, connect_timeout=connect_timeout),
+                               forks=forks, on_done=on_done)
         summary = summarize(store, [h.name for h in hosts], since=since, pulls=pulls)
     return Report(summary, pulls)

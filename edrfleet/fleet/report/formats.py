@@ -66,9 +66,9 @@ def to_json(summary: dict[str, Any]) -> str:
 
 # --- csv -------------------------------------------------------------------------------------
 
-HOST_COLUMNS = ("name", "pull", "error", "new_events", "lost", "blocked", "would_block",
-                "logged", "other", "last_event", "state", "backend", "policy_sha256",
-                "agent_version")
+HOST_COLUMNS = ("name", "pull", "error", "new_events", "malformed", "lost", "blocked",
+                "would_block", "logged", "other", "last_event", "state", "backend",
+                "policy_sha256", "agent_version")
 RULE_COLUMNS = ("rule", "severity", "blocked", "would_block", "logged", "other", "total")
 TOP_COLUMNS = ("command_line", "count", "hosts", "last")
 TIMELINE_COLUMNS = ("start", "blocked", "would_block", "logged", "other")
@@ -114,15 +114,17 @@ def _short(sha: Any) -> str:
 
 def _hosts_table(summary: dict[str, Any]) -> Table:
     t = Table(title=f"Hosts ({since_label_of(summary)})", title_justify="left")
-    for col in ("host", "pull", "blocked", "would_block", "logged", "last event", "state",
-                "backend", "policy"):
-        t.add_column(col, justify="right" if col in ("blocked", "would_block", "logged")
+    for col in ("host", "pull", "new", "blocked", "would_block", "logged", "last event",
+                "state", "backend", "policy"):
+        t.add_column(col, justify="right" if col in ("new", "blocked", "would_block", "logged")
                      else "left", overflow="fold")
     for h in summary["hosts"]:
         pull = h["pull"] + (" (gap: spool rotated past cursor)" if h["lost"] else "")
+        if h.get("malformed"):
+            pull += f" ({h['malformed']} malformed lines)"
         style = "red" if h["pull"] == "failed" else None
         t.add_row(_cell(h["name"]), Text(terminal_safe(pull), style=style or ""),
-                  str(h["blocked"]), str(h["would_block"]), str(h["logged"]),
+                  str(h["new_events"]), str(h["blocked"]), str(h["would_block"]), str(h["logged"]),
                   _cell(h["last_event"] or "-"), _cell(h["state"] or "-"),
                   _cell(h["backend"] or "-"), _cell(_short(h["policy_sha256"]) or "-"))
     return t

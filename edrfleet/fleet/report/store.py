@@ -15,7 +15,7 @@ commit together, so after a crash the cursor never points past an event that is 
 and never before one that is (and were it to, ``INSERT OR IGNORE`` on the id keeps the event
 once).  Columns are extracted from the JSON by SQLite itself (``json_extract``), in C, while
 the GIL is released for the pulling threads.  A batch holding a line that is not JSON falls
-back to checking each line in Python and counts the bad ones.  (SQLite 3.40's json_extract
+back to inserting line by line and counts the lines SQLite refuses.  (SQLite 3.40's json_extract
 ends a string at an escaped NUL; argv-derived command lines cannot hold one, and ``raw``
 keeps the line whole either way.)
 
@@ -61,11 +61,10 @@ CREATE TABLE IF NOT EXISTS hosts(
 # millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
 _INSERT = """
 INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
-SELECT json_extract(j, '$."event.id"'), ?1,
-       round((julianday(json_extract(j, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
-       json_extract(j, '$."event.action"'), json_extract(j, '$."rule.id"'),
-       json_extract(j, '$."rule.severity"'), json_extract(j, '$."process.command_line"'), j
-FROM (SELECT ?2 AS j)
+VALUES (json_extract(?2, '$."event.id"'), ?1,
+        round((julianday(json_extract(?2, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
+        json_extract(?2, '$."event.action"'), json_extract(?2, '$."rule.id"'),
+        json_extract(?2, '$."rule.severity"'), json_extract(?2, '$."process.command_line"'), ?2)
 """
 
 
@@ -85,13 +84,6 @@ def _escape_surrogates(line: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
-def _is_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
 class Store:
     """The report database.  Thread-safe: one connection, one lock around every use.
 
@@ -103,6 +95,9 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Command lines are sensitive: the file is the operator's alone (SQLite gives its
+        # -wal and -shm files the same mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None,
@@ -110,6 +105,9 @@ class Store:
             self._db.text_factory = _text
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            # The id and ts indexes take ~60 bytes an event; SQLite's default 2 MiB cache
+            # makes each insert re-read their pages (1M events: 8.8 -> 7.2 us CPU an event).
+            self._db.execute("PRAGMA cache_size=-131072")  # KiB: 128 MiB, allocated as used
             self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as e:
@@ -150,14 +148,13 @@ class Store:
                 except (sqlite3.OperationalError, UnicodeEncodeError) as e:
                     if isinstance(e, sqlite3.OperationalError) and "JSON" not in str(e):
                         raise
-                    # Rare: a line that is not JSON, or holds lone surrogates (not UTF-8).
-                    # Redo the batch with those escaped and without the others.
+                    # Rare: a line that is not JSON (to SQLite, the judge of what it can
+                    # index), or holds lone surrogates (not UTF-8).  Redo the batch line by
+                    # line, surrogates escaped, counting the lines SQLite refuses.
                     db.execute("ROLLBACK")
                     db.execute("BEGIN IMMEDIATE")
-                    good = [x for x in map(_escape_surrogates, lines) if _is_object(x)]
-                    malformed = len(lines) - len(good)
                     before = db.total_changes
-                    db.executemany(_INSERT, ((host, line) for line in good))
+                    malformed = sum(not self._insert_one(host, line) for line in lines)
                 inserted = db.total_changes - before
                 self._save_host(host, cursor, status, inserted, lost)
                 db.execute("COMMIT")
@@ -166,6 +163,16 @@ class Store:
                     db.execute("ROLLBACK")
                 raise
         return Ingested(inserted, len(lines) - malformed - inserted, malformed)
+
+    def _insert_one(self, host: str, line: str) -> bool:
+        """Insert one line; False if SQLite finds it is not JSON (the transaction goes on)."""
+        try:
+            self._db.execute(_INSERT, (host, _escape_surrogates(line)))
+        except sqlite3.OperationalError as e:
+            if "JSON" not in str(e):
+                raise
+            return False
+        return True
 
     def _save_host(self, host: str, cursor: dict[str, int] | None,
                    status: dict[str, Any] | None, inserted: int, lost: bool) -> None:

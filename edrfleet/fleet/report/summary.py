@@ -4,8 +4,9 @@
 
     generated_at, since, db                  ISO 8601 UTC ("Z"), since may be null
     totals       {blocked, would_block, logged, other}
-    hosts        [{name, pull, error, new_events, lost, blocked, would_block, logged, other,
-                   last_event, state, backend, policy_sha256, agent_version}]  (inventory order)
+    hosts        [{name, pull, error, new_events, malformed, lost, blocked, would_block, logged,
+                   other, last_event, state, backend, policy_sha256, agent_version}]
+                 (inventory order; malformed: lines of this pull that were not JSON objects)
     rules        [{rule, severity, blocked, would_block, logged, other, total}]  (most first)
     top_blocked  [{command_line, count, hosts, last}]                            (most first)
     timeline     {start, end, bucket_seconds, buckets: [{start, blocked, would_block, logged,
@@ -93,14 +94,24 @@ def _bucket_size(span: float) -> int:
 
 
 def _status_fields(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status.json fields the summary shows, as strings (or None): the file comes from
+    the host, and a value of another type must not break a format."""
     st = status if isinstance(status, Mapping) else {}
-    return {k: st.get(k) for k in ("state", "backend", "policy_sha256")} | {
-        "agent_version": st.get("version")}
+
+    def text(key: str) -> str | None:
+        v = st.get(key)
+        return None if v is None else str(v)
+
+    return {"state": text("state"), "backend": text("backend"),
+            "policy_sha256": text("policy_sha256"), "agent_version": text("version")}
 
 
 def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
               pulls: Mapping[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
     """Summarize ``hosts`` (inventory names, in order) from ``store``.
+
+    Two passes over the events of the period: one grouped by host, rule, severity, action and
+    timeline bucket (everything but the command lines), one over the blocked command lines.
 
     Args:
         pulls: host -> its pull result (:class:`edrfleet.fleet.report.pull.HostPull`), for the
@@ -109,11 +120,14 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
     """
     now = time.time() if now is None else now
     where, params = _where(hosts, since)
+    tl_start, size, n_buckets = _timeline_frame(store, since, now)
+    buckets = [{"start": iso(tl_start + k * size)} | _zero() for k in range(n_buckets)]
     per_host = {h: _zero() | {"last_event": None} for h in hosts}
     rules: dict[tuple[str, str], dict[str, int]] = {}
-    for host, rule, severity, action, n, last in store.query(
-            f"SELECT host, rule, severity, action, count(*), max(ts) FROM events WHERE {where} "
-            "GROUP BY host, rule, severity, action", params):
+    for host, rule, severity, action, b, n, last in store.query(
+            f"SELECT host, rule, severity, action, CAST((ts - ?) / ? AS INTEGER) AS b, count(*),"
+            f" max(ts) FROM events WHERE {where} GROUP BY host, rule, severity, action, b",
+            [tl_start, size or 1, *params]):
         key = _action(action)
         row = per_host[host]
         row[key] += n
@@ -121,6 +135,8 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
             row["last_event"] = last
         counts = rules.setdefault((str(rule or ""), str(severity or "")), _zero())
         counts[key] += n
+        if b is not None and 0 <= b < n_buckets:
+            buckets[b][key] += n
     return {
         "generated_at": iso(now),
         "since": iso(since),
@@ -129,9 +145,24 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
         "hosts": _hosts(store, hosts, per_host, pulls or {}),
         "rules": _rules(rules),
         "top_blocked": _top_blocked(store, where, params),
-        "timeline": _timeline(store, where, params, since, now),
+        "timeline": {"start": iso(tl_start), "end": iso(tl_start + n_buckets * size),
+                     "bucket_seconds": size, "buckets": buckets},
         "failed_hosts": [h for h in hosts if pulls and h in pulls and not pulls[h].ok],
     }
+
+
+def _timeline_frame(store: Store, since: float | None, now: float) -> tuple[float, int, int]:
+    """(start, bucket seconds, bucket count) spanning the period: from ``since`` (or the
+    store's first event) to its last event.  Two index lookups, no scan."""
+    lo, hi = store.query("SELECT (SELECT min(ts) FROM events WHERE ts IS NOT NULL), "
+                         "(SELECT max(ts) FROM events)")[0]
+    if hi is None or (since is not None and hi < since):
+        return (since if since is not None else now), 0, 0
+    start = since if since is not None else lo
+    end = max(hi, min(now, hi + 60))  # up to the last event, or a little past it
+    size = _bucket_size(max(end - start, 1))
+    start = start - start % size
+    return start, size, int((end - start) // size) + 1
 
 
 def _totals(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -153,6 +184,7 @@ def _hosts(store: Store, hosts: Sequence[str], per_host: dict[str, dict[str, Any
                "pull": "skipped" if p is None else "ok" if p.ok else "failed",
                "error": p.error if p is not None else stored.get("last_error"),
                "new_events": p.inserted if p is not None else 0,
+               "malformed": p.malformed if p is not None else 0,
                "lost": bool(p.lost) if p is not None else bool(stored.get("lost")),
                **per_host[h]}
         row["last_event"] = iso(row["last_event"])
@@ -175,24 +207,3 @@ def _top_blocked(store: Store, where: str, params: list[Any]) -> list[dict[str, 
         f"ORDER BY count(*) DESC, cmdline LIMIT {TOP_BLOCKED}", params)
     return [{"command_line": "" if c is None else str(c), "count": n, "hosts": nh,
              "last": iso(last)} for c, n, nh, last in rows]
-
-
-def _timeline(store: Store, where: str, params: list[Any], since: float | None,
-              now: float) -> dict[str, Any]:
-    lo, hi = store.query(f"SELECT min(ts), max(ts) FROM events WHERE {where}", params)[0]
-    if lo is None:
-        return {"start": iso(since), "end": iso(now), "bucket_seconds": 0, "buckets": []}
-    start = since if since is not None else lo
-    end = max(hi, min(now, hi + 60))  # up to the last event, or a little past it
-    size = _bucket_size(max(end - start, 1))
-    start = start - start % size
-    n = int((end - start) // size) + 1
-    buckets = [{"start": iso(start + k * size)} | _zero() for k in range(n)]
-    for b, action, count in store.query(
-            f"SELECT CAST((ts - ?) / ? AS INTEGER) AS b, action, count(*) FROM events "
-            f"WHERE {where} AND ts IS NOT NULL GROUP BY b, action", [start, size, *params]):
-        if 0 <= b < n:
-            buckets[b][_action(action)] += count
-    return {"start": iso(start), "end": iso(start + n * size), "bucket_seconds": size,
-            "buckets": buckets}
-

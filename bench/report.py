@@ -1,0 +1,246 @@
+"""bench/report: pull + ingest of N events from H hosts into the report store, then again with
+only a few new events (the second run must cost in proportion to the new events).
+
+What a run measures (wall clock from the first pull command to the last commit, plus the CPU
+seconds of this process and of the hosts' side: the pull commands, and with ssh their sshd,
+read from the lab's cgroup):
+
+- ``--transport local`` (default): each host's spool is a directory here, and each chunk is
+  pulled by running the real ``python3 agent.pyz pull`` as a subprocess, exactly the command
+  ``edrfleet report`` runs over SSH; the frame is decoded and ingested by the real controller
+  code (edrfleet.fleet.report.pull_hosts into a Store).  Only the SSH hop is left out.
+- ``--transport ssh``: an N-host lab (netns + sshd per host, edrfleet.fleet.lab) is brought
+  up, the agent release is put on each host over SSH and the same pull runs over real SSH
+  (Fabric/paramiko); the lab is removed at the end.
+
+Spools are written beforehand with the agent's Spool class (rotating at --spool-max-bytes),
+with ECS events shaped like the agent's (~800 bytes each); writing them is not timed.
+
+    .venv/bin/python bench/report.py                        # 1 000 000 events, 20 hosts, local
+    .venv/bin/python bench/report.py --transport ssh --events 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edrfleet.agent.spool import MiB, Spool  # noqa: E402
+from edrfleet.agent.status import Status, write_status  # noqa: E402
+from edrfleet.fleet.package import build_release  # noqa: E402
+from edrfleet.fleet.report.pull import pull_hosts  # noqa: E402
+from edrfleet.fleet.report.store import Store  # noqa: E402
+from edrfleet.fleet.report.summary import summarize  # noqa: E402
+
+SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+T0 = 1796101200.0  # 2026-12-01T05:00:00Z
+
+
+@dataclass(frozen=True)
+class LocalHost:
+    name: str
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Out:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+class LocalRunner:
+    """The pull command run here, as a subprocess (what SSH would run on the host)."""
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def run(self, argv, *, input=None, timeout=60, check=True) -> _Out:
+        p = subprocess.run(list(argv), capture_output=True, timeout=timeout)
+        return _Out(p.returncode, p.stdout, p.stderr)
+
+
+def make_event(host: str, k: int, i: int) -> dict:
+    ts = T0 + i * 0.01
+    action = ("blocked", "would_block", "logged")[i % 3]
+    args = ["rm", "-rf", f"/tmp/edrfleet-canary-{i % 5000}"]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e6) % 10**6:06d}Z"
+    return {"@timestamp": stamp, "event.id": f"b{k:03d}0000-{i * 1000 + 17:x}-{i % 32768:x}",
+            "event.action": action, "host.name": host, "process.pid": i % 32768,
+            "process.parent.pid": 4242, "process.executable": "/usr/bin/rm",
+            "process.name": "rm", "process.command_line": " ".join(args), "process.args": args,
+            "process.args_truncated": False, "user.id": "0", "group.id": "0",
+            "rule.id": f"rule-{i % 12}", "rule.severity": ("critical", "high", "medium")[i % 3],
+            "rule.description": "recursive delete of an edrfleet canary",
+            "edrfleet.backend": "sigkill", "edrfleet.policy_sha256": "5e" * 32,
+            "edrfleet.as_executed": "/usr/bin/rm", "edrfleet.stage": "exec",
+            "edrfleet.reason": "rule", "edrfleet.cgroup_id": 81234, "edrfleet.args_bytes": 44,
+            "edrfleet.unscanned": False}
+
+
+def write_spools(spools: dict[str, Path], nexts: dict[str, int], count: int,
+                 max_bytes: int) -> int:
+    """Append ``count`` events spread over the hosts; returns the bytes the spools hold."""
+    total = 0
+    names = list(spools)
+    for k, name in enumerate(names):
+        n = count // len(names) + (1 if k < count % len(names) else 0)
+        first = nexts.get(name, 0)
+        nexts[name] = first + n
+        with Spool(str(spools[name]), max_bytes=max_bytes, keep=50) as s:
+            for b in range(first, first + n, 5000):
+                s.append([make_event(name, k, i) for i in range(b, min(b + 5000, first + n))])
+            total += sum(p.stat().st_size for p in spools[name].iterdir())
+        write_status(str(spools[name]), Status(state="enforcing", backend="sigkill",
+                                               policy_sha256="5e" * 32))
+    return total
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_cpu() -> float:
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ch.ru_utime + ch.ru_stime
+
+
+HOST_CPU = children_cpu  # ssh: the lab's cgroup (sshd and the pull commands under it)
+
+
+def cpu() -> tuple[float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime, HOST_CPU()
+
+
+def timed_pull(hosts, store: Store, connect, forks: int, label: str, new: int) -> float:
+    c0, w0 = cpu(), time.perf_counter()
+    results = pull_hosts(hosts, store, connect, forks=forks)
+    wall = time.perf_counter() - w0
+    c1 = cpu()
+    bad = [r for r in results.values() if not r.ok]
+    if bad:
+        sys.exit(f"bench: {bad[0].host}: {bad[0].error}")
+    got = sum(r.inserted for r in results.values())
+    chunks = sum(r.chunks for r in results.values())
+    if got != new:
+        sys.exit(f"bench: {label}: stored {got} new events, expected {new}")
+    per = f"{wall / got * 1e6:6.2f} us/event" if got else "      -      "
+    print(f"{label:<28} {got:>9} events {wall:8.2f} s wall  {per}  {chunks:>4} pulls  "
+          f"cpu: controller {c1[0] - c0[0]:6.2f} s, hosts {c1[1] - c0[1]:6.2f} s; "
+          f"peak RSS {rss_mib():.0f} MiB")
+    return wall
+
+
+def local_fleet(work: Path, n: int):
+    install = work / "install"
+    (install / "current").mkdir(parents=True)
+    (install / "current" / "agent.pyz").write_bytes(build_release().files["agent.pyz"])
+    hosts = [LocalHost(f"bench{k:02d}", {"edrfleet_python": SYSTEM_PYTHON,
+                                         "edrfleet_install_dir": str(install),
+                                         "edrfleet_spool_dir": str(work / f"bench{k:02d}")})
+             for k in range(n)]
+    return hosts, (lambda _h: LocalRunner()), (lambda: None)
+
+
+def ssh_fleet(work: Path, n: int):
+    from edrfleet.agent.run import cgroup2_root
+    from edrfleet.fleet import lab
+    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.report.pull import connect_for
+    from edrfleet.fleet.transport import Transport
+
+    global HOST_CPU
+    labdir = work / "lab"
+    t = time.perf_counter()
+    inv = lab.up(n, labdir, log=lambda _m: None)
+    print(f"lab up: {n} hosts in {time.perf_counter() - t:.1f} s (not timed below)")
+    cpu_stat = cgroup2_root() / lab.Lab.load(labdir).cgroup.lstrip("/") / "cpu.stat"
+
+    def lab_cpu() -> float:  # sshd (crypto) and the pull commands on every lab host
+        for line in cpu_stat.read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+        return 0.0
+
+    HOST_CPU = lab_cpu
+    inventory = load_inventory(inv)
+    hosts = inventory.select(None)
+    rel = build_release()
+    for h in hosts:
+        d = f"{h.vars['edrfleet_install_dir']}/releases/{rel.id}"
+        with Transport(h, inv.parent) as tr:
+            tr.run(["mkdir", "-p", d])
+            tr.put(rel.files["agent.pyz"], f"{d}/agent.pyz")
+            tr.run(["ln", "-sfn", f"releases/{rel.id}",
+                    f"{h.vars['edrfleet_install_dir']}/current"])
+    return hosts, connect_for(inventory), (lambda: lab.down(labdir, log=lambda _m: None))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--hosts", type=int, default=20)
+    p.add_argument("--new", type=int, nargs="+", default=[1000, 10000],
+                   help="new events for the incremental runs (default 1000 10000)")
+    p.add_argument("--forks", type=int, default=20)
+    p.add_argument("--transport", choices=("local", "ssh"), default="local")
+    p.add_argument("--spool-max-bytes", type=int, default=8 * MiB)
+    p.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
+    args = p.parse_args()
+    if args.transport == "ssh" and os.geteuid() != 0:
+        sys.exit("bench: --transport ssh needs root (network namespaces)")
+    work = Path(tempfile.mkdtemp(prefix="edrfleet-bench-report-", dir=args.workdir))
+    cleanup = None
+    try:
+        hosts, connect, cleanup = (ssh_fleet if args.transport == "ssh" else local_fleet)(
+            work, args.hosts)
+        spools = {h.name: Path(h.vars["edrfleet_spool_dir"]) for h in hosts}
+        t = time.perf_counter()
+        nexts: dict[str, int] = {}
+        size = write_spools(spools, nexts, args.events, args.spool_max_bytes)
+        print(f"spools: {args.events} events, {size / MiB:.0f} MiB on {args.hosts} hosts, "
+              f"written in {time.perf_counter() - t:.1f} s (not timed); transport "
+              f"{args.transport}, forks {args.forks}; peak RSS so far {rss_mib():.0f} MiB")
+        store = Store(work / "report.db")
+        first = timed_pull(hosts, store, connect, args.forks, "run 1 (all events)", args.events)
+        print(f"  -> {args.events / first:,.0f} events/s; target <= 10 s for 1 000 000")
+        timed_pull(hosts, store, connect, args.forks, "run 2 (nothing new)", 0)
+        written = args.events
+        for n in args.new:
+            write_spools(spools, nexts, n, args.spool_max_bytes)
+            written += n
+            timed_pull(hosts, store, connect, args.forks, f"run (+{n} new)", n)
+        if store.count() != written:
+            sys.exit(f"bench: store holds {store.count()} events, {written} were written")
+        t, c = time.perf_counter(), time.process_time()
+        summarize(store, list(spools))
+        wall, spent = time.perf_counter() - t, time.process_time() - c
+        print(f"summary over the whole store ({written} events): {wall:.2f} s wall, "
+              f"{spent:.2f} s cpu; store {os.path.getsize(store.path) / MiB:.0f} MiB; "
+              f"controller peak RSS {rss_mib():.0f} MiB")
+        store.close()
+    finally:
+        if cleanup is not None:
+            cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
