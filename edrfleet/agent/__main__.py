@@ -53,11 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     supervise.add_arguments(sub.add_parser(
         "supervise", help="keep `run` alive in the background (hosts without systemd)"))
+    check = sub.add_parser("check", help="verify a compiled bundle would load here (no BPF)")
+    check.add_argument("bundle", type=Path, help="compiled policy bundle (JSON)")
+    check.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.h lives")
     args = parser.parse_args(argv)
     if args.command == "pull":
         return pull_main(args)
     if args.command == "supervise":
         return supervise.supervise(args)
+    if args.command == "check":
+        from edrfleet.agent.check import run_check
+
+        return run_check(args.bundle, args.bpf_dir)
     from edrfleet.agent.bundle_file import read_bundle  # here: `pull` starts without it
     from edrfleet.agent.run import run_agent
 

@@ -48,8 +48,9 @@ QEMU = "qemu-system-x86_64"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class VmError(RuntimeError):
-    """A build or boot failed; the message carries the log tail that explains it."""
+class VmError(OSError):
+    """A build or boot failed; the message carries the log tail that explains it.  An OSError,
+    so the CLI prints it as one error (the VMs are part of the machine, not of the input)."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,9 @@ def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str
     return [QEMU, "-name", f"edrfleet-{name}", "-accel", "tcg", "-m", str(memory),
             "-smp", str(smp),
             "-nographic", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_CMDLINE,
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            # each guest its own hostname (one image for all): host.name in events tells them apart
+            "-append", f"{KERNEL_CMDLINE} systemd.hostname={name}",
             "-netdev", f"user,id=n0,restrict={'on' if isolated else 'off'},"
                        f"hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0",

@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,15 +47,31 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@dataclass(frozen=True)
+class VmLab:
+    workdir: Path
+    inventory: Path      # written by `edrfleet lab up --vm` (group vms)
+    guest: vm.VmHandle   # its one VM
+
+
 @pytest.fixture(scope="session")
-def guest(tmp_path_factory) -> Iterator[vm.VmHandle]:
-    image = vm.build_image()
-    # two vCPUs: tests/vm/test_lsm_race.py needs a second thread really running beside an exec
-    (handle,) = vm.boot(image, 1, tmp_path_factory.mktemp("vm-lab"), smp=2)
+def vm_lab(tmp_path_factory) -> Iterator[VmLab]:
+    """One VM for the whole tier (a TCG boot costs a minute or more), made the way a user
+    makes it: `edrfleet lab up --vm --hosts 1`, stopped by `edrfleet lab down --vm`."""
+    from edrfleet.cli.main import main
+
+    workdir = tmp_path_factory.mktemp("vm-lab")
+    assert main(["lab", "up", "--vm", "--hosts", "1", "--dir", str(workdir)]) == 0
     try:
-        yield handle
+        (handle,) = vm.load_handles(workdir)
+        yield VmLab(workdir, workdir / "inventory.yml", handle)
     finally:
-        vm.stop([handle])
+        main(["lab", "down", "--vm", "--dir", str(workdir)])
+
+
+@pytest.fixture(scope="session")
+def guest(vm_lab) -> vm.VmHandle:
+    return vm_lab.guest
 
 
 def agent_tarball() -> bytes:
