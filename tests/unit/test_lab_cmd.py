@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-import pytest
-
 from edrfleet.cli.main import EXIT_USAGE, build_parser, main
 
 
@@ -14,14 +10,6 @@ def test_lab_up_and_down_parse_hosts_dir_and_vm():
     assert (args.hosts, args.dir, args.vm) == (20, "/x", True)
     args = build_parser().parse_args(["lab", "down"])
     assert (args.dir, args.vm) == (None, False)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("edrfleet.fleet.vm_lab") is not None,
-                    reason="edrfleet.fleet.vm_lab exists in this checkout")
-def test_lab_vm_without_the_vm_lab_module_says_so(capsys):
-    assert main(["lab", "up", "--vm", "--hosts", "1"]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "edrfleet/fleet/vm_lab.py is not in this checkout" in err and err.count("\n") == 1
 
 
 def test_lab_up_with_an_impossible_host_count_fails_before_touching_anything(capsys, tmp_path):
