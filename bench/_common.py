@@ -290,12 +290,9 @@ def settle(seconds: float, max_busy: float = 1.0, timeout: float = 60.0) -> floa
 # -- policies --------------------------------------------------------------------------------
 def render_default_policy(scope_cgroups: Sequence[str]) -> str:
     """templates/policy.yaml.j2 (StrictUndefined), scoped with ``edrfleet_scope_cgroups``."""
-    import jinja2
+    from edrfleet.fleet.render import render_policy
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             loader=jinja2.FileSystemLoader(str(REPO / "templates")))
-    return env.get_template("policy.yaml.j2").render(
-        edrfleet_scope_cgroups=list(scope_cgroups))
+    return render_policy({"edrfleet_scope_cgroups": list(scope_cgroups)})
 
 
 def check_policy(path: Path) -> str:

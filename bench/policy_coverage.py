@@ -29,10 +29,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,15 +40,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
+from edrfleet.fleet.render import render_policy  # noqa: E402
 from edrfleet.policy import compile_policy, load_policy_text  # noqa: E402
-from edrfleet.policy.corpus import (  # noqa: E402
-    ATTACK_CATEGORIES as CATEGORIES,
-)
+from edrfleet.policy.corpus import ATTACK_CATEGORIES as CATEGORIES  # noqa: E402
 from edrfleet.policy.corpus import (  # noqa: E402
     BIND,
     OUT_OF_SCOPE,
     REVERSE,
     attack_category,
+    jsonl,
 )
 from edrfleet.policy.corpus import Decider as _BundleDecider  # noqa: E402
 
@@ -70,12 +69,7 @@ def default_corpus_dir() -> Path:
 
 def render_default(strict: bool = False) -> str:
     """Render templates/policy.yaml.j2 with no variables (StrictUndefined)."""
-    import jinja2
-
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             loader=jinja2.FileSystemLoader(str(REPO / "templates")))
-    variables: dict[str, Any] = {"edrfleet_strict": True} if strict else {}
-    return env.get_template("policy.yaml.j2").render(**variables)
+    return render_policy({"edrfleet_strict": True} if strict else {})
 
 
 class Decider(_BundleDecider):
@@ -85,17 +79,10 @@ class Decider(_BundleDecider):
         super().__init__(compile_policy(load_policy_text(policy_text, source)))
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield json.loads(raw)
-
-
 def atomic_items(corpus: Path) -> tuple[list[Item], list[tuple[Item, str]]]:
     items: list[Item] = []
     skipped: list[tuple[Item, str]] = []
-    for row in _jsonl(corpus / "atomic_linux.jsonl"):
+    for row in jsonl(corpus / "atomic_linux.jsonl"):
         tech = row["technique"]
         cat = attack_category(row)
         if cat is None:
@@ -111,7 +98,7 @@ def atomic_items(corpus: Path) -> tuple[list[Item], list[tuple[Item, str]]]:
 def gtfobins_items(corpus: Path, unique: bool) -> list[Item]:
     items: list[Item] = []
     seen: set[tuple[str, str, str]] = set()
-    for row in _jsonl(corpus / "gtfobins.jsonl"):
+    for row in jsonl(corpus / "gtfobins.jsonl"):
         fn = row["function"]
         if fn not in (REVERSE, BIND):
             continue
@@ -125,11 +112,11 @@ def gtfobins_items(corpus: Path, unique: bool) -> list[Item]:
 
 
 def benign_rows(corpus: Path) -> list[dict[str, Any]]:
-    return list(_jsonl(corpus / "benign.jsonl"))
+    return list(jsonl(corpus / "benign.jsonl"))
 
 
 def gtfobins_shell_rows(corpus: Path) -> list[dict[str, Any]]:
-    return [r for r in _jsonl(corpus / "gtfobins.jsonl") if r["function"] == "shell"]
+    return [r for r in jsonl(corpus / "gtfobins.jsonl") if r["function"] == "shell"]
 
 
 def _short(text: str, width: int = 110) -> str:

@@ -38,7 +38,6 @@ from edrfleet.fleet.remote import (
 )
 from edrfleet.fleet.ssh_settings import as_bool  # Ansible's booleans: true/yes/on/1
 
-STATUSES = ("ok", "changed", "unreachable", "failed")
 Event = Callable[[str, str], None]  # (host, phase): "facts", "policy", "apply", "done"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent.run import cgroup2_root
+from tests.tiers import mark_tier
 
 REPO = Path(__file__).resolve().parents[2]
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
@@ -40,13 +41,16 @@ def _kernel_ready() -> str:
     return ""
 
 
+@pytest.fixture
+def canary_binary(tmp_path: Path) -> Path:
+    """A harmless copy of /bin/true for rules to name: blocking it harms nothing."""
+    b = tmp_path / "canary-bin"
+    shutil.copy2("/bin/true", b)
+    return b
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = _kernel_ready()
-    for item in items:
-        if "tests/kernel" in str(item.fspath):
-            item.add_marker(pytest.mark.kernel)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    mark_tier(items, "tests/kernel", pytest.mark.kernel, _kernel_ready())
 
 
 @dataclass

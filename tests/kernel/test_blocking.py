@@ -61,13 +61,6 @@ rules:
 
 
 @pytest.fixture
-def canary_binary(tmp_path: Path) -> Path:
-    b = tmp_path / "canary-bin"
-    shutil.copy2("/bin/true", b)
-    return b
-
-
-@pytest.fixture
 def agent(start_agent, cgroup, canary_binary, tmp_path):
     allowed = "/tmp/edrfleet-canary-allowed"
     text = CANARY_POLICY.format(

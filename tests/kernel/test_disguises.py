@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -51,13 +50,6 @@ rules:
     match:
       fileless: true
 """
-
-
-@pytest.fixture
-def canary_binary(tmp_path: Path) -> Path:
-    b = tmp_path / "canary-bin"
-    shutil.copy2("/bin/true", b)
-    return b
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from lab_fleet import LabFleet, load_lab_hosts
 
 from edrfleet.fleet import lab
+from tests.tiers import mark_tier
 
 LAB_HOSTS = 3
 
@@ -40,12 +41,7 @@ def lab_ready() -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = lab_ready()
-    for item in items:
-        if "tests/lab" in str(item.fspath):
-            item.add_marker(pytest.mark.lab)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    mark_tier(items, "tests/lab", pytest.mark.lab, lab_ready())
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from edrfleet.fleet import vm
 from edrfleet.fleet.lab import LAB_CANARY_RULE
 from edrfleet.fleet.render import render_policy
 from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
+from tests.tiers import mark_tier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,12 +40,7 @@ def _vm_ready() -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = _vm_ready()
-    for item in items:
-        if "tests/vm" in str(item.fspath):
-            item.add_marker(pytest.mark.vm)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    mark_tier(items, "tests/vm", pytest.mark.vm, _vm_ready())
 
 
 @dataclass(frozen=True)
