@@ -20,8 +20,9 @@ encoding), ``more`` (complete lines may remain beyond ``--max-bytes``: pull agai
 ``status_error`` (why status.json could not be read, or ""), ``spool_missing`` (the spool
 directory does not exist yet), ``time`` (the host's clock, epoch seconds).
 
-The payload is the UTF-8 event lines, each ending in ``\\n`` (exactly what
-:func:`edrfleet.agent.spool.read_since` returned), zlib-compressed, then base64-encoded: the
+The payload is the event lines, each ending in ``\\n``, byte for byte as the spool holds them
+(:func:`edrfleet.agent.spool.read_since_bytes`; the controller decodes them as UTF-8, a byte
+that is not becoming U+FFFD), zlib-compressed, then base64-encoded: the
 whole frame is printable ASCII, so no transport that decodes or re-encodes text can alter it,
 and no byte inside an event (newlines, NULs, ANSI escapes, invalid UTF-8) can be mistaken for
 framing, because the reader takes the payload by its length.  A frame cut short, a length
@@ -49,7 +50,6 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,11 +111,14 @@ def _status(directory: str) -> tuple[dict[str, Any] | None, str]:
         return None, str(e)
 
 
-def encode_frame(header: dict[str, Any], lines: Sequence[str]) -> bytes:
-    """The frame for ``lines``; fills in ``events``, ``raw_bytes`` and ``encoding``."""
-    raw = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+def encode_frame(header: dict[str, Any], raw: bytes) -> bytes:
+    """The frame for ``raw`` (complete lines, each ending in ``\\n``); fills in ``events``,
+    ``raw_bytes`` and ``encoding``.  The lines are not decoded here: the controller does that
+    once (1M events: 5.6 -> 2.0 us of host CPU an event)."""
+    if raw and not raw.endswith(b"\n"):
+        raise ValueError("encode_frame: raw must be complete lines")
     payload = base64.b64encode(zlib.compress(raw, 1))
-    head = dict(header, events=len(lines), raw_bytes=len(raw), encoding=ENCODING)
+    head = dict(header, events=raw.count(b"\n"), raw_bytes=len(raw), encoding=ENCODING)
     hbytes = json.dumps(head, ensure_ascii=True, separators=(",", ":"), sort_keys=True,
                         default=str).encode("ascii")
     return b"".join([MAGIC, b"%d %d\n" % (len(hbytes), len(payload)), hbytes, b"\n",
@@ -136,11 +139,11 @@ def pull(directory: str, cursor: dict[str, int] | None,
     if not os.path.isdir(directory):
         # No agent has run here yet: nothing to read, and the cursor stays where it was.
         header.update(cursor=cursor, lost=False, more=False, spool_missing=True)
-        return encode_frame(header, [])
-    got = spool.read_since(directory, cursor, max_bytes)
+        return encode_frame(header, b"")
+    got = spool.read_since_bytes(directory, cursor, max_bytes)
     header.update(cursor=got.cursor, lost=got.lost,
-                  more=bool(got.lines) and not _at_end(directory, got.cursor))
-    return encode_frame(header, got.lines)
+                  more=bool(got.data) and not _at_end(directory, got.cursor))
+    return encode_frame(header, got.data)
 
 
 def _field(data: bytes, pos: int, n: int, what: str) -> bytes:

@@ -224,6 +224,14 @@ class SpoolRead(NamedTuple):
     lost: bool  # the cursor's file was dropped by rotation: events between may be missing
 
 
+class SpoolBytes(NamedTuple):
+    """What :func:`read_since_bytes` returns: the lines as the spool holds them."""
+
+    data: bytes  # complete lines, each ending in b"\n", oldest first, undecoded
+    cursor: dict[str, int] | None
+    lost: bool
+
+
 def _listing(directory: str) -> list[tuple[int, str, int]]:
     """(age rank, name, inode) of the spool's files, oldest first."""
     out = []
@@ -309,7 +317,19 @@ def _read_lines(
 def read_since(
     directory: str, cursor: dict[str, int] | None, max_bytes: int | None = None
 ) -> SpoolRead:
-    """Complete lines written after ``cursor`` (all lines if it is None), oldest first.
+    """Complete lines written after ``cursor`` (all lines if it is None), oldest first,
+    decoded (bytes that are not UTF-8 become U+FFFD).  See :func:`read_since_bytes`.
+    """
+    got = read_since_bytes(directory, cursor, max_bytes)
+    lines = got.data.decode(errors="replace").split("\n")[:-1]
+    return SpoolRead(lines, got.cursor, got.lost)
+
+
+def read_since_bytes(
+    directory: str, cursor: dict[str, int] | None, max_bytes: int | None = None
+) -> SpoolBytes:
+    """Complete lines written after ``cursor`` (all lines if it is None), oldest first, as the
+    bytes the spool holds: what ``pull`` ships without decoding a line of it.
 
     Args:
         directory: the spool directory.
@@ -318,7 +338,7 @@ def read_since(
             the returned cursor for the rest.
 
     Returns:
-        SpoolRead(lines, cursor, lost).  ``lost`` is True when the cursor's file has been
+        SpoolBytes(data, cursor, lost).  ``lost`` is True when the cursor's file has been
         dropped by rotation, so everything still present was read from the oldest file on.
 
     Raises:
@@ -340,7 +360,7 @@ def read_since(
             else:
                 lost = True
         if not files:
-            return SpoolRead([], cursor if cursor is not None and not lost else None, lost)
+            return SpoolBytes(b"", cursor if cursor is not None and not lost else None, lost)
         chunks: list[bytes] = []
         budget = max_bytes
         new_cursor = {"inode": files[start][1], "offset": offset}
@@ -357,8 +377,7 @@ def read_since(
                 break
             # Drained: a rotated file is never written again, and whatever follows its last
             # newline is a crash fragment, so moving on to the next file skips nothing whole.
-        lines = b"".join(chunks).decode(errors="replace").split("\n")[:-1]
-        return SpoolRead(lines, new_cursor, lost)
+        return SpoolBytes(b"".join(chunks), new_cursor, lost)
     finally:
         for fd, _ in files:
             os.close(fd)

@@ -66,6 +66,23 @@ def test_the_frame_outside_the_payload_is_ascii_and_the_payload_printable(tmp_pa
     assert b"\x1b" not in data and b"<script>" not in data
 
 
+def test_bytes_in_the_spool_that_are_not_utf8_arrive_as_replacement_characters(
+        tmp_path: Path) -> None:
+    # pull ships the spool's bytes undecoded; the decoder alone turns them into text.
+    d = tmp_path / "spool"
+    write_events(d, [hostile_event(1, "a")]).close()
+    with open(d / "events.jsonl", "ab") as f:
+        f.write(b'{"event.id":"h-2","process.command_line":"x\xff\xfey"}\n')
+    frame = decode_frame(pull(str(d), None, None))
+    assert [json.loads(x)["process.command_line"] for x in frame.lines] == ["a", "x\ufffd\ufffdy"]
+    assert frame.header["events"] == 2
+
+
+def test_encode_frame_takes_complete_lines_only() -> None:
+    with pytest.raises(ValueError, match="complete lines"):
+        encode_frame({"cursor": None}, b'{"event.id":"a"}')
+
+
 def test_junk_before_the_frame_is_skipped(tmp_path: Path) -> None:
     d = tmp_path / "spool"
     write_events(d, [hostile_event(1, "a")]).close()
@@ -105,7 +122,7 @@ def test_inconsistent_frames_are_refused(header, raw, payload, msg) -> None:
 
 
 def test_a_payload_length_that_lies_is_refused() -> None:
-    good = encode_frame({"cursor": None}, ['{"event.id":"a"}'])
+    good = encode_frame({"cursor": None}, b'{"event.id":"a"}\n')
     magic, rest = good.split(b"\n", 1)
     parts = magic.split(b" ")
     longer = b" ".join([*parts[:-1], str(int(parts[-1]) - 1).encode()]) + b"\n" + rest
@@ -178,7 +195,7 @@ def test_the_agent_zipapp_pulls_with_the_system_python(tmp_path: Path) -> None:
                                     {"inode": True, "offset": 2}])
 def test_a_cursor_that_is_not_ours_is_refused(cursor) -> None:
     with pytest.raises(FrameError, match="cursor"):
-        decode_frame(encode_frame({"cursor": cursor}, []))
+        decode_frame(encode_frame({"cursor": cursor}, b""))
 
 
 def test_a_payload_that_inflates_past_its_header_is_refused() -> None:

