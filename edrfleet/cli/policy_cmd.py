@@ -102,14 +102,19 @@ def load_any(path: str) -> dict[str, Any]:
     """Bundle from a policy YAML (compiled) or a bundle JSON (checked)."""
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None  # a YAML flow mapping, not JSON
-        if isinstance(data, dict) and "format" in data:
-            return load_bundle(text)
+    if _is_bundle_json(text):
+        return load_bundle(text)
     return compile_policy(load_policy_text(text, path))
+
+
+def _is_bundle_json(text: str) -> bool:
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return False  # a YAML flow mapping, not JSON
+    return isinstance(data, dict) and "format" in data
 
 
 def summary(bundle: dict[str, Any]) -> list[str]:
@@ -158,19 +163,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compile_cached(path: str) -> tuple[str, str, int]:
+    """(bundle text, sha256, rules) of a policy YAML or bundle JSON.  YAML goes through the
+    bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this: hosts
+    that differ only in scope share one compile)."""
+    from edrfleet.fleet.hostpolicy import Compiler
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if _is_bundle_json(text):
+        bundle = load_bundle(text)
+        return dump_bundle(bundle), bundle["sha256"], len(bundle["rules"])
+    body, sha = Compiler().compile_text(text, path, os.path.basename(path))
+    return body, sha, len(json.loads(body)["rules"])
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     try:
-        bundle = load_any(args.file)
+        text, sha, rules = _compile_cached(args.file)
     except PolicyError as exc:
         return _report(exc)
-    text = dump_bundle(bundle)
     if args.output:
         tmp = f"{args.output}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, args.output)
-        print(f"{args.output}: {len(bundle['rules'])} rules, sha256 {bundle['sha256']}",
-              file=sys.stderr)
+        print(f"{args.output}: {rules} rules, sha256 {sha}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -96,20 +96,31 @@ class Compiler:
         self._version = compiler_version()
 
     def compile(self, name: str, text: str) -> HostPolicy:
-        key = hashlib.sha256(self._version.encode() + b"\0" + text.encode()).hexdigest()
-        cached = self._read_disk(key)
-        if cached is not None:
-            return HostPolicy(text, None, *cached)
-        source = f"host {name}: {POLICY_TEMPLATE} (rendered)"
         try:
-            policy = load_policy_text(text, source)
-            body, sha = self._compile_scoped(text, policy)
+            body, sha = self.compile_text(text, f"host {name}: {POLICY_TEMPLATE} (rendered)")
         except PolicyError as exc:
             raise HostPolicyError(name, exc.format()) from exc
-        self._write_disk(key, body, sha)
         return HostPolicy(text, None, body, sha)
 
-    def _compile_scoped(self, text: str, policy: Any) -> tuple[str, str]:
+    def compile_text(self, text: str, where: str, file_name: str = "policy.yaml"
+                     ) -> tuple[str, str]:
+        """(bundle text, its sha256) for a policy's YAML text, through the caches.  ``where``
+        names the text in errors; ``file_name`` is the bundle's ``source`` (the file it was
+        compiled from, as it is named on the host).
+
+        Raises:
+            PolicyError: the policy is invalid.
+        """
+        key = hashlib.sha256(self._version.encode() + b"\0" + file_name.encode() + b"\0"
+                             + text.encode()).hexdigest()
+        cached = self._read_disk(key)
+        if cached is not None:
+            return cached
+        body, sha = self._compile_scoped(text, load_policy_text(text, where), file_name)
+        self._write_disk(key, body, sha)
+        return body, sha
+
+    def _compile_scoped(self, text: str, policy: Any, file_name: str) -> tuple[str, str]:
         """The bundle's canonical text (dump_bundle's bytes) and sha256.  The canonical JSON
         of the shared part is made once per rule set (and kept on disk): a top-level object
         with sorted keys is its sorted "key":value fragments joined, so only scope, source and
@@ -133,7 +144,7 @@ class Compiler:
             raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
                               source=policy.source, line=1, col=1, fix="split the policy")
         # "source" would carry the first host's name: every host's bundle names the file
-        own = {"scope": {"cgroups": cgroups}, "source": "policy.yaml"}
+        own = {"scope": {"cgroups": cgroups}, "source": file_name}
         fragments = fragments | {k: _canonical(v) for k, v in own.items()}
         sha = hashlib.sha256(_join(fragments).encode()).hexdigest()
         return _join(fragments | {"sha256": _canonical(sha)}) + "\n", sha

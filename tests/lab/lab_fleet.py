@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from typing import Any
 import yaml
 
 from edrfleet.fleet import lab
+from edrfleet.fleet.facts import HostPaths, gather_facts
 from edrfleet.fleet.transport import Transport
 
 
@@ -51,6 +54,23 @@ class LabFleet:
         if var_overrides:
             h = InventoryHost(h.name, {**h.vars, **var_overrides})
         return Transport(h, self.inventory.parent, connect_timeout=5)
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """What deploy reads from the host (edrfleet.fleet.facts), over SSH."""
+        with self.transport(name) as t:
+            return gather_facts(t, HostPaths.from_vars(self.hosts[name].vars))
+
+    def canary_attack(self, name: str) -> tuple[int, bool]:
+        """rm -rf of a fresh canary inside the host: returns (exit status, canary survived)."""
+        victim = Path(f"/tmp/edrfleet-canary-{secrets.token_hex(4)}")
+        (victim / "precious").mkdir(parents=True)
+        try:
+            with self.transport(name) as t:
+                # through a shell that waits (not exec): a killed rm is exit status 137
+                r = t.run(["sh", "-c", 'rm -rf "$1"; exit $?', "sh", str(victim)], check=False)
+            return r.rc, (victim / "precious").is_dir()
+        finally:
+            shutil.rmtree(victim, ignore_errors=True)  # from here: outside the lab's cgroups
 
     @contextmanager
     def sshd_stopped(self, name: str) -> Iterator[None]:

@@ -24,7 +24,6 @@ import pytest
 
 from edrfleet.cli.main import main
 from edrfleet.fleet.deploy import Deployer, DeployOptions
-from edrfleet.fleet.facts import HostPaths, gather_facts
 from edrfleet.fleet.hostpolicy import HostPolicyError
 from edrfleet.fleet.inventory import load_inventory
 from edrfleet.fleet.package import Release, build_release
@@ -47,8 +46,7 @@ def run_deploy(lab_hosts, host_list=None, **opts):
 
 
 def facts(lab_hosts, name):
-    with lab_hosts.transport(name) as t:
-        return gather_facts(t, HostPaths.from_vars(lab_hosts.hosts[name].vars))
+    return lab_hosts.facts(name)
 
 
 def agent_pids(lab_hosts):
@@ -56,16 +54,7 @@ def agent_pids(lab_hosts):
 
 
 def canary_attack(lab_hosts, name):
-    """rm -rf of a fresh canary inside the host: returns (exit status, canary survived)."""
-    victim = Path(f"/tmp/edrfleet-canary-{secrets.token_hex(4)}")
-    (victim / "precious").mkdir(parents=True)
-    try:
-        with lab_hosts.transport(name) as t:
-            # through a shell that waits (not exec): a killed rm is exit status 137
-            r = t.run(["sh", "-c", 'rm -rf "$1"; exit $?', "sh", str(victim)], check=False)
-        return r.rc, (victim / "precious").is_dir()
-    finally:
-        shutil.rmtree(victim, ignore_errors=True)  # from here: outside the lab's cgroups
+    return lab_hosts.canary_attack(name)
 
 
 def tree(lab_hosts):

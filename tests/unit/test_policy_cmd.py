@@ -87,6 +87,32 @@ def test_compile_without_output_prints_the_canonical_json(policy_file, capsys):
     assert load_bundle(text)["source"] == "policy.yaml"
 
 
+def test_compile_is_the_compilers_bundle_and_reuses_it_across_scopes(
+        policy_file, tmp_path, monkeypatch, capsys):
+    # the role compiles every host's policy with `policy compile`: hosts that differ only in
+    # their scope must share one compile (the cache deploy uses), byte for byte the same bundle
+    from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("EDRFLEET_NO_CACHE", raising=False)
+    assert main(["policy", "compile", str(policy_file)]) == 0
+    text = policy_file.read_text()
+    assert capsys.readouterr().out == dump_bundle(compile_policy(load_policy_text(
+        text, str(policy_file))))
+    rules_files = sorted((tmp_path / "cache" / "edrfleet" / "bundles").glob("rules-*.json"))
+    assert len(rules_files) == 1
+    scoped = tmp_path / "other" / "policy.yaml"
+    scoped.parent.mkdir()
+    scoped.write_text(text.replace("version: 1\n", "version: 1\nscope: {cgroups: [/x]}\n"))
+    calls = []
+    monkeypatch.setattr("edrfleet.fleet.hostpolicy.compile_policy",
+                        lambda *a: calls.append(a) or compile_policy(*a))
+    assert main(["policy", "compile", str(scoped)]) == 0
+    bundle = load_bundle(capsys.readouterr().out)
+    assert calls == [] and bundle["scope"] == {"cgroups": ["/x"]}
+    assert bundle == compile_policy(load_policy_text(scoped.read_text(), str(scoped)))
+
+
 @pytest.mark.parametrize(("command", "expected"), [
     (["rm", "-rf", "/"], {"action": "block", "rules": ["rm-root"], "rule": "rm-root"}),
     (["rm", "-rf", "/tmp/x"], {"action": "allow", "rules": ["rm-root", "rm-tmp"],

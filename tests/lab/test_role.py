@@ -1,0 +1,134 @@
+"""roles/edrfleet_agent run by ansible-playbook against real lab hosts (sshd in network
+namespaces, no systemd: the role's supervisor path), real agents, real SSH.
+
+The tests run in file order and share one install: first converge, no-op rerun, policy-only
+reload, state absent.  The molecule scenario (tests/vm/test_molecule.py) proves the systemd
+path in a VM.  Every attack is a canary (LabFleet.canary_attack).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edrfleet.fleet.hostpolicy import Compiler, host_policy
+from edrfleet.fleet.inventory import load_inventory
+from edrfleet.fleet.package import build_release
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # ansible-playbook next to the interpreter running edrfleet
+PLAYBOOK = """\
+- name: Install edrfleet with the role
+  hosts: lab
+  gather_facts: false
+  roles:
+    - role: edrfleet_agent
+"""
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                   re.M)
+MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
+                "edrfleet_run_dir")
+
+
+class Play:
+    def __init__(self, inventory: Path, workdir: Path) -> None:
+        self.inventory = inventory
+        self.playbook = workdir / "site.yml"
+        self.playbook.write_text(PLAYBOOK)
+        self.env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+                        ANSIBLE_HOME=str(workdir / "ansible-home"),
+                        ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-tmp"),
+                        ANSIBLE_PIPELINING="True", ANSIBLE_HOST_KEY_CHECKING="True",
+                        ANSIBLE_NOCOLOR="1", PATH=f"{BIN}:{os.environ['PATH']}")
+
+    def run(self, *args: str) -> dict[str, dict[str, int]]:
+        """ansible-playbook the role; the recap per host.  Fails the test on a failed host."""
+        r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(self.inventory),
+                            str(self.playbook), *args], env=self.env, capture_output=True,
+                           text=True, timeout=600)
+        recap = {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]),
+                        "failed": int(m[5])} for m in RECAP.finditer(r.stdout)}
+        assert r.returncode == 0 and recap, r.stdout[-4000:] + r.stderr[-2000:]
+        return recap
+
+
+@pytest.fixture(scope="module")
+def play(lab_hosts, tmp_path_factory):
+    p = Play(lab_hosts.inventory, tmp_path_factory.mktemp("role"))
+    yield p
+    p.run("-e", "edrfleet_agent_state=absent")
+    for h in lab_hosts.hosts.values():  # as `lab up` made them, for the modules after this one
+        for var in MANAGED_DIRS:
+            Path(h.vars[var]).mkdir(mode=0o700, exist_ok=True)
+            Path(h.vars[var]).chmod(0o700)
+
+
+@pytest.fixture(scope="module")
+def converged(lab_hosts, play):
+    return play.run()
+
+
+def agent_pids(lab_hosts) -> dict[str, int]:
+    return {n: lab_hosts.facts(n)["agent_pid"] for n in lab_hosts.names}
+
+
+def test_the_role_starts_an_enforcing_agent_on_every_host(lab_hosts, converged):
+    release = build_release()
+    for name in lab_hosts.names:
+        assert converged[name]["changed"] > 0 and converged[name]["failed"] == 0
+        f = lab_hosts.facts(name)
+        assert f["agent_active"] and f["status"]["state"] == "enforcing"
+        assert f["status"]["pid"] == f["agent_pid"]
+        assert f["release_id"] == release.id
+        rc, survived = lab_hosts.canary_attack(name)
+        assert rc != 0 and survived, (name, rc)
+
+
+def test_the_role_installs_the_bundle_deploy_compiles(lab_hosts, converged):
+    inventory = load_inventory(lab_hosts.inventory)
+    compiler = Compiler()
+    for name in lab_hosts.names:
+        h = inventory.hosts[name]
+        want = host_policy(compiler, dict(h.vars), name, {}, tuple(h.groups))
+        f = lab_hosts.facts(name)
+        assert f["policy_sha256"] == want.file_sha256  # policy.json, byte for byte
+        assert f["status"]["policy_sha256"] == want.sha256  # and in force
+
+
+def test_a_second_run_changes_nothing_and_restarts_nothing(lab_hosts, converged, play):
+    before = agent_pids(lab_hosts)
+    recap = play.run()
+    assert {n: r["changed"] for n, r in recap.items()} == {n: 0 for n in lab_hosts.names}
+    assert agent_pids(lab_hosts) == before
+
+
+def test_a_policy_only_change_reloads_the_agent_without_a_restart(lab_hosts, converged, play):
+    name = lab_hosts.names[0]
+    before = agent_pids(lab_hosts)
+    recap = play.run("--limit", name, "-e", "edrfleet_mode=monitor")
+    assert set(recap) == {name} and recap[name]["changed"] > 0
+    f = lab_hosts.facts(name)
+    assert f["status"]["state"] == "monitoring" and f["status"]["last_reload"]["ok"]
+    play.run("--limit", name)
+    assert lab_hosts.facts(name)["status"]["state"] == "enforcing"
+    assert agent_pids(lab_hosts) == before  # SIGHUP through the supervisor, never a restart
+    rc, survived = lab_hosts.canary_attack(name)
+    assert rc != 0 and survived
+
+
+def test_state_absent_stops_the_agent_and_removes_everything(lab_hosts, converged, play):
+    supervisors = [lab_hosts.facts(n)["supervisor_pid"] for n in lab_hosts.names]
+    recap = play.run("-e", "edrfleet_agent_state=absent")
+    assert all(recap[n]["changed"] > 0 for n in lab_hosts.names)
+    for h in lab_hosts.hosts.values():
+        for var in MANAGED_DIRS:
+            assert not Path(h.vars[var]).exists(), (h.name, var)
+    for pid in supervisors:
+        assert pid and not Path(f"/proc/{pid}").exists()
+    recap = play.run("-e", "edrfleet_agent_state=absent")
+    assert {n: r["changed"] for n, r in recap.items()} == {n: 0 for n in lab_hosts.names}
