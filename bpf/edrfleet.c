@@ -75,6 +75,8 @@ struct edr_scratch {
 	__u32 want;                      /* enum edr_ctx_flag: context the group being judged needs */
 	__u32 cwd_unknown;               /* the cwd walk did not reach '/' */
 	__u32 ncwd;                      /* names in cwd_names */
+	__u32 cpos;                      /* cwd_string: bytes of cwdbuf built */
+	__u32 uid_ok;                    /* judge_group: the rule's uid list holds */
 	__u32 unscanned_block;           /* config: what is unknown blocks */
 	__u32 dirs_seen;                 /* cwd walk: directories looked up */
 	__u64 pbits;                     /* parent-key bits of the parent's executable */
@@ -311,25 +313,28 @@ static __always_inline void cwd_ctx(struct edr_scratch *s)
 	}
 }
 
-/* The cwd as a path for the event, from the names the walk kept (root first). */
+/* The cwd as a path for the event, from the names the walk kept (root first).  The write
+ * position lives in the scratch map: in a register the verifier tracked a different range per
+ * name and per path, and this loop alone cost 170 000 verified instructions. */
 static __always_inline void cwd_string(struct edr_scratch *s)
 {
 	struct edr_event *ev = &s->ev;
-	__u32 pos = 0;
+	s->cpos = 0;
 	for (int i = EDR_CWD_DEPTH - 1; i >= 0; i--) {
 		if (i >= s->ncwd)
 			continue;
+		__u32 pos = s->cpos;
 		if (pos + 1 >= EDR_CWD_MAX) {
 			ev->flags |= EDR_F_CWD_TRUNCATED;
 			break;
 		}
 		s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)] = '/';
-		pos += 1;
-		long n = bpf_probe_read_kernel_str(&s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)], 256,
+		long n = bpf_probe_read_kernel_str(&s->cwdbuf[BOUNDED(pos + 1, EDR_CWD_MAX)], 256,
 						   (void *)s->cwd_names[i & (EDR_CWD_DEPTH - 1)]);
-		if (n > 1)
-			pos += n - 1;
+		s->cpos = pos + 1 + (n > 1 ? n - 1 : 0);
+		asm volatile("" ::: "memory");
 	}
+	__u32 pos = s->cpos;
 	if (!pos) {
 		s->cwdbuf[0] = '/';
 		pos = 1;
@@ -395,12 +400,17 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 		if (r->fileless && !s->fileless)
 			continue;
 		if (r->n_uids) {
-			int ok = 0;
+			/* the verdict in the scratch map, the list end by break: paths that differ
+			 * only there merge (with a register flag this loop doubled every path) */
+			s->uid_ok = 0;
 			for (int u = 0; u < EDR_UIDS_PER_RULE; u++) {
-				if (u < r->n_uids && r->uids[u] == uid)
-					ok = 1;
+				if (u >= r->n_uids)
+					break;
+				if (r->uids[u] == uid)
+					s->uid_ok = 1;
 			}
-			if (!ok)
+			asm volatile("" ::: "memory");
+			if (!s->uid_ok)
 				continue;
 		}
 		if (rs->flags && !ctx_holds(s, r))
@@ -554,10 +564,16 @@ static __always_inline int scan(void *ctx, int lsm)
 		s->n = 0;
 	}
 	asm volatile("" ::: "memory");
-	/* the mask only tells the verifier what is already true (n <= window) */
+	/* the mask only tells the verifier what is already true (n <= window); a clamp would
+	 * give it a second path, n == window, and the loop would be walked twice */
 	__u32 n = s->n & (2 * EDR_SCAN_WINDOW - 1);
 	__u64 mask = s->mask;
-	__u32 state = s->state;
+	/* dfa_step without its row mask: e keeps its accept id above EDR_ROW_BITS, which the
+	 * index mask drops (EDR_TRANS_MAX divides 1 << EDR_ROW_BITS); the row mask is applied
+	 * once after the loop.  Every instruction here is verified once per argv byte. */
+	__u32 e = s->state;
+	const __u32 *tr = (const __u32 *)t->raw;
+	const __u64 *ac = (const __u64 *)a->raw;
 #pragma clang loop unroll(disable)
 	for (__u64 i = 0; i < EDR_SCAN_WINDOW; i++) {
 		/* Hide the induction from clang: otherwise it rewrites the loop into a pointer walk
@@ -565,10 +581,16 @@ static __always_inline int scan(void *ctx, int lsm)
 		asm volatile("" : "+r"(i));
 		if (i >= n)
 			break;
-		state = dfa_step(t, a, g, state, s->win[i & (EDR_SCAN_WINDOW - 1)], &mask);
+		e = tr[(e + g->cls[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
+		mask |= ac[(e >> EDR_ROW_BITS) & (EDR_ACCEPT_IDS - 1)];
 	}
+	__u32 state = e & EDR_ROW_MASK;
 	s->mask = mask;
 	s->state = state;
+	/* n again from the map: the loop's compares gave the register a different range in every
+	 * turn, so the verifier walked this exit 4096 times instead of once */
+	asm volatile("" ::: "memory");
+	n = s->n & (2 * EDR_SCAN_WINDOW - 1);
 	s->pos += n;
 	if (n && s->pos < s->scan_len)
 		tail(ctx, EDR_PROG_SCAN, lsm);
