@@ -384,9 +384,13 @@ static __always_inline int ctx_holds(struct edr_scratch *s, struct edr_rule *r)
 /* Match the group's rule slots against the condition bits and remember the best rules. */
 static __always_inline void judge_group(struct edr_scratch *s, struct edr_group *g)
 {
+#if EDR_WITH_UIDS
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
+#endif
+#if EDR_WITH_CTX
 	if (g->flags)
 		need_ctx(s, g);
+#endif
 	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
 		if (i >= g->n_rules)
 			break;
@@ -399,6 +403,7 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 			continue;
 		if (r->fileless && !s->fileless)
 			continue;
+#if EDR_WITH_UIDS
 		if (r->n_uids) {
 			/* the verdict in the scratch map, the list end by break: paths that differ
 			 * only there merge (with a register flag this loop doubled every path) */
@@ -413,8 +418,11 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 			if (!s->uid_ok)
 				continue;
 		}
+#endif
+#if EDR_WITH_CTX
 		if (rs->flags && !ctx_holds(s, r))
 			continue;
+#endif
 		if (r->action == EDR_ACTION_ALLOW && rs->rule < s->best_allow)
 			s->best_allow = rs->rule;
 		else if (r->action == EDR_ACTION_BLOCK && rs->rule < s->best_block)

@@ -101,6 +101,9 @@ class Packed:
             "EDR_MAX_PNAMES": len(self.context.pnames),
             "EDR_MAX_PINODES": len(self.context.pinodes),
             "EDR_MAX_DIRS": len(self.context.dirs),
+            # matchers: 1 = the program must hold their code (EDR_WITH_* in the header)
+            "EDR_WITH_UIDS": int(any(r.uids for r in self.rules)),
+            "EDR_WITH_CTX": int(any(r.parents or r.cwds for r in self.rules)),
         }
 
 

@@ -69,3 +69,13 @@ def test_trans_entries_are_next_row_and_accept_id_as_the_header_lays_them_out():
         base += len(dfa["trans"])
     assert packed.trans == expected
     assert len(bundle["dfas"]) == 2 and any(e >> row_bits for e in expected)
+
+
+def test_needs_say_which_matchers_the_program_must_hold():
+    plain = pack(rule_yaml("a", match="{executable: [rm]}")).needs(H)
+    assert (plain["EDR_WITH_UIDS"], plain["EDR_WITH_CTX"]) == (0, 0)
+    users = pack(rule_yaml("a", match="{executable: [rm], user: [nosuchuser]}")).needs(H)
+    assert (users["EDR_WITH_UIDS"], users["EDR_WITH_CTX"]) == (1, 0)  # the uid no one has
+    cwd = pack(rule_yaml("a", match="{executable: [rm], cwd: [/tmp]}")).needs(H)
+    parent = pack(rule_yaml("a", match="{executable: [rm], parent: {executable: [bash]}}"))
+    assert cwd["EDR_WITH_CTX"] == parent.needs(H)["EDR_WITH_CTX"] == 1
