@@ -27,7 +27,9 @@
  * per tail call of edr_scan (BCC 0.26 has no bpf_loop callbacks; the kernel's limit of 33 tail
  * calls bounds the scan to ~128 KiB of argv, beyond that the exec is "unscanned").
  */
+#ifdef EDR_WITH_LSM /* struct pt_regs; a tenth of the compile, needed by the LSM hook only */
 #include <uapi/linux/ptrace.h>
+#endif
 #include "edrfleet.h"
 
 #define EDR_SIGKILL 9
