@@ -6,6 +6,7 @@
  *   EDR_OFF_*          kernel struct offsets read from BTF (never from header files: the
  *                      headers on these machines do not describe the running kernel);
  *   EDR_MAX_*          map capacities sized from the policy;
+ *   EDR_WITH_UIDS/CTX  0 when no rule of the policy has match.user / match.parent or .cwd;
  *   EDR_USE_PERFBUF    perf buffer instead of ring buffer (kernels without BPF ring buffer);
  *   EDR_WITH_LSM       also build the bprm_check_security program (backend "lsm").
  *
@@ -577,7 +578,7 @@ static __always_inline int scan(void *ctx, int lsm)
 					    &s->lbuf[BOUNDED(s->pos, EDR_ARGS_MAX)]);
 	else
 		err = edr_read_user(s->win, CLAMP_LEN(s->n, EDR_SCAN_WINDOW),
-					  (void *)(s->arg_start + s->pos));
+				    (void *)(s->arg_start + s->pos));
 	if (err) {
 		s->scan_failed = 1;
 		s->n = 0;
@@ -882,7 +883,7 @@ int edr_lsm_check(unsigned long long *ctx)
 		if (off >= EDR_ARGS_MAX)
 			break;
 		long n = edr_read_user_str(&s->lbuf[BOUNDED(off, EDR_ARGS_MAX)],
-						 EDR_ARGS_MAX, (void *)p);
+					   EDR_ARGS_MAX, (void *)p);
 		if (n <= 0)
 			break;
 		s->lpos = off + n;
