@@ -191,18 +191,21 @@ static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_li
 {
 	if (!l)
 		return;
-	for (int i = 0; i < EDR_GROUPS_PER_KEY; i++) {
+	for (__u32 i = 0; i < EDR_GROUPS_PER_KEY; i++) {
+		/* an opaque index: as a pointer walk over the list (which clang makes of this
+		 * loop at some optimization settings) the 6.1 verifier cannot bound it */
+		asm volatile("" : "+r"(i));
 		if (i >= l->n)
 			break;
 		s->dup = 0;
 		for (int j = 0; j < EDR_CAND_MAX; j++) {
-			if (j < s->ncand && s->cand[j] == l->g[i])
+			if (j < s->ncand && s->cand[j] == l->g[i & (EDR_GROUPS_PER_KEY - 1)])
 				s->dup = 1;
 		}
 		asm volatile("" ::: "memory");
 		__u32 n = s->ncand;
 		if (!s->dup && n < EDR_CAND_MAX) {
-			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i];
+			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i & (EDR_GROUPS_PER_KEY - 1)];
 			s->ncand = n + 1;
 		}
 	}

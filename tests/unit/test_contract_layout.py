@@ -48,7 +48,7 @@ def test_engine_capacities_name_macros_of_the_header():
 
 def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
     for key in ("EDR_ARGS_MAX", "EDR_CAND_MAX", "EDR_FILENAME_MAX", "EDR_ACCEPT_IDS",
-                "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
+                "EDR_GROUPS_PER_KEY", "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
         v = H[key]
         assert v & (v - 1) == 0, key
 
