@@ -6,6 +6,7 @@
  *   EDR_OFF_*          kernel struct offsets read from BTF (never from header files: the
  *                      headers on these machines do not describe the running kernel);
  *   EDR_MAX_*          map capacities sized from the policy;
+ *   EDR_WITH_UIDS/CTX  0 when no rule of the policy has match.user / match.parent or .cwd;
  *   EDR_USE_PERFBUF    perf buffer instead of ring buffer (kernels without BPF ring buffer);
  *   EDR_WITH_LSM       also build the bprm_check_security program (backend "lsm").
  *
@@ -27,7 +28,9 @@
  * per tail call of edr_scan (BCC 0.26 has no bpf_loop callbacks; the kernel's limit of 33 tail
  * calls bounds the scan to ~128 KiB of argv, beyond that the exec is "unscanned").
  */
+#ifdef EDR_WITH_LSM /* struct pt_regs; a tenth of the compile, needed by the LSM hook only */
 #include <uapi/linux/ptrace.h>
+#endif
 #include "edrfleet.h"
 
 #define EDR_SIGKILL 9
@@ -75,6 +78,8 @@ struct edr_scratch {
 	__u32 want;                      /* enum edr_ctx_flag: context the group being judged needs */
 	__u32 cwd_unknown;               /* the cwd walk did not reach '/' */
 	__u32 ncwd;                      /* names in cwd_names */
+	__u32 cpos;                      /* cwd_string: bytes of cwdbuf built */
+	__u32 uid_ok;                    /* judge_group: the rule's uid list holds */
 	__u32 unscanned_block;           /* config: what is unknown blocks */
 	__u32 dirs_seen;                 /* cwd walk: directories looked up */
 	__u64 pbits;                     /* parent-key bits of the parent's executable */
@@ -113,6 +118,15 @@ BPF_PERF_OUTPUT(events);
 #else
 BPF_RINGBUF_OUTPUT(events, EDR_RINGBUF_PAGES);
 #endif
+
+/* The helpers bpf_probe_read_user{,_str} under names of our own: for every call spelled with
+ * BCC's names, BCC 0.26 resolves a kernel symbol to pick a fallback for kernels before 5.5
+ * (which this program does not support), reading all of /proc/kallsyms each time; that was a
+ * third of the compile.  Same helper ids, same prototypes as BCC's helpers.h. */
+static long (*edr_read_user)(void *dst, __u32 size, const void *unsafe_ptr) =
+	(void *)BPF_FUNC_probe_read_user;
+static long (*edr_read_user_str)(void *dst, __u32 size, const void *unsafe_ptr) =
+	(void *)BPF_FUNC_probe_read_user_str;
 
 /* Clamp a length so the verifier sees 0 <= len <= max: done in asm because clang may otherwise
  * compare one copy of the register and use another. */
@@ -177,18 +191,21 @@ static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_li
 {
 	if (!l)
 		return;
-	for (int i = 0; i < EDR_GROUPS_PER_KEY; i++) {
+	for (__u32 i = 0; i < EDR_GROUPS_PER_KEY; i++) {
+		/* an opaque index: as a pointer walk over the list (which clang makes of this
+		 * loop at some optimization settings) the 6.1 verifier cannot bound it */
+		asm volatile("" : "+r"(i));
 		if (i >= l->n)
 			break;
 		s->dup = 0;
 		for (int j = 0; j < EDR_CAND_MAX; j++) {
-			if (j < s->ncand && s->cand[j] == l->g[i])
+			if (j < s->ncand && s->cand[j] == l->g[i & (EDR_GROUPS_PER_KEY - 1)])
 				s->dup = 1;
 		}
 		asm volatile("" ::: "memory");
 		__u32 n = s->ncand;
 		if (!s->dup && n < EDR_CAND_MAX) {
-			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i];
+			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i & (EDR_GROUPS_PER_KEY - 1)];
 			s->ncand = n + 1;
 		}
 	}
@@ -311,25 +328,28 @@ static __always_inline void cwd_ctx(struct edr_scratch *s)
 	}
 }
 
-/* The cwd as a path for the event, from the names the walk kept (root first). */
+/* The cwd as a path for the event, from the names the walk kept (root first).  The write
+ * position lives in the scratch map: in a register the verifier tracked a different range per
+ * name and per path, and this loop alone cost 170 000 verified instructions. */
 static __always_inline void cwd_string(struct edr_scratch *s)
 {
 	struct edr_event *ev = &s->ev;
-	__u32 pos = 0;
+	s->cpos = 0;
 	for (int i = EDR_CWD_DEPTH - 1; i >= 0; i--) {
 		if (i >= s->ncwd)
 			continue;
+		__u32 pos = s->cpos;
 		if (pos + 1 >= EDR_CWD_MAX) {
 			ev->flags |= EDR_F_CWD_TRUNCATED;
 			break;
 		}
 		s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)] = '/';
-		pos += 1;
-		long n = bpf_probe_read_kernel_str(&s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)], 256,
+		long n = bpf_probe_read_kernel_str(&s->cwdbuf[BOUNDED(pos + 1, EDR_CWD_MAX)], 256,
 						   (void *)s->cwd_names[i & (EDR_CWD_DEPTH - 1)]);
-		if (n > 1)
-			pos += n - 1;
+		s->cpos = pos + 1 + (n > 1 ? n - 1 : 0);
+		asm volatile("" ::: "memory");
 	}
+	__u32 pos = s->cpos;
 	if (!pos) {
 		s->cwdbuf[0] = '/';
 		pos = 1;
@@ -379,9 +399,13 @@ static __always_inline int ctx_holds(struct edr_scratch *s, struct edr_rule *r)
 /* Match the group's rule slots against the condition bits and remember the best rules. */
 static __always_inline void judge_group(struct edr_scratch *s, struct edr_group *g)
 {
+#if EDR_WITH_UIDS
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
+#endif
+#if EDR_WITH_CTX
 	if (g->flags)
 		need_ctx(s, g);
+#endif
 	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
 		if (i >= g->n_rules)
 			break;
@@ -394,17 +418,26 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 			continue;
 		if (r->fileless && !s->fileless)
 			continue;
+#if EDR_WITH_UIDS
 		if (r->n_uids) {
-			int ok = 0;
+			/* the verdict in the scratch map, the list end by break: paths that differ
+			 * only there merge (with a register flag this loop doubled every path) */
+			s->uid_ok = 0;
 			for (int u = 0; u < EDR_UIDS_PER_RULE; u++) {
-				if (u < r->n_uids && r->uids[u] == uid)
-					ok = 1;
+				if (u >= r->n_uids)
+					break;
+				if (r->uids[u] == uid)
+					s->uid_ok = 1;
 			}
-			if (!ok)
+			asm volatile("" ::: "memory");
+			if (!s->uid_ok)
 				continue;
 		}
+#endif
+#if EDR_WITH_CTX
 		if (rs->flags && !ctx_holds(s, r))
 			continue;
+#endif
 		if (r->action == EDR_ACTION_ALLOW && rs->rule < s->best_allow)
 			s->best_allow = rs->rule;
 		else if (r->action == EDR_ACTION_BLOCK && rs->rule < s->best_block)
@@ -547,17 +580,23 @@ static __always_inline int scan(void *ctx, int lsm)
 		err = bpf_probe_read_kernel(s->win, CLAMP_LEN(s->n, EDR_SCAN_WINDOW),
 					    &s->lbuf[BOUNDED(s->pos, EDR_ARGS_MAX)]);
 	else
-		err = bpf_probe_read_user(s->win, CLAMP_LEN(s->n, EDR_SCAN_WINDOW),
-					  (void *)(s->arg_start + s->pos));
+		err = edr_read_user(s->win, CLAMP_LEN(s->n, EDR_SCAN_WINDOW),
+				    (void *)(s->arg_start + s->pos));
 	if (err) {
 		s->scan_failed = 1;
 		s->n = 0;
 	}
 	asm volatile("" ::: "memory");
-	/* the mask only tells the verifier what is already true (n <= window) */
+	/* the mask only tells the verifier what is already true (n <= window); a clamp would
+	 * give it a second path, n == window, and the loop would be walked twice */
 	__u32 n = s->n & (2 * EDR_SCAN_WINDOW - 1);
 	__u64 mask = s->mask;
-	__u32 state = s->state;
+	/* dfa_step without its row mask: e keeps its accept id above EDR_ROW_BITS, which the
+	 * index mask drops (EDR_TRANS_MAX divides 1 << EDR_ROW_BITS); the row mask is applied
+	 * once after the loop.  Every instruction here is verified once per argv byte. */
+	__u32 e = s->state;
+	const __u32 *tr = (const __u32 *)t->raw;
+	const __u64 *ac = (const __u64 *)a->raw;
 #pragma clang loop unroll(disable)
 	for (__u64 i = 0; i < EDR_SCAN_WINDOW; i++) {
 		/* Hide the induction from clang: otherwise it rewrites the loop into a pointer walk
@@ -565,10 +604,16 @@ static __always_inline int scan(void *ctx, int lsm)
 		asm volatile("" : "+r"(i));
 		if (i >= n)
 			break;
-		state = dfa_step(t, a, g, state, s->win[i & (EDR_SCAN_WINDOW - 1)], &mask);
+		e = tr[(e + g->cls[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
+		mask |= ac[(e >> EDR_ROW_BITS) & (EDR_ACCEPT_IDS - 1)];
 	}
+	__u32 state = e & EDR_ROW_MASK;
 	s->mask = mask;
 	s->state = state;
+	/* n again from the map: the loop's compares gave the register a different range in every
+	 * turn, so the verifier walked this exit 4096 times instead of once */
+	asm volatile("" ::: "memory");
+	n = s->n & (2 * EDR_SCAN_WINDOW - 1);
 	s->pos += n;
 	if (n && s->pos < s->scan_len)
 		tail(ctx, EDR_PROG_SCAN, lsm);
@@ -780,7 +825,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		len = EDR_ARGS_MAX;
 		ev->flags |= EDR_F_ARGS_TRUNCATED;
 	}
-	if (len && bpf_probe_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
+	if (len && edr_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
 		len = 0;
 	ev->args_len = len;
 	fit_budget(s);
@@ -831,7 +876,7 @@ int edr_lsm_check(unsigned long long *ctx)
 	s->ldone = 0;
 	for (int i = 0; i < EDR_LSM_ARGS; i++) {
 		__u64 p = 0;
-		if (bpf_probe_read_user(&p, sizeof(p), (void *)(argv + i * 8)))
+		if (edr_read_user(&p, sizeof(p), (void *)(argv + i * 8)))
 			break;
 		if (!p) {
 			s->ldone = 1;
@@ -840,8 +885,8 @@ int edr_lsm_check(unsigned long long *ctx)
 		__u32 off = s->lpos;
 		if (off >= EDR_ARGS_MAX)
 			break;
-		long n = bpf_probe_read_user_str(&s->lbuf[BOUNDED(off, EDR_ARGS_MAX)],
-						 EDR_ARGS_MAX, (void *)p);
+		long n = edr_read_user_str(&s->lbuf[BOUNDED(off, EDR_ARGS_MAX)],
+					   EDR_ARGS_MAX, (void *)p);
 		if (n <= 0)
 			break;
 		s->lpos = off + n;

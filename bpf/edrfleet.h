@@ -66,6 +66,15 @@
 #define EDR_MAX_DIRS        64
 #endif
 
+/* Matchers a policy uses: the agent compiles out (0) the code of those it does not, which
+ * makes the program cheaper to build and to verify; without -D everything is in. */
+#ifndef EDR_WITH_UIDS       /* some rule has match.user (uid lists) */
+#define EDR_WITH_UIDS       1
+#endif
+#ifndef EDR_WITH_CTX        /* some rule has match.parent or match.cwd */
+#define EDR_WITH_CTX        1
+#endif
+
 /* --- enums ------------------------------------------------------------------------------- */
 enum edr_action {            /* a rule's action */
 	EDR_ACTION_ALLOW = 1,

@@ -24,10 +24,25 @@ def canonical_sha256(bundle: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _canonical_text_matches(text: str, sha: object) -> bool:
+    """The cheap check for a file written canonically (``dump_bundle``): the text less its
+    ``"sha256"`` member then is the canonical body itself, so hashing it verifies the content
+    without serializing 1.4 MB of JSON again (25 ms of every agent start).  Any other file
+    (reformatted, edited) misses here and gets the full check."""
+    if not isinstance(sha, str):
+        return False
+    member = f',"sha256":"{sha}"'
+    body = text[:-1] if text.endswith("\n") else text
+    if body.count(member) != 1:
+        return False
+    return hashlib.sha256(body.replace(member, "", 1).encode()).hexdigest() == sha
+
+
 def read_bundle(path: Path) -> dict:
     """Parse and check a bundle file: format, version and sha256 must all hold."""
     try:
-        bundle = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+        bundle = json.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: cannot read: {exc}") from exc
     except json.JSONDecodeError as exc:
@@ -42,6 +57,7 @@ def read_bundle(path: Path) -> dict:
             f"{path}: bundle version {bundle.get('version')!r}, this agent reads {VERSION}; "
             "deploy a matching agent"
         )
-    if bundle.get("sha256") != canonical_sha256(bundle):
+    sha = bundle.get("sha256")
+    if not _canonical_text_matches(text, sha) and sha != canonical_sha256(bundle):
         raise BundleError(f"{path}: sha256 does not match the content (truncated or edited?)")
     return bundle

@@ -24,7 +24,6 @@ from edrfleet.agent.engine import Engine, EngineError, VerifierTooComplex, capac
 from edrfleet.agent.header import load_header
 from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
-from edrfleet.agent.outputs import SyslogOutput, WebhookOutput
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
 
@@ -90,6 +89,8 @@ class Agent:
         self.header = load_header(self.bpf_dir)
         self.spool = Spool(str(opts.spool), max_bytes=opts.spool_max_bytes)
         self.outputs: list = []
+        if opts.syslog or opts.webhook:  # here: urllib and friends cost 15 ms of every start
+            from edrfleet.agent.outputs import SyslogOutput, WebhookOutput
         if opts.syslog:
             self.outputs.append(SyslogOutput(opts.syslog, hostname=opts.host_name))
         if opts.webhook:

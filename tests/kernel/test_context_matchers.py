@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +213,59 @@ def test_a_rule_for_any_executable_decides_the_cwd_too(ctx, cgroup):
     assert cgroup.run(["/bin/true", "other"], cwd=prefix).returncode == 0
     (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-any-exe-in-dir", timeout=20)
     assert ev["process.executable"] == os.path.realpath("/bin/true")
+
+
+RELOAD_POLICY = """\
+version: 1
+scope:
+  cgroups: [{cgroup}]
+rules:
+  - id: plain
+    description: no user, parent or cwd matcher anywhere (their code is compiled out)
+    severity: low
+    action: block
+    match:
+      executable: [edrctx-nothing-{tag}]
+"""
+RELOAD_ADDS = """\
+  - id: reload-parent
+    description: a parent matcher arriving by reload
+    severity: high
+    action: block
+    match:
+      executable: [{canary}]
+      parent: {{executable: [{shell}]}}
+  - id: reload-user
+    description: a user matcher arriving by reload
+    severity: high
+    action: block
+    match:
+      executable: [{canary}]
+      user: [nobody]
+"""
+
+
+def test_a_reload_adding_parent_and_user_matchers_builds_a_program_that_holds_them(
+        start_agent, cgroup, shared):
+    tag = uuid.uuid4().hex[:6]
+    canary, sh = shared / f"edrctx-reload-canary-{tag}", shared / f"edrctx-sh-{tag}"
+    shutil.copy2("/bin/true", canary)
+    shutil.copy2("/bin/dash", sh)
+    first = RELOAD_POLICY.format(cgroup=cgroup.name, tag=tag)
+    agent = start_agent(first)
+    assert "rc=0" in under(cgroup, sh, canary).stdout
+    agent.policy.write_text(first + RELOAD_ADDS.format(canary=canary.name, shell=sh.name))
+    agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while agent.status().get("generation", 1) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agent.status()["generation"] == 2, agent.status()
+    assert "rc=137" in under(cgroup, sh, canary, linger="; sleep 1").stdout
+    assert cgroup.run([str(canary)]).returncode == 0  # parent python, user root: both fail
+
+    def as_nobody():
+        cgroup.enter()
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    assert subprocess.run([str(canary)], preexec_fn=as_nobody, cwd="/", timeout=30).returncode == -9

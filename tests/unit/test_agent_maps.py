@@ -51,3 +51,31 @@ def test_more_distinct_cwd_prefixes_than_key_bits_are_refused():
     bundle["rules"][0]["cwds"] = [f"/d{i}" for i in range(H["EDR_KEY_BITS"] + 1)]
     with pytest.raises(PackError, match="65 distinct cwd prefixes, the kernel holds 64"):
         pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+
+
+def test_trans_entries_are_next_row_and_accept_id_as_the_header_lays_them_out():
+    bundle = compile_policy(policy_of_rules(
+        rule_yaml("rm-rf", match="{executable: [rm], args: [{regex: '^-[a-z]*r'}, {glob: '/*'}]}"),
+        rule_yaml("dd-dev", match="{executable: [dd], cmdline: 'of=/dev/(sd|nvme)'}"),
+    ))
+    packed = pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+    row_bits = H["EDR_ROW_BITS"]
+    expected, base = [], 0
+    for dfa in bundle["dfas"]:
+        k, masks = dfa["nclasses"], dict(map(tuple, dfa["accept"]))
+        for nxt in dfa["trans"]:
+            accept_id = packed.accepts.index(masks[nxt]) if nxt in masks else 0
+            expected.append((base + nxt * k) | accept_id << row_bits)
+        base += len(dfa["trans"])
+    assert packed.trans == expected
+    assert len(bundle["dfas"]) == 2 and any(e >> row_bits for e in expected)
+
+
+def test_needs_say_which_matchers_the_program_must_hold():
+    plain = pack(rule_yaml("a", match="{executable: [rm]}")).needs(H)
+    assert (plain["EDR_WITH_UIDS"], plain["EDR_WITH_CTX"]) == (0, 0)
+    users = pack(rule_yaml("a", match="{executable: [rm], user: [nosuchuser]}")).needs(H)
+    assert (users["EDR_WITH_UIDS"], users["EDR_WITH_CTX"]) == (1, 0)  # the uid no one has
+    cwd = pack(rule_yaml("a", match="{executable: [rm], cwd: [/tmp]}")).needs(H)
+    parent = pack(rule_yaml("a", match="{executable: [rm], parent: {executable: [bash]}}"))
+    assert cwd["EDR_WITH_CTX"] == parent.needs(H)["EDR_WITH_CTX"] == 1

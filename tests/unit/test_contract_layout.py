@@ -48,7 +48,7 @@ def test_engine_capacities_name_macros_of_the_header():
 
 def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
     for key in ("EDR_ARGS_MAX", "EDR_CAND_MAX", "EDR_FILENAME_MAX", "EDR_ACCEPT_IDS",
-                "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
+                "EDR_GROUPS_PER_KEY", "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
         v = H[key]
         assert v & (v - 1) == 0, key
 
@@ -61,3 +61,19 @@ def test_agent_and_compiler_compute_the_same_bundle_checksum():
 def test_context_flags_and_key_bits_fit_what_the_packer_writes():
     assert H.enum_by_suffix("edr_ctx_flag", "EDR_CTX_") == {"parent": 1, "cwd": 2}
     assert H["EDR_KEY_BITS"] == 64  # u64 bit sets in "pnames", "pinodes", "dirs"
+
+
+def test_matcher_switches_are_header_macros_that_default_to_compiled_in():
+    for key in engine.FEATURES:
+        assert H[key] == 1, key
+
+
+def test_a_program_without_a_matcher_the_policy_needs_does_not_fit_it():
+    caps = engine.capacities_for({"EDR_MAX_RULES": 10})
+    assert (caps["EDR_WITH_UIDS"], caps["EDR_WITH_CTX"]) == (0, 0)
+    e = object.__new__(engine.Engine)  # fits() reads capacities only; no BPF here
+    e.capacities = caps
+    assert e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0})
+    assert not e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 1, "EDR_WITH_CTX": 0})
+    assert not e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 1})
+    assert engine.capacities_for({"EDR_WITH_CTX": 1})["EDR_WITH_CTX"] == 1

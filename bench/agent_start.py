@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""CPU and wall time of one agent start, phase by phase (what bench/deploy pays per host).
+
+Each sample is a fresh ``/usr/bin/python3`` (the interpreter hosts run the agent with) that
+goes through the agent's own start path - ``Agent.load_bundle``, ``Agent._pack``, ``Btf.load``,
+``kernel_offsets``, ``lsm_available``, ``Agent._new_engine`` (BCC compile, then each program
+through the verifier), ``Agent._install`` (map filling) - and stops before attaching: nothing
+it loads ever runs.  The policy is the default template, compiled here, scoped to a cgroup
+this script creates (and removes).  Phases are timed with getrusage (user + system: clang runs
+inside libbcc, the verifier inside the bpf() syscall), medians over --runs samples.
+
+Usage: sudo .venv/bin/python bench/agent_start.py [--runs 3] [--bundle FILE] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_PYTHON = "/usr/bin/python3"  # hosts run the agent with the system python + bcc
+
+
+# -- child: one agent start -------------------------------------------------------------------
+class Clock:
+    """Per-phase CPU (user + system) and wall time since the last mark."""
+
+    def __init__(self) -> None:
+        self.phases: list[dict] = []
+        # interpreter start-up: CPU so far, wall unknown (0)
+        self.cpu0, self.wall0 = _cpu(), time.monotonic()
+        self.phases.append({"phase": "python start-up", "cpu": self.cpu0, "wall": 0.0})
+
+    def mark(self, phase: str) -> None:
+        cpu, wall = _cpu(), time.monotonic()
+        self.phases.append({"phase": phase, "cpu": cpu - self.cpu0, "wall": wall - self.wall0})
+        self.cpu0, self.wall0 = cpu, wall
+
+
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def child(bundle_path: Path, spool: Path) -> None:
+    clock = Clock()
+    sys.path.insert(0, str(REPO))
+    from edrfleet.agent.bundle_file import read_bundle
+    from edrfleet.agent.run import Agent, Options, kernel_offsets, lsm_available
+
+    clock.mark("import agent")
+    import bcc
+
+    clock.mark("import bcc")
+    _time_bcc(bcc, clock)
+    agent = Agent(Options(policy=bundle_path, spool=spool, backend="sigkill"), read_bundle)
+    clock.mark("agent init (header, spool)")
+    bundle = agent.load_bundle(bundle_path)
+    clock.mark("read bundle (json + sha256)")
+    agent.wanted = agent._wanted_backend(bundle)
+    packed = agent._pack(bundle)
+    clock.mark("pack bundle")
+    from edrfleet.agent.btf import Btf
+
+    btf = Btf.load()
+    offsets = kernel_offsets(btf)
+    clock.mark("BTF offsets")
+    agent.lsm_possible, _ = lsm_available(btf)
+    clock.mark("LSM probe")
+    engine = agent._new_engine(offsets, packed)  # marks compile and each verify itself
+    agent._install(engine, bundle, packed, slot=0)
+    clock.mark("fill maps + activate")
+    sizes = _xlated(engine)
+    engine.detach()
+    clock.mark("detach")
+    print(json.dumps({"phases": clock.phases, "xlated": sizes,
+                      "scan_window": engine.scan_window}))
+
+
+def _time_bcc(bcc, clock: Clock) -> None:
+    """Mark the BCC compile (BPF.__init__) and each load_func (the verifier) as phases."""
+    init, load = bcc.BPF.__init__, bcc.BPF.load_func
+
+    def timed_init(self, *a, **kw):
+        clock.mark("engine setup (text, cflags)")
+        init(self, *a, **kw)
+        clock.mark("BCC compile (clang + rewriter)")
+
+    def timed_load(self, name, *a, **kw):
+        fn = load(self, name, *a, **kw)
+        clock.mark(f"verify {name.decode()}")
+        return fn
+
+    bcc.BPF.__init__, bcc.BPF.load_func = timed_init, timed_load
+
+
+def _xlated(engine) -> dict[str, int]:
+    """bytes_xlated of each loaded program, from its fd (fdinfo -> id -> bpftool)."""
+    out = {}
+    for name, fn in engine.bpf.funcs.items():
+        try:
+            info = dict(line.split(":\t", 1) for line in
+                        Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines()
+                        if ":\t" in line)
+            show = subprocess.run(["bpftool", "-j", "prog", "show", "id", info["prog_id"].strip()],
+                                  capture_output=True, text=True, check=True)
+            out[name.decode()] = json.loads(show.stdout).get("bytes_xlated", 0)
+        except (OSError, KeyError, subprocess.CalledProcessError, ValueError):
+            continue
+    return out
+
+
+# -- parent: bundle, samples, table -----------------------------------------------------------
+def make_bundle(workdir: Path, scope: str) -> Path:
+    sys.path.insert(0, str(REPO / "bench"))
+    import _common as c
+
+    from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
+
+    bundle = compile_policy(load_policy_text(c.render_default_policy([scope]), "default"))
+    path = workdir / "bundle.json"
+    path.write_text(dump_bundle(bundle))
+    return path
+
+
+def sample(bundle: Path, workdir: Path) -> dict:
+    spool = Path(tempfile.mkdtemp(prefix="spool-", dir=workdir))
+    proc = subprocess.run([AGENT_PYTHON, __file__, "--child", str(bundle), "--spool", str(spool)],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        sys.exit(f"bench: agent start failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def summarize(samples: list[dict]) -> dict:
+    names = list(dict.fromkeys(p["phase"] for p in samples[0]["phases"]))
+    table = {}
+    for name in names:
+        cpu = [sum(p["cpu"] for p in s["phases"] if p["phase"] == name) for s in samples]
+        wall = [sum(p["wall"] for p in s["phases"] if p["phase"] == name) for s in samples]
+        table[name] = {"cpu": statistics.median(cpu), "wall": statistics.median(wall)}
+    totals = [sum(p["cpu"] for p in s["phases"]) for s in samples]
+    walls = [sum(p["wall"] for p in s["phases"]) for s in samples]
+    return {"phases": table, "total_cpu": statistics.median(totals),
+            "total_wall": statistics.median(walls), "runs": len(samples),
+            "xlated": samples[0]["xlated"], "scan_window": samples[0]["scan_window"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="agent starts to take the median of")
+    ap.add_argument("--bundle", type=Path, help="compiled bundle (default: the default policy)")
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--spool", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.spool)
+        return
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (loads BPF programs)")
+    sys.path.insert(0, str(REPO / "bench"))
+    sys.path.insert(0, str(REPO))
+    import _common as c
+
+    workdir = Path(tempfile.mkdtemp(prefix="edrfleet-bench-start-"))
+    cg = c.Cgroup.create("edrfleet-bench-start")
+    try:
+        bundle = args.bundle or make_bundle(workdir, cg.name)
+        result = summarize([sample(bundle, workdir) for _ in range(args.runs)])
+    finally:
+        cg.remove()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"agent start, median of {result['runs']} (scan window {result['scan_window']} B)")
+    print(f"{'phase':36} {'cpu s':>7} {'wall s':>7}")
+    for name, v in result["phases"].items():
+        print(f"{name:36} {v['cpu']:7.3f} {v['wall']:7.3f}")
+    print(f"{'total':36} {result['total_cpu']:7.3f} {result['total_wall']:7.3f}")
+    print("bytes_xlated: " + ", ".join(f"{k} {v}" for k, v in result["xlated"].items()))
+
+
+if __name__ == "__main__":
+    main()
