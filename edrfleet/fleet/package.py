@@ -2,14 +2,12 @@
 
 A release is three files, laid out on the host as ``<install_dir>/releases/<id>/``::
 
-    agent.pyz          zipapp of edrfleet/__init__.py + edrfleet/agent/ (stdlib + bcc only),
-                       each module with its bytecode for the controller's Python version
+    agent.pyz          zipapp of edrfleet/__init__.py + edrfleet/agent/ (stdlib + bcc only)
     bpf/edrfleet.c     the BPF program BCC compiles on the host
     bpf/edrfleet.h     the kernel <-> user contract it includes
 
 ``<id>`` is the first 16 hex digits of the sha256 over the three files' names and bytes, so the
-same source (built by the same Python minor version: the bytecode is in it) always gives the
-same id and a rerun with nothing changed changes nothing.  The
+same source always gives the same id and a rerun with nothing changed changes nothing.  The
 zipapp is byte-for-byte reproducible (sorted entries, fixed timestamps, no compression).
 ``<install_dir>/current`` is a symlink to the active release; the unit runs
 ``python3 <install_dir>/current/agent.pyz run --bpf-dir <install_dir>/current/bpf ...``.
@@ -21,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import io
-import marshal
-import struct
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -50,28 +45,14 @@ def _zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
 
 
-def _pyc(name: str, source: bytes) -> bytes:
-    """``name``'s bytecode as an unchecked hash-based .pyc (PEP 552): zipimport loads it
-    beside the .py without compiling (each ``agent.pyz`` process: 54 -> 20 ms CPU) and without
-    looking at timestamps; an interpreter of another version ignores it (magic number) and
-    compiles the source, as before."""
-    code = compile(source, f"agent.pyz/{name}", "exec", dont_inherit=True)
-    flags = 0b01  # hash-based, unchecked: the zip's .py and .pyc only ever change together
-    return (importlib.util.MAGIC_NUMBER + struct.pack("<I", flags)
-            + importlib.util.source_hash(source) + marshal.dumps(code))
-
-
 def agent_zipapp(repo: Path = REPO) -> bytes:
     """The agent as one reproducible zipapp (``python3 agent.pyz run --policy …``)."""
-    sources = {"__main__.py": _MAIN,
-               "edrfleet/__init__.py": (repo / "edrfleet" / "__init__.py").read_bytes()}
-    for f in sorted((repo / "edrfleet" / "agent").glob("*.py")):
-        sources[f"edrfleet/agent/{f.name}"] = f.read_bytes()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, source in sources.items():
-            _zip_entry(zf, name, source)
-            _zip_entry(zf, name + "c", _pyc(name, source))
+        _zip_entry(zf, "__main__.py", _MAIN)
+        _zip_entry(zf, "edrfleet/__init__.py", (repo / "edrfleet" / "__init__.py").read_bytes())
+        for f in sorted((repo / "edrfleet" / "agent").glob("*.py")):
+            _zip_entry(zf, f"edrfleet/agent/{f.name}", f.read_bytes())
     return b"#!/usr/bin/python3\n" + buf.getvalue()
 
 
