@@ -163,8 +163,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _compile_cached(path: str) -> tuple[str, str, int]:
-    """(bundle text, sha256, rules) of a policy YAML or bundle JSON.  YAML goes through the
+def _compile_cached(path: str) -> tuple[str, str, int, str]:
+    """(bundle text, sha256, rules, mode) of a policy YAML or bundle JSON.  YAML goes through the
     bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this: hosts
     that differ only in scope share one compile)."""
     from edrfleet.fleet.hostpolicy import Compiler
@@ -173,14 +173,14 @@ def _compile_cached(path: str) -> tuple[str, str, int]:
         text = fh.read()
     if _is_bundle_json(text):
         bundle = load_bundle(text)
-        return dump_bundle(bundle), bundle["sha256"], len(bundle["rules"])
-    body, sha = Compiler().compile_text(text, path, os.path.basename(path))
-    return body, sha, len(json.loads(body)["rules"])
+    else:
+        bundle = json.loads(Compiler().compile_text(text, path, os.path.basename(path))[0])
+    return dump_bundle(bundle), bundle["sha256"], len(bundle["rules"]), bundle["mode"]
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     try:
-        text, sha, rules = _compile_cached(args.file)
+        text, sha, rules, mode = _compile_cached(args.file)
     except PolicyError as exc:
         return _report(exc)
     if args.output:
@@ -188,7 +188,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, args.output)
-        print(f"{args.output}: {rules} rules, sha256 {sha}", file=sys.stderr)
+        # the role reads mode and sha256 from this line (roles/edrfleet_agent/tasks/policy.yml)
+        print(f"{args.output}: {rules} rules, mode {mode}, sha256 {sha}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -76,7 +76,9 @@ def test_compile_writes_the_bundle_and_check_reads_it_back(policy_file, tmp_path
     assert main(["policy", "compile", str(policy_file), "-o", str(out)]) == 0
     bundle = load_bundle(out.read_text())
     assert [r["id"] for r in bundle["rules"]] == ["rm-root", "rm-tmp", "curl-log"]
-    capsys.readouterr()
+    # the role parses this line (roles/edrfleet_agent/tasks/policy.yml)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{out}: 3 rules, mode {bundle['mode']}, sha256 {bundle['sha256']}")
     assert main(["policy", "check", str(out)]) == 0
     assert f"sha256: {bundle['sha256']}" in capsys.readouterr().out
 
