@@ -11,9 +11,8 @@ import logging
 import sys
 from typing import Any
 
+from edrfleet.cli.main import EXIT_OK
 from edrfleet.fleet.inventory import load_inventory
-
-EXIT_OK = 0
 
 
 def register(subparsers: Any) -> None:

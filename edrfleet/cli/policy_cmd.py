@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from edrfleet.cli.main import EXIT_OK, EXIT_USAGE
 from edrfleet.policy import (
     PolicyError,
     PolicyErrors,
@@ -23,9 +24,6 @@ from edrfleet.policy import (
 )
 from edrfleet.policy.corpus import read_corpus, run_corpus
 from edrfleet.policy.limits import EDR_TRANS_MAX, MAX_TRANS_TOTAL
-
-EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 def register(subparsers: Any) -> None:
@@ -173,9 +171,11 @@ def _compile_cached(path: str) -> tuple[str, str, int, str]:
         text = fh.read()
     if _is_bundle_json(text):
         bundle = load_bundle(text)
-    else:
-        bundle = json.loads(Compiler().compile_text(text, path, os.path.basename(path))[0])
-    return dump_bundle(bundle), bundle["sha256"], len(bundle["rules"]), bundle["mode"]
+        body = dump_bundle(bundle)
+    else:  # compile_text's text is already dump_bundle's
+        body = Compiler().compile_text(text, path, os.path.basename(path))[0]
+        bundle = json.loads(body)
+    return body, bundle["sha256"], len(bundle["rules"]), bundle["mode"]
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

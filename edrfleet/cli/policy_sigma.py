@@ -11,8 +11,7 @@ import os
 import sys
 from typing import Any
 
-EXIT_OK = 0
-EXIT_USAGE = 2
+from edrfleet.cli.main import EXIT_OK, EXIT_USAGE
 
 
 def register(sub: Any) -> None:
