@@ -24,6 +24,7 @@ import functools
 import os
 import pwd
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -149,14 +150,20 @@ def to_ecs(
     return out
 
 
-def technique_ids(tags: list[str]) -> list[str]:
+def technique_ids(tags: Sequence[str]) -> list[str]:
     """MITRE ATT&CK technique ids of Sigma-style tags: attack.t1070.003 -> T1070.003."""
-    out = []
+    return list(_technique_ids(tuple(tags)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _technique_ids(tags: tuple[str, ...]) -> tuple[str, ...]:
+    # a rule's tags are the same in every event it reports: match them once
+    out: list[str] = []
     for tag in tags:
         m = TECHNIQUE_TAG.match(tag)
         if m and m.group(1).upper() not in out:
             out.append(m.group(1).upper())
-    return out
+    return tuple(out)
 
 
 def context_fields(ev: ct.Structure, parent_executable: str) -> dict:

@@ -225,31 +225,30 @@ class Engine:
             self._released_at[self.active_slot] = time.monotonic()
         self.active_slot = slot
 
-    def _fill_lists(self, name: str, slot: int, items, set_key) -> list:
+    def _fill(self, name: str, slot: int, items, set_key, leaf) -> list:
+        """Write ``slot``'s entries of hash map ``name``; returns the keys written."""
         table = self.bpf[name]
         written = []
-        for key_value, groups in items:
+        for key_value, value in items:
             k = table.Key()
             k.slot = slot
             set_key(k, key_value)
+            table[k] = leaf(table, value)
+            written.append(k)
+        return written
+
+    def _fill_lists(self, name: str, slot: int, items, set_key) -> list:
+        def group_list(table, groups):
             v = table.Leaf()
             v.n = len(groups)
             for i, g in enumerate(groups):
                 v.g[i] = g
-            table[k] = v
-            written.append(k)
-        return written
+            return v
+
+        return self._fill(name, slot, items, set_key, group_list)
 
     def _fill_bits(self, name: str, slot: int, items, set_key) -> list:
-        table = self.bpf[name]
-        written = []
-        for key_value, bits in items:
-            k = table.Key()
-            k.slot = slot
-            set_key(k, key_value)
-            table[k] = ct.c_uint64(bits)
-            written.append(k)
-        return written
+        return self._fill(name, slot, items, set_key, lambda _table, bits: ct.c_uint64(bits))
 
     def _fill_scope(self, slot: int, cgroup_ids: list[int]) -> list:
         table = self.bpf["scope"]
