@@ -16,6 +16,10 @@ from edrfleet.fleet import lab
 from edrfleet.fleet.facts import HostPaths, gather_facts
 from edrfleet.fleet.transport import Transport
 
+# What deploy and the role install into on a lab host (docs/fleet.md host variables).
+MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
+                "edrfleet_run_dir")
+
 
 @dataclass(frozen=True)
 class InventoryHost:
@@ -55,10 +59,21 @@ class LabFleet:
             h = InventoryHost(h.name, {**h.vars, **var_overrides})
         return Transport(h, self.inventory.parent, connect_timeout=5)
 
+    def restore_dirs(self) -> None:
+        """Every host's managed directories as `lab up` made them (for the modules after an
+        uninstall)."""
+        for h in self.hosts.values():
+            for var in MANAGED_DIRS:
+                Path(h.vars[var]).mkdir(mode=0o700, exist_ok=True)
+                Path(h.vars[var]).chmod(0o700)
+
     def facts(self, name: str) -> dict[str, Any]:
         """What deploy reads from the host (edrfleet.fleet.facts), over SSH."""
         with self.transport(name) as t:
             return gather_facts(t, HostPaths.from_vars(self.hosts[name].vars))
+
+    def agent_pids(self) -> dict[str, int]:
+        return {n: self.facts(n)["agent_pid"] for n in self.names}
 
     def canary_attack(self, name: str) -> tuple[int, bool]:
         """rm -rf of a fresh canary inside the host: returns (exit status, canary survived)."""

@@ -45,18 +45,6 @@ def run_deploy(lab_hosts, host_list=None, **opts):
     return report, {r.name: r for r in report.results}
 
 
-def facts(lab_hosts, name):
-    return lab_hosts.facts(name)
-
-
-def agent_pids(lab_hosts):
-    return {n: facts(lab_hosts, n)["agent_pid"] for n in lab_hosts.names}
-
-
-def canary_attack(lab_hosts, name):
-    return lab_hosts.canary_attack(name)
-
-
 def tree(lab_hosts):
     """sha256 and mtime of every file deploy manages on every host (spool excluded: the agent
     rewrites status.json every second)."""
@@ -81,20 +69,12 @@ def wait_for(cond, timeout=30.0):
     raise AssertionError("condition not met in time")
 
 
-MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
-                "edrfleet_run_dir")
-
-
 @pytest.fixture(scope="module")
 def deployed(lab_hosts):
     report, by_name = run_deploy(lab_hosts)
     yield report, by_name
     main(["uninstall", str(lab_hosts.inventory), "--purge"])
-    # put the hosts back as `lab up` made them for the modules after this one
-    for h in lab_hosts.hosts.values():
-        for var in MANAGED_DIRS:
-            Path(h.vars[var]).mkdir(mode=0o700, exist_ok=True)
-            Path(h.vars[var]).chmod(0o700)
+    lab_hosts.restore_dirs()
 
 
 def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, deployed):
@@ -104,12 +84,12 @@ def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, depl
     for name in lab_hosts.names:
         st = by_name[name].agent
         assert st["state"] == "enforcing" and st["backend"] in ("sigkill", "lsm")
-        f = facts(lab_hosts, name)
+        f = lab_hosts.facts(name)
         assert f["status"]["policy_sha256"] == st["policy_sha256"]
         assert f["supervisor_pid"] and f["agent_pid"] == st["pid"]
         assert "lab-canary" in Path(lab_hosts.hosts[name].vars["edrfleet_config_dir"],
                                     "policy.yaml").read_text()
-        rc, survived = canary_attack(lab_hosts, name)
+        rc, survived = lab_hosts.canary_attack(name)
         assert rc == 137 and survived  # Killed before rm ran
 
 
@@ -137,20 +117,20 @@ def test_a_look_alike_that_is_not_an_attack_runs(lab_hosts, deployed):
 
 
 def test_rerun_changes_nothing_and_restarts_nothing(lab_hosts, deployed):
-    before, files = agent_pids(lab_hosts), tree(lab_hosts)
+    before, files = lab_hosts.agent_pids(), tree(lab_hosts)
     report, _ = run_deploy(lab_hosts)
     assert [r.status for r in report.results] == ["ok"] * len(lab_hosts.names)
-    assert agent_pids(lab_hosts) == before and tree(lab_hosts) == files
+    assert lab_hosts.agent_pids() == before and tree(lab_hosts) == files
 
 
 def test_check_and_diff_show_the_change_and_make_none(lab_hosts, deployed, capsys):
-    before, files = agent_pids(lab_hosts), tree(lab_hosts)
+    before, files = lab_hosts.agent_pids(), tree(lab_hosts)
     monitor = {n: {"edrfleet_mode": "monitor"} for n in lab_hosts.names}
     report, by_name = run_deploy(lab_hosts, hosts(lab_hosts, **monitor), check=True, diff=True)
     for r in report.results:
         assert r.status == "changed" and r.message.startswith("would change: policy")
         assert "-mode: enforce\n+mode: monitor\n" in r.diff
-    assert agent_pids(lab_hosts) == before and tree(lab_hosts) == files
+    assert lab_hosts.agent_pids() == before and tree(lab_hosts) == files
     # the command line says the same and exits 0
     assert main(["deploy", str(lab_hosts.inventory), "--check", "--diff"]) == 0
     assert "nothing changed" in capsys.readouterr().out
@@ -158,14 +138,22 @@ def test_check_and_diff_show_the_change_and_make_none(lab_hosts, deployed, capsy
 
 def test_policy_only_change_reloads_the_running_agent(lab_hosts, deployed):
     name = lab_hosts.names[0]
-    before = agent_pids(lab_hosts)
+    before = lab_hosts.agent_pids()
     _, by_name = run_deploy(lab_hosts, hosts(lab_hosts, **{name: {"edrfleet_mode": "monitor"}}))
     assert by_name[name].status == "changed" and "reload agent" in by_name[name].message
     assert by_name[name].agent["state"] == "monitoring"
     assert all(by_name[n].status == "ok" for n in lab_hosts.names[1:])
     _, by_name = run_deploy(lab_hosts)  # back to enforce, again by reload
     assert by_name[name].agent["state"] == "enforcing"
-    assert agent_pids(lab_hosts) == before  # SIGHUP, never a restart
+    assert lab_hosts.agent_pids() == before  # SIGHUP, never a restart
+
+
+def assert_enforces_as_before(lab_hosts, name, before, after):
+    """After a rollback: the old policy in force again, and blocking."""
+    assert after["status"]["state"] == "enforcing"
+    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
+    rc, survived = lab_hosts.canary_attack(name)
+    assert rc == 137 and survived
 
 
 def variant_release(main_py: bytes | None = None) -> Release:
@@ -192,25 +180,25 @@ def deploy_release(lab_hosts, release, **opts):
 def test_a_new_release_restarts_the_agent_and_the_old_one_comes_back(lab_hosts, deployed):
     name = lab_hosts.names[0]
     install = Path(lab_hosts.hosts[name].vars["edrfleet_install_dir"])
-    first = facts(lab_hosts, name)
+    first = lab_hosts.facts(name)
     new = variant_release()
     by_name = deploy_release(lab_hosts, new)
     r = by_name[name]
     assert r.status == "changed" and f"-> {new.id}" in r.message and "restart agent" in r.message
-    after = facts(lab_hosts, name)
+    after = lab_hosts.facts(name)
     assert after["release_id"] == new.id and after["agent_pid"] != first["agent_pid"]
     assert r.agent["state"] == "enforcing" and r.agent["pid"] == after["agent_pid"]
     # back to this checkout's release: already on the host, so nothing is sent again
     by_name = deploy_release(lab_hosts, build_release())
     assert "(already on the host)" in by_name[name].message
-    assert facts(lab_hosts, name)["release_id"] == first["release_id"]
+    assert lab_hosts.facts(name)["release_id"] == first["release_id"]
     assert sorted(p.name for p in (install / "releases").iterdir()) == \
         sorted([first["release_id"], new.id])  # current and the one before it
 
 
 def test_a_release_whose_agent_dies_is_rolled_back(lab_hosts, deployed):
     name = lab_hosts.names[1]
-    before = facts(lab_hosts, name)
+    before = lab_hosts.facts(name)
     broken = variant_release(b"import sys\nif sys.argv[1:2] == ['run']:\n"
                              b"    sys.exit('edrfleet-test: this release cannot run')\n"
                              b"from edrfleet.agent.__main__ import main\nsys.exit(main())\n")
@@ -218,12 +206,9 @@ def test_a_release_whose_agent_dies_is_rolled_back(lab_hosts, deployed):
     r = by_name[name]
     assert r.status == "failed" and "not enforcing after 8s" in r.message
     assert f"rolled back to release {before['release_id']}" in r.message
-    after = facts(lab_hosts, name)
+    after = lab_hosts.facts(name)
     assert after["release_id"] == before["release_id"]
-    assert after["status"]["state"] == "enforcing"
-    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
-    rc, survived = canary_attack(lab_hosts, name)
-    assert rc == 137 and survived
+    assert_enforces_as_before(lab_hosts, name, before, after)
 
 
 def test_a_bad_regex_on_one_host_stops_the_deploy_before_any_host_is_touched(
@@ -289,17 +274,17 @@ def test_a_changed_host_key_is_refused(lab_hosts, deployed):
 
 def test_a_killed_agent_is_restarted_by_its_supervisor(lab_hosts, deployed):
     name = lab_hosts.names[0]
-    old = facts(lab_hosts, name)["agent_pid"]
+    old = lab_hosts.facts(name)["agent_pid"]
     os.kill(old, signal.SIGKILL)  # the agent our deploy started on this lab host
 
     def restarted():
-        f = facts(lab_hosts, name)
+        f = lab_hosts.facts(name)
         st = f["status"] or {}
         return f["agent_pid"] not in (0, old) and st.get("pid") == f["agent_pid"] \
             and st.get("state") == "enforcing"
 
     wait_for(restarted, timeout=60)
-    rc, survived = canary_attack(lab_hosts, name)
+    rc, survived = lab_hosts.canary_attack(name)
     assert rc == 137 and survived
     report, _ = run_deploy(lab_hosts)
     assert report.count("ok") == len(lab_hosts.names)
@@ -307,21 +292,18 @@ def test_a_killed_agent_is_restarted_by_its_supervisor(lab_hosts, deployed):
 
 def test_an_agent_that_cannot_take_the_policy_is_rolled_back(lab_hosts, deployed):
     name = lab_hosts.names[2]
-    before = facts(lab_hosts, name)
+    before = lab_hosts.facts(name)
     missing = {"edrfleet_scope_cgroups": ["/edrfleet-no-such-cgroup-" + secrets.token_hex(3)]}
     _, by_name = run_deploy(lab_hosts, hosts(lab_hosts, **{name: missing}), start_timeout=30)
     r = by_name[name]
     assert r.status == "failed" and "does not exist" in r.message and "rolled back" in r.message
-    after = facts(lab_hosts, name)
+    after = lab_hosts.facts(name)
     assert after["policy_sha256"] == before["policy_sha256"]
-    assert after["status"]["state"] == "enforcing"
-    assert after["status"]["policy_sha256"] == before["status"]["policy_sha256"]
-    rc, survived = canary_attack(lab_hosts, name)
-    assert rc == 137 and survived
+    assert_enforces_as_before(lab_hosts, name, before, after)
 
 
 def test_uninstall_leaves_nothing_behind(lab_hosts, deployed):
-    pids = [facts(lab_hosts, n)["supervisor_pid"] for n in lab_hosts.names]
+    pids = [lab_hosts.facts(n)["supervisor_pid"] for n in lab_hosts.names]
     assert main(["uninstall", str(lab_hosts.inventory)]) == 0
     for h in lab_hosts.hosts.values():
         for var in ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_run_dir"):
@@ -332,4 +314,4 @@ def test_uninstall_leaves_nothing_behind(lab_hosts, deployed):
     assert main(["uninstall", str(lab_hosts.inventory), "--purge"]) == 0
     for h in lab_hosts.hosts.values():
         assert not Path(h.vars["edrfleet_spool_dir"]).exists()
-    assert all(facts(lab_hosts, n)["release_id"] == "" for n in lab_hosts.names)
+    assert all(lab_hosts.facts(n)["release_id"] == "" for n in lab_hosts.names)

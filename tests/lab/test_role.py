@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab_fleet import MANAGED_DIRS
 
 from edrfleet.fleet.hostpolicy import Compiler, host_policy
 from edrfleet.fleet.inventory import load_inventory
@@ -31,8 +32,6 @@ PLAYBOOK = """\
 """
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                    re.M)
-MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
-                "edrfleet_run_dir")
 
 
 class Play:
@@ -62,19 +61,12 @@ def play(lab_hosts, tmp_path_factory):
     p = Play(lab_hosts.inventory, tmp_path_factory.mktemp("role"))
     yield p
     p.run("-e", "edrfleet_agent_state=absent")
-    for h in lab_hosts.hosts.values():  # as `lab up` made them, for the modules after this one
-        for var in MANAGED_DIRS:
-            Path(h.vars[var]).mkdir(mode=0o700, exist_ok=True)
-            Path(h.vars[var]).chmod(0o700)
+    lab_hosts.restore_dirs()
 
 
 @pytest.fixture(scope="module")
 def converged(lab_hosts, play):
     return play.run()
-
-
-def agent_pids(lab_hosts) -> dict[str, int]:
-    return {n: lab_hosts.facts(n)["agent_pid"] for n in lab_hosts.names}
 
 
 def test_the_role_starts_an_enforcing_agent_on_every_host(lab_hosts, converged):
@@ -101,22 +93,22 @@ def test_the_role_installs_the_bundle_deploy_compiles(lab_hosts, converged):
 
 
 def test_a_second_run_changes_nothing_and_restarts_nothing(lab_hosts, converged, play):
-    before = agent_pids(lab_hosts)
+    before = lab_hosts.agent_pids()
     recap = play.run()
     assert {n: r["changed"] for n, r in recap.items()} == {n: 0 for n in lab_hosts.names}
-    assert agent_pids(lab_hosts) == before
+    assert lab_hosts.agent_pids() == before
 
 
 def test_a_policy_only_change_reloads_the_agent_without_a_restart(lab_hosts, converged, play):
     name = lab_hosts.names[0]
-    before = agent_pids(lab_hosts)
+    before = lab_hosts.agent_pids()
     recap = play.run("--limit", name, "-e", "edrfleet_mode=monitor")
     assert set(recap) == {name} and recap[name]["changed"] > 0
     f = lab_hosts.facts(name)
     assert f["status"]["state"] == "monitoring" and f["status"]["last_reload"]["ok"]
     play.run("--limit", name)
     assert lab_hosts.facts(name)["status"]["state"] == "enforcing"
-    assert agent_pids(lab_hosts) == before  # SIGHUP through the supervisor, never a restart
+    assert lab_hosts.agent_pids() == before  # SIGHUP through the supervisor, never a restart
     rc, survived = lab_hosts.canary_attack(name)
     assert rc != 0 and survived
 
