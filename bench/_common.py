@@ -290,7 +290,7 @@ def settle(seconds: float, max_busy: float = 1.0, timeout: float = 60.0) -> floa
 # -- policies --------------------------------------------------------------------------------
 def render_default_policy(scope_cgroups: Sequence[str]) -> str:
     """templates/policy.yaml.j2 (StrictUndefined), scoped with ``edrfleet_scope_cgroups``."""
-    from edrfleet.fleet.render import render_policy
+    from edrfleet.fleet.deploy.render import render_policy
 
     return render_policy({"edrfleet_scope_cgroups": list(scope_cgroups)})
 

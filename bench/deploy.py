@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edrfleet.fleet.hostpolicy import Compiler, host_policy  # noqa: E402
-from edrfleet.fleet.inventory import load_inventory  # noqa: E402
-from edrfleet.fleet.package import build_release, write_release  # noqa: E402
+from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy  # noqa: E402
+from edrfleet.fleet.deploy.release import build_release, write_release  # noqa: E402
+from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
 
 VENV = REPO / ".venv" / "bin"
 WORK = REPO / ".edrfleet" / "bench-deploy"

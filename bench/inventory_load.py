@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edrfleet.fleet.inventory import load_inventory  # noqa: E402
+from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
 
 
 def write_inventory(root: Path, hosts: int) -> Path:

@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edrfleet.fleet import lab  # noqa: E402
-from edrfleet.fleet.inventory import load_inventory  # noqa: E402
-from edrfleet.fleet.transport import Transport  # noqa: E402
+from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
+from edrfleet.fleet.transport.ssh import Transport  # noqa: E402
+from edrfleet.lab import netns as lab  # noqa: E402
 
 
 def one_size(n: int, commands: int, base: Path) -> dict[str, Any]:

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from edrfleet.fleet.render import render_policy  # noqa: E402
+from edrfleet.fleet.deploy.render import render_policy  # noqa: E402
 from edrfleet.policy import compile_policy, load_policy_text  # noqa: E402
 from edrfleet.policy.corpus import ATTACK_CATEGORIES as CATEGORIES  # noqa: E402
 from edrfleet.policy.corpus import (  # noqa: E402

@@ -9,7 +9,7 @@ read from the lab's cgroup):
   pulled by running the real ``python3 agent.pyz pull`` as a subprocess, exactly the command
   ``edrfleet report`` runs over SSH; the frame is decoded and ingested by the real controller
   code (edrfleet.fleet.report.pull_hosts into a Store).  Only the SSH hop is left out.
-- ``--transport ssh``: an N-host lab (netns + sshd per host, edrfleet.fleet.lab) is brought
+- ``--transport ssh``: an N-host lab (netns + sshd per host, edrfleet.lab.netns) is brought
   up, the agent release is put on each host over SSH and the same pull runs over real SSH
   (Fabric/paramiko); the lab is removed at the end.
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from edrfleet.agent.spool import MiB, Spool  # noqa: E402
 from edrfleet.agent.status import Status, write_status  # noqa: E402
-from edrfleet.fleet.package import build_release  # noqa: E402
+from edrfleet.fleet.deploy.release import build_release  # noqa: E402
 from edrfleet.fleet.report.pull import pull_hosts  # noqa: E402
 from edrfleet.fleet.report.store import Store  # noqa: E402
 from edrfleet.fleet.report.summary import summarize  # noqa: E402
@@ -160,10 +160,10 @@ def local_fleet(work: Path, n: int):
 
 def ssh_fleet(work: Path, n: int):
     from edrfleet.agent.run import cgroup2_root
-    from edrfleet.fleet import lab
-    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.inventory.load import load_inventory
     from edrfleet.fleet.report.pull import connect_for
-    from edrfleet.fleet.transport import Transport
+    from edrfleet.fleet.transport.ssh import Transport
+    from edrfleet.lab import netns as lab
 
     global HOST_CPU
     labdir = work / "lab"

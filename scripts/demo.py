@@ -29,8 +29,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edrfleet.fleet.inventory import load_inventory  # noqa: E402
-from edrfleet.fleet.transport import Transport  # noqa: E402
+from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
+from edrfleet.fleet.transport.ssh import Transport  # noqa: E402
 
 WORK = REPO / ".edrfleet" / "demo"
 LAB = WORK / "lab"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Debian 12 VM image for the edrfleet VM lab (issue 5).  Called by
-# edrfleet/fleet/vm.py:build_image(), which caches the result under
+# edrfleet/lab/vm/qemu.py:build_image(), which caches the result under
 # <repo>/.edrfleet/vm/<recipe-sha256[:16]>/ keyed by this file's text + the package list.
 #
 #   scripts/vm-image.sh OUT_DIR PKG[,PKG...]

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edrfleet.fleet.pool import DEFAULT_FORKS
+from edrfleet.fleet.transport.pool import DEFAULT_FORKS
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -68,7 +68,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _hosts(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.inventory.load import load_inventory
 
     inv = load_inventory(args.inventory)
     return inv, inv.select(args.limit)
@@ -118,9 +118,9 @@ def print_recap(console: Console, results: list[Any], title: str = "RECAP") -> N
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy import DeployOptions, deploy
-    from edrfleet.fleet.patterns import write_retry
-    from edrfleet.fleet.pool import parse_serial
+    from edrfleet.fleet.deploy.deployer import DeployOptions, deploy
+    from edrfleet.fleet.inventory.patterns import write_retry
+    from edrfleet.fleet.transport.pool import parse_serial
 
     inv, hosts = _hosts(args)
     opts = DeployOptions(forks=args.forks, serial=parse_serial(args.serial),
@@ -149,7 +149,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.lifecycle import STATUS_COUNTERS, fleet_status
+    from edrfleet.fleet.deploy.lifecycle import STATUS_COUNTERS, fleet_status
 
     inv, hosts = _hosts(args)
     rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=args.forks,
@@ -174,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.lifecycle import fleet_uninstall
+    from edrfleet.fleet.deploy.lifecycle import fleet_uninstall
 
     inv, hosts = _hosts(args)
     err = console(stderr=True)

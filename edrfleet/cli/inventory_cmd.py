@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from edrfleet.cli.main import EXIT_OK
-from edrfleet.fleet.inventory import load_inventory
+from edrfleet.fleet.inventory.load import load_inventory
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +40,7 @@ class _StderrWarnings(logging.Handler):
 
 
 def _warnings_to_stderr() -> None:
-    log = logging.getLogger("edrfleet.fleet.patterns")
+    log = logging.getLogger("edrfleet.fleet.inventory.patterns")
     if not any(isinstance(h, _StderrWarnings) for h in log.handlers):
         log.addHandler(_StderrWarnings(logging.WARNING))
 

@@ -11,11 +11,11 @@ from typing import Any
 
 def _vm_lab() -> Any:
     # imported on use: the netns lab needs none of the qemu code
-    return importlib.import_module("edrfleet.fleet.vm_lab")
+    return importlib.import_module("edrfleet.lab.vm.fleet")
 
 
 def _up(args: argparse.Namespace) -> int:
-    from edrfleet.fleet import lab
+    from edrfleet.lab import netns as lab
 
     t0 = time.monotonic()
     workdir = Path(args.dir) if args.dir else None
@@ -32,7 +32,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from edrfleet.fleet import lab
+    from edrfleet.lab import netns as lab
 
     workdir = Path(args.dir) if args.dir else None
     if args.vm:
@@ -52,6 +52,6 @@ def register(subparsers: Any) -> None:
         q.add_argument("--dir", metavar="DIR",
                        help="lab directory (default .edrfleet/lab of the checkout)")
         q.add_argument("--vm", action="store_true",
-                       help="qemu VMs instead of namespaces (edrfleet.fleet.vm_lab)")
+                       help="qemu VMs instead of namespaces (edrfleet.lab.vm.fleet)")
     up.set_defaults(func=_up)
     down.set_defaults(func=_down)

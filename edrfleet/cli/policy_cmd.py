@@ -165,7 +165,7 @@ def _compile_cached(path: str) -> tuple[str, str, int, str]:
     """(bundle text, sha256, rules, mode) of a policy YAML or bundle JSON.  YAML goes through the
     bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this: hosts
     that differ only in scope share one compile)."""
-    from edrfleet.fleet.hostpolicy import Compiler
+    from edrfleet.fleet.deploy.hostpolicy import Compiler
 
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
@@ -242,8 +242,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.hostpolicy import Compiler, host_policy
-    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy
+    from edrfleet.fleet.inventory.load import load_inventory
 
     inv = load_inventory(args.inventory)
     host = inv.hosts.get(args.host)
@@ -261,8 +261,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _facts_of(inv: Any, host: Any) -> dict[str, Any]:
     from pathlib import Path
 
-    from edrfleet.fleet.facts import HostPaths, gather_facts
-    from edrfleet.fleet.transport import Transport
+    from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
+    from edrfleet.fleet.transport.ssh import Transport
 
     with Transport(host, Path(inv.path).resolve().parent) as t:
         return gather_facts(t, HostPaths.from_vars(host.vars))

@@ -38,9 +38,9 @@ from edrfleet.policy.limits import (
     MAX_TRANS_TOTAL,
 )
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
-from edrfleet.policy.regex_dfa import Dfa, DfaTooLarge, build_dfa
-from edrfleet.policy.regex_nfa import NfaTooLarge, group_nfa
-from edrfleet.policy.regex_parse import ARG, CMD, Node, any_ast, glob_ast, regex_ast
+from edrfleet.policy.regex.dfa import Dfa, DfaTooLarge, build_dfa
+from edrfleet.policy.regex.nfa import NfaTooLarge, group_nfa
+from edrfleet.policy.regex.parse import ARG, CMD, Node, any_ast, glob_ast, regex_ast
 
 __all__ = ["compile_policy", "bundle_sha256", "dump_bundle", "load_bundle", "condition_keys"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edrfleet.policy.shell_argv import exec_argvs
+from edrfleet.policy.shell.argv import exec_argvs
 from edrfleet.policy.simulate import simulate
 
 DESTRUCTIVE = "destructive"

@@ -17,7 +17,7 @@ import yaml
 
 from edrfleet.policy.limits import COND_BITS, EDR_NAME_MAX, EDR_UIDS_PER_RULE
 from edrfleet.policy.model import ArgMatcher
-from edrfleet.policy.regex_parse import ARG, CMD, Context, RegexUnsupported, regex_ast
+from edrfleet.policy.regex.parse import ARG, CMD, Context, RegexUnsupported, regex_ast
 
 if TYPE_CHECKING:
     from edrfleet.policy.schema import Checker

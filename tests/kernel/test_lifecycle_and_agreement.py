@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.render import render_policy
+from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"

@@ -19,9 +19,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from lab_fleet import LabFleet, load_lab_hosts
 
-from edrfleet.fleet import lab
+from edrfleet.lab import netns as lab
+from tests.lab.lab_fleet import LabFleet, load_lab_hosts
 from tests.tiers import mark_tier
 
 LAB_HOSTS = 3
@@ -30,7 +30,7 @@ LAB_HOSTS = 3
 def lab_ready() -> str:
     """Why this machine cannot run lab tests ("" when it can): the checks `lab up` makes."""
     from edrfleet.agent.run import cgroup2_root
-    from edrfleet.fleet.lab_host import LabError, preflight
+    from edrfleet.lab.host import LabError, preflight
 
     try:
         preflight()

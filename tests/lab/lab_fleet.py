@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from edrfleet.fleet import lab
-from edrfleet.fleet.facts import HostPaths, gather_facts
-from edrfleet.fleet.transport import Transport
+from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
+from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.lab import netns as lab
 
 # What deploy and the role install into on a lab host (docs/fleet.md host variables).
 MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir",
@@ -23,7 +23,7 @@ MANAGED_DIRS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_d
 
 @dataclass(frozen=True)
 class InventoryHost:
-    """The shape of edrfleet.fleet.inventory.Host, read from the lab's own inventory."""
+    """The shape of edrfleet.fleet.inventory.load.Host, read from the lab's own inventory."""
 
     name: str
     vars: dict[str, Any]
@@ -33,7 +33,7 @@ class InventoryHost:
 def load_lab_hosts(inventory: Path) -> dict[str, Any]:
     """Hosts of a lab inventory: through the real inventory loader when it is there."""
     try:
-        from edrfleet.fleet.inventory import load_inventory
+        from edrfleet.fleet.inventory.load import load_inventory
     except ImportError:
         doc = yaml.safe_load(inventory.read_text())["all"]["children"]["lab"]
         return {n: InventoryHost(n, {**doc["vars"], **hv}) for n, hv in doc["hosts"].items()}
@@ -68,7 +68,7 @@ class LabFleet:
                 Path(h.vars[var]).chmod(0o700)
 
     def facts(self, name: str) -> dict[str, Any]:
-        """What deploy reads from the host (edrfleet.fleet.facts), over SSH."""
+        """What deploy reads from the host (edrfleet.fleet.deploy.facts), over SSH."""
         with self.transport(name) as t:
             return gather_facts(t, HostPaths.from_vars(self.hosts[name].vars))
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from edrfleet.cli.main import main
-from edrfleet.fleet.deploy import Deployer, DeployOptions
-from edrfleet.fleet.hostpolicy import HostPolicyError
-from edrfleet.fleet.inventory import load_inventory
-from edrfleet.fleet.package import Release, build_release
+from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
+from edrfleet.fleet.deploy.hostpolicy import HostPolicyError
+from edrfleet.fleet.deploy.release import Release, build_release
+from edrfleet.fleet.inventory.load import load_inventory
 
 BAD_RULE = {"id": "bad-regex", "description": "broken", "severity": "low", "action": "block",
             "match": {"executable": ["rm"], "args": [{"regex": "(unclosed"}]}}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lab_fleet import load_lab_hosts
 
 from edrfleet.agent.run import cgroup2_root
-from edrfleet.fleet import lab
-from edrfleet.fleet.lab_host import LabError
-from edrfleet.fleet.transport import Transport
+from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.lab import netns as lab
+from edrfleet.lab.host import LabError
+from tests.lab.lab_fleet import load_lab_hosts
 
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
 

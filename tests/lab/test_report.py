@@ -25,10 +25,10 @@ import yaml
 
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import Status, write_status
-from edrfleet.fleet.package import build_release
+from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.pull import pull_hosts
 from edrfleet.fleet.report.store import Store
-from edrfleet.fleet.transport import Transport
+from edrfleet.fleet.transport.ssh import Transport
 
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
 HOSTILE = ["<script>alert(1)</script>", "\x1b[2J\x1b]0;pwn\x07", "a\nb\r\n", "\udcff\udcfe",
@@ -72,7 +72,7 @@ def report_lab(lab_hosts) -> Iterator[ReportLab]:
         hv["edrfleet_spool_dir"] = str(spools[name])
     inventory = lab_hosts.inventory.parent / f"{tag}.yml"
     inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
-    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.inventory.load import load_inventory
 
     hosts = dict(load_inventory(inventory).hosts)
     for host in hosts.values():  # install the release over SSH, as deploy lays it out
@@ -229,8 +229,8 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
 @pytest.fixture(scope="module")
 def deployed(lab_hosts):
     from edrfleet.cli.main import main
-    from edrfleet.fleet.deploy import Deployer, DeployOptions
-    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
+    from edrfleet.fleet.inventory.load import load_inventory
 
     hosts = list(load_inventory(lab_hosts.inventory).hosts.values())
     dirs = [Path(h.vars[f"edrfleet_{v}_dir"]) for h in hosts

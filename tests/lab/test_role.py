@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_fleet import MANAGED_DIRS
 
-from edrfleet.fleet.hostpolicy import Compiler, host_policy
-from edrfleet.fleet.inventory import load_inventory
-from edrfleet.fleet.package import build_release
+from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy
+from edrfleet.fleet.deploy.release import build_release
+from edrfleet.fleet.inventory.load import load_inventory
+from tests.lab.lab_fleet import MANAGED_DIRS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # ansible-playbook next to the interpreter running edrfleet

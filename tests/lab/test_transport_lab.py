@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.transport import HostKeyError, RemoteError, Transport, Unreachable
+from edrfleet.fleet.transport.ssh import HostKeyError, RemoteError, Transport, Unreachable
 
 HOSTILE = [
     "it's", 'say "hi"', "$(touch /tmp/edrfleet-pwned)", "`id`", "a;b", "x\ny\n", "*", "-n",
@@ -278,7 +278,7 @@ def test_a_host_offering_none_of_the_known_key_types_is_a_host_key_error(lab_hos
 def test_a_non_default_port_is_checked_under_its_bracketed_known_hosts_name(lab_hosts,
                                                                              tmp_path):
     from edrfleet.agent.run import cgroup2_root
-    from edrfleet.fleet import lab_host as lh
+    from edrfleet.lab import host as lh
 
     name = lab_hosts.names[0]
     lab = lab_hosts.lab()

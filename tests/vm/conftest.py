@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet import vm
-from edrfleet.fleet.lab import LAB_CANARY_RULE
-from edrfleet.fleet.render import render_policy
+from edrfleet.fleet.deploy.render import render_policy
+from edrfleet.lab.netns import LAB_CANARY_RULE
+from edrfleet.lab.vm import qemu as vm
 from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 from tests.tiers import mark_tier
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from edrfleet.cli.main import main
-from edrfleet.fleet import vm
-from edrfleet.fleet.deploy import Deployer, DeployOptions
-from edrfleet.fleet.inventory import load_inventory
-from edrfleet.fleet.lab import LAB_CANARY_RULE
+from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
+from edrfleet.fleet.inventory.load import load_inventory
+from edrfleet.lab.netns import LAB_CANARY_RULE
+from edrfleet.lab.vm import qemu as vm
 
 DIRS = {"edrfleet_install_dir": "/opt/edrfleet-deploy",
         "edrfleet_config_dir": "/etc/edrfleet-deploy",

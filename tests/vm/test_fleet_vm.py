@@ -14,8 +14,8 @@ import time
 import pytest
 
 from edrfleet.cli.main import main
-from edrfleet.fleet import vm
 from edrfleet.fleet.report.store import Store
+from edrfleet.lab.vm import qemu as vm
 
 CANARY = "/tmp/edrfleet-canary-fleet-vm"
 # Where the guest's state lives that deploy may touch; compared before deploy and after uninstall.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet import vm
+from edrfleet.lab.vm import qemu as vm
 from tests.vm.conftest import events, sh
 
 SOURCE = Path(__file__).resolve().parents[1] / "helpers" / "argv_race.c"

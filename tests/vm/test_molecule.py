@@ -1,6 +1,6 @@
 """`molecule test` of roles/edrfleet_agent: create (a qemu VM), converge, idempotence, verify.
 
-Molecule boots its own VM (create.yml -> edrfleet/fleet/vm_lab.py) so its converge starts from a
+Molecule boots its own VM (create.yml -> edrfleet/lab/vm/fleet.py) so its converge starts from a
 clean guest; the image is the cached one every VM test shares.
 """
 

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from edrfleet.fleet import vm, vm_lab
+from edrfleet.lab.vm import fleet as vm_lab
+from edrfleet.lab.vm import qemu as vm
 
 
 def test_a_guest_without_a_root_filesystem_is_reported_with_its_console_tail(tmp_path):

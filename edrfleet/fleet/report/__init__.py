@@ -39,7 +39,7 @@ def run_report(inventory_path: str | Path, *, limit: str | None = None,
         ValueError: bad inventory, pattern or store (InventoryError, PatternError, ...).
         OSError: the inventory or the store cannot be read.
     """
-    from edrfleet.fleet.inventory import load_inventory
+    from edrfleet.fleet.inventory.load import load_inventory
 
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(limit)

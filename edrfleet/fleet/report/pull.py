@@ -141,8 +141,8 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
 
 
 def connect_for(inventory: Any, *, connect_timeout: float = 10) -> Connect:
-    """Transports to ``inventory``'s hosts (edrfleet.fleet.transport, Fabric underneath)."""
-    from edrfleet.fleet.transport import Transport
+    """Transports to ``inventory``'s hosts (edrfleet.fleet.transport.ssh, Fabric underneath)."""
+    from edrfleet.fleet.transport.ssh import Transport
 
     base = Path(inventory.path).parent
 

@@ -43,7 +43,7 @@ from sigma.types import (
 )
 
 from edrfleet.policy.limits import EDR_NAME_MAX
-from edrfleet.policy.regex_parse import CMD, RegexUnsupported, regex_ast
+from edrfleet.policy.regex.parse import CMD, RegexUnsupported, regex_ast
 from edrfleet.policy.sigma.emit import Unsatisfiable, build_match
 from edrfleet.policy.sigma.expr import (
     And,

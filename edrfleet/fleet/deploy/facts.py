@@ -1,0 +1,249 @@
+"""Facts: what a host is and has, read in ONE SSH round trip (one ``sh`` script).
+
+Facts only read.  Templates get them as ``edrfleet_facts``, and deploy compares them with what
+it wants (fleet/deploy/operations.py) so it pushes and restarts only what differs.
+
+``edrfleet_facts`` keys (every key is always present; unknown values are "" / None / False):
+
+    kernel_release     "6.1.0-18-amd64"                          (uname -r)
+    lsm                ["lockdown", "capability", "bpf"]         (/sys/kernel/security/lsm)
+    bpf_lsm            True when "bpf" is among the active LSMs
+    cgroup2_mount      "/sys/fs/cgroup"                          ("" when none is mounted)
+    distribution       {"id": "debian", "version_id": "12", "pretty_name": "Debian GNU/Linux 12"}
+    python             {"path": "/usr/bin/python3", "version": "3.11.2", "bcc": True}
+                       (path "" when the interpreter is missing)
+    systemd            True when PID 1 is systemd
+    uid                the remote uid the commands run as (0 after become)
+    apt                True when apt-get is there
+    release_id         release `current` points to ("" when none)
+    release_sha256     {"agent.pyz": hex, "bpf/edrfleet.c": hex, …} of the current release
+    wanted_release_sha256   the same for releases/<the id deploy wants>/, if it exists
+    policy_sha256      sha256 of <config_dir>/policy.json ("" when missing)
+    policy_yaml_sha256 sha256 of <config_dir>/policy.yaml
+    policy_yaml        its text when asked for (deploy --diff), else None
+    unit_sha256        sha256 of the systemd unit file ("" when missing)
+    status             <spool_dir>/status.json as a dict (None when missing or unreadable)
+    supervisor_pid     pid of a live supervisor (0 when none), from <run_dir>/supervisor.pid
+    agent_pid          pid of the live agent (0 when none): supervisor's agent.pid, or systemd's
+                       MainPID
+    agent_active       True when an agent process is alive
+    missing_packages   Debian packages the agent needs and the host lacks
+                       ("python3-bpfcc", "linux-headers-<release>")
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
+UNIT_NAME = "edrfleet-agent.service"
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where things live on one host (docs/fleet.md, "Host layout")."""
+
+    install_dir: str = "/opt/edrfleet"
+    config_dir: str = "/etc/edrfleet"
+    spool_dir: str = "/var/lib/edrfleet"
+    run_dir: str = "/run/edrfleet"
+    python: str = "/usr/bin/python3"
+    unit_path: str = UNIT_PATH
+
+    @classmethod
+    def from_vars(cls, hv: dict[str, Any]) -> HostPaths:
+        return cls(
+            install_dir=str(hv.get("edrfleet_install_dir", cls.install_dir)).rstrip("/"),
+            config_dir=str(hv.get("edrfleet_config_dir", cls.config_dir)).rstrip("/"),
+            spool_dir=str(hv.get("edrfleet_spool_dir", cls.spool_dir)).rstrip("/"),
+            run_dir=str(hv.get("edrfleet_run_dir", cls.run_dir)).rstrip("/"),
+            python=str(hv.get("edrfleet_python", cls.python)),
+        )
+
+    def shell_vars(self) -> str:
+        """Shell assignments for the scripts (every value quoted)."""
+        pairs = {
+            "INSTALL_DIR": self.install_dir, "CONFIG_DIR": self.config_dir,
+            "SPOOL_DIR": self.spool_dir, "RUN_DIR": self.run_dir, "PYTHON": self.python,
+            "UNIT_PATH": self.unit_path, "UNIT_NAME": UNIT_NAME,
+        }
+        return "".join(f"{k}={shlex.quote(v)}\n" for k, v in pairs.items())
+
+
+class Runner(Protocol):
+    """The part of fleet.transport.Transport facts need."""
+
+    def run_script(self, script: str, *, args: Any = (), timeout: float = 60,
+                   check: bool = True) -> Any: ...
+
+
+# The facts in one python3 process (no fork per fact: ~25 ms on the host instead of ~25
+# processes).  Prints one "key=value" line per fact; file contents are base64 (one line).
+# Reads only.  Without python3 the shell fallback below still reports the basics.
+FACTS_PY = r'''
+import base64, hashlib, importlib.util, os, platform, shutil, subprocess, sys
+E = os.environ
+def out(k, v): print(f"{k}={v}")
+def read(p, mode="r"):
+    try:
+        with open(p, mode) as f: return f.read()
+    except OSError: return None
+def b64(p):
+    d = read(p, "rb"); return base64.b64encode(d).decode() if d is not None else None
+def sha(p):
+    d = read(p, "rb"); return hashlib.sha256(d).hexdigest() if d is not None else ""
+def live(t):
+    try:
+        pid = int((t or "").strip())
+        if pid <= 0: return ""
+        os.kill(pid, 0)
+        return pid
+    except (ValueError, OSError): return ""
+rel = os.uname().release
+out("kernel_release", rel)
+out("lsm", (read("/sys/kernel/security/lsm") or "").strip())
+mounts = [l.split() for l in (read("/proc/self/mounts") or "").splitlines()]
+out("cgroup2_mount", next((m[1] for m in mounts if len(m) > 2 and m[2] == "cgroup2"), ""))
+if (v := b64("/etc/os-release")) is not None: out("os_release", v)
+out("pid1", (read("/proc/1/comm") or "").strip())
+out("uid", os.getuid())
+if shutil.which("apt-get"): out("apt", 1)
+out("python_version", platform.python_version())
+if importlib.util.find_spec("bcc") is not None: out("python_bcc", 1)
+if os.path.exists(f"/lib/modules/{rel}/build"): out("kernel_headers", 1)
+FILES = ("agent.pyz", "bpf/edrfleet.c", "bpf/edrfleet.h")
+cur = E["INSTALL_DIR"] + "/current"
+if os.path.islink(cur):
+    out("release_id", os.path.basename(os.readlink(cur)))
+    for f in FILES: out(f"release_sha256 {f}", sha(f"{cur}/{f}"))
+want = E["INSTALL_DIR"] + "/releases/" + E["WANT_RELEASE"]
+if E["WANT_RELEASE"] and os.path.isdir(want):
+    for f in FILES: out(f"wanted_release_sha256 {f}", sha(f"{want}/{f}"))
+out("policy_sha256", sha(E["CONFIG_DIR"] + "/policy.json"))
+out("policy_yaml_sha256", sha(E["CONFIG_DIR"] + "/policy.yaml"))
+if E["WANT_YAML"] and (v := b64(E["CONFIG_DIR"] + "/policy.yaml")) is not None:
+    out("policy_yaml", v)
+out("unit_sha256", sha(E["UNIT_PATH"]))
+if (v := b64(E["SPOOL_DIR"] + "/status.json")) is not None: out("status", v)
+out("supervisor_pid", live(read(E["RUN_DIR"] + "/supervisor.pid")))
+agent = live(read(E["RUN_DIR"] + "/agent.pid"))
+if not agent and os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
+    r = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", E["UNIT_NAME"]],
+                       capture_output=True, text=True)
+    agent = live(r.stdout)
+out("agent_pid", agent)
+'''
+
+FACTS_BODY = r'''
+export INSTALL_DIR CONFIG_DIR SPOOL_DIR RUN_DIR UNIT_PATH UNIT_NAME WANT_RELEASE WANT_YAML
+if [ -x "$PYTHON" ] && "$PYTHON" -c "$FACTS_PY"; then exit 0; fi
+# no usable python3: the basics, so the host fails with the package to install
+echo "kernel_release=$(uname -r)"
+echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
+echo "uid=$(id -u)"
+command -v apt-get >/dev/null 2>&1 && echo "apt=1"
+[ -e "/lib/modules/$(uname -r)/build" ] && echo "kernel_headers=1"
+exit 0
+'''
+
+
+def facts_script(paths: HostPaths, *, want_release: str = "", want_yaml: bool = False) -> str:
+    return (f"{paths.shell_vars()}WANT_RELEASE={shlex.quote(want_release)}\n"
+            f"WANT_YAML={'1' if want_yaml else ''}\nFACTS_PY={shlex.quote(FACTS_PY)}\n"
+            f"{FACTS_BODY}")
+
+
+def gather_facts(transport: Runner, paths: HostPaths, *, want_release: str = "",
+                 want_yaml: bool = False, timeout: float = 30) -> dict[str, Any]:
+    """Run the facts script on the host and parse what it printed."""
+    result = transport.run_script(facts_script(paths, want_release=want_release,
+                                               want_yaml=want_yaml), timeout=timeout)
+    return parse_facts(result.stdout.decode(errors="replace"), paths)
+
+
+def _unb64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode(errors="replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            try:
+                parts = shlex.split(value)
+            except ValueError:
+                parts = [value]
+            out[key.strip().lower()] = parts[0] if parts else ""
+    return {k: out.get(k, "") for k in ("id", "version_id", "pretty_name")}
+
+
+def _status(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_unb64(text))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pid(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
+    """The ``edrfleet_facts`` dict (keys in the module docstring) from the script's output."""
+    raw: dict[str, str] = {}
+    release: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key.startswith("release_sha256 "):
+            release[key.split(" ", 1)[1]] = value
+        elif key.startswith("wanted_release_sha256 "):
+            wanted[key.split(" ", 1)[1]] = value
+        else:
+            raw[key] = value
+    lsm = [x for x in raw.get("lsm", "").strip().split(",") if x]
+    kernel = raw.get("kernel_release", "")
+    bcc = raw.get("python_bcc") == "1"
+    python_version = raw.get("python_version", "")
+    missing = []
+    if not bcc:
+        missing.append("python3-bpfcc")
+    if raw.get("kernel_headers") != "1":
+        missing.append(f"linux-headers-{kernel}" if kernel else "linux-headers")
+    agent_pid = _pid(raw.get("agent_pid", ""))
+    return {
+        "kernel_release": kernel,
+        "lsm": lsm,
+        "bpf_lsm": "bpf" in lsm,
+        "cgroup2_mount": raw.get("cgroup2_mount", ""),
+        "distribution": parse_os_release(_unb64(raw.get("os_release", ""))),
+        "python": {"path": paths.python if python_version else "", "version": python_version,
+                   "bcc": bcc},
+        "systemd": raw.get("pid1", "") == "systemd",
+        "uid": _pid(raw.get("uid", "")),
+        "apt": raw.get("apt") == "1",
+        "release_id": raw.get("release_id", ""),
+        "release_sha256": release,
+        "wanted_release_sha256": wanted,
+        "policy_sha256": raw.get("policy_sha256", ""),
+        "policy_yaml_sha256": raw.get("policy_yaml_sha256", ""),
+        "policy_yaml": _unb64(raw["policy_yaml"]) if "policy_yaml" in raw else None,
+        "unit_sha256": raw.get("unit_sha256", ""),
+        "status": _status(raw["status"]) if "status" in raw else None,
+        "supervisor_pid": _pid(raw.get("supervisor_pid", "")),
+        "agent_pid": agent_pid,
+        "agent_active": agent_pid > 0,
+        "missing_packages": missing,
+    }

@@ -1,0 +1,91 @@
+"""The agent release: what `edrfleet deploy` and the Ansible role push to a host.
+
+A release is three files, laid out on the host as ``<install_dir>/releases/<id>/``::
+
+    agent.pyz          zipapp of edrfleet/__init__.py + edrfleet/agent/ (stdlib + bcc only)
+    bpf/edrfleet.c     the BPF program BCC compiles on the host
+    bpf/edrfleet.h     the kernel <-> user contract it includes
+
+``<id>`` is the first 16 hex digits of the sha256 over the three files' names and bytes, so the
+same source always gives the same id and a rerun with nothing changed changes nothing.  The
+zipapp is byte-for-byte reproducible (sorted entries, fixed timestamps, no compression).
+``<install_dir>/current`` is a symlink to the active release; the unit runs
+``python3 <install_dir>/current/agent.pyz run --bpf-dir <install_dir>/current/bpf ...``.
+
+    python -m edrfleet.fleet.deploy.release -o DIR     write the release files under DIR/<id>/
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edrfleet import paths
+
+REPO = paths.REPO
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
+_MAIN = b"import sys\nfrom edrfleet.agent.__main__ import main\nsys.exit(main())\n"
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str                   # 16 hex digits
+    files: dict[str, bytes]   # relative path -> content ("agent.pyz", "bpf/edrfleet.c", ...)
+
+    def sha256(self, name: str) -> str:
+        return hashlib.sha256(self.files[name]).hexdigest()
+
+
+def _zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+
+
+def agent_zipapp(repo: Path = REPO) -> bytes:
+    """The agent as one reproducible zipapp (``python3 agent.pyz run --policy …``)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        _zip_entry(zf, "__main__.py", _MAIN)
+        _zip_entry(zf, "edrfleet/__init__.py", (repo / "edrfleet" / "__init__.py").read_bytes())
+        for f in sorted((repo / "edrfleet" / "agent").glob("*.py")):
+            _zip_entry(zf, f"edrfleet/agent/{f.name}", f.read_bytes())
+    return b"#!/usr/bin/python3\n" + buf.getvalue()
+
+
+def build_release(repo: Path = REPO) -> Release:
+    files = {"agent.pyz": agent_zipapp(repo)}
+    for f in sorted((repo / "bpf").glob("*.[ch]")):
+        files[f"bpf/{f.name}"] = f.read_bytes()
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return Release(id=h.hexdigest()[:16], files=files)
+
+
+def write_release(release: Release, out_dir: Path) -> Path:
+    """Write the release under ``out_dir/<id>/`` and return that directory."""
+    top = out_dir / release.id
+    for name, data in release.files.items():
+        path = top / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edrfleet.fleet.deploy.release",
+                                description="Write the agent release files.")
+    p.add_argument("-o", "--output", type=Path, required=True, help="directory to write into")
+    args = p.parse_args(argv)
+    print(write_release(build_release(), args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""SSH to one host: Fabric's Connection underneath, strict host keys, argv quoted, bytes kept.
+
+Where the settings come from: only the host's inventory variables (docs/fleet.md).  No
+``ssh_config`` file is read (neither ~/.ssh/config nor /etc/ssh/ssh_config) and no Fabric or
+Invoke config file either: a deploy must not change behaviour with whoever's home directory it
+runs from.  Jump hosts and proxies go in ``ansible_ssh_common_args``; of those arguments only
+``-o ProxyCommand=…``, ``-o ProxyJump=…`` and ``-J …`` are used, everything else is ignored
+(known hosts come from ``edrfleet_known_hosts_file``, never from ``-o UserKnownHostsFile``).
+
+Host keys are checked against the user's ``~/.ssh/known_hosts`` plus the inventory-level file,
+with OpenSSH's verdicts (edrfleet/fleet/transport/known_hosts.py).  Fabric's ``AutoAddPolicy`` is
+replaced: an unknown key fails the host unless ``edrfleet_host_key_policy: accept-new``, which
+records it in the inventory-level file; a changed key always fails.  Jump hosts are checked the
+same way.  With a private key file, only that key is offered (no agent, no ~/.ssh/id_*).
+
+Commands run on a raw session channel of Fabric's transport, not ``Connection.run``: Invoke's
+runner decodes output to text and has no stdin-bytes API; here stdout/stderr stay bytes and the
+timeout covers the whole command.  The remote login shell must be POSIX (sh, bash, dash, zsh):
+``shlex.join`` quoting is what it parses.
+
+One Transport per host, used from one thread (a ThreadPoolExecutor worker); it connects on the
+first call and reconnects after ``close``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shlex
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import paramiko
+from fabric import Config, Connection
+
+from edrfleet.fleet.transport import known_hosts as kh
+from edrfleet.fleet.transport.settings import Hop, Settings
+
+_BUF = 1 << 16
+# paramiko logs failures it also raises ("Secsh channel open FAILED", socket errors); with no
+# handler configured Python would print them to stderr over the CLI's own output.  Errors
+# reach the user as exceptions; an application that configures logging still gets these.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+class Unreachable(ConnectionError):
+    """Connect refused / timed out / auth failed / proxy failed / connection lost."""
+
+
+class HostKeyError(Unreachable):
+    """Unknown or changed host key; the message names the key, the known_hosts file and line,
+    and the fix."""
+
+
+class RemoteError(RuntimeError):
+    """A command exited non-zero (with check=True), or ran past its timeout (rc -1)."""
+
+    def __init__(self, host: str, command: str, rc: int, stderr: bytes, why: str = "") -> None:
+        self.host, self.command, self.rc, self.stderr = host, command, rc, stderr
+        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
+        what = why or f"exited {rc}"
+        super().__init__(f"{host}: {command[:200]} {what}" + (": " + " | ".join(tail)
+                                                              if tail else ""))
+
+
+class CommandTimeout(RemoteError):
+    """The command ran past its timeout (rc -1); the channel was closed."""
+
+
+class HostLike(Protocol):
+    """What Transport needs of edrfleet.fleet.inventory.load.Host."""
+
+    name: str
+    vars: Mapping[str, Any]
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+class _Verifier(paramiko.MissingHostKeyPolicy):
+    """Called for every key (paramiko's own host key tables are left empty): OpenSSH verdicts,
+    failures raised as HostKeyError."""
+
+    def __init__(self, settings: Settings, known: kh.KnownHosts) -> None:
+        self.s, self.known = settings, known
+
+    def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
+        keytype, blob = key.get_name(), key.asbytes()
+        fp = kh.fingerprint(blob)
+        v = self.known.check(hostname, keytype, blob)
+        files = " or ".join(str(f) for f in self.known.files)
+        record = self.s.record_file
+        if v.status == "ok":
+            return
+        if v.status == "revoked":
+            raise HostKeyError(f"{self.s.name}: {hostname} offers the {keytype} key {fp}, "
+                               f"REVOKED at {v.entries[0].where}")
+        if v.status == "changed":
+            old = ", ".join(f"{e.where} ({kh.fingerprint(e.blob)})" for e in v.entries)
+            raise HostKeyError(
+                f"{self.s.name}: host key for {hostname} CHANGED: it offers {keytype} {fp}, "
+                f"known_hosts has {old}; if the change is expected, remove that line "
+                f"(ssh-keygen -R '{hostname}' -f {v.entries[0].file}) and connect again")
+        if self.s.accept_new:
+            kh.append(record, hostname, keytype, blob)
+            return
+        raise HostKeyError(
+            f"{self.s.name}: unknown {keytype} host key {fp} for {hostname} (not in "
+            f"{files}); check it out of band and add it to {record}, or set "
+            f"edrfleet_host_key_policy: accept-new")
+
+
+def _fabric_config() -> Config:
+    # lazy: no /etc/fabric.yml, ~/.fabric.yml, ~/.ssh/config or /etc/ssh/ssh_config.
+    return Config(lazy=True, overrides={"load_ssh_configs": False})
+
+
+class Transport:
+    """SSH to one inventory host.  Context manager; connects on first use.
+
+    >>> with Transport(host, inventory.path.parent) as t:
+    ...     t.run(["uname", "-r"]).stdout
+    b'6.1.0-18-amd64\\n'
+
+    Raises Unreachable (HostKeyError for host keys) when the host cannot be reached or lost,
+    RemoteError when a checked command fails or times out, ValueError for bad host variables.
+    """
+
+    def __init__(self, host: HostLike, inventory_dir: Path, *,
+                 connect_timeout: float = 10) -> None:
+        self.name = host.name
+        self.settings = Settings.from_vars(host.name, host.vars, Path(inventory_dir))
+        self.connect_timeout = max(1, int(round(connect_timeout)))
+        self._conn: Connection | None = None
+        self._conns: list[Connection] = []  # target last; jump hosts before it
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- connecting --------------------------------------------------------------------------
+    def _connection(self, hop: Hop, known: kh.KnownHosts,
+                    gateway: Connection | None) -> Connection:
+        s = self.settings
+        auth: dict[str, Any] = {"banner_timeout": self.connect_timeout,
+                                "auth_timeout": self.connect_timeout,
+                                "channel_timeout": self.connect_timeout}
+        if s.key_file:
+            auth.update(key_filename=[s.key_file], look_for_keys=False, allow_agent=False)
+        types = known.known_types(kh.host_key_name(hop.host, hop.port))
+        if types:  # ask the server for a key type we can check, as ssh does
+            allowed = {a for t in types for a in kh.ALGORITHMS_FOR_TYPE.get(t, (t,))}
+            auth["disabled_algorithms"] = {
+                "keys": [k for k in paramiko.Transport._preferred_keys if k not in allowed]}
+        conn = Connection(hop.host, user=hop.user, port=hop.port, config=_fabric_config(),
+                          gateway=gateway if gateway is not None else False,
+                          connect_timeout=self.connect_timeout, connect_kwargs=auth)
+        client = paramiko.SSHClient()  # replaces Fabric's, which auto-adds unknown keys
+        client.set_missing_host_key_policy(_Verifier(s, known))
+        conn.client = client
+        return conn
+
+    def open(self) -> None:
+        """Connect now (run/put connect on demand); raises Unreachable / HostKeyError."""
+        if self._conn is not None and self._conn.is_connected:
+            return
+        self.close()
+        s = self.settings
+        if s.key_file and not os.path.isfile(s.key_file):
+            raise Unreachable(f"{self.name}: ansible_ssh_private_key_file {s.key_file} does "
+                              "not exist (fix: the path of the private key)")
+        try:
+            known = kh.KnownHosts(list(s.known_hosts_files))
+        except OSError as exc:
+            raise HostKeyError(f"{self.name}: cannot read known_hosts {exc.filename}: "
+                               f"{exc.strerror} (fix: make it readable)") from None
+        gateway: Connection | None = None
+        for hop in s.proxy.jumps:
+            gateway = self._connection(hop, known, gateway)
+            self._conns.append(gateway)
+        conn = self._connection(s.target, known, gateway)
+        if s.proxy.command:
+            conn.connect_kwargs["sock"] = paramiko.ProxyCommand(s.proxy.command)
+        self._conns.append(conn)
+        where = f"{s.target.user}@{s.target.host}:{s.target.port}"
+        try:
+            conn.open()
+        except HostKeyError:
+            self.close()
+            raise
+        except paramiko.AuthenticationException as exc:
+            self.close()
+            raise Unreachable(f"{self.name}: authentication to {where} failed ({exc}); "
+                              f"fix: authorize {s.key_file or 'your key'} for "
+                              f"{s.target.user}") from None
+        except paramiko.IncompatiblePeer as exc:
+            self.close()
+            if "host key" not in str(exc):
+                raise Unreachable(f"{self.name}: cannot connect to {where}: {exc}") from None
+            name = kh.host_key_name(s.target.host, s.target.port)
+            lines = ", ".join(f"{e.where} ({e.keytype})" for e in known.for_name(name))
+            if not lines:  # it was a jump host
+                raise HostKeyError(f"{self.name}: a jump host offers none of the host key "
+                                   f"types known for it: {exc}") from None
+            raise HostKeyError(
+                f"{self.name}: {name} offers none of the host key types known for it ({lines}); "
+                f"if its keys changed, remove those lines (ssh-keygen -R '{name}' -f FILE) "
+                "and connect again") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            if isinstance(exc, TimeoutError):
+                why = "timed out"
+            elif isinstance(exc, paramiko.ChannelException):
+                why = f"the jump host could not open a connection to it ({exc.text})"
+            else:
+                why = str(exc) or type(exc).__name__
+            via = " via ProxyCommand" if s.proxy.command else (
+                " via " + ",".join(h.host for h in s.proxy.jumps) if s.proxy.jumps else "")
+            raise Unreachable(f"{self.name}: cannot connect to {where}{via}: {why}") from None
+        for c in self._conns:  # jump hosts carry the same small packets
+            _no_delay(c)
+        conn.transport.set_keepalive(15)  # a host that dies mid-command fails, not hangs
+        self._conn = conn
+
+    def close(self) -> None:
+        for c in reversed(self._conns):
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
+                pass
+        self._conns.clear()
+        self._conn = None
+
+    # --- commands ----------------------------------------------------------------------------
+    def command_line(self, argv: Sequence[str]) -> str:
+        """The remote command line for argv: become prefix, every word shell-quoted."""
+        if isinstance(argv, str | bytes) or not argv:
+            raise ValueError(f"{self.name}: argv must be a non-empty list of strings")
+        for a in argv:
+            if not isinstance(a, str):
+                raise ValueError(f"{self.name}: argv word {a!r} is not a string")
+            if "\0" in a:
+                raise ValueError(f"{self.name}: argv word {a!r} holds a NUL byte, which no "
+                                 "remote command can receive (fix: remove it)")
+        return shlex.join([*self.settings.become_prefix, *argv])
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60,
+            check: bool = True) -> Result:
+        """Run argv on the host (no shell interpretation of any word) and return its result."""
+        return self._exec(self.command_line(argv), input, timeout, check)
+
+    def run_script(self, script: str, *, args: Sequence[str] = (), timeout: float = 60,
+                   check: bool = True) -> Result:
+        """Run a POSIX sh script (``sh -s -- ARGS``, script on stdin, args quoted)."""
+        return self._exec(self.command_line(["sh", "-s", "--", *args]), script.encode(),
+                          timeout, check)
+
+    def put(self, data: bytes, path: str, *, mode: int = 0o600) -> None:
+        """Write data to path atomically: a temporary file beside it gets the mode, then is
+        renamed over path.  The parent directory must exist."""
+        tmp = f"{path}.edrfleet-tmp-{uuid.uuid4().hex[:12]}"
+        script = ('umask 077; trap \'rm -f "$2"\' EXIT; cat > "$2" && chmod "$3" "$2" '
+                  '&& mv -f "$2" "$1" && trap - EXIT')
+        self._exec(self.command_line(["sh", "-c", script, "put", path, tmp, f"{mode:o}"]),
+                   data, 120, True)
+
+    def _exec(self, command: str, input: bytes | None, timeout: float, check: bool) -> Result:
+        self.open()
+        assert self._conn is not None
+        deadline = time.monotonic() + timeout
+        try:
+            chan = self._conn.transport.open_session(timeout=self.connect_timeout)
+            try:
+                chan.exec_command(command)
+                out, err, rc = _pump(chan, input or b"", deadline)
+            finally:
+                chan.close()
+        except TimeoutError:
+            raise CommandTimeout(self.name, command, -1, b"",
+                                 f"timed out after {timeout:g} s") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            raise Unreachable(f"{self.name}: connection lost running {command[:120]}: "
+                              f"{exc or type(exc).__name__}") from None
+        if check and rc != 0:
+            raise RemoteError(self.name, command, rc, err,
+                              "was killed by a signal (no exit status)" if rc == -1 else "")
+        return Result(rc, out, err)
+
+
+def _no_delay(conn: Connection) -> None:
+    """Small request/reply packets must not wait for delayed ACKs (~40 ms per command)."""
+    sock = getattr(conn.transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, bytes, int]:
+    """Feed stdin, collect stdout/stderr until EOF and exit status; TimeoutError at deadline."""
+    out, err = bytearray(), bytearray()
+    view = memoryview(data)
+    sent_eof = False
+    while True:
+        progressed = False
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(_BUF)
+            progressed = True
+        if chan.recv_ready():
+            out += chan.recv(_BUF)
+            progressed = True
+        if not sent_eof:
+            if chan.closed:
+                view, sent_eof = view[:0], True  # the command is done without reading it all
+            elif view and chan.send_ready():
+                try:
+                    view = view[chan.send(view[:_BUF]):]
+                except OSError:
+                    if not chan.closed:
+                        raise
+                    view = view[:0]
+                progressed = True
+            if not view and not sent_eof:
+                chan.shutdown_write()
+                sent_eof = True
+        if progressed:
+            continue
+        if chan.closed or (sent_eof and chan.eof_received):
+            # Data, EOF and close may all have landed since the reads above: drain first.
+            if chan.recv_ready() or chan.recv_stderr_ready():
+                continue
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        # The channel's pipe wakes us on data and EOF; stdin window space does not, hence
+        # the short wait while there is still input to send.  After EOF the pipe stays
+        # readable, so a plain sleep keeps input still flowing from spinning.
+        if chan.eof_received:
+            time.sleep(min(left, 0.005))
+        else:
+            select.select([chan], [], [], min(left, 0.05 if view else 1.0))
+    left = deadline - time.monotonic()
+    if not chan.status_event.wait(max(left, 0)):
+        raise TimeoutError
+    rc = chan.recv_exit_status()
+    if rc == -1 and not chan.get_transport().is_active():
+        raise EOFError("the connection closed before the command's exit status")
+    # -1 on a live connection: the command died of a signal (paramiko drops "exit-signal")
+    return bytes(out), bytes(err), rc

@@ -1,0 +1,79 @@
+"""The Python side names the same values and layouts as bpf/edrfleet.h (checked, not trusted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edrfleet.agent import ecs, engine
+from edrfleet.agent.bundle_file import canonical_sha256
+from edrfleet.agent.header import load_header
+from edrfleet.policy import bundle_sha256
+
+BPF = Path(__file__).resolve().parents[3] / "bpf"
+H = load_header(BPF)
+
+
+def test_event_enums_in_the_schema_module_match_the_header():
+    assert {
+        v: k.lower() for k, v in H.enum_by_suffix("edr_event_action", "EDR_EV_").items()
+    } == ecs.EVENT_ACTIONS
+    assert {v: k for k, v in ecs.BACKENDS.items()} == H.enum_by_suffix(
+        "edr_backend", "EDR_BACKEND_"
+    )
+    assert {v: k for k, v in ecs.STAGES.items()} == H.enum_by_suffix("edr_stage", "EDR_STAGE_")
+    assert {v: k for k, v in ecs.REASONS.items()} == H.enum_by_suffix(
+        "edr_reason", "EDR_REASON_"
+    )
+    flags = H.enum_by_suffix("edr_flag", "EDR_F_")
+    assert flags == {
+        "args_truncated": ecs.FLAG_ARGS_TRUNCATED,
+        "filename_truncated": ecs.FLAG_FILENAME_TRUNCATED,
+        "unscanned": ecs.FLAG_UNSCANNED,
+        "cwd_truncated": ecs.FLAG_CWD_TRUNCATED,
+        "cwd_unknown": ecs.FLAG_CWD_UNKNOWN,
+        "fileless": ecs.FLAG_FILELESS,
+    }
+
+
+def test_enum_values_are_unique_within_each_enum():
+    for name, members in H.enums.items():
+        assert len(set(members.values())) == len(members), name
+
+
+def test_engine_capacities_name_macros_of_the_header():
+    for key in engine.DEFAULT_CAPACITY:
+        assert key in H.defines, key
+    assert H["EDR_ROW_BITS"] == engine.TRANS_ROW_BITS
+
+
+def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
+    for key in ("EDR_ARGS_MAX", "EDR_CAND_MAX", "EDR_FILENAME_MAX", "EDR_ACCEPT_IDS",
+                "EDR_GROUPS_PER_KEY", "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
+        v = H[key]
+        assert v & (v - 1) == 0, key
+
+
+def test_agent_and_compiler_compute_the_same_bundle_checksum():
+    bundle = {"format": "edrfleet-bundle", "version": 1, "rules": [{"id": "é", "n": [1, 2]}]}
+    assert canonical_sha256(bundle) == bundle_sha256(bundle)
+
+
+def test_context_flags_and_key_bits_fit_what_the_packer_writes():
+    assert H.enum_by_suffix("edr_ctx_flag", "EDR_CTX_") == {"parent": 1, "cwd": 2}
+    assert H["EDR_KEY_BITS"] == 64  # u64 bit sets in "pnames", "pinodes", "dirs"
+
+
+def test_matcher_switches_are_header_macros_that_default_to_compiled_in():
+    for key in engine.FEATURES:
+        assert H[key] == 1, key
+
+
+def test_a_program_without_a_matcher_the_policy_needs_does_not_fit_it():
+    caps = engine.capacities_for({"EDR_MAX_RULES": 10})
+    assert (caps["EDR_WITH_UIDS"], caps["EDR_WITH_CTX"]) == (0, 0)
+    e = object.__new__(engine.Engine)  # fits() reads capacities only; no BPF here
+    e.capacities = caps
+    assert e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0})
+    assert not e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 1, "EDR_WITH_CTX": 0})
+    assert not e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 1})
+    assert engine.capacities_for({"EDR_WITH_CTX": 1})["EDR_WITH_CTX"] == 1

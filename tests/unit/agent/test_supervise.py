@@ -1,0 +1,101 @@
+"""The supervisor really double-forks, restarts a dying agent, forwards SIGHUP and stops on
+SIGTERM.  The "agent" is a stand-in zipapp whose `run` records its pid and the signals it gets
+(the real agent needs BPF; the lab tier runs the real one under this supervisor)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edrfleet.agent import supervise
+
+REPO = Path(__file__).resolve().parents[3]
+
+FAKE_MAIN = '''
+import os, signal, sys, time
+from edrfleet.agent import supervise
+if sys.argv[1] == "supervise":
+    sys.exit(supervise.main(sys.argv[2:]))
+out = sys.argv[sys.argv.index("--out") + 1]
+def hup(*_):
+    with open(out + ".hup", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+signal.signal(signal.SIGHUP, hup)
+with open(out, "a") as f:
+    f.write(f"{os.getpid()}\\n")
+while True:
+    time.sleep(0.1)
+'''
+
+
+@pytest.fixture
+def fake_pyz(tmp_path: Path) -> Path:
+    pyz = tmp_path / "agent.pyz"
+    with zipfile.ZipFile(pyz, "w") as zf:
+        zf.writestr("__main__.py", FAKE_MAIN)
+        zf.write(REPO / "edrfleet" / "__init__.py", "edrfleet/__init__.py")
+        zf.writestr("edrfleet/agent/__init__.py", "")
+        zf.write(REPO / "edrfleet" / "agent" / "supervise.py", "edrfleet/agent/supervise.py")
+    return pyz
+
+
+def wait_for(cond, timeout: float = 10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def pids(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_supervisor_restarts_forwards_hup_and_stops_on_term(fake_pyz: Path, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(supervise, "BACKOFF_FIRST", 0.2)
+    pidfile, agent_pid, out = tmp_path / "sup.pid", tmp_path / "agent.pid", tmp_path / "runs"
+    cmd = [sys.executable, str(fake_pyz), "supervise", "--pidfile", str(pidfile),
+           "--agent-pidfile", str(agent_pid), "--log", str(tmp_path / "log"),
+           "--", "run", "--out", str(out)]
+    started = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    assert started.returncode == 0, started.stderr
+    sup = int(pidfile.read_text())
+    try:
+        first = wait_for(lambda: pids(out))[0]
+        assert wait_for(lambda: agent_pid.exists() and int(agent_pid.read_text())) == first
+        # a second supervisor on the same pidfile is refused, naming the running one
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        assert again.returncode == 1 and f"pid {sup}" in again.stderr
+        os.kill(sup, signal.SIGHUP)
+        assert wait_for(lambda: pids(Path(f"{out}.hup"))) == [first]
+        os.kill(first, signal.SIGKILL)  # the agent dies: a new one is started
+        second = wait_for(lambda: len(pids(out)) > 1 and pids(out)[1])
+        assert second != first and int(agent_pid.read_text()) == second
+    finally:
+        os.kill(sup, signal.SIGTERM)
+    wait_for(lambda: not alive(sup))
+    assert not alive(second)
+    assert not pidfile.exists() and not agent_pid.exists()
+
+
+def test_supervise_without_a_command_says_what_to_give(tmp_path: Path) -> None:
+    rc = supervise.main(["--pidfile", str(tmp_path / "p"), "--foreground"])
+    assert rc == 2

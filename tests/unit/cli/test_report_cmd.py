@@ -1,0 +1,69 @@
+"""`edrfleet report`: arguments, output file, exit status with a host that cannot be pulled."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from edrfleet.cli.main import main
+from tests.unit.helpers.report_helpers import event, store_with
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # bound then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def inventory(tmp_path: Path) -> Path:
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(f"""all:
+  children:
+    web:
+      hosts:
+        web1:
+          ansible_host: 127.0.0.1
+          ansible_port: {closed_port()}
+        web2:
+          ansible_host: 127.0.0.1
+          ansible_port: {closed_port()}
+""")
+    return inv
+
+
+def test_no_pull_prints_the_stored_summary(inventory, tmp_path, capsys) -> None:
+    store_with(tmp_path, {"web1": [event("a"), event("b", action="logged")]}).close()
+    rc = main(["report", str(inventory), "--db", str(tmp_path / "report.db"), "--no-pull",
+               "--format", "json", "--limit", "web1"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [h["name"] for h in out["hosts"]] == ["web1"]
+    assert out["totals"]["blocked"] == 1 and out["hosts"][0]["pull"] == "skipped"
+
+
+def test_an_unpullable_host_exits_1_names_it_and_still_writes_the_report(inventory, tmp_path,
+                                                                        capsys) -> None:
+    store_with(tmp_path, {"web1": [event("a")]}).close()
+    out = tmp_path / "out" / "report.html"
+    rc = main(["report", str(inventory), "--db", str(tmp_path / "report.db"), "--format",
+               "html", "-o", str(out), "--limit", "web2", "--since", "3650d"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "edrfleet: web2: not pulled: Unreachable" in err
+    assert "Not pulled: web2" in out.read_text()
+
+
+def test_bad_since_is_one_line_and_exit_2(inventory, tmp_path, capsys) -> None:
+    rc = main(["report", str(inventory), "--db", str(tmp_path / "r.db"), "--since", "soon"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--since 'soon'" in err[0]
+
+
+def test_a_bad_pattern_is_exit_2(inventory, tmp_path, capsys) -> None:
+    rc = main(["report", str(inventory), "--db", str(tmp_path / "r.db"), "--limit", "~web(",
+               "--no-pull"])
+    assert rc == 2 and "error" in capsys.readouterr().err
