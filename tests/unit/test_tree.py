@@ -77,7 +77,7 @@ def outside_references(root: Path, files: Iterable[Path]) -> list[str]:
     problems = []
     for path in files:
         data = path.read_bytes()
-        for needle in needles:
+        for needle in (n for n in needles if n in data):
             for lineno, line in enumerate(data.splitlines(), 1):
                 if needle in line:
                     problems.append(
