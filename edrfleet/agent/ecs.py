@@ -3,7 +3,7 @@
 This is the one module that knows the event's fields; the spool, the outputs and the fleet
 report (``edrfleet.fleet``) all read events through the names defined here.
 
-Fields (flat, dotted keys, as DESIGN.md lists them)::
+Fields (flat, dotted keys; docs/events.md says what each holds)::
 
     @timestamp event.id event.action host.name process.pid process.parent.pid
     process.executable process.name process.command_line process.args process.args_truncated

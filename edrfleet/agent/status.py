@@ -1,6 +1,6 @@
 """The agent's status file: ``<spool>/status.json``, replaced atomically.
 
-Contract fields (DESIGN.md, "Agent status"): ``state`` (starting | enforcing | monitoring |
+Contract fields (docs/status.md): ``state`` (starting | enforcing | monitoring |
 failed; the agent also writes ``stopped`` on a clean exit), ``backend``, ``policy_sha256``,
 ``rules``, ``pid``, ``version`` and the counters ``execs_seen``, ``blocked``, ``logged``,
 ``events_lost``.  The rest are extras that readers may use and must not require.  Readers

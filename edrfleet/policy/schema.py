@@ -1,4 +1,4 @@
-"""The policy's shape (DESIGN.md "Policy file"): dataclasses and their validation.
+"""The policy's shape (docs/policy.md): dataclasses and their validation.
 
 Validation walks YAML nodes (`edrfleet.policy.loader.compose`), so every error names the file,
 line and column of the offending piece, the rule id, and a fix.  All errors of a file are

@@ -119,7 +119,7 @@ def _mixed_corpus(limit: int = 300) -> list[list[str]]:
     return argvs[:limit]
 
 
-@pytest.mark.skipif(not CORPUS.exists(), reason="../shared/corpus is not beside the repo")
+@pytest.mark.skipif(not CORPUS.exists(), reason=f"test corpora not at {CORPUS} (docs/corpora.md)")
 def test_policy_test_and_the_kernel_agree_on_a_mixed_corpus(start_agent, cgroup, standins):
     """Every corpus exec is run as a harmless stand-in named like the real program."""
     text = render_policy({"edrfleet_scope_cgroups": [cgroup.name]})

@@ -42,7 +42,7 @@ from tests.corpus_argv import exec_argvs  # noqa: E402
 
 needs_corpus = pytest.mark.skipif(
     not (CORPUS / "benign.jsonl").is_file(),
-    reason=f"shared corpus not found at {CORPUS} (expected <repo>/../shared/corpus)",
+    reason=f"test corpora not found at {CORPUS} (optional; docs/corpora.md says what they are)",
 )
 
 
