@@ -8,14 +8,12 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+from tests.corpora import CORPUS
 
 ONE_RULE = """\
 version: 1
