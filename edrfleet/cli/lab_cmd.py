@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edrfleet.cli.exits import EXIT_OK
+
 
 def _vm_lab() -> Any:
     # imported on use: the netns lab needs none of the qemu code
@@ -28,7 +30,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"lab: {len(made.hosts)} hosts up in {time.monotonic() - t0:.2f} s (lab {made.id}, "
               f"{made.subnet}, {made.hosts[0].name}..{made.hosts[-1].name})")
     print(inventory)
-    return 0
+    return EXIT_OK
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def _down(args: argparse.Namespace) -> int:
         _vm_lab().down(workdir or lab.REPO / ".edrfleet" / "vm-lab")
     else:
         lab.down(workdir or lab.DEFAULT_DIR)
-    return 0
+    return EXIT_OK
 
 
 def register(subparsers: Any) -> None:

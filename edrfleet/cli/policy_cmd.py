@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from edrfleet.cli.main import EXIT_OK, EXIT_USAGE
+from edrfleet.cli.exits import EXIT_OK, EXIT_USAGE
 from edrfleet.policy import (
     PolicyError,
     PolicyErrors,

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from edrfleet import paths
+from edrfleet.errors import InputError
 from edrfleet.fleet.deploy.render import POLICY_TEMPLATE, TEMPLATES, render
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text
 from edrfleet.policy.limits import EDR_MAX_SCOPE
@@ -36,7 +37,7 @@ from edrfleet.policy.limits import EDR_MAX_SCOPE
 POLICY_DIR = paths.PACKAGE / "policy"
 
 
-class HostPolicyError(ValueError):
+class HostPolicyError(InputError, ValueError):
     """A host's policy does not render, validate or compile; one line naming host, rule, fix."""
 
     def __init__(self, host: str, message: str) -> None:
