@@ -41,9 +41,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edrfleet.errors import InputError
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 DEFAULT_DB = Path(".edrfleet") / "report.db"
 SCHEMA_VERSION = 1
+
+
+class ReportError(InputError, ValueError):
+    """A report database or a report argument that cannot be used; the message names the fix."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -115,7 +122,7 @@ class Store:
             self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"{self.path}: not a report database ({e}) "
+            raise ReportError(f"{self.path}: not a report database ({e}) "
                              "(fix: pass another --db or remove the file)") from None
 
     def _check_version(self) -> None:
@@ -123,7 +130,7 @@ class Store:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
-            raise ValueError(f"{self.path}: report database schema {row[0]}, this edrfleet "
+            raise ReportError(f"{self.path}: report database schema {row[0]}, this edrfleet "
                              f"reads {SCHEMA_VERSION} (fix: pass another --db)")
 
     def close(self) -> None:

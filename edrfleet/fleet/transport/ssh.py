@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import paramiko
 from fabric import Config, Connection
 
+from edrfleet.errors import HostError
 from edrfleet.fleet.transport import known_hosts as kh
 from edrfleet.fleet.transport.settings import Hop, Settings
 
@@ -49,7 +50,7 @@ _BUF = 1 << 16
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
-class Unreachable(ConnectionError):
+class Unreachable(HostError, ConnectionError):
     """Connect refused / timed out / auth failed / proxy failed / connection lost."""
 
 
@@ -58,7 +59,7 @@ class HostKeyError(Unreachable):
     and the fix."""
 
 
-class RemoteError(RuntimeError):
+class RemoteError(HostError, RuntimeError):
     """A command exited non-zero (with check=True), or ran past its timeout (rc -1)."""
 
     def __init__(self, host: str, command: str, rc: int, stderr: bytes, why: str = "") -> None:

@@ -1,6 +1,6 @@
 """VM smoke: build the image, boot one VM, check BCC and headers, prove BPF LSM denies with EPERM.
 
-    python -m edrfleet.lab.vm.qemu smoke        (or scripts/vm-smoke.sh)
+    python -m edrfleet.lab.vm smoke        (or scripts/vm-smoke.sh)
 
 The proof: a BCC program in the guest attaches LSM_PROBE(bprm_check_security) returning -EPERM
 for one inode only, a canary copy of /bin/true (inode passed as -DCANARY_INO=...).  bash running
