@@ -3,6 +3,7 @@ action: staging, sha256 checks, atomic swaps, file modes, cleanup."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -24,7 +25,7 @@ from edrfleet.fleet.deploy.hostscripts import (
     uninstall_script,
 )
 from edrfleet.fleet.deploy.operations import Desired, Plan
-from edrfleet.fleet.deploy.release import Release
+from edrfleet.fleet.deploy.release import Release, agent_zipapp
 from tests.unit.helpers.fleet_local import LocalTransport
 
 
@@ -34,8 +35,16 @@ def paths(tmp: Path) -> HostPaths:
                      unit_path=str(tmp / "unit.service"))
 
 
+@functools.cache
+def _zipapp() -> bytes:
+    return agent_zipapp()
+
+
 def release(tag: bytes) -> Release:
-    files = {"agent.pyz": b"pyz" + tag, "bpf/edrfleet.c": b"c" + tag, "bpf/edrfleet.h": b"h"}
+    """A release of the real agent zipapp (the scripts run its `service` and `wait`), told
+    apart by a line before the zip (a zipapp may start with any bytes, like its shebang)."""
+    files = {"agent.pyz": b"#pyz" + tag + b"\n" + _zipapp(), "bpf/edrfleet.c": b"c" + tag,
+             "bpf/edrfleet.h": b"h"}
     return Release(hashlib.sha256(tag).hexdigest()[:16], files)
 
 
@@ -66,7 +75,7 @@ def test_first_apply_lays_out_the_release_and_policy_root_only(tmp_path: Path) -
     assert out["old_release"] == ""
     cur = tmp_path / "opt" / "current"
     assert os.readlink(cur) == f"releases/{rel.id}"
-    assert (cur / "agent.pyz").read_bytes() == b"pyz1"
+    assert (cur / "agent.pyz").read_bytes() == rel.files["agent.pyz"]
     assert (tmp_path / "etc" / "policy.yaml").read_text() == "version: 1\n"
     for f in (cur / "agent.pyz", tmp_path / "etc" / "policy.json"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
