@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -19,11 +20,20 @@ from edrfleet.agent import supervise
 REPO = Path(__file__).resolve().parents[3]
 
 FAKE_MAIN = '''
-import os, signal, sys, time
+import argparse, os, signal, sys, time
 from edrfleet.agent import supervise
 if sys.argv[1] == "supervise":
     sys.exit(supervise.main(sys.argv[2:]))
-out = sys.argv[sys.argv.index("--out") + 1]
+if sys.argv[1] == "service":
+    p = argparse.ArgumentParser()
+    supervise.add_service_arguments(p)
+    sys.exit(supervise.service(p.parse_args(sys.argv[2:])))
+if "--out" in sys.argv:
+    out = sys.argv[sys.argv.index("--out") + 1]
+else:  # started by `service`: records in the spool, with the argv it was given
+    out = sys.argv[sys.argv.index("--spool") + 1] + "/runs"
+    with open(out + ".argv", "w") as f:
+        f.write(" ".join(sys.argv[1:]))
 def hup(*_):
     with open(out + ".hup", "a") as f:
         f.write(f"{os.getpid()}\\n")
@@ -99,3 +109,48 @@ def test_supervisor_restarts_forwards_hup_and_stops_on_term(fake_pyz: Path, tmp_
 def test_supervise_without_a_command_says_what_to_give(tmp_path: Path) -> None:
     rc = supervise.main(["--pidfile", str(tmp_path / "p"), "--foreground"])
     assert rc == 2
+
+
+def test_service_starts_reloads_restarts_and_stops_the_supervised_agent(
+        fake_pyz: Path, tmp_path: Path) -> None:
+    release = tmp_path / "opt" / "releases" / "r1"
+    (release / "bpf").mkdir(parents=True)
+    (release / "agent.pyz").write_bytes(fake_pyz.read_bytes())
+    (tmp_path / "opt" / "current").symlink_to("releases/r1")
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    spool.mkdir()
+    out = spool / "runs"
+
+    def service(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(tmp_path / "opt" / "current" / "agent.pyz"), "service", action,
+             "--install-dir", str(tmp_path / "opt"), "--config-dir", str(tmp_path / "etc"),
+             "--spool", str(spool), "--run-dir", str(run), "--host-name", "h1"],
+            capture_output=True, text=True, timeout=60)
+
+    r = service("stop")
+    assert r.returncode == 0 and r.stdout == "", r.stderr  # nothing running: nothing to do
+    r = service("reload")
+    assert r.returncode == 1 and r.stderr.strip() == "no supervisor running to reload"
+    r = service("start")
+    assert r.returncode == 0 and r.stdout == "started\n", r.stderr
+    sup = supervise.supervisor_pid(str(run))
+    try:
+        first = wait_for(lambda: pids(out))[0]
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700
+        assert (spool / "runs.argv").read_text() == (
+            f"run --policy {tmp_path}/etc/policy.json --spool {spool} "
+            f"--bpf-dir {tmp_path}/opt/current/bpf --host-name h1")
+        assert service("start").stdout == ""  # already running: left alone
+        assert supervise.supervisor_pid(str(run)) == sup
+        assert service("reload").returncode == 0
+        assert wait_for(lambda: pids(Path(f"{out}.hup"))) == [first]
+        r = service("restart")
+        assert r.returncode == 0 and r.stdout == "stopped\nstarted\n", r.stderr
+        assert not alive(sup) and not alive(first)
+        sup = supervise.supervisor_pid(str(run))
+        assert sup and wait_for(lambda: len(pids(out)) > 1)
+    finally:
+        r = service("stop")
+    assert r.returncode == 0 and r.stdout == "stopped\n", r.stderr
+    assert not alive(sup) and supervise.supervisor_pid(str(run)) == 0

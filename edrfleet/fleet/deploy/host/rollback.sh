@@ -6,6 +6,7 @@ exec 9>"$INSTALL_DIR/.deploy.lock"
 flock -w 30 9 || fail "another deploy holds $INSTALL_DIR/.deploy.lock"
 # service and wait run from the release just deployed: the one rolled back to may predate them
 if [ -f "$INSTALL_DIR/releases/$WANT_RELEASE/agent.pyz" ]; then
+    # shellcheck disable=SC2034  # read by common.sh's functions
     AGENT="$INSTALL_DIR/releases/$WANT_RELEASE/agent.pyz"
 fi
 if [ -z "$OLD_RELEASE" ] || [ ! -d "$INSTALL_DIR/releases/$OLD_RELEASE" ]; then

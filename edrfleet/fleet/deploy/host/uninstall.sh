@@ -5,6 +5,7 @@
 stop_agent
 if [ -f "$UNIT_PATH" ]; then
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        # shellcheck disable=SC2034  # read by common.sh's stop_agent
         MANAGER=systemd
         stop_agent
         systemctl disable --quiet "$UNIT_NAME" || fail "systemctl disable $UNIT_NAME failed"
