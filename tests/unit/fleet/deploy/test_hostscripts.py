@@ -142,21 +142,38 @@ def test_uninstall_refuses_system_directories(bad: str) -> None:
         uninstall_script(HostPaths(install_dir=bad), "h", False)
 
 
-def test_every_generated_script_parses_in_sh_and_bash(tmp_path: Path) -> None:
-    import subprocess
-
+def every_script(tmp_path: Path) -> list[str]:
     from edrfleet.fleet.deploy.facts import facts_script
     from edrfleet.fleet.deploy.hostscripts import rollback_script
 
     d = desired(tmp_path, release(b"1"))
     full = Plan(packages=["python3-bpfcc"], push_release=True, swap_release=True,
                 write_policy=True, write_unit=True, service="restart")
-    scripts = [apply_script(d, full, True), rollback_script(d, "abc", True, restart=True),
-               uninstall_script(d.paths, "h1", True), facts_script(d.paths, want_yaml=True)]
-    for script in scripts:
+    return [apply_script(d, full, True), rollback_script(d, "abc", True, restart=True),
+            uninstall_script(d.paths, "h1", True), facts_script(d.paths, want_yaml=True)]
+
+
+def test_every_generated_script_parses_in_sh_and_bash(tmp_path: Path) -> None:
+    import subprocess
+
+    for script in every_script(tmp_path):
         for shell in ("sh", "bash"):
             r = subprocess.run([shell, "-n"], input=script.encode(), capture_output=True)
             assert r.returncode == 0, (shell, r.stderr.decode())
+
+
+def test_every_generated_script_passes_shellcheck_as_it_runs(tmp_path: Path) -> None:
+    """Preamble, common.sh and body together: a variable one sets and another reads."""
+    import shutil
+    import subprocess
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed: run scripts/setup.sh --test (make lint does)")
+    for script in every_script(tmp_path):
+        # SC2016: the preamble single-quotes every value on purpose (facts.py holds `$`)
+        r = subprocess.run(["shellcheck", "-s", "sh", "-e", "SC2016", "-"], input=script,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout
 
 
 def test_a_script_on_stdin_runs_as_named_and_leaves_the_payload_for_it() -> None:
