@@ -194,3 +194,17 @@ def test_wait_kv_lines_are_what_deploy_parses(tmp_path: Path, capsys) -> None:
     out = parse_output(capsys.readouterr().out.encode())
     assert out["result"] == "failed" and out["error"] == "no BTF"
     assert out["status"]["last_error"] == "no\nBTF"
+
+
+def test_wait_reads_the_live_agent_pid_from_systemd(tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(  # a stand-in: MainPID of the unit asked for
+        '#!/bin/sh\n[ "$*" = "show -p MainPID --value u" ] && echo 100 || echo 0\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    put(tmp_path)
+    assert S.wait_for_policy(wait_args(tmp_path, "--live-pid", "systemd", "--unit", "u"))[0] \
+        == S.WAIT_OK
+    assert S.wait_for_policy(wait_args(tmp_path, "--live-pid", "systemd", "--unit", "v"))[0] \
+        == S.WAIT_TIMEOUT

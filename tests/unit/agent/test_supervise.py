@@ -4,6 +4,7 @@ SIGTERM.  The "agent" is a stand-in zipapp whose `run` records its pid and the s
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import stat
@@ -154,3 +155,49 @@ def test_service_starts_reloads_restarts_and_stops_the_supervised_agent(
         r = service("stop")
     assert r.returncode == 0 and r.stdout == "stopped\n", r.stderr
     assert not alive(sup) and supervise.supervisor_pid(str(run)) == 0
+
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$SYSTEMCTL_LOG"
+case "$1" in
+    is-active) [ -f "$SYSTEMCTL_ACTIVE" ] ;;
+    "$SYSTEMCTL_FAIL") exit 1 ;;
+esac
+"""
+
+
+def test_service_under_systemd_runs_systemctl_as_deploy_did(tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    """systemd's path, with a stand-in systemctl (the VM tier runs the real one)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    log, active = tmp_path / "calls", tmp_path / "active"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SYSTEMCTL_LOG", str(log))
+    monkeypatch.setenv("SYSTEMCTL_ACTIVE", str(active))
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "none")
+    parser = argparse.ArgumentParser()
+    supervise.add_service_arguments(parser)
+
+    def service(action: str) -> tuple[int, list[str], str, str]:
+        log.write_text("")
+        rc = supervise.service(parser.parse_args([action, "--manager", "systemd", "--unit", "u"]))
+        out, err = capsys.readouterr()
+        return rc, log.read_text().splitlines(), out, err.strip()
+
+    assert service("stop") == (0, ["is-active --quiet u"], "", "")
+    assert service("start") == (0, ["is-active --quiet u", "enable --quiet u", "start u"],
+                                "started\n", "")
+    assert service("restart") == (0, ["is-active --quiet u", "enable --quiet u", "restart u"],
+                                  "started\n", "")
+    active.touch()
+    assert service("start") == (0, ["is-active --quiet u"], "", "")
+    assert service("reload") == (0, ["reload u"], "", "")
+    assert service("stop") == (0, ["is-active --quiet u", "stop u"], "stopped\n", "")
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "restart")
+    assert service("restart")[::3] == (1, "systemctl restart u failed")
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "stop")
+    assert service("stop")[::3] == (1, "systemctl stop u failed")
