@@ -11,6 +11,9 @@ Writes go to a temporary file in the same directory, are fsync-ed and renamed ov
 ``status.json``: a reader (``edrfleet status`` over SSH, a monitoring check) sees the old or
 the new file whole, never a torn one, even if the agent dies mid-write.
 
+``agent.pyz wait`` (:func:`wait_main`, at the end) is the reader deploy's host scripts and the
+Ansible role share: it waits until status.json shows a policy in force, or a failure.
+
 Example::
 
     >>> st = Status(state="enforcing", backend="sigkill", rules=12, policy_sha256="ab…")

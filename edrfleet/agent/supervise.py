@@ -1,4 +1,5 @@
-"""``agent.pyz supervise``: keep the agent running on hosts without systemd (stdlib only).
+"""``agent.pyz supervise``: keep the agent running on hosts without systemd (stdlib only), and
+``agent.pyz service start|restart|stop|reload``: drive it under the supervisor or systemd (below).
 
     python3 agent.pyz supervise --pidfile /run/edrfleet/supervisor.pid \\
         --agent-pidfile /run/edrfleet/agent.pid --log /var/lib/edrfleet/agent.log -- run ARGS…
