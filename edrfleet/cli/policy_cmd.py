@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     comp = sub.add_parser("compile", help="write the bundle JSON")
     comp.add_argument("file", metavar="FILE", help="policy YAML or bundle JSON")
     comp.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    comp.add_argument("--summary-json", metavar="FILE",
+                      help='also write {"rules": N, "mode": M, "sha256": H, "out": OUT} to FILE '
+                           "('-': stdout, then -o is needed)")
     comp.set_defaults(func=cmd_compile)
 
     test = sub.add_parser(
@@ -99,23 +102,37 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.hostpolicy import compile_file_cached
 
+    if args.summary_json == "-" and not args.output:
+        print("policy compile: --summary-json - needs -o OUT (stdout cannot hold both)",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         text, bundle = compile_file_cached(args.file)
     except PolicyError as exc:
         return _report(exc)
     sha, rules, mode = bundle["sha256"], len(bundle["rules"]), bundle["mode"]
     if args.output:
-        tmp = f"{args.output}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)
-        # the role reads mode and sha256 from this line (roles/edrfleet_agent/tasks/policy.yml)
+        _write(args.output, text)
         print(f"{args.output}: {rules} rules, mode {mode}, sha256 {sha}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if args.summary_json:  # what the role reads (roles/edrfleet_agent/tasks/policy.yml)
+        summary = json.dumps({"rules": rules, "mode": mode, "sha256": sha,
+                              "out": args.output or "-"}) + "\n"
+        if args.summary_json == "-":
+            sys.stdout.write(summary)
+        else:
+            _write(args.summary_json, summary)
     return EXIT_OK
 
 
