@@ -85,10 +85,7 @@ def make_event(host: str, k: int, i: int) -> dict:
     return ecs.nest({
         "@timestamp": stamp, "ecs.version": ecs.ECS_VERSION,
         "event.id": f"b{k:03d}0000-{i * 1000 + 17:x}-{i % 32768:x}", "event.action": action,
-        "event.kind": "event" if action == "logged" else "alert",
-        "event.category": ["process"] if action == "logged" else ["process", "intrusion_detection"],
-        "event.type": ["start"] if action == "logged" else ["start", "denied"],
-        "event.outcome": "failure" if action == "blocked" else "success",
+        **{f"event.{k}": v for k, v in ecs.classify(action).items()},
         "event.severity": ecs.SEVERITY_SCORES[severity], "host.name": host,
         "agent.type": ecs.AGENT_TYPE, "agent.version": "0.1.0", "process.pid": i % 32768,
         "process.executable": "/usr/bin/rm", "process.name": "rm",

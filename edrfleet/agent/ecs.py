@@ -18,8 +18,11 @@ test and a kernel test validate real events against them).  Fields, by dotted na
     edrfleet.{severity,backend,policy_sha256,as_executed,stage,reason,args_truncated,
               args_bytes,unscanned,fileless,cgroup_id}
 
-What each action writes (ECS's expected category/type pairs: ``denied`` and ``allowed`` are
-expected for ``intrusion_detection``, not for ``process``)::
+What each action writes.  A block or a would-be block is a detection rule firing on the host,
+what ECS calls an ``alert`` (and what an analyst triages, in monitor mode too); a ``log`` rule
+records an exec, an ``event``.  ECS expects ``denied`` and ``allowed`` with the category
+``intrusion_detection`` (the disposition of a prevention system), not with ``process``; so
+decisions carry both categories, and every type is one ECS expects with one of them::
 
     blocked      kind alert  category [process, intrusion_detection]  type [start, denied]
                  outcome failure
@@ -244,10 +247,7 @@ def to_ecs(
     severity = rule.get("severity", "critical" if reason == "unscanned" else "")
     action = EVENT_ACTIONS.get(ev.action, str(ev.action))
     event = {"id": f"{boot_id[:8]}-{ev.ts_ns:x}-{ev.pid:x}", "action": action}
-    kind = _CLASSIFICATION.get(action)
-    if kind:
-        event.update(kind=kind[0], category=list(kind[1]), type=list(kind[2]),
-                     outcome=kind[3])
+    event.update(classify(action))
     if severity in SEVERITY_SCORES:
         event["severity"] = SEVERITY_SCORES[severity]
     process = {
@@ -291,6 +291,14 @@ def to_ecs(
         if techniques:
             out["threat"] = {"framework": ATTACK_FRAMEWORK, "technique": {"id": techniques}}
     return out
+
+
+def classify(action: str) -> dict[str, Any]:
+    """event.kind, category, type and outcome of an ``event.action`` ({} for one unknown)."""
+    c = _CLASSIFICATION.get(action)
+    if c is None:
+        return {}
+    return {"kind": c[0], "category": list(c[1]), "type": list(c[2]), "outcome": c[3]}
 
 
 def technique_ids(tags: Sequence[str]) -> list[str]:
