@@ -14,7 +14,7 @@ read from the lab's cgroup):
   (Fabric/paramiko); the lab is removed at the end.
 
 Spools are written beforehand with the agent's Spool class (rotating at --spool-max-bytes),
-with ECS events shaped like the agent's (nested, ~970 bytes each); writing them is not timed.
+with ECS events shaped like the agent's (nested, ~1 000 bytes each); writing them is not timed.
 
     .venv/bin/python bench/report.py                        # 1 000 000 events, 20 hosts, local
     .venv/bin/python bench/report.py --transport ssh --events 100000
