@@ -139,7 +139,7 @@ def dotted(field: Field) -> str:
 
 
 def get(event: Mapping[str, Any], field: Field, default: Any = None) -> Any:
-    """The value of ``field`` in ``event`` (nested, or flat as agents before 0.2 wrote it)."""
+    """The value of ``field`` in ``event`` (nested; else flat, as older agents wrote it)."""
     node: Any = event
     for key in field:
         if not isinstance(node, Mapping) or key not in node:
@@ -173,7 +173,7 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`flatten`: ``{"event.id": 1}`` -> ``{"event": {"id": 1}}``."""
     out: dict[str, Any] = {}
     for name, value in flat.items():
-        *parents, leaf = name.split(".") if name != "@timestamp" else [name]
+        *parents, leaf = name.split(".")
         node = out
         for key in parents:
             node = node.setdefault(key, {})

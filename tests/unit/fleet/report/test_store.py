@@ -79,7 +79,7 @@ def test_events_of_an_older_agent_with_flat_keys_fill_the_same_columns(tmp_path:
     old = {"rule.severity" if k == "edrfleet.severity" else k: v
            for k, v in ecs.flatten(event("o", ts=T0 + 1.5, action="would_block", rule="rx",
                                          severity="low", cmd="rm -r /")).items()}
-    assert "rule.severity" in old and "event.id" in old  # the layout before 0.2
+    assert "rule.severity" in old and "event.id" in old  # the layout of older agents
     got = store.ingest("web1", [line(new), line(old)], cursor=CUR, status=None, lost=False)
     assert got.inserted == 2
     rows = store.query("SELECT id, ts, action, rule, severity, cmdline FROM events ORDER BY id")
