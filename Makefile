@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
+.PHONY: setup setup-test demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,16 +12,20 @@ setup:
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup
+# The report store's tests run against a real PostgreSQL too (Debian's package).
+setup-test: setup
+	@bash scripts/setup-postgres.sh install
+
+test: setup-test
 	EDRFLEET_VM=1 $(PYTEST) -q -rs tests
 
-test-unit: setup
+test-unit: setup-test
 	$(PYTEST) -q tests/unit
 
 test-kernel: setup
 	$(PYTEST) -q -rs tests/kernel
 
-test-lab: setup
+test-lab: setup-test
 	$(PYTEST) -q -rs tests/lab
 
 test-vm: setup

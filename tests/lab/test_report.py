@@ -27,7 +27,7 @@ from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import Status, write_status
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.pull import pull_hosts
-from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.report.store import open_store
 from edrfleet.fleet.transport.ssh import Transport
 
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
@@ -97,9 +97,9 @@ def report(lab: ReportLab, db: Path, out: Path, *extra: str) -> tuple[int, dict,
     return p.returncode, json.loads(out.read_text()), p.stderr
 
 
-def stored_ids(db: Path) -> list[str]:
-    with Store(db) as s:
-        return [r[0] for r in s.query("SELECT id FROM events ORDER BY id")]
+def stored_ids(db: Path | str) -> list[str]:
+    with open_store(db) as s:
+        return sorted(r[0] for r in s.event_rows())
 
 
 def test_report_after_rotations_has_every_event_exactly_once(report_lab, tmp_path) -> None:
@@ -140,8 +140,8 @@ def test_hostile_command_lines_arrive_intact_and_print_inert(report_lab, tmp_pat
     db = tmp_path / "report.db"
     rc, summary, err = report(report_lab, db, tmp_path / "r.json", "--limit", name)
     assert rc == 0, err
-    with Store(db) as store:
-        raws = [json.loads(r[0]) for r in store.query("SELECT raw FROM events ORDER BY id")]
+    with open_store(db) as store:
+        raws = [json.loads(r[7]) for r in sorted(store.event_rows())]
     assert [e["process.command_line"] for e in raws] == HOSTILE
     html = subprocess.run([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
                            "--limit", name, "--no-pull", "--format", "html"],
@@ -190,7 +190,7 @@ def test_status_json_reaches_the_summary(report_lab, tmp_path) -> None:
 def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, tmp_path):
     name = report_lab.names[2]
     host = report_lab.hosts[name]
-    store = Store(tmp_path / "r.db")
+    store = open_store(tmp_path / "r.db")
     done, pulled = threading.Event(), threading.Semaphore(0)
     total = 3000
 
@@ -217,7 +217,7 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
     t.join()
     r = pull_hosts([host], store, connect, max_bytes=16384)[name]
     assert r.ok and not r.lost
-    ids = [x[0] for x in store.query("SELECT id FROM events WHERE host=?", (name,))]
+    ids = [x[0] for x in store.event_rows(name)]
     assert sorted(ids) == [f"{name}-{i:06d}" for i in range(total)]
     assert pulls >= 3
     store.close()
@@ -303,7 +303,7 @@ def test_a_report_killed_mid_pull_loses_and_repeats_nothing(report_lab, tmp_path
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
             if db.exists():
-                with Store(db) as s:
+                with open_store(db) as s:
                     seen = s.count()
                 if seen:
                     proc.kill()  # SIGKILL between two committed chunks, or inside one
