@@ -82,14 +82,16 @@ def _field(column: str) -> str:
     return postgres_path("j", COLUMNS[column])
 
 
-# OFFSET 0 keeps the subquery whole, so each line is parsed once, not once per column.
+# OFFSET 0 keeps the subquery whole, so each line is parsed once, not once per column.  The
+# lines go as one binary text[] parameter: psycopg builds it at ~1 us a line, where the text
+# form costs ~55 (and COPY into a staging table ~2).
 _INSERT = f"""
 INSERT INTO edrfleet.events(id, host, ts, action, rule, severity, cmdline, raw)
 SELECT id, %(host)s, edrfleet.epoch(ts), action, rule, severity, cmdline, line FROM (
     SELECT line, {_field("id")} AS id, {_field("ts")} AS ts, {_field("action")} AS action,
            {_field("rule")} AS rule, {_field("severity")} AS severity,
            {_field("cmdline")} AS cmdline
-    FROM (SELECT line, line::jsonb AS j FROM unnest(%(lines)s::text[]) AS u(line) OFFSET 0) p
+    FROM (SELECT line, line::jsonb AS j FROM unnest(%(lines)b::text[]) AS u(line) OFFSET 0) p
 ) e WHERE id IS NOT NULL
 ON CONFLICT (id) DO NOTHING
 """
