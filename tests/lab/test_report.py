@@ -29,6 +29,9 @@ from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.pull import pull_hosts
 from edrfleet.fleet.report.store import open_store
 from edrfleet.fleet.transport.ssh import Transport
+from tests.unit.helpers.postgres_server import empty_store, postgres_server
+
+__all__ = ["postgres_server"]  # the fixture, for the PostgreSQL test below
 
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
 HOSTILE = ["<script>alert(1)</script>", "\x1b[2J\x1b]0;pwn\x07", "a\nb\r\n", "\udcff\udcfe",
@@ -221,6 +224,36 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
     assert sorted(ids) == [f"{name}-{i:06d}" for i in range(total)]
     assert pulls >= 3
     store.close()
+
+
+def test_two_controllers_fill_one_postgresql_at_once_twice(report_lab, postgres_server,
+                                                           tmp_path) -> None:
+    """Two `edrfleet report` processes, --limit shards overlapping on one host, into one
+    PostgreSQL at the same time, twice: the store holds each spool event exactly once."""
+    db = empty_store(postgres_server)
+    a, b, c = report_lab.names
+    written = dict.fromkeys(report_lab.names, 0)
+    for round_ in range(2):
+        for n in report_lab.names:
+            with report_lab.spool(n) as s:
+                s.append([event(n, i) for i in range(written[n], written[n] + 400)])
+            written[n] += 400
+        procs = [subprocess.Popen([*EDRFLEET, "report", str(report_lab.inventory), "--db", db,
+                                   "--limit", shard, "--format", "json", "-o",
+                                   str(tmp_path / f"r{round_}{k}.json")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for k, shard in enumerate((f"{a},{b}", f"{b},{c}"))]
+        for p in procs:
+            _out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        new = [{h["name"]: h["new_events"] for h in json.loads(
+            (tmp_path / f"r{round_}{k}.json").read_text())["hosts"]} for k in range(2)]
+        assert {n: sum(x.get(n, 0) for x in new) for n in report_lab.names} == dict.fromkeys(
+            report_lab.names, 400)  # each new event stored by exactly one of the two
+        assert stored_ids(db) == sorted(f"{n}-{i:06d}" for n in report_lab.names
+                                        for i in range(written[n]))
+    with open_store(db) as store:
+        assert {n: r["events"] for n, r in store.host_rows().items()} == written
 
 
 # --- with real agents, deployed by `edrfleet deploy` -----------------------------------------
