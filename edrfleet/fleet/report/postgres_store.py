@@ -29,7 +29,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -41,6 +42,10 @@ from edrfleet.fleet.report.store import SCHEMA_VERSION, UNCHECKED, Cursor, Inges
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*(@)|(password=)[^&\s]*")
 _RETRIES = 5
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+# Batches stored at once, one connection each: the server parses the lines, so a controller
+# with one connection waits on one server core.  Memory: each holds one decoded chunk.
+WRITERS = 4
 _SCHEMA_LOCK = 0x6564726651  # pg_advisory_xact_lock key: "edrfQ"
 
 # ts: what SQLite's julianday reads (ISO 8601, 'Z' or an offset, none = UTC), else NULL.  The
@@ -123,26 +128,54 @@ def safe_location(dsn: str) -> str:
 
 
 class PostgresStore:
-    """The report database in PostgreSQL.  Thread-safe: one connection, one lock.
+    """The report database in PostgreSQL.  Thread-safe: reads on one connection under a lock;
+    up to :data:`WRITERS` batches stored at once, each on a connection of its own (opened as
+    needed; one the server dropped is replaced by the next batch).
 
     Raises:
         OSError: the server cannot be reached or refuses the login.
         ValueError: a bad URI, or the database holds another version of the schema.
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, writers: int = WRITERS) -> None:
         self.location = safe_location(dsn)
-        self._lock = threading.Lock()
+        self.writers = writers
+        self._dsn = dsn
+        self._lock = threading.Lock()  # self._db
+        self._slots = threading.BoundedSemaphore(writers)
+        self._idle: list[psycopg.Connection] = []
+        self._idle_lock = threading.Lock()
+        self._db = self._connect()
+        self._create_schema()
+
+    def _connect(self) -> psycopg.Connection:
         try:
-            self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=30)
+            db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=30)
         except psycopg.ProgrammingError as e:  # an unparsable URI
             raise ValueError(f"{self.location}: {e} (fix: --db postgresql://USER@HOST/DB)"
                              ) from None
         except psycopg.OperationalError as e:
             raise OSError(f"{self.location}: cannot connect: {' '.join(str(e).split())}"
                           ) from None
-        self._db.execute("SET TIME ZONE 'UTC'")  # an @timestamp without offset is UTC
-        self._create_schema()
+        db.execute("SET TIME ZONE 'UTC'")  # an @timestamp without offset is UTC
+        return db
+
+    @contextmanager
+    def _writer(self) -> Iterator[psycopg.Connection]:
+        """A connection of the writers' pool for one batch."""
+        with self._slots:
+            with self._idle_lock:
+                db = self._idle.pop() if self._idle else None
+            if db is None:
+                db = self._connect()
+            try:
+                yield db
+            finally:
+                if db.broken or db.closed or db.info.transaction_status != _IDLE:
+                    db.close()
+                else:
+                    with self._idle_lock:
+                        self._idle.append(db)
 
     def _create_schema(self) -> None:
         with self._db.transaction():
@@ -162,8 +195,10 @@ class PostgresStore:
                                  f"edrfleet reads {SCHEMA_VERSION} (fix: pass another --db)")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._lock, self._idle_lock:
+            for db in (self._db, *self._idle):
+                db.close()
+            self._idle.clear()
 
     def __enter__(self) -> Store:
         return self
@@ -177,12 +212,13 @@ class PostgresStore:
                status: dict[str, Any] | None, lost: bool,
                expected: Cursor | None = UNCHECKED) -> Ingested:
         """Store one pulled batch and move ``host``'s cursor, in one transaction."""
-        with self._lock:
+        with self._writer() as db:
             for attempt in range(_RETRIES):
                 try:
-                    with self._db.transaction():
-                        inserted, malformed = self._insert(host, lines)
-                        moved = self._save_host(host, cursor, status, inserted, lost, expected)
+                    with db.transaction():
+                        inserted, malformed = self._insert(db, host, lines)
+                        moved = self._save_host(db, host, cursor, status, inserted, lost,
+                                                expected)
                     return Ingested(inserted, len(lines) - malformed - inserted, malformed,
                                     moved)
                 except (errors.DeadlockDetected, errors.SerializationFailure):
@@ -191,29 +227,30 @@ class PostgresStore:
                     time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _insert(self, host: str, lines: Sequence[str]) -> tuple[int, int]:
+    @staticmethod
+    def _insert(db: psycopg.Connection, host: str, lines: Sequence[str]) -> tuple[int, int]:
         """(inserted, malformed): the batch in one statement, else line by line."""
         try:
-            with self._db.transaction():  # a savepoint: a refused batch is undone alone
-                return self._db.execute(_INSERT, {"host": host, "lines": list(lines)}
-                                        ).rowcount, 0
+            with db.transaction():  # a savepoint: a refused batch is undone alone
+                return db.execute(_INSERT, {"host": host, "lines": list(lines)}).rowcount, 0
         except _REFUSED:
             pass
         inserted = malformed = 0
         for line in lines:
             try:
-                with self._db.transaction():
-                    inserted += self._db.execute(
+                with db.transaction():
+                    inserted += db.execute(
                         _INSERT, {"host": host, "lines": [_escape_surrogates(line)]}).rowcount
             except _REFUSED:
                 malformed += 1
         return inserted, malformed
 
-    def _save_host(self, host: str, cursor: Cursor | None, status: dict[str, Any] | None,
-                   inserted: int, lost: bool, expected: Cursor | None) -> bool:
+    @staticmethod
+    def _save_host(db: psycopg.Connection, host: str, cursor: Cursor | None,
+                   status: dict[str, Any] | None, inserted: int, lost: bool,
+                   expected: Cursor | None) -> bool:
         """Count the batch for ``host``; move its cursor (and status, lost) if the store
         still holds ``expected``.  Returns whether it moved.  Inside the transaction."""
-        db = self._db
         db.execute("INSERT INTO edrfleet.hosts(name) VALUES(%s) ON CONFLICT DO NOTHING", (host,))
         (held,), = db.execute("SELECT cursor FROM edrfleet.hosts WHERE name=%s FOR UPDATE",
                               (host,)).fetchall()
@@ -232,18 +269,23 @@ class PostgresStore:
         return moved
 
     def record_error(self, host: str, error: str) -> None:
-        with self._lock:
-            self._db.execute(
-                """INSERT INTO edrfleet.hosts(name, last_error) VALUES(%s, %s)
-                   ON CONFLICT(name) DO UPDATE SET last_error=excluded.last_error""",
-                (host, error))
+        self._run("""INSERT INTO edrfleet.hosts(name, last_error) VALUES(%s, %s)
+                     ON CONFLICT(name) DO UPDATE SET last_error=excluded.last_error""",
+                  (host, error))
 
     # --- reading ---------------------------------------------------------------------------
 
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """One statement on the readers' connection (reopened if the server dropped it)."""
+        with self._lock:
+            if self._db.broken or self._db.closed:
+                self._db = self._connect()
+            cur = self._db.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """A read-only query in PostgreSQL's SQL (diagnostics, tests)."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return self._run(sql, params)
 
     def cursor(self, host: str) -> Cursor | None:
         rows = self.query("SELECT cursor FROM edrfleet.hosts WHERE name=%s", (host,))

@@ -177,8 +177,10 @@ def pull_hosts(hosts: Sequence[Any], store: Store, connect: Connect, *,
     # One thread decodes and stores for all: SQLite takes one writer anyway, and the big
     # decoded chunks then come and go in one malloc arena (decoded in the 20 pulling
     # threads, bench/report.py peaked at 419 MiB for 200k events and 1158 MiB for 1M;
-    # here 214 MiB for 200k).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-store") as writer, \
+    # here 214 MiB for 200k).  A store taking several writers (PostgreSQL: a connection
+    # each, the server parsing the lines) gets that many threads.
+    with ThreadPoolExecutor(max_workers=store.writers,
+                            thread_name_prefix="report-store") as writer, \
             ThreadPoolExecutor(max_workers=min(forks, len(hosts)),
                                thread_name_prefix="report-pull") as pool:
         futures = [pool.submit(one, h) for h in hosts]

@@ -99,6 +99,7 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB) -> None:
         self.path = Path(path)
         self.location = str(self.path)
+        self.writers = 1  # SQLite takes one writer at a time
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Command lines are sensitive: the file is the operator's alone (SQLite gives its
         # -wal and -shm files the same mode).

@@ -66,6 +66,7 @@ class Store(Protocol):
     """What the report needs from a store.  Implementations are thread-safe."""
 
     location: str  # where it is, for the summary (never a password)
+    writers: int  # how many ingest calls may usefully run at once
 
     def ingest(self, host: str, lines: Sequence[str], *, cursor: Cursor | None,
                status: dict[str, Any] | None, lost: bool,

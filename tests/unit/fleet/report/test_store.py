@@ -11,6 +11,7 @@ import pytest
 
 from edrfleet.fleet.report.postgres_store import safe_location
 from edrfleet.fleet.report.store import is_postgres, open_store
+from tests.unit.helpers.postgres_server import empty_store
 from tests.unit.helpers.report_helpers import T0, event, line
 
 CUR = {"inode": 7, "offset": 100}
@@ -202,6 +203,22 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> Non
     store.ingest("web1", [line(event("a"))], cursor=CUR, status=None, lost=False)
     for p in (tmp_path / "new").iterdir():
         assert p.stat().st_mode & 0o077 == 0, p.name
+
+
+def test_connections_the_server_dropped_fail_once_then_are_replaced(postgres_server) -> None:
+    store_db = empty_store(postgres_server)
+    store = open_store(store_db)
+    store.ingest("w", [line(event("a"))], cursor=CUR, status=None, lost=False)
+    with psycopg.connect(store_db, autocommit=True) as admin:
+        assert admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                             ).fetchone()[0] == 2  # the readers' and one writer's
+    with pytest.raises(psycopg.OperationalError):
+        store.ingest("w", [line(event("b"))], cursor=CUR, status=None, lost=False)
+    with pytest.raises(psycopg.OperationalError):
+        store.count()
+    store.ingest("w", [line(event("b"))], cursor=CUR, status=None, lost=False)
+    assert ids(store) == ["a", "b"] and store.count() == 2
 
 
 def test_an_unreachable_server_is_one_clear_error_without_the_password(tmp_path) -> None:
