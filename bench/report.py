@@ -20,7 +20,7 @@ With ``--db postgresql://…`` the same pulls also go into PostgreSQL (a scratch
 created on that server and dropped at the end), so both stores' figures print side by side.
 Each pull prints the controller's CPU per host and per event (this process: SSH, decoding,
 and for SQLite the inserts) and, for PostgreSQL on this machine, the server's CPU for the
-connection (read from /proc: the inserts' JSON parsing happens there).
+connections (read from /proc: the inserts' JSON parsing happens there).
 
     .venv/bin/python bench/report.py                        # 1 000 000 events, 20 hosts, local
     .venv/bin/python bench/report.py --transport ssh --events 100000
@@ -133,16 +133,19 @@ HOST_CPU = children_cpu  # ssh: the lab's cgroup (sshd and the pull commands und
 
 
 def server_cpu(store: Store) -> float | None:
-    """CPU seconds of the PostgreSQL backend serving ``store`` (None: SQLite, or a server on
-    another machine)."""
-    if not hasattr(store, "query") or not is_postgres(getattr(store, "location", "")):
+    """CPU seconds of the PostgreSQL backends serving this run's scratch database (its
+    reader's and writers' connections); None: SQLite, or a server on another machine."""
+    if not is_postgres(store.location):
         return None
-    pid = store.query("SELECT pg_backend_pid()")[0][0]
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for (pid,) in store.query("SELECT pid FROM pg_stat_activity "
+                              "WHERE datname = current_database()"):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def cpu() -> tuple[float, float]:
