@@ -9,17 +9,23 @@
 #
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the "postgres" user the
 # package creates.  No TCP port is opened (listen_addresses=''), login is "trust" over the
-# socket, whose directory only that user and root can enter.  The package's own "main"
-# cluster is not created (createcluster.conf), so nothing else is left running.
+# socket, whose directory only that user and root can enter.  When this script installs the
+# package, its own "main" cluster is not created (createcluster.conf), so nothing else runs.
 set -euo pipefail
 
 log() { printf 'setup-postgres: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
-bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# The newest installed server's bin directory (empty if none).
+bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    if [ -x "$d/postgres" ]; then echo "$d"; fi
+  done | sort -V | tail -n 1
+}
 
 install() {
-  [ -n "$(bindir)" ] && [ -x "$(bindir)/postgres" ] && return 0
+  [ -n "$(bindir)" ] && return 0
   [ "$(id -u)" = 0 ] || die "PostgreSQL is not installed (fix: run 'make test' or this script as root)"
   mkdir -p /etc/postgresql-common
   conf=/etc/postgresql-common/createcluster.conf
