@@ -128,8 +128,3 @@ def test_random_inventory_matches_ansible(seed: int, tmp_path: Path, caplog) -> 
                 inv.select(limit)
         else:  # same hosts; Ansible's order below the first level is arbitrary
             assert sorted(h.name for h in inv.select(limit)) == sorted(expected), limit
-
-
-def test_ini_inventory_reads_as_ansible_reads_it() -> None:
-    ini = DATA.parent / "ini" / "hosts.ini"
-    assert load_inventory(ini).to_ansible_list() == ansible_inventory(ini)
