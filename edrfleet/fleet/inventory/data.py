@@ -9,6 +9,7 @@ port taken from its first mention. `edrfleet.fleet.inventory.load` turns the res
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from edrfleet.fleet.inventory.yaml_lines import YamlError
@@ -16,6 +17,7 @@ from edrfleet.fleet.inventory.yaml_lines import YamlError
 # Names Ansible reads as the controller itself when no host of that name is in the inventory.
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
 # Ansible's variable names: identifiers, ASCII, not a Jinja keyword (utils.vars).
+_BAD_GROUP_CHARS = re.compile(r"^[\d\W]|[^\w]")  # Ansible's INVALID_VARIABLE_NAMES
 _JINJA_KEYWORDS = frozenset({"False", "None", "True", "false", "none", "not", "true"})
 
 
@@ -73,6 +75,12 @@ class InventoryData:
         group = self.groups.get(name)
         if group is None:
             group = self.groups[name] = PGroup(name, line, self.source)
+            if _BAD_GROUP_CHARS.search(name):
+                where = f"{self.source}:{line}" if line else self.source
+                self.warnings.append(
+                    f"{where}: group name {name!r} has characters Ansible calls invalid (it "
+                    "keeps the name, as edrfleet does; a name of letters, digits and _ not "
+                    "starting with a digit works everywhere, e.g. in Jinja)")
         return group
 
     def add_host(self, name: str, group: str | None, port: int | None, line: int) -> PHost:

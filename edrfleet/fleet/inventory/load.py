@@ -99,6 +99,13 @@ class Inventory:
         self.implicit_host_dirs: Any = None
         self._group_hosts: dict[str, list[str]] = {}
 
+    @property
+    def base_dir(self) -> Path:
+        """The directory of the inventory (Ansible's ``inventory_dir`` of its first source): a
+        directory source itself, the directory of a file, the working directory for a host
+        list."""
+        return Path(vars_base(self.sources[0]) or os.getcwd())
+
     def group_hosts(self, name: str) -> list[str]:
         """Hosts of a group and its descendants, in Ansible's order (breadth first)."""
         cached = self._group_hosts.get(name)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edrfleet.fleet.inventory.data import InventoryData
-from edrfleet.fleet.inventory.yaml_lines import Unsafe
+from edrfleet.fleet.inventory.yaml_lines import Unsafe, YamlError
 
 __all__ = ["SCRIPT_TIMEOUT", "ingest_json", "read_script", "run_json"]
 
@@ -144,4 +144,10 @@ def read_script(inv: InventoryData, path: str, timeout: float = SCRIPT_TIMEOUT) 
         return run_json(inv, [path, "--host", host], what="inventory script",
                         timeout=timeout) or {}
 
-    ingest_json(inv, doc, host_vars)
+    try:
+        ingest_json(inv, doc, host_vars)
+    except YamlError as exc:
+        if exc.message.startswith("inventory script"):
+            raise
+        raise inv.error(f"inventory script '{path} --list' printed JSON that Ansible refuses: "
+                        f"{exc.message}", exc.line, exc.fix) from None

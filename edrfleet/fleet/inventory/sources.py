@@ -141,8 +141,8 @@ def _read_file(inv: InventoryData, path: str, top: bool) -> bool:
         try:
             read_script(inv, path)
             return True
-        except InventoryError as exc:
-            failures["script"] = exc
+        except YamlError as exc:
+            failures["script"] = _inventory_error(exc)
     ext = os.path.splitext(path)[1]
     doc: object = None
     if ext in YAML_EXTENSIONS:
@@ -161,8 +161,8 @@ def _read_file(inv: InventoryData, path: str, top: bool) -> bool:
                                      "[group] line (INI)")
             parse_ini(inv, text)
             return True
-        except InventoryError as exc:
-            failures["ini"] = exc
+        except YamlError as exc:  # InventoryError, or a value check of checks.py
+            failures["ini"] = _inventory_error(exc)
     error = _likeliest(path, ext, doc, failures)
     if top:
         raise error
