@@ -10,7 +10,8 @@ order (``INVENTORY_ENABLED``), the first that reads it wins:
 * ``script`` — an executable file (`edrfleet.fleet.inventory.script`);
 * ``auto`` — ``*.yml``/``*.yaml`` with a top-level ``plugin:`` (`edrfleet.fleet.inventory.plugin`);
 * ``yaml`` — no extension, ``.yml``, ``.yaml`` or ``.json`` (`edrfleet.fleet.inventory.parse`);
-* ``ini`` — any file but ``*.toml`` (`edrfleet.fleet.inventory.ini`).
+* ``ini`` — any file but ``*.toml`` (`edrfleet.fleet.inventory.ini`);
+* ``toml`` — ``*.toml`` (`edrfleet.fleet.inventory.toml`).
 
 A source given on the command line that no plugin reads is an error naming the file, line and
 fix; a file inside a directory that none reads is skipped with a warning, as Ansible does.
@@ -29,6 +30,7 @@ from edrfleet.fleet.inventory.ini import parse_ini
 from edrfleet.fleet.inventory.parse import YAML_EXTENSIONS, parse_yaml
 from edrfleet.fleet.inventory.plugin import plugin_name, read_with_ansible
 from edrfleet.fleet.inventory.script import read_script
+from edrfleet.fleet.inventory.toml import parse_toml
 from edrfleet.fleet.inventory.yaml_lines import YamlError, load_yaml_file
 
 __all__ = ["IGNORE_EXTS", "read_sources", "source_list", "vars_base"]
@@ -152,7 +154,13 @@ def _read_file(inv: InventoryData, path: str, top: bool) -> bool:
             return True
         except YamlError as exc:
             failures["yaml"] = _inventory_error(exc)
-    if ext != ".toml":
+    if ext == ".toml":
+        try:
+            parse_toml(inv, _read_text(path))
+            return True
+        except YamlError as exc:
+            failures["toml"] = _inventory_error(exc)
+    else:
         try:
             text = _read_text(path)
             if top and not _has_content(text):  # Ansible reads it as an empty INI inventory
@@ -194,10 +202,8 @@ def _read_text(path: str) -> str:
 def _likeliest(path: str, ext: str, doc: object,
                failures: dict[str, InventoryError]) -> InventoryError:
     """Of the plugins' complaints, the one about the format the file was meant to be in."""
-    if ext == ".toml":
-        return InventoryError("TOML inventories are not read by edrfleet", source=path,
-                              fix="convert it: ansible-inventory -i FILE --list -y > "
-                              "inventory.yml")
+    if "toml" in failures:
+        return failures["toml"]
     if "script" in failures:
         with open(path, "rb") as fh:
             if fh.read(2) == b"#!" or len(failures) == 1:

@@ -6,6 +6,8 @@ ansible-core is missing, and edrfleet's own INI value rules.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 import stat
 from pathlib import Path
@@ -59,6 +61,20 @@ def test_a_broken_ini_line_names_file_and_line(tmp_path: Path, text: str, line: 
     path = write(tmp_path / "hosts", text)
     message = one_line_error(path)
     assert message.startswith(f"{path}:{line}: ") and what in message, message
+
+
+@pytest.mark.parametrize(("text", "what"), [
+    ("[web\n", "TOML syntax error"),
+    ("", "the inventory is empty"),
+    ('plugin = "constructed"\n', "plugin configuration, not a TOML inventory"),
+    ("[web]\nhosts = [\"a\"]\n", "'hosts' of group 'web' must be a table"),
+    ("[web.hosts]\na = 1\n", "host 'a' of group 'web' must be a table of variables"),
+    ("[web.hosts]\na = { ansible_port = 0 }\n", "ansible_port of host 'a' must be a port"),
+])
+def test_a_broken_toml_inventory_names_the_file(tmp_path: Path, text: str, what: str) -> None:
+    path = write(tmp_path / "hosts.toml", text)
+    message = one_line_error(path)
+    assert message.startswith(f"{path}") and what in message, message
 
 
 def test_ini_booleans_are_words_as_in_ansible(tmp_path: Path) -> None:
@@ -196,3 +212,10 @@ def test_cli_reads_an_ini_inventory_and_a_directory(capsys) -> None:
     assert capsys.readouterr().out.splitlines()[:2] == ["@prod:", "  |--@web:"]
     assert main(["inventory", str(DATA / "dir_mixed"), "--limit", "cache"]) == 0
     assert json.loads(capsys.readouterr().out)["cache"] == {"hosts": ["cache1", "cache2"]}
+
+
+@pytest.mark.parametrize("name", ["ini", "toml", "load", "hostrange", "patterns", "checks",
+                                  "yaml_lines"])
+def test_the_docstring_examples_run(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"edrfleet.fleet.inventory.{name}"))
+    assert result.attempted > 0 and result.failed == 0

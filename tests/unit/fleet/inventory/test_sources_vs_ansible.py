@@ -1,9 +1,9 @@
 """Every kind of inventory source against the real ansible-core, on the same files.
 
-INI files, a directory mixing INI, YAML, a script, a subdirectory and files Ansible ignores,
-scripts with and without ``_meta``, host lists, several sources combined, a constructed plugin
-configuration (read by ansible-inventory itself), and inventories after ansible-core's own
-tests: ``--list``, ``--graph``, ``--host``, host order and ``--limit`` must be Ansible's.
+INI and TOML files, a directory mixing INI, YAML, a script, a subdirectory and files Ansible
+ignores, scripts with and without ``_meta``, host lists, several sources combined, a constructed
+plugin configuration (read by ansible-inventory itself), and inventories after ansible-core's
+own tests: ``--list``, ``--graph``, ``--host``, host order and ``--limit`` must be Ansible's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ CORE = DATA / "ansible_core"
 SOURCES: dict[str, list[str]] = {
     "ini": [str(DATA / "ini_rules" / "hosts")],
     "ini_ext": [str(DATA.parent / "ini" / "hosts.ini")],
+    "toml": [str(DATA / "toml_rules" / "hosts.toml")],
     "directory": [str(DATA / "dir_mixed")],
     "script_meta": [str(DATA / "dir_mixed" / "30-script")],
     "script_host": [str(DATA / "script_host" / "inventory.py")],
@@ -56,7 +57,8 @@ def test_list_matches_ansible_inventory(name: str) -> None:
     assert _load(name).to_ansible_list() == ansible_inventory(SOURCES[name])
 
 
-@pytest.mark.parametrize("name", ["ini", "directory", "several", "constructed", "script_host"])
+@pytest.mark.parametrize("name", ["ini", "toml", "directory", "several", "constructed",
+                                  "script_host"])
 def test_graph_matches_ansible_inventory(name: str) -> None:
     assert _load(name).to_ansible_graph() == ansible_graph(SOURCES[name])
 
