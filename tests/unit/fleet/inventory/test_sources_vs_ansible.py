@@ -21,6 +21,7 @@ from tests.unit.helpers.ansible_ref import (
     ansible_list_hosts,
     needs_ansible,
 )
+from tests.unit.helpers.random_inventory import write_random_ini
 
 pytestmark = needs_ansible
 
@@ -114,3 +115,11 @@ def test_a_localhost_in_the_inventory_is_not_implicit(tmp_path: Path) -> None:
     inv = load_inventory(path)
     assert inv.host_vars("localhost") == ansible_inventory(path, "--host", "localhost")
     assert inv.implicit == {}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_ini_inventory_matches_ansible(seed: int, tmp_path: Path) -> None:
+    path = write_random_ini(tmp_path, seed)
+    inv = load_inventory(path)
+    assert inv.to_ansible_list() == ansible_inventory(path), path.read_text()
+    assert sorted(inv.hosts) == sorted(ansible_list_hosts(path, None) or [])
