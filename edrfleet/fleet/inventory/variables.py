@@ -85,7 +85,8 @@ def _dir_files(path: str) -> list[str]:
 
 
 def load_vars_file(path: str, owner: str | None = None) -> dict[str, Any]:
-    """One variables file: a mapping of variable names (empty file: {}).
+    """One variables file: a mapping of variable names (empty file: {}). Names that are not
+    strings (``1:``, ``7.2:``) are kept, as Ansible's vars plugin keeps them without a word.
 
     Raises:
         YamlError: bad YAML, or a top level that is not a mapping of names.
@@ -97,18 +98,8 @@ def load_vars_file(path: str, owner: str | None = None) -> dict[str, Any]:
         raise YamlError(f"a variables file must be a mapping of variable names, not a "
                         f"{type(data).__name__}", source=path, line=1,
                         fix="write 'name: value' lines at the top level")
-    check_var_names(data, path)
     check_known_vars(data, path, owner or path)
     return plain(data)
-
-
-def check_var_names(data: dict[Any, Any], source: str) -> None:
-    """Variable names must be strings (YAML reads ``1:`` or ``yes:`` as other types)."""
-    for key in data:
-        if not isinstance(key, str):
-            line = getattr(data, "key_lines", {}).get(key, 0)
-            raise YamlError(f"variable name {key!r} is not a string", source=source, line=line,
-                            fix=f"quote it ('{key}') or use a name made of letters, digits, _")
 
 
 def merge(layers: Iterable[dict[str, Any]]) -> dict[str, Any]:
