@@ -30,7 +30,7 @@ from typing import Any
 from edrfleet.fleet.inventory import patterns
 from edrfleet.fleet.inventory.data import InventoryData, InventoryError, PGroup
 from edrfleet.fleet.inventory.sources import read_sources, source_list, vars_base
-from edrfleet.fleet.inventory.variables import VarsDir, merge
+from edrfleet.fleet.inventory.variables import SourceVarsDirs, merge
 from edrfleet.fleet.inventory.yaml_lines import Unsafe, YamlError
 
 __all__ = ["Group", "Host", "Inventory", "InventoryError", "load_inventory"]
@@ -96,7 +96,7 @@ class Inventory:
         self.sources = [str(path)]
         self.implicit: dict[str, Host] = {}  # the implicit localhost, once a pattern names it
         self.implicit_vars: dict[str, Any] = {}
-        self.implicit_host_dirs: Any = None
+        self.implicit_host_dirs: SourceVarsDirs | None = None
         self._group_hosts: dict[str, list[str]] = {}
 
     @property
@@ -253,41 +253,8 @@ def _depths(groups: dict[str, PGroup]) -> dict[str, int]:
     return depth
 
 
-class _VarsDirs:
-    """``group_vars``/``host_vars`` of every source, in source order (Ansible reads them per
-    source: for each source, the files of each entity)."""
-
-    def __init__(self, sources: list[str]) -> None:
-        bases = [b for b in map(vars_base, sources) if b is not None]
-        made: dict[str, tuple[VarsDir, VarsDir]] = {}
-        for base in bases:
-            if base not in made:
-                made[base] = (VarsDir(os.path.join(base, "group_vars")),
-                              VarsDir(os.path.join(base, "host_vars")))
-        self.unique = list(made.values())
-        self.each = [made[b] for b in bases]  # a directory given twice is read twice
-        self._group_cache: dict[tuple[int, str], dict[str, Any]] = {}
-
-    def group(self, name: str) -> list[dict[str, Any]]:
-        """NAME's group_vars, one layer per source."""
-        return [self._group(i, name) for i in range(len(self.each))]
-
-    def _group(self, i: int, name: str) -> dict[str, Any]:
-        key = (id(self.each[i][0]), name)
-        if key not in self._group_cache:
-            self._group_cache[key] = self.each[i][0].load(name)
-        return self._group_cache[key]
-
-    def host(self, name: str) -> list[dict[str, Any]]:
-        return [host_dir.load(name) for _, host_dir in self.each]
-
-    def problems(self) -> list[str]:
-        return [*(p for g, _ in self.unique for p in g.problems("group")),
-                *(p for _, h in self.unique for p in h.problems("host"))]
-
-
 def _build(sources: list[str], inv: InventoryData) -> Inventory:
-    dirs = _VarsDirs(sources)
+    dirs = SourceVarsDirs([vars_base(s) for s in sources])
     depth = _depths(inv.groups)
     file_vars = {n: dirs.group(n) for n in inv.groups}
     groups = {

@@ -3,7 +3,8 @@
 For an entity NAME, the first of ``NAME``, ``NAME.yml``, ``NAME.yaml``, ``NAME.json`` that exists
 is used (only that one). A file is read as YAML; a directory is walked recursively in sorted
 order, skipping hidden entries, ``*~`` backups and files with another extension, and its files
-are merged one after another (a later file's top-level keys replace earlier ones).
+are merged one after another (a later file's top-level keys replace earlier ones). With several
+inventory sources, each source's directory has its own pair (`SourceVarsDirs`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,40 @@ class VarsDir:
                 out.append(f"{where}: no {kind} is named {stem if ext else entry!r}, so it is "
                            "not read")
         return out
+
+
+class SourceVarsDirs:
+    """``group_vars``/``host_vars`` of every source, in source order (Ansible reads them per
+    source: for each source, the files of each entity)."""
+
+    def __init__(self, bases: list[str | None]) -> None:
+        """``bases``: the directory of each source (None: a host list, which has none)."""
+        present = [b for b in bases if b is not None]
+        made: dict[str, tuple[VarsDir, VarsDir]] = {}
+        for base in present:
+            if base not in made:
+                made[base] = (VarsDir(os.path.join(base, "group_vars")),
+                              VarsDir(os.path.join(base, "host_vars")))
+        self.unique = list(made.values())
+        self.each = [made[b] for b in present]  # a directory given twice is read twice
+        self._group_cache: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def group(self, name: str) -> list[dict[str, Any]]:
+        """NAME's group_vars, one layer per source."""
+        return [self._group(i, name) for i in range(len(self.each))]
+
+    def _group(self, i: int, name: str) -> dict[str, Any]:
+        key = (id(self.each[i][0]), name)
+        if key not in self._group_cache:
+            self._group_cache[key] = self.each[i][0].load(name)
+        return self._group_cache[key]
+
+    def host(self, name: str) -> list[dict[str, Any]]:
+        return [host_dir.load(name) for _, host_dir in self.each]
+
+    def problems(self) -> list[str]:
+        return [*(p for g, _ in self.unique for p in g.problems("group")),
+                *(p for _, h in self.unique for p in h.problems("host"))]
 
 
 def _dir_files(path: str) -> list[str]:
