@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edrfleet.fleet.inventory.data import InventoryData, InventoryError
 from edrfleet.fleet.inventory.hostrange import parse_address
-from edrfleet.fleet.inventory.ini import parse_ini
+from edrfleet.fleet.inventory.ini import parse_ini, starts_with_section
 from edrfleet.fleet.inventory.parse import YAML_EXTENSIONS, parse_yaml
 from edrfleet.fleet.inventory.plugin import plugin_name, read_with_ansible
 from edrfleet.fleet.inventory.script import read_script
@@ -147,7 +147,7 @@ def _read_file(inv: InventoryData, path: str, top: bool) -> bool:
             failures["script"] = _inventory_error(exc)
     ext = os.path.splitext(path)[1]
     doc: object = None
-    if ext in YAML_EXTENSIONS:
+    if ext in YAML_EXTENSIONS and not (ext == "" and starts_with_section(path)):
         try:
             doc = load_yaml_file(path)
             parse_yaml(inv, doc)

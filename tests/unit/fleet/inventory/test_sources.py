@@ -9,6 +9,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import json
+import shlex
 import stat
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from edrfleet.cli.main import main
 from edrfleet.fleet.inventory import plugin, sources
 from edrfleet.fleet.inventory.data import InventoryData
 from edrfleet.fleet.inventory.ini import literal
+from edrfleet.fleet.inventory.ini import split_host_line as ini_split
 from edrfleet.fleet.inventory.load import InventoryError, load_inventory
 from edrfleet.fleet.inventory.script import read_script
 
@@ -219,3 +221,10 @@ def test_cli_reads_an_ini_inventory_and_a_directory(capsys) -> None:
 def test_the_docstring_examples_run(name: str) -> None:
     result = doctest.testmod(importlib.import_module(f"edrfleet.fleet.inventory.{name}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("line", [
+    "web1 a=1 b=2", "web1\ta=1  \t b=x\r", "web1 a=\u00a0b", "web1 a='x y' b=\"z\"",
+    "web1 a=1 # c", "web1 a=x\\ y", "w[1:3]:22 k=[1,2]", "web1 a=b#c"])
+def test_the_fast_host_line_split_is_shlexs(line: str) -> None:
+    assert ini_split(line) == shlex.split(line, comments=True)
