@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from edrfleet.fleet.inventory.checks import check_known_vars
 from edrfleet.fleet.inventory.data import InventoryData
 from edrfleet.fleet.inventory.yaml_lines import Unsafe, YamlError
 
@@ -106,7 +107,9 @@ def ingest_json(inv: InventoryData, doc: Any,
         if not isinstance(got, dict):
             raise inv.error(f"the variables of host {host!r} are {_kind(got)}, not an object",
                             0, 'print "host": {"name": value, ...}')
-        inv.set_host_vars(inv.hosts[host], _tags(got), 0)
+        values = _tags(got)
+        check_known_vars(values, inv.source, f"host {host!r}", text_values=True)
+        inv.set_host_vars(inv.hosts[host], values, 0)
 
 
 def _group(inv: InventoryData, name: str, data: Any) -> list[str]:
@@ -125,8 +128,10 @@ def _group(inv: InventoryData, name: str, data: Any) -> list[str]:
     if not isinstance(group_vars, dict):
         raise inv.error(f"'{name}.vars' of the inventory JSON is {_kind(group_vars)}, not an "
                         "object", 0, f'print "{name}": {{"vars": {{"name": value}}}}')
+    group_vars = _tags(group_vars)
+    check_known_vars(group_vars, inv.source, f"group {name!r}", text_values=True)
     for key, value in group_vars.items():
-        inv.set_group_var(group, key, _tags(value), 0)
+        inv.set_group_var(group, key, value, 0)
     for child in data.get("children", []) or []:
         inv.add_group(child, 0)
         inv.add_child(name, child, 0)
@@ -149,5 +154,5 @@ def read_script(inv: InventoryData, path: str, timeout: float = SCRIPT_TIMEOUT) 
     except YamlError as exc:
         if exc.message.startswith("inventory script"):
             raise
-        raise inv.error(f"inventory script '{path} --list' printed JSON that Ansible refuses: "
+        raise inv.error(f"inventory script '{path} --list' printed JSON edrfleet cannot use: "
                         f"{exc.message}", exc.line, exc.fix) from None

@@ -111,6 +111,8 @@ def script(tmp_path: Path, body: str, name: str = "inv.py") -> Path:
     ("echo '{\"web\": {\"hosts\": \"w1\"}}'", "'web.hosts' of the inventory JSON is a string"),
     ("echo '{\"_meta\": {\"hostvars\": []}}'", "'_meta.hostvars' of the inventory JSON"),
     ("kill -9 $$", "failed (signal 9)"),
+    ("echo '{\"g\": {\"hosts\": [\"h\"], \"vars\": {\"ansible_port\": \"ssh\"}}}'",
+     "ansible_port of group 'g' must be a port number"),
     ("printf ''", "printed nothing"),
 ])
 def test_a_failing_script_names_itself_and_what_it_said(tmp_path: Path, body: str,
@@ -118,7 +120,8 @@ def test_a_failing_script_names_itself_and_what_it_said(tmp_path: Path, body: st
     path = script(tmp_path, body)
     message = one_line_error(path)
     assert message.startswith(f"{path}: inventory script") and what in message, message
-    assert f"run '{path} --list' by hand" in message or "(fix: print " in message
+    fix = message.split("(fix: ", 1)[1]
+    assert fix.startswith((f"run '{path} --list' by hand", "print ", "write e.g.")), message
 
 
 def test_a_script_that_hangs_is_ended_after_its_timeout(tmp_path: Path) -> None:
