@@ -27,7 +27,7 @@ from typing import Any
 from edrfleet.fleet.inventory.checks import check_known_vars
 from edrfleet.fleet.inventory.data import InventoryData
 from edrfleet.fleet.inventory.hostrange import RangeError, expand_range, split_port
-from edrfleet.fleet.inventory.yaml_lines import LineDict
+from edrfleet.fleet.inventory.yaml_lines import LineDict, Unsafe
 
 __all__ = ["literal", "parse_ini", "split_host_line", "starts_with_section"]
 
@@ -39,8 +39,8 @@ _SHLEX_SPACE = re.compile(r"[ \t\r\n]+")
 
 def literal(text: str) -> Any:
     """A value as the ini plugin reads it: a Python literal when it is one, else the text.
-    Tuples and sets become lists, bytes text, and literals Ansible has no type for (``...``,
-    complex numbers) stay text."""
+    Tuples and sets become lists, bytes ``!unsafe`` text, and literals Ansible has no type for
+    (``...``, complex numbers) stay text."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
@@ -59,8 +59,8 @@ def _coerce(value: Any) -> Any:
         return "..."
     if isinstance(value, complex):
         return str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="surrogateescape")
+    if isinstance(value, bytes):  # Ansible trusts only the str it tags: bytes come out unsafe
+        return Unsafe(value.decode("utf-8", errors="surrogateescape"))
     return value
 
 

@@ -22,6 +22,7 @@ from edrfleet.fleet.inventory.ini import literal
 from edrfleet.fleet.inventory.ini import split_host_line as ini_split
 from edrfleet.fleet.inventory.load import InventoryError, load_inventory
 from edrfleet.fleet.inventory.script import read_script
+from edrfleet.fleet.inventory.yaml_lines import Unsafe
 
 DATA = Path(__file__).parents[2] / "data" / "inventories"
 
@@ -87,11 +88,15 @@ def test_ini_booleans_are_words_as_in_ansible(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "value"), [
     ("80", 80), ("'80'", "80"), ("[1, 'a']", [1, "a"]), ("(1, 2)", [1, 2]), ("{1, 1}", [1]),
     ("{'a': (1,)}", {"a": [1]}), ("True", True), ("true", "true"), ("None", None),
-    ("...", "..."), ("1j", "1j"), ("b'x'", "x"), ("hello world", "hello world"),
+    ("...", "..."), ("1j", "1j"), ("b'x'", "x"), ("set()", []), ("hello world", "hello world"),
     ("1 # c", 1), ("x # c", "x # c"), ("", ""), ("1e3", 1000.0), ("0x10", 16),
 ])
 def test_ini_values_are_python_literals_or_text(text: str, value: object) -> None:
     assert literal(text) == value
+
+
+def test_ini_bytes_are_unsafe_text_as_ansible_shows_them() -> None:
+    assert isinstance(literal("b'{{ x }}'"), Unsafe) and not isinstance(literal("'x'"), Unsafe)
 
 
 def test_an_ini_file_named_yml_is_read_as_ini_like_ansible(tmp_path: Path) -> None:

@@ -44,6 +44,10 @@ SOURCES: dict[str, list[str]] = {
     "odd_keys": [str(DATA / "odd_keys" / "inventory.yml")],
     "core_inventory_ini": [str(CORE / "inventory_ini.ini")],
     "core_inv_with_int": [str(CORE / "inv_with_int.yml")],
+    "core_implicit_grouping": [str(CORE / "implicit_grouping.ini")],
+    "core_inv_with_empty_group": [str(CORE / "inv_with_empty_group.yml")],
+    "core_constructed": [str(CORE / "constructed" / "yaml_inventory.yml"),
+                         str(CORE / "constructed" / "constructed.yml")],
     "core_units_ini": [str(CORE / "units_ini")],
 }
 
@@ -67,6 +71,7 @@ def test_graph_matches_ansible_inventory(name: str) -> None:
 @pytest.mark.parametrize(("name", "host"), [
     ("ini", "web04.example.com"), ("ini", "db-b"), ("ini", "fe80::1"), ("directory", "web2"),
     ("directory", "cache1"), ("several", "extra2"), ("constructed", "app2"),
+    ("core_constructed", "host1"), ("core_inventory_ini", "testhost"),
     ("odd_keys", "h1")])
 def test_host_matches_ansible_inventory_host(name: str, host: str) -> None:
     got = _load(name).host_vars(host)
