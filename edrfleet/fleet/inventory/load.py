@@ -192,7 +192,7 @@ class Inventory:
                 f"--host {pattern!r} matches {len(hosts)} hosts, not one",
                 fix="give one host name (see 'edrfleet inventory INVENTORY')")
         host = self.hosts.get(hosts[0]) or self.implicit[hosts[0]]
-        return {_json_key(k): _ansible_json(v) for k, v in host.vars.items()
+        return {_json_key(k): _ansible_json(v, tag_unsafe=False) for k, v in host.vars.items()
                 if k not in INTERNAL_VARS}
 
     def implicit_localhost(self, name: str) -> str:
@@ -222,15 +222,16 @@ def _json_key(key: Any) -> Any:
     return str(key)
 
 
-def _ansible_json(value: Any) -> Any:
-    """A value as ansible-inventory's JSON shows it: ``!unsafe`` strings are tagged, mapping
-    keys are strings (Ansible accepts ``7.2:`` or ``0:`` as keys; JSON has only strings)."""
+def _ansible_json(value: Any, tag_unsafe: bool = True) -> Any:
+    """A value as ansible-inventory's JSON shows it: mapping keys are strings (Ansible accepts
+    ``7.2:`` or ``0:`` as keys; JSON has only strings), and ``!unsafe`` strings are tagged
+    (``--list`` tags them, ``--host`` prints them plain)."""
     if isinstance(value, Unsafe):
-        return {"__ansible_unsafe": str(value)}
+        return {"__ansible_unsafe": str(value)} if tag_unsafe else str(value)
     if isinstance(value, dict):
-        return {_json_key(k): _ansible_json(v) for k, v in value.items()}
+        return {_json_key(k): _ansible_json(v, tag_unsafe) for k, v in value.items()}
     if isinstance(value, list):
-        return [_ansible_json(v) for v in value]
+        return [_ansible_json(v, tag_unsafe) for v in value]
     return value
 
 

@@ -42,9 +42,15 @@ SOURCES: dict[str, list[str]] = {
     "dir_and_file": [str(DATA / "dir_mixed"), str(DATA / "deep" / "inventory.yml")],
     "constructed": [str(DATA / "plugin_constructed")],
     "odd_keys": [str(DATA / "odd_keys" / "inventory.yml")],
+    "yaml_values": [str(DATA / "values" / "inventory.yml")],
     "core_inventory_ini": [str(CORE / "inventory_ini.ini")],
     "core_inv_with_int": [str(CORE / "inv_with_int.yml")],
     "core_implicit_grouping": [str(CORE / "implicit_grouping.ini")],
+    "core_complex_ini": [str(CORE / "complex.ini")],
+    "core_valid_sample_toml": [str(CORE / "valid_sample.toml")],
+    "core_none_values": [str(CORE / "none_values.yml")],
+    "core_unicode": [str(CORE / "unicode.yml")],
+    "core_inv_with_host_vars": [str(CORE / "inv_with_host_vars.yml")],
     "core_inv_with_empty_group": [str(CORE / "inv_with_empty_group.yml")],
     "core_constructed": [str(CORE / "constructed" / "yaml_inventory.yml"),
                          str(CORE / "constructed" / "constructed.yml")],
@@ -63,7 +69,7 @@ def test_list_matches_ansible_inventory(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["ini", "toml", "directory", "several", "constructed",
-                                  "script_host"])
+                                  "script_host", "core_complex_ini", "core_constructed"])
 def test_graph_matches_ansible_inventory(name: str) -> None:
     assert _load(name).to_ansible_graph() == ansible_graph(SOURCES[name])
 
@@ -72,13 +78,15 @@ def test_graph_matches_ansible_inventory(name: str) -> None:
     ("ini", "web04.example.com"), ("ini", "db-b"), ("ini", "fe80::1"), ("directory", "web2"),
     ("directory", "cache1"), ("several", "extra2"), ("constructed", "app2"),
     ("core_constructed", "host1"), ("core_inventory_ini", "testhost"),
+    ("yaml_values", "h.one"),
     ("odd_keys", "h1")])
 def test_host_matches_ansible_inventory_host(name: str, host: str) -> None:
     got = _load(name).host_vars(host)
     assert got == ansible_inventory(SOURCES[name], "--host", host)
 
 
-@pytest.mark.parametrize("name", ["ini", "ini_ext", "host_list", "several", "core_units_ini"])
+@pytest.mark.parametrize("name", ["ini", "ini_ext", "host_list", "several", "core_units_ini",
+                                  "core_complex_ini"])
 def test_all_hosts_in_ansible_order(name: str) -> None:
     assert list(_load(name).hosts) == ansible_list_hosts(SOURCES[name], None)
 
@@ -87,6 +95,8 @@ def test_all_hosts_in_ansible_order(name: str) -> None:
     ("ini", "prod:!db"), ("ini", "web[1:2]"), ("ini", "~db-[ab]"), ("ini", "ungrouped"),
     ("ini", "later:loose2"), ("directory", "prod:&web"), ("directory", "cache,db1"),
     ("several", "extra*:db"), ("host_list", "a1:web2"), ("constructed", "big:&region_eu"),
+    ("core_complex_ini", "parent_3:!test_group3"), ("core_complex_ini", "test_group1[1:]"),
+    ("core_complex_ini", "ungrouped"),
     ("ini", "localhost"), ("ini", "nosuch")])
 def test_limit_selects_what_ansible_lists(name: str, limit: str, caplog) -> None:
     caplog.set_level(logging.ERROR)
