@@ -92,17 +92,17 @@ def read_sources(inv: InventoryData, sources: list[str]) -> None:
     if not sources:
         raise InventoryError("no inventory given", source="edrfleet",
                              fix="pass a file, a directory or 'host1,host2,'")
-    files = [(s, f, top) for s in sources
-             for f, top in ([(s, True)] if is_host_list(s) else
-                            [(f, f == s) for f in _files(s)])]
-    for _, path, _ in files:
+    # (path, given by the user itself rather than found in a directory)
+    files = [(f, f == s) for s in sources
+             for f in ([s] if is_host_list(s) else _files(s))]
+    for path, _ in files:
         plugin = _plugin_config(path)
         if plugin is not None:  # ansible-core reads them all; see edrfleet.fleet.inventory.plugin
             inv.source = path
             read_with_ansible(inv, sources, plugin, path)
             return
     read = 0
-    for _, path, top in files:
+    for path, top in files:
         inv.source = path
         if is_host_list(path):
             _read_host_list(inv, path)
