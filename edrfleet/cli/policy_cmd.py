@@ -165,7 +165,7 @@ def _compile_cached(path: str) -> tuple[str, str, int, str]:
     """(bundle text, sha256, rules, mode) of a policy YAML or bundle JSON.  YAML goes through the
     bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this: hosts
     that differ only in scope share one compile)."""
-    from edrfleet.fleet.deploy.hostpolicy import Compiler
+    from edrfleet.fleet.deploy.hostpolicy import CompileCache
 
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
@@ -173,7 +173,7 @@ def _compile_cached(path: str) -> tuple[str, str, int, str]:
         bundle = load_bundle(text)
         body = dump_bundle(bundle)
     else:  # compile_text's text is already dump_bundle's
-        body = Compiler().compile_text(text, path, os.path.basename(path))[0]
+        body = CompileCache().compile_text(text, path, os.path.basename(path))[0]
         bundle = json.loads(body)
     return body, bundle["sha256"], len(bundle["rules"]), bundle["mode"]
 
@@ -242,7 +242,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy
+    from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
     from edrfleet.fleet.inventory.load import load_inventory
 
     inv = load_inventory(args.inventory)
@@ -252,7 +252,7 @@ def cmd_render(args: argparse.Namespace) -> int:
               f"{', '.join(list(inv.hosts)[:10])})", file=sys.stderr)
         return EXIT_USAGE
     facts = None if args.no_facts else _facts_of(inv, host)
-    hp = host_policy(Compiler(), dict(host.vars), host.name, facts, tuple(host.groups))
+    hp = host_policy(CompileCache(), dict(host.vars), host.name, facts, tuple(host.groups))
     sys.stdout.write(hp.yaml_text)
     print(f"{host.name}: {len(hp.bundle['rules'])} rules, sha256 {hp.sha256}", file=sys.stderr)
     return EXIT_OK

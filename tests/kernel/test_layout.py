@@ -9,7 +9,7 @@ import pytest
 
 from edrfleet.agent.btf import Btf, kernel_offsets
 from edrfleet.agent.engine import Engine, capacities_for
-from edrfleet.agent.header import load_header
+from edrfleet.kernel_abi import load_header
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 

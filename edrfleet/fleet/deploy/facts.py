@@ -17,6 +17,7 @@ it wants (fleet/deploy/operations.py) so it pushes and restarts only what differ
     apt                True when apt-get is there
     release_id         release `current` points to ("" when none)
     release_sha256     {"agent.pyz": hex, "bpf/edrfleet.c": hex, …} of the current release
+                       (every file of release.FILES; "" for a missing one)
     wanted_release_sha256   the same for releases/<the id deploy wants>/, if it exists
     policy_sha256      sha256 of <config_dir>/policy.json ("" when missing)
     policy_yaml_sha256 sha256 of <config_dir>/policy.yaml
@@ -39,6 +40,8 @@ import json
 import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from edrfleet.fleet.deploy.release import FILES
 
 UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
 UNIT_NAME = "edrfleet-agent.service"
@@ -116,7 +119,7 @@ if shutil.which("apt-get"): out("apt", 1)
 out("python_version", platform.python_version())
 if importlib.util.find_spec("bcc") is not None: out("python_bcc", 1)
 if os.path.exists(f"/lib/modules/{rel}/build"): out("kernel_headers", 1)
-FILES = ("agent.pyz", "bpf/edrfleet.c", "bpf/edrfleet.h")
+FILES = E["RELEASE_FILES"].split()
 cur = E["INSTALL_DIR"] + "/current"
 if os.path.islink(cur):
     out("release_id", os.path.basename(os.readlink(cur)))
@@ -141,6 +144,7 @@ out("agent_pid", agent)
 
 FACTS_BODY = r'''
 export INSTALL_DIR CONFIG_DIR SPOOL_DIR RUN_DIR UNIT_PATH UNIT_NAME WANT_RELEASE WANT_YAML
+export RELEASE_FILES
 if [ -x "$PYTHON" ] && "$PYTHON" -c "$FACTS_PY"; then exit 0; fi
 # no usable python3: the basics, so the host fails with the package to install
 echo "kernel_release=$(uname -r)"
@@ -154,6 +158,7 @@ exit 0
 
 def facts_script(paths: HostPaths, *, want_release: str = "", want_yaml: bool = False) -> str:
     return (f"{paths.shell_vars()}WANT_RELEASE={shlex.quote(want_release)}\n"
+            f"RELEASE_FILES={shlex.quote(' '.join(FILES))}\n"
             f"WANT_YAML={'1' if want_yaml else ''}\nFACTS_PY={shlex.quote(FACTS_PY)}\n"
             f"{FACTS_BODY}")
 

@@ -31,7 +31,7 @@ import yaml
 from edrfleet import paths
 from edrfleet.fleet.deploy.render import POLICY_TEMPLATE, TEMPLATES, render
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text
-from edrfleet.policy.limits import EDR_MAX_SCOPE
+from edrfleet.policy.limits import EDR_POLICY_MAX_SCOPE
 
 POLICY_DIR = paths.PACKAGE / "policy"
 
@@ -87,8 +87,8 @@ def render_host_policy(host_vars: dict[str, Any], name: str, facts: dict[str, An
         raise HostPolicyError(name, f"host {name}: {exc}") from exc
 
 
-class Compiler:
-    """Compiles rendered policies; thread-safe; see the module docstring for the caches."""
+class CompileCache:
+    """Compiles rendered policies through the caches of the module docstring; thread-safe."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
@@ -141,8 +141,9 @@ class Compiler:
         with self._lock:
             self._by_rules[rules_key] = fragments
         cgroups = list(policy.scope_cgroups)
-        if len(cgroups) > EDR_MAX_SCOPE:
-            raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
+        if len(cgroups) > EDR_POLICY_MAX_SCOPE:
+            raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds "
+                              f"{EDR_POLICY_MAX_SCOPE}",
                               source=policy.source, line=1, col=1, fix="split the policy")
         # "source" would carry the first host's name: every host's bundle names the file
         own = {"scope": {"cgroups": cgroups}, "source": file_name}
@@ -206,7 +207,7 @@ def default_cache_dir() -> Path | None:
     return Path(base) / "edrfleet" / "bundles"
 
 
-def host_policy(compiler: Compiler, host_vars: dict[str, Any], name: str,
+def host_policy(compiler: CompileCache, host_vars: dict[str, Any], name: str,
                 facts: dict[str, Any] | None, groups: tuple[str, ...] = ()) -> HostPolicy:
     """Render, validate and compile one host's policy (HostPolicyError names host and fix)."""
     return compiler.compile(name, render_host_policy(host_vars, name, facts, groups))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.agent.header import load_header
 from edrfleet.agent.maps import NO_UID, PackError, pack_bundle, rule_uids
+from edrfleet.kernel_abi import load_header
 from edrfleet.policy import compile_policy
 from tests.unit.helpers.policy_helpers import policy_of_rules, rule_yaml
 
