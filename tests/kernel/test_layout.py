@@ -17,7 +17,7 @@ BPF = Path(__file__).resolve().parents[2] / "bpf"
 @pytest.fixture(scope="module")
 def engine():
     h = load_header(BPF)
-    e = Engine(BPF, h, kernel_offsets(Btf.load()), capacities_for({}))
+    e = Engine(BPF, h, kernel_offsets(Btf.load()), capacities_for({}, h))
     yield h, e
     e.detach()
 
