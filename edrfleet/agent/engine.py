@@ -22,12 +22,12 @@ SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before 
 # hook and its tail-call targets, which must share its type and attach point) loads as this.
 LSM_HOOK_NAME = b"lsm__bprm_check_security"
 
-# The -D switches of bpf/edrfleet.h come in three kinds.  Matchers whose kernel code is compiled
-# in only when the policy uses one: the default policy has no user/parent/cwd rule, and that
-# code was 70 % of what the verifier walked in edr_judge.  A policy that needs one later gets a
-# new program (Engine.fits is false), like one that outgrows the maps.
+# The -D switches of bpf/edrfleet.h are of three kinds.  FEATURES: matchers whose kernel code
+# is compiled in only when the policy uses one (the default policy has no user/parent/cwd rule,
+# and that code was 70 % of what the verifier walked in edr_judge); a policy that needs one
+# later gets a new program (Engine.fits is false), like one that outgrows the maps.
 FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX")
-# The program's shape, from the engine's own arguments.
+# SHAPE: the program's shape, from the engine's own arguments.
 SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW")
 # Every other switch is a map capacity (EDR_MAX_*, EDR_TRANS_MAX), sized from the policy.
 
@@ -52,7 +52,7 @@ def bpf_text(bpf_dir: Path) -> str:
 
 def scan_windows(header: Header) -> tuple[int, ...]:
     """Scan windows to try, largest first: the header's default, halved down to 512 bytes (a
-    verifier that gives up on a window gets the next one; 6.1 needs 2 KiB, 6.18 takes 4)."""
+    verifier that gives up on one gets the next: the 6.1 verifier does, 6.18 takes 4 KiB)."""
     windows, window = [], header.switches["EDR_SCAN_WINDOW"]
     while window >= 512:
         windows.append(window)
