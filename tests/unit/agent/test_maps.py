@@ -53,6 +53,18 @@ def test_more_distinct_cwd_prefixes_than_key_bits_are_refused():
         pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
 
 
+def test_the_packer_and_the_validator_agree_on_the_longest_name_the_kernel_matches():
+    longest = "x" * H.name_bytes_max
+    match = f"{{executable: [{longest}], parent: {{executable: [{longest}]}}}}"
+    bundle = compile_policy(policy_of_rules(rule_yaml("r", "block", match)))
+    p = pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+    assert list(p.names) == [longest.encode()] and list(p.context.pnames) == [longest.encode()]
+    # one byte more: the validator refuses it (test_schema); from elsewhere, the packer too
+    bundle["executables"]["names"] = {longest + "x": [0]}
+    with pytest.raises(PackError, match="longer than the kernel key"):
+        pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+
+
 def test_trans_entries_are_next_row_and_accept_id_as_the_header_lays_them_out():
     bundle = compile_policy(policy_of_rules(
         rule_yaml("rm-rf", match="{executable: [rm], args: [{regex: '^-[a-z]*r'}, {glob: '/*'}]}"),
