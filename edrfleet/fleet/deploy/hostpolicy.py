@@ -30,6 +30,7 @@ import yaml
 
 from edrfleet import paths
 from edrfleet.fleet.deploy.render import POLICY_TEMPLATE, TEMPLATES, render
+from edrfleet.kernel_abi import HEADER_FILE
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text
 from edrfleet.policy.limits import EDR_POLICY_MAX_SCOPE
 
@@ -193,10 +194,13 @@ def _join(fragments: dict[str, str]) -> str:
 
 
 def compiler_version() -> str:
-    """sha256 over the policy compiler's sources: a changed compiler never reuses a bundle."""
+    """sha256 over the policy compiler's sources and the kernel numbers it reads (the header,
+    its parser): a changed compiler or kernel limit never reuses a bundle."""
     h = hashlib.sha256()
     for f in sorted(POLICY_DIR.rglob("*.py")):
         h.update(f.relative_to(POLICY_DIR).as_posix().encode() + b"\0" + f.read_bytes())
+    for f in (paths.PACKAGE / "kernel_abi.py", paths.BPF / HEADER_FILE):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet import paths
 from edrfleet.fleet.deploy.hostpolicy import (
     CompileCache,
     HostPolicyError,
+    compiler_version,
     host_policy,
     render_host_policy,
 )
@@ -60,3 +62,11 @@ def test_hosts_differing_by_scope_share_a_compile_and_get_their_own_sha(tmp_path
     again = CompileCache(tmp_path / "cache").compile("b", b.yaml_text)  # from the disk cache
     assert again.bundle_json == b.bundle_json and again.file_sha256 == b.file_sha256
     assert again.sha256 == b.sha256 and again.bundle == b.bundle
+
+
+def test_a_changed_kernel_header_never_reuses_a_cached_bundle(tmp_path, monkeypatch):
+    # the compiler reads its limits from bpf/edrfleet.h: the cache key must cover it
+    before = compiler_version()
+    (tmp_path / "edrfleet.h").write_text((paths.BPF / "edrfleet.h").read_text() + "\n")
+    monkeypatch.setattr(paths, "BPF", tmp_path)
+    assert compiler_version() != before
