@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
 from edrfleet.fleet.report.formats import FORMATS
-from edrfleet.fleet.report.pull import DEFAULT_FORKS
 from edrfleet.fleet.report.store import DEFAULT_DB
 
 
@@ -62,9 +62,10 @@ def _run(args: argparse.Namespace) -> int:
 
     since = parse_since(args.since) if args.since else None
     with _progress(sys.stderr.isatty()) as (on_start, on_done):
-        report = run_report(args.inventory, limit=args.limit, db=args.db, since=since,
-                            forks=args.forks, pull=not args.no_pull, on_start=on_start,
-                            on_done=on_done)
+        report = run_report(fleet_args.inventory_path(args), limit=args.limit, db=args.db,
+                            since=since, forks=fleet_args.forks(args), pull=not args.no_pull,
+                            connect_timeout=fleet_args.connect_timeout(args),
+                            on_start=on_start, on_done=on_done)
     terminal = args.output is None and sys.stdout.isatty()
     width = os.get_terminal_size().columns if terminal else 120
     text = render(report.summary, args.format, terminal=terminal, width=width)
@@ -74,14 +75,14 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
         sys.stdout.flush()
     for p in report.failed:
-        print(f"edrfleet: {p.host}: not pulled: {p.error}", file=sys.stderr)
+        print(f"edrfleet: {p.host}: not pulled: {fleet_args.without_host(p.host, p.error)}",
+              file=sys.stderr)
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="pull new events from the hosts and summarize")
-    p.add_argument("inventory", type=Path, metavar="INVENTORY")
-    p.add_argument("--limit", default=None, help="Ansible host pattern (default: all)")
+    fleet_args.add_fleet_options(p)
     p.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help="the central store (default %(default)s)")
     p.add_argument("--since", default=None, metavar="T",
@@ -89,8 +90,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                    help="write the report to FILE (replaced whole) instead of stdout")
-    p.add_argument("--forks", type=int, default=DEFAULT_FORKS,
-                   help="hosts pulled at once (default %(default)s)")
     p.add_argument("--no-pull", action="store_true",
                    help="summarize what the store holds, without contacting the hosts")
     p.set_defaults(func=_run)
