@@ -155,6 +155,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from edrfleet.fleet.transport.pool import parse_serial
 
     inv, hosts = _hosts(args)
+    fleet_args.warn_typos(hosts)
     opts = DeployOptions(forks=fleet_args.forks(args), serial=parse_serial(args.serial),
                          max_fail_percent=args.max_fail_percent, check=args.check,
                          diff=args.diff, connect_timeout=fleet_args.connect_timeout(args),

@@ -103,10 +103,15 @@ def connect_timeout(args: argparse.Namespace) -> float:
     return float(seconds)
 
 
+def warn_typos(hosts: list[Any]) -> None:
+    """Unknown edrfleet_* variables and disabled rule ids that no rule has, with the name
+    meant when one is close: a typo there is otherwise ignored in silence."""
+    from edrfleet.fleet.deploy.varcheck import fleet_warnings
+
+    for line in fleet_warnings(hosts):
+        print(f"edrfleet: warning: {line}", file=sys.stderr)
+
+
 def without_host(name: str, message: str) -> str:
     """The message without a leading ``NAME: `` where the host is named beside it already."""
     return message.removeprefix(f"{name}: ")
-
-
-def has_inventory(args: Any) -> bool:
-    return bool(getattr(args, "inventory", None) or getattr(args, "inventory_opt", None))

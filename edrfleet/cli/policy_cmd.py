@@ -188,6 +188,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from edrfleet.fleet.inventory.load import load_inventory
 
     inventory = load_inventory(fleet_args.inventory_path(args))
+    fleet_args.warn_typos([h for h in inventory.hosts.values() if h.name == args.host])
     hp = preview_host_policy(inventory, args.host, facts=not args.no_facts,
                              connect_timeout=fleet_args.config()["timeout"])
     sys.stdout.write(hp.yaml_text)
