@@ -31,10 +31,15 @@ def _write(path: Path, text: str) -> None:
 
 
 @contextmanager
-def _progress(show: bool) -> Iterator[tuple[Any, Any]]:
-    """A progress bar on stderr while hosts are pulled (only on a terminal)."""
-    if not show:
-        yield None, None
+def _progress(bar: bool) -> Iterator[tuple[Any, Any]]:
+    """A progress bar on stderr while hosts are pulled; without one (stderr not a terminal,
+    or -v), one line per host pulled."""
+    if not bar:
+        def line(p: Any) -> None:
+            what = f"pulled, {p.inserted} new events" if p.ok else "not pulled"
+            print(f"edrfleet report: {p.host}: {what}", file=sys.stderr, flush=True)
+
+        yield None, line
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -61,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from edrfleet.fleet.report.summary import parse_since
 
     since = parse_since(args.since) if args.since else None
-    with _progress(sys.stderr.isatty()) as (on_start, on_done):
+    with _progress(sys.stderr.isatty() and not args.verbose) as (on_start, on_done):
         report = run_report(fleet_args.inventory_path(args), limit=args.limit, db=args.db,
                             since=since, forks=fleet_args.forks(args), pull=not args.no_pull,
                             connect_timeout=fleet_args.connect_timeout(args),
@@ -90,6 +95,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                    help="write the report to FILE (replaced whole) instead of stdout")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="one line per host pulled on stderr instead of the progress bar")
     p.add_argument("--no-pull", action="store_true",
                    help="summarize what the store holds, without contacting the hosts")
     p.set_defaults(func=_run)
