@@ -154,12 +154,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from edrfleet.fleet.inventory.patterns import write_retry
     from edrfleet.fleet.transport.pool import parse_serial
 
-    inv, hosts = _hosts(args)
-    fleet_args.warn_typos(hosts)
     opts = DeployOptions(forks=fleet_args.forks(args), serial=parse_serial(args.serial),
                          max_fail_percent=args.max_fail_percent, check=args.check,
                          diff=args.diff, connect_timeout=fleet_args.connect_timeout(args),
                          command_timeout=args.timeout)
+    inv, hosts = _hosts(args)
+    fleet_args.warn_typos(hosts)
     out, err = console(), console(stderr=True)
     live = LiveProgress(err, len(hosts), "check" if args.check else "deploy", lines=args.verbose)
     try:
@@ -187,9 +187,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.lifecycle import STATUS_COUNTERS, fleet_status
 
+    forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)
-    rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=fleet_args.forks(args),
-                        connect_timeout=fleet_args.connect_timeout(args))
+    rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=forks,
+                        connect_timeout=timeout)
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
@@ -222,14 +223,14 @@ def not_as_wanted(hosts: list[Any], rows: list[Any]) -> list[str]:
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.lifecycle import fleet_uninstall
 
+    forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)
     err = console(stderr=True)
     live = LiveProgress(err, len(hosts), "uninstall", lines=args.verbose)
     try:
         with live:
             results = fleet_uninstall(Path(inv.path).resolve().parent, hosts, purge=args.purge,
-                                      forks=fleet_args.forks(args),
-                                      connect_timeout=fleet_args.connect_timeout(args),
+                                      forks=forks, connect_timeout=timeout,
                                       on_done=lambda h, r: live.event(h.name, "done"))
     except KeyboardInterrupt:
         print(f"edrfleet: {live.interrupted()}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -28,8 +28,10 @@ def run_pool(items: Sequence[T], task: Callable[[T], R], *, forks: int,
         return []
     results: dict[int, R] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(items)))) as ex:
-        futures = {ex.submit(task, item): i for i, item in enumerate(items)}
+        futures: dict[Future[R], int] = {}
         try:
+            for i, item in enumerate(items):
+                futures[ex.submit(task, item)] = i
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
