@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edrfleet.errors import InputError
+from edrfleet.fleet.transport.pool import DEFAULT_FORKS
 
 SYSTEM_CONFIG = "/etc/ansible/ansible.cfg"
 _TRUE = frozenset(("y", "yes", "on", "1", "true", "t"))
@@ -63,8 +64,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("inventory", "DEFAULT_HOST_LIST", "pathlist", ["/etc/ansible/hosts"],
            ("ANSIBLE_INVENTORY",), ((_D, "inventory"),),
            use="the inventory when a command is given none"),
-    Option("forks", "DEFAULT_FORKS", "int", 50, ("ANSIBLE_FORKS",), ((_D, "forks"),),
-           use="hosts worked on at once (-f/--forks); edrfleet's default is 50"),
+    Option("forks", "DEFAULT_FORKS", "int", DEFAULT_FORKS, ("ANSIBLE_FORKS",),
+           ((_D, "forks"),), use=f"hosts worked on at once (-f/--forks); edrfleet's default "
+           f"is {DEFAULT_FORKS}"),
     Option("timeout", "ssh:timeout", "int", 10, ("ANSIBLE_TIMEOUT", "ANSIBLE_SSH_TIMEOUT"),
            ((_D, "timeout"), (_SSH, "timeout")), ("ansible_ssh_timeout",),
            use="SSH connect timeout in seconds (--connect-timeout)"),
@@ -284,9 +286,3 @@ def _unquote(text: str) -> str:
     if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" and text[-2] != "\\":
         return text[1:-1]
     return text
-
-
-def as_ansible_bool(value: Any) -> bool:
-    """A host variable's boolean with the file's non-strict rule (for settings that came from
-    a variable the caller did not check strictly)."""
-    return value if isinstance(value, bool) else str(value).strip().lower() in _TRUE

@@ -1,9 +1,10 @@
 """SSH to one host: Fabric's Connection underneath, strict host keys, argv quoted, bytes kept.
 
-Where the settings come from: only the host's inventory variables (docs/fleet.md).  No
-``ssh_config`` file is read (neither ~/.ssh/config nor /etc/ssh/ssh_config) and no Fabric or
-Invoke config file either: a deploy must not change behaviour with whoever's home directory it
-runs from.  Jump hosts and proxies go in ``ansible_ssh_common_args``; of those arguments only
+Where the settings come from: the host's inventory variables, and below them Ansible's own
+configuration, ansible.cfg and ANSIBLE_* (settings.py, edrfleet/fleet/config.py; docs/fleet.md).
+No ``ssh_config`` file is read (neither ~/.ssh/config nor /etc/ssh/ssh_config) and no Fabric
+or Invoke config file either: only what Ansible itself would use.  Jump hosts and proxies
+go in ``ansible_ssh_common_args``; of those arguments only
 ``-o ProxyCommand=…``, ``-o ProxyJump=…`` and ``-J …`` are used, everything else is ignored
 (known hosts come from ``edrfleet_known_hosts_file``, never from ``-o UserKnownHostsFile``).
 

@@ -173,3 +173,12 @@ def test_a_broken_ansible_cfg_is_one_line_exit_2(tmp_path: Path, inventory: Path
     assert main(["status", str(inventory)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "timeout" in err[0] and "'soon' is not an integer" in err[0]
+
+
+def test_policy_render_takes_dash_i_before_or_after_the_host(inventory: Path, capsys) -> None:
+    assert main(["policy", "render", str(inventory), "web1", "--no-facts"]) == 0
+    positional = capsys.readouterr().out
+    assert main(["policy", "render", "-i", str(inventory), "web1", "--no-facts"]) == 0
+    assert capsys.readouterr().out == positional
+    assert main(["policy", "render", "web1", "--no-facts", "-i", str(inventory)]) == 0
+    assert capsys.readouterr().out == positional
