@@ -57,7 +57,9 @@ _warned: set[str] = set()
 
 
 def inventory_path(args: argparse.Namespace) -> str:
-    """The one inventory of this command: the positional, -i, or ansible.cfg's."""
+    """The one inventory of this command: the positional, -i, or ansible.cfg's.  The config is
+    read here in any case: a broken ansible.cfg stops the command before any host is tried."""
+    cfg = config()
     given = ([args.inventory] if getattr(args, "inventory", None) else []) + list(
         getattr(args, "inventory_opt", None) or [])
     if len(given) > 1:
@@ -65,7 +67,7 @@ def inventory_path(args: argparse.Namespace) -> str:
                             "reads one (fix: give one INVENTORY or one -i)")
     if given:
         return given[0]
-    v = config().values["inventory"]
+    v = cfg.values["inventory"]
     paths = v.value
     if len(paths) != 1:
         raise ArgumentError(f"inventory from {v.origin} names {len(paths)} sources "

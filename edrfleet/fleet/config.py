@@ -176,11 +176,25 @@ def read_ini(path: Path) -> configparser.ConfigParser:
         raise ConfigError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}) "
                           "(fix: save it as UTF-8)") from None
     except configparser.Error as exc:
-        first = " ".join(str(exc).split())
-        raise ConfigError(f"{path}: {first} (fix: the INI syntax Ansible reads)") from None
+        where, what = _ini_error(exc)
+        raise ConfigError(f"{path}{where}: {what} (fix: the INI syntax Ansible reads)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from None
     return parser
+
+
+def _ini_error(exc: configparser.Error) -> tuple[str, str]:
+    """(":LINE" or "", what is wrong) without configparser's repetition of the file name."""
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f":{exc.lineno}", f"{exc.option!r} given twice in [{exc.section}]"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f":{exc.lineno}", f"section [{exc.section}] given twice"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f":{exc.lineno}", f"{exc.line.strip()!r} is not under a [section]"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]
+        return f":{lineno}", f"cannot parse {line}"  # configparser gives it repr()-ed
+    return "", " ".join(str(exc).split())
 
 
 def load_config(environ: Mapping[str, str] | None = None, cwd: str | None = None,

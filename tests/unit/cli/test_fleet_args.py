@@ -182,3 +182,12 @@ def test_policy_render_takes_dash_i_before_or_after_the_host(inventory: Path, ca
     assert capsys.readouterr().out == positional
     assert main(["policy", "render", "web1", "--no-facts", "-i", str(inventory)]) == 0
     assert capsys.readouterr().out == positional
+
+
+def test_a_broken_ansible_cfg_stops_before_any_host_even_with_every_flag_given(
+        tmp_path: Path, inventory: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "ansible.cfg").write_text("[defaults\n")
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(tmp_path / "ansible.cfg"))
+    assert main(["uninstall", "-i", str(inventory), "-f", "2", "--connect-timeout", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ansible.cfg" in err[0] and "(fix: the INI syntax" in err[0]

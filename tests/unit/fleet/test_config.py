@@ -193,7 +193,7 @@ def test_a_bad_integer_names_setting_origin_and_fix(world: World) -> None:
 
 def test_a_broken_file_is_one_input_error_naming_it(world: World) -> None:
     (world.cwd / "ansible.cfg").write_text("[defaults]\nforks = 1\nforks = 2\n")
-    with pytest.raises(ConfigError, match="ansible.cfg: .*forks"):
+    with pytest.raises(ConfigError, match="ansible.cfg:3: .forks. given twice in \\[defaults\\]"):
         world.edrfleet()
 
 
