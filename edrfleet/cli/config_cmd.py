@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 def _host_vars(args: argparse.Namespace) -> dict[str, Any]:
     from edrfleet.fleet.inventory.load import load_inventory
 
-    inventory = load_inventory(fleet_args.inventory_path(args))
+    inventory = load_inventory(fleet_args.inventory_sources(args))
     return inventory.host_vars(args.host)
 
 

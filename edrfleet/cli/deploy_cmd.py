@@ -67,7 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _hosts(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     from edrfleet.fleet.inventory.load import load_inventory
 
-    inv = load_inventory(fleet_args.inventory_path(args))
+    inv = load_inventory(fleet_args.inventory_sources(args))
     return inv, inv.select(args.limit)
 
 

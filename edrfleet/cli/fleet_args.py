@@ -25,9 +25,10 @@ def add_inventory(p: argparse.ArgumentParser, *, positional: bool = True) -> Non
     """INVENTORY (optional positional) and ``-i/--inventory``."""
     if positional:
         p.add_argument("inventory", metavar="INVENTORY", nargs="?", default=None,
-                       help="inventory file (or -i; default: ansible.cfg's inventory)")
+                       help="YAML/INI/TOML file, directory, script, plugin config or "
+                       "'h1,h2,' (or -i; default: ansible.cfg's inventory)")
     p.add_argument("-i", "--inventory", dest="inventory_opt", action="append", default=None,
-                   metavar="INVENTORY", help="inventory file, as ansible's -i")
+                   metavar="INVENTORY", help="an inventory source, as ansible's -i (repeatable)")
 
 
 def add_fleet_options(p: argparse.ArgumentParser, *, connect_timeout: bool = True) -> None:
@@ -56,26 +57,20 @@ def config() -> AnsibleConfig:
 _warned: set[str] = set()
 
 
-def inventory_path(args: argparse.Namespace) -> str:
-    """The one inventory of this command: the positional, -i, or ansible.cfg's.  The config is
-    read here in any case: a broken ansible.cfg stops the command before any host is tried."""
+def inventory_sources(args: argparse.Namespace) -> list[str]:
+    """The inventory sources of this command: the positional and every -i, in that order (as
+    ``ansible -i A -i B``), else ansible.cfg's ``inventory``.  The config is read here in any
+    case: a broken ansible.cfg stops the command before any host is tried."""
     cfg = config()
     given = ([args.inventory] if getattr(args, "inventory", None) else []) + list(
         getattr(args, "inventory_opt", None) or [])
-    if len(given) > 1:
-        raise ArgumentError(f"{len(given)} inventories given ({', '.join(given)}): edrfleet "
-                            "reads one (fix: give one INVENTORY or one -i)")
     if given:
-        return given[0]
+        return given
     v = cfg.values["inventory"]
-    paths = v.value
-    if len(paths) != 1:
-        raise ArgumentError(f"inventory from {v.origin} names {len(paths)} sources "
-                            f"({', '.join(paths)}): edrfleet reads one (fix: -i INVENTORY)")
-    if v.origin == "default" and not os.path.exists(paths[0]):
+    if v.origin == "default" and not any(os.path.exists(p) for p in v.value):
         raise ArgumentError("no inventory given (fix: INVENTORY or -i INVENTORY, or "
                             "inventory = FILE in ansible.cfg's [defaults], or ANSIBLE_INVENTORY)")
-    return paths[0]
+    return list(v.value)
 
 
 def forks(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from edrfleet.fleet.inventory.load import load_inventory
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "inventory", help="print the resolved inventory (like ansible-inventory --list)",
-        description="Resolve an Ansible YAML inventory (groups, ranges, group_vars, host_vars) "
+        description="Resolve an Ansible inventory (groups, ranges, group_vars, host_vars) "
         "and print it as JSON in the shape of 'ansible-inventory --list'.")
     fleet_args.add_inventory(parser)
     parser.add_argument("-l", "--limit", metavar="PATTERN",
@@ -48,7 +48,7 @@ def _warnings_to_stderr() -> None:
 
 def cmd_inventory(args: Any) -> int:
     _warnings_to_stderr()
-    inventory = load_inventory(fleet_args.inventory_path(args))
+    inventory = load_inventory(fleet_args.inventory_sources(args))
     for warning in inventory.warnings:
         print(f"edrfleet: warning: {warning}", file=sys.stderr)
     if args.graph:

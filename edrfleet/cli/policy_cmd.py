@@ -187,7 +187,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.preview import preview_host_policy
     from edrfleet.fleet.inventory.load import load_inventory
 
-    inventory = load_inventory(fleet_args.inventory_path(args))
+    inventory = load_inventory(fleet_args.inventory_sources(args))
     fleet_args.warn_typos([h for h in inventory.hosts.values() if h.name == args.host])
     hp = preview_host_policy(inventory, args.host, facts=not args.no_facts,
                              connect_timeout=fleet_args.config()["timeout"])

@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 
     since = parse_since(args.since) if args.since else None
     with _progress(sys.stderr.isatty() and not args.verbose) as (on_start, on_done):
-        report = run_report(fleet_args.inventory_path(args), limit=args.limit, db=args.db,
+        report = run_report(fleet_args.inventory_sources(args), limit=args.limit, db=args.db,
                             since=since, forks=fleet_args.forks(args), pull=not args.no_pull,
                             connect_timeout=fleet_args.connect_timeout(args),
                             on_start=on_start, on_done=on_done)
@@ -88,8 +88,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="pull new events from the hosts and summarize")
     fleet_args.add_fleet_options(p)
-    p.add_argument("--db", type=Path, default=DEFAULT_DB,
-                   help="the central store (default %(default)s)")
+    p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE|URI",
+                   help="the central store: a SQLite file (default %(default)s) or "
+                        "postgresql://USER@HOST/DB (several controllers may share it)")
     p.add_argument("--since", default=None, metavar="T",
                    help="summarize events since T: 1h, 7d, 2026-12-01T05:00Z (default: all)")
     p.add_argument("--format", choices=FORMATS, default="table")

@@ -29,7 +29,8 @@ def inventory(tmp_path: Path, monkeypatch) -> Path:
 
 
 def _hosts_listed(capsys) -> list[str]:
-    return sorted(json.loads(capsys.readouterr().out)["_meta"]["hostvars"])
+    doc = json.loads(capsys.readouterr().out)
+    return sorted({h for name, g in doc.items() if name != "_meta" for h in g.get("hosts", [])})
 
 
 def test_dash_i_is_the_positional_inventory(inventory: Path, capsys) -> None:
@@ -60,9 +61,21 @@ def test_no_inventory_anywhere_is_one_line_naming_the_ways_to_give_one(capsys) -
     assert len(err) == 1 and "no inventory given" in err[0] and "ansible.cfg" in err[0]
 
 
-def test_two_inventories_are_refused(inventory: Path, capsys) -> None:
-    assert main(["status", str(inventory), "-i", str(inventory)]) == 2
-    assert "edrfleet reads one" in capsys.readouterr().err
+def test_several_sources_are_read_together_as_ansible_reads_them(inventory: Path,
+                                                                 tmp_path: Path, monkeypatch,
+                                                                 capsys) -> None:
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "db.ini").write_text("[db]\ndb1 ansible_host=10.0.0.9\n")
+    assert main(["inventory", str(inventory), "-i", str(other / "db.ini")]) == 0
+    assert _hosts_listed(capsys) == ["db1", "web1", "web2"]
+    assert main(["inventory", "-i", "h1,h2,", "-i", str(inventory), "-l", "h*"]) == 0
+    assert _hosts_listed(capsys) == ["h1", "h2"]
+    (tmp_path / "ansible.cfg").write_text(f"[defaults]\ninventory = inventory.yml, "
+                                          f"{other / 'db.ini'}\n")
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(tmp_path / "ansible.cfg"))
+    assert main(["inventory"]) == 0
+    assert _hosts_listed(capsys) == ["db1", "web1", "web2"]
 
 
 @pytest.mark.parametrize("argv, env, where", [
