@@ -115,8 +115,10 @@ class LiveProgress:
 
 
     def interrupted(self) -> str:
-        """What Ctrl-C stopped: the hosts done, the ones let finish, the ones not started."""
-        flight = sorted(self.active)
+        """What Ctrl-C stopped: the hosts done, the ones let finish, the ones not done.  Only
+        the pool's steps (facts, apply) run on a host; a host whose policy was prepared is
+        waiting for its batch, not in flight."""
+        flight = sorted(h for h, phase in self.active.items() if phase in ("facts", "apply"))
         left = self.total - self.finished - len(flight)
         text = f"interrupted: {self.verb} stopped with {self.finished} of {self.total} hosts done"
         if flight:
