@@ -73,3 +73,17 @@ def test_status_exits_1_when_an_agent_is_not_enforcing(tmp_path, monkeypatch, ca
     assert cmd_status(args) == 1
     states["b"] = "enforcing"
     assert cmd_status(args) == 0
+
+
+def test_ctrl_c_message_counts_only_pool_steps_as_in_flight() -> None:
+    live = LiveProgress(Console(file=io.StringIO()), 4, "deploy")
+    for host, phase in (("a", "facts"), ("a", "done"), ("b", "apply"), ("c", "policy"),
+                        ("d", "facts")):
+        live.event(host, phase)
+    assert live.interrupted() == (
+        "interrupted: deploy stopped with 1 of 4 hosts done; 2 in flight (b (apply), "
+        "d (facts)) were let finish that step, so none is left half-applied; 1 other hosts not "
+        "done (edrfleet status shows each host; run it again to finish)")
+    fresh = LiveProgress(Console(file=io.StringIO()), 2, "deploy")
+    fresh.event("a", "facts")
+    assert "; no host was changed" in fresh.interrupted()
