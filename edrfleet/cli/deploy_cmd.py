@@ -123,10 +123,10 @@ class LiveProgress:
         text = f"interrupted: {self.verb} stopped with {self.finished} of {self.total} hosts done"
         if flight:
             shown = ", ".join(f"{h} ({self.active[h]})" for h in flight[:6])
-            text += (f"; {len(flight)} in flight ({shown}{' …' if len(flight) > 6 else ''}) were "
-                     "let finish that step, so none is left half-applied")
+            text += (f"; in flight, let finish that step so that none is left half-applied: "
+                     f"{shown}{' …' if len(flight) > 6 else ''}")
         if left:
-            text += f"; {left} other hosts not done"
+            text += f"; {left} more not done"
         if self.verb == "deploy" and not self.applied:
             text += "; no host was changed"
         return text + " (edrfleet status shows each host; run it again to finish)"

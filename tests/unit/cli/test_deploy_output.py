@@ -81,9 +81,9 @@ def test_ctrl_c_message_counts_only_pool_steps_as_in_flight() -> None:
                         ("d", "facts")):
         live.event(host, phase)
     assert live.interrupted() == (
-        "interrupted: deploy stopped with 1 of 4 hosts done; 2 in flight (b (apply), "
-        "d (facts)) were let finish that step, so none is left half-applied; 1 other hosts not "
-        "done (edrfleet status shows each host; run it again to finish)")
+        "interrupted: deploy stopped with 1 of 4 hosts done; in flight, let finish that step so "
+        "that none is left half-applied: b (apply), d (facts); 1 more not done (edrfleet status "
+        "shows each host; run it again to finish)")
     fresh = LiveProgress(Console(file=io.StringIO()), 2, "deploy")
     fresh.event("a", "facts")
     assert "; no host was changed" in fresh.interrupted()

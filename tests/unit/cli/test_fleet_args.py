@@ -145,10 +145,10 @@ def test_ctrl_c_says_what_was_interrupted(inventory: Path, monkeypatch, capsys) 
     monkeypatch.setattr(deployer, "deploy", interrupted)
     assert main(["deploy", str(inventory)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("edrfleet: interrupted: deploy stopped with 0 of 2 hosts done; 1 in "
-                       "flight (web1 (apply)) were let finish that step, so none is left "
-                       "half-applied; 1 other hosts not done (edrfleet status shows each host; "
-                       "run it again to finish)")
+    assert err[-1] == ("edrfleet: interrupted: deploy stopped with 0 of 2 hosts done; in "
+                       "flight, let finish that step so that none is left half-applied: web1 "
+                       "(apply); 1 more not done (edrfleet status shows each host; run it "
+                       "again to finish)")
 
 
 def test_config_shows_each_setting_and_where_it_came_from(tmp_path: Path, monkeypatch,
