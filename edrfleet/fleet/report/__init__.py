@@ -9,7 +9,7 @@ field fills which column), ``pull`` (hosts over Transport, bounded pool),
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ class Report:
         return [p for p in self.pulls.values() if not p.ok]
 
 
-def run_report(inventory_path: str | Path, *, limit: str | None = None,
+def run_report(inventory_path: str | Path | Sequence[str], *, limit: str | None = None,
                db: str | Path = DEFAULT_DB, since: float | None = None,
                forks: int = DEFAULT_FORKS, pull: bool = True, connect_timeout: float = 10,
                on_start: Callable[[int], None] | None = None,
