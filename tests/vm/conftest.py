@@ -76,8 +76,9 @@ def agent_tarball() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(REPO / "edrfleet" / "__init__.py", "edrfleet/__init__.py")
-        for f in sorted((REPO / "edrfleet" / "agent").glob("*.py")):
-            tar.add(f, f"edrfleet/agent/{f.name}")
+        agent = REPO / "edrfleet" / "agent"
+        for f in sorted(agent.rglob("*.py")):  # with its subpackages (agent/outputs/)
+            tar.add(f, f"edrfleet/agent/{f.relative_to(agent).as_posix()}")
         for f in sorted((REPO / "bpf").iterdir()):
             tar.add(f, f"bpf/{f.name}")
     return buf.getvalue()

@@ -53,8 +53,9 @@ def agent_zipapp(repo: Path = REPO) -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         _zip_entry(zf, "__main__.py", _MAIN)
         _zip_entry(zf, "edrfleet/__init__.py", (repo / "edrfleet" / "__init__.py").read_bytes())
-        for f in sorted((repo / "edrfleet" / "agent").glob("*.py")):
-            _zip_entry(zf, f"edrfleet/agent/{f.name}", f.read_bytes())
+        agent = repo / "edrfleet" / "agent"
+        for f in sorted(agent.rglob("*.py")):  # with its subpackages (agent/outputs/)
+            _zip_entry(zf, f"edrfleet/agent/{f.relative_to(agent).as_posix()}", f.read_bytes())
     return b"#!/usr/bin/python3\n" + buf.getvalue()
 
 
