@@ -371,6 +371,22 @@ def spool_inodes(directory: str) -> list[int]:
     return [ino for _rank, _name, ino in _listing(directory)]
 
 
+def open_inode(directory: str, inode: int) -> int | None:
+    """A read-only descriptor of the spool file with this inode (None: no such file).  A
+    reader that holds it keeps the inode number from being reused by a newer spool file,
+    which would make an old cursor look alive."""
+    for _rank, name, ino in _listing(directory):
+        if ino == inode:
+            try:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            if os.fstat(fd).st_ino == inode:
+                return fd
+            os.close(fd)
+    return None
+
+
 def read_segments(
     directory: str, cursor: dict[str, int] | None, max_bytes: int | None = None
 ) -> SpoolSegments:

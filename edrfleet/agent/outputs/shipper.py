@@ -25,13 +25,14 @@ start, as status.json's other counters do.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
 from typing import Any, Protocol
 
 from edrfleet.agent.outputs.cursor import Record, end_cursor, load_cursor, records, save_cursor
-from edrfleet.agent.spool import read_segments, spool_inodes
+from edrfleet.agent.spool import open_inode, read_segments, spool_inodes
 
 READ_BYTES = 1 << 20  # spool bytes read at a time for shipping
 SCAN_BYTES = 4 << 20  # ... and for counting what is pending
@@ -94,6 +95,7 @@ class Shipper:
         self._ahead: dict[int, int] = {}  # inode -> events not yet delivered, as counted
         self._buffer: deque[Record] = deque()
         self._uncounted = False  # files left the spool before this thread counted their lines
+        self._pin: tuple[int, int] | None = None  # (inode, fd) of the committed cursor's file
         self.delivered = self.dropped = self.errors = self.retries = 0
         self.last_error: str | None = None
         self.last_ok: float | None = None
@@ -116,6 +118,8 @@ class Shipper:
 
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
+        if self.committed is not None:
+            self._hold(self.committed["inode"])
         try:
             while True:
                 self._count_pending()
@@ -136,6 +140,7 @@ class Shipper:
         except Exception as e:  # never let the thread die silently: say why in status.json
             self._error(f"output thread stopped: {type(e).__name__}: {e}")
         finally:
+            self._release()
             self.sink.close()
 
     def _ship_one_batch(self) -> bool:
@@ -178,8 +183,27 @@ class Shipper:
         self.delivered += len(batch) - refused
         if refused:
             self._count_drop(refused, why)
-        self.committed = batch[-1].cursor
-        save_cursor(self.spool_dir, self.sink.name, self.committed, self.sink.target)
+        self._commit(batch[-1].cursor)
+
+    def _commit(self, cursor: dict[str, int]) -> None:
+        self.committed = cursor
+        save_cursor(self.spool_dir, self.sink.name, cursor, self.sink.target)
+        self._hold(cursor["inode"])
+
+    def _hold(self, inode: int) -> None:
+        """Keep the committed file open: rotation may unlink it, but while it is open its
+        inode number cannot come back as a new file's and pass for it."""
+        if self._pin is not None and self._pin[0] == inode:
+            return
+        self._release()
+        fd = open_inode(self.spool_dir, inode)
+        if fd is not None:
+            self._pin = (inode, fd)
+
+    def _release(self) -> None:
+        if self._pin is not None:
+            os.close(self._pin[1])
+            self._pin = None
 
     def _refill(self) -> bool:
         got = read_segments(self.spool_dir, self._read_at, READ_BYTES)
@@ -201,8 +225,8 @@ class Shipper:
         gone = [ino for ino in self._ahead if ino not in present]
         lost = sum(max(0, self._ahead.pop(ino)) for ino in gone)
         self._buffer.clear()  # re-read from the oldest file: what is buffered is there or gone
-        self.committed = self._read_at = {"inode": present[0], "offset": 0}
-        save_cursor(self.spool_dir, self.sink.name, self.committed, self.sink.target)
+        self._read_at = {"inode": present[0], "offset": 0}
+        self._commit(self._read_at)
         if not lost and not self._uncounted:
             return  # everything in the files that went had been delivered
         reason = "the spool rotated past this output's cursor (receiver unreachable too long)"
