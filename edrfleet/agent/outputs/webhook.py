@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from edrfleet.agent.outputs import formats
+from edrfleet.agent.outputs.formats import CONTENT_TYPES, FORMATS, body, bulk_outcome
 from edrfleet.agent.outputs.headers import read_header_file, redact, split_credentials
 from edrfleet.agent.outputs.shipper import Rejected, Retry
 
@@ -56,8 +56,8 @@ class WebhookSink:
                  batch_size: int = 100, timeout: float = 5.0) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook url {redact(url)!r} must be http:// or https://")
-        if fmt not in formats.FORMATS:
-            raise ValueError(f"webhook format {fmt!r} is not one of {', '.join(formats.FORMATS)}")
+        if fmt not in FORMATS:
+            raise ValueError(f"webhook format {fmt!r} is not one of {', '.join(FORMATS)}")
         if ca_file and not url.startswith("https://"):
             raise ValueError("--webhook-ca is for https:// URLs")
         if batch_size < 1:
@@ -81,7 +81,7 @@ class WebhookSink:
             OSError, ValueError: the header file cannot be read or is malformed.
         """
         from_file = read_header_file(self.header_file) if self.header_file else {}
-        self.headers = {"Content-Type": formats.CONTENT_TYPES[self.fmt],
+        self.headers = {"Content-Type": CONTENT_TYPES[self.fmt],
                         "User-Agent": "edrfleet-agent",
                         **self._url_headers, **self._extra, **from_file}
 
@@ -100,10 +100,10 @@ class WebhookSink:
         why = "spool line is not a JSON object" if bad else ""
         if not good:
             return bad, why
-        answer = self._post(formats.body(self.fmt, good, events))
+        answer = self._post(body(self.fmt, good, events))
         self.batches += 1
         if self.fmt == "es-bulk":
-            retry, refused, reason = formats.bulk_outcome(answer)
+            retry, refused, reason = bulk_outcome(answer)
             if retry:
                 raise Retry("Elasticsearch answered 429/5xx for some events")
             if refused:

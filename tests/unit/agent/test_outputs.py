@@ -202,10 +202,10 @@ def test_tcp_outage_then_recovery_delivers_everything_once_in_order(spool: Spool
         for i in range(5, 15):
             spool.append(events(1, i))
             outs.wake()
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["errors"] >= 2
+                        and outs.stats()["SyslogOutput"]["pending"] == 10)
         st = outs.stats()["SyslogOutput"]
-        assert wait_for(lambda: outs.stats()["SyslogOutput"]["errors"] >= 2)
-        st = outs.stats()["SyslogOutput"]
-        assert st["pending"] == 10 and st["last_error"] and "refused" in st["last_error"]
+        assert st["last_error"] and "refused" in st["last_error"] and rx.frames[5:] == []
         rx.start()  # back, same port
         assert wait_for(lambda: len(rx.frames) == 15)
         assert ids(rx.frames) == [f"e{i:03d}" for i in range(15)]
