@@ -152,7 +152,7 @@ def test_rsyslog_parses_the_agent_events_and_gets_the_ones_made_while_down(
     assert int(rows[1][5]) == spool[1]["process.args_count"]
     raw = (agent.spool / "events.jsonl").read_bytes().split(b"\n")[1]
     assert len(raw) > 8192, len(raw)  # the message rsyslog parsed whole was past 8 KiB
-    assert wait_for(lambda: agent.status()["outputs"]["SyslogOutput"]["last_error"] is None,
+    assert wait_for(lambda: agent.status()["outputs"]["SyslogOutput"]["delivered"] == 7,
                     10), agent.status()
     st = agent.status()["outputs"]["SyslogOutput"]
-    assert st["delivered"] == 7 and st["pending"] == 0 and st["dropped"] == 0
+    assert st["last_error"] is None and st["pending"] == 0 and st["dropped"] == 0

@@ -101,6 +101,7 @@ class Shipper:
         self.last_ok: float | None = None
         self.last_drop: dict[str, Any] | None = None
         self._wake = threading.Event()
+        self._lock = threading.Lock()  # counters and errors, against stats() from the loop
         self._stop = threading.Event()
         self._deadline = float("inf")
         self._retry_at = 0.0
@@ -127,6 +128,8 @@ class Shipper:
                                             or time.monotonic() >= self._deadline):
                     break
                 wait = self._retry_at - time.monotonic()
+                if self._stop.is_set() and wait > 0:
+                    break  # the last try failed: the rest waits in the spool for next start
                 if wait <= 0:
                     if self._ship_one_batch():
                         continue
@@ -162,28 +165,33 @@ class Shipper:
             self._error(f"{e}; batch of {len(batch)} events dropped")
             self._acknowledge(batch, len(batch), str(e))
             return True
-        self._acknowledge(batch, refused, why)
-        self.last_error = None
-        self.last_ok = time.time()
+        self._acknowledge(batch, refused, why, ok=True)
         self._backoff = 0.0
         self._retry_at = 0.0
         return True
 
-    def _acknowledge(self, batch: list[Record], refused: int, why: str) -> None:
-        """The receiver is done with ``batch``: count it, move and save the cursor."""
+    def _acknowledge(self, batch: list[Record], refused: int, why: str,
+                     ok: bool = False) -> None:
+        """The receiver is done with ``batch``: move and save the cursor, count it (and if
+        ``ok``, it took a batch: the last error is over)."""
         if not batch:
             return
         for _ in batch:
-            rec = self._buffer.popleft()
-            left = self._ahead.get(rec.inode, 0) - 1
-            if left or rec.inode == (self._frontier or {}).get("inode"):
-                self._ahead[rec.inode] = left
-            else:
-                self._ahead.pop(rec.inode, None)  # a file shipped whole: forget it
-        self.delivered += len(batch) - refused
-        if refused:
-            self._count_drop(refused, why)
-        self._commit(batch[-1].cursor)
+            self._buffer.popleft()
+        self._commit(batch[-1].cursor)  # first: a count in status.json is a saved cursor
+        with self._lock:  # one step for stats(): pending, counts and error agree
+            for rec in batch:
+                left = self._ahead.get(rec.inode, 0) - 1
+                if left or rec.inode == (self._frontier or {}).get("inode"):
+                    self._ahead[rec.inode] = left
+                else:
+                    self._ahead.pop(rec.inode, None)  # a file shipped whole: forget it
+            self.delivered += len(batch) - refused
+            if refused:
+                self._count_drop(refused, why)
+            if ok:
+                self.last_error = None
+                self.last_ok = time.time()
 
     def _commit(self, cursor: dict[str, int]) -> None:
         self.committed = cursor
@@ -222,8 +230,9 @@ class Shipper:
         if self.committed is None or not present or (
                 self.committed["inode"] in present and not force):
             return
-        gone = [ino for ino in self._ahead if ino not in present]
-        lost = sum(max(0, self._ahead.pop(ino)) for ino in gone)
+        with self._lock:
+            gone = [ino for ino in self._ahead if ino not in present]
+            lost = sum(max(0, self._ahead.pop(ino)) for ino in gone)
         self._buffer.clear()  # re-read from the oldest file: what is buffered is there or gone
         self._read_at = {"inode": present[0], "offset": 0}
         self._commit(self._read_at)
@@ -233,7 +242,8 @@ class Shipper:
         if self._uncounted:
             self._uncounted = False
             reason += "; events lost before this agent could count them are not in the number"
-        self._count_drop(lost, reason)
+        with self._lock:
+            self._count_drop(lost, reason)
         self._error(f"{reason}: {lost} events dropped")
 
     def _count_pending(self) -> None:
@@ -254,11 +264,13 @@ class Shipper:
         self.last_drop = {"at": round(time.time(), 3), "events": events, "reason": reason}
 
     def _error(self, message: str) -> None:
-        self.errors += 1
-        self.last_error = message
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
 
     # -- the agent's side ---------------------------------------------------------------------
     def pending(self) -> int:
+        """Events in the spool not delivered yet (as far as this thread has counted)."""
         return max(0, sum(list(self._ahead.values())))  # list(): one step under the GIL
 
     def close(self, deadline: float = 5.0) -> None:
@@ -282,6 +294,10 @@ class Shipper:
             self.sink.close()
 
     def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "delivered": self.delivered,
             "sent": self.delivered,  # the name status.json used before the spool cursor

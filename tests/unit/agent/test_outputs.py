@@ -209,9 +209,9 @@ def test_tcp_outage_then_recovery_delivers_everything_once_in_order(spool: Spool
         rx.start()  # back, same port
         assert wait_for(lambda: len(rx.frames) == 15)
         assert ids(rx.frames) == [f"e{i:03d}" for i in range(15)]
-        assert wait_for(lambda: outs.stats()["SyslogOutput"]["last_error"] is None)
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 15)
         st = outs.stats()["SyslogOutput"]
-        assert st["delivered"] == 15 and st["pending"] == 0 and st["last_ok"]
+        assert st["last_error"] is None and st["pending"] == 0 and st["last_ok"]
     finally:
         outs.close(1)
         rx.stop()
@@ -273,6 +273,7 @@ def test_rotation_past_an_unreachable_receiver_counts_the_drops(tmp_path: Path) 
         rx = TcpSyslogReceiver(port)
         assert wait_for(lambda: len(rx.frames) == 30)
         assert ids(rx.frames) == [f"e{i:03d}" for i in range(20, 50)]
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 30)
         st = outs.stats()["SyslogOutput"]
         assert st["dropped"] == 20 and st["delivered"] == 30
         assert "rotated past" in st["last_drop"]["reason"]
