@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from edrfleet.agent import ecs
@@ -46,8 +47,9 @@ def body(fmt: str, lines: list[bytes], events: list[dict[str, Any]]) -> bytes:
         return b"".join(out)
     if fmt == "splunk-hec":
         out = []
+        now = time.time()  # for an event without @timestamp (none the agent writes)
         for event in events:
-            envelope = {"time": round(event_time(event, 0.0), 6), "source": "edrfleet",
+            envelope = {"time": round(event_time(event, now), 6), "source": "edrfleet",
                         "sourcetype": "_json", "event": event}
             if ecs.get(event, ecs.HOST):
                 envelope["host"] = ecs.get(event, ecs.HOST)
