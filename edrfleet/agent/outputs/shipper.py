@@ -216,19 +216,18 @@ class Shipper:
     def _refill(self) -> bool:
         got = read_segments(self.spool_dir, self._read_at, READ_BYTES)
         if got.lost:  # rotated away since the last look: count, move on, read again
-            self._uncounted = self._uncounted or self._read_at != self.committed
-            self._rotated_past(force=True)
+            self._rotated_past()
+            self._read_at = self.committed  # nothing is buffered: read on from the cursor
             got = read_segments(self.spool_dir, self._read_at, READ_BYTES)
         self._buffer.extend(records(got.segments))
         self._read_at = got.cursor
         return bool(self._buffer)
 
-    def _rotated_past(self, force: bool = False) -> None:
+    def _rotated_past(self) -> None:
         """If the cursor's file left the spool, count the events that went with it (what the
         files gone held past the cursor) and start again at the oldest file there is."""
         present = spool_inodes(self.spool_dir)
-        if self.committed is None or not present or (
-                self.committed["inode"] in present and not force):
+        if self.committed is None or not present or self.committed["inode"] in present:
             return
         with self._lock:
             gone = [ino for ino in self._ahead if ino not in present]
