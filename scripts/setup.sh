@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for edrfleet on Debian 12, as root: packages, a kernel header tree
 # for BCC, the kernel filesystems BPF needs, and the project venv.  Safe to run again.
-#   --test   also the tools only tests and lint use (shellcheck); `make test` and `make lint`
+#   --test   also the tools only tests and lint use (shellcheck; chromium, which renders the
+#            HTML report headless in its test); `make test` and `make lint`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_test=0
@@ -20,7 +21,9 @@ log() { printf 'setup: %s\n' "$*"; }
 PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
       openssh-server openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs
       gcc libc6-dev)  # gcc -static: helpers the kernel and VM tests build (the guest has no compiler)
-[ "$with_test" = 0 ] || PKGS+=(shellcheck)  # make lint, and the unit test of the host scripts
+# shellcheck: make lint, and the unit test of the host scripts; chromium: the HTML report's
+# headless rendering test (a test-only tool: never installed by plain setup or make demo)
+[ "$with_test" = 0 ] || PKGS+=(shellcheck chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

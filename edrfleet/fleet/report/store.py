@@ -36,9 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from edrfleet.errors import InputError
+
+if TYPE_CHECKING:
+    from edrfleet.fleet.report.queries import EventFilter
 
 DEFAULT_DB = Path(".edrfleet") / "report.db"
 SCHEMA_VERSION = 1
@@ -102,9 +105,29 @@ class Store(Protocol):
         timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts)."""
         ...
 
-    def top_blocked(self, hosts: Sequence[str], since: float | None,
-                    limit: int) -> list[tuple[Any, ...]]:
-        """The most blocked command lines: (cmdline, count, hosts, max(ts)), most first."""
+    def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
+                     limit: int) -> list[tuple[Any, ...]]:
+        """The commands most often given ``action``, their variants grouped (rule and
+        :func:`edrfleet.fleet.report.queries.command_pattern`): rows of (rule, pattern,
+        count, distinct hosts, distinct command lines, an example command line (the least
+        in byte order), max(ts)), most first."""
+        ...
+
+    def events(self, where: EventFilter, limit: int | None) -> list[tuple[Any, ...]]:
+        """The events ``where`` selects, newest first (by time, then id; those without a
+        time last), at most ``limit`` (None: all): rows of
+        :data:`edrfleet.fleet.report.queries.EVENT_COLUMNS`.  Filtered by the database."""
+        ...
+
+    def latest_per_host(self, hosts: Sequence[str], since: float | None,
+                        per_host: int) -> list[tuple[Any, ...]]:
+        """Each host's ``per_host`` newest events since ``since`` (as :meth:`events`' rows),
+        by host, newest first."""
+        ...
+
+    def rule_examples(self, hosts: Sequence[str], since: float | None) -> dict[Any, str]:
+        """rule id -> the raw JSON of one of its events of the period (for what every event
+        of a rule repeats: its ATT&CK techniques)."""
         ...
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
