@@ -49,7 +49,9 @@ TOP_COLUMNS = ("command_line", "count", "hosts", "last")
 TIMELINE_COLUMNS = ("start", "blocked", "would_block", "logged", "other")
 
 
-def _csv_cell(value: Any, terminal: bool) -> Any:
+def csv_cell(value: Any, terminal: bool) -> Any:
+    """A CSV cell: None empty, numbers as they are, text with formulas defused (a leading
+    ``'``) and, for a terminal, control characters visible."""
     if value is None:
         return ""
     if isinstance(value, bool | int | float):
@@ -72,7 +74,7 @@ def to_csv(summary: dict[str, Any], *, terminal: bool = False) -> str:
     for name, columns, rows in sections:
         w.writerow(("section", *columns))
         for row in rows:
-            w.writerow((name, *(_csv_cell(row.get(c), terminal) for c in columns)))
+            w.writerow((name, *(csv_cell(row.get(c), terminal) for c in columns)))
     return buf.getvalue()
 
 
