@@ -1,5 +1,11 @@
 """The single-file HTML report: tables and an inline SVG timeline, nothing fetched, no script.
 
+Sections: totals, timeline, hosts, rules (with their ATT&CK techniques), the top blocked and
+would-block commands (variants grouped), the fleet's newest events, and one section per host
+with its newest events (:mod:`edrfleet.fleet.report.html_events`; severity and action
+coloured).  The events are in the summary when it was made with ``latest_events`` /
+``per_host_events`` (``edrfleet report --format html`` asks for them).
+
 Every value goes through :func:`_e` (control characters made visible as in the terminal, then
 ``html.escape`` with quotes), so a command line such as ``<script>…`` or ``"><img onerror=…>``
 renders as text.  The page also carries a Content-Security-Policy that allows no script and no
@@ -11,7 +17,19 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from edrfleet.fleet.report.html_events import (
+    CSS as EVENT_CSS,
+)
+from edrfleet.fleet.report.html_events import (
+    HOST_EVENTS,
+    LATEST_EVENTS,
+    SEVERITY_CLASSES,
+    events_table,
+    host_sections,
+)
 from edrfleet.fleet.report.inert import terminal_safe
+
+__all__ = ["HOST_EVENTS", "LATEST_EVENTS", "to_html"]
 
 HTML_CELL_MAX = 4096
 _CSP = "default-src 'none'; style-src 'unsafe-inline'"  # no script, nothing fetched
@@ -26,7 +44,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.cmd{font-family:ui-monospace,monospace;word-break:break-all;max-width:60em}
 .failed{color:#c0392b;font-weight:bold}.muted{color:#777}
 .legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em}
-"""
+""" + EVENT_CSS
 
 
 def _e(value: Any, limit: int = HTML_CELL_MAX) -> str:
@@ -59,16 +77,20 @@ def _hosts(summary: dict[str, Any]) -> str:
 
 
 def _rules(summary: dict[str, Any]) -> str:
-    rows = ["".join([_td(r["rule"]), _td(r["severity"]), _td(r["blocked"], "n"),
+    rows = ["".join([_td(r["rule"]), _td(r["severity"], SEVERITY_CLASSES.get(r["severity"], "")),
+                     _td(" ".join(r["techniques"])), _td(r["blocked"], "n"),
                      _td(r["would_block"], "n"), _td(r["logged"], "n"), _td(r["total"], "n")])
             for r in summary["rules"]]
-    return _table(["rule", "severity", "blocked", "would block", "logged", "total"], rows)
+    return _table(["rule", "severity", "ATT&CK technique", "blocked", "would block", "logged",
+                   "total"], rows)
 
 
-def _top(summary: dict[str, Any]) -> str:
-    rows = ["".join([_td(c["count"], "n"), _td(c["hosts"], "n"), _td(c["command_line"], "cmd"),
-                     _td(c["last"])]) for c in summary["top_blocked"]]
-    return _table(["count", "hosts", "command line", "last"], rows)
+def _top(rows: list[dict[str, Any]]) -> str:
+    cells = ["".join([_td(c["count"], "n"), _td(c["hosts"], "n"), _td(c["variants"], "n"),
+                      _td(c["rule"]), _td(c["command_line"], "cmd"), _td(c["last"])])
+             for c in rows]
+    return _table(["count", "hosts", "variants", "rule", "command line (an example)", "last"],
+                  cells)
 
 
 def timeline_svg(timeline: dict[str, Any], width: int = 900, height: int = 220) -> str:
@@ -133,7 +155,16 @@ def to_html(summary: dict[str, Any]) -> str:
 {_hosts(summary)}
 <h2>Rules</h2>
 {_rules(summary)}
-<h2>Top blocked command lines</h2>
-{_top(summary)}
+<h2>Top blocked commands</h2>
+<p class="muted">Variants of one command grouped: same rule, same program wherever it was
+copied, numbers ignored; one example shown.</p>
+{_top(summary["top_blocked"])}
+<h2>Would block (monitor mode)</h2>
+<p class="muted">Commands a rule would have blocked if enforcing; variants grouped.</p>
+{_top(summary["top_would_block"])}
+<h2>Newest events</h2>
+{events_table(summary, _td, _table)}
+<h2>Per host</h2>
+{host_sections(summary, _td, _table, _e)}
 </body></html>
 """
