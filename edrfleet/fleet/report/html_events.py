@@ -17,6 +17,8 @@ SEVERITY_CLASSES = {"critical": "sev-critical", "high": "sev-high", "medium": "s
                     "low": "sev-low"}
 ACTION_CLASSES = {"blocked": "act-blocked", "would_block": "act-would", "logged": "act-logged"}
 CSS = """
+td.path{font-family:ui-monospace,monospace;overflow-wrap:anywhere;max-width:14em}
+td.event{min-width:24em}
 td.sev-critical{background:#7b1010;color:#fff;font-weight:bold}
 td.sev-high{background:#d9534f;color:#fff}
 td.sev-medium{background:#f0ad4e;color:#222}
@@ -45,8 +47,9 @@ def event_rows(events: list[dict[str, Any]], td: Cell, *, host: bool = True) -> 
         cells = [td(e["time"])]
         if host:
             cells.append(td(e["host"]))
-        cells += [td(_user(e)), td(e["parent"], "cmd"), td(e["working_directory"], "cmd"),
-                  td(e["command_line"], "cmd"), td(e["rule"]), td(" ".join(e["technique"])),
+        cells += [td(_user(e), "path"), td(e["parent"], "path"),
+                  td(e["working_directory"], "path"), td(e["command_line"], "cmd event"),
+                  td(e["rule"]), td(" ".join(e["technique"])),
                   td(e["action"], ACTION_CLASSES.get(e["action"] or "", "")),
                   td(e["severity"], SEVERITY_CLASSES.get(e["severity"] or "", ""))]
         rows.append("".join(cells))

@@ -169,9 +169,9 @@ def test_html_lists_events_per_host_with_severity_colours_and_techniques(summary
     classes = {v for a, v in p.attrs if a == "class"}
     assert {"sev-low", "sev-medium", "sev-high", "sev-critical", "act-blocked",
             "act-would"} <= classes
-    assert classes <= {"n", "cmd", "muted", "failed", "legend muted", "host", "sev-low",
-                       "sev-medium",
-                       "sev-high", "sev-critical", "act-blocked", "act-would", "act-logged"}
+    assert classes <= {"n", "cmd", "cmd event", "path", "muted", "failed", "legend muted",
+                       "host", "sev-low", "sev-medium", "sev-high", "sev-critical",
+                       "act-blocked", "act-would", "act-logged"}
     for heading in ("Newest events", "Per host", "Would block (monitor mode)",
                     "ATT&CK technique", "working directory", "parent", "user", "variants"):
         assert heading in text
