@@ -20,8 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from edrfleet.agent import ecs
-from edrfleet.fleet.report.queries import EventFilter
-from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.report.store import EventFilter, Store
 from edrfleet.fleet.report.times import iso
 
 __all__ = ["ROW_KEYS", "EventFilter", "EventList", "event_row", "list_events"]

@@ -43,13 +43,13 @@ from edrfleet.fleet.report.queries import (
     MARK,
     NUMBER,
     PROGRAM_DIR,
-    EventFilter,
     like_pattern,
 )
 from edrfleet.fleet.report.store import (
     SCHEMA_VERSION,
     UNCHECKED,
     Cursor,
+    EventFilter,
     Ingested,
     ReportError,
     Store,

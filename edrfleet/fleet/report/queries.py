@@ -1,5 +1,6 @@
 """What the report asks of a store besides counts, in terms both backends implement alike:
-which events (:class:`EventFilter`), and which command lines are one command (its pattern).
+which events (:class:`edrfleet.fleet.report.store.EventFilter`: the columns returned, the
+search), and which command lines are one command (its pattern).
 
 **Command patterns.**  The top lists group the variants of one command, as an analyst reads
 them: ``/tmp/x1/rm -rf /`` and ``/tmp/x2/rm -rf /`` (a renamed or copied binary), or
@@ -24,10 +25,6 @@ letters, by the database's locale).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-
-from edrfleet.fleet.report.store import ReportError
 
 PROGRAM_DIR = r"^[^ ]*/"  # the first word up to its last slash
 NUMBER = "[0-9]+"
@@ -50,32 +47,6 @@ def like_pattern(text: str) -> str:
     escaped = (text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%")
                .replace("_", LIKE_ESCAPE + "_"))
     return f"%{escaped}%"
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """Which stored events: every condition given must hold (AND).
-
-    ``hosts``: inventory names (None: all); ``since``: epoch seconds; ``rule``: a rule id;
-    ``action``: ``blocked``, ``would_block`` or ``logged``; ``search``: a substring of the
-    command line, case-insensitive.
-    """
-
-    hosts: Sequence[str] | None = None
-    since: float | None = None
-    rule: str | None = None
-    action: str | None = None
-    search: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.search is not None:
-            try:
-                self.search.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ReportError("--search: holds characters that are not text (lone "
-                                  "surrogates) (fix: search for the text around them)") from None
-            if "\x00" in self.search:
-                raise ReportError("--search: holds a NUL, which no command line holds")
 
 
 # The columns every event query returns, in this order.

@@ -35,7 +35,6 @@ from edrfleet.fleet.report.fields import COLUMNS, first_of, sqlite_path
 from edrfleet.fleet.report.queries import (
     EVENT_COLUMNS,
     LIKE_ESCAPE,
-    EventFilter,
     command_pattern,
     like_pattern,
 )
@@ -44,6 +43,7 @@ from edrfleet.fleet.report.store import (
     SCHEMA_VERSION,
     UNCHECKED,
     Cursor,
+    EventFilter,
     Ingested,
     ReportError,
     Store,

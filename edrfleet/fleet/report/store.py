@@ -35,13 +35,11 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from edrfleet.errors import InputError
-
-if TYPE_CHECKING:
-    from edrfleet.fleet.report.queries import EventFilter
 
 DEFAULT_DB = Path(".edrfleet") / "report.db"
 SCHEMA_VERSION = 1
@@ -68,6 +66,32 @@ class Ingested(NamedTuple):
     ignored: int  # already stored (same event.id) or without an event.id
     malformed: int  # lines that are not a JSON object
     moved: bool = True  # False: another controller had moved the cursor; it was left there
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which stored events: every condition given must hold (AND).
+
+    ``hosts``: inventory names (None: all); ``since``: epoch seconds; ``rule``: a rule id;
+    ``action``: ``blocked``, ``would_block`` or ``logged``; ``search``: a substring of the
+    command line, case-insensitive (how: :mod:`edrfleet.fleet.report.queries`).
+    """
+
+    hosts: Sequence[str] | None = None
+    since: float | None = None
+    rule: str | None = None
+    action: str | None = None
+    search: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.search is not None:
+            try:
+                self.search.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ReportError("--search: holds characters that are not text (lone "
+                                  "surrogates) (fix: search for the text around them)") from None
+            if "\x00" in self.search:
+                raise ReportError("--search: holds a NUL, which no command line holds")
 
 
 class Store(Protocol):

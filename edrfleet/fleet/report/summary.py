@@ -36,8 +36,7 @@ from typing import Any
 
 from edrfleet.agent import ecs
 from edrfleet.fleet.report.events import event_row
-from edrfleet.fleet.report.queries import EventFilter
-from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.report.store import EventFilter, Store
 from edrfleet.fleet.report.times import iso, parse_since
 
 __all__ = ["ACTIONS", "iso", "parse_since", "summarize"]
