@@ -345,7 +345,7 @@ class PostgresStore:
         where, params = _where(hosts, since)
         return self.query(
             f"SELECT host, rule, severity, action, trunc((ts - %s) / %s)::bigint AS b, count(*),"
-            f" max(ts) FROM edrfleet.events WHERE {where}"
+            f" max(ts), max(id) FROM edrfleet.events WHERE {where}"
             f" GROUP BY host, rule, severity, action, b", [start, size, *params])
 
     def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
@@ -375,11 +375,9 @@ class PostgresStore:
             f"FROM edrfleet.events WHERE {where}) w WHERE n <= %s) "
             f'ORDER BY host COLLATE "C", {_NEWEST}', [*params, per_host])
 
-    def rule_examples(self, hosts: Sequence[str], since: float | None) -> dict[Any, str]:
-        where, params = _where(hosts, since)
-        return dict(self.query(
-            f"SELECT rule, raw FROM edrfleet.events WHERE id IN "
-            f"(SELECT max(id) FROM edrfleet.events WHERE {where} GROUP BY rule)", params))
+    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
+        return dict(self.query("SELECT id, raw FROM edrfleet.events WHERE id = ANY(%s)",
+                               [list(ids)]))
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
         sql = f"SELECT {_COLUMNS} FROM edrfleet.events"

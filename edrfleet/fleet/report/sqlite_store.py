@@ -282,7 +282,8 @@ class SqliteStore:
         where, params = _where(hosts, since)
         return self.query(
             f"SELECT host, rule, severity, action, CAST((ts - ?) / ? AS INTEGER) AS b, count(*),"
-            f" max(ts) FROM events WHERE {where} GROUP BY host, rule, severity, action, b",
+            f" max(ts), max(id) FROM events WHERE {where}"
+            f" GROUP BY host, rule, severity, action, b",
             [start, size, *params])
 
     def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
@@ -308,11 +309,9 @@ class SqliteStore:
             f"row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n FROM events "
             f"WHERE {where}) WHERE n <= ?) ORDER BY host, {_NEWEST}", [*params, per_host])
 
-    def rule_examples(self, hosts: Sequence[str], since: float | None) -> dict[Any, str]:
-        where, params = _where(hosts, since)
-        return dict(self.query(
-            f"SELECT rule, raw FROM events WHERE id IN "
-            f"(SELECT max(id) FROM events WHERE {where} GROUP BY rule)", params))
+    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
+        return dict(self.query("SELECT id, raw FROM events WHERE id IN "
+                               "(SELECT value FROM json_each(?))", [json.dumps(list(ids))]))
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
         sql = f"SELECT {_COLUMNS} FROM events"

@@ -126,7 +126,12 @@ class Store(Protocol):
     def counts(self, hosts: Sequence[str], since: float | None, start: float,
                size: float) -> list[tuple[Any, ...]]:
         """Events of ``hosts`` since ``since``, counted per (host, rule, severity, action,
-        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts)."""
+        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts), and
+        max(id) (one event of the group, for :meth:`raw_events`)."""
+        ...
+
+    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
+        """event id -> its raw JSON line, for the ``ids`` stored (read by key)."""
         ...
 
     def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
@@ -147,16 +152,6 @@ class Store(Protocol):
                         per_host: int) -> list[tuple[Any, ...]]:
         """Each host's ``per_host`` newest events since ``since`` (as :meth:`events`' rows),
         by host, newest first."""
-        ...
-
-    def rule_examples(self, hosts: Sequence[str], since: float | None) -> dict[Any, str]:
-        """rule id -> the raw JSON of one of its events of the period (for what every event
-        of a rule repeats: its ATT&CK techniques)."""
-        ...
-
-    def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
-        """Stored events (of ``host``): (id, host, ts, action, rule, severity, cmdline, raw),
-        by time then id."""
         ...
 
     def close(self) -> None: ...

@@ -82,7 +82,8 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
 
     Passes over the events of the period: one grouped by host, rule, severity, action and
     timeline bucket (everything but the command lines), one over the blocked and one over the
-    would-be-blocked command lines, and one event per rule read whole (its techniques).
+    would-be-blocked command lines; then one event per rule is read whole, by key (its
+    techniques).
 
     Args:
         pulls: host -> its pull result (:class:`edrfleet.fleet.report.pull.HostPull`), for the
@@ -96,13 +97,15 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
     buckets = [{"start": iso(tl_start + k * size)} | _zero() for k in range(n_buckets)]
     per_host = {h: _zero() | {"last_event": None} for h in hosts}
     rules: dict[tuple[str, str], dict[str, int]] = {}
-    for host, rule, severity, action, b, n, last in store.counts(hosts, since, tl_start,
-                                                                 size or 1):
+    rule_event: dict[str, str] = {}  # rule -> one of its events' id
+    for host, rule, severity, action, b, n, last, eid in store.counts(hosts, since, tl_start,
+                                                                      size or 1):
         key = _action(action)
         row = per_host[host]
         row[key] += n
         if last is not None and (row["last_event"] is None or last > row["last_event"]):
             row["last_event"] = last
+        rule_event[str(rule or "")] = eid
         counts = rules.setdefault((str(rule or ""), str(severity or "")), _zero())
         counts[key] += n
         if b is not None and 0 <= b < n_buckets:
@@ -113,7 +116,7 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
         "db": store.location,
         "totals": _totals(per_host.values()),
         "hosts": _hosts(store, hosts, per_host, pulls or {}),
-        "rules": _rules(rules, _techniques(store, hosts, since)),
+        "rules": _rules(rules, _techniques(store, rule_event)),
         "top_blocked": _top(store, hosts, since, "blocked"),
         "top_would_block": _top(store, hosts, since, "would_block"),
         "timeline": {"start": iso(tl_start), "end": iso(tl_start + n_buckets * size),
@@ -171,16 +174,17 @@ def _hosts(store: Store, hosts: Sequence[str], per_host: dict[str, dict[str, Any
     return out
 
 
-def _techniques(store: Store, hosts: Sequence[str], since: float | None) -> dict[str, list]:
+def _techniques(store: Store, rule_event: Mapping[str, str]) -> dict[str, list]:
     """rule -> its ATT&CK technique ids, as one of its events carries them (``threat.*``
     comes from the rule's tags: every event of a rule has the same)."""
+    raws = store.raw_events(list(rule_event.values()))
     out = {}
-    for rule, raw in store.rule_examples(hosts, since).items():
+    for rule, eid in rule_event.items():
         try:
-            ids = ecs.get(json.loads(raw), ecs.TECHNIQUE_ID)
-        except ValueError:
+            ids = ecs.get(json.loads(raws.get(eid, "{}")), ecs.TECHNIQUE_ID)
+        except (ValueError, AttributeError):  # not JSON to Python, or not an object
             continue
-        out[str(rule or "")] = [str(i) for i in ids] if isinstance(ids, list) else []
+        out[rule] = [str(i) for i in ids] if isinstance(ids, list) else []
     return out
 
 
