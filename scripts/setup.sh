@@ -21,8 +21,8 @@ log() { printf 'setup: %s\n' "$*"; }
 PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
       openssh-server openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs
       gcc libc6-dev)  # gcc -static: helpers the kernel and VM tests build (the guest has no compiler)
-# Test-only tools: shellcheck (make lint, the unit test of the host scripts) and chromium (the HTML report's
-# headless rendering test); never installed by plain setup or make demo.
+# Test-only tools: shellcheck (make lint, the unit test of the host scripts) and chromium
+# (the HTML report's headless rendering test); never installed by plain setup or make demo.
 [ "$with_test" = 0 ] || PKGS+=(shellcheck chromium)
 missing=()
 for p in "${PKGS[@]}"; do
