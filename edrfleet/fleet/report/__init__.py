@@ -4,8 +4,9 @@ Modules: ``store`` (the store protocol, ``open_store``), its backends ``sqlite_s
 (embedded, the default) and ``postgres_store`` (several controllers), ``fields`` (which event
 field fills which column), ``pull`` (hosts over Transport, bounded pool),
 ``summary`` (counts per host / rule, top blocked and would-block, timeline), ``formats`` and
-``html_report`` (table, json, csv, html); ``queries`` (event filters, command patterns),
-``events`` and ``event_formats`` (``edrfleet events``: the stored events listed).  The host
+``html_report`` (table, json, csv, html); ``queries`` (the command patterns and search the
+backends share), ``events`` and ``event_formats`` (``edrfleet events``: the stored events
+listed), ``times`` (``--since``, ISO times).  The host
 side is ``edrfleet.agent.pull`` (``agent.pyz pull``).
 """
 
