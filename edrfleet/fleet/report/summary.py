@@ -97,7 +97,7 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
     buckets = [{"start": iso(tl_start + k * size)} | _zero() for k in range(n_buckets)]
     per_host = {h: _zero() | {"last_event": None} for h in hosts}
     rules: dict[tuple[str, str], dict[str, int]] = {}
-    rule_event: dict[str, str] = {}  # rule -> one of its events' id
+    rule_event: dict[str, tuple[float, str]] = {}  # rule -> (time, id) of a recent event
     for host, rule, severity, action, b, n, last, eid in store.counts(hosts, since, tl_start,
                                                                       size or 1):
         key = _action(action)
@@ -105,7 +105,9 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
         row[key] += n
         if last is not None and (row["last_event"] is None or last > row["last_event"]):
             row["last_event"] = last
-        rule_event[str(rule or "")] = eid
+        known = rule_event.get(str(rule or ""))
+        if known is None or (last or 0) > known[0]:  # its newest group's: today's tags
+            rule_event[str(rule or "")] = (last or 0, eid)
         counts = rules.setdefault((str(rule or ""), str(severity or "")), _zero())
         counts[key] += n
         if b is not None and 0 <= b < n_buckets:
@@ -174,12 +176,12 @@ def _hosts(store: Store, hosts: Sequence[str], per_host: dict[str, dict[str, Any
     return out
 
 
-def _techniques(store: Store, rule_event: Mapping[str, str]) -> dict[str, list]:
-    """rule -> its ATT&CK technique ids, as one of its events carries them (``threat.*``
-    comes from the rule's tags: every event of a rule has the same)."""
-    raws = store.raw_events(list(rule_event.values()))
+def _techniques(store: Store, rule_event: Mapping[str, tuple[float, str]]) -> dict[str, list]:
+    """rule -> its ATT&CK technique ids, as one of its recent events carries them
+    (``threat.*`` comes from the rule's tags, the same in every event of one policy)."""
+    raws = store.raw_events([eid for _t, eid in rule_event.values()])
     out = {}
-    for rule, eid in rule_event.items():
+    for rule, (_t, eid) in rule_event.items():
         try:
             ids = ecs.get(json.loads(raws.get(eid, "{}")), ecs.TECHNIQUE_ID)
         except (ValueError, AttributeError):  # not JSON to Python, or not an object

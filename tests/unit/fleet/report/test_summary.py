@@ -162,3 +162,11 @@ def test_latest_events_overall_and_per_host_on_request(store_db: str) -> None:
     assert [e["id"] for e in s["events"]] == ["b3", "b2", "b1", "a3"]
     assert {h: [e["id"] for e in es] for h, es in s["host_events"].items()} == {
         "web1": ["a3", "a2"], "web2": ["b3", "b2"]}
+
+
+def test_a_rules_techniques_come_from_its_newest_events(store_db: str) -> None:
+    store = store_with(store_db, {"web1": [
+        event("z-old", rule="wipe", ts=T0, fields={"threat.technique.id": ["T1070"]}),
+        event("a-new", rule="wipe", ts=T0 + 7200, fields={"threat.technique.id": ["T1485"]})]})
+    rules = {r["rule"]: r for r in summarize(store, ["web1"], now=T0 + 8000)["rules"]}
+    assert rules["wipe"]["techniques"] == ["T1485"]  # the policy's tags today
