@@ -21,6 +21,9 @@ A batch holding a line the server refuses (not JSON, ``\\u0000`` or a lone surro
 NaN, a NUL byte) is redone line by line, each in a savepoint, counting the refused lines;
 a line holding lone surrogates (not UTF-8) has them written as visible ``\\udcff`` text.
 Command lines are sensitive: grant the ``edrfleet`` schema to the report's role only.
+
+Reads filter and group in SQL; the top lists' command pattern is ``regexp_replace`` with the
+expressions of :mod:`edrfleet.fleet.report.queries` (the same result as SQLite's, tested).
 """
 
 from __future__ import annotations

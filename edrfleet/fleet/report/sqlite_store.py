@@ -17,6 +17,10 @@ C, while the GIL is released for the pulling threads.  A batch holding a line th
 JSON falls back to inserting line by line and counts the lines SQLite refuses.  (SQLite
 3.40's json_extract ends a string at an escaped NUL; argv-derived command lines cannot hold
 one, and ``raw`` keeps the line whole either way.)
+
+Reads filter and group in SQL; the top lists' command pattern
+(:func:`edrfleet.fleet.report.queries.command_pattern`) is a function registered on the
+connection, ``edrfleet_pattern``, since SQLite has no regular-expression replace.
 """
 
 from __future__ import annotations
