@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
+from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
 from edrfleet.cli.report_cmd import _progress
 from edrfleet.fleet.report.event_formats import EVENT_FORMATS
-from edrfleet.fleet.report.pull import DEFAULT_FORKS
 from edrfleet.fleet.report.store import DEFAULT_DB, ReportError
 from edrfleet.fleet.report.summary import ACTIONS
 
@@ -33,10 +32,11 @@ def _run(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     if args.search == "":
         raise ReportError("--search '': an empty text matches every event (fix: leave it out)")
-    with _progress(sys.stderr.isatty()) as (on_start, on_done):
-        found = run_events(args.inventory, limit=args.limit, db=args.db, rule=args.rule,
-                           action=args.action, since=since, search=args.search,
-                           max_events=args.max or None, forks=args.forks,
+    with _progress(sys.stderr.isatty() and not args.verbose, "events") as (on_start, on_done):
+        found = run_events(fleet_args.inventory_sources(args), limit=args.limit, db=args.db,
+                           rule=args.rule, action=args.action, since=since, search=args.search,
+                           max_events=args.max or None, forks=fleet_args.forks(args),
+                           connect_timeout=fleet_args.connect_timeout(args),
                            pull=not args.no_pull, on_start=on_start, on_done=on_done)
     terminal = sys.stdout.isatty()
     width = os.get_terminal_size().columns if terminal else 160
@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
               "-n 0 for all, or narrow with --since, --rule, --action, --search, -l)",
               file=sys.stderr)
     for p in found.failed:
-        print(f"edrfleet: {p.host}: not pulled: {p.error}", file=sys.stderr)
+        print(f"edrfleet: {p.host}: not pulled: {fleet_args.without_host(p.host, p.error)}",
+              file=sys.stderr)
     return EXIT_FAILED if found.failed else EXIT_OK
 
 
@@ -57,9 +58,7 @@ def register(subparsers: Any) -> None:
         "events", help="pull new events from the hosts and list the stored ones",
         description="List stored events, newest first: host, time, user, parent, working "
         "directory, command line, rule, action, severity. Filters combine (all must hold).")
-    p.add_argument("inventory", type=Path, metavar="INVENTORY")
-    p.add_argument("-l", "--limit", default=None, metavar="PATTERN",
-                   help="Ansible host pattern (default: all)")
+    fleet_args.add_fleet_options(p)
     p.add_argument("--rule", default=None, metavar="ID", help="only this rule's events")
     p.add_argument("--action", choices=ACTIONS, default=None,
                    help="only events with this action")
@@ -76,8 +75,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE|URI",
                    help="the central store: a SQLite file (default %(default)s) or "
                         "postgresql://USER@HOST/DB")
-    p.add_argument("--forks", type=int, default=DEFAULT_FORKS,
-                   help="hosts pulled at once (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="one line per host pulled on stderr instead of the progress bar")
     p.add_argument("--no-pull", action="store_true",
                    help="list what the store holds, without contacting the hosts")
     p.set_defaults(func=_run)

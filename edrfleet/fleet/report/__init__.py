@@ -12,7 +12,7 @@ side is ``edrfleet.agent.pull`` (``agent.pyz pull``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,7 +49,7 @@ class Pulled:
 
 
 @contextmanager
-def pulled(inventory_path: str | Path, *, limit: str | None = None,
+def pulled(inventory_path: str | Path | Sequence[str], *, limit: str | None = None,
            db: str | Path = DEFAULT_DB, forks: int = DEFAULT_FORKS, pull: bool = True,
            connect_timeout: float = 10, on_start: Callable[[int], None] | None = None,
            on_done: Callable[[HostPull], None] | None = None) -> Iterator[Pulled]:
@@ -76,7 +76,7 @@ def pulled(inventory_path: str | Path, *, limit: str | None = None,
         yield Pulled(store, [h.name for h in hosts], pulls)
 
 
-def run_report(inventory_path: str | Path, *, limit: str | None = None,
+def run_report(inventory_path: str | Path | Sequence[str], *, limit: str | None = None,
                db: str | Path = DEFAULT_DB, since: float | None = None,
                forks: int = DEFAULT_FORKS, pull: bool = True, connect_timeout: float = 10,
                on_start: Callable[[int], None] | None = None,
@@ -101,7 +101,7 @@ class Investigation:
         return [p for p in self.pulls.values() if not p.ok]
 
 
-def run_events(inventory_path: str | Path, *, limit: str | None = None,
+def run_events(inventory_path: str | Path | Sequence[str], *, limit: str | None = None,
                db: str | Path = DEFAULT_DB, rule: str | None = None,
                action: str | None = None, since: float | None = None,
                search: str | None = None, max_events: int | None = 100,

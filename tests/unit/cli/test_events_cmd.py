@@ -109,3 +109,16 @@ def test_a_negative_max_is_a_usage_error(inventory, db, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["events", str(inventory), "--db", db, "-n", "-3"])
     assert e.value.code == 2 and "0 for all" in capsys.readouterr().err
+
+
+def test_takes_the_fleet_options_of_every_inventory_command(inventory, db, capsys) -> None:
+    rc, out, err = events(capsys, "-i", str(inventory), "-l", "web2", "--db", db, "--no-pull",
+                          "--format", "json", "-f", "3", "--connect-timeout", "2")
+    assert rc == 0, err
+    assert [r["id"] for r in json.loads(out)] == ["b1"]
+
+
+def test_verbose_pull_lines_name_the_command(inventory, db, capsys) -> None:
+    rc, _out, err = events(capsys, str(inventory), "-l", "web2", "--db", db, "-v",
+                           "--connect-timeout", "2")
+    assert rc == 1 and "edrfleet events: web2: not pulled" in err
