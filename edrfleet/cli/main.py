@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         agent_cmd,
         config_cmd,
         deploy_cmd,
+        events_cmd,
         inventory_cmd,
         lab_cmd,
         policy_cmd,
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edrfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (policy_cmd, agent_cmd, inventory_cmd, lab_cmd, report_cmd, deploy_cmd,
-                   config_cmd):
+    for module in (policy_cmd, agent_cmd, inventory_cmd, lab_cmd, report_cmd, events_cmd,
+                   deploy_cmd, config_cmd):
         module.register(sub)
     return parser
 
