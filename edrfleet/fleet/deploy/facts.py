@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edrfleet.fleet.deploy.hostfiles import host_file
+from edrfleet.fleet.deploy.hostvars import check_file_path, check_managed_dir
 
 UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
 UNIT_NAME = "edrfleet-agent.service"
@@ -62,13 +63,23 @@ class HostPaths:
 
     @classmethod
     def from_vars(cls, hv: dict[str, Any]) -> HostPaths:
+        """The host's paths, each checked (hostvars.HostVarError: not absolute, not plain, a
+        system directory): on the controller, before anything connects."""
         return cls(
-            install_dir=str(hv.get("edrfleet_install_dir", cls.install_dir)).rstrip("/"),
-            config_dir=str(hv.get("edrfleet_config_dir", cls.config_dir)).rstrip("/"),
-            spool_dir=str(hv.get("edrfleet_spool_dir", cls.spool_dir)).rstrip("/"),
-            run_dir=str(hv.get("edrfleet_run_dir", cls.run_dir)).rstrip("/"),
-            python=str(hv.get("edrfleet_python", cls.python)),
+            install_dir=check_managed_dir("edrfleet_install_dir",
+                                          hv.get("edrfleet_install_dir", cls.install_dir)),
+            config_dir=check_managed_dir("edrfleet_config_dir",
+                                         hv.get("edrfleet_config_dir", cls.config_dir)),
+            spool_dir=check_managed_dir("edrfleet_spool_dir",
+                                        hv.get("edrfleet_spool_dir", cls.spool_dir)),
+            run_dir=check_managed_dir("edrfleet_run_dir",
+                                      hv.get("edrfleet_run_dir", cls.run_dir)),
+            python=check_file_path("edrfleet_python", hv.get("edrfleet_python", cls.python)),
         )
+
+    @property
+    def managed_dirs(self) -> tuple[str, ...]:
+        return (self.install_dir, self.config_dir, self.spool_dir, self.run_dir)
 
     def shell_vars(self) -> str:
         """Shell assignments for the scripts (every value quoted)."""

@@ -13,6 +13,7 @@ from typing import Any
 from edrfleet.errors import HostError
 from edrfleet.fleet.deploy.facts import HostPaths
 from edrfleet.fleet.deploy.hostpolicy import HostPolicy
+from edrfleet.fleet.deploy.hostvars import check_unit_vars
 from edrfleet.fleet.deploy.release import Release
 from edrfleet.fleet.deploy.render import UNIT_TEMPLATE, render
 
@@ -72,11 +73,13 @@ def service_manager(host_vars: dict[str, Any], facts: dict[str, Any]) -> str:
 
 
 def render_unit(paths: HostPaths, name: str) -> str:
-    return render(UNIT_TEMPLATE, {
+    variables = {
         "edrfleet_python": paths.python, "edrfleet_install_dir": paths.install_dir,
         "edrfleet_policy_path": f"{paths.config_dir}/policy.json",
         "edrfleet_spool_dir": paths.spool_dir, "edrfleet_host_name": name,
-    }, host=name)
+    }
+    check_unit_vars(variables)
+    return render(UNIT_TEMPLATE, variables, host=name)
 
 
 def _release_ok(hashes: dict[str, str], release: Release) -> bool:
