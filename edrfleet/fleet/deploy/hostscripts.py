@@ -90,8 +90,8 @@ def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
         "SERVICE": plan.service,
     }
     return (_preamble(desired.paths, desired.name, desired.manager, extra,
-                      desired.start_timeout) + host_file("common.sh") + install
-            + host_file("apply.sh"))
+                      desired.start_timeout) + host_file("common.sh") + host_file("dirs.sh")
+            + install + host_file("apply.sh"))
 
 
 def rollback_script(desired: Desired, old_release: str, restore_policy: bool,
