@@ -1,12 +1,14 @@
 """The agent release: what `edrfleet deploy` and the Ansible role push to a host.
 
-A release is three files, laid out on the host as ``<install_dir>/releases/<id>/``::
+A release is four files, laid out on the host as ``<install_dir>/releases/<id>/``::
 
     agent.pyz          zipapp of edrfleet/__init__.py + edrfleet/agent/ (stdlib + bcc only)
     bpf/edrfleet.c     the BPF program BCC compiles on the host
     bpf/edrfleet.h     the kernel <-> user contract it includes
+    release.sha256     sha256 of the others (sha256sum's format): the agent refuses to start
+                       when its release no longer matches it (edrfleet/agent/release_check.py)
 
-``<id>`` is the first 16 hex digits of the sha256 over the three files' names and bytes, so the
+``<id>`` is the first 16 hex digits of the sha256 over the files' names and bytes, so the
 same source always gives the same id and a rerun with nothing changed changes nothing.  The
 zipapp is byte-for-byte reproducible (sorted entries, fixed timestamps, no compression).
 ``<install_dir>/current`` is a symlink to the active release; the unit runs
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edrfleet import paths
+from edrfleet.agent.release_check import MANIFEST
 
 REPO = paths.REPO
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
@@ -62,6 +65,9 @@ def build_release(repo: Path = REPO) -> Release:
     files = {"agent.pyz": agent_zipapp(repo)}
     for f in sorted((repo / "bpf").glob("*.[ch]")):
         files[f"bpf/{f.name}"] = f.read_bytes()
+    # what the agent checks itself against at every start (edrfleet/agent/release_check.py)
+    files[MANIFEST] = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n"
+                              for n in sorted(files)).encode()
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
