@@ -151,7 +151,7 @@ def _unlink(path: str) -> None:
 
 def _lock_pidfile(path: str) -> int:
     """Open and lock the pidfile; OSError names the holder when another supervisor runs."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -281,13 +281,23 @@ def supervise_argv(args: argparse.Namespace) -> list[str]:
 
 
 def supervisor_pid(run_dir: str) -> int:
-    """The pid of a live supervisor (0 when none)."""
+    """The pid of the live supervisor (0 when none): the one holding the pidfile's lock.  The
+    pid alone proves nothing: after a crash it may belong to any process, which a stop or
+    restart would then signal."""
     try:
-        with open(os.path.join(run_dir, "supervisor.pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
+        fd = os.open(os.path.join(run_dir, "supervisor.pid"),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return 0
-    return pid if pid > 0 and _alive(pid) else 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: a supervisor is up, and it wrote its pid there
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return 0  # nobody holds the lock: no supervisor, whatever pid the file names
+    finally:
+        os.close(fd)  # drops our shared lock, if we took it
 
 
 def _supervisor(action: str, args: argparse.Namespace) -> None:

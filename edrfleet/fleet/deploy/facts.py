@@ -26,10 +26,17 @@ it wants (fleet/deploy/operations.py) so it pushes and restarts only what differ
     policy_yaml        its text when asked for (deploy --diff), else None
     unit_sha256        sha256 of the systemd unit file ("" when missing)
     status             <spool_dir>/status.json as a dict (None when missing or unreadable)
-    supervisor_pid     pid of a live supervisor (0 when none), from <run_dir>/supervisor.pid
-    agent_pid          pid of the live agent (0 when none): supervisor's agent.pid, or systemd's
-                       MainPID
-    agent_active       True when an agent process is alive
+    supervisor_pid     pid of this install's live supervisor (0 when none), from
+                       <run_dir>/supervisor.pid
+    agent_pid          pid of this install's live agent (0 when none): supervisor's agent.pid, or
+                       systemd's MainPID.  Liveness is by identity, not by kill(pid, 0): the
+                       process's /proc cmdline must be this install's `agent.pyz run --spool
+                       <spool_dir>` (`supervise --pidfile <run_dir>/supervisor.pid`) and it must
+                       have started before its pidfile was written (systemd: before status.json's
+                       started_at), so a pid reused by another process is not the agent
+    agent_active       True when the agent is alive (as above) and, when it says it enforces or
+                       monitors, its status.json is fresh (STATUS_STALE)
+    agent_not_alive    why a pid found is not taken as the live agent ("" otherwise)
     missing_packages   Debian packages the agent needs and the host lacks
                        ("python3-bpfcc", "linux-headers-<release>")
 """
@@ -141,6 +148,22 @@ def _status(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# A running agent rewrites status.json every second; one this old speaks for a hung or dead
+# agent (a "starting" one may compile for longer: its age is not held against it).
+STATUS_STALE = 30.0
+
+
+def _stale(status: dict[str, Any] | None, age: str) -> str:
+    try:
+        seconds = float(age)
+    except ValueError:
+        return ""
+    if status and status.get("state") in ("enforcing", "monitoring") and seconds > STATUS_STALE:
+        return (f"status.json was last written {seconds:.0f} s ago (a running agent rewrites "
+                "it every second)")
+    return ""
+
+
 def _pid(text: str) -> int:
     return int(text) if text.strip().isdigit() else 0
 
@@ -170,6 +193,8 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
     if raw.get("kernel_headers") != "1":
         missing.append(f"linux-headers-{kernel}" if kernel else "linux-headers")
     agent_pid = _pid(raw.get("agent_pid", ""))
+    status = _status(raw["status"]) if "status" in raw else None
+    not_alive = raw.get("agent_not_alive", "") or _stale(status, raw.get("status_age", ""))
     return {
         "kernel_release": kernel,
         "lsm": lsm,
@@ -188,9 +213,10 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
         "policy_yaml_sha256": raw.get("policy_yaml_sha256", ""),
         "policy_yaml": _unb64(raw["policy_yaml"]) if "policy_yaml" in raw else None,
         "unit_sha256": raw.get("unit_sha256", ""),
-        "status": _status(raw["status"]) if "status" in raw else None,
+        "status": status,
         "supervisor_pid": _pid(raw.get("supervisor_pid", "")),
         "agent_pid": agent_pid,
-        "agent_active": agent_pid > 0,
+        "agent_active": agent_pid > 0 and not not_alive,
+        "agent_not_alive": not_alive,
         "missing_packages": missing,
     }

@@ -148,7 +148,8 @@ def _service_action(facts: dict[str, Any], desired: Desired, p: Plan) -> str:
 def _why_service(facts: dict[str, Any], desired: Desired, p: Plan) -> str:
     status = facts.get("status") or {}
     if p.service == "start":
-        return " (not running)"
+        why = facts.get("agent_not_alive")
+        return f" (not running: {why})" if why else " (not running)"
     if p.service == "restart" and not (p.swap_release or p.write_unit or p.packages):
         return f" (state {status.get('state', 'unknown')})"
     if p.service == "reload" and not p.write_policy:
