@@ -137,7 +137,9 @@ def _log(msg: str) -> None:
 
 def _write_pidfile(path: str, pid: int) -> None:
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    _unlink(tmp)  # a crash's leftover; then created exclusively, never through a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(f"{pid}\n")
     os.rename(tmp, path)
 
@@ -173,7 +175,7 @@ def _daemonize(log: str) -> int | None:
         os._exit(0)
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
