@@ -61,7 +61,8 @@ def check_managed_dir(var: str, value: Any) -> str:
 
 
 def check_file_path(var: str, value: Any) -> str:
-    if not isinstance(value, str) or not _PATH.match(value) or value.endswith("/"):
+    if not isinstance(value, str) or not _PATH.match(value) or value.endswith("/") \
+            or ".." in value.split("/"):
         raise HostVarError(f"{var} is {value!r}: not an absolute file path of letters, digits "
                            "and ._+@:/- (fix: e.g. /usr/bin/python3)")
     return value

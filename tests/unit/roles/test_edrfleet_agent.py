@@ -43,6 +43,10 @@ HOST_VARS = [
      "edrfleet_exceptions": [{"id": "allow-backup-rm", "description": "nightly cleanup",
                               "severity": "low", "match": {"executable": ["rm"],
                                                            "args": [{"glob": "/srv/backup/*"}]}}]},
+    # hostile values (no `{{`: Ansible templates variables, unless the inventory says !unsafe)
+    {"edrfleet_mode": "x\nbackend: sigkill", "edrfleet_unscanned": "allow\nscope: {}",
+     "edrfleet_protected_agents": ["a'b\n  - id: planted", "$(id)", "x.y|.*"],
+     "edrfleet_scope_cgroups": ["/a\"\nb", "%h"]},
 ]
 
 
@@ -53,7 +57,7 @@ def test_the_role_templates_are_links_to_the_repository_templates():
         assert link.resolve() == REPO / "templates" / name
 
 
-@pytest.mark.parametrize("host_vars", HOST_VARS, ids=["defaults", "lab-host"])
+@pytest.mark.parametrize("host_vars", HOST_VARS, ids=["defaults", "lab-host", "hostile"])
 def test_ansible_renders_the_policy_as_edrfleet_does(tmp_path, host_vars):
     playbook_bin = Path(sys.executable).parent / "ansible-playbook"
     if not playbook_bin.exists() and not shutil.which("ansible-playbook"):
