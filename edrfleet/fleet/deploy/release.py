@@ -65,7 +65,13 @@ def build_release(repo: Path = REPO) -> Release:
     files = {"agent.pyz": agent_zipapp(repo)}
     for f in sorted((repo / "bpf").glob("*.[ch]")):
         files[f"bpf/{f.name}"] = f.read_bytes()
-    # what the agent checks itself against at every start (edrfleet/agent/release_check.py)
+    return release_of(files)
+
+
+def release_of(files: dict[str, bytes]) -> Release:
+    """The release of these files, with the manifest the agent checks itself against at every
+    start (edrfleet/agent/release_check.py); a manifest among ``files`` is made anew."""
+    files = {n: d for n, d in files.items() if n != MANIFEST}
     files[MANIFEST] = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n"
                               for n in sorted(files)).encode()
     h = hashlib.sha256()
