@@ -90,3 +90,15 @@ def test_the_role_passes_ansible_lint_at_the_default_profile(tmp_path):
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Passed: 0 failure(s), 0 warning(s)" in r.stdout + r.stderr
+
+
+def test_the_role_refuses_the_system_directories_deploy_refuses():
+    import yaml
+
+    from edrfleet.fleet.deploy.hostvars import SYSTEM_DIRS
+
+    role_vars = yaml.safe_load((REPO / "roles/edrfleet_agent/vars/main.yml").read_text())
+    assert set(role_vars["__edrfleet_agent_system_dirs"]) == SYSTEM_DIRS
+    dirs_sh = role_vars["__edrfleet_agent_dirs_sh"].replace("{{ role_path }}",
+                                                            str(REPO / "roles/edrfleet_agent"))
+    assert Path(dirs_sh).resolve() == REPO / "edrfleet/fleet/deploy/host/dirs.sh"
