@@ -8,6 +8,7 @@ environment (facts.sh exports them); parsed by edrfleet/fleet/deploy/facts.py.
 import base64
 import hashlib
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -96,8 +97,6 @@ def mtime(p):
 
 def status_started(b64_status):
     try:
-        import json
-
         st = json.loads(base64.b64decode(b64_status or ""))
         return float(st.get("started_at") or 0), int(st.get("pid") or 0), \
             float(st.get("updated_at") or 0)
