@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -122,7 +123,8 @@ def test_a_stale_status_json_is_not_a_live_agent(tmp_path: Path) -> None:
         (tmp_path / "run" / "agent.pid").write_text(f"{agent.pid}\n")
         facts = gather_facts(LocalTransport(), p)
     assert facts["agent_pid"] == agent.pid and not facts["agent_active"]
-    assert "last written 100 s ago" in facts["agent_not_alive"]
+    # 100 s, and a little more on a busy machine
+    assert re.search(r"last written 1\d\d s ago", facts["agent_not_alive"])
 
 
 def test_paths_with_spaces_and_quotes_stay_one_word(tmp_path: Path) -> None:
