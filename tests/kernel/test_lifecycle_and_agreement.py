@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from tests.corpora import CORPUS
@@ -173,7 +174,7 @@ def test_blocked_events_also_reach_syslog_and_a_webhook(start_agent, cgroup, sta
         deadline = time.monotonic() + 10
         while not posts and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert posts and posts[0][0]["rule.id"] == "to-syslog"
+        assert posts and ecs.get(posts[0][0], ecs.RULE_ID) == "to-syslog"
     finally:
         server.shutdown()
         udp.close()
@@ -235,6 +236,6 @@ def test_the_spool_rotates_by_size_without_losing_an_event(start_agent, cgroup, 
         cursor, lines = got.cursor, lines + got.lines
     time.sleep(0.4)
     lines += read_since(str(agent.spool), cursor).lines
-    args = [json.loads(x)["process.args"][1] for x in lines]
+    args = [ecs.get(json.loads(x), ecs.ARGS)[1] for x in lines]
     assert args == [f"n{i}" for i in range(40)]  # each once, in order
     assert (agent.spool / "events.jsonl.3").exists()

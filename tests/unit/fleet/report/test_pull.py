@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.agent.spool import Spool
 from edrfleet.fleet.deploy.release import build_release
+from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_argv, pull_hosts
 from edrfleet.fleet.report.store import Store
 
@@ -70,13 +72,13 @@ def make_host(tmp_path: Path, install_dir: Path, name: str) -> FakeHost:
 
 
 def ev(host: str, i: int) -> dict:
-    return {"event.id": f"{host}-{i}", "event.action": "blocked", "host.name": host,
-            "@timestamp": "2026-12-01T05:00:00Z", "process.command_line": f"rm -rf /x{i}"}
+    return ecs.nest({"event.id": f"{host}-{i}", "event.action": "blocked", "host.name": host,
+                     "@timestamp": "2026-12-01T05:00:00Z",
+                     "process.command_line": f"rm -rf /x{i}"})
 
 
 def stored_ids(store: Store, host: str) -> list[str]:
-    rows = store.query("SELECT id FROM events WHERE host=?", (host,))
-    return sorted(r[0] for r in rows)
+    return sorted(r[0] for r in store.event_rows(host))
 
 
 def expect(host: str, n: int) -> list[str]:
@@ -91,12 +93,13 @@ def test_argv_uses_the_host_paths_and_quotes_nothing_itself(tmp_path, install_di
     assert pull_argv(FakeHost("w"), None, 5)[1] == "/opt/edrfleet/current/agent.pyz"
 
 
-def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, install_dir):
+def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, install_dir,
+        store_db):
     hosts = [make_host(tmp_path, install_dir, f"web{k}") for k in range(3)]
     spools = [Spool(h.vars["edrfleet_spool_dir"], max_bytes=2000, keep=100) for h in hosts]
     for h, s in zip(hosts, spools, strict=True):
         s.append([ev(h.name, i) for i in range(100)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
     runners: dict[str, LocalRunner] = {}
 
     def connect(h):
@@ -115,12 +118,13 @@ def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, inst
     assert [r.chunks for r in res3.values()] == [1, 1, 1] and store.count() == 390
 
 
-def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, install_dir):
+def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, install_dir,
+        store_db):
     hosts = [make_host(tmp_path, install_dir, n) for n in ("a", "down", "c")]
     for h in hosts:
         with Spool(h.vars["edrfleet_spool_dir"]) as s:
             s.append([ev(h.name, i) for i in range(5)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
 
     def connect(h):
         if h.name == "down":
@@ -134,11 +138,12 @@ def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, ins
     assert store.host_rows()["down"]["last_error"] == res["down"].error
 
 
-def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install_dir):
+def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install_dir,
+        store_db):
     h = make_host(tmp_path, install_dir, "w")
     s = Spool(h.vars["edrfleet_spool_dir"])
     s.append([ev("w", i) for i in range(10)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
     pull_hosts([h], store, lambda _h: LocalRunner())
     before = store.cursor("w")
     s.append([ev("w", i) for i in range(10, 20)])
@@ -157,7 +162,7 @@ def test_a_failing_remote_command_names_its_exit_and_stderr(tmp_path, install_di
     h = FakeHost("w", {"edrfleet_python": sys.executable,
                        "edrfleet_install_dir": str(tmp_path / "nothing-installed"),
                        "edrfleet_spool_dir": str(tmp_path / "spool")})
-    r = pull_hosts([h], Store(tmp_path / "r.db"), lambda _h: LocalRunner())["w"]
+    r = pull_hosts([h], open_store(tmp_path / "r.db"), lambda _h: LocalRunner())["w"]
     assert not r.ok and r.error.startswith("RuntimeError: pull exited 2:")
     assert "agent.pyz" in r.error
 
@@ -177,17 +182,17 @@ def test_pulls_run_in_parallel_up_to_forks(tmp_path, install_dir) -> None:
                 with lock:
                     live[0] -= 1
 
-    res = pull_hosts(hosts, Store(tmp_path / "r.db"), lambda _h: Counting(), forks=3)
+    res = pull_hosts(hosts, open_store(tmp_path / "r.db"), lambda _h: Counting(), forks=3)
     assert all(r.ok for r in res.values()) and 1 < peak[0] <= 3
     with pytest.raises(ValueError, match="--forks 0"):
-        pull_hosts(hosts, Store(tmp_path / "r2.db"), lambda _h: Counting(), forks=0)
+        pull_hosts(hosts, open_store(tmp_path / "r2.db"), lambda _h: Counting(), forks=0)
 
 
-def test_a_rotation_past_the_cursor_is_reported_as_lost(tmp_path, install_dir) -> None:
+def test_a_rotation_past_the_cursor_is_reported_as_lost(tmp_path, install_dir, store_db) -> None:
     h = make_host(tmp_path, install_dir, "w")
     s = Spool(h.vars["edrfleet_spool_dir"], max_bytes=300, keep=2)
     s.append([ev("w", 0)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
     assert not pull_hosts([h], store, lambda _h: LocalRunner())["w"].lost
     s.append([ev("w", i) for i in range(1, 40)])
     r = pull_hosts([h], store, lambda _h: LocalRunner())["w"]
