@@ -351,7 +351,7 @@ class Agent:
             self.status.update(
                 execs_seen=c["execs"], blocked=c["blocked"], would_block=c["would_block"],
                 logged=c["logged"], events_lost=c["lost"] + self.user_lost,
-                errors=c["errors"],
+                errors=c["errors"], candidates_dropped=c["dropped"],
             )
         if self.outputs:
             self.status["outputs"] = {type(o).__name__: o.stats() for o in self.outputs}
