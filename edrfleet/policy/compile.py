@@ -246,8 +246,8 @@ def compile_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     a policy YAML is validated and compiled, a bundle JSON is checked and returned as is.
 
     Raises:
-        OSError: the file cannot be read.
-        PolicyError / PolicyErrors: an invalid policy; ValueError: a damaged bundle.
+        PolicyError / PolicyErrors: an unreadable file or an invalid policy; ValueError: a
+            damaged bundle.
     """
     text = read_policy_file(path)
     if is_bundle_text(text):
