@@ -30,7 +30,6 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
-    EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
     EDR_KEY_BITS,
     EDR_POLICY_MAX_GROUPS,
@@ -40,6 +39,7 @@ from edrfleet.policy.limits import (
     EDR_POLICY_MAX_SCOPE,
     EDR_RULES_PER_GROUP,
     MAX_ACCEPT_MASKS,
+    MAX_CANDIDATES,
     MAX_CLASSES,
     MAX_DFA_STATES,
     MAX_TRANS_TOTAL,
@@ -398,14 +398,14 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     worst: tuple[int, int, int] | None = None
     over = 0
     for i, (_, gi) in enumerate(keys):
-        if len(gi) + len(keys[i][1]) + len(wild) <= EDR_CAND_MAX:
+        if len(gi) + len(keys[i][1]) + len(wild) <= MAX_CANDIDATES:
             break  # sorted: no later pair can pass the cap either
         for j in range(i, len(keys)):
             gj = keys[j][1]
-            if len(gi) + len(gj) + len(wild) <= EDR_CAND_MAX:
+            if len(gi) + len(gj) + len(wild) <= MAX_CANDIDATES:
                 break
             n = len(gi | gj | wild)
-            if n > EDR_CAND_MAX:
+            if n > MAX_CANDIDATES:
                 over += 1
                 if worst is None or n > worst[0]:
                     worst = (n, i, j)
@@ -418,6 +418,6 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     others = f" (and {over - 1} more such cases)" if over > 1 else ""
     c.error(first_rule[min(ga | gb)], f"{who} would run {n} rule groups ({mine} of its "
             f"executables, {len(wild)} for rules without 'executable'); the kernel evaluates at "
-            f"most {EDR_CAND_MAX}{others}",
+            f"most {MAX_CANDIDATES} with the whole argv scanned{others}",
             "give rules on these executables the same 'executable' list (they then share "
             "groups), name the executables of rules without one, or merge rules")

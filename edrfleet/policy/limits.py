@@ -44,6 +44,9 @@ MAX_DFA_STATES = 4096  # states of one group DFA
 MAX_TRANS_TOTAL = 1 << EDR_ROW_BITS  # entries in the whole bundle: the most a transition
 #                                      entry can address (the agent sizes trans up to this)
 MAX_ACCEPT_MASKS = EDR_ACCEPT_IDS - 1  # distinct non-zero masks in the whole bundle
+# groups one exec may hit: the kernel evaluates EDR_CAND_MAX, but past this many (all with an
+# automaton) the tail-call budget leaves no argv window, and every exec of them is unscanned
+MAX_CANDIDATES = min(EDR_CAND_MAX, (EDR_TAIL_CALLS - 1) // 2)
 MAX_NFA_NODES = 20_000  # NFA nodes of one pattern after expanding {m,n}
 MAX_REPEAT_BOUND = 1_000  # largest m or n accepted in {m,n}
 

@@ -23,7 +23,7 @@ import yaml
 import edrfleet.policy.compile as compile_mod
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
-from edrfleet.policy.limits import EDR_CAND_MAX
+from edrfleet.policy.limits import EDR_CAND_MAX, MAX_CANDIDATES
 from tests.unit.templates.test_default_policy import render
 
 KILLED = -9
@@ -65,22 +65,23 @@ def policy_yaml(rules: list[dict], cgroup: str) -> str:
 
 
 def test_the_compiler_refuses_two_names_of_one_file_past_the_cap(cgroup):
-    per_name = EDR_CAND_MAX // 2
+    per_name = MAX_CANDIDATES // 2 + 1
     text = policy_yaml(shell_pair_rules(per_name), cgroup.name)
     with pytest.raises(compile_mod.PolicyError) as info:
         compile_policy(load_policy_text(text, "pair.yaml"))
     msg = str(info.value)
     assert "'fcdash' and 'fcsh' as one file" in msg or "'fcsh' and 'fcdash' as one file" in msg
-    assert f"would run {2 * per_name + 1} rule groups" in msg and f"at most {EDR_CAND_MAX}" in msg
+    assert f"would run {2 * per_name + 1} rule groups" in msg
+    assert f"at most {MAX_CANDIDATES} with the whole argv scanned" in msg
 
 
 def test_a_dropped_group_with_a_block_rule_blocks_counted_and_simulate_agrees(
         start_agent, cgroup, bindir, monkeypatch):
     # a bundle the compiler would refuse (built past its check), as a host's links can make:
     # the kernel must not fail open on it
-    per_name = EDR_CAND_MAX // 2 + 1
+    per_name = EDR_CAND_MAX // 2 + 1  # past what the kernel evaluates
     text = policy_yaml(shell_pair_rules(per_name), cgroup.name)
-    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 4 * EDR_CAND_MAX)
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(load_policy_text(text, "pair.yaml"))
     monkeypatch.undo()
     shutil.copy2("/bin/dash", bindir / "fcdash")

@@ -215,7 +215,7 @@ def test_a_policy_without_rules_compiles_to_an_empty_bundle():
 def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
     import edrfleet.policy.compile as compile_mod
 
-    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 2)
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 2)
     pol = policy_of_rules(rule_yaml("a", match="{executable: [rm]}"),
                           rule_yaml("b", match="{executable: [rm, dd]}"),
                           rule_yaml("c", match="{cmdline: x}"))
@@ -223,7 +223,8 @@ def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
         compile_policy(pol)
     assert info.value.message == (
         "an exec of 'rm' would run 3 rule groups (2 of its executables, 1 for rules without "
-        "'executable'); the kernel evaluates at most 2 (and 1 more such cases)")
+        "'executable'); the kernel evaluates at most 2 with the whole argv scanned (and 1 more "
+        "such cases)")
     assert info.value.line == 3
 
 

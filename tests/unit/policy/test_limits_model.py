@@ -8,7 +8,7 @@ import pytest
 
 import edrfleet.policy.compile as compile_mod
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
-from edrfleet.policy.limits import EDR_CAND_MAX, EDR_SCAN_WINDOW, NAME_BYTES_MAX
+from edrfleet.policy.limits import EDR_CAND_MAX, EDR_SCAN_WINDOW, MAX_CANDIDATES, NAME_BYTES_MAX
 from tests.unit.helpers.policy_helpers import fake_stat, policy_of_rules, rule_yaml
 
 NO_FILES = fake_stat({})
@@ -25,19 +25,25 @@ def pair_rules(per_name: int, wild: int = 1) -> list[str]:
 
 
 def test_two_names_of_one_file_past_the_cap_are_refused_naming_both():
-    per = EDR_CAND_MAX // 2
+    per = MAX_CANDIDATES // 2 + 1
     with pytest.raises(PolicyError) as info:
         compile_policy(policy_of_rules(*pair_rules(per)))
     msg = info.value.message
     assert "'sh' and 'dash' as one file (a link) would run" in msg or \
         "'dash' and 'sh' as one file (a link) would run" in msg
     assert f"{2 * per + 1} rule groups ({per} + {per} of its executables, 1 for rules without " \
-        f"'executable'); the kernel evaluates at most {EDR_CAND_MAX}" in msg
+        f"'executable'); the kernel evaluates at most {MAX_CANDIDATES}" in msg
     assert "same 'executable' list" in info.value.fix
 
 
+def test_the_compiler_cap_leaves_every_group_an_argv_window():
+    # one group more and all with automata: (32 - groups - 1) // groups == 0 windows
+    assert MAX_CANDIDATES <= EDR_CAND_MAX
+    assert (32 - MAX_CANDIDATES - 1) // MAX_CANDIDATES >= 1
+
+
 def test_two_names_within_the_cap_compile_and_run_every_group():
-    per = (EDR_CAND_MAX - 1) // 2
+    per = (MAX_CANDIDATES - 1) // 2
     bundle = compile_policy(policy_of_rules(*pair_rules(per)))
     d = simulate(bundle, ["/bin/sh", "-c", "echo canary0abc"], stat=NO_FILES,
                  filename="/x/sh")
@@ -58,8 +64,8 @@ def test_many_cmdline_only_rules_are_a_clear_refusal_not_a_crash():
 def past_the_cap(monkeypatch):
     """A bundle with more groups for sh + dash than the kernel evaluates (the compiler's check
     lifted), as links on a host can make one."""
-    per = EDR_CAND_MAX // 2 + 1
-    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 4 * EDR_CAND_MAX)
+    per = EDR_CAND_MAX // 2 + 1  # past what the kernel evaluates
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(policy_of_rules(*pair_rules(per)))
     monkeypatch.undo()
     return bundle
@@ -77,8 +83,8 @@ def test_policy_test_fails_closed_where_the_kernel_drops_a_block_group(past_the_
 
 
 def test_a_dropped_group_without_block_rules_changes_nothing(monkeypatch, tmp_path):
-    per = EDR_CAND_MAX // 2 + 1
-    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 4 * EDR_CAND_MAX)
+    per = EDR_CAND_MAX // 2 + 1  # past what the kernel evaluates
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(policy_of_rules(*pair_rules(per, wild=0)))
     monkeypatch.undo()
     (tmp_path / "dash").write_bytes(b"")

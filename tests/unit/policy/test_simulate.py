@@ -160,7 +160,7 @@ def test_too_many_fileless_groups_are_refused_with_a_fix(monkeypatch):
 def test_fileless_and_wildcard_groups_together_must_fit_one_exec(monkeypatch):
     import edrfleet.policy.compile as compile_mod
 
-    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 8)  # fewer rules to compile
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 8)  # fewer rules to compile
     wild = [rule_yaml(f"w{i}", "log", f"{{args: [{{any: [w{i}]}}]}}") for i in range(300)]
     mem = [rule_yaml(f"f{i}", "log", f"{{fileless: true, args: [{{any: [f{i}]}}]}}")
            for i in range(300)]
