@@ -120,6 +120,7 @@ FLAG_UNSCANNED = 4
 FLAG_CWD_TRUNCATED = 8
 FLAG_CWD_UNKNOWN = 16
 FLAG_FILELESS = 32
+FLAG_DROPPED = 64  # rule groups not evaluated (the candidate cap): reason dropped if blocked
 TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 ATTACK_FRAMEWORK = "MITRE ATT&CK"
 _DELETED = " (deleted)"
