@@ -124,3 +124,20 @@ def test_a_name_longer_than_the_kernel_key_is_not_matched_by_name():
     fits = "r" * NAME_BYTES_MAX
     bundle["executables"]["names"][fits] = bundle["executables"]["names"]["rm"]
     assert simulate(bundle, [f"/x/{fits}"], stat=NO_FILES).rule == "rm"
+
+
+def test_policy_test_names_a_fail_closed_block(past_the_cap, tmp_path, capsys):
+    from edrfleet.cli.main import main
+    from edrfleet.policy.bundle import dump_bundle
+
+    (tmp_path / "dash").write_bytes(b"")
+    (tmp_path / "sh").symlink_to("dash")
+    f = tmp_path / "bundle.json"
+    f.write_text(dump_bundle(past_the_cap))
+    cmd = ["policy", "test", str(f), "--", str(tmp_path / "sh"), "-c", "echo"]
+    assert main(cmd) == 0
+    assert capsys.readouterr().out.startswith(
+        "blocked: more rule groups apply to this executable than the kernel evaluates")
+    assert main([*cmd[:3], "--format", "json", *cmd[3:]]) == 0
+    out = capsys.readouterr().out
+    assert '"reason": "dropped"' in out and '"rule": null' in out
