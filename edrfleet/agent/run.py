@@ -117,6 +117,7 @@ class Agent:
             "rules": 0,
             "pid": os.getpid(),
             "version": __version__,
+            "kernel": os.uname().release,
             "execs_seen": 0,
             "blocked": 0,
             "would_block": 0,
