@@ -72,10 +72,12 @@ def guest(vm_lab) -> vm.VmHandle:
 
 
 def agent_tarball() -> bytes:
-    """The host agent as it is pushed: edrfleet/__init__.py, edrfleet/agent/, bpf/."""
+    """The host agent as it is pushed: edrfleet/__init__.py and kernel_abi.py, edrfleet/agent/,
+    bpf/."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(REPO / "edrfleet" / "__init__.py", "edrfleet/__init__.py")
+        tar.add(REPO / "edrfleet" / "kernel_abi.py", "edrfleet/kernel_abi.py")
         for f in sorted((REPO / "edrfleet" / "agent").glob("*.py")):
             tar.add(f, f"edrfleet/agent/{f.name}")
         for f in sorted((REPO / "bpf").iterdir()):
