@@ -1,8 +1,12 @@
-"""Can this kernel load a BPF LSM program?  Asked with a 2-instruction program, in a millisecond.
+"""Can this kernel load our BPF LSM program?  Asked with a 5-instruction program, in a millisecond.
 
 Compiling the LSM half of bpf/edrfleet.c costs BCC time; on kernels that list "bpf" among
 their LSMs but refuse BPF LSM programs (this project's dev/CI kernel answers EPERM even to
-root) we learn that first, with a raw bpf(BPF_PROG_LOAD) of ``r0 = 0; exit``.
+root) we learn that first, with a raw bpf(BPF_PROG_LOAD).  The probe calls the two helpers
+bpf/lsm.c reads execve's arguments with, ``bpf_get_current_task_btf`` (kernel 5.11) and
+``bpf_task_pt_regs`` (5.15): a 5.10 kernel booted with ``lsm=…,bpf`` takes an LSM program but
+not ours, and the verifier's "unknown func" (EINVAL) sends the agent to backend sigkill instead of
+failing the compile.
 
 x86-64 only, like the LSM part of the program (bpf/lsm.c reads the execve arguments from
 x86-64's pt_regs, by its syscall numbers): elsewhere the answer is no, and the agent runs the
@@ -12,6 +16,7 @@ sigkill backend.
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import os
 import struct
 
@@ -23,7 +28,14 @@ ATTR_SIZE = 128
 # struct bpf_attr, BPF_PROG_LOAD part: offsets from include/uapi/linux/bpf.h (a stable ABI)
 OFF_PROG_TYPE, OFF_INSN_CNT, OFF_INSNS, OFF_LICENSE = 0, 4, 8, 16
 OFF_EXPECTED_ATTACH_TYPE, OFF_ATTACH_BTF_ID = 68, 108
-INSNS = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
+BPF_FUNC_GET_CURRENT_TASK_BTF, BPF_FUNC_TASK_PT_REGS = 158, 175  # include/uapi/linux/bpf.h
+INSNS = bytes.fromhex(
+    "850000009e000000"  # call bpf_get_current_task_btf
+    "bf01000000000000"  # r1 = r0
+    "85000000af000000"  # call bpf_task_pt_regs
+    "b700000000000000"  # r0 = 0
+    "9500000000000000"  # exit
+)
 
 
 def probe_lsm_load(attach_btf_id: int) -> tuple[bool, str]:
@@ -41,6 +53,9 @@ def probe_lsm_load(attach_btf_id: int) -> tuple[bool, str]:
     fd = libc.syscall(SYS_BPF, BPF_PROG_LOAD, attr, ATTR_SIZE)
     if fd < 0:
         err = ct.get_errno()
+        if err == errno.EINVAL:
+            return False, ("the kernel refuses the LSM program's helpers bpf_get_current_task_btf "
+                           "or bpf_task_pt_regs (kernel 5.15 or later)")
         return False, f"the kernel refuses BPF LSM programs ({os.strerror(err)})"
     os.close(fd)
     return True, ""
