@@ -38,24 +38,56 @@ INSNS = bytes.fromhex(
 )
 
 
-def probe_lsm_load(attach_btf_id: int) -> tuple[bool, str]:
-    """Load and close a trivial LSM program for the hook with BTF id ``attach_btf_id``."""
-    if os.uname().machine != "x86_64":
-        return False, f"the BPF LSM backend is built for x86-64 only (this is {os.uname().machine})"
+BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID = 123
+# scope.cgroups: the tracepoint program asks for the exec's ancestor cgroups (kernel 5.13 lets
+# tracing programs call it; 5.10 answers "unknown func")
+SCOPE_INSNS = bytes.fromhex(
+    "b701000000000000"  # r1 = 0
+    "850000007b000000"  # call bpf_get_current_ancestor_cgroup_id
+    "b700000000000000"  # r0 = 0
+    "9500000000000000"  # exit
+)
+
+
+def _load(prog_type: int, code: bytes, attach_type: int = 0, attach_btf_id: int = 0) -> int:
+    """bpf(BPF_PROG_LOAD) of raw instructions; the fd (closed here) or -errno."""
     libc = ct.CDLL(None, use_errno=True)
-    insns = ct.create_string_buffer(INSNS, len(INSNS))
+    insns = ct.create_string_buffer(code, len(code))
     license_ = ct.create_string_buffer(b"GPL")
     attr = ct.create_string_buffer(ATTR_SIZE)
-    struct.pack_into("=II", attr, OFF_PROG_TYPE, BPF_PROG_TYPE_LSM, len(INSNS) // 8)
+    struct.pack_into("=II", attr, OFF_PROG_TYPE, prog_type, len(code) // 8)
     struct.pack_into("=QQ", attr, OFF_INSNS, ct.addressof(insns), ct.addressof(license_))
-    struct.pack_into("=I", attr, OFF_EXPECTED_ATTACH_TYPE, BPF_LSM_MAC)
+    struct.pack_into("=I", attr, OFF_EXPECTED_ATTACH_TYPE, attach_type)
     struct.pack_into("=I", attr, OFF_ATTACH_BTF_ID, attach_btf_id)
     fd = libc.syscall(SYS_BPF, BPF_PROG_LOAD, attr, ATTR_SIZE)
     if fd < 0:
-        err = ct.get_errno()
+        return -ct.get_errno()
+    os.close(fd)
+    return fd
+
+
+def probe_scope() -> tuple[bool, str]:
+    """Can the exec tracepoint program find the exec's ancestor cgroups (scope.cgroups)?"""
+    if os.uname().machine != "x86_64":
+        return True, ""  # the syscall number is x86-64's: let the compile and load decide
+    fd = _load(BPF_PROG_TYPE_TRACEPOINT, SCOPE_INSNS)
+    if fd == -errno.EINVAL:
+        return False, ("this kernel does not let tracepoint programs call "
+                       "bpf_get_current_ancestor_cgroup_id (kernel 5.13 or later): a policy with "
+                       "scope.cgroups cannot be enforced here")
+    return True, ""  # EPERM etc.: the real load will say so with the verifier's words
+
+
+def probe_lsm_load(attach_btf_id: int) -> tuple[bool, str]:
+    """Load and close a small LSM program for the hook with BTF id ``attach_btf_id``."""
+    if os.uname().machine != "x86_64":
+        return False, f"the BPF LSM backend is built for x86-64 only (this is {os.uname().machine})"
+    fd = _load(BPF_PROG_TYPE_LSM, INSNS, BPF_LSM_MAC, attach_btf_id)
+    if fd < 0:
+        err = -fd
         if err == errno.EINVAL:
             return False, ("the kernel refuses the LSM program's helpers bpf_get_current_task_btf "
                            "or bpf_task_pt_regs (kernel 5.15 or later)")
         return False, f"the kernel refuses BPF LSM programs ({os.strerror(err)})"
-    os.close(fd)
     return True, ""
