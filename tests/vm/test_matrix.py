@@ -92,10 +92,13 @@ def test_a_benign_command_runs(matrix_lab, deployed, release):
     assert r.stdout.strip() == "fine", r
 
 
-def test_status_json_shows_every_host_enforcing_with_its_backend(matrix_lab, deployed, capsys):
+def test_status_json_shows_every_host_enforcing_with_its_backend_and_kernel(matrix_lab, deployed,
+                                                                           capsys):
     capsys.readouterr()
     assert main(["status", str(matrix_lab.inventory), "--format", "json"]) == 0
     rows = {r["host"]: r for r in json.loads(capsys.readouterr().out)}
     want = {g.name: MATRIX[rel] for rel, g in matrix_lab.guests.items()}
     assert {n: (r["state"], r["backend"]) for n, r in rows.items()} == {
         n: ("enforcing", b) for n, b in want.items()}
+    for rel, g in matrix_lab.guests.items():
+        assert rows[g.name]["kernel"] == deployed[rel]["kernel"]
