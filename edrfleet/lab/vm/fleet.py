@@ -30,6 +30,7 @@ from edrfleet.lab.vm import releases
 from edrfleet.lab.vm.releases import Release
 
 GROUP = "vms"
+BOOT_SECONDS_PER_EXTRA_GUEST = 150
 INVENTORY = "inventory.yml"
 DEFAULT_WORKDIR = vm.DEFAULT_WORKDIR
 _MADE = ("vms.json", INVENTORY, "known_hosts", "id_ed25519")  # what down removes, with overlays
@@ -102,9 +103,10 @@ def up(n: int | None = None, workdir: Path = DEFAULT_WORKDIR, *, timeout: float 
     images = build_images(rels, log=log)
     plan = [(images[r.name], name) for r, name in guest_names(rels, n)]
     # two vCPUs: a second thread really runs beside an exec (tests/vm/test_lsm_race.py).  The
-    # boot wait grows with the number of guests: TCG guests share the same host cores.
-    handles = vm.boot_plan(plan, workdir, timeout=timeout * max(1, len(plan) // 2), smp=smp,
-                           log=log)
+    # boot wait grows with the number of guests: TCG guests share the same host cores (three
+    # booting at once took up to 284 s at load ~15, one alone 99 s).
+    wait = timeout + BOOT_SECONDS_PER_EXTRA_GUEST * (len(plan) - 1)
+    handles = vm.boot_plan(plan, workdir, timeout=wait, smp=smp, log=log)
     return write_inventory(handles, workdir)
 
 
