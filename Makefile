@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 # Every shell file of the repository: scripts, the host scripts deploy runs, the VM guest's.
 SHELL_FILES = $(shell git ls-files -co --exclude-standard '*.sh' .ci/run)
 
-.PHONY: setup setup-test demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
+.PHONY: setup setup-test demo test test-unit test-kernel test-lab test-vm test-matrix lint bench bench-deploy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,10 @@ test-lab: setup-test
 
 test-vm: setup
 	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 1800 tests/vm
+
+# the Debian 11/12/13 guests alone (tests/vm/test_matrix.py; part of test-vm too)
+test-matrix: setup
+	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 3600 tests/vm/test_matrix.py
 
 lint: setup-test
 	$(VENV)/bin/ruff check edrfleet tests bench scripts

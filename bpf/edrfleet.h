@@ -98,6 +98,10 @@
 #ifndef EDR_WITH_LSM        /* 1: also build the bprm_check_security programs (backend "lsm") */
 #define EDR_WITH_LSM        0
 #endif
+#ifndef EDR_WITH_SCOPE      /* 1: scope.cgroups via bpf_get_current_ancestor_cgroup_id (5.13+ in
+			     * tracepoints); 0: no scope check, the agent refuses scoped policies */
+#define EDR_WITH_SCOPE      1
+#endif
 #ifndef EDR_USE_PERFBUF     /* 1: perf buffer instead of ring buffer (kernels without one) */
 #define EDR_USE_PERFBUF     0
 #endif

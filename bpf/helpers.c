@@ -56,6 +56,7 @@ static __always_inline __u32 rd_u32(const void *base, __u32 off)
 /* Scope: the exec's cgroup or one of its ancestors is listed (descendants included). */
 static __always_inline int in_scope(__u32 slot)
 {
+#if EDR_WITH_SCOPE
 	struct edr_scope_key k = {.slot = slot};
 	for (int level = 0; level < EDR_CGROUP_DEPTH; level++) {
 		k.cgid = bpf_get_current_ancestor_cgroup_id(level);
@@ -64,6 +65,9 @@ static __always_inline int in_scope(__u32 slot)
 		if (scope.lookup(&k))
 			return 1;
 	}
+#endif
+	/* without EDR_WITH_SCOPE (no ancestor-cgroup helper for tracepoints: 5.10) the agent loads
+	 * no scoped policy, so cfg->scoped is never set and this is never asked */
 	return 0;
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the Debian 12 VM image for the edrfleet VM lab (issue 5).  Called by
+# Build a Debian VM image for the edrfleet VM lab (issues 5, 16).  Called by
 # edrfleet/lab/vm/qemu.py:build_image(), which caches the result under
-# <repo>/.edrfleet/vm/<recipe-sha256[:16]>/ keyed by this file's text + the package list.
+# <repo>/.edrfleet/vm/<os>/<recipe-sha256[:16]>/ keyed by this file's text, the suite and the
+# package list of that release (edrfleet/lab/vm/releases.py).
 #
-#   scripts/vm-image.sh OUT_DIR PKG[,PKG...]
+#   scripts/vm-image.sh OUT_DIR PKG[,PKG...] [SUITE]     SUITE: bullseye, bookworm (default), trixie
 #
 # Writes into OUT_DIR (which must be empty):
 #   rootfs.qcow2                 ext4 root filesystem (no partition table, no bootloader)
@@ -16,9 +17,9 @@
 # EDRFLEET_DEBIAN_MIRROR).  No loop mounts.
 set -euo pipefail
 
-out=${1:?usage: vm-image.sh OUT_DIR PKG[,PKG...]}
-pkgs=${2:?usage: vm-image.sh OUT_DIR PKG[,PKG...]}
-suite=bookworm
+out=${1:?usage: vm-image.sh OUT_DIR PKG[,PKG...] [SUITE]}
+pkgs=${2:?usage: vm-image.sh OUT_DIR PKG[,PKG...] [SUITE]}
+suite=${3:-bookworm}
 
 log() { printf 'vm-image: %s\n' "$*"; }
 now() { date +%s.%N; }

@@ -55,7 +55,7 @@ import pwd
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from edrfleet import __version__
@@ -225,7 +225,7 @@ class Clock:
         return cls(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME))
 
     def iso(self, boot_ns: int) -> str:
-        when = datetime.fromtimestamp(self.boot_wall + boot_ns / 1e9, tz=UTC)
+        when = datetime.fromtimestamp(self.boot_wall + boot_ns / 1e9, tz=timezone.utc)  # noqa: UP017 (3.9)
         return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

@@ -28,7 +28,7 @@ LSM_HOOK_NAME = b"lsm__bprm_check_security"
 # later gets a new program (Engine.fits is false), like one that outgrows the maps.
 FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX")
 # SHAPE: the program's shape, from the engine's own arguments.
-SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW")
+SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW", "EDR_WITH_SCOPE")
 # Every other switch is a map capacity (EDR_MAX_*, EDR_TRANS_MAX), sized from the policy.
 
 
@@ -94,6 +94,7 @@ class Engine:
         *,
         perfbuf: bool = False,
         with_lsm: bool = False,
+        with_scope: bool = True,
         scan_window: int | None = None,
         print_text: Callable[[str], None] | None = None,
     ) -> None:
@@ -102,6 +103,7 @@ class Engine:
         self.perfbuf = perfbuf
         self.backend = ""
         self.with_lsm = with_lsm
+        self.with_scope = with_scope
         self.scan_window = scan_window or header.switches["EDR_SCAN_WINDOW"]
         self._lsm_fds: list[int] = []
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
@@ -109,6 +111,7 @@ class Engine:
         self.active_slot = -1
         # every switch of the header, always: its defaults are what this engine starts from
         switches = {**header.switches, **self.capacities, "EDR_WITH_LSM": int(with_lsm),
+                    "EDR_WITH_SCOPE": int(with_scope),
                     "EDR_USE_PERFBUF": int(perfbuf), "EDR_SCAN_WINDOW": self.scan_window}
         self.cflags = [f"-D{k}={v}" for k, v in sorted({**offsets, **switches}.items())]
         # BCC runs its own -O3 module pipeline on what clang emits: clang's -O2 pipeline before

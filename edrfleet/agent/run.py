@@ -27,7 +27,7 @@ from edrfleet.agent.engine import (
     capacities_for,
     scan_windows,
 )
-from edrfleet.agent.lsm_probe import probe_lsm_load
+from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
@@ -110,6 +110,7 @@ class Agent:
         self.engine: Engine | None = None
         self.wanted = "auto"
         self.lsm_possible = False
+        self.scope_possible, self.scope_why = True, ""
         self.pending: list[dict] = []
         self.user_lost = 0
         self.flags = {"reload": False, "stop": False}
@@ -120,6 +121,7 @@ class Agent:
             "rules": 0,
             "pid": os.getpid(),
             "version": __version__,
+            "kernel": os.uname().release,
             "execs_seen": 0,
             "blocked": 0,
             "would_block": 0,
@@ -138,6 +140,8 @@ class Agent:
         self._step("verify release", lambda: verify_release(self.bpf_dir))
         bundle = self._step("read policy", lambda: self.load_bundle(self.opts.policy))
         self.wanted = self._step("choose backend", lambda: self._wanted_backend(bundle))
+        self.scope_possible, self.scope_why = probe_scope()
+        self._step("check scope", lambda: self._check_scope(bundle))
         packed = self._step("lay out policy", lambda: self._pack(bundle))
         btf = self._step("read BTF", Btf.load)
         offsets = self._step("read kernel offsets from BTF", lambda: kernel_offsets(btf))
@@ -178,6 +182,12 @@ class Agent:
         if len(wanted) > 1:
             raise ValueError(f"policy and --backend require different backends: {sorted(wanted)}")
         return wanted.pop() if wanted else "auto"
+
+    def _check_scope(self, bundle: dict) -> None:
+        """A scoped policy on a kernel that cannot tell the exec's cgroups is refused, never
+        loaded to match nothing."""
+        if bundle.get("scope", {}).get("cgroups") and not self.scope_possible:
+            raise ValueError(self.scope_why)
 
     def _attach_lsm(self, engine: Engine, why_not: str) -> None:
         """Add the LSM hook in front of the exec-time check where the kernel lets us."""
@@ -221,6 +231,7 @@ class Agent:
                     capacities_for(packed.needs(self.header), self.header),
                     perfbuf=self.opts.perfbuf,
                     with_lsm=self.lsm_possible and self.wanted != "sigkill",
+                    with_scope=self.scope_possible,
                     scan_window=window,
                     print_text=print if self.opts.print_bpf else None,
                 )
@@ -231,6 +242,7 @@ class Agent:
                 log(f"scan window {window} bytes too complex for this verifier, trying "
                     f"{window // 2}: {str(exc).splitlines()[0][:120]}")
         self.status["scan_window"] = engine.scan_window
+        self.status["scope_cgroups"] = self.scope_possible  # False: scoped policies refused
         engine.backend = "sigkill"
         self.offsets = offsets
         return engine
@@ -291,6 +303,7 @@ class Agent:
                     f"the policy requires backend {bundle.get('backend')}, the agent runs "
                     f"{self.engine.backend}; restart the agent to change backends"
                 )
+            self._check_scope(bundle)
             packed = self._pack(bundle)
         except Exception as exc:
             self.status["last_error"] = f"reload: {exc}"

@@ -62,6 +62,7 @@ class Status:
     last_error: str = ""
     last_reload: dict[str, Any] | None = None  # {"at": epoch, "ok": bool, "sha256"|"error"}
     mode: str = ""  # "enforce" | "monitor"
+    kernel: str = dataclasses.field(default_factory=lambda: os.uname().release)  # uname -r
     generation: int = 0  # policy generation in force
     errors: int = 0  # kernel-side errors counted by the program
     candidates_dropped: int = 0  # execs with rule groups the kernel did not evaluate

@@ -26,10 +26,13 @@ def _up(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     if args.vm:
-        inventory = _vm_lab().up(args.hosts, **_workdir(args))
-        print(f"lab: {args.hosts} VMs up in {time.monotonic() - t0:.2f} s")
+        # --os: one guest per release unless --hosts says how many; without it as always (3)
+        oses = {"oses": args.os} if args.os else {}
+        n = args.hosts if args.hosts is not None else 1 if args.os else 3
+        inventory = _vm_lab().up(n, **_workdir(args), **oses)
+        print(f"lab: VMs of {args.os or 'debian-12'} up in {time.monotonic() - t0:.2f} s")
     else:
-        inventory = lab.up(args.hosts, **_workdir(args))
+        inventory = lab.up(3 if args.hosts is None else args.hosts, **_workdir(args))
         made = lab.Lab.load(inventory.parent)
         print(f"lab: {len(made.hosts)} hosts up in {time.monotonic() - t0:.2f} s (lab {made.id}, "
               f"{made.subnet}, {made.hosts[0].name}..{made.hosts[-1].name})")
@@ -51,7 +54,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("lab", help="a lab fleet on this machine (root)")
     sub = p.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="make the lab hosts and write their inventory")
-    up.add_argument("--hosts", type=int, default=3, metavar="N", help="how many (default 3)")
+    up.add_argument("--hosts", type=int, metavar="N",
+                    help="how many (default 3; with --vm: per release)")
+    up.add_argument("--os", metavar="REL[,REL…]",
+                    help="with --vm: the guests' Debian releases (debian-11, debian-12, "
+                         "debian-13; default debian-12), one guest each unless --hosts is given")
     down = sub.add_parser("down", help="remove every netns, veth, cgroup, process and file")
     for q in (up, down):
         q.add_argument("--dir", metavar="DIR",

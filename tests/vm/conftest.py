@@ -141,3 +141,37 @@ def agent(guest):
           f"(wall {time.monotonic() - started:.1f} s)")
     yield status
     sh(guest, "pkill -TERM -f 'edrfleet.agent run' || true")
+
+
+# The backend each release's kernel allows with its stock command line: BPF LSM is in the
+# built-in LSM list of Debian 12's and 13's kernels, built but not enabled in Debian 11's.
+MATRIX = {"debian-11": "sigkill", "debian-12": "lsm", "debian-13": "lsm"}
+
+
+@dataclass(frozen=True)
+class MatrixLab:
+    workdir: Path
+    inventory: Path                  # groups vms and debian_11, debian_12, debian_13
+    guests: dict[str, vm.VmHandle]   # by release
+    up_seconds: float
+
+
+@pytest.fixture(scope="session")
+def matrix_lab(tmp_path_factory) -> Iterator[MatrixLab]:
+    """One guest per Debian release, booted at once by `edrfleet lab up --vm --os …` (images
+    built in parallel where not cached), stopped by `edrfleet lab down --vm`."""
+    from edrfleet.cli.main import main
+
+    workdir = tmp_path_factory.mktemp("vm-matrix")
+    started = time.monotonic()
+    rc = main(["lab", "up", "--vm", "--os", ",".join(MATRIX), "--dir", str(workdir)])
+    took = time.monotonic() - started
+    try:
+        assert rc == 0
+        handles = {h.os: h for h in vm.load_handles(workdir)}
+        for h in handles.values():
+            print(f"{h.os}: {h.name} sshd up after {h.boot_seconds} s")
+        print(f"matrix lab up (images + boot of {len(handles)} guests): {took:.1f} s")
+        yield MatrixLab(workdir, workdir / "inventory.yml", handles, took)
+    finally:
+        main(["lab", "down", "--vm", "--dir", str(workdir)])

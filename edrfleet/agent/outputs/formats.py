@@ -39,7 +39,10 @@ def body(fmt: str, lines: list[bytes], events: list[dict[str, Any]]) -> bytes:
         return b"[" + b",".join(lines) + b"]"
     if fmt == "es-bulk":
         out = []
-        for line, event in zip(lines, events, strict=True):
+        if len(lines) != len(events):
+            raise ValueError("es-bulk body: lines and events differ in number")
+        # zip(strict=) is 3.10+: the agent also runs on Debian 11's python 3.9
+        for line, event in zip(lines, events):  # noqa: B905
             action: dict[str, Any] = {}
             if ecs.get(event, ecs.EVENT_ID):
                 action["_id"] = str(ecs.get(event, ecs.EVENT_ID))

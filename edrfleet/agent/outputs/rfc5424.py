@@ -87,7 +87,7 @@ def format_rfc5424(
 ) -> bytes:
     """One RFC 5424 message for ``event`` (no framing, no trailing newline)."""
     sev = SEVERITY.get(str(ecs.get(event, ecs.SEVERITY, "")).lower(), DEFAULT_SEVERITY)
-    ts = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    ts = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)  # noqa: UP017 (3.9)
     stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     host = _printusascii(str(ecs.get(event, ecs.HOST) or hostname), 255)
     params = [

@@ -34,18 +34,20 @@ class HostStatus:
     pid: int = 0
     counters: dict[str, int] | None = None
     last_error: str = ""
+    kernel: str = ""  # the host's kernel release (facts), so a mixed fleet shows what runs where
 
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.name, "reachable": self.reachable, "state": self.state,
                 "message": self.message, "backend": self.backend,
                 "policy_sha256": self.policy_sha256, "release_id": self.release_id,
-                "pid": self.pid, "counters": self.counters or {}, "last_error": self.last_error}
+                "pid": self.pid, "counters": self.counters or {}, "last_error": self.last_error,
+                "kernel": self.kernel}
 
 
 def host_status(name: str, facts: dict[str, Any]) -> HostStatus:
     st = facts.get("status") or {}
     if not facts.get("release_id") and not st:
-        return HostStatus(name, True, "not installed")
+        return HostStatus(name, True, "not installed", kernel=str(facts.get("kernel_release", "")))
     state = str(st.get("state", "unknown"))
     if not facts.get("agent_active"):
         state = "stopped" if state in ("enforcing", "monitoring", "starting") else state
@@ -56,6 +58,7 @@ def host_status(name: str, facts: dict[str, Any]) -> HostStatus:
         pid=int(facts.get("agent_pid") or 0),
         counters={k: int(st.get(k, 0) or 0) for k in STATUS_COUNTERS},
         last_error=str(st.get("last_error", "")),
+        kernel=str(facts.get("kernel_release", "")),
     )
 
 

@@ -1,6 +1,6 @@
 """The qemu VM lab's command line: build the image, boot or stop VMs, run the smoke.
 
-    python -m edrfleet.lab.vm build | up [-n N] [--workdir D] | down [--workdir D] | smoke
+    python -m edrfleet.lab.vm build [--os debian-11,…] | up [-n N] [--workdir D] | down … | smoke
 
 It lives here, not in ``qemu``, because the smoke uses qemu's VMs: qemu dispatching to the smoke
 would make the two modules import each other.
@@ -21,6 +21,8 @@ from edrfleet.lab.vm.qemu import (
     ssh_argv,
     stop,
 )
+from edrfleet.lab.vm.releases import DEFAULT, RELEASES
+from edrfleet.lab.vm.releases import parse as parse_releases
 from edrfleet.lab.vm.smoke import smoke
 
 
@@ -28,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edrfleet.lab.vm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="build (or find cached) the image; print its directory")
+    build = sub.add_parser("build", help="build (or find cached) the images, in parallel; print "
+                                         "their directories")
+    build.add_argument("--os", default=DEFAULT, help=f"releases, comma-separated (of "
+                                                     f"{', '.join(RELEASES)})")
     up = sub.add_parser("up", help="boot VMs and wait for SSH")
     up.add_argument("-n", type=int, default=1)
     down = sub.add_parser("down", help="stop the VMs recorded in WORKDIR/vms.json")
@@ -38,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         if a.cmd == "build":
-            print(build_image().dir)
+            from edrfleet.lab.vm.fleet import build_images
+
+            for image in build_images(parse_releases(a.os)).values():
+                print(image.release.name, image.kernel_release, image.dir)
         elif a.cmd == "up":
             stop(load_handles(a.workdir))
             for h in boot(build_image(), a.n, a.workdir):
@@ -48,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             (a.workdir / "vms.json").unlink(missing_ok=True)
         else:
             return smoke()
-    except VmError as e:
+    except (VmError, ValueError) as e:
         print(f"vm: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,11 +1,14 @@
-"""qemu VM lab: a cached Debian 12 image, N VMs booted from it read-only, SSH with pinned host key.
+"""qemu VM lab: a cached image per Debian release, VMs booted from them read-only, SSH with pinned
+host keys.
 
-The image is built once by ``scripts/vm-image.sh`` (debootstrap, ``mkfs.ext4 -d``, qcow2) and
-cached under ``<repo>/.edrfleet/vm/<sha256(recipe)[:16]>/``; the recipe is the script's text plus
-:data:`PACKAGES`, so changing either builds a new image and nothing else does.  ``make clean``
-removes the cache.  VMs boot with ``-accel tcg`` (stock guest kernels do not boot under KVM here),
-``-kernel``/``-initrd`` taken out of the image (no bootloader), one qcow2 overlay per VM (the base
-image is never written), and user networking restricted to one forwarded SSH port on 127.0.0.1.
+Each release's image (edrfleet/lab/vm/releases.py) is built once by ``scripts/vm-image.sh``
+(debootstrap, ``mkfs.ext4 -d``, qcow2) and cached under
+``<repo>/.edrfleet/vm/<release>/<sha256(recipe)[:16]>/``; the recipe is the script's text plus the
+release's suite and package list, so changing one builds a new image and nothing else does.
+``make clean`` removes the cache.  VMs boot with ``-accel tcg`` (stock guest kernels do not boot
+under KVM here), ``-kernel``/``-initrd`` taken out of the image (no bootloader), one qcow2 overlay
+per VM (the base image is never written), and user networking restricted to one forwarded SSH
+port on 127.0.0.1.
 
 The command line (build, up, down, smoke) is ``python -m edrfleet.lab.vm`` (its ``__main__``);
 the smoke (edrfleet/lab/vm/smoke.py, scripts/vm-smoke.sh) proves BPF LSM in the guest.
@@ -29,21 +32,17 @@ from pathlib import Path
 
 from edrfleet import paths
 from edrfleet.errors import HostError
+from edrfleet.lab.vm import releases
+from edrfleet.lab.vm.releases import Release
 
 REPO = paths.REPO
 SCRIPT = REPO / "scripts" / "vm-image.sh"
 # EDRFLEET_VM_CACHE lets several checkouts on one machine share one image build.
 DEFAULT_CACHE = Path(os.environ.get("EDRFLEET_VM_CACHE") or REPO / ".edrfleet" / "vm")
 DEFAULT_WORKDIR = REPO / ".edrfleet" / "vm-lab"
-PACKAGES: tuple[str, ...] = (
-    "linux-image-amd64", "linux-headers-amd64", "systemd-sysv", "udev", "kmod", "iproute2",
-    "openssh-server", "python3", "python3-bpfcc", "bpfcc-tools", "sudo", "ca-certificates",
-    "python3-apt",  # Ansible's apt module needs it and the isolated guest cannot fetch it
-)
-# Debian 12's kernel (6.1) has bpf in its built-in LSM list (CONFIG_LSM), so no lsm= is needed;
-# the smoke checks /sys/kernel/security/lsm in the guest.  panic=-1 + -no-reboot: a guest that
-# panics makes qemu exit, and the boot wait reports it at once instead of timing out.
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1"
+# Kept for callers of the Debian 12 lab: its package list and kernel command line.
+PACKAGES = releases.COMMON
+KERNEL_CMDLINE = releases.CMDLINE
 QEMU = "qemu-system-x86_64"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -56,10 +55,11 @@ class VmError(HostError, OSError):
 @dataclass(frozen=True)
 class ImageInfo:
     dir: Path
-    recipe: str            # sha256 of the recipe (script text + package list)
+    recipe: str            # sha256 of the recipe (script text + suite + package list)
     kernel_release: str
     build_seconds: float   # how long the build took when it ran
     cached: bool           # True when this call reused an existing build
+    release: Release = releases.RELEASES[releases.DEFAULT]
 
     @property
     def rootfs(self) -> Path:  # ext4, no partition table; never written (VMs use overlays)
@@ -92,6 +92,7 @@ class VmHandle:
     key: Path
     known_hosts: Path
     boot_seconds: float = 0.0
+    os: str = releases.DEFAULT   # the release it booted (debian-12 …)
 
     def to_json(self) -> dict[str, object]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -102,8 +103,10 @@ class VmHandle:
         return cls(**{k: Path(str(v)) if k in paths else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
-def recipe_hash(script_text: bytes, packages: tuple[str, ...] = PACKAGES) -> str:
-    return hashlib.sha256(script_text + b"\0" + "\n".join(packages).encode()).hexdigest()
+def recipe_hash(script_text: bytes, packages: tuple[str, ...] = PACKAGES,
+                suite: str = "bookworm") -> str:
+    return hashlib.sha256(script_text + b"\0" + suite.encode() + b"\0"
+                          + "\n".join(packages).encode()).hexdigest()
 
 
 def _remove(path: Path) -> None:
@@ -114,14 +117,17 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def build_image(cache_dir: Path = DEFAULT_CACHE, *,
+def build_image(cache_dir: Path = DEFAULT_CACHE, *, release: Release | None = None,
                 log: Callable[[str], None] = print) -> ImageInfo:
-    """Return the cached image for the current recipe, building it first if there is none.
+    """Return the cached image of the release's recipe (default Debian 12), building it first if
+    there is none.
 
-    Other entries in cache_dir (older recipes, interrupted builds) are removed after a build."""
+    Each release has its own directory and lock in cache_dir, so releases build in parallel;
+    other entries of that release (older recipes, interrupted builds) are removed after a build."""
+    rel = release or releases.RELEASES[releases.DEFAULT]
     script = SCRIPT.read_bytes()  # hash and run the same text, even if the file changes meanwhile
-    recipe = recipe_hash(script)
-    cache_dir = cache_dir.resolve()
+    recipe = recipe_hash(script, rel.packages, rel.suite)
+    cache_dir = (cache_dir / rel.name).resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / recipe[:16]
     with open(cache_dir / ".lock", "w") as lock:
@@ -130,34 +136,37 @@ def build_image(cache_dir: Path = DEFAULT_CACHE, *,
         if manifest.is_file():
             m = json.loads(manifest.read_text())
             if m.get("recipe") == recipe:
-                return ImageInfo(final, recipe, m["kernel_release"], m["build_seconds"], True)
+                return ImageInfo(final, recipe, m["kernel_release"], m["build_seconds"], True,
+                                 rel)
         tmp = cache_dir / f"{recipe[:16]}.tmp"
         _remove(tmp)
         _remove(final)
-        log(f"vm: building image {recipe[:16]} (recipe changed or no cache) into {final}")
+        log(f"vm: building {rel.name} image {recipe[:16]} (recipe changed or no cache) into "
+            f"{final}")
         t0 = time.monotonic()
         proc = subprocess.Popen(["bash", "-c", script.decode(), str(SCRIPT), str(tmp),
-                                 ",".join(PACKAGES)],
+                                 ",".join(rel.packages), rel.suite],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         lines: list[str] = []
         for line in proc.stdout:
             lines.append(line.rstrip())
-            log(line.rstrip())
+            log(f"{rel.name}: {line.rstrip()}")
         if proc.wait() != 0:
             raise VmError("image build failed:\n" + "\n".join(lines[-40:]))
         took = round(time.monotonic() - t0, 1)
         kver = (tmp / "kernel-release").read_text().strip()
         (tmp / "manifest.json").write_text(json.dumps(
             {"recipe": recipe, "kernel_release": kver, "build_seconds": took,
-             "packages": list(PACKAGES), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+             "release": rel.name, "suite": rel.suite,
+             "packages": list(rel.packages), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}, indent=2))
         tmp.rename(final)
         for old in cache_dir.iterdir():
             if old.is_dir() and old != final:
                 _remove(old)
-        log(f"vm: image built in {took:.1f} s: {final}")
-        return ImageInfo(final, recipe, kver, took, False)
+        log(f"vm: {rel.name} image built in {took:.1f} s: {final}")
+        return ImageInfo(final, recipe, kver, took, False, rel)
 
 
 def _free_port() -> int:
@@ -202,11 +211,13 @@ def copy_to(h: VmHandle, content: str, path: str, mode: str = "0644") -> None:
         raise VmError(f"{h.name}: copy to {path} failed: {r.stderr.strip()}")
 
 
-def write_known_hosts(handles: list[VmHandle], image: ImageInfo) -> None:
-    key = " ".join(image.host_pubkey.read_text().split()[:2])
+def write_known_hosts(handles: list[VmHandle], images: dict[str, ImageInfo]) -> None:
+    """One line per VM with the host key of the image it booted (images by VM name)."""
+    def line(h: VmHandle) -> str:
+        key = " ".join(images[h.name].host_pubkey.read_text().split()[:2])
+        return f"[127.0.0.1]:{h.port} {key}\n"
     for kh in {h.known_hosts for h in handles}:
-        kh.write_text("".join(f"[127.0.0.1]:{h.port} {key}\n" for h in handles
-                              if h.known_hosts == kh))
+        kh.write_text("".join(line(h) for h in handles if h.known_hosts == kh))
 
 
 def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str,
@@ -216,7 +227,7 @@ def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str
             "-nographic", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
             # each guest its own hostname (one image for all): host.name in events tells them apart
-            "-append", f"{KERNEL_CMDLINE} systemd.hostname={name}",
+            "-append", f"{image.release.cmdline} systemd.hostname={name}",
             "-netdev", f"user,id=n0,restrict={'on' if isolated else 'off'},"
                        f"hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0",
@@ -226,7 +237,25 @@ def _qemu_argv(image: ImageInfo, disk: Path, console: Path, port: int, name: str
 def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: float = 300,
          memory: int = 1024, prefix: str = "vm", isolated: bool = True, smp: int = 1,
          log: Callable[[str], None] = print) -> list[VmHandle]:
-    """Boot n VMs on overlays of the image; return once each answers SSH with the pinned key.
+    """Boot n VMs (prefix0, prefix1, …) on overlays of one image; see :func:`boot_plan`."""
+    return boot_plan([(image, f"{prefix}{i}") for i in range(n)], workdir, timeout=timeout,
+                     memory=memory, isolated=isolated, smp=smp, log=log)
+
+
+def _private_key(image: ImageInfo, workdir: Path, several: bool) -> Path:
+    """A private copy of the image's client key: ssh insists on 0600 and the cache is shared.
+    One lab of several releases holds one key per release (each image made its own)."""
+    key = workdir / (f"id_ed25519.{image.release.name}" if several else "id_ed25519")
+    shutil.copyfile(image.key, key)
+    key.chmod(0o600)
+    return key
+
+
+def boot_plan(plan: list[tuple[ImageInfo, str]], workdir: Path = DEFAULT_WORKDIR, *,
+              timeout: float = 300, memory: int = 1024, isolated: bool = True, smp: int = 1,
+              log: Callable[[str], None] = print) -> list[VmHandle]:
+    """Boot one VM per (image, name), all at once, each on an overlay of its image; return once
+    each answers SSH with the pinned key.
 
     isolated: qemu's restrict=on, the guest reaches nothing (not the host, not the mirror) but
     its forwarded SSH port; the image already holds every package the lab needs.
@@ -235,14 +264,13 @@ def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     known_hosts = workdir / "known_hosts"
-    key = workdir / "id_ed25519"  # private copy: ssh insists on 0600 and the cache is shared
-    shutil.copyfile(image.key, key)
-    key.chmod(0o600)
+    several = len({img.release.name for img, _ in plan}) > 1
+    keys = {img.release.name: _private_key(img, workdir, several) for img, _ in plan}
+    images = {name: img for img, name in plan}
     handles: list[VmHandle] = []
     started = time.monotonic()
     try:
-        for i in range(n):
-            name = f"{prefix}{i}"
+        for image, name in plan:
             disk, console = workdir / f"{name}.qcow2", workdir / f"{name}.console.log"
             disk.unlink(missing_ok=True)
             console.unlink(missing_ok=True)
@@ -263,9 +291,12 @@ def boot(image: ImageInfo, n: int, workdir: Path = DEFAULT_WORKDIR, *, timeout: 
                 if proc.poll() is None or "host forwarding" not in qlog_path.read_text():
                     break
                 _children.pop(proc.pid)
-            handles.append(VmHandle(name, port, proc.pid, console, workdir, key, known_hosts))
-            log(f"vm: {name} pid {proc.pid} ssh 127.0.0.1:{port} console {console}")
-        write_known_hosts(handles, image)
+            handles.append(VmHandle(name, port, proc.pid, console, workdir,
+                                    keys[image.release.name], known_hosts,
+                                    os=image.release.name))
+            log(f"vm: {name} ({image.release.name}, kernel {image.kernel_release}) pid "
+                f"{proc.pid} ssh 127.0.0.1:{port} console {console}")
+        write_known_hosts(handles, images)
         save_handles(handles, workdir)
         _wait_ssh(handles, started + timeout, started, log)
         save_handles(handles, workdir)  # again, with boot times

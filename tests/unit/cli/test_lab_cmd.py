@@ -33,3 +33,26 @@ def test_lab_vm_delegates_to_vm_lab_up_and_down(monkeypatch, capsys, tmp_path):
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "inventory.yml")
     assert main(["lab", "down", "--vm", "--dir", str(tmp_path)]) == 0
     assert calls == [("up", 2, Path(tmp_path)), ("down", Path(tmp_path))]
+
+
+def test_lab_vm_os_asks_for_one_guest_per_release_unless_hosts_says(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("edrfleet.lab.vm.fleet")
+    fake.up = lambda n, workdir, **kw: calls.append((n, kw)) or workdir / "inventory.yml"
+    monkeypatch.setitem(sys.modules, "edrfleet.lab.vm.fleet", fake)
+    assert main(["lab", "up", "--vm", "--os", "debian-11,debian-13", "--dir", str(tmp_path)]) == 0
+    assert main(["lab", "up", "--vm", "--os", "debian-13", "--hosts", "2",
+                 "--dir", str(tmp_path)]) == 0
+    assert main(["lab", "up", "--vm", "--dir", str(tmp_path)]) == 0  # as always: 3 of debian-12
+    assert calls == [(1, {"oses": "debian-11,debian-13"}), (2, {"oses": "debian-13"}), (3, {})]
+
+
+def test_an_unknown_release_is_a_usage_error_before_anything_is_made(capsys, tmp_path):
+    lab = tmp_path / "l"
+    assert main(["lab", "up", "--vm", "--os", "debian-14", "--dir", str(lab)]) == EXIT_USAGE
+    assert "'debian-14': not a lab release (known: debian-11, debian-12, debian-13)" in (
+        capsys.readouterr().err)
+    assert not lab.exists()
