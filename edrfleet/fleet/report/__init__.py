@@ -4,7 +4,9 @@ Modules: ``store`` (the store protocol, ``open_store``), its backends ``sqlite_s
 (embedded, the default) and ``postgres_store`` (several controllers), ``fields`` (which event
 field fills which column), ``pull`` (hosts over Transport, bounded pool),
 ``summary`` (counts per host / rule, top blocked, timeline), ``formats`` and ``html_report``
-(table, json, csv, html).  The host side is ``edrfleet.agent.pull`` (``agent.pyz pull``).
+(table, json, csv, html), ``view`` (the store by inventory name), ``reader`` (the pull's host
+side, shipped with every pull), ``inert`` (host text made safe for a terminal).  The host
+side is ``edrfleet.agent.pull`` (also ``agent.pyz pull``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import DEFAULT_FORKS, HostPull, connect_for, pull_hosts
 from edrfleet.fleet.report.store import DEFAULT_DB
 from edrfleet.fleet.report.summary import summarize
+from edrfleet.fleet.report.view import FleetView, fleet_keys
 
 
 @dataclass
@@ -54,5 +57,9 @@ def run_report(inventory_path: str | Path, *, limit: str | None = None,
             pulls = pull_hosts(hosts, store,
                                connect_for(inventory, connect_timeout=connect_timeout),
                                forks=forks, on_done=on_done)
-        summary = summarize(store, [h.name for h in hosts], since=since, pulls=pulls)
+        names = [h.name for h in hosts]
+        pulled = {n: p.machine_id for n, p in pulls.items() if p.machine_id is not None}
+        # The summary reads the store by inventory name, each name one identity.
+        view = FleetView(store, fleet_keys(store, names, pulled))
+        summary = summarize(view, names, since=since, pulls=pulls)  # type: ignore[arg-type]
     return Report(summary, pulls)
