@@ -78,7 +78,7 @@ def key(name: str) -> str:
 
 def make_host(tmp_path: Path, install_dir: Path, name: str, mid: str | None = None,
               spool: str = "spool") -> FakeHost:
-    (tmp_path / name).mkdir(exist_ok=True)
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)
     id_file = tmp_path / name / f"machine-id-{mid or machine_id(name)}"
     id_file.write_text((mid or machine_id(name)) + "\n")
     return FakeHost(name, {"edrfleet_python": sys.executable,
