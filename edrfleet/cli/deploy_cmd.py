@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
+from edrfleet.fleet.report.inert import markup_safe, terminal_lines, terminal_safe
 from edrfleet.fleet.transport.pool import DEFAULT_FORKS
 
 
@@ -101,7 +102,7 @@ class LiveProgress:
             else:
                 self.active[host] = phase
             names = sorted(self.active)
-            shown = ", ".join(f"{n} ({self.active[n]})" for n in names[:6])
+            shown = ", ".join(markup_safe(f"{n} ({self.active[n]})") for n in names[:6])
             more = f" +{len(names) - 6}" if len(names) > 6 else ""
             self.progress.update(self.task, description=shown + more)
 
@@ -111,8 +112,9 @@ def print_recap(console: Console, results: list[Any], title: str = "RECAP") -> N
     for col in ("host", "result", "seconds", "detail"):
         table.add_column(col, overflow="fold", justify="right" if col == "seconds" else "left")
     for r in results:
-        table.add_row(r.name, Text(r.status, style=COLORS.get(r.status, "")),
-                      f"{r.seconds:.2f}", Text(r.message))
+        # Host-supplied text (remote stderr in the message): inert, never parsed as markup.
+        table.add_row(Text(terminal_safe(r.name)), Text(r.status, style=COLORS.get(r.status, "")),
+                      f"{r.seconds:.2f}", Text(terminal_lines(r.message)))
     console.print(table)
 
 
@@ -131,14 +133,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         report = deploy(inv, args.limit, opts, on_event=live.event)
     for r in report.results:
         if r.diff:
-            out.print(Text(r.diff), end="")
+            out.print(Text(terminal_lines(r.diff)), end="")
     print_recap(out, report.results, "RECAP" + (" (check: nothing changed)" if args.check
                                                 else ""))
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("ok", "changed", "unreachable",
                                                            "failed") if report.count(s))
     out.print(f"{len(report.results)} hosts in {report.seconds:.2f} s: {counts}")
     if report.stopped:
-        out.print(f"[red]stopped:[/red] {report.stopped}")
+        out.print(Text.assemble(("stopped:", "red"), " ", terminal_safe(report.stopped)))
     if report.failed:
         retry = Path(inv.path).with_suffix(".retry")
         write_retry(retry, [r.name for r in report.failed])
@@ -162,13 +164,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows:
             c = r.counters or {}
             style = "green" if r.state in ("enforcing", "monitoring") else "red"
-            table.add_row(r.name, Text(r.state, style=style), r.backend, r.policy_sha256[:12],
-                          r.release_id, str(r.pid or ""), *(str(c.get(k, "")) for k in
-                                                            STATUS_COUNTERS))
+            # status.json's strings come from the host: plain Text, never markup.
+            cells = [r.name, r.backend, str(r.policy_sha256)[:12], r.release_id,
+                     str(r.pid or ""), *(c.get(k, "") for k in STATUS_COUNTERS)]
+            name, *rest = (Text(terminal_safe(v)) for v in cells)
+            table.add_row(name, Text(terminal_safe(r.state), style=style), *rest)
         console().print(table)
         for r in rows:
             if r.message or r.last_error:
-                print(f"{r.name}: {r.message or r.last_error}", file=sys.stderr)
+                print(f"{terminal_safe(r.name)}: {terminal_safe(r.message or r.last_error)}",
+                      file=sys.stderr)
     return EXIT_FAILED if any(not r.reachable for r in rows) else EXIT_OK
 
 

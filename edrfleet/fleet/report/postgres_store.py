@@ -14,9 +14,10 @@ A batch is one transaction: one ``INSERT … SELECT … FROM unnest(lines) … O
 (host, id) DO NOTHING``, keyed by (host key, event.id) (the server parses each line once as
 jsonb and extracts the columns of :mod:`edrfleet.fleet.report.fields`), then the host's
 row locked (``SELECT … FOR UPDATE``) for the cursor's compare-and-set.  Controllers pulling
-the same host wait for each other's uncommitted events (the unique index) and then its cursor row, always in that order; a
-deadlock or serialization failure the server still reports is retried.  ``raw`` is text,
-not jsonb: it keeps the line byte for byte as the host wrote it.
+the same host wait for each other's uncommitted events (the unique index) and then its
+cursor row, always in that order; a deadlock or serialization failure the server still
+reports is retried.  ``raw`` is text, not jsonb: it keeps the line byte for byte as the host
+wrote it.
 
 A batch holding a line the server refuses (not JSON, ``\\u0000`` or a lone surrogate escape,
 NaN, a NUL byte) is redone line by line, each in a savepoint, counting the refused lines;
@@ -312,8 +313,8 @@ class PostgresStore:
         rows = self.query("SELECT cursor FROM edrfleet.hosts WHERE key=%s", (host,))
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
-    def known_identity(self, name: str) -> str | None:
-        rows = self.query("SELECT machine_id FROM edrfleet.hosts WHERE name=%s AND pulled_at "
+    def latest_key(self, name: str) -> str | None:
+        rows = self.query("SELECT key FROM edrfleet.hosts WHERE name=%s AND pulled_at "
                           "IS NOT NULL ORDER BY pulled_at DESC LIMIT 1", (name,))
         return rows[0][0] if rows else None
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from edrfleet.agent.pull import DEFAULT_MAX_BYTES, MACHINE_ID_FILE, MAX_LINE, decode_frame
 from edrfleet.fleet.report.reader import reader_argv
-from edrfleet.fleet.report.store import Ingested, ReportError, Store, host_key
+from edrfleet.fleet.report.store import Ingested, ReportError, Store, host_key, split_key
 
 DEFAULT_FORKS = 50
 DEFAULT_TIMEOUT = 120.0  # seconds for one pull command (one chunk)
@@ -199,8 +199,10 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
     """
     res = HostPull(host.name)
     t0 = time.monotonic()
-    machine_id = store.known_identity(host.name)  # None: never pulled, any identity will do
-    key = host_key(host.name, machine_id or "")
+    latest = store.latest_key(host.name)
+    # None: never pulled, any identity will do
+    machine_id = None if latest is None else split_key(latest)[1]
+    key = latest or host_key(host.name, "")
     try:
         with connect(host) as transport:
             cursor = store.cursor(key) if machine_id is not None else None

@@ -244,8 +244,8 @@ class SqliteStore:
             row = self._db.execute("SELECT cursor FROM hosts WHERE key=?", (host,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
-    def known_identity(self, name: str) -> str | None:
-        rows = self.query("SELECT machine_id FROM hosts WHERE name=? AND pulled_at IS NOT NULL "
+    def latest_key(self, name: str) -> str | None:
+        rows = self.query("SELECT key FROM hosts WHERE name=? AND pulled_at IS NOT NULL "
                           "ORDER BY pulled_at DESC LIMIT 1", (name,))
         return rows[0][0] if rows else None
 

@@ -115,8 +115,8 @@ class Store(Protocol):
         ``dropped``: lines the pull dropped (too long), added to the host's count."""
         ...
 
-    def known_identity(self, name: str) -> str | None:
-        """The machine id last pulled under inventory name ``name``, None if never."""
+    def latest_key(self, name: str) -> str | None:
+        """The key of the host last pulled under inventory name ``name``, None if never."""
         ...
 
     def record_error(self, host: str, error: str) -> None:

@@ -30,9 +30,10 @@ def fleet_keys(store: Store, names: Sequence[str],
     out = {}
     for name in names:
         machine_id = pulled.get(name)
-        if machine_id is None:
-            machine_id = store.known_identity(name) or ""
-        out[name] = host_key(name, machine_id)
+        if machine_id is not None:
+            out[name] = host_key(name, machine_id)
+        else:
+            out[name] = store.latest_key(name) or host_key(name, "")
     return out
 
 

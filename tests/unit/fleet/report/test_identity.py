@@ -97,7 +97,7 @@ def test_a_host_whose_machine_id_changed_is_reported_and_pulled_from_its_own_sta
     r = pull_hosts([new], store, connect)["w"]
     assert r.ok and r.identity_changed == A_ID and r.machine_id == B_ID
     assert r.inserted == 5 and not r.lost
-    assert store.known_identity("w") == B_ID
+    assert store.latest_key("w") == host_key("w", B_ID)
     assert store.host_rows()[host_key("w", A_ID)]["events"] == 20
 
 
