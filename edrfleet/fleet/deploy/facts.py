@@ -182,4 +182,5 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
         "agent_pid": agent_pid,
         "agent_active": agent_pid > 0,
         "missing_packages": missing,
+        "machine_id": raw.get("machine_id", ""),  # /etc/machine-id, "" when not one
     }

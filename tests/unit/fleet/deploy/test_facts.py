@@ -26,6 +26,9 @@ def test_facts_of_an_empty_host_say_nothing_is_installed(tmp_path: Path) -> None
     assert facts["python"]["version"].startswith("3.")
     assert facts["distribution"]["id"]
     assert facts["bpf_lsm"] == ("bpf" in facts["lsm"])
+    # the same machine id the report's pull reads (half of the host's identity in the store)
+    from edrfleet.agent.pull import read_machine_id
+    assert facts["machine_id"] == read_machine_id()
 
 
 def test_facts_read_release_policy_status_and_live_pids(tmp_path: Path) -> None:
