@@ -77,3 +77,11 @@ def test_a_zero_column_pty_still_gets_a_width() -> None:
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_a_malformed_status_json_leaves_the_host_reachable() -> None:
+    from edrfleet.fleet.deploy.lifecycle import host_status
+
+    st = {"state": ["x"], "blocked": "many", "last_error": {"a": 1}, "errors": -3}
+    row = host_status("web1", {"release_id": "r1", "status": st, "agent_active": True})
+    assert row.reachable and row.counters == {k: 0 for k in row.counters}
