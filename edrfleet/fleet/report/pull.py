@@ -230,8 +230,9 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
                 res.machine_id = machine_id = c.machine_id
                 key = host_key(host.name, machine_id)
                 _add(res, c)
-                # No progress (only a line still being written) ends the loop as well.
-                if not c.more or not c.lines or c.cursor == cursor:
+                # No progress (only a line still being written) ends the loop as well; a chunk
+                # of dropped lines only is progress.
+                if not c.more or not (c.lines or c.dropped) or c.cursor == cursor:
                     break
                 # Another controller moved the cursor first: on from where it got.
                 cursor = c.cursor if c.got.moved else store.cursor(key)

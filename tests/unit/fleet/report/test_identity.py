@@ -141,3 +141,14 @@ def test_far_future_and_ancient_times_are_stored_but_drive_no_timeline(store_db)
     s = summarize(FleetView(store, {"w": "w"}), ["w"], now=now)
     assert s["timeline"]["bucket_seconds"] <= 3600 and s["hosts"][0]["blocked"] == 3
     assert s["hosts"][0]["last_event"].startswith(time.strftime("%Y-", time.gmtime(now)))
+
+
+def test_a_chunk_holding_only_a_dropped_line_does_not_end_the_pull(tmp_path, install_dir,
+                                                                  store_db) -> None:
+    h = make_host(tmp_path, install_dir, "w")
+    spool = Path(h.vars["edrfleet_spool_dir"])
+    spool.mkdir(parents=True)
+    lines = [line(ev("w", 0)), line(ev("w", 1) | {"pad": "x" * 70_000}), line(ev("w", 2))]
+    (spool / "events.jsonl").write_text("".join(x + "\n" for x in lines))
+    r = pull_hosts([h], open_store(store_db), connect, max_bytes=100)["w"]
+    assert r.ok and (r.inserted, r.dropped, r.chunks) == (2, 1, 3)
