@@ -83,7 +83,7 @@ class LocalRunner:
         pass
 
     def run(self, argv, *, input=None, timeout=60, check=True) -> _Out:
-        p = subprocess.run(list(argv), capture_output=True, timeout=timeout)
+        p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
         return _Out(p.returncode, p.stdout, p.stderr)
 
 

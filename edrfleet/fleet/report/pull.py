@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edrfleet.agent.pull import DEFAULT_MAX_BYTES, MACHINE_ID_FILE, MAX_LINE, decode_frame
-from edrfleet.fleet.report.reader import reader_argv
+from edrfleet.fleet.report.reader import reader_argv, reader_input
 from edrfleet.fleet.report.store import Ingested, ReportError, Store, host_key, split_key
 
 DEFAULT_FORKS = 50
@@ -98,7 +98,8 @@ class PullLimit(RuntimeError):
 def pull_argv(host: Any, cursor: dict[str, int] | None, max_bytes: int,
               timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     """The command that pulls ``host`` (its paths from the docs/fleet.md host variables):
-    the shipped reader under the host's ``timeout``, so a hung pull is ended there too."""
+    the shipped reader (its program on stdin: :func:`reader_input`) under the host's
+    ``timeout``, so a hung pull is ended there too."""
     v = host.vars
     python = str(v.get("edrfleet_python", "/usr/bin/python3"))
     install = str(v.get("edrfleet_install_dir", "/opt/edrfleet")).rstrip("/")
@@ -209,7 +210,8 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
             while True:
                 _check_bounds(res, t0, max_chunks, max_seconds)
                 out = transport.run(pull_argv(host, cursor, max_bytes, timeout),
-                                    timeout=timeout + _KILL_AFTER, check=False)
+                                    input=reader_input(), timeout=timeout + _KILL_AFTER,
+                                    check=False)
                 res.chunks += 1
                 if out.rc != 0:
                     tail = _stdout_bytes(out.stderr)[-_STDERR_TAIL:].decode("utf-8", "replace")

@@ -22,7 +22,6 @@ from edrfleet.agent.spool import Spool
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_argv, pull_hosts
-from edrfleet.fleet.report.reader import boot
 from edrfleet.fleet.report.store import Store, host_key
 
 
@@ -54,7 +53,7 @@ class LocalRunner:
 
     def run(self, argv, *, input=None, timeout=60, check=True) -> Out:
         self.calls.append(list(argv))
-        p = subprocess.run(list(argv), capture_output=True, timeout=timeout)
+        p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
         out = Out(p.returncode, p.stdout, p.stderr)
         return self.mangle(out) if self.mangle else out
 
@@ -105,8 +104,8 @@ def test_argv_uses_the_host_paths_and_quotes_nothing_itself(tmp_path, install_di
     h = FakeHost("w", {"edrfleet_install_dir": "/opt/x/", "edrfleet_spool_dir": "/s p;rm"})
     argv = pull_argv(h, {"inode": 1, "offset": 2}, 99, timeout=30)
     # The host's timeout ends a hung pull there too; the reader is shipped in the argv.
-    assert argv[:6] == ["timeout", "--kill-after=5", "30", "/usr/bin/python3", "-c", boot()]
-    assert argv[6:] == ["--spool", "/s p;rm", "--cursor", '{"inode": 1, "offset": 2}',
+    assert argv[:5] == ["timeout", "--kill-after=5", "30", "/usr/bin/python3", "-"]
+    assert argv[5:] == ["--spool", "/s p;rm", "--cursor", '{"inode": 1, "offset": 2}',
                         "--max-bytes", "99", "--max-line", "65536", "--machine-id-file",
                         "/etc/machine-id", "--agent", "/opt/x/current/agent.pyz"]
     assert pull_argv(FakeHost("w"), None, 5)[-1] == "/opt/edrfleet/current/agent.pyz"
