@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,19 +57,25 @@ def variant(lab: ReportLab, tag: str, mid: str, tweak=None) -> tuple[Path, dict[
     return inv, spools
 
 
+# The CLI is started by this small process, whose wait4 gives its peak RSS: a child forked
+# straight from pytest would carry pytest's own high-water mark into its ru_maxrss (Linux
+# keeps the old memory's peak across exec).
+_MEASURE = """import os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_report(inventory: Path, db: Path, *extra: str) -> tuple[int, dict, str, int]:
     """The real CLI; returns (exit status, JSON summary, stderr, peak RSS in bytes)."""
-    out = db.with_suffix(".json")
-    with open(db.with_suffix(".err"), "w+b") as err:
-        proc = subprocess.Popen([*EDRFLEET, "report", str(inventory), "--db", str(db),
-                                 "--format", "json", "-o", str(out), *extra],
-                                stdout=subprocess.DEVNULL, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        text = err.read().decode("utf-8", "replace")
+    out, rss = db.with_suffix(".json"), db.with_suffix(".rss")
+    p = subprocess.run([sys.executable, "-c", _MEASURE, str(rss), *EDRFLEET, "report",
+                        str(inventory), "--db", str(db), "--format", "json", "-o", str(out),
+                        *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     summary = json.loads(out.read_text()) if out.exists() else {}
-    return proc.returncode, summary, text, usage.ru_maxrss * 1024
+    return p.returncode, summary, p.stderr.decode("utf-8", "replace"), int(rss.read_text())
 
 
 def test_two_fleets_named_alike_stay_apart_in_one_store(report_lab, tmp_path) -> None:
