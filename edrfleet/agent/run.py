@@ -20,17 +20,22 @@ from pathlib import Path
 from edrfleet import __version__
 from edrfleet.agent import ecs
 from edrfleet.agent.btf import Btf, kernel_offsets
-from edrfleet.agent.engine import Engine, EngineError, VerifierTooComplex, capacities_for
-from edrfleet.agent.header import load_header
+from edrfleet.agent.engine import (
+    Engine,
+    EngineError,
+    VerifierTooComplex,
+    capacities_for,
+    scan_windows,
+)
 from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
+from edrfleet.kernel_abi import load_header
 
 BundleLoader = Callable[[Path], dict]
 POLL_MS = 200
 STATUS_EVERY = 1.0
-SCAN_WINDOWS = (4096, 2048, 1024, 512)  # argv bytes per tail call, largest first
 
 
 @dataclass
@@ -41,7 +46,11 @@ class Options:
     backend: str = "auto"  # auto | lsm | sigkill
     bpf_dir: Path | None = None
     syslog: str | None = None
+    syslog_ca: str | None = None
     webhook: str | None = None
+    webhook_format: str = "json"
+    webhook_ca: str | None = None
+    webhook_header_file: str | None = None
     perfbuf: bool = False
     print_bpf: bool = False
     spool_max_bytes: int = 64 * 1024 * 1024
@@ -88,13 +97,11 @@ class Agent:
         self.bpf_dir = opts.bpf_dir or default_bpf_dir()
         self.header = load_header(self.bpf_dir)
         self.spool = Spool(str(opts.spool), max_bytes=opts.spool_max_bytes)
-        self.outputs: list = []
+        self.outputs = None
         if opts.syslog or opts.webhook:  # here: urllib and friends cost 15 ms of every start
-            from edrfleet.agent.outputs import SyslogOutput, WebhookOutput
-        if opts.syslog:
-            self.outputs.append(SyslogOutput(opts.syslog, hostname=opts.host_name))
-        if opts.webhook:
-            self.outputs.append(WebhookOutput(opts.webhook))
+            from edrfleet.agent.outputs import from_options
+
+            self.outputs = from_options(opts, str(opts.spool))
         self.clock = ecs.Clock.now()
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
@@ -135,7 +142,7 @@ class Agent:
         if self.wanted == "lsm" and not self.lsm_possible:
             raise self._fail("choose backend", f"backend lsm is required but {why}")
         self.engine = self._step(
-            "compile and load bpf/edrfleet.c",
+            "compile and load the BPF program",
             lambda: self._new_engine(offsets, packed),
         )
         self._install(self.engine, bundle, packed, slot=0)
@@ -201,13 +208,14 @@ class Agent:
     def _new_engine(self, offsets: dict[str, int], packed: Packed) -> Engine:
         """Compile and load; a verifier that gives up on a 4 KiB scan window gets a smaller one
         (the 6.1 verifier does; 6.18 takes 4 KiB)."""
-        for window in SCAN_WINDOWS:
+        windows = scan_windows(self.header)
+        for window in windows:
             try:
                 engine = Engine(
                     self.bpf_dir,
                     self.header,
                     offsets,
-                    capacities_for(packed.needs(self.header)),
+                    capacities_for(packed.needs(self.header), self.header),
                     perfbuf=self.opts.perfbuf,
                     with_lsm=self.lsm_possible and self.wanted != "sigkill",
                     scan_window=window,
@@ -215,7 +223,7 @@ class Agent:
                 )
                 break
             except VerifierTooComplex as exc:
-                if window == SCAN_WINDOWS[-1]:
+                if window == windows[-1]:
                     raise
                 log(f"scan window {window} bytes too complex for this verifier, trying "
                     f"{window // 2}: {str(exc).splitlines()[0][:120]}")
@@ -264,14 +272,15 @@ class Agent:
             return
         batch, self.pending = self.pending, []
         self.spool.append(batch)
-        for out in self.outputs:
-            for event in batch:
-                out.emit(event)
+        if self.outputs:
+            self.outputs.wake()  # they ship from the spool, each from its own cursor
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> None:
         """Load the policy file again; a policy that fails keeps the running one in force."""
         assert self.engine is not None
+        for error in self.outputs.reload() if self.outputs else []:
+            log(f"reload: output credentials kept: {error}")
         try:
             bundle = self.load_bundle(self.opts.policy)
             if self._wanted_backend(bundle) not in ("auto", self.engine.backend):
@@ -334,8 +343,8 @@ class Agent:
             self.engine = None
         self.status["state"] = "stopped"
         self._write_status()
-        for out in self.outputs:
-            out.close()
+        if self.outputs:
+            self.outputs.close()  # what does not go in time waits in the spool for next start
         self.spool.close()
         log("stopped: programs detached")
 
@@ -348,7 +357,7 @@ class Agent:
                 errors=c["errors"],
             )
         if self.outputs:
-            self.status["outputs"] = {type(o).__name__: o.stats() for o in self.outputs}
+            self.status["outputs"] = self.outputs.stats()
         write_status(str(self.opts.spool), self.status)
 
 

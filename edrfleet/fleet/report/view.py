@@ -17,9 +17,10 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from edrfleet.fleet.report.store import Store, host_key
+from edrfleet.fleet.report.store import EventFilter, Store, host_key
 
 
 def fleet_keys(store: Store, names: Sequence[str],
@@ -66,9 +67,22 @@ class FleetView:
                size: float) -> list[tuple[Any, ...]]:
         return self._named(self.store.counts(self._to_keys(hosts), since, start, size), 0)
 
-    def top_blocked(self, hosts: Sequence[str], since: float | None,
-                    limit: int) -> list[tuple[Any, ...]]:
-        return self.store.top_blocked(self._to_keys(hosts), since, limit)
+    def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
+                     limit: int) -> list[tuple[Any, ...]]:
+        return self.store.top_commands(self._to_keys(hosts), since, action, limit)
+
+    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
+        # By id alone (one event of a rule's group, for its ATT&CK tags): an id another host
+        # also sent may give that host's line; counts and listings are keyed by host.
+        return self.store.raw_events(ids)
+
+    def events(self, where: EventFilter, limit: int | None) -> list[tuple[Any, ...]]:
+        hosts = list(self._keys.values()) if where.hosts is None else self._to_keys(where.hosts)
+        return self._named(self.store.events(replace(where, hosts=hosts), limit), 1)
+
+    def latest_per_host(self, hosts: Sequence[str], since: float | None,
+                        per_host: int) -> list[tuple[Any, ...]]:
+        return self._named(self.store.latest_per_host(self._to_keys(hosts), since, per_host), 1)
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
         if host is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from edrfleet.agent.spool import Spool
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
-from edrfleet.fleet.report.store import host_key
+from edrfleet.fleet.report.store import EventFilter, host_key
 from edrfleet.fleet.report.summary import summarize
 from edrfleet.fleet.report.view import FleetView, fleet_keys
 from tests.unit.fleet.report.test_pull import LocalRunner, ev, machine_id, make_host
@@ -56,6 +56,10 @@ def test_two_fleets_with_alike_names_stay_apart_in_one_store(tmp_path, install_d
     assert ra["lab01"].inserted == 425 and rb["lab01"].inserted == 7  # nothing suppressed
     assert not rb["lab01"].lost  # no false "spool rotated past cursor"
     assert rb["lab01"].identity_changed == A_ID[:-1] + "0"  # said, not hidden
+    view_b = FleetView(store, fleet_keys(store, ["lab01", "lab02"], {
+        n: p.machine_id for n, p in rb.items()}))
+    listed = view_b.events(EventFilter(["lab01"]), None)  # what `edrfleet events` lists
+    assert len(listed) == 7 and {r[1] for r in listed} == {"lab01"}
     sb = summary_of(store, ["lab01", "lab02"], rb)
     assert sb["lab01"]["blocked"] == 7 and sb["lab02"]["blocked"] == 7
     sa = summary_of(store, ["lab01", "lab02"], ra)
