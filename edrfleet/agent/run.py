@@ -29,6 +29,7 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
+from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
 from edrfleet.kernel_abi import load_header
@@ -133,6 +134,8 @@ class Agent:
     def start(self) -> None:
         t0 = time.monotonic()
         self._write_status()
+        # before anything of the release is loaded: a modified release never runs as root
+        self._step("verify release", lambda: verify_release(self.bpf_dir))
         bundle = self._step("read policy", lambda: self.load_bundle(self.opts.policy))
         self.wanted = self._step("choose backend", lambda: self._wanted_backend(bundle))
         packed = self._step("lay out policy", lambda: self._pack(bundle))
