@@ -54,6 +54,7 @@ from edrfleet.fleet.report.backends import is_postgres, open_store  # noqa: E402
 from edrfleet.fleet.report.pull import pull_hosts  # noqa: E402
 from edrfleet.fleet.report.store import Store  # noqa: E402
 from edrfleet.fleet.report.summary import summarize  # noqa: E402
+from edrfleet.fleet.report.view import FleetView, fleet_keys  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 T0 = 1796101200.0  # 2026-12-01T05:00:00Z
@@ -82,7 +83,7 @@ class LocalRunner:
         pass
 
     def run(self, argv, *, input=None, timeout=60, check=True) -> _Out:
-        p = subprocess.run(list(argv), capture_output=True, timeout=timeout)
+        p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
         return _Out(p.returncode, p.stdout, p.stderr)
 
 
@@ -315,7 +316,8 @@ def main() -> int:
             if store.count() != written:
                 sys.exit(f"bench: {name} holds {store.count()} events, {written} were written")
             t, c = time.perf_counter(), time.process_time()
-            summarize(store, list(spools))
+            # by inventory name, as run_report reads it (the store keys hosts by identity)
+            summarize(FleetView(store, fleet_keys(store, list(spools))), list(spools))
             wall, spent = time.perf_counter() - t, time.process_time() - c
             print(f"{name}: summary over the whole store ({written} events): {wall:.2f} s "
                   f"wall, {spent:.2f} s cpu; store {store_mib(store):.0f} MiB; controller "

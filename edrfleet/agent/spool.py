@@ -293,10 +293,20 @@ def _snapshot(directory: str) -> list[tuple[int, int]]:
         opened: list[tuple[int, int]] = []
         try:
             for _rank, name, _ino in before:
-                fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+                # A symlink in the spool is not ours: refused by name, never followed (its
+                # inode would differ from the listing's, which reads as endless rotation).
+                fd = os.open(os.path.join(directory, name),
+                             os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 opened.append((fd, os.fstat(fd).st_ino))
         except FileNotFoundError:
             pass
+        except OSError as e:
+            for fd, _ in opened:
+                os.close(fd)
+            if e.errno == errno.ELOOP:
+                raise OSError(e.errno, f"{e.filename}: a symlink in the spool: not read"
+                              ) from None
+            raise
         if [ino for _, _, ino in before] == [ino for _, ino in opened] and before == _listing(
             directory
         ):

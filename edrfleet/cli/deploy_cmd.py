@@ -20,6 +20,7 @@ from rich.text import Text
 
 from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from edrfleet.fleet.report.inert import markup_safe, terminal_lines, terminal_safe
 
 
 def console(stderr: bool = False) -> Console:
@@ -109,7 +110,7 @@ class LiveProgress:
             else:
                 self.active[host] = phase
             names = sorted(self.active)
-            shown = ", ".join(f"{n} ({self.active[n]})" for n in names[:6])
+            shown = ", ".join(markup_safe(f"{n} ({self.active[n]})") for n in names[:6])
             more = f" +{len(names) - 6}" if len(names) > 6 else ""
             self.progress.update(self.task, description=shown + more)
 
@@ -137,8 +138,10 @@ def print_recap(console: Console, results: list[Any], title: str = "RECAP") -> N
     for col in ("host", "result", "seconds", "detail"):
         table.add_column(col, overflow="fold", justify="right" if col == "seconds" else "left")
     for r in results:
-        table.add_row(r.name, Text(r.status, style=COLORS.get(r.status, "")),
-                      f"{r.seconds:.2f}", Text(fleet_args.without_host(r.name, r.message)))
+        # Host-supplied text (remote stderr in the message): inert, never parsed as markup.
+        table.add_row(Text(terminal_safe(r.name)), Text(r.status, style=COLORS.get(r.status, "")),
+                      f"{r.seconds:.2f}",
+                      Text(terminal_lines(fleet_args.without_host(r.name, r.message))))
     console.print(table)
 
 
@@ -147,7 +150,9 @@ def print_diffs(results: list[Any]) -> None:
     never wrapped or restyled by the console."""
     for r in results:
         if r.diff:
-            sys.stdout.write(r.diff if r.diff.endswith("\n") else r.diff + "\n")
+            # The host's policy text is in it: each line inert, the diff still a diff.
+            diff = terminal_lines(r.diff)
+            sys.stdout.write(diff if diff.endswith("\n") else diff + "\n")
     sys.stdout.flush()
 
 
@@ -177,7 +182,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                                                            "failed") if report.count(s))
     out.print(f"{len(report.results)} hosts in {report.seconds:.2f} s: {counts}")
     if report.stopped:
-        out.print(f"[red]stopped:[/red] {report.stopped}")
+        out.print(Text.assemble(("stopped:", "red"), " ", terminal_safe(report.stopped)))
     if report.failed:
         retry = Path(inv.path).with_suffix(".retry")
         write_retry(retry, [r.name for r in report.failed])
@@ -202,14 +207,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows:
             c = r.counters or {}
             style = "green" if r.state in ("enforcing", "monitoring") else "red"
-            table.add_row(r.name, Text(r.state, style=style), r.backend, r.policy_sha256[:12],
-                          r.release_id, str(r.pid or ""), *(str(c.get(k, "")) for k in
-                                                            STATUS_COUNTERS))
+            # status.json's strings come from the host: plain Text, never markup.
+            cells = [r.name, r.backend, str(r.policy_sha256)[:12], r.release_id,
+                     str(r.pid or ""), *(c.get(k, "") for k in STATUS_COUNTERS)]
+            name, *rest = (Text(terminal_safe(v)) for v in cells)
+            table.add_row(name, Text(terminal_safe(r.state), style=style), *rest)
         console().print(table)
         for r in rows:
             if r.message or r.last_error:
-                text = fleet_args.without_host(r.name, r.message or r.last_error)
-                print(f"{r.name}: {text}", file=sys.stderr)
+                text = terminal_safe(fleet_args.without_host(r.name, r.message or r.last_error))
+                print(f"{terminal_safe(r.name)}: {text}", file=sys.stderr)
     return EXIT_FAILED if not_as_wanted(hosts, rows) else EXIT_OK
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
-from edrfleet.cli.report_cmd import _progress
+from edrfleet.cli.report_cmd import _progress, pull_notes
 from edrfleet.fleet.report.event_formats import EVENT_FORMATS
+from edrfleet.fleet.report.inert import terminal_width
 from edrfleet.fleet.report.store import DEFAULT_DB, ReportError
 from edrfleet.fleet.report.summary import ACTIONS
 
@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
                            connect_timeout=fleet_args.connect_timeout(args),
                            pull=not args.no_pull, on_start=on_start, on_done=on_done)
     terminal = sys.stdout.isatty()
-    width = os.get_terminal_size().columns if terminal else 160
+    width = terminal_width() if terminal else 160
     text = render_events(found.events, args.format, terminal=terminal, width=width)
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
     sys.stdout.flush()
@@ -47,9 +47,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"edrfleet: the {args.max} newest matching events shown; more match (fix: "
               "-n 0 for all, or narrow with --since, --rule, --action, --search, -l)",
               file=sys.stderr)
-    for p in found.failed:
-        print(f"edrfleet: {p.host}: not pulled: {fleet_args.without_host(p.host, p.error)}",
-              file=sys.stderr)
+    for line in pull_notes(found.pulls.values()):
+        print(line, file=sys.stderr)
     return EXIT_FAILED if found.failed else EXIT_OK
 
 

@@ -49,12 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    # Messages may carry a host's stderr: printed inert (edrfleet.fleet.report.inert).
     except EdrfleetError as exc:  # its message names the file:line or the host, and the fix
-        print(f"edrfleet: error: {exc}", file=sys.stderr)
+        _error(exc)
         return exit_status(exc)
     except (OSError, ValueError) as exc:  # a file that cannot be read; the agent's own errors
-        print(f"edrfleet: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_USAGE
+
+
+def _error(exc: BaseException) -> None:
+    from edrfleet.fleet.report.inert import terminal_lines
+
+    print(f"edrfleet: error: {terminal_lines(exc)}", file=sys.stderr)
 
 
 def exit_status(exc: EdrfleetError) -> int:

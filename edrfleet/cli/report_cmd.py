@@ -6,15 +6,17 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edrfleet.agent.pull import MAX_LINE
 from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
 from edrfleet.fleet.report.formats import CSV_SECTIONS, FORMATS
 from edrfleet.fleet.report.html_report import HOST_EVENTS, LATEST_EVENTS
+from edrfleet.fleet.report.inert import terminal_safe, terminal_width
 from edrfleet.fleet.report.store import DEFAULT_DB, ReportError
 
 
@@ -38,14 +40,15 @@ def _progress(bar: bool, command: str = "report") -> Iterator[tuple[Any, Any]]:
     if not bar:
         def line(p: Any) -> None:
             what = f"pulled, {p.inserted} new events" if p.ok else "not pulled"
-            print(f"edrfleet {command}: {p.host}: {what}", file=sys.stderr, flush=True)
+            print(f"edrfleet {command}: {terminal_safe(p.host)}: {what}", file=sys.stderr,
+                  flush=True)
 
         yield None, line
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from edrfleet.fleet.report.inert import terminal_safe
+    from edrfleet.fleet.report.inert import markup_safe
 
     with Progress(TextColumn("pulling"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), console=Console(stderr=True),
@@ -56,7 +59,7 @@ def _progress(bar: bool, command: str = "report") -> Iterator[tuple[Any, Any]]:
             bar.update(task, total=n)
 
         def done(p: Any) -> None:
-            bar.update(task, advance=1, description=terminal_safe(p.host, 40))
+            bar.update(task, advance=1, description=markup_safe(p.host, 40))
 
         yield start, done
 
@@ -79,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
                             latest_events=LATEST_EVENTS if html else 0,
                             per_host_events=HOST_EVENTS if html else 0)
     terminal = args.output is None and sys.stdout.isatty()
-    width = os.get_terminal_size().columns if terminal else 120
+    width = terminal_width() if terminal else 120
     text = render(report.summary, args.format, terminal=terminal, width=width,
                   section=args.section or "hosts")
     if args.output is not None:
@@ -87,10 +90,32 @@ def _run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
         sys.stdout.flush()
-    for p in report.failed:
-        print(f"edrfleet: {p.host}: not pulled: {fleet_args.without_host(p.host, p.error)}",
-              file=sys.stderr)
+    for line in pull_notes(report.pulls.values()):
+        print(line, file=sys.stderr)
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def pull_notes(pulls: Iterable[Any]) -> list[str]:
+    """What the operator must know of each host's pull, one inert line each: failures (their
+    reason may hold the host's stderr), identity changes, dropped lines, uninstalled agents."""
+    out = []
+    for p in pulls:
+        host = terminal_safe(p.host)
+        if p.identity_changed is not None:
+            out.append(f"edrfleet: {host}: host identity changed: machine id "
+                       f"{terminal_safe(p.machine_id) or 'unknown'}, was "
+                       f"{terminal_safe(p.identity_changed) or 'unknown'} (their events are "
+                       "kept apart)")
+        if p.dropped:
+            out.append(f"edrfleet: {host}: {p.dropped} event lines longer than "
+                       f"{MAX_LINE} bytes dropped")
+        if p.ok and p.installed is False:
+            out.append(f"edrfleet: {host}: the agent is not installed (events pulled from "
+                       "the spool kept)")
+        if not p.ok:
+            why = terminal_safe(fleet_args.without_host(p.host, p.error or ""))
+            out.append(f"edrfleet: {host}: not pulled: {why}")
+    return out
 
 
 def register(subparsers: Any) -> None:

@@ -24,12 +24,14 @@ import pytest
 import yaml
 
 from edrfleet.agent import ecs
+from edrfleet.agent.pull import read_machine_id
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import Status, write_status
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
 from edrfleet.fleet.report.queries import command_pattern
+from edrfleet.fleet.report.store import host_key
 from edrfleet.fleet.transport.ssh import Transport
 from tests.unit.helpers.postgres_server import empty_store, postgres_server
 
@@ -263,7 +265,7 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
     t.join()
     r = pull_hosts([host], store, connect, max_bytes=16384)[name]
     assert r.ok and not r.lost
-    ids = [x[0] for x in store.event_rows(name)]
+    ids = [x[0] for x in store.event_rows(host_key(name, read_machine_id()))]
     assert sorted(ids) == [f"{name}-{i:06d}" for i in range(total)]
     assert pulls >= 3
     store.close()
@@ -296,7 +298,7 @@ def test_two_controllers_fill_one_postgresql_at_once_twice(report_lab, postgres_
         assert stored_ids(db) == sorted(f"{n}-{i:06d}" for n in report_lab.names
                                         for i in range(written[n]))
     with open_store(db) as store:
-        assert {n: r["events"] for n, r in store.host_rows().items()} == written
+        assert {r["name"]: r["events"] for r in store.host_rows().values()} == written
 
 
 # --- with real agents, deployed by `edrfleet deploy` -----------------------------------------

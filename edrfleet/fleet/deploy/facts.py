@@ -222,4 +222,5 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
         "agent_active": agent_pid > 0 and not not_alive,
         "agent_not_alive": not_alive,
         "missing_packages": missing,
+        "machine_id": raw.get("machine_id", ""),  # /etc/machine-id, "" when not one
     }

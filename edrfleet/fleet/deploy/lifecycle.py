@@ -44,6 +44,12 @@ class HostStatus:
                 "kernel": self.kernel}
 
 
+def _count(value: Any) -> int:
+    """A status.json counter, 0 when not a count: a malformed file is the agent's state to
+    show, not a reason to call the host unreachable."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 def host_status(name: str, facts: dict[str, Any]) -> HostStatus:
     st = facts.get("status") or {}
     if not facts.get("release_id") and not st:
@@ -56,7 +62,7 @@ def host_status(name: str, facts: dict[str, Any]) -> HostStatus:
         backend=str(st.get("backend", "")),
         policy_sha256=str(st.get("policy_sha256", "")), release_id=facts.get("release_id", ""),
         pid=int(facts.get("agent_pid") or 0),
-        counters={k: int(st.get(k, 0) or 0) for k in STATUS_COUNTERS},
+        counters={k: _count(st.get(k)) for k in STATUS_COUNTERS},
         last_error=str(st.get("last_error", "")),
         kernel=str(facts.get("kernel_release", "")),
     )

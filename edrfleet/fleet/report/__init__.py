@@ -6,8 +6,9 @@ field fills which column), ``pull`` (hosts over Transport, bounded pool),
 ``summary`` (counts per host / rule, top blocked and would-block, timeline), ``formats`` and
 ``html_report`` (table, json, csv, html); ``queries`` (the command patterns and search the
 backends share), ``events`` and ``event_formats`` (``edrfleet events``: the stored events
-listed), ``times`` (``--since``, ISO times).  The host
-side is ``edrfleet.agent.pull`` (``agent.pyz pull``).
+listed), ``times`` (``--since``, ISO times), ``view`` (the store by inventory name),
+``reader`` (the pull's host side, shipped with every pull), ``inert`` (host text made safe
+for a terminal).  The host side is ``edrfleet.agent.pull`` (also ``agent.pyz pull``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edrfleet.fleet.report.events import EventFilter, EventList, list_events
 from edrfleet.fleet.report.pull import DEFAULT_FORKS, HostPull, connect_for, pull_hosts
 from edrfleet.fleet.report.store import DEFAULT_DB, Store
 from edrfleet.fleet.report.summary import summarize
+from edrfleet.fleet.report.view import FleetView, fleet_keys
 
 
 @dataclass
@@ -73,7 +75,11 @@ def pulled(inventory_path: str | Path | Sequence[str], *, limit: str | None = No
             pulls = pull_hosts(hosts, store,
                                connect_for(inventory, connect_timeout=connect_timeout),
                                forks=forks, on_done=on_done)
-        yield Pulled(store, [h.name for h in hosts], pulls)
+        names = [h.name for h in hosts]
+        pulled_ids = {n: p.machine_id for n, p in pulls.items() if p.machine_id is not None}
+        # Read by inventory name, each name one identity (the store keys hosts by identity).
+        view = FleetView(store, fleet_keys(store, names, pulled_ids))
+        yield Pulled(view, names, pulls)  # type: ignore[arg-type]
 
 
 def run_report(inventory_path: str | Path | Sequence[str], *, limit: str | None = None,

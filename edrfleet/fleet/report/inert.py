@@ -5,10 +5,16 @@ titles, hyperlinks) and invisible or reordering characters (C0, DEL, C1, zero-wi
 overrides, line separators, lone surrogates); printed as they are they could hide or forge
 what an operator reads.  Escape sequences are removed and every other such character is shown as
 a visible escape (``\\n``, ``\\x07``, ``\\u202e``).
+
+Every command printing text a host supplied (deploy recap, status, report, errors carrying
+remote stderr) goes through :func:`terminal_safe` (or :func:`terminal_lines` for a message
+whose own line breaks are ours).  Where rich would parse the text as markup (``[blink]``),
+it goes in a ``rich.text.Text`` (tables) or through :func:`markup_safe` (progress lines).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -38,3 +44,26 @@ def terminal_safe(value: Any, limit: int | None = None) -> str:
     if limit is not None and len(s) > limit:
         s = s[: limit - 1] + "…"
     return s
+
+
+def terminal_lines(value: Any) -> str:
+    """Like :func:`terminal_safe`, each line alone: the message's own line breaks kept."""
+    text = "" if value is None else str(value)
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
+
+
+def markup_safe(value: Any, limit: int | None = None) -> str:
+    """:func:`terminal_safe`, with rich's markup escaped: for a string rich parses."""
+    from rich.markup import escape
+
+    return escape(terminal_safe(value, limit))
+
+
+def terminal_width(fd: int = 1, fallback: int = 120) -> int:
+    """Columns of the terminal on ``fd``, or ``fallback`` when there is none or it reports 0
+    (a pty nobody sized: printing 0 columns wide would print nothing)."""
+    try:
+        columns = os.get_terminal_size(fd).columns
+    except OSError:
+        return fallback
+    return columns if columns > 0 else fallback

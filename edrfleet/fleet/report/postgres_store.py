@@ -4,18 +4,20 @@ Same tables and semantics as the SQLite store (:mod:`edrfleet.fleet.report.store
 schema ``edrfleet`` of the database the URI names (created on first use, under an advisory
 lock so that two controllers starting at once do not race)::
 
-    edrfleet.events(id text PRIMARY KEY, host text NOT NULL, ts double precision,
-                    action text, rule text, severity text, cmdline text, raw text NOT NULL)
-    edrfleet.hosts(name text PRIMARY KEY, cursor text, status text, pulled_at double precision,
-                   events bigint, lost bigint, last_error text)
+    edrfleet.events(host text, id text, ts double precision, action text, rule text,
+                    severity text, cmdline text, raw text NOT NULL, PRIMARY KEY(host, id))
+    edrfleet.hosts(key text PRIMARY KEY, name text, machine_id text, cursor text, status text,
+                   pulled_at double precision, events bigint, lost bigint, dropped bigint,
+                   last_error text)
 
-A batch is one transaction: one ``INSERT … SELECT … FROM unnest(lines) … ON CONFLICT (id) DO
-NOTHING`` (the server parses each line once as jsonb and extracts the columns of
-:mod:`edrfleet.fleet.report.fields`), then the host's row locked (``SELECT … FOR UPDATE``) for
-the cursor's compare-and-set.  Controllers pulling the same host wait for each other's
-uncommitted events (the unique index) and then its cursor row, always in that order; a
-deadlock or serialization failure the server still reports is retried.  ``raw`` is text,
-not jsonb: it keeps the line byte for byte as the host wrote it.
+A batch is one transaction: one ``INSERT … SELECT … FROM unnest(lines) … ON CONFLICT
+(host, id) DO NOTHING``, keyed by (host key, event.id) (the server parses each line once as
+jsonb and extracts the columns of :mod:`edrfleet.fleet.report.fields`), then the host's
+row locked (``SELECT … FOR UPDATE``) for the cursor's compare-and-set.  Controllers pulling
+the same host wait for each other's uncommitted events (the unique index) and then its
+cursor row, always in that order; a deadlock or serialization failure the server still
+reports is retried.  ``raw`` is text, not jsonb: it keeps the line byte for byte as the host
+wrote it.
 
 A batch holding a line the server refuses (not JSON, ``\\u0000`` or a lone surrogate escape,
 NaN, a NUL byte) is redone line by line, each in a savepoint, counting the refused lines;
@@ -56,6 +58,8 @@ from edrfleet.fleet.report.store import (
     Ingested,
     ReportError,
     Store,
+    sane_window,
+    split_key,
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -93,12 +97,14 @@ _SCHEMA = (
     "CREATE SCHEMA IF NOT EXISTS edrfleet",
     "CREATE TABLE IF NOT EXISTS edrfleet.meta(key text PRIMARY KEY, value text)",
     """CREATE TABLE IF NOT EXISTS edrfleet.events(
-        id text PRIMARY KEY, host text NOT NULL, ts double precision, action text, rule text,
-        severity text, cmdline text, raw text NOT NULL)""",
+        host text NOT NULL, id text NOT NULL, ts double precision, action text, rule text,
+        severity text, cmdline text, raw text NOT NULL, PRIMARY KEY(host, id))""",
     "CREATE INDEX IF NOT EXISTS events_ts ON edrfleet.events(ts)",
     """CREATE TABLE IF NOT EXISTS edrfleet.hosts(
-        name text PRIMARY KEY, cursor text, status text, pulled_at double precision,
-        events bigint NOT NULL DEFAULT 0, lost bigint NOT NULL DEFAULT 0, last_error text)""",
+        key text PRIMARY KEY, name text NOT NULL, machine_id text NOT NULL, cursor text,
+        status text, pulled_at double precision, events bigint NOT NULL DEFAULT 0,
+        lost bigint NOT NULL DEFAULT 0, dropped bigint NOT NULL DEFAULT 0, last_error text)""",
+    "CREATE INDEX IF NOT EXISTS hosts_name ON edrfleet.hosts(name, pulled_at)",
 )
 
 
@@ -117,7 +123,7 @@ SELECT id, %(host)s, edrfleet.epoch(ts), action, rule, severity, cmdline, line F
            {_field("cmdline")} AS cmdline
     FROM (SELECT line, line::jsonb AS j FROM unnest(%(lines)b::text[]) AS u(line) OFFSET 0) p
 ) e WHERE id IS NOT NULL
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (host, id) DO NOTHING
 """
 
 # What the server (or psycopg, for a NUL byte) says of a line it cannot take as jsonb.
@@ -225,12 +231,18 @@ class PostgresStore:
                 self._db.execute(_EPOCH)
             row = self._db.execute("SELECT value FROM edrfleet.meta WHERE key='schema'"
                                    ).fetchone()
+            if row is None and self._db.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema='edrfleet' "
+                    "AND table_name='hosts' AND column_name='key'").fetchone() is None:
+                row = ("1",)  # version-1 tables, kept by CREATE IF NOT EXISTS
             if row is None:
                 self._db.execute("INSERT INTO edrfleet.meta VALUES('schema', %s)",
                                  (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise ReportError(f"{self.location}: report database schema {row[0]}, this "
-                                 f"edrfleet reads {SCHEMA_VERSION} (fix: pass another --db)")
+                                 f"edrfleet reads {SCHEMA_VERSION} (fix: pass another --db, or "
+                                 "drop the schema edrfleet: the hosts' spools still hold their "
+                                 "events)")
 
     def close(self) -> None:
         with self._lock, self._idle_lock:
@@ -248,7 +260,7 @@ class PostgresStore:
 
     def ingest(self, host: str, lines: Sequence[str], *, cursor: Cursor | None,
                status: dict[str, Any] | None, lost: bool,
-               expected: Cursor | None = UNCHECKED) -> Ingested:
+               expected: Cursor | None = UNCHECKED, dropped: int = 0) -> Ingested:
         """Store one pulled batch and move ``host``'s cursor, in one transaction."""
         with self._writer() as db:
             for attempt in range(_RETRIES):
@@ -256,7 +268,7 @@ class PostgresStore:
                     with db.transaction():
                         inserted, malformed = self._insert(db, host, lines)
                         moved = self._save_host(db, host, cursor, status, inserted, lost,
-                                                expected)
+                                                expected, dropped)
                     return Ingested(inserted, len(lines) - malformed - inserted, malformed,
                                     moved)
                 except (errors.DeadlockDetected, errors.SerializationFailure):
@@ -286,30 +298,33 @@ class PostgresStore:
     @staticmethod
     def _save_host(db: psycopg.Connection, host: str, cursor: Cursor | None,
                    status: dict[str, Any] | None, inserted: int, lost: bool,
-                   expected: Cursor | None) -> bool:
+                   expected: Cursor | None, dropped: int) -> bool:
         """Count the batch for ``host``; move its cursor (and status, lost) if the store
         still holds ``expected``.  Returns whether it moved.  Inside the transaction."""
-        db.execute("INSERT INTO edrfleet.hosts(name) VALUES(%s) ON CONFLICT DO NOTHING", (host,))
-        (held,), = db.execute("SELECT cursor FROM edrfleet.hosts WHERE name=%s FOR UPDATE",
+        db.execute("INSERT INTO edrfleet.hosts(key, name, machine_id) VALUES(%s, %s, %s) "
+                   "ON CONFLICT DO NOTHING", (host, *split_key(host)))
+        (held,), = db.execute("SELECT cursor FROM edrfleet.hosts WHERE key=%s FOR UPDATE",
                               (host,)).fetchall()
         moved = expected is UNCHECKED or (json.loads(held) if held else None) == expected
         if moved:
             db.execute(
                 """UPDATE edrfleet.hosts SET cursor=%s, status=coalesce(%s, status),
-                       pulled_at=%s, events=events+%s, lost=lost+%s, last_error=NULL
-                   WHERE name=%s""",
+                       pulled_at=%s, events=events+%s, lost=lost+%s, dropped=dropped+%s,
+                       last_error=NULL WHERE key=%s""",
                 (json.dumps(cursor) if cursor is not None else None,
                  json.dumps(status) if status is not None else None, time.time(), inserted,
-                 int(lost), host))
+                 int(lost), dropped, host))
         else:
             db.execute("""UPDATE edrfleet.hosts SET pulled_at=%s, events=events+%s,
-                              last_error=NULL WHERE name=%s""", (time.time(), inserted, host))
+                              dropped=dropped+%s, last_error=NULL WHERE key=%s""",
+                       (time.time(), inserted, dropped, host))
         return moved
 
     def record_error(self, host: str, error: str) -> None:
-        self._run("""INSERT INTO edrfleet.hosts(name, last_error) VALUES(%s, %s)
-                     ON CONFLICT(name) DO UPDATE SET last_error=excluded.last_error""",
-                  (host, error))
+        self._run("""INSERT INTO edrfleet.hosts(key, name, machine_id, last_error)
+                     VALUES(%s, %s, %s, %s)
+                     ON CONFLICT(key) DO UPDATE SET last_error=excluded.last_error""",
+                  (host, *split_key(host), error))
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -326,21 +341,28 @@ class PostgresStore:
         return self._run(sql, params)
 
     def cursor(self, host: str) -> Cursor | None:
-        rows = self.query("SELECT cursor FROM edrfleet.hosts WHERE name=%s", (host,))
+        rows = self.query("SELECT cursor FROM edrfleet.hosts WHERE key=%s", (host,))
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
+    def latest_key(self, name: str) -> str | None:
+        rows = self.query("SELECT key FROM edrfleet.hosts WHERE name=%s AND pulled_at "
+                          "IS NOT NULL ORDER BY pulled_at DESC LIMIT 1", (name,))
+        return rows[0][0] if rows else None
+
     def host_rows(self) -> dict[str, dict[str, Any]]:
-        rows = self.query(
-            "SELECT name, status, pulled_at, events, lost, last_error FROM edrfleet.hosts")
-        return {name: {"status": json.loads(st) if st else None, "pulled_at": at,
-                       "events": n, "lost": lost, "last_error": err}
-                for name, st, at, n, lost, err in rows}
+        rows = self.query("SELECT key, name, machine_id, status, pulled_at, events, lost, "
+                          "dropped, last_error FROM edrfleet.hosts")
+        return {key: {"name": name, "machine_id": mid,
+                      "status": json.loads(st) if st else None, "pulled_at": at,
+                      "events": n, "lost": lost, "dropped": dropped, "last_error": err}
+                for key, name, mid, st, at, n, lost, dropped, err in rows}
 
     def count(self) -> int:
         return self.query("SELECT count(*) FROM edrfleet.events")[0][0]
 
     def time_range(self) -> tuple[float | None, float | None]:
-        lo, hi = self.query("SELECT min(ts), max(ts) FROM edrfleet.events")[0]
+        lo, hi = self.query("SELECT min(ts), max(ts) FROM edrfleet.events "
+                            "WHERE ts BETWEEN %s AND %s", sane_window(time.time()))[0]
         return lo, hi
 
     def counts(self, hosts: Sequence[str], since: float | None, start: float,
@@ -348,8 +370,9 @@ class PostgresStore:
         where, params = _where(hosts, since)
         return self.query(
             f"SELECT host, rule, severity, action, trunc((ts - %s) / %s)::bigint AS b, count(*),"
-            f" max(ts), max(id) FROM edrfleet.events WHERE {where}"
-            f" GROUP BY host, rule, severity, action, b", [start, size, *params])
+            f" max(CASE WHEN ts BETWEEN %s AND %s THEN ts END), max(id) FROM edrfleet.events"
+            f" WHERE {where} GROUP BY host, rule, severity, action, b",
+            [start, size, *sane_window(time.time()), *params])
 
     def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
                      limit: int) -> list[tuple[Any, ...]]:
@@ -373,8 +396,8 @@ class PostgresStore:
         where, params = _where(hosts, since)
         # The window sorts ids and times only; the rows it keeps are read by key.
         return self.query(
-            f"SELECT {_COLUMNS} FROM edrfleet.events WHERE id IN (SELECT id FROM (SELECT id, "
-            f"row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n "
+            f"SELECT {_COLUMNS} FROM edrfleet.events WHERE (host, id) IN (SELECT host, id FROM "
+            f"(SELECT host, id, row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n "
             f"FROM edrfleet.events WHERE {where}) w WHERE n <= %s) "
             f'ORDER BY host COLLATE "C", {_NEWEST}', [*params, per_host])
 

@@ -2,13 +2,14 @@
 
 Tables (semantics in :mod:`edrfleet.fleet.report.store`)::
 
-    events(id TEXT PRIMARY KEY NOT NULL,   -- event.id: a re-sent event is ignored
-           host TEXT NOT NULL,             -- the inventory name it was pulled from
+    events(host TEXT NOT NULL,             -- the key of the host it was pulled from
+           id TEXT NOT NULL,               -- event.id: a re-sent event is ignored
            ts REAL,                        -- @timestamp as epoch seconds (NULL if unparsable)
            action TEXT, rule TEXT, severity TEXT, cmdline TEXT,
-           raw TEXT NOT NULL)              -- the event's JSON line as the host wrote it
-    hosts(name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
-          events INTEGER, lost INTEGER, last_error TEXT)
+           raw TEXT NOT NULL,              -- the event's JSON line as the host wrote it
+           PRIMARY KEY(host, id))
+    hosts(key TEXT PRIMARY KEY, name TEXT, machine_id TEXT, cursor TEXT, status TEXT,
+          pulled_at REAL, events INTEGER, lost INTEGER, dropped INTEGER, last_error TEXT)
 
 A batch is one ``BEGIN IMMEDIATE`` transaction, which also makes the cursor's
 compare-and-set atomic between processes sharing the file.  Columns are extracted from the
@@ -51,6 +52,8 @@ from edrfleet.fleet.report.store import (
     Ingested,
     ReportError,
     Store,
+    sane_window,
+    split_key,
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -58,12 +61,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS events(
-    id TEXT PRIMARY KEY NOT NULL, host TEXT NOT NULL, ts REAL, action TEXT, rule TEXT,
-    severity TEXT, cmdline TEXT, raw TEXT NOT NULL);
+    host TEXT NOT NULL, id TEXT NOT NULL, ts REAL, action TEXT, rule TEXT,
+    severity TEXT, cmdline TEXT, raw TEXT NOT NULL, PRIMARY KEY(host, id));
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE TABLE IF NOT EXISTS hosts(
-    name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
-    events INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, machine_id TEXT NOT NULL, cursor TEXT,
+    status TEXT, pulled_at REAL, events INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE INDEX IF NOT EXISTS hosts_name ON hosts(name, pulled_at);
 """
 
 
@@ -75,8 +80,8 @@ def _field(column: str) -> str:
 # one row.  julianday() reads ISO 8601 with 'Z' or '+HH:MM' (anything else gives NULL) to the
 # millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
 _INSERT = f"""
-INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
-VALUES ({_field("id")}, ?1, round((julianday({_field("ts")}) - 2440587.5) * 86400.0, 3),
+INSERT OR IGNORE INTO events(host, id, ts, action, rule, severity, cmdline, raw)
+VALUES (?1, {_field("id")}, round((julianday({_field("ts")}) - 2440587.5) * 86400.0, 3),
         {_field("action")}, {_field("rule")}, {_field("severity")}, {_field("cmdline")}, ?2)
 """
 
@@ -167,11 +172,15 @@ class SqliteStore:
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None and self._db.execute(
+                "SELECT 1 FROM pragma_table_info('hosts') WHERE name='key'").fetchone() is None:
+            row = ("1",)  # a version-1 file (its CREATE IF NOT EXISTS kept the old tables)
         if row is None:
             self._db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
             raise ReportError(f"{self.path}: report database schema {row[0]}, this edrfleet "
-                             f"reads {SCHEMA_VERSION} (fix: pass another --db)")
+                             f"reads {SCHEMA_VERSION} (fix: pass another --db, or move this "
+                             "file away: the hosts' spools still hold their events)")
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +196,7 @@ class SqliteStore:
 
     def ingest(self, host: str, lines: Sequence[str], *, cursor: Cursor | None,
                status: dict[str, Any] | None, lost: bool,
-               expected: Cursor | None = UNCHECKED) -> Ingested:
+               expected: Cursor | None = UNCHECKED, dropped: int = 0) -> Ingested:
         """Store one pulled batch and move ``host``'s cursor, in one transaction."""
         with self._lock:
             db = self._db
@@ -208,7 +217,8 @@ class SqliteStore:
                     before = db.total_changes
                     malformed = sum(not self._insert_one(host, line) for line in lines)
                 inserted = db.total_changes - before
-                moved = self._save_host(host, cursor, status, inserted, lost, expected)
+                moved = self._save_host(host, cursor, status, inserted, lost, expected,
+                                        dropped)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -227,45 +237,59 @@ class SqliteStore:
         return True
 
     def _save_host(self, host: str, cursor: Cursor | None, status: dict[str, Any] | None,
-                   inserted: int, lost: bool, expected: Cursor | None) -> bool:
+                   inserted: int, lost: bool, expected: Cursor | None, dropped: int) -> bool:
         """Count the batch for ``host``; move its cursor (and status, lost) if the store
         still holds ``expected``.  Returns whether it moved.  Inside the write transaction."""
+        name, machine_id = split_key(host)
         if expected is not UNCHECKED:
-            row = self._db.execute("SELECT cursor FROM hosts WHERE name=?", (host,)).fetchone()
+            row = self._db.execute("SELECT cursor FROM hosts WHERE key=?", (host,)).fetchone()
             if (json.loads(row[0]) if row and row[0] else None) != expected:
                 self._db.execute(
-                    """INSERT INTO hosts(name, pulled_at, events) VALUES(?1, ?2, ?3)
-                       ON CONFLICT(name) DO UPDATE SET pulled_at=?2, events=events+?3,
-                           last_error=NULL""", (host, time.time(), inserted))
+                    """INSERT INTO hosts(key, name, machine_id, pulled_at, events, dropped)
+                       VALUES(?1, ?4, ?5, ?2, ?3, ?6)
+                       ON CONFLICT(key) DO UPDATE SET pulled_at=?2, events=events+?3,
+                           dropped=dropped+?6, last_error=NULL""",
+                    (host, time.time(), inserted, name, machine_id, dropped))
                 return False
         self._db.execute(
-            """INSERT INTO hosts(name, cursor, status, pulled_at, events, lost, last_error)
-               VALUES(?1, ?2, ?3, ?4, ?5, ?6, NULL)
-               ON CONFLICT(name) DO UPDATE SET cursor=?2, status=coalesce(?3, status),
-                   pulled_at=?4, events=events+?5, lost=lost+?6, last_error=NULL""",
+            """INSERT INTO hosts(key, name, machine_id, cursor, status, pulled_at, events, lost,
+                                 dropped, last_error)
+               VALUES(?1, ?7, ?8, ?2, ?3, ?4, ?5, ?6, ?9, NULL)
+               ON CONFLICT(key) DO UPDATE SET cursor=?2, status=coalesce(?3, status),
+                   pulled_at=?4, events=events+?5, lost=lost+?6, dropped=dropped+?9,
+                   last_error=NULL""",
             (host, json.dumps(cursor) if cursor is not None else None,
              json.dumps(status) if status is not None else None, time.time(), inserted,
-             int(lost)))
+             int(lost), name, machine_id, dropped))
         return True
 
     def record_error(self, host: str, error: str) -> None:
+        name, machine_id = split_key(host)
         with self._lock:
             self._db.execute(
-                """INSERT INTO hosts(name, last_error) VALUES(?1, ?2)
-                   ON CONFLICT(name) DO UPDATE SET last_error=?2""", (host, error))
+                """INSERT INTO hosts(key, name, machine_id, last_error) VALUES(?1, ?3, ?4, ?2)
+                   ON CONFLICT(key) DO UPDATE SET last_error=?2""",
+                (host, error, name, machine_id))
 
     # --- reading ---------------------------------------------------------------------------
 
     def cursor(self, host: str) -> Cursor | None:
         with self._lock:
-            row = self._db.execute("SELECT cursor FROM hosts WHERE name=?", (host,)).fetchone()
+            row = self._db.execute("SELECT cursor FROM hosts WHERE key=?", (host,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
+    def latest_key(self, name: str) -> str | None:
+        rows = self.query("SELECT key FROM hosts WHERE name=? AND pulled_at IS NOT NULL "
+                          "ORDER BY pulled_at DESC LIMIT 1", (name,))
+        return rows[0][0] if rows else None
+
     def host_rows(self) -> dict[str, dict[str, Any]]:
-        rows = self.query("SELECT name, status, pulled_at, events, lost, last_error FROM hosts")
-        return {name: {"status": json.loads(st) if st else None, "pulled_at": at,
-                       "events": n, "lost": lost, "last_error": err}
-                for name, st, at, n, lost, err in rows}
+        rows = self.query("SELECT key, name, machine_id, status, pulled_at, events, lost, "
+                          "dropped, last_error FROM hosts")
+        return {key: {"name": name, "machine_id": mid,
+                      "status": json.loads(st) if st else None, "pulled_at": at,
+                      "events": n, "lost": lost, "dropped": dropped, "last_error": err}
+                for key, name, mid, st, at, n, lost, dropped, err in rows}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """A read-only query in SQLite's SQL (the summary's, diagnostics, tests)."""
@@ -277,8 +301,9 @@ class SqliteStore:
 
     def time_range(self) -> tuple[float | None, float | None]:
         # Two index lookups, no scan.
-        lo, hi = self.query("SELECT (SELECT min(ts) FROM events WHERE ts IS NOT NULL), "
-                            "(SELECT max(ts) FROM events)")[0]
+        lo, hi = self.query("SELECT (SELECT min(ts) FROM events WHERE ts >= ?1), "
+                            "(SELECT max(ts) FROM events WHERE ts <= ?2)",
+                            sane_window(time.time()))[0]
         return lo, hi
 
     def counts(self, hosts: Sequence[str], since: float | None, start: float,
@@ -286,9 +311,9 @@ class SqliteStore:
         where, params = _where(hosts, since)
         return self.query(
             f"SELECT host, rule, severity, action, CAST((ts - ?) / ? AS INTEGER) AS b, count(*),"
-            f" max(ts), max(id) FROM events WHERE {where}"
+            f" max(CASE WHEN ts BETWEEN ? AND ? THEN ts END), max(id) FROM events WHERE {where}"
             f" GROUP BY host, rule, severity, action, b",
-            [start, size, *params])
+            [start, size, *sane_window(time.time()), *params])
 
     def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
                      limit: int) -> list[tuple[Any, ...]]:
@@ -309,9 +334,9 @@ class SqliteStore:
         where, params = _where(hosts, since)
         # The window sorts ids and times only; the rows it keeps are read by key.
         return self.query(
-            f"SELECT {_COLUMNS} FROM events WHERE id IN (SELECT id FROM (SELECT id, "
-            f"row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n FROM events "
-            f"WHERE {where}) WHERE n <= ?) ORDER BY host, {_NEWEST}", [*params, per_host])
+            f"SELECT {_COLUMNS} FROM events WHERE (host, id) IN (SELECT host, id FROM (SELECT "
+            f"host, id, row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n FROM "
+            f"events WHERE {where}) WHERE n <= ?) ORDER BY host, {_NEWEST}", [*params, per_host])
 
     def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
         return dict(self.query("SELECT id, raw FROM events WHERE id IN "

@@ -9,9 +9,17 @@ Two backends with the same semantics:
 
 Semantics (both)::
 
-    events   stored once each by event.id (a re-sent event is ignored), with the columns of
-             edrfleet.fleet.report.fields extracted by the database, and the raw JSON line
-    hosts    per inventory name: cursor, last status.json, pulled_at, events, lost, last_error
+    events   stored once each by (host key, event.id) (a re-sent event is ignored), with the
+             columns of edrfleet.fleet.report.fields extracted by the database, and the raw
+             JSON line
+    hosts    per host key: inventory name, machine id, cursor, last status.json, pulled_at,
+             events, lost, dropped, last_error
+
+A host's *key* is its identity, :func:`host_key` of its ``/etc/machine-id`` (read by the pull
+on the host) and its inventory name: two fleets whose hosts share names never share rows or
+cursors, and a host can neither overwrite nor suppress another's events by sending their
+``event.id`` (ids are unique per key only).  The store's methods take and return keys; the
+summary sees inventory names through :class:`edrfleet.fleet.report.view.FleetView`.
 
 A pulled batch is one transaction: its events and the host's new cursor (and status) commit
 together, so the cursor never points past an event that is not stored.  The cursor moves by
@@ -25,10 +33,11 @@ re-reads it.  A cursor never goes back, and no event is lost or stored twice.
 Example::
 
     >>> store = open_store(".edrfleet/report.db")
-    >>> store.ingest("web1", ['{"event.id":"a1","event.action":"blocked"}'],
+    >>> key = host_key("web1", "0f3c9e51a2b04d6e8f7a1b2c3d4e5f60")
+    >>> store.ingest(key, ['{"event.id":"a1","event.action":"blocked"}'],
     ...              cursor={"inode": 12, "offset": 41}, status=None, lost=False)
     Ingested(inserted=1, ignored=0, malformed=0, moved=True)
-    >>> store.cursor("web1")
+    >>> store.cursor(key)
     {'inode': 12, 'offset': 41}
 """
 
@@ -42,8 +51,33 @@ from typing import Any, NamedTuple, Protocol
 from edrfleet.errors import InputError
 
 DEFAULT_DB = Path(".edrfleet") / "report.db"
-SCHEMA_VERSION = 1
+# 2: events keyed by (host key, event.id), hosts by key.  A version-1 store is refused, not
+# migrated: its rows were keyed by inventory name alone, so two fleets (or a host sending
+# another's ids) may already be mixed in it, and a migration would carry that forward as if
+# it were true.  The events are still in the hosts' spools: a new store pulls them again.
+SCHEMA_VERSION = 2
+# Event times outside [2000-01-01, now + 1 day] are stored but drive no timeline (a host's
+# clock or a forged @timestamp of year 9999 would squash it into 166-year buckets).
+SANE_SINCE = 946684800.0
+SANE_AHEAD = 86400.0
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def host_key(name: str, machine_id: str) -> str:
+    """The store's key of a host: its machine id (32 hex digits, or "" unknown) and its
+    inventory name.  The id holds no ``:``, so the key is unambiguous."""
+    return f"{machine_id}:{name}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(name, machine id) of a :func:`host_key` (a key without ``:`` is a bare name)."""
+    machine_id, sep, name = key.partition(":")
+    return (name, machine_id) if sep else (key, "")
+
+
+def sane_window(now: float) -> tuple[float, float]:
+    """The event times that may drive a timeline (see SANE_SINCE)."""
+    return SANE_SINCE, now + SANE_AHEAD
 
 
 class ReportError(InputError, ValueError):
@@ -102,9 +136,14 @@ class Store(Protocol):
 
     def ingest(self, host: str, lines: Sequence[str], *, cursor: Cursor | None,
                status: dict[str, Any] | None, lost: bool,
-               expected: Cursor | None = UNCHECKED) -> Ingested:
-        """Store one pulled batch and move ``host``'s cursor from ``expected`` to ``cursor``,
-        in one transaction (see the module's docstring)."""
+               expected: Cursor | None = UNCHECKED, dropped: int = 0) -> Ingested:
+        """Store one pulled batch of the host keyed ``host`` and move its cursor from
+        ``expected`` to ``cursor``, in one transaction (see the module's docstring);
+        ``dropped``: lines the pull dropped (too long), added to the host's count."""
+        ...
+
+    def latest_key(self, name: str) -> str | None:
+        """The key of the host last pulled under inventory name ``name``, None if never."""
         ...
 
     def record_error(self, host: str, error: str) -> None:
@@ -114,20 +153,23 @@ class Store(Protocol):
     def cursor(self, host: str) -> Cursor | None: ...
 
     def host_rows(self) -> dict[str, dict[str, Any]]:
-        """Per host: status (dict or None), pulled_at, events, lost, last_error."""
+        """Per host key: name, machine_id, status (dict or None), pulled_at, events, lost,
+        dropped, last_error."""
         ...
 
     def count(self) -> int: ...
 
     def time_range(self) -> tuple[float | None, float | None]:
-        """The first and last event time (epoch seconds) of the whole store."""
+        """The first and last event time (epoch seconds) of the whole store, of the times
+        within :func:`sane_window`."""
         ...
 
     def counts(self, hosts: Sequence[str], since: float | None, start: float,
                size: float) -> list[tuple[Any, ...]]:
         """Events of ``hosts`` since ``since``, counted per (host, rule, severity, action,
-        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts), and
-        max(id) (one event of the group, for :meth:`raw_events`)."""
+        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts) of the
+        times within :func:`sane_window`, and max(id) (one event of the group, for
+        :meth:`raw_events`)."""
         ...
 
     def raw_events(self, ids: Sequence[str]) -> dict[str, str]:

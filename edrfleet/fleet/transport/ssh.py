@@ -46,6 +46,12 @@ from edrfleet.fleet.transport.reasons import plain_reason
 from edrfleet.fleet.transport.settings import Hop, Settings
 
 _BUF = 1 << 16
+# What one command's output may hold on the controller, whatever the host sends (a compromised
+# host printing forever must not exhaust it): stdout past MAX_STDOUT fails the command (the
+# largest legitimate reply, a 16 MiB pull frame, is ~22 MiB encoded); of stderr only the
+# last MAX_STDERR bytes are kept (it is read for its tail, the error message).
+MAX_STDOUT = 32 << 20
+MAX_STDERR = 64 << 10
 # paramiko logs failures it also raises ("Secsh channel open FAILED", socket errors); with no
 # handler configured Python would print them to stderr over the CLI's own output.  Errors
 # reach the user as exceptions; an application that configures logging still gets these.
@@ -74,6 +80,10 @@ class RemoteError(HostError, RuntimeError):
 
 class CommandTimeout(RemoteError):
     """The command ran past its timeout (rc -1); the channel was closed."""
+
+
+class OutputTooLarge(HostError, RuntimeError):
+    """The command printed more than MAX_STDOUT bytes; the channel was closed."""
 
 
 class HostLike(Protocol):
@@ -310,7 +320,8 @@ def _no_delay(conn: Connection) -> None:
 
 
 def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, bytes, int]:
-    """Feed stdin, collect stdout/stderr until EOF and exit status; TimeoutError at deadline."""
+    """Feed stdin, collect stdout/stderr until EOF and exit status; TimeoutError at deadline,
+    OutputTooLarge past MAX_STDOUT (stderr: its last MAX_STDERR bytes kept)."""
     out, err = bytearray(), bytearray()
     view = memoryview(data)
     sent_eof = False
@@ -318,9 +329,14 @@ def _pump(chan: paramiko.Channel, data: bytes, deadline: float) -> tuple[bytes, 
         progressed = False
         if chan.recv_stderr_ready():
             err += chan.recv_stderr(_BUF)
+            if len(err) > MAX_STDERR:
+                del err[:-MAX_STDERR]
             progressed = True
         if chan.recv_ready():
             out += chan.recv(_BUF)
+            if len(out) > MAX_STDOUT:
+                raise OutputTooLarge(f"the command printed more than {MAX_STDOUT} bytes: "
+                                     "stopped reading it")
             progressed = True
         if not sent_eof:
             if chan.closed:

@@ -23,7 +23,7 @@ HOSTILE = [
     "line1\nline2\r\n\tTAB\x00NUL",
     "\u2028sep\u2029 \u202eevil",
     "bad utf-8 \udcff\udcfe",
-    "x" * 300_000,
+    "x" * 60_000,  # long, but an event line under MAX_LINE (64 KiB)
 ]
 
 
@@ -206,3 +206,62 @@ def test_a_payload_that_inflates_past_its_header_is_refused() -> None:
     with pytest.raises(FrameError, match="raw_bytes"):
         decode_frame(_reframe({"encoding": "zlib+base64", "raw_bytes": 1 << 40, "events": 1},
                               b"{}\n"))
+
+
+def test_lines_over_max_line_are_dropped_and_counted_by_the_host(tmp_path: Path) -> None:
+    d = tmp_path / "spool"
+    events = [hostile_event(0, "a"), hostile_event(1, "x" * 300_000), hostile_event(2, "b")]
+    write_events(d, events).close()
+    frame = decode_frame(pull(str(d), None, None))
+    assert [json.loads(x)["event.id"] for x in frame.lines] == ["h-0", "h-2"]
+    assert frame.dropped == 1 and frame.header["dropped"] == 1
+    # the cursor is past the dropped line: it is never sent again
+    assert decode_frame(pull(str(d), frame.cursor, None)).lines == []
+
+
+def test_a_frame_carries_the_machine_id_and_whether_the_agent_is_installed(tmp_path) -> None:
+    (tmp_path / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (tmp_path / "agent.pyz").write_bytes(b"")
+    kw = {"machine_id_file": str(tmp_path / "machine-id")}
+    frame = decode_frame(pull(str(tmp_path / "spool"), None, agent=str(tmp_path / "agent.pyz"),
+                              **kw))
+    assert frame.machine_id == "0123456789abcdef0123456789abcdef" and frame.installed
+    frame = decode_frame(pull(str(tmp_path / "spool"), None, agent=str(tmp_path / "gone"), **kw))
+    assert not frame.installed
+    (tmp_path / "machine-id").write_text("not an id")
+    assert decode_frame(pull(str(tmp_path / "spool"), None, **kw)).machine_id == ""
+
+
+def test_a_symlinked_spool_or_spool_file_is_refused_by_name(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    write_events(real, [hostile_event(0, "a")]).close()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(OSError, match="spool directory is a symlink"):
+        pull(str(tmp_path / "link"), None)
+    d = tmp_path / "spool"
+    d.mkdir()
+    (d / "events.jsonl").symlink_to(real / "events.jsonl")
+    with pytest.raises(OSError, match="a symlink in the spool"):
+        pull(str(d), None)
+
+
+def _frame(raw: bytes, **header) -> bytes:
+    return encode_frame({"cursor": None, **header}, raw)
+
+
+def test_the_decoder_bounds_inflated_bytes_and_lines_before_decoding(tmp_path: Path) -> None:
+    # a zlib bomb: 1 GiB of zeros claimed; refused by its header before inflating
+    bomb = zlib.compress(b"\0" * (64 << 20), 9)
+    head = json.dumps({"cursor": None, "encoding": "zlib+base64", "events": 1,
+                       "raw_bytes": 1 << 30}).encode()
+    payload = base64.b64encode(bomb)
+    data = (b"EDRFLEET-PULL 1 %d %d\n" % (len(head), len(payload)) + head + b"\n" + payload
+            + b"\nEDRFLEET-PULL-END\n")
+    with pytest.raises(FrameError, match="raw_bytes"):
+        decode_frame(data, max_raw=16 << 20)
+    with pytest.raises(FrameError, match="more than 10 lines"):
+        decode_frame(_frame(b"{}\n" * 11), max_lines=10)
+    assert len(decode_frame(_frame(b"{}\n" * 10), max_lines=10).lines) == 10
+    bad = encode_frame({"cursor": None, "machine_id": "../../x"}, b"")
+    with pytest.raises(FrameError, match="machine_id"):
+        decode_frame(bad)

@@ -158,3 +158,7 @@ if (not agent or why) and os.path.isdir("/run/systemd/system") and shutil.which(
 out("agent_pid", "" if why else agent)
 if why:
     out("agent_not_alive", why)
+# Half of the host's identity in the report store (the other: its inventory name); the pull
+# reads the same file.  Only a well-formed id is reported.
+mid = (read(E.get("MACHINE_ID_FILE") or "/etc/machine-id") or "").strip()
+out("machine_id", mid if len(mid) == 32 and all(c in "0123456789abcdef" for c in mid) else "")

@@ -35,6 +35,9 @@ def test_facts_of_an_empty_host_say_nothing_is_installed(tmp_path: Path) -> None
     assert facts["python"]["version"].startswith("3.")
     assert facts["distribution"]["id"]
     assert facts["bpf_lsm"] == ("bpf" in facts["lsm"])
+    # the same machine id the report's pull reads (half of the host's identity in the store)
+    from edrfleet.agent.pull import read_machine_id
+    assert facts["machine_id"] == read_machine_id()
 
 
 FAKE_AGENT = b"import time\ntime.sleep(120)\n"  # python runs a source file named agent.pyz

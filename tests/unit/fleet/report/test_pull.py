@@ -6,6 +6,7 @@ the same over real SSH): what is faked is only the SSH hop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from edrfleet.agent.spool import Spool
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_argv, pull_hosts
-from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.report.store import Store, host_key
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class LocalRunner:
 
     def run(self, argv, *, input=None, timeout=60, check=True) -> Out:
         self.calls.append(list(argv))
-        p = subprocess.run(list(argv), capture_output=True, timeout=timeout)
+        p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
         out = Out(p.returncode, p.stdout, p.stderr)
         return self.mangle(out) if self.mangle else out
 
@@ -65,10 +66,24 @@ def install_dir(tmp_path_factory) -> Path:
     return d
 
 
-def make_host(tmp_path: Path, install_dir: Path, name: str) -> FakeHost:
+def machine_id(name: str) -> str:
+    """Each fake host's own machine id (they all share this machine's /etc/machine-id)."""
+    return hashlib.md5(name.encode()).hexdigest()
+
+
+def key(name: str) -> str:
+    return host_key(name, machine_id(name))
+
+
+def make_host(tmp_path: Path, install_dir: Path, name: str, mid: str | None = None,
+              spool: str = "spool") -> FakeHost:
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    id_file = tmp_path / name / f"machine-id-{mid or machine_id(name)}"
+    id_file.write_text((mid or machine_id(name)) + "\n")
     return FakeHost(name, {"edrfleet_python": sys.executable,
                            "edrfleet_install_dir": str(install_dir),
-                           "edrfleet_spool_dir": str(tmp_path / name / "spool")})
+                           "edrfleet_spool_dir": str(tmp_path / name / spool),
+                           "edrfleet_machine_id_file": str(id_file)})
 
 
 def ev(host: str, i: int) -> dict:
@@ -78,7 +93,7 @@ def ev(host: str, i: int) -> dict:
 
 
 def stored_ids(store: Store, host: str) -> list[str]:
-    return sorted(r[0] for r in store.event_rows(host))
+    return sorted(r[0] for r in store.event_rows(key(host)))
 
 
 def expect(host: str, n: int) -> list[str]:
@@ -87,10 +102,13 @@ def expect(host: str, n: int) -> list[str]:
 
 def test_argv_uses_the_host_paths_and_quotes_nothing_itself(tmp_path, install_dir) -> None:
     h = FakeHost("w", {"edrfleet_install_dir": "/opt/x/", "edrfleet_spool_dir": "/s p;rm"})
-    argv = pull_argv(h, {"inode": 1, "offset": 2}, 99)
-    assert argv == ["/usr/bin/python3", "/opt/x/current/agent.pyz", "pull", "--spool",
-                    "/s p;rm", "--cursor", '{"inode": 1, "offset": 2}', "--max-bytes", "99"]
-    assert pull_argv(FakeHost("w"), None, 5)[1] == "/opt/edrfleet/current/agent.pyz"
+    argv = pull_argv(h, {"inode": 1, "offset": 2}, 99, timeout=30)
+    # The host's timeout ends a hung pull there too; the reader is shipped in the argv.
+    assert argv[:5] == ["timeout", "--kill-after=5", "30", "/usr/bin/python3", "-"]
+    assert argv[5:] == ["--spool", "/s p;rm", "--cursor", '{"inode": 1, "offset": 2}',
+                        "--max-bytes", "99", "--max-line", "65536", "--machine-id-file",
+                        "/etc/machine-id", "--agent", "/opt/x/current/agent.pyz"]
+    assert pull_argv(FakeHost("w"), None, 5)[-1] == "/opt/edrfleet/current/agent.pyz"
 
 
 def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, install_dir,
@@ -135,7 +153,7 @@ def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, ins
     assert [r.ok for r in res.values()] == [True, False, True]
     assert "Connection refused" in res["down"].error
     assert stored_ids(store, "a") == expect("a", 5) and stored_ids(store, "down") == []
-    assert store.host_rows()["down"]["last_error"] == res["down"].error
+    assert store.host_rows()[host_key("down", "")]["last_error"] == res["down"].error
 
 
 def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install_dir,
@@ -145,7 +163,7 @@ def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install
     s.append([ev("w", i) for i in range(10)])
     store = open_store(store_db)
     pull_hosts([h], store, lambda _h: LocalRunner())
-    before = store.cursor("w")
+    before = store.cursor(key("w"))
     s.append([ev("w", i) for i in range(10, 20)])
 
     def cut(out: Out) -> Out:
@@ -153,18 +171,17 @@ def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install
 
     r = pull_hosts([h], store, lambda _h: LocalRunner(cut))["w"]
     assert not r.ok and "FrameError" in r.error and "truncated" in r.error
-    assert store.cursor("w") == before and stored_ids(store, "w") == expect("w", 10)
+    assert store.cursor(key("w")) == before and stored_ids(store, "w") == expect("w", 10)
     assert pull_hosts([h], store, lambda _h: LocalRunner())["w"].inserted == 10
     assert stored_ids(store, "w") == expect("w", 20)
 
 
 def test_a_failing_remote_command_names_its_exit_and_stderr(tmp_path, install_dir) -> None:
-    h = FakeHost("w", {"edrfleet_python": sys.executable,
-                       "edrfleet_install_dir": str(tmp_path / "nothing-installed"),
+    h = FakeHost("w", {"edrfleet_python": str(tmp_path / "no-python3"),
                        "edrfleet_spool_dir": str(tmp_path / "spool")})
     r = pull_hosts([h], open_store(tmp_path / "r.db"), lambda _h: LocalRunner())["w"]
-    assert not r.ok and r.error.startswith("RuntimeError: pull exited 2:")
-    assert "agent.pyz" in r.error
+    assert not r.ok and r.error.startswith("RuntimeError: pull exited 127:")
+    assert "no-python3" in r.error
 
 
 def test_pulls_run_in_parallel_up_to_forks(tmp_path, install_dir) -> None:
@@ -197,4 +214,4 @@ def test_a_rotation_past_the_cursor_is_reported_as_lost(tmp_path, install_dir, s
     s.append([ev("w", i) for i in range(1, 40)])
     r = pull_hosts([h], store, lambda _h: LocalRunner())["w"]
     assert r.ok and r.lost and 0 < r.inserted < 39
-    assert json.loads(json.dumps(store.host_rows()["w"]))["lost"] == 1
+    assert json.loads(json.dumps(store.host_rows()[key("w")]))["lost"] == 1

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from edrfleet.agent.pull import pull as agent_pull
+from edrfleet.agent.pull import read_machine_id
 from edrfleet.agent.spool import Spool
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
+from edrfleet.fleet.report.store import host_key
 from tests.unit.helpers.report_helpers import event
 
 NAMES = ("a", "b", "c", "d")
@@ -50,9 +52,15 @@ class InProcess:
         pass
 
     def run(self, argv: Sequence[str], *, input=None, timeout=60, check=True) -> Out:
-        opt = dict(zip(argv[3::2], argv[4::2], strict=True))  # after python, agent.pyz, pull
+        start = list(argv).index("--spool")  # after timeout, python and the shipped reader
+        opt = dict(zip(argv[start::2], argv[start + 1::2], strict=True))
         return Out(0, agent_pull(opt["--spool"], json.loads(opt["--cursor"]),
                                  int(opt["--max-bytes"])), b"")
+
+
+def key(name: str) -> str:
+    """The store's key of a host here (all share this machine's machine id)."""
+    return host_key(name, read_machine_id())
 
 
 def controller(db: str, hosts: list[Host], barrier: Any, results: Any) -> None:
@@ -96,8 +104,8 @@ def test_two_controllers_at_once_lose_and_double_nothing(store_db: str, tmp_path
             assert store.count() == sum(written.values())
             rows = store.host_rows()
             for n in NAMES:
-                assert sorted(r[0] for r in store.event_rows(n)) == ids(n, written[n])
-                assert rows[n]["events"] == written[n] and rows[n]["lost"] == 0
+                assert sorted(r[0] for r in store.event_rows(key(n))) == ids(n, written[n])
+                assert rows[key(n)]["events"] == written[n] and rows[key(n)]["lost"] == 0
             # the cursors ended at the spools' ends: none was set back by the slower one
             again = pull_hosts(list(hosts.values()), store, lambda _h: InProcess())
             assert [(r.ok, r.lines) for r in again.values()] == [(True, 0)] * len(NAMES)
@@ -127,12 +135,12 @@ def test_a_controller_overtaken_mid_pull_goes_on_from_the_other_ones_cursor(stor
 
     def recording(*a, **kw):
         got = ingest(*a, **kw)
-        cursors.append(store.cursor("w"))
+        cursors.append(store.cursor(key("w")))
         return got
 
     store.ingest = recording  # type: ignore[method-assign]
     r = pull_hosts([host], store, lambda _h: Overtaken(), max_bytes=2000)["w"]
     assert r.ok and overtaken == [100] and r.inserted == 0 and r.ignored > 0
     assert cursors and all(c == cursors[-1] for c in cursors), cursors
-    assert store.count() == 100 and store.host_rows()["w"]["events"] == 100
+    assert store.count() == 100 and store.host_rows()[key("w")]["events"] == 100
     assert pull_hosts([host], store, lambda _h: InProcess())["w"].lines == 0
