@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edrfleet.agent.pull import DEFAULT_MAX_BYTES, MACHINE_ID_FILE, MAX_LINE, decode_frame
+from edrfleet.errors import HostError
 from edrfleet.fleet.report.reader import reader_argv, reader_input
 from edrfleet.fleet.report.store import Ingested, ReportError, Store, host_key, split_key
 
@@ -91,7 +92,7 @@ class HostPull:
     installed: bool | None = None  # False: the agent is gone (uninstalled, spool kept)
 
 
-class PullLimit(RuntimeError):
+class PullLimit(HostError, RuntimeError):
     """A host went past one of the pull's bounds; the message names it."""
 
 

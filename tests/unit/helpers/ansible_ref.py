@@ -32,7 +32,11 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(ANSIBLE_HOME=_HOME, ANSIBLE_LOCAL_TEMP=_HOME, ANSIBLE_NOCOLOR="1",
                ANSIBLE_CONFIG=_CONFIG, ANSIBLE_INVENTORY_UNPARSED_FAILED="1",
-               ANSIBLE_DEPRECATION_WARNINGS="0")
+               ANSIBLE_DEPRECATION_WARNINGS="0",
+               # Ansible orders some hosts of `all` through a set (hosts that several groups
+               # reach via :children), so its --list-hosts order follows the hash seed: one
+               # seed makes the reference one answer, not a coin toss (seen on complex.ini).
+               PYTHONHASHSEED="0")
     # cwd is an empty directory: no playbook-adjacent group_vars/host_vars get mixed in.
     return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=_HOME,
                           timeout=120, check=False)
