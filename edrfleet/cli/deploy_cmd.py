@@ -149,7 +149,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy.lifecycle import STATUS_COUNTERS, fleet_status
+    from edrfleet.fleet.deploy.status import STATUS_COUNTERS, fleet_status
 
     inv, hosts = _hosts(args)
     rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=args.forks,
@@ -174,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy.lifecycle import fleet_uninstall
+    from edrfleet.fleet.deploy.uninstall import fleet_uninstall
 
     inv, hosts = _hosts(args)
     err = console(stderr=True)

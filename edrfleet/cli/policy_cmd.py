@@ -262,9 +262,9 @@ def _facts_of(inv: Any, host: Any) -> dict[str, Any]:
     from pathlib import Path
 
     from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
-    from edrfleet.fleet.transport.ssh import Transport
+    from edrfleet.fleet.transport.connection import transport_for
 
-    with Transport(host, Path(inv.path).resolve().parent) as t:
+    with transport_for(host, Path(inv.path).resolve().parent) as t:
         return gather_facts(t, HostPaths.from_vars(host.vars))
 def _test_corpus(bundle: dict[str, Any], path: str, fmt: str) -> int:
     report = run_corpus(bundle, read_corpus(path))

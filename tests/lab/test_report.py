@@ -28,7 +28,7 @@ from edrfleet.agent.status import Status, write_status
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.pull import pull_hosts
 from edrfleet.fleet.report.store import Store
-from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.fleet.transport.ssh import SshTransport
 
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
 HOSTILE = ["<script>alert(1)</script>", "\x1b[2J\x1b]0;pwn\x07", "a\nb\r\n", "\udcff\udcfe",
@@ -78,7 +78,7 @@ def report_lab(lab_hosts) -> Iterator[ReportLab]:
     for host in hosts.values():  # install the release over SSH, as deploy lays it out
         install = host.vars["edrfleet_install_dir"]
         rel = f"{install}/releases/{release.id}"
-        with Transport(host, inventory.parent, connect_timeout=5) as t:
+        with SshTransport(host, inventory.parent, connect_timeout=5) as t:
             t.run(["mkdir", "-p", rel])
             t.put(release.files["agent.pyz"], f"{rel}/agent.pyz")
             t.run(["ln", "-sfn", f"releases/{release.id}", f"{install}/current"])
@@ -204,7 +204,7 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
         done.set()
 
     def connect(h):
-        return Transport(h, report_lab.inventory.parent, connect_timeout=5)
+        return SshTransport(h, report_lab.inventory.parent, connect_timeout=5)
 
     t = threading.Thread(target=writer)
     t.start()

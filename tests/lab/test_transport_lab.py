@@ -1,4 +1,4 @@
-"""Transport against real sshd lab hosts: commands, cgroups, failures, host keys, files."""
+"""SshTransport against real sshd lab hosts: commands, cgroups, failures, host keys, files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.transport.ssh import HostKeyError, RemoteError, Transport, Unreachable
+from edrfleet.fleet.transport.base import HostKeyError, RemoteError, Unreachable
+from edrfleet.fleet.transport.ssh import SshTransport
 
 HOSTILE = [
     "it's", 'say "hi"', "$(touch /tmp/edrfleet-pwned)", "`id`", "a;b", "x\ny\n", "*", "-n",
@@ -214,7 +215,7 @@ def test_a_hung_sshd_fails_after_the_connect_timeout_not_never(lab_hosts):
     os.kill(pid, signal.SIGSTOP)  # accepts TCP (the kernel does), never sends a banner
     try:
         t0 = time.monotonic()
-        t = Transport(lab_hosts.hosts[name], lab_hosts.inventory.parent, connect_timeout=2)
+        t = SshTransport(lab_hosts.hosts[name], lab_hosts.inventory.parent, connect_timeout=2)
         with pytest.raises(Unreachable, match=f"{name}: cannot connect"), t:
             t.run(["true"])
         assert 1.5 < time.monotonic() - t0 < 15  # generous: a loaded shared machine

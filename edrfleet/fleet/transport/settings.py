@@ -128,6 +128,18 @@ def _check_become(name: str, hv: Mapping[str, Any]) -> None:
                              "prompts (fix: a NOPASSWD sudoers rule for the connecting user)")
 
 
+def become_prefix(name: str, hv: Mapping[str, Any], user: str) -> tuple[str, ...]:
+    """``sudo -n [-u USER] --`` when the host's variables ask to become a user other than the
+    one commands run as (``user``); () otherwise."""
+    if not as_bool(hv.get("ansible_become", False), host=name, var="ansible_become"):
+        return ()
+    _check_become(name, hv)
+    become_user = str(hv.get("ansible_become_user") or "root")
+    if become_user == user:
+        return ()
+    return ("sudo", "-n", *(() if become_user == "root" else ("-u", become_user)), "--")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Transport reads from one host's variables."""
@@ -152,14 +164,7 @@ class Settings:
         target = Hop(str(hv.get("ansible_host") or name), port, user)
         key = hv.get("ansible_ssh_private_key_file")
         key_file = os.path.expanduser(str(key)) if key else None
-        become = as_bool(hv.get("ansible_become", False), host=name, var="ansible_become")
-        become_user = str(hv.get("ansible_become_user") or "root")
-        if become:
-            _check_become(name, hv)
-        prefix: tuple[str, ...] = ()
-        if become and become_user != user:
-            prefix = ("sudo", "-n") + (() if become_user == "root" else ("-u", become_user))
-            prefix += ("--",)
+        prefix = become_prefix(name, hv, user)
         policy = str(hv.get("edrfleet_host_key_policy", "strict"))
         if policy not in ("strict", "accept-new"):
             raise ValueError(f"{name}: edrfleet_host_key_policy {policy!r} is not strict or "
