@@ -3,16 +3,22 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
+# Every shell file of the repository: scripts, the host scripts deploy runs, the VM guest's.
+SHELL_FILES = $(shell git ls-files -co --exclude-standard '*.sh' .ci/run)
 
-.PHONY: setup demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
+.PHONY: setup setup-test demo test test-unit test-kernel test-lab test-vm lint bench bench-deploy clean
 
 setup:
 	@bash scripts/setup.sh
 
+# setup, and the tools only tests and lint use (shellcheck): `make demo` does without them.
+setup-test:
+	@bash scripts/setup.sh --test
+
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup
+test: setup-test
 	EDRFLEET_VM=1 $(PYTEST) -q -rs tests
 
 test-unit: setup
@@ -27,8 +33,9 @@ test-lab: setup
 test-vm: setup
 	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 1800 tests/vm
 
-lint: setup
+lint: setup-test
 	$(VENV)/bin/ruff check edrfleet tests bench scripts
+	shellcheck $(SHELL_FILES)
 
 bench: setup
 	$(PY) bench/exec_overhead.py

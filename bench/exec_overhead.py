@@ -55,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 import worst_case  # noqa: E402
 
+from edrfleet.agent import ecs  # noqa: E402
+
 TARGET = 1.02
 LOG_RULE_ID = "bench-logged-copy"
 COPY_NAME = "edrbench-logged-true"
@@ -277,8 +279,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     events = agent.events()
                     logged["execs"] += execs + paused
                     logged["paused_execs"] += paused
-                    logged["events"] += sum(e.get("rule.id") == LOG_RULE_ID for e in events)
-                    logged["other"] += sum(e.get("rule.id") != LOG_RULE_ID for e in events)
+                    logged["events"] += sum(ecs.get(e, ecs.RULE_ID) == LOG_RULE_ID for e in events)
+                    logged["other"] += sum(ecs.get(e, ecs.RULE_ID) != LOG_RULE_ID for e in events)
                     logged["events_lost"] += int(agent.final_status.get("events_lost", 0))
                     logged["status_logged"] += int(agent.final_status.get("logged", 0))
                 print(f"round {r + 1}/{args.rounds} {name}: done", file=sys.stderr, flush=True)

@@ -64,7 +64,9 @@ class Item:
 
 
 def default_corpus_dir() -> Path:
-    return (REPO / ".." / "shared" / "corpus").resolve()
+    from tests.corpora import corpus_dir  # one rule for where the corpora are (EDRFLEET_CORPUS)
+
+    return corpus_dir()
 
 
 def render_default(strict: bool = False) -> str:

@@ -16,7 +16,7 @@ read from the lab's cgroup):
   (Fabric/paramiko); the lab is removed at the end.
 
 Spools are written beforehand with the agent's Spool class (rotating at --spool-max-bytes),
-with ECS events shaped like the agent's (~800 bytes each); writing them is not timed.
+with ECS events shaped like the agent's (nested, ~1 000 bytes each); writing them is not timed.
 
     .venv/bin/python bench/report.py                        # 1 000 000 events, 20 hosts, local
     .venv/bin/python bench/report.py --transport ssh --events 100000
@@ -38,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edrfleet.agent import ecs  # noqa: E402
 from edrfleet.agent.spool import MiB, Spool  # noqa: E402
 from edrfleet.agent.status import Status, write_status  # noqa: E402
 from edrfleet.fleet.deploy.release import build_release  # noqa: E402
@@ -61,17 +62,25 @@ def make_event(host: str, k: int, i: int) -> dict:
     action = ("blocked", "would_block", "logged")[i % 3]
     args = ["rm", "-rf", f"/tmp/edrfleet-canary-{i % 5000}"]
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e6) % 10**6:06d}Z"
-    return {"@timestamp": stamp, "event.id": f"b{k:03d}0000-{i * 1000 + 17:x}-{i % 32768:x}",
-            "event.action": action, "host.name": host, "process.pid": i % 32768,
-            "process.parent.pid": 4242, "process.executable": "/usr/bin/rm",
-            "process.name": "rm", "process.command_line": " ".join(args), "process.args": args,
-            "process.args_truncated": False, "user.id": "0", "group.id": "0",
-            "rule.id": f"rule-{i % 12}", "rule.severity": ("critical", "high", "medium")[i % 3],
-            "rule.description": "recursive delete of an edrfleet canary",
-            "edrfleet.backend": "sigkill", "edrfleet.policy_sha256": "5e" * 32,
-            "edrfleet.as_executed": "/usr/bin/rm", "edrfleet.stage": "exec",
-            "edrfleet.reason": "rule", "edrfleet.cgroup_id": 81234, "edrfleet.args_bytes": 44,
-            "edrfleet.unscanned": False}
+    severity = ("critical", "high", "medium")[i % 3]
+    return ecs.nest({
+        "@timestamp": stamp, "ecs.version": ecs.ECS_VERSION,
+        "event.id": f"b{k:03d}0000-{i * 1000 + 17:x}-{i % 32768:x}", "event.action": action,
+        **{f"event.{k}": v for k, v in ecs.classify(action).items()},
+        "event.severity": ecs.SEVERITY_SCORES[severity], "host.name": host,
+        "agent.type": ecs.AGENT_TYPE, "agent.version": "0.1.0", "process.pid": i % 32768,
+        "process.executable": "/usr/bin/rm", "process.name": "rm",
+        "process.command_line": " ".join(args), "process.args": args, "process.args_count": 3,
+        "process.working_directory": "/root", "process.parent.pid": 4242,
+        "process.parent.name": "bash", "process.parent.executable": "/usr/bin/bash",
+        "user.id": "0", "user.name": "root", "group.id": "0",
+        "rule.id": f"rule-{i % 12}", "rule.name": f"rule-{i % 12}",
+        "rule.description": "recursive delete of an edrfleet canary",
+        "edrfleet.severity": severity, "edrfleet.backend": "sigkill",
+        "edrfleet.policy_sha256": "5e" * 32, "edrfleet.as_executed": "/usr/bin/rm",
+        "edrfleet.stage": "exec", "edrfleet.reason": "rule", "edrfleet.args_truncated": False,
+        "edrfleet.args_bytes": 44, "edrfleet.unscanned": False, "edrfleet.fileless": False,
+        "edrfleet.cgroup_id": 81234})
 
 
 def write_spools(spools: dict[str, Path], nexts: dict[str, int], count: int,

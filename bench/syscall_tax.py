@@ -2,7 +2,7 @@
 """The syscall tax: does a running agent slow down a syscall-bound program that never execs?
 
 The agent attaches only to sched:sched_process_exec, so a loop of one-byte reads should not
-notice it (DESIGN.md "Mind the syscall tax": a syscalls:sys_enter_* tracepoint would put every
+notice it (README, "How it blocks"; a syscalls:sys_enter_* tracepoint would put every
 syscall of every process on the slow path).  Workload, run inside a cgroup this script creates
 (the agent's default policy is scoped to it):
 

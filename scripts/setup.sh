@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for edrfleet on Debian 12, as root: packages, a kernel header tree
 # for BCC, the kernel filesystems BPF needs, and the project venv.  Safe to run again.
+#   --test   also the tools only tests and lint use (shellcheck); `make test` and `make lint`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_test=0
+case "${1:-}" in
+  --test) with_test=1 ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--test]" >&2; exit 2 ;;
+esac
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -13,6 +20,7 @@ log() { printf 'setup: %s\n' "$*"; }
 PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
       openssh-server openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs
       gcc libc6-dev)  # gcc -static: helpers the kernel and VM tests build (the guest has no compiler)
+[ "$with_test" = 0 ] || PKGS+=(shellcheck)  # make lint, and the unit test of the host scripts
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +39,7 @@ fi
 kver=$(uname -r)
 mod=/lib/modules/$kver
 if [ ! -e "$mod/build/include/linux/kconfig.h" ] && [ ! -e "$mod/source/include/linux/kconfig.h" ]; then
+  # shellcheck disable=SC2012  # Debian's header directories: no blanks or newlines to trip ls
   hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
   [ -n "$hdr" ] || { echo "setup: no /usr/src/linux-headers-*-amd64 tree after install" >&2; exit 1; }
   common=${hdr%-amd64}-common

@@ -103,9 +103,11 @@ rm -f "$tree/etc/systemd/system/multi-user.target.wants/regenerate_ssh_host_keys
 phase configure
 
 # --- 3. kernel + initrd out of the tree -----------------------------------------------------
+# shellcheck disable=SC2012  # kernel release names: no blanks or newlines to trip ls
 kver=$(ls "$tree/lib/modules" | sort -V | tail -n 1)
-[ -f "$tree/boot/vmlinuz-$kver" ] && [ -f "$tree/boot/initrd.img-$kver" ] \
-  || { echo "vm-image: no kernel/initrd for $kver in the tree" >&2; exit 1; }
+if [ ! -f "$tree/boot/vmlinuz-$kver" ] || [ ! -f "$tree/boot/initrd.img-$kver" ]; then
+  echo "vm-image: no kernel/initrd for $kver in the tree" >&2; exit 1
+fi
 # build is a symlink (absolute, into /usr/src): resolve it inside the tree, not on this host.
 build=$(readlink "$tree/lib/modules/$kver/build" || true)
 case $build in /*) build=$tree$build ;; *) build=$tree/lib/modules/$kver/$build ;; esac

@@ -5,4 +5,4 @@
 # Needs root, qemu-system-x86, qemu-utils, debootstrap (scripts/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m edrfleet.lab.vm.qemu smoke "$@"
+exec .venv/bin/python -m edrfleet.lab.vm smoke "$@"

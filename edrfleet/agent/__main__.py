@@ -49,10 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="enforce a compiled policy in the foreground"))
     add_pull_arguments(sub.add_parser("pull", help="print the spool's events after a cursor"))
-    from edrfleet.agent import supervise
+    from edrfleet.agent import status, supervise
 
     supervise.add_arguments(sub.add_parser(
         "supervise", help="keep `run` alive in the background (hosts without systemd)"))
+    supervise.add_service_arguments(sub.add_parser(
+        "service", help="start, stop, restart or reload the agent (supervisor or systemd)"))
+    status.add_wait_arguments(sub.add_parser(
+        "wait", help="wait until status.json shows a policy in force (or a failure); print it",
+        description="Exit 0: in force; 1: the agent failed or refused the reload; 3: timeout."))
     check = sub.add_parser("check", help="verify a compiled bundle would load here (no BPF)")
     check.add_argument("bundle", type=Path, help="compiled policy bundle (JSON)")
     check.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.h lives")
@@ -61,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return pull_main(args)
     if args.command == "supervise":
         return supervise.supervise(args)
+    if args.command == "service":
+        return supervise.service(args)
+    if args.command == "wait":
+        return status.wait_main(args)
     if args.command == "check":
         from edrfleet.agent.check import run_check
 

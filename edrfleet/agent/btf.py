@@ -2,7 +2,7 @@
 
 Why this exists: the BPF program reads kernel structs (``task->mm->arg_start``, ``exe_file``'s
 inode, ...) at offsets that must match the *running* kernel, and the header tree BCC compiles
-against does not describe it (DESIGN.md, "Kernel side").  ``/sys/kernel/btf/vmlinux`` does, so
+against does not describe it (README, "How it blocks").  ``/sys/kernel/btf/vmlinux`` does, so
 the agent takes the offsets from it at start and hands them to the program as ``EDR_OFF_*``
 constants (:func:`kernel_offsets`, :func:`offsets_cflags`).
 

@@ -10,8 +10,8 @@ Syslog message (RFC 5424 §6; facility authpriv = 10)::
 
     <PRI>1 TIMESTAMP HOSTNAME edrfleet PROCID - [edrfleet@32473 rule="…" action="…" …] BOM MSG
 
-- PRI = 10 * 8 + severity, severity from ``rule.severity``: critical 2 (crit), high 3 (err),
-  medium 4 (warning), low 5 (notice); anything else 5.
+- PRI = 10 * 8 + severity, severity from ``edrfleet.severity`` (the rule's word): critical 2
+  (crit), high 3 (err), medium 4 (warning), low 5 (notice); anything else 5.
 - TIMESTAMP: the send time, UTC, microseconds (``2025-01-31T12:00:00.123456Z``).
 - HOSTNAME: ``host.name`` of the event, else this host's name; characters outside printable
   US-ASCII become ``_``.  PROCID: the agent's pid.  MSGID: ``-``.
@@ -34,7 +34,7 @@ deadline passes; any other HTTP error drops that batch (counted) rather than ret
 Example::
 
     >>> out = SyslogOutput("udp://127.0.0.1:514")
-    >>> out.emit({"rule.id": "rm-recursive-root", "event.action": "blocked"})
+    >>> out.emit({"rule": {"id": "rm-recursive-root"}, "event": {"action": "blocked"}})
     >>> out.close(deadline=2.0)
     >>> out.stats()["sent"]
     1
@@ -53,13 +53,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from edrfleet.agent import ecs
+
 FACILITY_AUTHPRIV = 10
 SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
 DEFAULT_SEVERITY = 5
 SD_ID = "edrfleet@32473"
 APP_NAME = "edrfleet"
 BOM = b"\xef\xbb\xbf"
-_SD_EXTRA = (("severity", "rule.severity"), ("pid", "process.pid"), ("exe", "process.executable"))
+_SD_EXTRA = (("severity", ecs.SEVERITY), ("pid", ecs.PID), ("exe", ecs.EXECUTABLE))
 _RECONNECT_EVERY = 1.0  # seconds between reconnect attempts of a broken stream/unix socket
 
 
@@ -102,15 +104,16 @@ def format_rfc5424(
     facility: int = FACILITY_AUTHPRIV,
 ) -> bytes:
     """One RFC 5424 message for ``event`` (no framing, no trailing newline)."""
-    sev = SEVERITY.get(str(event.get("rule.severity", "")).lower(), DEFAULT_SEVERITY)
+    sev = SEVERITY.get(str(ecs.get(event, ecs.SEVERITY, "")).lower(), DEFAULT_SEVERITY)
     ts = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    host = _printusascii(str(event.get("host.name") or hostname), 255)
+    host = _printusascii(str(ecs.get(event, ecs.HOST) or hostname), 255)
     params = [
-        f'rule="{sd_escape(event.get("rule.id", ""))}"',
-        f'action="{sd_escape(event.get("event.action", ""))}"',
+        f'rule="{sd_escape(ecs.get(event, ecs.RULE_ID, ""))}"',
+        f'action="{sd_escape(ecs.get(event, ecs.ACTION, ""))}"',
     ]
-    params += [f'{name}="{sd_escape(event[key])}"' for name, key in _SD_EXTRA if key in event]
+    extra = ((name, ecs.get(event, field)) for name, field in _SD_EXTRA)
+    params += [f'{name}="{sd_escape(value)}"' for name, value in extra if value is not None]
     head = f"<{facility * 8 + sev}>1 {stamp} {host} {APP_NAME} {procid} - [{SD_ID} "
     msg = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
     return (

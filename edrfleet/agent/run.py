@@ -246,7 +246,7 @@ class Agent:
             as_executed = ecs.text(ecs.field_bytes(ev, "filename", ev.filename_len))
             exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed,
                                          committed=ev.stage != ecs.STAGE_LSM)
-            parent = ecs.resolve_parent(ev.ppid, ecs.text(ev.parent_name))
+            parent = ecs.resolve_parent(ev)
             self.pending.append(
                 ecs.to_ecs(
                     ev, host=self.opts.host_name, generation=generation, clock=self.clock,

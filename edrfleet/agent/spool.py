@@ -35,10 +35,11 @@ every file present, oldest first, and says ``lost=True``.  Readers consume only 
 Example::
 
     >>> spool = Spool("/var/lib/edrfleet/spool")
-    >>> spool.append([{"event.action": "blocked", "process.pid": 4242}])
+    >>> spool.append([{"event": {"action": "blocked"}, "process": {"pid": 4242}}])
     >>> got = read_since("/var/lib/edrfleet/spool", None)
     >>> got.lines, got.cursor, got.lost
-    (['{"event.action":"blocked","process.pid":4242}'], {'inode': 1234, 'offset': 46}, False)
+    (['{"event":{"action":"blocked"},"process":{"pid":4242}}'], {'inode': 1234, 'offset': 54},
+     False)
 """
 
 from __future__ import annotations

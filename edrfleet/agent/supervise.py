@@ -1,4 +1,5 @@
-"""``agent.pyz supervise``: keep the agent running on hosts without systemd (stdlib only).
+"""``agent.pyz supervise``: keep the agent running on hosts without systemd (stdlib only), and
+``agent.pyz service start|restart|stop|reload``: drive it under the supervisor or systemd (below).
 
     python3 agent.pyz supervise --pidfile /run/edrfleet/supervisor.pid \\
         --agent-pidfile /run/edrfleet/agent.pid --log /var/lib/edrfleet/agent.log -- run ARGS…
@@ -237,3 +238,126 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edrfleet-agent supervise")
     add_arguments(p)
     return supervise(p.parse_args(argv))
+
+
+# --- `agent.pyz service`: start, stop, restart or reload the agent, as the host runs it -------
+# One copy of the supervise command line and of the stop loop, for deploy's host scripts and
+# the Ansible role alike.  Prints "started" / "stopped" when it changed something; on failure
+# the last line on stderr says what failed.  Under systemd, stopping is refused by the default
+# policy while it enforces: callers first reload a policy without rules (deploy) or in monitor
+# mode (the role).  Signals go out with os.kill: no exec for the agent's own rules to judge.
+SERVICE_ACTIONS = ("start", "restart", "stop", "reload")
+STOP_WAIT = 30.0
+
+
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=SERVICE_ACTIONS,
+                   help="start (unless running), restart, stop or reload (SIGHUP: the policy)")
+    p.add_argument("--manager", choices=("supervisor", "systemd"), default="supervisor",
+                   help="who keeps the agent running (default %(default)s)")
+    p.add_argument("--install-dir", default="/opt/edrfleet", help="(default %(default)s)")
+    p.add_argument("--config-dir", default="/etc/edrfleet", help="(default %(default)s)")
+    p.add_argument("--spool", default="/var/lib/edrfleet", help="(default %(default)s)")
+    p.add_argument("--run-dir", default="/run/edrfleet", help="(default %(default)s)")
+    p.add_argument("--unit", default="edrfleet-agent.service", help="(default %(default)s)")
+    p.add_argument("--host-name", default=None, help="host.name in events (default: hostname)")
+
+
+class ServiceError(Exception):
+    pass
+
+
+def supervise_argv(args: argparse.Namespace) -> list[str]:
+    """The supervised agent's command line.  ``current/`` is named, not this zipapp's own path:
+    every restart after a release swap then runs the release in force."""
+    current = os.path.join(args.install_dir, "current")
+    argv = [sys.executable, os.path.join(current, "agent.pyz"), "supervise",
+            "--pidfile", os.path.join(args.run_dir, "supervisor.pid"),
+            "--agent-pidfile", os.path.join(args.run_dir, "agent.pid"),
+            "--log", os.path.join(args.spool, "agent.log"),
+            "--", "run", "--policy", os.path.join(args.config_dir, "policy.json"),
+            "--spool", args.spool, "--bpf-dir", os.path.join(current, "bpf")]
+    return argv + (["--host-name", args.host_name] if args.host_name else [])
+
+
+def supervisor_pid(run_dir: str) -> int:
+    """The pid of a live supervisor (0 when none)."""
+    try:
+        with open(os.path.join(run_dir, "supervisor.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+    return pid if pid > 0 and _alive(pid) else 0
+
+
+def _supervisor(action: str, args: argparse.Namespace) -> None:
+    pid = supervisor_pid(args.run_dir)
+    if action == "reload":
+        if not pid:
+            raise ServiceError("no supervisor running to reload")
+        os.kill(pid, signal.SIGHUP)
+        return
+    if action == "start" and pid:
+        return
+    if pid and action in ("stop", "restart"):
+        _kill(pid, signal.SIGTERM)
+        end = time.monotonic() + STOP_WAIT
+        while _alive(pid):
+            if time.monotonic() > end:
+                raise ServiceError(f"supervisor {pid} did not stop in {STOP_WAIT:g} s")
+            time.sleep(0.1)
+        print("stopped", flush=True)
+    if action == "stop":
+        return
+    os.makedirs(args.run_dir, mode=0o700, exist_ok=True)
+    os.chmod(args.run_dir, 0o700)
+    import subprocess
+
+    if subprocess.run(supervise_argv(args), check=False).returncode:
+        raise ServiceError(f"the supervisor did not start (see {args.spool}/agent.log)")
+    print("started", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, only not ours
+        return True
+    return True
+
+
+def _systemctl(*argv: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["systemctl", *argv], check=False).returncode == 0
+
+
+def _systemd(action: str, args: argparse.Namespace) -> None:
+    unit = args.unit
+    if action == "reload":
+        if not _systemctl("reload", unit):
+            raise ServiceError(f"systemctl reload {unit} failed")
+        return
+    active = _systemctl("is-active", "--quiet", unit)
+    if action == "stop":
+        if active:
+            if not _systemctl("stop", unit):
+                raise ServiceError(f"systemctl stop {unit} failed")
+            print("stopped", flush=True)
+        return
+    if action == "start" and active:
+        return
+    if not (_systemctl("enable", "--quiet", unit) and _systemctl(action, unit)):
+        raise ServiceError(f"systemctl {action} {unit} failed")
+    print("started", flush=True)
+
+
+def service(args: argparse.Namespace) -> int:
+    try:
+        (_systemd if args.manager == "systemd" else _supervisor)(args.action, args)
+    except (ServiceError, OSError) as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -7,26 +7,16 @@ every SIGHUP, so a policy that fails validation never replaces the running one.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from edrfleet.agent.__main__ import add_run_arguments, options_from
 
 
-def load_any_policy(path: Path) -> dict:
-    """YAML policy -> compiled bundle; a bundle JSON is checked and returned as is."""
-    from edrfleet.policy import compile_policy, load_bundle, load_policy
-
-    text = Path(path).read_text()
-    if text.lstrip().startswith("{"):
-        return load_bundle(text)
-    return compile_policy(load_policy(path))
-
-
 def _run(args: argparse.Namespace) -> int:
     from edrfleet.agent.run import run_agent
+    from edrfleet.policy.compile import compile_file
 
-    return run_agent(options_from(args), load_any_policy)
+    return run_agent(options_from(args), compile_file)
 
 
 def register(subparsers: Any) -> None:

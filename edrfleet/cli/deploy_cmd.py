@@ -18,9 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
 from edrfleet.fleet.transport.pool import DEFAULT_FORKS
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def console(stderr: bool = False) -> Console:

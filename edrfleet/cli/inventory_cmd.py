@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from edrfleet.cli.main import EXIT_OK
+from edrfleet.cli.exits import EXIT_OK
 from edrfleet.fleet.inventory.load import load_inventory
 
 

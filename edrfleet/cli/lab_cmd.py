@@ -8,38 +8,43 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edrfleet.cli.exits import EXIT_OK
+
 
 def _vm_lab() -> Any:
     # imported on use: the netns lab needs none of the qemu code
     return importlib.import_module("edrfleet.lab.vm.fleet")
 
 
+def _workdir(args: argparse.Namespace) -> dict[str, Path]:
+    """--dir when given; otherwise each lab's own default (under .edrfleet of the checkout)."""
+    return {"workdir": Path(args.dir)} if args.dir else {}
+
+
 def _up(args: argparse.Namespace) -> int:
     from edrfleet.lab import netns as lab
 
     t0 = time.monotonic()
-    workdir = Path(args.dir) if args.dir else None
     if args.vm:
-        inventory = _vm_lab().up(args.hosts, workdir or lab.REPO / ".edrfleet" / "vm-lab")
+        inventory = _vm_lab().up(args.hosts, **_workdir(args))
         print(f"lab: {args.hosts} VMs up in {time.monotonic() - t0:.2f} s")
     else:
-        inventory = lab.up(args.hosts, workdir or lab.DEFAULT_DIR)
+        inventory = lab.up(args.hosts, **_workdir(args))
         made = lab.Lab.load(inventory.parent)
         print(f"lab: {len(made.hosts)} hosts up in {time.monotonic() - t0:.2f} s (lab {made.id}, "
               f"{made.subnet}, {made.hosts[0].name}..{made.hosts[-1].name})")
     print(inventory)
-    return 0
+    return EXIT_OK
 
 
 def _down(args: argparse.Namespace) -> int:
     from edrfleet.lab import netns as lab
 
-    workdir = Path(args.dir) if args.dir else None
     if args.vm:
-        _vm_lab().down(workdir or lab.REPO / ".edrfleet" / "vm-lab")
+        _vm_lab().down(**_workdir(args))
     else:
-        lab.down(workdir or lab.DEFAULT_DIR)
-    return 0
+        lab.down(**_workdir(args))
+    return EXIT_OK
 
 
 def register(subparsers: Any) -> None:

@@ -11,10 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from edrfleet import __version__
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # the command ran and something failed (a host, a check)
-EXIT_USAGE = 2  # bad input: arguments, files, policy
+from edrfleet.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from edrfleet.errors import EdrfleetError, InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +42,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-    except (OSError, ValueError) as exc:  # our errors subclass these and carry file:line
+    except EdrfleetError as exc:  # its message names the file:line or the host, and the fix
+        print(f"edrfleet: error: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    except (OSError, ValueError) as exc:  # a file that cannot be read; the agent's own errors
         print(f"edrfleet: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def exit_status(exc: EdrfleetError) -> int:
+    """2 for bad input (fix it and rerun), 1 for a host that failed or was unreachable."""
+    return EXIT_USAGE if isinstance(exc, InputError) else EXIT_FAILED
 
 
 if __name__ == "__main__":

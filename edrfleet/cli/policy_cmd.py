@@ -9,21 +9,13 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter
 from typing import Any
 
-from edrfleet.cli.main import EXIT_OK, EXIT_USAGE
-from edrfleet.policy import (
-    PolicyError,
-    PolicyErrors,
-    compile_policy,
-    dump_bundle,
-    load_bundle,
-    load_policy_text,
-    simulate,
-)
+from edrfleet.cli.exits import EXIT_OK, EXIT_USAGE
+from edrfleet.policy import PolicyError, PolicyErrors, simulate
+from edrfleet.policy.bundle import bundle_summary
+from edrfleet.policy.compile import compile_file
 from edrfleet.policy.corpus import read_corpus, run_corpus
-from edrfleet.policy.limits import EDR_TRANS_MAX, MAX_TRANS_TOTAL
 
 
 def register(subparsers: Any) -> None:
@@ -39,6 +31,9 @@ def register(subparsers: Any) -> None:
     comp = sub.add_parser("compile", help="write the bundle JSON")
     comp.add_argument("file", metavar="FILE", help="policy YAML or bundle JSON")
     comp.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    comp.add_argument("--summary-json", metavar="FILE",
+                      help='also write {"rules": N, "mode": M, "sha256": H, "out": OUT} to FILE '
+                           "('-': stdout, then -o is needed)")
     comp.set_defaults(func=cmd_compile)
 
     test = sub.add_parser(
@@ -96,102 +91,48 @@ def _report(exc: PolicyError) -> int:
     return EXIT_USAGE
 
 
-def load_any(path: str) -> dict[str, Any]:
-    """Bundle from a policy YAML (compiled) or a bundle JSON (checked)."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if _is_bundle_json(text):
-        return load_bundle(text)
-    return compile_policy(load_policy_text(text, path))
-
-
-def _is_bundle_json(text: str) -> bool:
-    if not text.lstrip().startswith("{"):
-        return False
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return False  # a YAML flow mapping, not JSON
-    return isinstance(data, dict) and "format" in data
-
-
-def summary(bundle: dict[str, Any]) -> list[str]:
-    rules = bundle["rules"]
-    by_action = Counter(r["action"] for r in rules)
-    exes = bundle["executables"]
-    wild_rules = sum(len(bundle["groups"][g]["rules"]) for g in exes["wildcard"])
-    bits = [bin(_or(n for _, n in g["rules"])).count("1") for g in bundle["groups"]]
-    dfas = bundle["dfas"]
-    states = sum(len(d["trans"]) // d["nclasses"] for d in dfas)
-    trans = sum(len(d["trans"]) for d in dfas)
-    masks = {m for d in dfas for _, m in d["accept"]}
-    actions = ", ".join(f"{a} {by_action[a]}" for a in ("block", "log", "allow") if by_action[a])
-    scope = ", ".join(bundle["scope"]["cgroups"]) or "whole host"
-    return [
-        f"rules: {len(rules)}" + (f" ({actions})" if actions else ""),
-        f"mode: {bundle['mode']}, backend: {bundle['backend']}, unscanned: "
-        f"{bundle['unscanned']}, scope: {scope}",
-        f"executables: {len(exes['names'])} names, {len(exes['paths'])} paths, "
-        f"{wild_rules} rules for any executable",
-        f"groups: {len(bundle['groups'])}, condition bits: {sum(bits)} "
-        f"(at most {max(bits, default=0)} in one group)",
-        f"automata: {len(dfas)} DFAs, {states} states, at most "
-        f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
-        f"(kernel table: {EDR_TRANS_MAX} by default, {MAX_TRANS_TOTAL} at most), "
-        f"{len(masks)} distinct condition masks",
-        f"sha256: {bundle['sha256']}",
-    ]
-
-
-def _or(values: Any) -> int:
-    out = 0
-    for v in values:
-        out |= v
-    return out
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        bundle = load_any(args.file)
+        bundle = compile_file(args.file)
     except PolicyError as exc:
         return _report(exc)
     print(f"{args.file}: OK")
-    for line in summary(bundle):
+    for line in bundle_summary(bundle):
         print(f"  {line}")
     return EXIT_OK
 
 
-def _compile_cached(path: str) -> tuple[str, str, int, str]:
-    """(bundle text, sha256, rules, mode) of a policy YAML or bundle JSON.  YAML goes through the
-    bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this: hosts
-    that differ only in scope share one compile)."""
-    from edrfleet.fleet.deploy.hostpolicy import Compiler
-
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if _is_bundle_json(text):
-        bundle = load_bundle(text)
-        body = dump_bundle(bundle)
-    else:  # compile_text's text is already dump_bundle's
-        body = Compiler().compile_text(text, path, os.path.basename(path))[0]
-        bundle = json.loads(body)
-    return body, bundle["sha256"], len(bundle["rules"]), bundle["mode"]
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from edrfleet.fleet.deploy.hostpolicy import compile_file_cached
+
+    if args.summary_json == "-" and not args.output:
+        print("policy compile: --summary-json - needs -o OUT (stdout cannot hold both)",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
-        text, sha, rules, mode = _compile_cached(args.file)
+        text, bundle = compile_file_cached(args.file)
     except PolicyError as exc:
         return _report(exc)
+    sha, rules, mode = bundle["sha256"], len(bundle["rules"]), bundle["mode"]
     if args.output:
-        tmp = f"{args.output}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)
-        # the role reads mode and sha256 from this line (roles/edrfleet_agent/tasks/policy.yml)
+        _write(args.output, text)
         print(f"{args.output}: {rules} rules, mode {mode}, sha256 {sha}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if args.summary_json:  # what the role reads (roles/edrfleet_agent/tasks/policy.yml)
+        summary = json.dumps({"rules": rules, "mode": mode, "sha256": sha,
+                              "out": args.output or "-"}) + "\n"
+        if args.summary_json == "-":
+            sys.stdout.write(summary)
+        else:
+            _write(args.summary_json, summary)
     return EXIT_OK
 
 
@@ -225,7 +166,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     if not command and not opts.corpus:
         mini.error("give the command line after '--' (or --corpus JSONL)")
     try:
-        bundle = load_any(opts.file)
+        bundle = compile_file(opts.file)
     except PolicyError as exc:
         return _report(exc)
     if opts.corpus:
@@ -242,30 +183,16 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy
+    from edrfleet.fleet.deploy.preview import preview_host_policy
     from edrfleet.fleet.inventory.load import load_inventory
 
-    inv = load_inventory(args.inventory)
-    host = inv.hosts.get(args.host)
-    if host is None:
-        print(f"edrfleet: error: {args.inventory}: no host {args.host!r} (fix: one of "
-              f"{', '.join(list(inv.hosts)[:10])})", file=sys.stderr)
-        return EXIT_USAGE
-    facts = None if args.no_facts else _facts_of(inv, host)
-    hp = host_policy(Compiler(), dict(host.vars), host.name, facts, tuple(host.groups))
+    hp = preview_host_policy(load_inventory(args.inventory), args.host,
+                             facts=not args.no_facts)
     sys.stdout.write(hp.yaml_text)
-    print(f"{host.name}: {len(hp.bundle['rules'])} rules, sha256 {hp.sha256}", file=sys.stderr)
+    print(f"{args.host}: {len(hp.bundle['rules'])} rules, sha256 {hp.sha256}", file=sys.stderr)
     return EXIT_OK
 
 
-def _facts_of(inv: Any, host: Any) -> dict[str, Any]:
-    from pathlib import Path
-
-    from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
-    from edrfleet.fleet.transport.connection import transport_for
-
-    with transport_for(host, Path(inv.path).resolve().parent) as t:
-        return gather_facts(t, HostPaths.from_vars(host.vars))
 def _test_corpus(bundle: dict[str, Any], path: str, fmt: str) -> int:
     report = run_corpus(bundle, read_corpus(path))
     if fmt == "json":

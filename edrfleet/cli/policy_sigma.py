@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from edrfleet.cli.main import EXIT_OK, EXIT_USAGE
+from edrfleet.cli.exits import EXIT_OK, EXIT_USAGE
 
 
 def register(sub: Any) -> None:

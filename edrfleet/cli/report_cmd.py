@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
 from edrfleet.fleet.report.formats import FORMATS
 from edrfleet.fleet.report.pull import DEFAULT_FORKS
 from edrfleet.fleet.report.store import DEFAULT_DB
@@ -38,7 +39,7 @@ def _progress(show: bool) -> Iterator[tuple[Any, Any]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from edrfleet.fleet.report.formats import terminal_safe
+    from edrfleet.fleet.report.inert import terminal_safe
 
     with Progress(TextColumn("pulling"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), console=Console(stderr=True),
@@ -55,7 +56,6 @@ def _progress(show: bool) -> Iterator[tuple[Any, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edrfleet.cli.main import EXIT_FAILED, EXIT_OK
     from edrfleet.fleet.report import run_report
     from edrfleet.fleet.report.formats import render
     from edrfleet.fleet.report.summary import parse_since

@@ -19,12 +19,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edrfleet.errors import HostError, InputError
+
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; must exist before it starts
 
 
-class LabError(OSError):
+class LabError(HostError, OSError):
     """The lab could not be made or removed; the message says which host/step and why."""
+
+
+class LabInputError(InputError, LabError):
+    """A lab asked for that cannot be made as asked (host count, a directory holding something
+    else): bad input, and still a LabError for the callers that catch those."""
 
 
 def preflight() -> None:

@@ -32,7 +32,7 @@ from edrfleet import paths
 from edrfleet.agent.run import cgroup2_root
 from edrfleet.lab import host as lh
 from edrfleet.lab import names as ln
-from edrfleet.lab.host import LabError, LabHost
+from edrfleet.lab.host import LabError, LabHost, LabInputError
 
 # Blocks a recursive rm of /tmp/edrfleet-canary*: the harmless target of every demo attack.
 LAB_CANARY_RULE = {
@@ -138,7 +138,7 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
     owner_pid (tests): the lab belongs to that process; once it is gone (a killed test run),
     the next ``up`` on this machine removes the lab.  Without it a lab stays until ``down``."""
     if not 1 <= n <= MAX_HOSTS:
-        raise LabError(f"lab: --hosts {n}: between 1 and {MAX_HOSTS} (fix: a smaller number)")
+        raise LabInputError(f"lab: --hosts {n}: between 1 and {MAX_HOSTS} (fix: a smaller number)")
     lh.preflight()
     workdir = Path(workdir).resolve()
     if (workdir / STATE).is_file():
@@ -148,7 +148,7 @@ def up(n: int = 3, workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = 
         log(f"lab: removing the previous lab in {workdir}")
         down(workdir, log=log)
     elif workdir.exists() and any(workdir.iterdir()):
-        raise LabError(f"lab: {workdir} exists, is not empty and holds no lab {STATE} "
+        raise LabInputError(f"lab: {workdir} exists, is not empty and holds no lab {STATE} "
                        "(fix: another --dir, or empty it)")
     cgroot = cgroup2_root()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -305,7 +305,7 @@ def down(workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> 
     lab = _find(workdir)
     if lab is None:
         if workdir.exists():
-            raise LabError(f"lab: {workdir} holds no {STATE} and no lab is registered for it; "
+            raise LabInputError(f"lab: {workdir} holds no {STATE} and no lab is registered for it; "
                            "nothing was removed (fix: remove it by hand if it is yours)")
         log(f"lab: no lab in {workdir}")
         return

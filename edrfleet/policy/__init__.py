@@ -1,7 +1,8 @@
 """edrfleet.policy: policy schema, compiler to the kernel bundle, simulator, reference oracle.
 
-Imports nothing else of edrfleet (stdlib + pyyaml only; the `sigma` subpackage, loaded only
-by the Sigma import, adds pySigma).  See docs/policy-bundle.md.
+Imports nothing else of edrfleet but the errors' root, `edrfleet.errors` (stdlib + pyyaml only;
+the `sigma` subpackage, loaded only by the Sigma import, adds pySigma).  See
+docs/policy-bundle.md.
 """
 
 from edrfleet.policy.bundle import bundle_sha256, dump_bundle, load_bundle

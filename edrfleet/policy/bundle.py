@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
-from edrfleet.policy.limits import EDR_NSYM
+from edrfleet.errors import InputError
+from edrfleet.policy.limits import EDR_NSYM, EDR_TRANS_MAX, MAX_TRANS_TOTAL
 
 FORMAT = "edrfleet-bundle"
 VERSION = 1
@@ -33,8 +36,12 @@ def dump_bundle(bundle: dict[str, Any]) -> str:
     return _canonical(bundle) + "\n"
 
 
-def _fail(message: str) -> ValueError:
-    return ValueError(f"bad policy bundle: {message}")
+class BundleFormatError(InputError, ValueError):
+    """A bundle JSON this edrfleet cannot use: damaged, edited, another format or version."""
+
+
+def _fail(message: str) -> BundleFormatError:
+    return BundleFormatError(f"bad policy bundle: {message}")
 
 
 def check_bundle(bundle: Any) -> None:
@@ -104,3 +111,53 @@ def load_bundle(text: str) -> dict[str, Any]:
             raise
         raise _fail(f"malformed table ({exc!r})") from None
     return bundle
+
+
+def is_bundle_text(text: str) -> bool:
+    """Whether a policy file's text is a compiled bundle (a JSON object with a ``format`` key)
+    rather than a policy YAML.  A YAML policy may be written as a flow mapping (``{version:
+    1, ...}``): starting with ``{`` is not enough, it must also parse as JSON."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return False  # a YAML flow mapping, not JSON
+    return isinstance(data, dict) and "format" in data
+
+
+def bundle_summary(bundle: dict[str, Any]) -> list[str]:
+    """What a bundle holds and how much of the kernel's tables it takes, one fact a line
+    (what `edrfleet policy check` prints)."""
+    rules = bundle["rules"]
+    by_action = Counter(r["action"] for r in rules)
+    exes = bundle["executables"]
+    wild_rules = sum(len(bundle["groups"][g]["rules"]) for g in exes["wildcard"])
+    bits = [bin(_or(n for _, n in g["rules"])).count("1") for g in bundle["groups"]]
+    dfas = bundle["dfas"]
+    states = sum(len(d["trans"]) // d["nclasses"] for d in dfas)
+    trans = sum(len(d["trans"]) for d in dfas)
+    masks = {m for d in dfas for _, m in d["accept"]}
+    actions = ", ".join(f"{a} {by_action[a]}" for a in ("block", "log", "allow") if by_action[a])
+    scope = ", ".join(bundle["scope"]["cgroups"]) or "whole host"
+    return [
+        f"rules: {len(rules)}" + (f" ({actions})" if actions else ""),
+        f"mode: {bundle['mode']}, backend: {bundle['backend']}, unscanned: "
+        f"{bundle['unscanned']}, scope: {scope}",
+        f"executables: {len(exes['names'])} names, {len(exes['paths'])} paths, "
+        f"{wild_rules} rules for any executable",
+        f"groups: {len(bundle['groups'])}, condition bits: {sum(bits)} "
+        f"(at most {max(bits, default=0)} in one group)",
+        f"automata: {len(dfas)} DFAs, {states} states, at most "
+        f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
+        f"(kernel table: {EDR_TRANS_MAX} by default, {MAX_TRANS_TOTAL} at most), "
+        f"{len(masks)} distinct condition masks",
+        f"sha256: {bundle['sha256']}",
+    ]
+
+
+def _or(values: Iterable[int]) -> int:
+    out = 0
+    for v in values:
+        out |= v
+    return out

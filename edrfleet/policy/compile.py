@@ -18,7 +18,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from edrfleet.policy.bundle import FORMAT, VERSION, bundle_sha256, dump_bundle, load_bundle
+from edrfleet.policy.bundle import (
+    FORMAT,
+    VERSION,
+    bundle_sha256,
+    dump_bundle,
+    is_bundle_text,
+    load_bundle,
+)
 from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
@@ -37,6 +44,7 @@ from edrfleet.policy.limits import (
     MAX_DFA_STATES,
     MAX_TRANS_TOTAL,
 )
+from edrfleet.policy.loader import load_policy_text, read_policy_file
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.regex.dfa import Dfa, DfaTooLarge, build_dfa
 from edrfleet.policy.regex.nfa import NfaTooLarge, group_nfa
@@ -229,6 +237,20 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     raise_collected(c.errors)
     bundle["sha256"] = bundle_sha256(bundle)
     return bundle
+
+
+def compile_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The bundle of a policy file of either kind, told apart by content (`is_bundle_text`):
+    a policy YAML is validated and compiled, a bundle JSON is checked and returned as is.
+
+    Raises:
+        OSError: the file cannot be read.
+        PolicyError / PolicyErrors: an invalid policy; ValueError: a damaged bundle.
+    """
+    text = read_policy_file(path)
+    if is_bundle_text(text):
+        return load_bundle(text)
+    return compile_policy(load_policy_text(text, os.fspath(path)))
 
 
 def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+from edrfleet.errors import InputError
 
-class PolicyError(ValueError):
+
+class PolicyError(InputError, ValueError):
     """A policy that cannot be loaded or compiled.
 
     Attributes:

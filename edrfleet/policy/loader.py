@@ -76,20 +76,29 @@ def load_policy_text(text: str, source: str = "<string>") -> Policy:
     return validate(compose(text, source), source, text)
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """Read and validate a policy file.
+def read_policy_file(path: str | os.PathLike[str]) -> str:
+    """The text of a policy file (YAML or bundle JSON).
 
     Raises:
         OSError: the file cannot be read.
-        PolicyError / PolicyErrors: see `load_policy_text`.
+        PolicyError: it is not UTF-8.
     """
     source = os.fspath(path)
     with open(source, encoding="utf-8") as fh:
         try:
-            text = fh.read()
+            return fh.read()
         except UnicodeDecodeError as exc:
             raise PolicyError(
                 f"not UTF-8 text ({exc.reason} at byte {exc.start})",
                 source=source, line=1, col=1, fix="save the policy as UTF-8",
             ) from None
-    return load_policy_text(text, source)
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read and validate a policy file.
+
+    Raises:
+        OSError: the file cannot be read.
+        PolicyError / PolicyErrors: see `load_policy_text` (or the file is not UTF-8).
+    """
+    return load_policy_text(read_policy_file(path), os.fspath(path))

@@ -11,16 +11,13 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import yaml
 
+from edrfleet.policy.checker import Checker
 from edrfleet.policy.limits import COND_BITS, EDR_NAME_MAX, EDR_UIDS_PER_RULE
 from edrfleet.policy.model import ArgMatcher
 from edrfleet.policy.regex.parse import ARG, CMD, Context, RegexUnsupported, regex_ast
-
-if TYPE_CHECKING:
-    from edrfleet.policy.schema import Checker
 
 MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd", "fileless")
 ARG_KINDS = ("any", "glob", "regex")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.agent.run import cgroup2_root
 from tests.tiers import mark_tier
 
@@ -96,11 +97,17 @@ class RunningAgent:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def events(self) -> list[dict]:
+    def raw_events(self) -> list[dict]:
+        """The spool's events as the agent wrote them (nested ECS documents)."""
         f = self.spool / "events.jsonl"
         if not f.exists():
             return []
         return [json.loads(line) for line in f.read_text().splitlines() if line]
+
+    def events(self) -> list[dict]:
+        """The spool's events by ECS dotted field name (``e["rule.id"]``), as a SIEM query
+        names them."""
+        return [ecs.flatten(e) for e in self.raw_events()]
 
     def wait_events(self, pred: Callable[[dict], bool], count: int = 1, timeout=5.0) -> list:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
+from tests.unit.helpers.ecs_validate import problems
+
 CANARY_POLICY = """\
 version: 1
 mode: {mode}
@@ -97,8 +100,15 @@ def test_recursive_rm_of_a_canary_is_killed_and_the_canary_survives(agent, cgrou
     assert ev["process.executable"] == os.path.realpath(shutil.which("rm"))
     assert ev["edrfleet.backend"] == "sigkill"
     assert ev["host.name"] == "kernel-test"
-    assert ev["rule.severity"] == "critical"
+    assert ev["edrfleet.severity"] == "critical" and ev["event.severity"] == 99
     assert ev["edrfleet.policy_sha256"] == agent.status()["policy_sha256"]
+    assert (ev["event.kind"], ev["event.type"], ev["event.outcome"]) == (
+        "alert", ["start", "denied"], "failure")
+    assert ev["process.parent.executable"].startswith("/")  # a path, never a bare name
+    assert os.path.basename(ev["process.parent.executable"]) == ev["process.parent.name"]
+    # the event as the agent wrote it is a valid ECS document
+    (raw,) = [e for e in agent.raw_events() if ecs.get(e, ecs.EVENT_ID) == ev["event.id"]]
+    assert problems(raw) == []
 
 
 @pytest.mark.parametrize(
@@ -228,7 +238,7 @@ def test_long_argv_padding_does_not_hide_the_target(agent, cgroup, canary_dir):
     assert killed(res)
     assert canary_dir.exists()
     ev = rule_events(agent, "canary-rm-recursive")[0]
-    assert ev["process.args_truncated"] is True
+    assert ev["edrfleet.args_truncated"] is True
     assert ev["edrfleet.args_bytes"] > 20000
 
 

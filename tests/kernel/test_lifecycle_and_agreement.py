@@ -8,14 +8,13 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+from tests.corpora import CORPUS
 
 ONE_RULE = """\
 version: 1
@@ -119,7 +118,7 @@ def _mixed_corpus(limit: int = 300) -> list[list[str]]:
     return argvs[:limit]
 
 
-@pytest.mark.skipif(not CORPUS.exists(), reason="../shared/corpus is not beside the repo")
+@pytest.mark.skipif(not CORPUS.exists(), reason=f"test corpora not at {CORPUS} (docs/corpora.md)")
 def test_policy_test_and_the_kernel_agree_on_a_mixed_corpus(start_agent, cgroup, standins):
     """Every corpus exec is run as a harmless stand-in named like the real program."""
     text = render_policy({"edrfleet_scope_cgroups": [cgroup.name]})
@@ -175,7 +174,7 @@ def test_blocked_events_also_reach_syslog_and_a_webhook(start_agent, cgroup, sta
         deadline = time.monotonic() + 10
         while not posts and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert posts and posts[0][0]["rule.id"] == "to-syslog"
+        assert posts and ecs.get(posts[0][0], ecs.RULE_ID) == "to-syslog"
     finally:
         server.shutdown()
         udp.close()
@@ -237,6 +236,6 @@ def test_the_spool_rotates_by_size_without_losing_an_event(start_agent, cgroup, 
         cursor, lines = got.cursor, lines + got.lines
     time.sleep(0.4)
     lines += read_since(str(agent.spool), cursor).lines
-    args = [json.loads(x)["process.args"][1] for x in lines]
+    args = [ecs.get(json.loads(x), ecs.ARGS)[1] for x in lines]
     assert args == [f"n{i}" for i in range(40)]  # each once, in order
     assert (agent.spool / "events.jsonl.3").exists()

@@ -13,9 +13,9 @@ import yaml
 
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from edrfleet.policy.sigma import import_paths
+from tests.corpora import SIGMA
 
 REPO = Path(__file__).resolve().parents[2]
-SIGMA = (REPO / ".." / "shared" / "corpus" / "sigma_linux_process_creation").resolve()
 pytestmark = pytest.mark.skipif(not SIGMA.is_dir(), reason=f"Sigma corpus not at {SIGMA}")
 
 

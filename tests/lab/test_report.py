@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edrfleet.agent import ecs
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import Status, write_status
 from edrfleet.fleet.deploy.release import build_release
@@ -50,10 +51,10 @@ class ReportLab:
 def event(host: str, i: int, action: str = "blocked", cmd: str | None = None) -> dict:
     if cmd is None:
         cmd = HOSTILE[i % len(HOSTILE)] if i % 10 == 0 else f"rm -rf /tmp/edrfleet-canary-{i}"
-    return {"@timestamp": "2026-12-01T05:00:00.000000Z", "event.id": f"{host}-{i:06d}",
-            "event.action": action, "host.name": host, "rule.id": "lab-canary",
-            "rule.severity": "critical", "process.command_line": cmd,
-            "process.args": cmd.split(" ")}
+    return ecs.nest({"@timestamp": "2026-12-01T05:00:00.000000Z", "event.id": f"{host}-{i:06d}",
+                     "event.action": action, "host.name": host, "rule.id": "lab-canary",
+                     "edrfleet.severity": "critical", "process.command_line": cmd,
+                     "process.args": cmd.split(" ")})
 
 
 @pytest.fixture()
@@ -142,7 +143,7 @@ def test_hostile_command_lines_arrive_intact_and_print_inert(report_lab, tmp_pat
     assert rc == 0, err
     with Store(db) as store:
         raws = [json.loads(r[0]) for r in store.query("SELECT raw FROM events ORDER BY id")]
-    assert [e["process.command_line"] for e in raws] == HOSTILE
+    assert [ecs.get(e, ecs.COMMAND_LINE) for e in raws] == HOSTILE
     html = subprocess.run([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
                            "--limit", name, "--no-pull", "--format", "html"],
                           capture_output=True, text=True, timeout=120, check=True).stdout

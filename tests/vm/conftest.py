@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.lab.netns import LAB_CANARY_RULE
 from edrfleet.lab.vm import qemu as vm
@@ -99,8 +100,9 @@ def sh(guest: vm.VmHandle, cmd: str, timeout: float = 600):
 
 
 def events(guest: vm.VmHandle) -> list[dict]:
+    """The guest's spooled events by ECS dotted field name (``e["rule.id"]``)."""
     out = sh(guest, "cat /var/lib/edrfleet/events.jsonl 2>/dev/null || true").stdout
-    return [json.loads(line) for line in out.splitlines() if line]
+    return [ecs.flatten(json.loads(line)) for line in out.splitlines() if line]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """Facts: what a host is and has, read in ONE SSH round trip (one ``sh`` script).
 
+The script is ``host/facts.sh``; it runs ``host/facts.py`` on the host's python3 (one process
+for every fact) and falls back to the basics in shell without one.
+
 Facts only read.  Templates get them as ``edrfleet_facts``, and deploy compares them with what
 it wants (fleet/deploy/operations.py) so it pushes and restarts only what differs.
 
@@ -39,6 +42,8 @@ import json
 import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from edrfleet.fleet.deploy.hostfiles import host_file
 
 UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
 UNIT_NAME = "edrfleet-agent.service"
@@ -82,80 +87,11 @@ class Runner(Protocol):
                    check: bool = True) -> Any: ...
 
 
-# The facts in one python3 process (no fork per fact: ~25 ms on the host instead of ~25
-# processes).  Prints one "key=value" line per fact; file contents are base64 (one line).
-# Reads only.  Without python3 the shell fallback below still reports the basics.
-FACTS_PY = r'''
-import base64, hashlib, importlib.util, os, platform, shutil, subprocess, sys
-E = os.environ
-def out(k, v): print(f"{k}={v}")
-def read(p, mode="r"):
-    try:
-        with open(p, mode) as f: return f.read()
-    except OSError: return None
-def b64(p):
-    d = read(p, "rb"); return base64.b64encode(d).decode() if d is not None else None
-def sha(p):
-    d = read(p, "rb"); return hashlib.sha256(d).hexdigest() if d is not None else ""
-def live(t):
-    try:
-        pid = int((t or "").strip())
-        if pid <= 0: return ""
-        os.kill(pid, 0)
-        return pid
-    except (ValueError, OSError): return ""
-rel = os.uname().release
-out("kernel_release", rel)
-out("lsm", (read("/sys/kernel/security/lsm") or "").strip())
-mounts = [l.split() for l in (read("/proc/self/mounts") or "").splitlines()]
-out("cgroup2_mount", next((m[1] for m in mounts if len(m) > 2 and m[2] == "cgroup2"), ""))
-if (v := b64("/etc/os-release")) is not None: out("os_release", v)
-out("pid1", (read("/proc/1/comm") or "").strip())
-out("uid", os.getuid())
-if shutil.which("apt-get"): out("apt", 1)
-out("python_version", platform.python_version())
-if importlib.util.find_spec("bcc") is not None: out("python_bcc", 1)
-if os.path.exists(f"/lib/modules/{rel}/build"): out("kernel_headers", 1)
-FILES = ("agent.pyz", "bpf/edrfleet.c", "bpf/edrfleet.h")
-cur = E["INSTALL_DIR"] + "/current"
-if os.path.islink(cur):
-    out("release_id", os.path.basename(os.readlink(cur)))
-    for f in FILES: out(f"release_sha256 {f}", sha(f"{cur}/{f}"))
-want = E["INSTALL_DIR"] + "/releases/" + E["WANT_RELEASE"]
-if E["WANT_RELEASE"] and os.path.isdir(want):
-    for f in FILES: out(f"wanted_release_sha256 {f}", sha(f"{want}/{f}"))
-out("policy_sha256", sha(E["CONFIG_DIR"] + "/policy.json"))
-out("policy_yaml_sha256", sha(E["CONFIG_DIR"] + "/policy.yaml"))
-if E["WANT_YAML"] and (v := b64(E["CONFIG_DIR"] + "/policy.yaml")) is not None:
-    out("policy_yaml", v)
-out("unit_sha256", sha(E["UNIT_PATH"]))
-if (v := b64(E["SPOOL_DIR"] + "/status.json")) is not None: out("status", v)
-out("supervisor_pid", live(read(E["RUN_DIR"] + "/supervisor.pid")))
-agent = live(read(E["RUN_DIR"] + "/agent.pid"))
-if not agent and os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
-    r = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", E["UNIT_NAME"]],
-                       capture_output=True, text=True)
-    agent = live(r.stdout)
-out("agent_pid", agent)
-'''
-
-FACTS_BODY = r'''
-export INSTALL_DIR CONFIG_DIR SPOOL_DIR RUN_DIR UNIT_PATH UNIT_NAME WANT_RELEASE WANT_YAML
-if [ -x "$PYTHON" ] && "$PYTHON" -c "$FACTS_PY"; then exit 0; fi
-# no usable python3: the basics, so the host fails with the package to install
-echo "kernel_release=$(uname -r)"
-echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
-echo "uid=$(id -u)"
-command -v apt-get >/dev/null 2>&1 && echo "apt=1"
-[ -e "/lib/modules/$(uname -r)/build" ] && echo "kernel_headers=1"
-exit 0
-'''
-
-
 def facts_script(paths: HostPaths, *, want_release: str = "", want_yaml: bool = False) -> str:
+    """host/facts.sh after the quoted preamble; host/facts.py travels in $FACTS_PY."""
     return (f"{paths.shell_vars()}WANT_RELEASE={shlex.quote(want_release)}\n"
-            f"WANT_YAML={'1' if want_yaml else ''}\nFACTS_PY={shlex.quote(FACTS_PY)}\n"
-            f"{FACTS_BODY}")
+            f"WANT_YAML={'1' if want_yaml else ''}\n"
+            f"FACTS_PY={shlex.quote(host_file('facts.py'))}\n{host_file('facts.sh')}")
 
 
 def gather_facts(transport: Runner, paths: HostPaths, *, want_release: str = "",

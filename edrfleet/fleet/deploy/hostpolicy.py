@@ -29,14 +29,17 @@ from typing import Any
 import yaml
 
 from edrfleet import paths
+from edrfleet.errors import InputError
 from edrfleet.fleet.deploy.render import POLICY_TEMPLATE, TEMPLATES, render
-from edrfleet.policy import PolicyError, compile_policy, load_policy_text
+from edrfleet.policy import PolicyError, compile_policy, dump_bundle, load_bundle, load_policy_text
+from edrfleet.policy.bundle import is_bundle_text
 from edrfleet.policy.limits import EDR_MAX_SCOPE
+from edrfleet.policy.loader import read_policy_file
 
 POLICY_DIR = paths.PACKAGE / "policy"
 
 
-class HostPolicyError(ValueError):
+class HostPolicyError(InputError, ValueError):
     """A host's policy does not render, validate or compile; one line naming host, rule, fix."""
 
     def __init__(self, host: str, message: str) -> None:
@@ -210,3 +213,17 @@ def host_policy(compiler: Compiler, host_vars: dict[str, Any], name: str,
                 facts: dict[str, Any] | None, groups: tuple[str, ...] = ()) -> HostPolicy:
     """Render, validate and compile one host's policy (HostPolicyError names host and fix)."""
     return compiler.compile(name, render_host_policy(host_vars, name, facts, groups))
+
+
+def compile_file_cached(path: str, compiler: Compiler | None = None) -> tuple[str, dict[str, Any]]:
+    """(bundle text, bundle) of a policy YAML or bundle JSON file.  YAML goes through the
+    bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this, via
+    `edrfleet policy compile`: hosts that differ only in scope share one compile); a bundle is
+    checked and written back in its canonical form."""
+    text = read_policy_file(path)
+    if is_bundle_text(text):
+        bundle = load_bundle(text)
+        return dump_bundle(bundle), bundle
+    # compile_text's text is already dump_bundle's
+    body = (compiler or Compiler()).compile_text(text, path, os.path.basename(path))[0]
+    return body, json.loads(body)

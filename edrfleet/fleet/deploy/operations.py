@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from edrfleet.errors import HostError
 from edrfleet.fleet.deploy.facts import HostPaths
 from edrfleet.fleet.deploy.hostpolicy import HostPolicy
 from edrfleet.fleet.deploy.release import Release
@@ -19,7 +20,7 @@ SERVICE_MANAGERS = ("auto", "systemd", "supervisor")
 RUNNING_STATES = ("enforcing", "monitoring")
 
 
-class HostFailed(RuntimeError):
+class HostFailed(HostError, RuntimeError):
     """This host cannot be deployed as it stands; the message says what to do."""
 
 

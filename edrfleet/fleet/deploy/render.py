@@ -13,13 +13,14 @@ from typing import Any
 import jinja2
 
 from edrfleet import paths
+from edrfleet.errors import InputError
 
 TEMPLATES = paths.TEMPLATES
 POLICY_TEMPLATE = "policy.yaml.j2"
 UNIT_TEMPLATE = "edrfleet-agent.service.j2"
 
 
-class RenderError(ValueError):
+class RenderError(InputError, ValueError):
     """A template failed for a host; the message names the host, template and line."""
 
 

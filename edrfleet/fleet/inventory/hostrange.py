@@ -18,6 +18,8 @@ import ipaddress
 import re
 import string
 
+from edrfleet.errors import InputError
+
 # A range as Ansible's address parser accepts it inside a name: one letter to one letter, or
 # digits to digits, and an optional numeric step.
 _RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
@@ -29,7 +31,7 @@ _BRACKETED_PORT = re.compile(r"\[(.+)\]:([0-9]+)")
 _HOST_PORT = re.compile(r"((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)")
 
 
-class RangeError(ValueError):
+class RangeError(InputError, ValueError):
     """A ``[begin:end:step]`` range that does not expand; the message says why."""
 
 

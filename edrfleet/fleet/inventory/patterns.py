@@ -29,13 +29,25 @@ import fnmatch
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
+from edrfleet.errors import InputError
 from edrfleet.fleet.inventory.hostrange import parse_address
 
-if TYPE_CHECKING:
-    from edrfleet.fleet.inventory.load import Inventory
+
+class HostIndex(Protocol):
+    """What patterns need of an inventory (`load.Inventory` is one): a protocol here, so that
+    the inventory may use patterns without patterns importing it back."""
+
+    @property
+    def groups(self) -> Mapping[str, Any]: ...
+    @property
+    def hosts(self) -> Mapping[str, Any]: ...
+    @property
+    def hosts_as_written(self) -> Sequence[str]: ...
+    def group_hosts(self, name: str) -> list[str]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ _COLON_PARTS = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
 _WILDCARDS = (".", "?", "*", "[")
 
 
-class PatternError(ValueError):
+class PatternError(InputError, ValueError):
     """A host pattern that cannot be used: ``pattern 'X': what (fix: ...)``."""
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
@@ -111,7 +123,7 @@ def _apply_subscript(hosts: list[str], sub: tuple[int, int | None] | None,
                            ) from None
 
 
-def _enumerate(inv: Inventory, expr: str, unmatched: list[str]) -> list[str]:
+def _enumerate(inv: HostIndex, expr: str, unmatched: list[str]) -> list[str]:
     regex = _compile(expr)
     groups = [g for g in inv.groups if regex.match(g)]
     found = [h for g in groups for h in inv.group_hosts(g)]
@@ -122,7 +134,7 @@ def _enumerate(inv: Inventory, expr: str, unmatched: list[str]) -> list[str]:
     return found
 
 
-def _match_one(inv: Inventory, part: str, unmatched: list[str]) -> list[str]:
+def _match_one(inv: HostIndex, part: str, unmatched: list[str]) -> list[str]:
     expr = part[1:] if part[0] in "&!" else part
     if not expr:
         raise PatternError(f"pattern part {part!r} has nothing after '{part[0]}'",
@@ -131,7 +143,7 @@ def _match_one(inv: Inventory, part: str, unmatched: list[str]) -> list[str]:
     return _apply_subscript(_enumerate(inv, base, unmatched), sub, part)
 
 
-def evaluate(inv: Inventory, parts: Sequence[str],
+def evaluate(inv: HostIndex, parts: Sequence[str],
              unmatched: list[str] | None = None) -> list[str]:
     """Host names the parts select, in Ansible's order, without duplicates."""
     unmatched = [] if unmatched is None else unmatched
@@ -184,7 +196,7 @@ def _warn(unmatched: list[str]) -> None:
         log.warning("could not match supplied host pattern, ignoring: %s", expr)
 
 
-def select(inv: Inventory, limit: str | None) -> list[str]:
+def select(inv: HostIndex, limit: str | None) -> list[str]:
     """``--limit``: the inventory's hosts (in inventory order) that ``limit`` matches.
 
     Raises:
@@ -202,7 +214,7 @@ def select(inv: Inventory, limit: str | None) -> list[str]:
     return result
 
 
-def match(inv: Inventory, pattern: str) -> list[str]:
+def match(inv: HostIndex, pattern: str) -> list[str]:
     """A host pattern (as ``ansible PATTERN``): host names in pattern order.
 
     Raises:

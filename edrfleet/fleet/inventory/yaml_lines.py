@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from edrfleet.errors import InputError
+
 _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -30,7 +32,7 @@ _SYNTAX_FIXES = (
 )
 
 
-class YamlError(ValueError):
+class YamlError(InputError, ValueError):
     """One problem at ``source:line`` with a fix; `inventory.InventoryError` subclasses it."""
 
     def __init__(self, message: str, *, source: str, line: int = 0,

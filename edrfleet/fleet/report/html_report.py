@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from edrfleet.fleet.report.formats import terminal_safe
+from edrfleet.fleet.report.inert import terminal_safe
 
 HTML_CELL_MAX = 4096
 _CSP = "default-src 'none'; style-src 'unsafe-inline'"  # no script, nothing fetched

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edrfleet.agent.pull import DEFAULT_MAX_BYTES, decode_frame
-from edrfleet.fleet.report.store import Ingested, Store
+from edrfleet.fleet.report.store import Ingested, ReportError, Store
 from edrfleet.fleet.transport.base import Transport
 from edrfleet.fleet.transport.connection import transport_for
 
@@ -148,7 +148,7 @@ def pull_hosts(hosts: Sequence[Any], store: Store, connect: Connect, *,
     """Pull every host, at most ``forks`` at a time; results in the order of ``hosts``.
     ``on_done`` is called (from a worker thread) as each host finishes: a progress display."""
     if forks < 1:
-        raise ValueError(f"--forks {forks}: must be at least 1")
+        raise ReportError(f"--forks {forks}: must be at least 1")
     if not hosts:
         return {}
 

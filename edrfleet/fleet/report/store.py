@@ -5,7 +5,10 @@ Tables::
     events(id TEXT PRIMARY KEY NOT NULL,   -- event.id: a re-sent event is ignored
            host TEXT NOT NULL,             -- the inventory name it was pulled from
            ts REAL,                        -- @timestamp as epoch seconds (NULL if unparsable)
-           action TEXT, rule TEXT, severity TEXT, cmdline TEXT,
+           action TEXT,                    -- event.action
+           rule TEXT,                      -- rule.id
+           severity TEXT,                  -- edrfleet.severity (the rule's word)
+           cmdline TEXT,                   -- process.command_line
            raw TEXT NOT NULL)              -- the event's JSON line as the host wrote it
     hosts(name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
           events INTEGER, lost INTEGER, last_error TEXT)
@@ -19,10 +22,14 @@ back to inserting line by line and counts the lines SQLite refuses.  (SQLite 3.4
 ends a string at an escaped NUL; argv-derived command lines cannot hold one, and ``raw``
 keeps the line whole either way.)
 
+Columns are read from the nested ECS layout (:mod:`edrfleet.agent.ecs` names the paths), else
+from the flat dotted keys that agents before it wrote: a host still running an old agent is
+pulled as before, at no cost to current events (``coalesce`` stops at its first non-NULL).
+
 Example::
 
     >>> store = Store(".edrfleet/report.db")
-    >>> store.ingest("web1", ['{"event.id":"a1","event.action":"blocked"}'],
+    >>> store.ingest("web1", ['{"event":{"id":"a1","action":"blocked"}}'],
     ...              cursor={"inode": 12, "offset": 41}, status=None, lost=False)
     Ingested(inserted=1, ignored=0, malformed=0)
     >>> store.cursor("web1")
@@ -41,9 +48,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edrfleet.agent import ecs
+from edrfleet.errors import InputError
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 DEFAULT_DB = Path(".edrfleet") / "report.db"
 SCHEMA_VERSION = 1
+
+
+class ReportError(InputError, ValueError):
+    """A report database or a report argument that cannot be used; the message names the fix."""
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -56,15 +71,25 @@ CREATE TABLE IF NOT EXISTS hosts(
     events INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 """
 
+def _extract(field: ecs.Field) -> str:
+    """SQL for one field of the event ?2: its nested path, else (an agent before the nested
+    layout) its flat dotted key.  coalesce() stops at the first non-NULL, so a current event
+    costs one json_extract."""
+    nested, flat = ecs.json_paths(field)
+    if nested == flat:  # a top-level name such as @timestamp: one layout
+        return f"json_extract(?2, '{nested}')"
+    return f"coalesce(json_extract(?2, '{nested}'), json_extract(?2, '{flat}'))"
+
+
 # One JSON parse per line: SQLite caches the parsed text across the json_extract calls of
 # one row.  julianday() reads ISO 8601 with 'Z' or '+HH:MM' (anything else gives NULL) to the
 # millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
-_INSERT = """
+_INSERT = f"""
 INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
-VALUES (json_extract(?2, '$."event.id"'), ?1,
-        round((julianday(json_extract(?2, '$."@timestamp"')) - 2440587.5) * 86400.0, 3),
-        json_extract(?2, '$."event.action"'), json_extract(?2, '$."rule.id"'),
-        json_extract(?2, '$."rule.severity"'), json_extract(?2, '$."process.command_line"'), ?2)
+VALUES ({_extract(ecs.EVENT_ID)}, ?1,
+        round((julianday({_extract(ecs.TIMESTAMP)}) - 2440587.5) * 86400.0, 3),
+        {_extract(ecs.ACTION)}, {_extract(ecs.RULE_ID)},
+        {_extract(ecs.SEVERITY)}, {_extract(ecs.COMMAND_LINE)}, ?2)
 """
 
 
@@ -115,7 +140,7 @@ class Store:
             self._db.executescript(_SCHEMA)
             self._check_version()
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"{self.path}: not a report database ({e}) "
+            raise ReportError(f"{self.path}: not a report database ({e}) "
                              "(fix: pass another --db or remove the file)") from None
 
     def _check_version(self) -> None:
@@ -123,7 +148,7 @@ class Store:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
-            raise ValueError(f"{self.path}: report database schema {row[0]}, this edrfleet "
+            raise ReportError(f"{self.path}: report database schema {row[0]}, this edrfleet "
                              f"reads {SCHEMA_VERSION} (fix: pass another --db)")
 
     def close(self) -> None:

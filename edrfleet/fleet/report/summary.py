@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.report.store import ReportError, Store
 
 ACTIONS = ("blocked", "would_block", "logged")
 TOP_BLOCKED = 10
@@ -43,7 +43,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     offset; without one it is UTC, like the events).
 
     Raises:
-        ValueError: neither; the message names the fix.
+        ReportError: neither; the message names the fix.
     """
     text = text.strip()
     m = _RELATIVE.fullmatch(text)
@@ -52,7 +52,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--since {text!r}: not a duration or an ISO time (fix: e.g. 1h, 7d, "
+        raise ReportError(f"--since {text!r}: not a duration or an ISO time (fix: e.g. 1h, 7d, "
                          "2026-12-01T05:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

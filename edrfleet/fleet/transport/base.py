@@ -30,8 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edrfleet.errors import HostError
 
-class Unreachable(ConnectionError):
+
+class Unreachable(HostError, ConnectionError):
     """Connect refused / timed out / auth failed / proxy failed / connection lost."""
 
 
@@ -40,7 +42,7 @@ class HostKeyError(Unreachable):
     and the fix."""
 
 
-class RemoteError(RuntimeError):
+class RemoteError(HostError, RuntimeError):
     """A command exited non-zero (with check=True), or ran past its timeout (rc -1)."""
 
     def __init__(self, host: str, command: str, rc: int, stderr: bytes, why: str = "") -> None:

@@ -7,14 +7,12 @@ removes the cache.  VMs boot with ``-accel tcg`` (stock guest kernels do not boo
 ``-kernel``/``-initrd`` taken out of the image (no bootloader), one qcow2 overlay per VM (the base
 image is never written), and user networking restricted to one forwarded SSH port on 127.0.0.1.
 
-    python -m edrfleet.lab.vm.qemu build | up [-n N] [--workdir D] | down [--workdir D] | smoke
-
-The smoke (edrfleet/lab/vm/smoke.py, scripts/vm-smoke.sh) proves BPF LSM in the guest.
+The command line (build, up, down, smoke) is ``python -m edrfleet.lab.vm`` (its ``__main__``);
+the smoke (edrfleet/lab/vm/smoke.py, scripts/vm-smoke.sh) proves BPF LSM in the guest.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -24,13 +22,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edrfleet import paths
+from edrfleet.errors import HostError
 
 REPO = paths.REPO
 SCRIPT = REPO / "scripts" / "vm-image.sh"
@@ -50,7 +48,7 @@ QEMU = "qemu-system-x86_64"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class VmError(OSError):
+class VmError(HostError, OSError):
     """A build or boot failed; the message carries the log tail that explains it.  An OSError,
     so the CLI prints it as one error (the VMs are part of the machine, not of the input)."""
 
@@ -347,43 +345,3 @@ def save_handles(handles: list[VmHandle], workdir: Path) -> Path:
 def load_handles(workdir: Path = DEFAULT_WORKDIR) -> list[VmHandle]:
     path = workdir / "vms.json"
     return [VmHandle.from_json(d) for d in json.loads(path.read_text())] if path.is_file() else []
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edrfleet.lab.vm.qemu", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="build (or find cached) the image; print its directory")
-    up = sub.add_parser("up", help="boot VMs and wait for SSH")
-    up.add_argument("-n", type=int, default=1)
-    down = sub.add_parser("down", help="stop the VMs recorded in WORKDIR/vms.json")
-    for p in (up, down):
-        p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    sub.add_parser("smoke", help="build, boot one VM, prove BPF LSM denies a canary")
-    a = ap.parse_args(argv)
-    try:
-        if a.cmd == "build":
-            print(build_image().dir)
-        elif a.cmd == "up":
-            stop(load_handles(a.workdir))
-            for h in boot(build_image(), a.n, a.workdir):
-                print(" ".join(ssh_argv(h)))
-        elif a.cmd == "down":
-            stop(load_handles(a.workdir))
-            (a.workdir / "vms.json").unlink(missing_ok=True)
-        else:
-            from edrfleet.lab.vm.smoke import smoke
-
-            return smoke()
-    except VmError as e:
-        print(f"vm: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    from edrfleet.lab.vm import (
-        qemu as vm,  # one module instance (vm_smoke imports it), not __main__ + copy
-    )
-
-    sys.exit(vm.main())

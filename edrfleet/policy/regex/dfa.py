@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edrfleet.errors import InputError
 from edrfleet.policy.limits import COND_BITS, MAX_DFA_STATES
 from edrfleet.policy.regex.nfa import ASSERT, EPS, MATCH, SYM, Nfa, group_nfa
 from edrfleet.policy.regex.parse import NSYM, Node
@@ -33,7 +34,7 @@ ALL_SYMS = (1 << NSYM) - 1
 LOW_MASK = (1 << COND_BITS) - 1  # item ids reserved for condition bits
 
 
-class DfaTooLarge(ValueError):
+class DfaTooLarge(InputError, ValueError):
     """The subset construction passed ``limit`` states."""
 
     def __init__(self, limit: int) -> None:

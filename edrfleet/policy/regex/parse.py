@@ -32,6 +32,7 @@ from re import _constants as C  # type: ignore[attr-defined]
 from re import _parser  # type: ignore[attr-defined]
 from typing import Any
 
+from edrfleet.errors import InputError
 from edrfleet.policy.limits import MAX_REPEAT_BOUND
 
 SYM_BOS = 256
@@ -52,7 +53,7 @@ FAIL: Node = ("sym", 0)
 _LOCALE_HINT = "remove the L flag: the kernel matches bytes with ASCII rules, not a locale"
 
 
-class RegexUnsupported(ValueError):
+class RegexUnsupported(InputError, ValueError):
     """A valid Python pattern that the kernel's automaton cannot run exactly.
 
     Attributes:

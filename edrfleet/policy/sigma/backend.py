@@ -42,6 +42,7 @@ from sigma.types import (
     SigmaString,
 )
 
+from edrfleet.errors import InputError
 from edrfleet.policy.limits import EDR_NAME_MAX
 from edrfleet.policy.regex.parse import CMD, RegexUnsupported, regex_ast
 from edrfleet.policy.sigma.emit import Unsatisfiable, build_match
@@ -74,7 +75,7 @@ _FLAGS = {SigmaRegularExpressionFlag.IGNORECASE: "i", SigmaRegularExpressionFlag
 _LEADING_FLAGS = re.compile(r"\A\(\?([aimsx]+)\)")
 
 
-class Unsupported(SigmaFeatureNotSupportedByBackendError):
+class Unsupported(InputError, SigmaFeatureNotSupportedByBackendError):
     pass
 
 

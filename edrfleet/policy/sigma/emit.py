@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from edrfleet.errors import InputError
 from edrfleet.policy.sigma.expr import Arg, Cmd, ConditionUnsupported, Exe, Literal, OneOf
 from edrfleet.policy.sigma.text import PatternUnsupported, complement_regex
 
 MATCH_KEY = {"executable": "executable", "parent": "parent", "user": "user", "cwd": "cwd"}
 
 
-class Unsatisfiable(Exception):
+class Unsatisfiable(InputError):
     """The AND can never hold (e.g. two different executables): it yields no rule."""
 
 

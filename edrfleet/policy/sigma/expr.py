@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
+from edrfleet.errors import InputError
 from edrfleet.policy.sigma.text import TextPattern
 
 MAX_BRANCHES = 64  # edrfleet rules one Sigma rule may expand to
 
 
-class ConditionUnsupported(ValueError):
+class ConditionUnsupported(InputError, ValueError):
     """The condition cannot be expressed; the message says why."""
 
 

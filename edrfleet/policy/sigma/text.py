@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 from sigma.types import SigmaString, SpecialChars
 
+from edrfleet.errors import InputError
+
 STAR = "*"
 ONE = "?"
 _SPECIAL = frozenset(b".^$*+?{}[]\\|()")
@@ -31,7 +33,7 @@ MAX_COMPLEMENT = 12000  # characters of a complement regex; beyond, the rule is 
 MAX_COMPLEMENT_STATES = 200  # states of the automaton it is built from
 
 
-class PatternUnsupported(ValueError):
+class PatternUnsupported(InputError, ValueError):
     """A Sigma value this importer cannot express; the message says why."""
 
 

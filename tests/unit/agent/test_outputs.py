@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.agent import outputs as O
 from edrfleet.agent.outputs import SyslogOutput, WebhookOutput, format_rfc5424
 
@@ -32,7 +33,7 @@ SD_PARAM = re.compile(r'([a-z]+)="((?:[^"\\\]]|\\.)*)"')
 
 HOSTILE = 'rm"]\\ -rf\n/tmp/x]'
 
-EVENT = {
+EVENT = ecs.nest({
     "@timestamp": "2025-01-31T12:00:00.000000Z",
     "event.action": "blocked",
     "host.name": "web1",
@@ -40,8 +41,11 @@ EVENT = {
     "process.executable": "/usr/bin/rm",
     "process.command_line": "rm -rf /tmp/victim",
     "rule.id": "rm-recursive-root",
-    "rule.severity": "critical",
-}
+    "edrfleet.severity": "critical",
+})
+# as agents before the nested layout wrote it
+FLAT_EVENT = {"rule.severity" if k == "edrfleet.severity" else k: v
+              for k, v in ecs.flatten(EVENT).items()}
 
 
 def parse(msg: bytes) -> tuple[re.Match, dict[str, str], dict]:
@@ -86,22 +90,29 @@ def test_format_is_exactly_rfc5424_with_structured_data_and_bom() -> None:
     parse(msg)
 
 
+def test_an_event_of_an_older_agent_with_flat_keys_is_framed_the_same() -> None:
+    old = format_rfc5424(FLAT_EVENT, hostname="ignored", procid=77, timestamp=1738324800.25)
+    new = format_rfc5424(EVENT, hostname="ignored", procid=77, timestamp=1738324800.25)
+    assert old.partition(b"\xef\xbb\xbf")[0] == new.partition(b"\xef\xbb\xbf")[0]
+
+
 @pytest.mark.parametrize(
     ("severity", "pri"),
     [("critical", 82), ("high", 83), ("medium", 84), ("low", 85), ("LOW", 85), (None, 85),
      ("weird", 85)],
 )
 def test_priority_is_authpriv_with_the_rule_severity(severity, pri) -> None:
-    event = {"rule.id": "r", "event.action": "logged"}
+    event = ecs.nest({"rule.id": "r", "event.action": "logged"})
     if severity is not None:
-        event["rule.severity"] = severity
+        event["edrfleet"] = {"severity": severity}
     m, _, _ = parse(format_rfc5424(event, hostname="h", procid=1, timestamp=0))
     assert int(m.group("pri")) == pri
 
 
 def test_hostile_values_are_escaped_and_the_message_stays_one_line() -> None:
-    event = {"rule.id": HOSTILE, "event.action": 'a]"b', "process.executable": "\x00\x7f\t",
-             "process.command_line": "echo 'x\ny'\r\n", "host.name": "bad host\n"}
+    event = ecs.nest({"rule.id": HOSTILE, "event.action": 'a]"b',
+                      "process.executable": "\x00\x7f\t",
+                      "process.command_line": "echo 'x\ny'\r\n", "host.name": "bad host\n"})
     msg = format_rfc5424(event, hostname="h", procid=1, timestamp=0)
     assert b"\n" not in msg and b"\r" not in msg
     m, params, body = parse(msg)
@@ -115,11 +126,11 @@ def test_hostile_values_are_escaped_and_the_message_stays_one_line() -> None:
 
 def test_a_value_with_lone_surrogates_still_formats() -> None:
     argv = b"rm \xff".decode(errors="surrogateescape")
-    msg = format_rfc5424({"rule.id": argv, "process.command_line": argv}, hostname="h",
-                         procid=1, timestamp=0)
+    msg = format_rfc5424(ecs.nest({"rule.id": argv, "process.command_line": argv}),
+                         hostname="h", procid=1, timestamp=0)
     _, params, body = parse(msg)
     assert params["rule"] == "rm \\xff"
-    assert body["process.command_line"] == argv  # JSON's \udcff escape round-trips
+    assert body["process"]["command_line"] == argv  # JSON's \udcff escape round-trips
 
 
 @pytest.mark.parametrize(
@@ -154,7 +165,8 @@ def test_udp_collector_receives_one_datagram_per_event() -> None:
         rx.settimeout(5)
         out = SyslogOutput(f"udp://127.0.0.1:{rx.getsockname()[1]}", hostname="agent-host")
         out.emit(EVENT)
-        out.emit({"rule.id": HOSTILE, "event.action": "logged", "rule.severity": "low"})
+        out.emit(ecs.nest({"rule.id": HOSTILE, "event.action": "logged",
+                           "edrfleet.severity": "low"}))
         first, second = rx.recv(65535), rx.recv(65535)
         out.close(deadline=2)
     _, params, body = parse(first)
@@ -182,9 +194,9 @@ def test_tcp_collector_receives_octet_counted_frames() -> None:
         t = threading.Thread(target=serve)
         t.start()
         out = SyslogOutput(f"tcp://127.0.0.1:{srv.getsockname()[1]}")
-        events = [dict(EVENT, **{"process.command_line": f"rm ✓ é {i}\n"}) for i in range(20)]
+        events = [ecs.nest({**ecs.flatten(EVENT), "process.command_line": f"rm ✓ é {i}\n",
+                            "rule.id": HOSTILE}) for i in range(20)]
         for e in events:
-            e["rule.id"] = HOSTILE
             out.emit(e)
         out.close(deadline=5)  # closes the connection: the server sees EOF
         t.join(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -126,3 +127,84 @@ def test_readers_never_see_a_torn_file_while_it_is_rewritten(tmp_path: Path) -> 
         stop.set()
         t.join(10)
     assert bad == []
+
+
+# --- agent.pyz wait ---------------------------------------------------------------------------
+def wait_args(spool: Path, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    S.add_wait_arguments(p)
+    return p.parse_args(["--spool", str(spool), "--timeout", "0.3", *extra])
+
+
+def put(spool: Path, **fields) -> None:
+    write_status(str(spool), {"state": "enforcing", "pid": 100, "policy_sha256": "new",
+                              "started_at": 1000.0, **fields})
+
+
+def test_wait_prints_the_status_once_the_wanted_policy_is_in_force(tmp_path: Path,
+                                                                   capsys) -> None:
+    put(tmp_path)
+    assert S.wait_main(wait_args(tmp_path, "--policy-sha", "new")) == S.WAIT_OK
+    out, err = capsys.readouterr()
+    assert json.loads(out)["policy_sha256"] == "new" and err == ""
+
+
+def test_wait_times_out_on_another_policy_or_an_old_agent(tmp_path: Path, capsys) -> None:
+    put(tmp_path, policy_sha256="old", last_error="")
+    assert S.wait_main(wait_args(tmp_path, "--policy-sha", "new")) == S.WAIT_TIMEOUT
+    assert "agent not enforcing after 0.3s (state enforcing)" in capsys.readouterr().err
+    put(tmp_path)  # the wanted policy, but from the agent that ran before the restart
+    args = wait_args(tmp_path, "--policy-sha", "new", "--action", "restart", "--since", "1000",
+                     "--old-pid", "100")
+    assert S.wait_for_policy(args)[0] == S.WAIT_TIMEOUT
+    put(tmp_path, pid=101)
+    assert S.wait_for_policy(args)[0] == S.WAIT_OK
+    put(tmp_path, pid=101, started_at=990.0)  # an agent started before the action
+    assert S.wait_for_policy(args)[0] == S.WAIT_TIMEOUT
+    assert S.wait_for_policy(wait_args(tmp_path / "none"))[:2] == (
+        S.WAIT_TIMEOUT, "agent not enforcing after 0.3s (state no status.json): ")
+
+
+def test_wait_reports_a_failed_agent_and_a_refused_reload(tmp_path: Path, capsys) -> None:
+    put(tmp_path, state="failed", last_error="BPF load failed")
+    assert S.wait_for_policy(wait_args(tmp_path, "--policy-sha", "new"))[:2] == (
+        S.WAIT_FAILED, "BPF load failed")
+    put(tmp_path, policy_sha256="old", last_reload={"at": 2000.0, "ok": False, "error": "bad"})
+    args = wait_args(tmp_path, "--policy-sha", "new", "--action", "reload", "--since", "1999")
+    assert S.wait_for_policy(args)[:2] == (S.WAIT_FAILED, "reload refused: bad")
+    args = wait_args(tmp_path, "--policy-sha", "new", "--action", "reload", "--since", "2001")
+    assert S.wait_for_policy(args)[0] == S.WAIT_TIMEOUT  # that refusal was an earlier reload
+
+
+def test_wait_counts_only_the_live_agent_when_asked(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    put(tmp_path)
+    args = wait_args(tmp_path, "--live-pid", "supervisor", "--run-dir", str(run))
+    assert S.wait_for_policy(args)[0] == S.WAIT_TIMEOUT  # no agent.pid: none is running
+    (run / "agent.pid").write_text("100\n")
+    assert S.wait_for_policy(args)[0] == S.WAIT_OK
+
+
+def test_wait_kv_lines_are_what_deploy_parses(tmp_path: Path, capsys) -> None:
+    from edrfleet.fleet.deploy.hostscripts import parse_output
+
+    put(tmp_path, state="failed", last_error="no\nBTF")
+    assert S.wait_main(wait_args(tmp_path, "--format", "kv")) == S.WAIT_FAILED
+    out = parse_output(capsys.readouterr().out.encode())
+    assert out["result"] == "failed" and out["error"] == "no BTF"
+    assert out["status"]["last_error"] == "no\nBTF"
+
+
+def test_wait_reads_the_live_agent_pid_from_systemd(tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(  # a stand-in: MainPID of the unit asked for
+        '#!/bin/sh\n[ "$*" = "show -p MainPID --value u" ] && echo 100 || echo 0\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    put(tmp_path)
+    assert S.wait_for_policy(wait_args(tmp_path, "--live-pid", "systemd", "--unit", "u"))[0] \
+        == S.WAIT_OK
+    assert S.wait_for_policy(wait_args(tmp_path, "--live-pid", "systemd", "--unit", "v"))[0] \
+        == S.WAIT_TIMEOUT

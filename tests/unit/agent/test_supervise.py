@@ -4,8 +4,10 @@ SIGTERM.  The "agent" is a stand-in zipapp whose `run` records its pid and the s
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -19,11 +21,20 @@ from edrfleet.agent import supervise
 REPO = Path(__file__).resolve().parents[3]
 
 FAKE_MAIN = '''
-import os, signal, sys, time
+import argparse, os, signal, sys, time
 from edrfleet.agent import supervise
 if sys.argv[1] == "supervise":
     sys.exit(supervise.main(sys.argv[2:]))
-out = sys.argv[sys.argv.index("--out") + 1]
+if sys.argv[1] == "service":
+    p = argparse.ArgumentParser()
+    supervise.add_service_arguments(p)
+    sys.exit(supervise.service(p.parse_args(sys.argv[2:])))
+if "--out" in sys.argv:
+    out = sys.argv[sys.argv.index("--out") + 1]
+else:  # started by `service`: records in the spool, with the argv it was given
+    out = sys.argv[sys.argv.index("--spool") + 1] + "/runs"
+    with open(out + ".argv", "w") as f:
+        f.write(" ".join(sys.argv[1:]))
 def hup(*_):
     with open(out + ".hup", "a") as f:
         f.write(f"{os.getpid()}\\n")
@@ -99,3 +110,94 @@ def test_supervisor_restarts_forwards_hup_and_stops_on_term(fake_pyz: Path, tmp_
 def test_supervise_without_a_command_says_what_to_give(tmp_path: Path) -> None:
     rc = supervise.main(["--pidfile", str(tmp_path / "p"), "--foreground"])
     assert rc == 2
+
+
+def test_service_starts_reloads_restarts_and_stops_the_supervised_agent(
+        fake_pyz: Path, tmp_path: Path) -> None:
+    release = tmp_path / "opt" / "releases" / "r1"
+    (release / "bpf").mkdir(parents=True)
+    (release / "agent.pyz").write_bytes(fake_pyz.read_bytes())
+    (tmp_path / "opt" / "current").symlink_to("releases/r1")
+    spool, run = tmp_path / "spool", tmp_path / "run"
+    spool.mkdir()
+    out = spool / "runs"
+
+    def service(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(tmp_path / "opt" / "current" / "agent.pyz"), "service", action,
+             "--install-dir", str(tmp_path / "opt"), "--config-dir", str(tmp_path / "etc"),
+             "--spool", str(spool), "--run-dir", str(run), "--host-name", "h1"],
+            capture_output=True, text=True, timeout=60)
+
+    r = service("stop")
+    assert r.returncode == 0 and r.stdout == "", r.stderr  # nothing running: nothing to do
+    r = service("reload")
+    assert r.returncode == 1 and r.stderr.strip() == "no supervisor running to reload"
+    r = service("start")
+    assert r.returncode == 0 and r.stdout == "started\n", r.stderr
+    sup = supervise.supervisor_pid(str(run))
+    try:
+        first = wait_for(lambda: pids(out))[0]
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700
+        assert (spool / "runs.argv").read_text() == (
+            f"run --policy {tmp_path}/etc/policy.json --spool {spool} "
+            f"--bpf-dir {tmp_path}/opt/current/bpf --host-name h1")
+        assert service("start").stdout == ""  # already running: left alone
+        assert supervise.supervisor_pid(str(run)) == sup
+        assert service("reload").returncode == 0
+        assert wait_for(lambda: pids(Path(f"{out}.hup"))) == [first]
+        r = service("restart")
+        assert r.returncode == 0 and r.stdout == "stopped\nstarted\n", r.stderr
+        assert not alive(sup) and not alive(first)
+        sup = supervise.supervisor_pid(str(run))
+        assert sup and wait_for(lambda: len(pids(out)) > 1)
+    finally:
+        r = service("stop")
+    assert r.returncode == 0 and r.stdout == "stopped\n", r.stderr
+    assert not alive(sup) and supervise.supervisor_pid(str(run)) == 0
+
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$SYSTEMCTL_LOG"
+case "$1" in
+    is-active) [ -f "$SYSTEMCTL_ACTIVE" ] ;;
+    "$SYSTEMCTL_FAIL") exit 1 ;;
+esac
+"""
+
+
+def test_service_under_systemd_runs_systemctl_as_deploy_did(tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    """systemd's path, with a stand-in systemctl (the VM tier runs the real one)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    log, active = tmp_path / "calls", tmp_path / "active"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SYSTEMCTL_LOG", str(log))
+    monkeypatch.setenv("SYSTEMCTL_ACTIVE", str(active))
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "none")
+    parser = argparse.ArgumentParser()
+    supervise.add_service_arguments(parser)
+
+    def service(action: str) -> tuple[int, list[str], str, str]:
+        log.write_text("")
+        rc = supervise.service(parser.parse_args([action, "--manager", "systemd", "--unit", "u"]))
+        out, err = capsys.readouterr()
+        return rc, log.read_text().splitlines(), out, err.strip()
+
+    assert service("stop") == (0, ["is-active --quiet u"], "", "")
+    assert service("start") == (0, ["is-active --quiet u", "enable --quiet u", "start u"],
+                                "started\n", "")
+    assert service("restart") == (0, ["is-active --quiet u", "enable --quiet u", "restart u"],
+                                  "started\n", "")
+    active.touch()
+    assert service("start") == (0, ["is-active --quiet u"], "", "")
+    assert service("reload") == (0, ["reload u"], "", "")
+    assert service("stop") == (0, ["is-active --quiet u", "stop u"], "stopped\n", "")
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "restart")
+    assert service("restart")[::3] == (1, "systemctl restart u failed")
+    monkeypatch.setenv("SYSTEMCTL_FAIL", "stop")
+    assert service("stop")[::3] == (1, "systemctl stop u failed")

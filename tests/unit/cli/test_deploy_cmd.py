@@ -65,7 +65,7 @@ def test_recap_names_every_host_and_its_result() -> None:
     from rich.console import Console
 
     from edrfleet.cli.deploy_cmd import LiveProgress, print_recap
-    from edrfleet.fleet.deploy.deployer import HostResult
+    from edrfleet.fleet.deploy.results import HostResult
 
     buf = io.StringIO()
     con = Console(file=buf, width=160)
@@ -78,3 +78,34 @@ def test_recap_names_every_host_and_its_result() -> None:
     assert "web1" in text and "changed" in text and "policy -> abc" in text
     assert "db1" in text and "unreachable" in text and "connection refused" in text
     assert live.active == {}
+
+
+UNREACHABLE = """all:
+  hosts:
+    web1:
+      ansible_host: 127.0.0.1
+      ansible_port: 1
+"""
+
+
+def test_policy_render_of_an_unreachable_host_is_a_host_failure(tmp_path: Path,
+                                                                 capsys) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(UNREACHABLE)  # nothing listens on port 1: refused at once
+    assert main(["policy", "render", str(inventory), "web1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edrfleet: error: web1: cannot connect")
+
+
+def test_policy_render_whose_facts_command_fails_is_one_line_not_a_traceback(
+        inventory: Path, monkeypatch, capsys) -> None:
+    from edrfleet.fleet.deploy import preview
+    from edrfleet.fleet.transport.base import RemoteError
+
+    def fail(host, inventory_dir, connect_timeout=10.0):
+        raise RemoteError(host.name, "python3 - (facts)", 127, b"python3: not found")
+
+    monkeypatch.setattr(preview, "host_facts", fail)
+    assert main(["policy", "render", str(inventory), "web1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["edrfleet: error: web1: python3 - (facts) exited 127: python3: not found"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edrfleet.cli.main import EXIT_USAGE, build_parser, main
+from edrfleet.cli.exits import EXIT_USAGE
+from edrfleet.cli.main import build_parser, main
 
 
 def test_lab_up_and_down_parse_hosts_dir_and_vm():

@@ -76,11 +76,26 @@ def test_compile_writes_the_bundle_and_check_reads_it_back(policy_file, tmp_path
     assert main(["policy", "compile", str(policy_file), "-o", str(out)]) == 0
     bundle = load_bundle(out.read_text())
     assert [r["id"] for r in bundle["rules"]] == ["rm-root", "rm-tmp", "curl-log"]
-    # the role parses this line (roles/edrfleet_agent/tasks/policy.yml)
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"{out}: 3 rules, mode {bundle['mode']}, sha256 {bundle['sha256']}")
     assert main(["policy", "check", str(out)]) == 0
     assert f"sha256: {bundle['sha256']}" in capsys.readouterr().out
+
+
+def test_compile_summary_json_is_what_the_role_reads(policy_file, tmp_path, capsys):
+    # roles/edrfleet_agent/tasks/policy.yml reads sha256 and mode from it
+    out, summary = tmp_path / "bundle.json", tmp_path / "summary.json"
+    assert main(["policy", "compile", str(policy_file), "-o", str(out),
+                 "--summary-json", str(summary)]) == 0
+    bundle = load_bundle(out.read_text())
+    want = {"rules": 3, "mode": bundle["mode"], "sha256": bundle["sha256"], "out": str(out)}
+    assert json.loads(summary.read_text()) == want
+    capsys.readouterr()
+    assert main(["policy", "compile", str(policy_file), "-o", str(out),
+                 "--summary-json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == want
+    assert main(["policy", "compile", str(policy_file), "--summary-json", "-"]) == 2
+    assert "needs -o" in capsys.readouterr().err
 
 
 def test_compile_without_output_prints_the_canonical_json(policy_file, capsys):

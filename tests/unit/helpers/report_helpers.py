@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from edrfleet.agent import ecs
 from edrfleet.fleet.report.store import Store
 
 T0 = datetime(2026, 12, 1, 5, 0, tzinfo=UTC).timestamp()
@@ -19,9 +20,9 @@ def iso(ts: float) -> str:
 def event(eid: str, *, ts: float = T0, action: str = "blocked", rule: str = "r1",
           severity: str = "high", cmd: str = "rm -rf /tmp/edrfleet-canary-1",
           host: str = "web1") -> dict:
-    return {"@timestamp": iso(ts), "event.id": eid, "event.action": action, "host.name": host,
-            "rule.id": rule, "rule.severity": severity, "process.command_line": cmd,
-            "process.args": cmd.split(" ")}
+    return ecs.nest({"@timestamp": iso(ts), "event.id": eid, "event.action": action,
+                     "host.name": host, "rule.id": rule, "edrfleet.severity": severity,
+                     "process.command_line": cmd, "process.args": cmd.split(" ")})
 
 
 def line(e: dict) -> str:

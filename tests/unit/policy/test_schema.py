@@ -1,4 +1,4 @@
-"""Policy validation: the shape of DESIGN.md, errors with exact positions and fixes."""
+"""Policy validation: the shape of docs/policy.md, errors with exact positions and fixes."""
 
 from __future__ import annotations
 

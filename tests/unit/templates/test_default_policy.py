@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -31,18 +30,16 @@ from edrfleet.policy import (
     reference_decide,
     simulate,
 )
+from tests.corpora import CORPUS
+from tests.corpus_argv import exec_argvs
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "templates"
 DATA = Path(__file__).resolve().parents[1] / "data" / "default_policy"
-CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
-
-sys.path.insert(0, str(REPO / "tests"))
-from tests.corpus_argv import exec_argvs  # noqa: E402
 
 needs_corpus = pytest.mark.skipif(
     not (CORPUS / "benign.jsonl").is_file(),
-    reason=f"shared corpus not found at {CORPUS} (expected <repo>/../shared/corpus)",
+    reason=f"test corpora not found at {CORPUS} (optional; docs/corpora.md says what they are)",
 )
 
 

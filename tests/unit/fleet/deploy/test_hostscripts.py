@@ -3,6 +3,7 @@ action: staging, sha256 checks, atomic swaps, file modes, cleanup."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -23,7 +24,7 @@ from edrfleet.fleet.deploy.hostscripts import (
     uninstall_script,
 )
 from edrfleet.fleet.deploy.operations import Desired, Plan
-from edrfleet.fleet.deploy.release import Release
+from edrfleet.fleet.deploy.release import Release, agent_zipapp
 from edrfleet.fleet.transport.local import LocalTransport
 
 
@@ -33,8 +34,16 @@ def paths(tmp: Path) -> HostPaths:
                      unit_path=str(tmp / "unit.service"))
 
 
+@functools.cache
+def _zipapp() -> bytes:
+    return agent_zipapp()
+
+
 def release(tag: bytes) -> Release:
-    files = {"agent.pyz": b"pyz" + tag, "bpf/edrfleet.c": b"c" + tag, "bpf/edrfleet.h": b"h"}
+    """A release of the real agent zipapp (the scripts run its `service` and `wait`), told
+    apart by a line before the zip (a zipapp may start with any bytes, like its shebang)."""
+    files = {"agent.pyz": b"#pyz" + tag + b"\n" + _zipapp(), "bpf/edrfleet.c": b"c" + tag,
+             "bpf/edrfleet.h": b"h"}
     return Release(hashlib.sha256(tag).hexdigest()[:16], files)
 
 
@@ -64,7 +73,7 @@ def test_first_apply_lays_out_the_release_and_policy_root_only(tmp_path: Path) -
     assert out["old_release"] == ""
     cur = tmp_path / "opt" / "current"
     assert os.readlink(cur) == f"releases/{rel.id}"
-    assert (cur / "agent.pyz").read_bytes() == b"pyz1"
+    assert (cur / "agent.pyz").read_bytes() == rel.files["agent.pyz"]
     assert (tmp_path / "etc" / "policy.yaml").read_text() == "version: 1\n"
     for f in (cur / "agent.pyz", tmp_path / "etc" / "policy.json"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
@@ -131,18 +140,36 @@ def test_uninstall_refuses_system_directories(bad: str) -> None:
         uninstall_script(HostPaths(install_dir=bad), "h", False)
 
 
-def test_every_generated_script_parses_in_sh_and_bash(tmp_path: Path) -> None:
-    import subprocess
-
+def every_script(tmp_path: Path) -> list[str]:
     from edrfleet.fleet.deploy.facts import facts_script
     from edrfleet.fleet.deploy.hostscripts import rollback_script
 
     d = desired(tmp_path, release(b"1"))
     full = Plan(packages=["python3-bpfcc"], push_release=True, swap_release=True,
                 write_policy=True, write_unit=True, service="restart")
-    scripts = [apply_script(d, full, True), rollback_script(d, "abc", True, restart=True),
-               uninstall_script(d.paths, "h1", True), facts_script(d.paths, want_yaml=True)]
-    for script in scripts:
+    return [apply_script(d, full, True), rollback_script(d, "abc", True, restart=True),
+            uninstall_script(d.paths, "h1", True), facts_script(d.paths, want_yaml=True)]
+
+
+def test_every_generated_script_parses_in_sh_and_bash(tmp_path: Path) -> None:
+    import subprocess
+
+    for script in every_script(tmp_path):
         for shell in ("sh", "bash"):
             r = subprocess.run([shell, "-n"], input=script.encode(), capture_output=True)
             assert r.returncode == 0, (shell, r.stderr.decode())
+
+
+def test_every_generated_script_passes_shellcheck_as_it_runs(tmp_path: Path) -> None:
+    """Preamble, common.sh and body together: a variable one sets and another reads."""
+    import shutil
+    import subprocess
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed: run scripts/setup.sh --test (make lint does)")
+    for script in every_script(tmp_path):
+        # SC2016: the preamble single-quotes every value on purpose (facts.py holds `$`)
+        r = subprocess.run(["shellcheck", "-s", "sh", "-e", "SC2016", "-"], input=script,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout
+

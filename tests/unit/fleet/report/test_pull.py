@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.agent.spool import Spool
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.pull import pull_argv, pull_hosts
@@ -59,8 +60,9 @@ def make_host(tmp_path: Path, install_dir: Path, name: str) -> FakeHost:
 
 
 def ev(host: str, i: int) -> dict:
-    return {"event.id": f"{host}-{i}", "event.action": "blocked", "host.name": host,
-            "@timestamp": "2026-12-01T05:00:00Z", "process.command_line": f"rm -rf /x{i}"}
+    return ecs.nest({"event.id": f"{host}-{i}", "event.action": "blocked", "host.name": host,
+                     "@timestamp": "2026-12-01T05:00:00Z",
+                     "process.command_line": f"rm -rf /x{i}"})
 
 
 def stored_ids(store: Store, host: str) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.fleet.report.store import Store
 from tests.unit.helpers.report_helpers import T0, event, line
 
@@ -54,8 +55,8 @@ def test_a_failing_batch_moves_neither_events_nor_cursor(tmp_path: Path, monkeyp
 
 def test_lines_that_are_not_json_or_lack_an_id_are_counted_the_rest_stored(tmp_path) -> None:
     store = Store(tmp_path / "r.db")
-    got = store.ingest("web1", [line(event("a")), "{not json", '{"event.action":"x"}', "[1]",
-                                '{"event.id":"n","x":NaN}', "[" * 5000 + "]" * 5000,
+    got = store.ingest("web1", [line(event("a")), "{not json", '{"event":{"action":"x"}}', "[1]",
+                                '{"event":{"id":"n"},"x":NaN}', "[" * 5000 + "]" * 5000,
                                 line(event("b"))], cursor=CUR, status=None, lost=False)
     assert (got.inserted, got.malformed, got.ignored) == (2, 3, 2)
     assert store.cursor("web1") == CUR
@@ -72,9 +73,23 @@ def test_columns_come_from_the_json_and_the_raw_line_is_kept(tmp_path: Path) -> 
     assert ts == pytest.approx(T0 + 1.5, abs=0.001)
 
 
+def test_events_of_an_older_agent_with_flat_keys_fill_the_same_columns(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    new = event("n", ts=T0 + 1.5, action="would_block", rule="rx", severity="low", cmd="rm -r /")
+    old = {"rule.severity" if k == "edrfleet.severity" else k: v
+           for k, v in ecs.flatten(event("o", ts=T0 + 1.5, action="would_block", rule="rx",
+                                         severity="low", cmd="rm -r /")).items()}
+    assert "rule.severity" in old and "event.id" in old  # the layout of older agents
+    got = store.ingest("web1", [line(new), line(old)], cursor=CUR, status=None, lost=False)
+    assert got.inserted == 2
+    rows = store.query("SELECT id, ts, action, rule, severity, cmdline FROM events ORDER BY id")
+    assert [r[0] for r in rows] == ["n", "o"] and rows[0][1:] == rows[1][1:]
+    assert rows[0][2:] == ("would_block", "rx", "low", "rm -r /")
+
+
 def test_a_bad_timestamp_is_null_and_lone_surrogates_read_back(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
-    raw = '{"event.id":"s","@timestamp":"yesterday","process.command_line":"a\\udcffb"}'
+    raw = '{"event":{"id":"s"},"@timestamp":"yesterday","process":{"command_line":"a\\udcffb"}}'
     store.ingest("web1", [raw], cursor=CUR, status=None, lost=False)
     (ts, cmd), = store.query("SELECT ts, cmdline FROM events")
     assert ts is None and cmd.startswith("a") and cmd.endswith("b")
@@ -103,7 +118,7 @@ def test_the_store_is_in_wal_mode(tmp_path: Path) -> None:
 
 def test_lone_surrogates_in_a_line_are_escaped_not_fatal(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
-    got = store.ingest("web1", ['{"event.id":"s","process.command_line":"a\udcffb"}',
+    got = store.ingest("web1", ['{"event":{"id":"s"},"process":{"command_line":"a\udcffb"}}',
                                 line(event("t"))], cursor=CUR, status=None, lost=False)
     assert got.inserted == 2
     (cmd,), = store.query("SELECT cmdline FROM events WHERE id='s'")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from tests.corpus_argv import exec_argvs, simple_commands  # noqa: E402
+from tests.corpus_argv import exec_argvs, simple_commands
 
 
 def execs(line: str) -> list[list[str]]:

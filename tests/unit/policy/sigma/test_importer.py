@@ -18,9 +18,9 @@ import yaml
 from edrfleet.cli.main import main
 from edrfleet.policy import compile_policy, load_policy_text, reference_decide, simulate
 from edrfleet.policy.sigma import import_paths, import_texts
+from tests.corpora import SIGMA
 
 REPO = Path(__file__).resolve().parents[4]
-SIGMA = (REPO / ".." / "shared" / "corpus" / "sigma_linux_process_creation").resolve()
 needs_corpus = pytest.mark.skipif(not SIGMA.is_dir(), reason=f"Sigma corpus not at {SIGMA}")
 
 # The import rate on the corpus; the test fails if fewer rules import (raise it when it grows).
