@@ -11,9 +11,11 @@ SHELL_FILES = $(shell git ls-files -co --exclude-standard '*.sh' .ci/run)
 setup:
 	@bash scripts/setup.sh
 
-# setup, and the tools only tests and lint use (shellcheck): `make demo` does without them.
+# setup, and the tools only tests and lint use (shellcheck; PostgreSQL for the report store's
+# tests): `make demo` does without them.
 setup-test:
 	@bash scripts/setup.sh --test
+	@bash scripts/setup-postgres.sh install
 
 demo: setup
 	$(PY) scripts/demo.py
@@ -21,13 +23,13 @@ demo: setup
 test: setup-test
 	EDRFLEET_VM=1 $(PYTEST) -q -rs tests
 
-test-unit: setup
+test-unit: setup-test
 	$(PYTEST) -q tests/unit
 
 test-kernel: setup
 	$(PYTEST) -q -rs tests/kernel
 
-test-lab: setup
+test-lab: setup-test
 	$(PYTEST) -q -rs tests/lab
 
 test-vm: setup

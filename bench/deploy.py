@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy  # noqa: E402
+from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy  # noqa: E402
 from edrfleet.fleet.deploy.release import build_release, write_release  # noqa: E402
 from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
 
@@ -68,7 +68,7 @@ def ansible_inputs(inventory: Path) -> dict[str, str]:
     rel_dir = write_release(release, WORK / "release")
     bundles = WORK / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
-    compiler = Compiler()
+    compiler = CompileCache()
     for h in load_inventory(inventory).hosts.values():
         hp = host_policy(compiler, dict(h.vars), h.name, {}, tuple(h.groups))
         (bundles / f"{h.name}.json").write_text(hp.bundle_json)

@@ -18,8 +18,15 @@ read from the lab's cgroup):
 Spools are written beforehand with the agent's Spool class (rotating at --spool-max-bytes),
 with ECS events shaped like the agent's (nested, ~1 000 bytes each); writing them is not timed.
 
+With ``--db postgresql://…`` the same pulls also go into PostgreSQL (a scratch database
+created on that server and dropped at the end), so both stores' figures print side by side.
+Each pull prints the controller's CPU per host and per event (this process: SSH, decoding,
+and for SQLite the inserts) and, for PostgreSQL on this machine, the server's CPU for the
+connections (read from /proc: the inserts' JSON parsing happens there).
+
     .venv/bin/python bench/report.py                        # 1 000 000 events, 20 hosts, local
     .venv/bin/python bench/report.py --transport ssh --events 100000
+    .venv/bin/python bench/report.py --db postgresql://edrfleet@/postgres?host=/tmp/pg
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,6 +51,7 @@ from edrfleet.agent import ecs  # noqa: E402
 from edrfleet.agent.spool import MiB, Spool  # noqa: E402
 from edrfleet.agent.status import Status, write_status  # noqa: E402
 from edrfleet.fleet.deploy.release import build_release  # noqa: E402
+from edrfleet.fleet.report.backends import is_postgres, open_store  # noqa: E402
 from edrfleet.fleet.report.pull import pull_hosts  # noqa: E402
 from edrfleet.fleet.report.store import Store  # noqa: E402
 from edrfleet.fleet.report.summary import summarize  # noqa: E402
@@ -113,16 +123,34 @@ def children_cpu() -> float:
 HOST_CPU = children_cpu  # ssh: the lab's cgroup (sshd and the pull commands under it)
 
 
+def server_cpu(store: Store) -> float | None:
+    """CPU seconds of the PostgreSQL backends serving this run's scratch database (its
+    reader's and writers' connections); None: SQLite, or a server on another machine."""
+    if not is_postgres(store.location):
+        return None
+    total = 0.0
+    for (pid,) in store.query("SELECT pid FROM pg_stat_activity "
+                              "WHERE datname = current_database()"):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def cpu() -> tuple[float, float]:
     me = resource.getrusage(resource.RUSAGE_SELF)
     return me.ru_utime + me.ru_stime, HOST_CPU()
 
 
 def timed_pull(hosts, store: Store, connect, forks: int, label: str, new: int) -> float:
+    s0 = server_cpu(store)
     c0, w0 = cpu(), time.perf_counter()
     results = pull_hosts(hosts, store, connect, forks=forks)
     wall = time.perf_counter() - w0
     c1 = cpu()
+    s1 = server_cpu(store)
     bad = [r for r in results.values() if not r.ok]
     if bad:
         sys.exit(f"bench: {bad[0].host}: {bad[0].error}")
@@ -134,7 +162,44 @@ def timed_pull(hosts, store: Store, connect, forks: int, label: str, new: int) -
     print(f"{label:<28} {got:>9} events {wall:8.2f} s wall  {per}  {chunks:>4} pulls  "
           f"cpu: controller {c1[0] - c0[0]:6.2f} s, hosts {c1[1] - c0[1]:6.2f} s; "
           f"peak RSS {rss_mib():.0f} MiB")
+    ctl = c1[0] - c0[0]
+    db = f"; database server {s1 - s0:6.2f} s" if s0 is not None and s1 is not None else ""
+    per_event = f", {ctl / got * 1e6:.1f} us an event" if got else ""
+    print(f"{'':<28} controller cpu {ctl / len(hosts) * 1e3:.1f} ms a host{per_event}{db}")
     return wall
+
+
+@contextmanager
+def scratch_database(server: str):
+    """A new database on ``server`` (a postgresql:// URI) for this run; dropped at the end."""
+    import psycopg
+
+    name = f"edrfleet_bench_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(server)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def open_stores(work: Path, server: str | None):
+    """name -> an empty store: SQLite, and PostgreSQL if ``server`` names one."""
+    with ExitStack() as stack:
+        stores: dict[str, Store] = {"sqlite": stack.enter_context(open_store(work / "r.db"))}
+        if server is not None:
+            uri = stack.enter_context(scratch_database(server))
+            stores["postgresql"] = stack.enter_context(open_store(uri))
+        yield stores
+
+
+def store_mib(store: Store) -> float:
+    if is_postgres(store.location):
+        return store.query("SELECT pg_database_size(current_database())")[0][0] / MiB
+    return os.path.getsize(store.location) / MiB
 
 
 def local_fleet(work: Path, n: int):
@@ -192,11 +257,17 @@ def main() -> int:
     p.add_argument("--transport", choices=("local", "ssh"), default="local")
     p.add_argument("--spool-max-bytes", type=int, default=8 * MiB)
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
+    p.add_argument("--db", default=None, metavar="URI",
+                   help="a PostgreSQL server (postgresql://…) to fill besides SQLite, in a "
+                        "scratch database of its own")
     args = p.parse_args()
     if args.transport == "ssh" and os.geteuid() != 0:
         sys.exit("bench: --transport ssh needs root (network namespaces)")
+    if args.db is not None and not is_postgres(args.db):
+        sys.exit("bench: --db takes a postgresql:// URI (SQLite always runs)")
     work = Path(tempfile.mkdtemp(prefix="edrfleet-bench-report-", dir=args.workdir))
     cleanup = None
+    stack = ExitStack()
     try:
         hosts, connect, cleanup = (ssh_fleet if args.transport == "ssh" else local_fleet)(
             work, args.hosts)
@@ -207,25 +278,33 @@ def main() -> int:
         print(f"spools: {args.events} events, {size / MiB:.0f} MiB on {args.hosts} hosts, "
               f"written in {time.perf_counter() - t:.1f} s (not timed); transport "
               f"{args.transport}, forks {args.forks}; peak RSS so far {rss_mib():.0f} MiB")
-        store = Store(work / "report.db")
-        first = timed_pull(hosts, store, connect, args.forks, "run 1 (all events)", args.events)
-        print(f"  -> {args.events / first:,.0f} events/s; target <= 10 s for 1 000 000")
-        timed_pull(hosts, store, connect, args.forks, "run 2 (nothing new)", 0)
+        stores = stack.enter_context(open_stores(work, args.db))
+        first: dict[str, float] = {}
+        for name, store in stores.items():
+            first[name] = timed_pull(hosts, store, connect, args.forks,
+                                     f"{name}: run 1 (all events)", args.events)
+            print(f"  -> {args.events / first[name]:,.0f} events/s; target <= 10 s for "
+                  "1 000 000")
+            timed_pull(hosts, store, connect, args.forks, f"{name}: run 2 (nothing new)", 0)
         written = args.events
         for n in args.new:
             write_spools(spools, nexts, n, args.spool_max_bytes)
             written += n
-            timed_pull(hosts, store, connect, args.forks, f"run (+{n} new)", n)
-        if store.count() != written:
-            sys.exit(f"bench: store holds {store.count()} events, {written} were written")
-        t, c = time.perf_counter(), time.process_time()
-        summarize(store, list(spools))
-        wall, spent = time.perf_counter() - t, time.process_time() - c
-        print(f"summary over the whole store ({written} events): {wall:.2f} s wall, "
-              f"{spent:.2f} s cpu; store {os.path.getsize(store.path) / MiB:.0f} MiB; "
-              f"controller peak RSS {rss_mib():.0f} MiB")
-        store.close()
+            for name, store in stores.items():
+                timed_pull(hosts, store, connect, args.forks, f"{name}: run (+{n} new)", n)
+        for name, store in stores.items():
+            if store.count() != written:
+                sys.exit(f"bench: {name} holds {store.count()} events, {written} were written")
+            t, c = time.perf_counter(), time.process_time()
+            summarize(store, list(spools))
+            wall, spent = time.perf_counter() - t, time.process_time() - c
+            print(f"{name}: summary over the whole store ({written} events): {wall:.2f} s "
+                  f"wall, {spent:.2f} s cpu; store {store_mib(store):.0f} MiB; controller "
+                  f"peak RSS {rss_mib():.0f} MiB")
+        print("first pull of " + ", ".join(f"{args.events:,} events into {name}: "
+                                            f"{wall:.2f} s" for name, wall in first.items()))
     finally:
+        stack.close()
         if cleanup is not None:
             cleanup()
         shutil.rmtree(work, ignore_errors=True)

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * edrfleet.h - the whole kernel <-> user contract.
+ * edrfleet.h - the whole kernel <-> user contract, and the one place its numbers are written.
  *
- * Everything the BPF program (bpf/edrfleet.c) and the agent (edrfleet/agent) must agree on
- * lives here: limits, numbered enums, map keys/values and the event record.  The agent reads
- * the enums and #defines of this file at start (edrfleet/agent/header.py) and lets BCC derive
- * the ctypes of every struct from these declarations, so nothing is copied by hand.
- * tests/kernel/test_layout.py checks that both sides still agree.
+ * Everything the BPF program (the other files of bpf/, joined after this one) and Python must
+ * agree on lives here: limits, policy ceilings, the -D switches and their defaults, numbered
+ * enums (tail-call indexes included), map keys/values and the event record.  Python reads the
+ * #defines and enums of this file (edrfleet/kernel_abi.py: the agent at start, the policy
+ * compiler on import) and BCC derives the ctypes of every struct from these declarations, so
+ * nothing is copied by hand.  tests/kernel/test_layout.py checks that both sides still agree.
  *
  * Enum values are explicit and never reused; a retired value stays as a comment.
  *
@@ -19,7 +20,7 @@
 /* --- limits ------------------------------------------------------------------------------ */
 #define EDR_ARGS_MAX        4096   /* argv bytes carried in one event (and scanned per call)  */
 #define EDR_FILENAME_MAX    256    /* as-executed path carried in one event                  */
-#define EDR_NAME_MAX        64     /* basename key, NUL padded; longer names never match      */
+#define EDR_NAME_MAX        64     /* basename key, NUL padded: names of at most 62 bytes match */
 #define EDR_GROUPS_PER_KEY  8      /* groups one executable key (name/inode/wildcard) maps to */
 #define EDR_RULES_PER_GROUP 64     /* rule slots in one group; one condition bit each max 64  */
 #define EDR_UIDS_PER_RULE   8      /* uid list of one rule                                    */
@@ -37,12 +38,26 @@
 #define EDR_CWD_MAX         512    /* working directory path carried in one event            */
 #define EDR_NONE            0xffffffffu /* "no rule", "no group"                            */
 
-/* Capacities of one slot; the agent may raise them with -D at compile time. */
+/* --- policy ceilings: the most one policy may hold (the compiler refuses more) ------------ */
+#define EDR_POLICY_MAX_GROUPS  1024   /* rule groups                                         */
+#define EDR_POLICY_MAX_RULES   4096
+#define EDR_POLICY_MAX_NAMES   1024   /* executable basename keys                            */
+#define EDR_POLICY_MAX_INODES  4096   /* executable path keys                                */
+#define EDR_POLICY_MAX_SCOPE   256    /* scope cgroups                                       */
+
+/*
+ * --- switches ------------------------------------------------------------------------------
+ * The agent passes every one of these as -D on each compile (edrfleet/agent/engine.py); the
+ * values here are its starting points, and what a compile without -D gets.
+ *
+ * Map capacities of one slot: the agent sizes each from the policy it loads (twice what the
+ * policy needs, these at least), so a policy that grows a little needs no new program.
+ */
 #ifndef EDR_MAX_GROUPS
-#define EDR_MAX_GROUPS      1024
+#define EDR_MAX_GROUPS      256
 #endif
 #ifndef EDR_MAX_RULES
-#define EDR_MAX_RULES       4096
+#define EDR_MAX_RULES       1024
 #endif
 #ifndef EDR_TRANS_MAX       /* transition entries per slot: a power of two <= 1 << EDR_ROW_BITS */
 #define EDR_TRANS_MAX       65536
@@ -54,7 +69,7 @@
 #define EDR_MAX_INODES      4096
 #endif
 #ifndef EDR_MAX_SCOPE       /* scope cgroups per slot */
-#define EDR_MAX_SCOPE       256
+#define EDR_MAX_SCOPE       64
 #endif
 #ifndef EDR_MAX_PNAMES      /* parent executable basename keys per slot */
 #define EDR_MAX_PNAMES      64
@@ -67,12 +82,24 @@
 #endif
 
 /* Matchers a policy uses: the agent compiles out (0) the code of those it does not, which
- * makes the program cheaper to build and to verify; without -D everything is in. */
+ * makes the program cheaper to build and to verify. */
 #ifndef EDR_WITH_UIDS       /* some rule has match.user (uid lists) */
 #define EDR_WITH_UIDS       1
 #endif
 #ifndef EDR_WITH_CTX        /* some rule has match.parent or match.cwd */
 #define EDR_WITH_CTX        1
+#endif
+
+/* The program's shape, from the agent's options and what the kernel offers. */
+#ifndef EDR_WITH_LSM        /* 1: also build the bprm_check_security programs (backend "lsm") */
+#define EDR_WITH_LSM        0
+#endif
+#ifndef EDR_USE_PERFBUF     /* 1: perf buffer instead of ring buffer (kernels without one) */
+#define EDR_USE_PERFBUF     0
+#endif
+#ifndef EDR_SCAN_WINDOW     /* argv bytes one edr_scan call reads: a power of two <= EDR_ARGS_MAX;
+			     * older verifiers (6.1) need a smaller one, the agent steps down */
+#define EDR_SCAN_WINDOW     EDR_ARGS_MAX
 #endif
 
 /* --- enums ------------------------------------------------------------------------------- */
@@ -129,6 +156,13 @@ enum edr_flag {              /* edr_event.flags bits */
 enum edr_ctx_flag {          /* edr_rule_slot.flags / edr_group.flags: context a rule needs */
 	EDR_CTX_PARENT = 1,           /* the parent's executable (names "pnames", "pinodes") */
 	EDR_CTX_CWD = 2,              /* the working directory's directories ("dirs")         */
+};
+
+enum edr_prog {              /* tail-call index into "progs" (and "progs_lsm"): the agent puts
+			      * function edr_<name> (edr_lsm_<name>) at EDR_PROG_<NAME> */
+	EDR_PROG_SCAN = 0,
+	EDR_PROG_JUDGE = 1,
+	EDR_PROG_MAX = 2,
 };
 
 enum edr_counter {           /* index into the per-CPU counters array */

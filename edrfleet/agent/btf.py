@@ -4,7 +4,7 @@ Why this exists: the BPF program reads kernel structs (``task->mm->arg_start``, 
 inode, ...) at offsets that must match the *running* kernel, and the header tree BCC compiles
 against does not describe it (README, "How it blocks").  ``/sys/kernel/btf/vmlinux`` does, so
 the agent takes the offsets from it at start and hands them to the program as ``EDR_OFF_*``
-constants (:func:`kernel_offsets`, :func:`offsets_cflags`).
+constants (:func:`kernel_offsets`).
 
 The byte format (include/uapi/linux/btf.h); integers use the blob's byte order, which the magic
 tells (0xeB9F read natively = native order, 0x9FeB = swapped)::
@@ -462,7 +462,6 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_FILE_INODE", "file", "f_inode", PTR_FIELD),
     ("EDR_OFF_FILE_DENTRY", "file", "f_path.dentry", PTR_FIELD),
     ("EDR_OFF_DENTRY_NAME", "dentry", "d_name.name", PTR_FIELD),
-    ("EDR_OFF_DENTRY_NAME_LEN", "dentry", "d_name.len", 4),
     ("EDR_OFF_INODE_INO", "inode", "i_ino", 8),
     ("EDR_OFF_INODE_SB", "inode", "i_sb", PTR_FIELD),
     ("EDR_OFF_INODE_NLINK", "inode", "i_nlink", 4),
@@ -507,8 +506,3 @@ def kernel_offsets(btf: Btf) -> dict[str, int]:
                 f"reads {want}"
             )
     return out
-
-
-def offsets_cflags(offsets: dict[str, int]) -> list[str]:
-    """``-DNAME=value`` compiler flags for BCC's ``cflags``, in a stable order."""
-    return [f"-D{k}={v}" for k, v in sorted(offsets.items())]

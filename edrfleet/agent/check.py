@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 from edrfleet.agent.bundle_file import read_bundle
-from edrfleet.agent.header import load_header
 from edrfleet.agent.maps import pack_bundle
 from edrfleet.agent.run import cgroup_id, default_bpf_dir
+from edrfleet.kernel_abi import load_header
 
 
-def check_bundle(path: Path, bpf_dir: Path | None = None) -> str:
+def check_loads_here(path: Path, bpf_dir: Path | None = None) -> str:
     """Return a summary line; raise ValueError/OSError naming the file when it would not load."""
     bundle = read_bundle(path)
     header = load_header(bpf_dir or default_bpf_dir())
@@ -31,7 +31,7 @@ def check_bundle(path: Path, bpf_dir: Path | None = None) -> str:
 
 def run_check(path: Path, bpf_dir: Path | None) -> int:
     try:
-        print(check_bundle(path, bpf_dir))
+        print(check_loads_here(path, bpf_dir))
     except (ValueError, OSError) as exc:
         print(f"edrfleet-agent: check: {exc}", file=sys.stderr)
         return 1

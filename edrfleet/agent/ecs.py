@@ -43,7 +43,7 @@ Command-line bytes are decoded as UTF-8 with invalid bytes escaped (``\\xNN``), 
 bytes survive as visible text and the JSON line stays valid.
 
 Events written by agents before the nested layout had flat dotted keys (``"event.id"``);
-:func:`get` and :func:`json_paths` read both, so a store keeps pulling an old host's spool.
+:func:`get` and :func:`key_paths` read both, so a store keeps pulling an old host's spool.
 """
 
 from __future__ import annotations
@@ -151,11 +151,12 @@ def get(event: Mapping[str, Any], field: Field, default: Any = None) -> Any:
     return event.get(_OLD_FLAT_NAMES.get(field, dotted(field)), default)
 
 
-def json_paths(field: Field) -> tuple[str, str]:
-    """SQLite JSON paths of ``field``: nested (``$.event.id``) and the old flat layout's
-    (``$."event.id"``)."""
-    nested = "$" + "".join(f".{k}" if k.isidentifier() else f'."{k}"' for k in field)
-    return nested, f'$."{_OLD_FLAT_NAMES.get(field, dotted(field))}"'
+def key_paths(field: Field) -> tuple[Field, ...]:
+    """Where ``field`` may sit in a stored event, first the current layout: its nested path,
+    then the one-key path of the flat layout older agents wrote (``("event.id",)``).  A
+    top-level name such as ``@timestamp`` has one."""
+    flat = (_OLD_FLAT_NAMES.get(field, dotted(field)),)
+    return (field,) if flat == field else (field, flat)
 
 
 def flatten(event: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,31 +14,27 @@ from array import array
 from collections.abc import Callable
 from pathlib import Path
 
-from edrfleet.agent.header import Header
 from edrfleet.agent.maps import Packed
+from edrfleet.kernel_abi import BPF_SOURCES, Header
 
-TRANS_ROW_BITS = 20  # EDR_ROW_BITS: trans is one map value, at most 4 MiB (KMALLOC_MAX_SIZE)
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
 # libbcc derives an LSM program's attach point from its name; every LSM-typed function (the
 # hook and its tail-call targets, which must share its type and attach point) loads as this.
 LSM_HOOK_NAME = b"lsm__bprm_check_security"
-DEFAULT_CAPACITY = {
-    "EDR_MAX_GROUPS": 256,
-    "EDR_MAX_RULES": 1024,
-    "EDR_TRANS_MAX": 65536,
-    "EDR_MAX_NAMES": 1024,
-    "EDR_MAX_INODES": 4096,
-    "EDR_MAX_SCOPE": 64,
-    "EDR_MAX_PNAMES": 64,
-    "EDR_MAX_PINODES": 512,
-    "EDR_MAX_DIRS": 64,
-}
 
-# Matchers whose kernel code is compiled in only when the policy uses one (EDR_WITH_* in
-# bpf/edrfleet.h): the default policy has no user/parent/cwd rule, and that code was 70 % of
-# what the verifier walked in edr_judge.  A policy that needs one later gets a new program
-# (Engine.fits is false), like one that outgrows the maps.
+# The -D switches of bpf/edrfleet.h are of three kinds.  FEATURES: matchers whose kernel code
+# is compiled in only when the policy uses one (the default policy has no user/parent/cwd rule,
+# and that code was 70 % of what the verifier walked in edr_judge); a policy that needs one
+# later gets a new program (Engine.fits is false), like one that outgrows the maps.
 FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX")
+# SHAPE: the program's shape, from the engine's own arguments.
+SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW")
+# Every other switch is a map capacity (EDR_MAX_*, EDR_TRANS_MAX), sized from the policy.
+
+
+def capacity_defaults(header: Header) -> dict[str, int]:
+    """The map capacities a program starts from: the header's defaults of its capacity switches."""
+    return {k: v for k, v in header.switches.items() if k not in FEATURES + SHAPE}
 
 
 class EngineError(RuntimeError):
@@ -50,18 +46,28 @@ class VerifierTooComplex(EngineError):
 
 
 def bpf_text(bpf_dir: Path) -> str:
-    """The program's C text with the contract header inlined (BCC then needs no include path)."""
-    src = (bpf_dir / "edrfleet.c").read_text()
-    header = (bpf_dir / "edrfleet.h").read_text()
-    return src.replace('#include "edrfleet.h"', header, 1)
+    """The program's C text: the bpf/ files joined in order, the contract header first."""
+    return "".join((bpf_dir / name).read_text() for name in BPF_SOURCES)
 
 
-def capacities_for(needs: dict[str, int]) -> dict[str, int]:
+def scan_windows(header: Header) -> tuple[int, ...]:
+    """Scan windows to try, largest first: the header's default, halved down to 512 bytes (a
+    verifier that gives up on one gets the next: the 6.1 verifier does, 6.18 takes 4 KiB)."""
+    windows, window = [], header.switches["EDR_SCAN_WINDOW"]
+    while window >= 512:
+        windows.append(window)
+        window //= 2
+    return tuple(windows)
+
+
+def capacities_for(needs: dict[str, int], header: Header) -> dict[str, int]:
     """Map sizes with room for a policy twice as big as this one before a restart is needed."""
     caps = {
-        key: max(base, _pow2(2 * needs.get(key, 0))) for key, base in DEFAULT_CAPACITY.items()
+        key: max(base, _pow2(2 * needs.get(key, 0)))
+        for key, base in capacity_defaults(header).items()
     }
-    caps["EDR_TRANS_MAX"] = min(caps["EDR_TRANS_MAX"], 1 << TRANS_ROW_BITS)
+    # trans is one map value, at most 4 MiB (KMALLOC_MAX_SIZE); entries address its rows
+    caps["EDR_TRANS_MAX"] = min(caps["EDR_TRANS_MAX"], 1 << header["EDR_ROW_BITS"])
     caps.update({key: int(bool(needs.get(key, 0))) for key in FEATURES})
     return caps
 
@@ -70,8 +76,14 @@ def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def tail_call_targets(header: Header, stage: str) -> list[tuple[int, bytes]]:
+    """(index, function) of each tail-call target of ``stage`` ("" or "lsm_"), by enum edr_prog."""
+    progs = header.enum_by_suffix("edr_prog", "EDR_PROG_")
+    return [(i, f"edr_{stage}{name}".encode()) for name, i in progs.items() if name != "max"]
+
+
 class Engine:
-    """A compiled and loaded instance of bpf/edrfleet.c."""
+    """A compiled and loaded instance of the BPF program in bpf/."""
 
     def __init__(
         self,
@@ -82,25 +94,23 @@ class Engine:
         *,
         perfbuf: bool = False,
         with_lsm: bool = False,
-        scan_window: int = 4096,
+        scan_window: int | None = None,
         print_text: Callable[[str], None] | None = None,
     ) -> None:
         self.header = header
-        self.capacities = {**dict.fromkeys(FEATURES, 1), **capacities}  # header default: in
+        self.capacities = {**{k: header.switches[k] for k in FEATURES}, **capacities}
         self.perfbuf = perfbuf
         self.backend = ""
         self.with_lsm = with_lsm
-        self.scan_window = scan_window
+        self.scan_window = scan_window or header.switches["EDR_SCAN_WINDOW"]
         self._lsm_fds: list[int] = []
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
         self._released_at = [0.0, 0.0]
         self.active_slot = -1
-        self.cflags = [f"-D{k}={v}" for k, v in sorted({**offsets, **self.capacities}.items())]
-        if perfbuf:
-            self.cflags.append("-DEDR_USE_PERFBUF=1")
-        if with_lsm:
-            self.cflags.append("-DEDR_WITH_LSM=1")
-        self.cflags.append(f"-DEDR_SCAN_WINDOW={scan_window}")
+        # every switch of the header, always: its defaults are what this engine starts from
+        switches = {**header.switches, **self.capacities, "EDR_WITH_LSM": int(with_lsm),
+                    "EDR_USE_PERFBUF": int(perfbuf), "EDR_SCAN_WINDOW": self.scan_window}
+        self.cflags = [f"-D{k}={v}" for k, v in sorted({**offsets, **switches}.items())]
         # BCC runs its own -O3 module pipeline on what clang emits: clang's -O2 pipeline before
         # it (BCC's default flag) optimized everything twice.  -O0 without optnone leaves the
         # optimizing to BCC's pass: 25 % less compile (bench/agent_start.py), programs of the
@@ -123,9 +133,9 @@ class Engine:
         try:
             self.bpf = _NoAutoload(text=text, cflags=self.cflags)
         except Exception as exc:
-            raise EngineError(f"compile bpf/edrfleet.c: {exc}") from exc
+            raise EngineError(f"compile the BPF program (bpf/): {exc}") from exc
         try:
-            for index, name in enumerate((b"edr_scan", b"edr_judge")):  # EDR_PROG_* order
+            for index, name in tail_call_targets(self.header, ""):
                 fn = self.bpf.load_func(name, BPF.TRACEPOINT)
                 self.bpf["progs"][ct.c_int(index)] = ct.c_int(fn.fd)
             self._exec_fn = self.bpf.load_func(
@@ -283,7 +293,7 @@ class Engine:
         """Load the LSM programs and attach bprm_check_security; raises EngineError."""
         if not self.with_lsm:
             raise EngineError("attach BPF LSM: the program was built without EDR_WITH_LSM")
-        for index, name in enumerate((b"edr_lsm_scan", b"edr_lsm_judge")):  # EDR_PROG_*
+        for index, name in tail_call_targets(self.header, "lsm_"):
             self.bpf["progs_lsm"][ct.c_int(index)] = ct.c_int(self._load_lsm(name))
         from bcc import lib
 

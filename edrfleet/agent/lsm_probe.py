@@ -3,6 +3,10 @@
 Compiling the LSM half of bpf/edrfleet.c costs BCC time; on kernels that list "bpf" among
 their LSMs but refuse BPF LSM programs (this project's dev/CI kernel answers EPERM even to
 root) we learn that first, with a raw bpf(BPF_PROG_LOAD) of ``r0 = 0; exit``.
+
+x86-64 only, like the LSM part of the program (bpf/lsm.c reads the execve arguments from
+x86-64's pt_regs, by its syscall numbers): elsewhere the answer is no, and the agent runs the
+sigkill backend.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ INSNS = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
 
 def probe_lsm_load(attach_btf_id: int) -> tuple[bool, str]:
     """Load and close a trivial LSM program for the hook with BTF id ``attach_btf_id``."""
+    if os.uname().machine != "x86_64":
+        return False, f"the BPF LSM backend is built for x86-64 only (this is {os.uname().machine})"
     libc = ct.CDLL(None, use_errno=True)
     insns = ct.create_string_buffer(INSNS, len(INSNS))
     license_ = ct.create_string_buffer(b"GPL")

@@ -31,7 +31,7 @@ import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edrfleet.agent.header import Header
+from edrfleet.kernel_abi import Header
 
 Identity = tuple[int, int]  # (kernel dev, inode)
 NO_UID = 0xFFFFFFFF  # (uid_t)-1: no process runs with it
@@ -239,8 +239,9 @@ def pack_bundle(
     paths: dict[Identity, str] = {}
     for name, grps in exe.get("names", {}).items():
         key = name.encode()
-        if len(key) >= header["EDR_NAME_MAX"] - 1:
-            raise PackError(f"executable name {name!r} is longer than the kernel key")
+        if not header.name_fits(key):
+            raise PackError(f"executable name {name!r} is longer than the kernel key "
+                            f"({header.name_bytes_max} bytes)")
         _merge(names, key, grps, per_key, f"executable name {name!r}")
         for directory in bundle.get("search_path", []):
             path = os.path.join(directory, name)
@@ -298,8 +299,9 @@ def pack_context(bundle: dict, header: Header,
         if key.startswith("/"):
             found = [identity(key)]
         else:
-            if len(key.encode()) >= header["EDR_NAME_MAX"] - 1:
-                raise PackError(f"parent executable name {key!r} is longer than the kernel key")
+            if not header.name_fits(key):
+                raise PackError(f"parent executable name {key!r} is longer than the kernel "
+                                f"key ({header.name_bytes_max} bytes)")
             ctx.pnames[key.encode()] = ctx.pnames.get(key.encode(), 0) | 1 << bit
             found = [identity(os.path.join(d, key)) for d in bundle.get("search_path", [])]
         for ident in found:

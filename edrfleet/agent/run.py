@@ -20,17 +20,22 @@ from pathlib import Path
 from edrfleet import __version__
 from edrfleet.agent import ecs
 from edrfleet.agent.btf import Btf, kernel_offsets
-from edrfleet.agent.engine import Engine, EngineError, VerifierTooComplex, capacities_for
-from edrfleet.agent.header import load_header
+from edrfleet.agent.engine import (
+    Engine,
+    EngineError,
+    VerifierTooComplex,
+    capacities_for,
+    scan_windows,
+)
 from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
+from edrfleet.kernel_abi import load_header
 
 BundleLoader = Callable[[Path], dict]
 POLL_MS = 200
 STATUS_EVERY = 1.0
-SCAN_WINDOWS = (4096, 2048, 1024, 512)  # argv bytes per tail call, largest first
 
 
 @dataclass
@@ -135,7 +140,7 @@ class Agent:
         if self.wanted == "lsm" and not self.lsm_possible:
             raise self._fail("choose backend", f"backend lsm is required but {why}")
         self.engine = self._step(
-            "compile and load bpf/edrfleet.c",
+            "compile and load the BPF program",
             lambda: self._new_engine(offsets, packed),
         )
         self._install(self.engine, bundle, packed, slot=0)
@@ -201,13 +206,14 @@ class Agent:
     def _new_engine(self, offsets: dict[str, int], packed: Packed) -> Engine:
         """Compile and load; a verifier that gives up on a 4 KiB scan window gets a smaller one
         (the 6.1 verifier does; 6.18 takes 4 KiB)."""
-        for window in SCAN_WINDOWS:
+        windows = scan_windows(self.header)
+        for window in windows:
             try:
                 engine = Engine(
                     self.bpf_dir,
                     self.header,
                     offsets,
-                    capacities_for(packed.needs(self.header)),
+                    capacities_for(packed.needs(self.header), self.header),
                     perfbuf=self.opts.perfbuf,
                     with_lsm=self.lsm_possible and self.wanted != "sigkill",
                     scan_window=window,
@@ -215,7 +221,7 @@ class Agent:
                 )
                 break
             except VerifierTooComplex as exc:
-                if window == SCAN_WINDOWS[-1]:
+                if window == windows[-1]:
                     raise
                 log(f"scan window {window} bytes too complex for this verifier, trying "
                     f"{window // 2}: {str(exc).splitlines()[0][:120]}")

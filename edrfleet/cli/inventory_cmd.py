@@ -18,9 +18,10 @@ from edrfleet.fleet.inventory.load import load_inventory
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "inventory", help="print the resolved inventory (like ansible-inventory --list)",
-        description="Resolve an Ansible YAML inventory (groups, ranges, group_vars, host_vars) "
+        description="Resolve an Ansible inventory (groups, ranges, group_vars, host_vars) "
         "and print it as JSON in the shape of 'ansible-inventory --list'.")
-    parser.add_argument("inventory", metavar="INVENTORY", help="YAML inventory file")
+    parser.add_argument("inventory", metavar="INVENTORY",
+                        help="YAML/INI/TOML file, directory, script, plugin config or 'h1,h2,'")
     parser.add_argument("-l", "--limit", metavar="PATTERN",
                         help="only hosts matching an Ansible pattern (web:&prod:!web3, @FILE)")
     show = parser.add_mutually_exclusive_group()

@@ -82,8 +82,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="pull new events from the hosts and summarize")
     p.add_argument("inventory", type=Path, metavar="INVENTORY")
     p.add_argument("--limit", default=None, help="Ansible host pattern (default: all)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB,
-                   help="the central store (default %(default)s)")
+    p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE|URI",
+                   help="the central store: a SQLite file (default %(default)s) or "
+                        "postgresql://USER@HOST/DB (several controllers may share it)")
     p.add_argument("--since", default=None, metavar="T",
                    help="summarize events since T: 1h, 7d, 2026-12-01T05:00Z (default: all)")
     p.add_argument("--format", choices=FORMATS, default="table")

@@ -44,7 +44,7 @@ def _fail(message: str) -> BundleFormatError:
     return BundleFormatError(f"bad policy bundle: {message}")
 
 
-def check_bundle(bundle: Any) -> None:
+def check_structure(bundle: Any) -> None:
     """Check the structure a simulator or packer relies on.
 
     Raises:
@@ -105,7 +105,7 @@ def load_bundle(text: str) -> dict[str, Any]:
         raise _fail(f"sha256 mismatch: the file says {want}, its content hashes to {got} "
                     "(edited or truncated? recompile it)")
     try:
-        check_bundle(bundle)
+        check_structure(bundle)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ValueError) and str(exc).startswith("bad policy bundle"):
             raise

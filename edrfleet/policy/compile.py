@@ -33,11 +33,11 @@ from edrfleet.policy.limits import (
     EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
     EDR_KEY_BITS,
-    EDR_MAX_GROUPS,
-    EDR_MAX_INODES,
-    EDR_MAX_NAMES,
-    EDR_MAX_RULES,
-    EDR_MAX_SCOPE,
+    EDR_POLICY_MAX_GROUPS,
+    EDR_POLICY_MAX_INODES,
+    EDR_POLICY_MAX_NAMES,
+    EDR_POLICY_MAX_RULES,
+    EDR_POLICY_MAX_SCOPE,
     EDR_RULES_PER_GROUP,
     MAX_ACCEPT_MASKS,
     MAX_CLASSES,
@@ -109,7 +109,9 @@ class _Group:
     dfa: Dfa | None = None
 
 
-class _Compiler:
+class _Compilation:
+    """One policy being compiled: its conditions, their ASTs, the errors found so far."""
+
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.errors: list[PolicyError] = []
@@ -217,9 +219,9 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
         >>> b["format"], b["groups"]
         ('edrfleet-bundle', [])
     """
-    c = _Compiler(policy)
-    if len(policy.rules) > EDR_MAX_RULES:
-        c.error(None, f"{len(policy.rules)} rules; the kernel holds at most {EDR_MAX_RULES}",
+    c = _Compilation(policy)
+    if len(policy.rules) > EDR_POLICY_MAX_RULES:
+        c.error(None, f"{len(policy.rules)} rules; the kernel holds at most {EDR_POLICY_MAX_RULES}",
                 "split the policy or merge rules", line=1, col=1)
     c.check_nfa_sizes()
     raise_collected(c.errors)
@@ -319,7 +321,7 @@ def _context_fields(rule: Rule) -> dict[str, list[str]]:
     return {k: v for k, v in fields.items() if v}
 
 
-def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
+def _check_capacity(c: _Compilation, policy: Policy, bundle: dict[str, Any],
                     groups: list[_Group]) -> None:
     exes = bundle["executables"]
     first_rule = {}
@@ -340,8 +342,8 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
         c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' need "
                 f"{len(exes['wildcard'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
                 "name the executables of some of these rules, or simplify their regexes")
-    if len(groups) > EDR_MAX_GROUPS:
-        c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_MAX_GROUPS}",
+    if len(groups) > EDR_POLICY_MAX_GROUPS:
+        c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_POLICY_MAX_GROUPS}",
                 "give rules that name the same executables the same 'executable' list",
                 line=1, col=1)
     total = sum(len(d["trans"]) for d in bundle["dfas"])
@@ -357,9 +359,9 @@ def _check_capacity(c: _Compiler, policy: Policy, bundle: dict[str, Any],
         c.error(None, f"the automata use {len(masks)} distinct condition masks; the kernel "
                 f"holds {MAX_ACCEPT_MASKS}", "simplify regexes or split the policy",
                 line=1, col=1)
-    counts = (("executable names", len(exes["names"]), EDR_MAX_NAMES),
-              ("executable paths", len(exes["paths"]), EDR_MAX_INODES),
-              ("scope cgroups", len(policy.scope_cgroups), EDR_MAX_SCOPE))
+    counts = (("executable names", len(exes["names"]), EDR_POLICY_MAX_NAMES),
+              ("executable paths", len(exes["paths"]), EDR_POLICY_MAX_INODES),
+              ("scope cgroups", len(policy.scope_cgroups), EDR_POLICY_MAX_SCOPE))
     for what, count, cap in counts:
         if count > cap:
             c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",

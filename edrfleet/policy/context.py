@@ -1,7 +1,7 @@
 """The process-context matchers of a rule: user, parent executable, working directory.
 
 Shared by `simulate` (bundle) and `reference` (policy), and mirrored by the kernel
-(bpf/edrfleet.c ``context_holds``):
+(``ctx_holds`` in bpf/context.c):
 
 - ``user``: the exec's real uid is one of the rule's uids or of the uids its user names have on
   the host (resolved when the agent fills the maps; a name unknown there never matches);

@@ -18,6 +18,8 @@ import stat as stat_mod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from edrfleet.policy.limits import EDR_SYM_BOS, EDR_SYM_EOS
+
 StatFn = Callable[[bytes], os.stat_result]
 Identity = tuple[int, int]
 
@@ -36,7 +38,7 @@ def encode_argv(argv: Sequence[str | bytes]) -> list[bytes]:
 
 def stream_symbols(argv: Sequence[bytes]) -> list[int]:
     """What a group DFA reads for one exec: BOS, argv joined by NUL, EOS."""
-    return [256, *b"\0".join(argv), 257]
+    return [EDR_SYM_BOS, *b"\0".join(argv), EDR_SYM_EOS]
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,46 @@
 """Capacities of the kernel side and caps of the compiler.
 
-The first block mirrors ``bpf/edrfleet.h`` (the policy package may not import the agent, so the
-numbers are repeated here; ``tests/unit/test_limits.py`` reads the header and checks them).
+The kernel's numbers are read from ``bpf/edrfleet.h`` (``edrfleet.paths.BPF``) when this module
+is imported, with the parser the agent uses (``edrfleet.kernel_abi``): the header is the only
+place they are written.  ``tests/unit/policy/test_limits.py`` checks that every ``EDR_*`` name
+here is read, not written, and that the compiler's own caps fit the kernel's tables.
 """
 
 from __future__ import annotations
 
-# --- mirrored from bpf/edrfleet.h ---------------------------------------------------------
-EDR_NAME_MAX = 64  # basename key, NUL padded: names of at most 63 bytes
-EDR_GROUPS_PER_KEY = 8  # groups one executable key (name / inode / wildcard) maps to
-EDR_RULES_PER_GROUP = 64  # rule slots in one group
-EDR_UIDS_PER_RULE = 8  # uid list of one rule
-EDR_CWD_DEPTH = 32  # directories of the cwd checked, '/' included; deeper = cwd unknown
-EDR_KEY_BITS = 64  # distinct parent executables / cwd prefixes per policy (u64 bit sets)
-EDR_CAND_MAX = 8  # distinct groups evaluated for one exec
-EDR_NSYM = 258  # symbols a DFA reads: bytes 0..255, BOS, EOS
-EDR_SYM_BOS = 256
-EDR_SYM_EOS = 257
-EDR_CLS_PAD = 264  # class table in a map value is u8: at most 256 classes
-EDR_ROW_BITS = 20  # transition entry: bits 0-19 next row, 20-31 accept id
-EDR_ACCEPT_IDS = 4096  # distinct condition masks per slot; id 0 = no bits
-EDR_MAX_GROUPS = 1024
-EDR_MAX_RULES = 4096
-EDR_TRANS_MAX = 65536  # default transition entries per slot (the agent may raise it, -D)
-EDR_MAX_NAMES = 1024  # basename keys per slot
-EDR_MAX_INODES = 4096  # executable inode keys per slot
-EDR_MAX_SCOPE = 256  # scope cgroups per slot
+from edrfleet import paths
+from edrfleet.kernel_abi import load_header
+
+KERNEL = load_header(paths.BPF)
+
+# --- read from bpf/edrfleet.h -------------------------------------------------------------
+EDR_GROUPS_PER_KEY = KERNEL["EDR_GROUPS_PER_KEY"]  # groups one executable key maps to
+EDR_RULES_PER_GROUP = KERNEL["EDR_RULES_PER_GROUP"]  # rule slots in one group
+EDR_UIDS_PER_RULE = KERNEL["EDR_UIDS_PER_RULE"]  # uid list of one rule
+EDR_CWD_DEPTH = KERNEL["EDR_CWD_DEPTH"]  # directories of the cwd checked; deeper = unknown
+EDR_KEY_BITS = KERNEL["EDR_KEY_BITS"]  # distinct parent executables / cwd prefixes per policy
+EDR_CAND_MAX = KERNEL["EDR_CAND_MAX"]  # distinct groups evaluated for one exec
+EDR_NSYM = KERNEL["EDR_NSYM"]  # symbols a DFA reads: bytes 0..255, BOS, EOS
+EDR_SYM_BOS = KERNEL["EDR_SYM_BOS"]
+EDR_SYM_EOS = KERNEL["EDR_SYM_EOS"]
+EDR_ROW_BITS = KERNEL["EDR_ROW_BITS"]  # transition entry: next row bits, accept id above
+EDR_ACCEPT_IDS = KERNEL["EDR_ACCEPT_IDS"]  # distinct condition masks per slot; id 0 = no bits
+EDR_TRANS_MAX = KERNEL["EDR_TRANS_MAX"]  # transition entries a program starts with
+# the most one policy may hold (the agent sizes its maps from the policy, up to twice that)
+EDR_POLICY_MAX_GROUPS = KERNEL["EDR_POLICY_MAX_GROUPS"]
+EDR_POLICY_MAX_RULES = KERNEL["EDR_POLICY_MAX_RULES"]
+EDR_POLICY_MAX_NAMES = KERNEL["EDR_POLICY_MAX_NAMES"]  # executable basename keys
+EDR_POLICY_MAX_INODES = KERNEL["EDR_POLICY_MAX_INODES"]  # executable path keys
+EDR_POLICY_MAX_SCOPE = KERNEL["EDR_POLICY_MAX_SCOPE"]  # scope cgroups
+name_fits = KERNEL.name_fits  # a basename the kernel matches: at most NAME_BYTES_MAX bytes
+NAME_BYTES_MAX = KERNEL.name_bytes_max
 
 # --- compiler caps ------------------------------------------------------------------------
 COND_BITS = 64  # condition bits per group (the need mask is a u64)
 MAX_CLASSES = 256  # byte classes per DFA (class ids are u8)
 MAX_DFA_STATES = 4096  # states of one group DFA
-MAX_TRANS_TOTAL = 1 << EDR_ROW_BITS  # 1 048 576 entries in the whole bundle: the most a
-#                                      transition entry can address (EDR_TRANS_MAX may be
-#                                      raised up to this with -D)
+MAX_TRANS_TOTAL = 1 << EDR_ROW_BITS  # entries in the whole bundle: the most a transition
+#                                      entry can address (the agent sizes trans up to this)
 MAX_ACCEPT_MASKS = EDR_ACCEPT_IDS - 1  # distinct non-zero masks in the whole bundle
 MAX_NFA_NODES = 20_000  # NFA nodes of one pattern after expanding {m,n}
 MAX_REPEAT_BOUND = 1_000  # largest m or n accepted in {m,n}

@@ -15,7 +15,6 @@ import yaml
 
 from edrfleet.policy.checker import Checker
 from edrfleet.policy.errors import raise_collected
-from edrfleet.policy.limits import EDR_NAME_MAX, EDR_UIDS_PER_RULE
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.schema_match import ARG_KINDS, MATCH_KEYS, MatchChecker
 
@@ -29,8 +28,6 @@ ACTIONS = ("block", "log", "allow")
 TOP_KEYS = ("version", "mode", "backend", "limits", "scope", "rules")
 RULE_KEYS = ("id", "description", "severity", "action", "tags", "match", "source")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
-MAX_BASENAME = EDR_NAME_MAX - 1
-MAX_UIDS = EDR_UIDS_PER_RULE
 
 
 def _check_version(c: Checker, root: yaml.Node, top: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import yaml
 
 from edrfleet.policy.checker import Checker
-from edrfleet.policy.limits import COND_BITS, EDR_NAME_MAX, EDR_UIDS_PER_RULE
+from edrfleet.policy.limits import COND_BITS, EDR_UIDS_PER_RULE, NAME_BYTES_MAX, name_fits
 from edrfleet.policy.model import ArgMatcher
 from edrfleet.policy.regex.parse import ARG, CMD, Context, RegexUnsupported, regex_ast
 
@@ -159,10 +159,10 @@ class MatchChecker:
                                                f"directory) or '/{name.lstrip('./')}'")
             elif "/" not in name and name in (".", ".."):
                 c.error(item, f"bad executable '{name}' {where}", "write a file name")
-            elif "/" not in name and len(name.encode()) > EDR_NAME_MAX - 1:
+            elif "/" not in name and not name_fits(name):
                 c.error(item, f"executable name '{name[:20]}...' {where} is "
                               f"{len(name.encode())} bytes; the kernel compares at most "
-                              f"{EDR_NAME_MAX - 1}", "name the file by its absolute path")
+                              f"{NAME_BYTES_MAX}", "name the file by its absolute path")
             elif name.endswith("/") and len(name) > 1:
                 c.error(item, f"executable '{name}' {where} ends with '/'",
                         f"write '{name.rstrip('/')}'")

@@ -9,7 +9,7 @@ import pytest
 
 from edrfleet.agent.btf import Btf, kernel_offsets
 from edrfleet.agent.engine import Engine, capacities_for
-from edrfleet.agent.header import load_header
+from edrfleet.kernel_abi import load_header
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 
@@ -17,7 +17,7 @@ BPF = Path(__file__).resolve().parents[2] / "bpf"
 @pytest.fixture(scope="module")
 def engine():
     h = load_header(BPF)
-    e = Engine(BPF, h, kernel_offsets(Btf.load()), capacities_for({}))
+    e = Engine(BPF, h, kernel_offsets(Btf.load()), capacities_for({}, h))
     yield h, e
     e.detach()
 
@@ -44,6 +44,15 @@ def test_map_values_have_the_sizes_the_packer_writes(engine):
     assert ct.sizeof(b["names"].Key) == 4 + h["EDR_NAME_MAX"]
     assert ct.sizeof(b["inodes"].Key) == 16
     assert ct.sizeof(b["config"].Leaf) == 24 + 4 * h["EDR_GROUPS_PER_KEY"]
+
+
+def test_every_switch_of_the_header_is_passed_and_the_maps_have_those_sizes(engine):
+    h, e = engine
+    passed = dict(f[2:].split("=", 1) for f in e.cflags if f.startswith("-D"))
+    assert set(h.switches) <= set(passed)
+    assert int(passed["EDR_MAX_GROUPS"]) == h.switches["EDR_MAX_GROUPS"]  # capacities_for({})
+    assert e.bpf["groups"].max_entries == h["EDR_SLOTS"] * h.switches["EDR_MAX_GROUPS"]
+    assert e.bpf["progs"].max_entries == h["EDR_PROG_MAX"]
 
 
 def test_context_maps_and_fields_have_the_layout_the_packer_writes(engine):

@@ -27,9 +27,12 @@ from edrfleet.agent import ecs
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import Status, write_status
 from edrfleet.fleet.deploy.release import build_release
+from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
-from edrfleet.fleet.report.store import Store
 from edrfleet.fleet.transport.ssh import SshTransport
+from tests.unit.helpers.postgres_server import empty_store, postgres_server
+
+__all__ = ["postgres_server"]  # the fixture, for the PostgreSQL test below
 
 EDRFLEET = [sys.executable, "-m", "edrfleet.cli.main"]
 HOSTILE = ["<script>alert(1)</script>", "\x1b[2J\x1b]0;pwn\x07", "a\nb\r\n", "\udcff\udcfe",
@@ -98,9 +101,9 @@ def report(lab: ReportLab, db: Path, out: Path, *extra: str) -> tuple[int, dict,
     return p.returncode, json.loads(out.read_text()), p.stderr
 
 
-def stored_ids(db: Path) -> list[str]:
-    with Store(db) as s:
-        return [r[0] for r in s.query("SELECT id FROM events ORDER BY id")]
+def stored_ids(db: Path | str) -> list[str]:
+    with open_store(db) as s:
+        return sorted(r[0] for r in s.event_rows())
 
 
 def test_report_after_rotations_has_every_event_exactly_once(report_lab, tmp_path) -> None:
@@ -141,8 +144,8 @@ def test_hostile_command_lines_arrive_intact_and_print_inert(report_lab, tmp_pat
     db = tmp_path / "report.db"
     rc, summary, err = report(report_lab, db, tmp_path / "r.json", "--limit", name)
     assert rc == 0, err
-    with Store(db) as store:
-        raws = [json.loads(r[0]) for r in store.query("SELECT raw FROM events ORDER BY id")]
+    with open_store(db) as store:
+        raws = [json.loads(r[7]) for r in sorted(store.event_rows())]
     assert [ecs.get(e, ecs.COMMAND_LINE) for e in raws] == HOSTILE
     html = subprocess.run([*EDRFLEET, "report", str(report_lab.inventory), "--db", str(db),
                            "--limit", name, "--no-pull", "--format", "html"],
@@ -191,7 +194,7 @@ def test_status_json_reaches_the_summary(report_lab, tmp_path) -> None:
 def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, tmp_path):
     name = report_lab.names[2]
     host = report_lab.hosts[name]
-    store = Store(tmp_path / "r.db")
+    store = open_store(tmp_path / "r.db")
     done, pulled = threading.Event(), threading.Semaphore(0)
     total = 3000
 
@@ -218,10 +221,40 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
     t.join()
     r = pull_hosts([host], store, connect, max_bytes=16384)[name]
     assert r.ok and not r.lost
-    ids = [x[0] for x in store.query("SELECT id FROM events WHERE host=?", (name,))]
+    ids = [x[0] for x in store.event_rows(name)]
     assert sorted(ids) == [f"{name}-{i:06d}" for i in range(total)]
     assert pulls >= 3
     store.close()
+
+
+def test_two_controllers_fill_one_postgresql_at_once_twice(report_lab, postgres_server,
+                                                           tmp_path) -> None:
+    """Two `edrfleet report` processes, --limit shards overlapping on one host, into one
+    PostgreSQL at the same time, twice: the store holds each spool event exactly once."""
+    db = empty_store(postgres_server)
+    a, b, c = report_lab.names
+    written = dict.fromkeys(report_lab.names, 0)
+    for round_ in range(2):
+        for n in report_lab.names:
+            with report_lab.spool(n) as s:
+                s.append([event(n, i) for i in range(written[n], written[n] + 400)])
+            written[n] += 400
+        procs = [subprocess.Popen([*EDRFLEET, "report", str(report_lab.inventory), "--db", db,
+                                   "--limit", shard, "--format", "json", "-o",
+                                   str(tmp_path / f"r{round_}{k}.json")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for k, shard in enumerate((f"{a},{b}", f"{b},{c}"))]
+        for p in procs:
+            _out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        new = [{h["name"]: h["new_events"] for h in json.loads(
+            (tmp_path / f"r{round_}{k}.json").read_text())["hosts"]} for k in range(2)]
+        assert {n: sum(x.get(n, 0) for x in new) for n in report_lab.names} == dict.fromkeys(
+            report_lab.names, 400)  # each new event stored by exactly one of the two
+        assert stored_ids(db) == sorted(f"{n}-{i:06d}" for n in report_lab.names
+                                        for i in range(written[n]))
+    with open_store(db) as store:
+        assert {n: r["events"] for n, r in store.host_rows().items()} == written
 
 
 # --- with real agents, deployed by `edrfleet deploy` -----------------------------------------
@@ -304,7 +337,7 @@ def test_a_report_killed_mid_pull_loses_and_repeats_nothing(report_lab, tmp_path
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
             if db.exists():
-                with Store(db) as s:
+                with open_store(db) as s:
                     seen = s.count()
                 if seen:
                     proc.kill()  # SIGKILL between two committed chunks, or inside one

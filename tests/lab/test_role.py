@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.cli.main import main
-from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy
+from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.inventory.load import load_inventory
 from tests.lab.lab_fleet import MANAGED_DIRS
@@ -88,7 +88,7 @@ def test_the_role_starts_an_enforcing_agent_on_every_host(lab_hosts, converged):
 
 def test_the_role_installs_the_bundle_deploy_compiles(lab_hosts, converged):
     inventory = load_inventory(lab_hosts.inventory)
-    compiler = Compiler()
+    compiler = CompileCache()
     for name in lab_hosts.names:
         h = inventory.hosts[name]
         want = host_policy(compiler, dict(h.vars), name, {}, tuple(h.groups))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.fleet.deploy.release import AGENT_SHARED_MODULES
+
 PACKAGE = Path(__file__).resolve().parents[2] / "edrfleet"
 ROOT = PACKAGE.parent
 
@@ -182,11 +184,13 @@ def _imports_of(room: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize(("room", "allowed"), [
-    # the agent runs on the hosts' system python from a zipapp of edrfleet/__init__.py and
-    # edrfleet/agent/ alone
-    ("agent", {"edrfleet"}),
-    # the policy compiler is a library of its own: the errors' root is all it shares
-    ("policy", {"edrfleet.errors"}),
+    # the agent runs on the hosts' system python from a zipapp of edrfleet/agent/ and the
+    # shared modules the release carries beside it (release.AGENT_SHARED_MODULES)
+    ("agent", {"edrfleet." + m.removesuffix(".py") for m in AGENT_SHARED_MODULES
+               if m != "__init__.py"} | {"edrfleet"}),
+    # the policy compiler is a library of its own: the errors' root, the kernel numbers (the
+    # header, read through kernel_abi) and where the header is
+    ("policy", {"edrfleet", "edrfleet.errors", "edrfleet.kernel_abi", "edrfleet.paths"}),
 ])
 def test_room_imports_only_itself_and(room: str, allowed: set[str]) -> None:
     wrong = {m: sorted(d for d in deps if _room(d) != room and d not in allowed)

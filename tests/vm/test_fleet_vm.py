@@ -15,7 +15,7 @@ import pytest
 
 from edrfleet.agent import ecs
 from edrfleet.cli.main import main
-from edrfleet.fleet.report.store import Store
+from edrfleet.fleet.report.backends import open_store
 from edrfleet.lab.vm import qemu as vm
 
 CANARY = "/tmp/edrfleet-canary-fleet-vm"
@@ -90,8 +90,7 @@ def test_report_pulls_the_block_with_backend_lsm(vm_lab, deployed, tmp_path):
     while not events and time.monotonic() < deadline:  # the agent writes at its next poll
         assert main(["report", str(vm_lab.inventory), "--db", str(db), "--format", "json",
                      "-o", str(out)]) == 0
-        raws = [ecs.flatten(json.loads(r[0]))
-                for r in Store(db).query("SELECT raw FROM events")]
+        raws = [ecs.flatten(json.loads(r[7])) for r in open_store(db).event_rows()]
         events = [e for e in raws if e.get("rule.id") == "lab-canary"]
         if not events:
             time.sleep(2)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
-from edrfleet.fleet.deploy.hostpolicy import Compiler, host_policy
+from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
 from edrfleet.fleet.deploy.hostscripts import (
     apply_script,
     build_payload,
@@ -77,13 +77,13 @@ class DeployReport:
 class Deployer:
     def __init__(self, inventory_dir: Path, opts: DeployOptions, *,
                  connect: Callable[[Any, Path], Any] | None = None,
-                 on_event: Event | None = None, compiler: Compiler | None = None,
+                 on_event: Event | None = None, compiler: CompileCache | None = None,
                  release: Release | None = None) -> None:
         self.inventory_dir = inventory_dir
         self.opts = opts
         self.connect = connect or connector(opts.connect_timeout)
         self.on_event = on_event or (lambda host, phase: None)
-        self.compiler = compiler or Compiler()
+        self.compiler = compiler or CompileCache()
         self.release = release or build_release()
 
     # -- phases ------------------------------------------------------------------------------

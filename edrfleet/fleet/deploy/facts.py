@@ -20,6 +20,7 @@ it wants (fleet/deploy/operations.py) so it pushes and restarts only what differ
     apt                True when apt-get is there
     release_id         release `current` points to ("" when none)
     release_sha256     {"agent.pyz": hex, "bpf/edrfleet.c": hex, …} of the current release
+                       (every file of release.FILES; "" for a missing one)
     wanted_release_sha256   the same for releases/<the id deploy wants>/, if it exists
     policy_sha256      sha256 of <config_dir>/policy.json ("" when missing)
     policy_yaml_sha256 sha256 of <config_dir>/policy.yaml
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edrfleet.fleet.deploy.hostfiles import host_file
+from edrfleet.fleet.deploy.release import FILES
 
 UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
 UNIT_NAME = "edrfleet-agent.service"
@@ -90,6 +92,7 @@ class Runner(Protocol):
 def facts_script(paths: HostPaths, *, want_release: str = "", want_yaml: bool = False) -> str:
     """host/facts.sh after the quoted preamble; host/facts.py travels in $FACTS_PY."""
     return (f"{paths.shell_vars()}WANT_RELEASE={shlex.quote(want_release)}\n"
+            f"RELEASE_FILES={shlex.quote(' '.join(FILES))}\n"
             f"WANT_YAML={'1' if want_yaml else ''}\n"
             f"FACTS_PY={shlex.quote(host_file('facts.py'))}\n{host_file('facts.sh')}")
 

@@ -31,9 +31,10 @@ import yaml
 from edrfleet import paths
 from edrfleet.errors import InputError
 from edrfleet.fleet.deploy.render import POLICY_TEMPLATE, TEMPLATES, render
+from edrfleet.kernel_abi import HEADER_FILE
 from edrfleet.policy import PolicyError, compile_policy, dump_bundle, load_bundle, load_policy_text
 from edrfleet.policy.bundle import is_bundle_text
-from edrfleet.policy.limits import EDR_MAX_SCOPE
+from edrfleet.policy.limits import EDR_POLICY_MAX_SCOPE
 from edrfleet.policy.loader import read_policy_file
 
 POLICY_DIR = paths.PACKAGE / "policy"
@@ -90,8 +91,8 @@ def render_host_policy(host_vars: dict[str, Any], name: str, facts: dict[str, An
         raise HostPolicyError(name, f"host {name}: {exc}") from exc
 
 
-class Compiler:
-    """Compiles rendered policies; thread-safe; see the module docstring for the caches."""
+class CompileCache:
+    """Compiles rendered policies through the caches of the module docstring; thread-safe."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
@@ -144,8 +145,9 @@ class Compiler:
         with self._lock:
             self._by_rules[rules_key] = fragments
         cgroups = list(policy.scope_cgroups)
-        if len(cgroups) > EDR_MAX_SCOPE:
-            raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds {EDR_MAX_SCOPE}",
+        if len(cgroups) > EDR_POLICY_MAX_SCOPE:
+            raise PolicyError(f"{len(cgroups)} scope cgroups; the kernel holds "
+                              f"{EDR_POLICY_MAX_SCOPE}",
                               source=policy.source, line=1, col=1, fix="split the policy")
         # "source" would carry the first host's name: every host's bundle names the file
         own = {"scope": {"cgroups": cgroups}, "source": file_name}
@@ -195,10 +197,13 @@ def _join(fragments: dict[str, str]) -> str:
 
 
 def compiler_version() -> str:
-    """sha256 over the policy compiler's sources: a changed compiler never reuses a bundle."""
+    """sha256 over the policy compiler's sources and the kernel numbers it reads (the header,
+    its parser): a changed compiler or kernel limit never reuses a bundle."""
     h = hashlib.sha256()
     for f in sorted(POLICY_DIR.rglob("*.py")):
         h.update(f.relative_to(POLICY_DIR).as_posix().encode() + b"\0" + f.read_bytes())
+    for f in (paths.PACKAGE / "kernel_abi.py", paths.BPF / HEADER_FILE):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
@@ -209,13 +214,14 @@ def default_cache_dir() -> Path | None:
     return Path(base) / "edrfleet" / "bundles"
 
 
-def host_policy(compiler: Compiler, host_vars: dict[str, Any], name: str,
+def host_policy(compiler: CompileCache, host_vars: dict[str, Any], name: str,
                 facts: dict[str, Any] | None, groups: tuple[str, ...] = ()) -> HostPolicy:
     """Render, validate and compile one host's policy (HostPolicyError names host and fix)."""
     return compiler.compile(name, render_host_policy(host_vars, name, facts, groups))
 
 
-def compile_file_cached(path: str, compiler: Compiler | None = None) -> tuple[str, dict[str, Any]]:
+def compile_file_cached(path: str,
+                        compiler: CompileCache | None = None) -> tuple[str, dict[str, Any]]:
     """(bundle text, bundle) of a policy YAML or bundle JSON file.  YAML goes through the
     bundle cache `edrfleet deploy` uses (the role compiles every host's policy with this, via
     `edrfleet policy compile`: hosts that differ only in scope share one compile); a bundle is
@@ -225,5 +231,5 @@ def compile_file_cached(path: str, compiler: Compiler | None = None) -> tuple[st
         bundle = load_bundle(text)
         return dump_bundle(bundle), bundle
     # compile_text's text is already dump_bundle's
-    body = (compiler or Compiler()).compile_text(text, path, os.path.basename(path))[0]
+    body = (compiler or CompileCache()).compile_text(text, path, os.path.basename(path))[0]
     return body, json.loads(body)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
-from edrfleet.fleet.deploy.hostpolicy import Compiler, HostPolicy, host_policy
+from edrfleet.fleet.deploy.hostpolicy import CompileCache, HostPolicy, host_policy
 from edrfleet.fleet.inventory.parse import InventoryError
 from edrfleet.fleet.transport.connection import transport_for
 
@@ -37,4 +37,4 @@ def preview_host_policy(inventory: Any, name: str, *, facts: bool = True,
                              fix=f"one of {', '.join(list(inventory.hosts)[:10])}")
     gathered = (host_facts(host, Path(inventory.path).resolve().parent, connect_timeout)
                 if facts else None)
-    return host_policy(Compiler(), dict(host.vars), host.name, gathered, tuple(host.groups))
+    return host_policy(CompileCache(), dict(host.vars), host.name, gathered, tuple(host.groups))

@@ -1,12 +1,14 @@
 """The agent release: what `edrfleet deploy` and the Ansible role push to a host.
 
-A release is three files, laid out on the host as ``<install_dir>/releases/<id>/``::
+A release is these files (`FILES`), laid out on the host as ``<install_dir>/releases/<id>/``::
 
-    agent.pyz          zipapp of edrfleet/__init__.py + edrfleet/agent/ (stdlib + bcc only)
-    bpf/edrfleet.c     the BPF program BCC compiles on the host
-    bpf/edrfleet.h     the kernel <-> user contract it includes
+    agent.pyz          zipapp of edrfleet/__init__.py, edrfleet/kernel_abi.py and
+                       edrfleet/agent/ (stdlib + bcc only)
+    bpf/edrfleet.h     the kernel <-> user contract
+    bpf/edrfleet.c ... the BPF program BCC compiles on the host, in parts
+                       (edrfleet/kernel_abi.py BPF_SOURCES: the one list of them)
 
-``<id>`` is the first 16 hex digits of the sha256 over the three files' names and bytes, so the
+``<id>`` is the first 16 hex digits of the sha256 over the files' names and bytes, so the
 same source always gives the same id and a rerun with nothing changed changes nothing.  The
 zipapp is byte-for-byte reproducible (sorted entries, fixed timestamps, no compression).
 ``<install_dir>/current`` is a symlink to the active release; the unit runs
@@ -26,10 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edrfleet import paths
+from edrfleet.kernel_abi import BPF_SOURCES
 
 REPO = paths.REPO
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _MAIN = b"import sys\nfrom edrfleet.agent.__main__ import main\nsys.exit(main())\n"
+# What a release holds, by path in its directory; host facts hash these (facts.py).
+FILES = ("agent.pyz", *(f"bpf/{name}" for name in BPF_SOURCES))
+# Modules of the package the agent imports besides edrfleet/agent/ (stdlib-only, like it).
+AGENT_SHARED_MODULES = ("__init__.py", "kernel_abi.py")
 
 
 @dataclass(frozen=True)
@@ -52,16 +59,18 @@ def agent_zipapp(repo: Path = REPO) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         _zip_entry(zf, "__main__.py", _MAIN)
-        _zip_entry(zf, "edrfleet/__init__.py", (repo / "edrfleet" / "__init__.py").read_bytes())
-        for f in sorted((repo / "edrfleet" / "agent").glob("*.py")):
-            _zip_entry(zf, f"edrfleet/agent/{f.name}", f.read_bytes())
+        for name in AGENT_SHARED_MODULES:
+            _zip_entry(zf, f"edrfleet/{name}", (repo / "edrfleet" / name).read_bytes())
+        agent = repo / "edrfleet" / "agent"
+        for f in sorted(agent.rglob("*.py"), key=lambda f: f.relative_to(agent).as_posix()):
+            _zip_entry(zf, f"edrfleet/agent/{f.relative_to(agent).as_posix()}", f.read_bytes())
     return b"#!/usr/bin/python3\n" + buf.getvalue()
 
 
 def build_release(repo: Path = REPO) -> Release:
     files = {"agent.pyz": agent_zipapp(repo)}
-    for f in sorted((repo / "bpf").glob("*.[ch]")):
-        files[f"bpf/{f.name}"] = f.read_bytes()
+    for name in BPF_SOURCES:
+        files[f"bpf/{name}"] = (repo / "bpf" / name).read_bytes()
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())

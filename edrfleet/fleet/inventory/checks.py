@@ -32,6 +32,10 @@ def _boolish(v: Any) -> bool:
     return isinstance(v, bool) or v in (0, 1) or str(v).strip().lower() in _BOOL_WORDS
 
 
+def _strict_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
 def _text(v: Any) -> bool:
     return isinstance(v, str) and v != ""
 
@@ -59,7 +63,7 @@ KNOWN: dict[str, tuple[Callable[[Any], bool], str, str]] = {
                                  "edrfleet_host_key_policy: accept-new"),
     "edrfleet_service_manager": (_one_of("systemd", "supervisor", "auto"),
                                  "systemd, supervisor or auto", "edrfleet_service_manager: auto"),
-    "edrfleet_install_packages": (lambda v: isinstance(v, bool), "true or false (unquoted)",
+    "edrfleet_install_packages": (_strict_bool, "true or false (unquoted)",
                                   "edrfleet_install_packages: true"),
     "edrfleet_mode": (_one_of("enforce", "monitor"), "enforce or monitor",
                       "edrfleet_mode: monitor"),
@@ -77,10 +81,12 @@ _MISPLACED = {"vars": "write the host's variables directly under the host",
               "children": "child groups go under a group's 'children:', not under a host"}
 
 
-def check_known_vars(data: dict[Any, Any], source: str, owner: str) -> None:
+def check_known_vars(data: dict[Any, Any], source: str, owner: str, *, text_values: bool = False,
+                     line: int = 0) -> None:
     """Raise `YamlError` at the first variable edrfleet reads whose value cannot be right.
 
     ``owner`` names where it was written ("host 'web1'", "group 'db'", "group_vars/db.yml").
+    ``text_values``: the format has no booleans (INI), so ``true``/``no`` words count as such.
     """
     lines = getattr(data, "key_lines", {})
     for name, value in data.items():
@@ -88,9 +94,11 @@ def check_known_vars(data: dict[Any, Any], source: str, owner: str) -> None:
         if rule is None or (isinstance(value, str) and "{{" in value):
             continue
         ok, what, example = rule
+        if text_values and ok is _strict_bool:
+            ok = _boolish
         if not ok(value):
             raise YamlError(f"{name} of {owner} must be {what}, not {value!r}", source=source,
-                            line=lines.get(name, 0), fix=f"write e.g. '{example}'")
+                            line=lines.get(name, line), fix=f"write e.g. '{example}'")
 
 
 def misplaced_host_keys(data: dict[Any, Any], source: str, host: str) -> list[str]:

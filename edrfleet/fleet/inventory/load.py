@@ -1,12 +1,13 @@
-"""Ansible YAML inventories: groups, hosts and merged variables, as ``ansible-inventory`` sees them.
+"""Ansible inventories: groups, hosts and merged variables, as ``ansible-inventory`` sees them.
 
-The file is ``all``/``children``/``hosts``/``vars`` (any top-level key is a group), host keys may
-be ranges (``web[01:20]``, ``db-[a:c]``, ``n[0:10:2]``) and ``name:port``; ``group_vars/`` and
-``host_vars/`` beside the file add variables (`edrfleet.fleet.inventory.variables`). A host's
-variables merge in Ansible's order: the inventory file's ``all`` vars, then the other groups'
-inventory vars, then ``group_vars/all``, then ``group_vars/<group>``, then the host's inventory
-vars, then ``host_vars/<host>``. Groups go parent before child (depth from ``all``), then by
-``ansible_group_priority`` (default 1), then by name (ASCII). Later layers replace top-level keys.
+Sources (YAML, INI, directories, scripts, host lists, plugin configurations) are read as
+`edrfleet.fleet.inventory.sources` says; ``group_vars/`` and ``host_vars/`` beside each source
+add variables (`edrfleet.fleet.inventory.variables`). A host's variables merge in Ansible's
+order: the inventory's ``all`` vars, then the other groups' inventory vars, then
+``group_vars/all``, then ``group_vars/<group>``, then the host's inventory vars, then
+``host_vars/<host>`` (each vars layer once per source, in source order). Groups go parent
+before child (depth from ``all``), then by ``ansible_group_priority`` (default 1), then by name
+(ASCII). Later layers replace top-level keys.
 
 >>> import pathlib, tempfile
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -18,15 +19,19 @@ vars, then ``host_vars/<host>``. Groups go parent before child (depth from ``all
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edrfleet.fleet.inventory import patterns
-from edrfleet.fleet.inventory.parse import InventoryError, Parser, PGroup
-from edrfleet.fleet.inventory.variables import VarsDir, merge
-from edrfleet.fleet.inventory.yaml_lines import Unsafe, YamlError, load_yaml_file
+from edrfleet.fleet.inventory.data import InventoryData, InventoryError, PGroup
+from edrfleet.fleet.inventory.sources import read_sources, source_list, vars_base
+from edrfleet.fleet.inventory.variables import SourceVarsDirs, merge
+from edrfleet.fleet.inventory.yaml_lines import Unsafe, YamlError
 
 __all__ = ["Group", "Host", "Inventory", "InventoryError", "load_inventory"]
 
@@ -88,7 +93,18 @@ class Inventory:
         self.hosts = hosts
         self.hosts_as_written = hosts_as_written  # creation order (host patterns use it)
         self.warnings = warnings
+        self.sources = [str(path)]
+        self.implicit: dict[str, Host] = {}  # the implicit localhost, once a pattern names it
+        self.implicit_vars: dict[str, Any] = {}
+        self.implicit_host_dirs: SourceVarsDirs | None = None
         self._group_hosts: dict[str, list[str]] = {}
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory of the inventory (Ansible's ``inventory_dir`` of its first source): a
+        directory source itself, the directory of a file, the working directory for a host
+        list."""
+        return Path(vars_base(self.sources[0]) or os.getcwd())
 
     def group_hosts(self, name: str) -> list[str]:
         """Hosts of a group and its descendants, in Ansible's order (breadth first)."""
@@ -116,8 +132,9 @@ class Inventory:
         return [self.hosts[n] for n in names]
 
     def match(self, pattern: str) -> list[Host]:
-        """The hosts of a host pattern in pattern order (``ansible PATTERN --list-hosts``)."""
-        return [self.hosts[n] for n in patterns.match(self, pattern)]
+        """The hosts of a host pattern in pattern order (``ansible PATTERN --list-hosts``);
+        ``localhost`` is the implicit one when no inventory host has that name."""
+        return [self.hosts.get(n) or self.implicit[n] for n in patterns.match(self, pattern)]
 
     def to_ansible_list(self, limit: str | None = None) -> dict[str, Any]:
         """The document ``ansible-inventory --list [--limit LIMIT]`` prints."""
@@ -143,7 +160,7 @@ class Inventory:
         hostvars = {}
         for name, host in self.hosts.items():
             if name in available:
-                shown = {k: _ansible_json(v) for k, v in host.vars.items()
+                shown = {_json_key(k): _ansible_json(v) for k, v in host.vars.items()
                          if k not in INTERNAL_VARS}
                 if shown:
                     hostvars[name] = shown
@@ -174,22 +191,47 @@ class Inventory:
             raise patterns.PatternError(
                 f"--host {pattern!r} matches {len(hosts)} hosts, not one",
                 fix="give one host name (see 'edrfleet inventory INVENTORY')")
-        return {k: _ansible_json(v) for k, v in self.hosts[hosts[0]].vars.items()
+        host = self.hosts.get(hosts[0]) or self.implicit[hosts[0]]
+        return {_json_key(k): _ansible_json(v, tag_unsafe=False) for k, v in host.vars.items()
                 if k not in INTERNAL_VARS}
+
+    def implicit_localhost(self, name: str) -> str:
+        """The controller as Ansible's implicit ``localhost``, for a pattern that names it when
+        no inventory host has that name: the ``all`` group's vars, a local connection and this
+        Python. Not in ``hosts``, so ``--limit`` never selects it (as in Ansible)."""
+        if not self.implicit:
+            layers = [self.implicit_vars,
+                      {"ansible_python_interpreter": sys.executable or "/usr/bin/python",
+                       "ansible_connection": "local"}]
+            if self.implicit_host_dirs is not None:
+                layers.extend(self.implicit_host_dirs.host(name))
+            self.implicit[name] = Host(name, merge(layers), (), "implicit localhost")
+        return next(iter(self.implicit))
 
 
 def _graph_line(name: str, depth: int) -> str:
     return "  |" * depth + "--" + name if depth else name
 
 
-def _ansible_json(value: Any) -> Any:
-    """A value as ansible-inventory's JSON shows it: ``!unsafe`` strings are tagged."""
+def _json_key(key: Any) -> Any:
+    """A mapping key as JSON writes it (``0`` -> ``"0"``, ``True`` -> ``"true"``)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    return str(key)
+
+
+def _ansible_json(value: Any, tag_unsafe: bool = True) -> Any:
+    """A value as ansible-inventory's JSON shows it: mapping keys are strings (Ansible accepts
+    ``7.2:`` or ``0:`` as keys; JSON has only strings), and ``!unsafe`` strings are tagged
+    (``--list`` tags them, ``--host`` prints them plain)."""
     if isinstance(value, Unsafe):
-        return {"__ansible_unsafe": str(value)}
+        return {"__ansible_unsafe": str(value)} if tag_unsafe else str(value)
     if isinstance(value, dict):
-        return {k: _ansible_json(v) for k, v in value.items()}
+        return {_json_key(k): _ansible_json(v, tag_unsafe) for k, v in value.items()}
     if isinstance(value, list):
-        return [_ansible_json(v) for v in value]
+        return [_ansible_json(v, tag_unsafe) for v in value]
     return value
 
 
@@ -212,80 +254,72 @@ def _depths(groups: dict[str, PGroup]) -> dict[str, int]:
     return depth
 
 
-def _build(path: Path, parser: Parser) -> Inventory:
-    base = str(path.parent)
-    group_dir = VarsDir(os.path.join(base, "group_vars"))
-    host_dir = VarsDir(os.path.join(base, "host_vars"))
-    depth = _depths(parser.groups)
-    file_vars = {n: group_dir.load(n) for n in parser.groups}
-    source = str(path)
+def _build(sources: list[str], inv: InventoryData) -> Inventory:
+    dirs = SourceVarsDirs([vars_base(s) for s in sources])
+    depth = _depths(inv.groups)
+    file_vars = {n: dirs.group(n) for n in inv.groups}
     groups = {
         n: Group(n, tuple(g.hosts), tuple(g.children), tuple(g.parents),
-                 merge((g.vars, file_vars[n])), depth[n], g.priority,
-                 f"{source}:{g.line}" if g.line else source)
-        for n, g in parser.groups.items()}
-    all_group = parser.groups["all"]
+                 merge((g.vars, *file_vars[n])), depth[n], g.priority, _where(g.source, g.line))
+        for n, g in inv.groups.items()}
+    all_group = inv.groups["all"]
     made: dict[str, Host] = {}
-    for name, h in parser.hosts.items():
+    for name, h in inv.hosts.items():
         member = set(h.groups)
         for g in h.groups:
-            member |= parser.ancestors(g)
+            member |= inv.ancestors(g)
         member.discard("all")
-        ordered = sorted((parser.groups[g] for g in member), key=lambda g: _sort_key(g, depth))
-        layers = [all_group.vars, *(g.vars for g in ordered), file_vars["all"],
-                  *(file_vars[g.name] for g in ordered), h.vars, host_dir.load(name)]
+        ordered = sorted((inv.groups[g] for g in member), key=lambda g: _sort_key(g, depth))
+        layers = [all_group.vars, *(g.vars for g in ordered), *file_vars["all"],
+                  *(layer for i in range(len(dirs.each))
+                    for layer in (file_vars[g.name][i] for g in ordered)),
+                  h.vars, *dirs.host(name)]
         made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
-                          f"{source}:{h.line}")
-    inventory = Inventory(path, groups, {}, tuple(parser.hosts),
-                          [*parser.warnings, *group_dir.problems("group"),
-                           *host_dir.problems("host"),
-                           *_shadowed_inline_vars(parser, file_vars)])
+                          _where(h.source, h.line))
+    inventory = Inventory(Path(sources[0]), groups, {}, tuple(inv.hosts),
+                          [*inv.warnings, *dirs.problems(),
+                           *_shadowed_inline_vars(inv, file_vars)])
+    inventory.sources = sources
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
+    inventory.implicit_vars = merge([all_group.vars, *file_vars["all"]])
+    inventory.implicit_host_dirs = dirs
     return inventory
 
 
-def _shadowed_inline_vars(parser: Parser, file_vars: dict[str, dict[str, Any]]) -> list[str]:
+def _where(source: str, line: int) -> str:
+    return f"{source}:{line}" if line else source
+
+
+def _shadowed_inline_vars(inv: InventoryData,
+                          file_vars: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Group vars written in the inventory that group_vars/all overrides for every host of the
     group (and the group's own group_vars file does not set): Ansible's precedence, and a
     classic surprise."""
-    return [f"{parser.source}:{g.var_lines[k]}: {k!r} of group {g.name!r} is overridden by "
-            f"group_vars/all for its hosts, as in Ansible (fix: set it in "
+    in_all = set().union(*file_vars["all"])
+    return [f"{_where(g.source, g.var_lines.get(k, 0))}: {k!r} of group {g.name!r} is "
+            f"overridden by group_vars/all for its hosts, as in Ansible (fix: set it in "
             f"group_vars/{g.name}.yml)"
-            for g in parser.groups.values() if g.name != "all"
-            for k in g.vars if k in file_vars["all"] and k not in file_vars[g.name]]
+            for g in inv.groups.values() if g.name != "all"
+            for k in g.vars if k in in_all and not any(k in f for f in file_vars[g.name])]
 
 
-def load_inventory(path: str | Path) -> Inventory:
-    """Read a YAML inventory file and the group_vars/host_vars beside it.
+def load_inventory(sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                   ) -> Inventory:
+    """Read inventory sources (files, directories, scripts, host lists, plugin configurations;
+    see `edrfleet.fleet.inventory.sources`) and the group_vars/host_vars beside them.
 
     Raises:
-        InventoryError: bad YAML or inventory structure (``FILE:LINE: what (fix: ...)``).
-        OSError: the file cannot be read.
+        InventoryError: a source that cannot be read (``FILE:LINE: what (fix: ...)``).
+        OSError: a file cannot be read.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise InventoryError("is a directory, not an inventory file", source=str(path),
-                             fix=f"pass the file, e.g. {path / 'inventory.yml'}")
+    names = source_list(sources)
+    inv = InventoryData()
+    read_sources(inv, names)
+    inv.source = names[0]
+    inv.reconcile()
     try:
-        parser = Parser(str(path))
-        parser.parse(load_yaml_file(str(path)))
-        parser.reconcile()
-        return _build(path, parser)
-    except YamlError as exc:
-        fix = (_ini_fix(path) if exc.source == str(path) else None) or exc.fix
-        if isinstance(exc, InventoryError) and fix == exc.fix:
+        return _build(names, inv)
+    except YamlError as exc:  # a group_vars or host_vars file
+        if isinstance(exc, InventoryError):
             raise
-        raise InventoryError(exc.message, source=exc.source, line=exc.line, fix=fix) from None
-
-
-def _ini_fix(path: Path) -> str | None:
-    """A fix for INI inventories, which this YAML reader does not take."""
-    try:
-        first = next((ln.strip() for ln in path.read_text(errors="replace").splitlines()
-                      if ln.strip() and not ln.lstrip().startswith(("#", ";"))), "")
-    except OSError:
-        return None
-    if first.startswith("[") and first.endswith("]"):
-        return (f"this looks like an INI inventory; convert it with 'ansible-inventory -i "
-                f"{path} --list -y > inventory.yml'")
-    return None
+        raise InventoryError(exc.message, source=exc.source, line=exc.line, fix=exc.fix) from None

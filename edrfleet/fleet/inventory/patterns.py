@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from edrfleet.errors import InputError
+from edrfleet.fleet.inventory.data import LOCALHOST
 from edrfleet.fleet.inventory.hostrange import parse_address
 
 
@@ -129,6 +130,8 @@ def _enumerate(inv: HostIndex, expr: str, unmatched: list[str]) -> list[str]:
     found = [h for g in groups for h in inv.group_hosts(g)]
     if not groups or expr.startswith("~") or any(c in expr for c in _WILDCARDS):
         found.extend(h for h in inv.hosts_as_written if regex.match(h))
+    if not found and not groups and expr in LOCALHOST:
+        return [inv.implicit_localhost(expr)]  # as Ansible: only when nothing else matched
     if not found and not groups and expr != "all":
         unmatched.append(expr)
     return found
@@ -149,7 +152,7 @@ def evaluate(inv: HostIndex, parts: Sequence[str],
     unmatched = [] if unmatched is None else unmatched
     hosts: list[str] = []
     for part in order_patterns(parts):
-        if part in inv.hosts:
+        if part in inv.hosts or part in inv.implicit:
             hosts.append(part)
             continue
         that = _match_one(inv, part, unmatched)

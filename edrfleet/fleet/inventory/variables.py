@@ -3,7 +3,8 @@
 For an entity NAME, the first of ``NAME``, ``NAME.yml``, ``NAME.yaml``, ``NAME.json`` that exists
 is used (only that one). A file is read as YAML; a directory is walked recursively in sorted
 order, skipping hidden entries, ``*~`` backups and files with another extension, and its files
-are merged one after another (a later file's top-level keys replace earlier ones).
+are merged one after another (a later file's top-level keys replace earlier ones). With several
+inventory sources, each source's directory has its own pair (`SourceVarsDirs`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,40 @@ class VarsDir:
         return out
 
 
+class SourceVarsDirs:
+    """``group_vars``/``host_vars`` of every source, in source order (Ansible reads them per
+    source: for each source, the files of each entity)."""
+
+    def __init__(self, bases: list[str | None]) -> None:
+        """``bases``: the directory of each source (None: a host list, which has none)."""
+        present = [b for b in bases if b is not None]
+        made: dict[str, tuple[VarsDir, VarsDir]] = {}
+        for base in present:
+            if base not in made:
+                made[base] = (VarsDir(os.path.join(base, "group_vars")),
+                              VarsDir(os.path.join(base, "host_vars")))
+        self.unique = list(made.values())
+        self.each = [made[b] for b in present]  # a directory given twice is read twice
+        self._group_cache: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def group(self, name: str) -> list[dict[str, Any]]:
+        """NAME's group_vars, one layer per source."""
+        return [self._group(i, name) for i in range(len(self.each))]
+
+    def _group(self, i: int, name: str) -> dict[str, Any]:
+        key = (id(self.each[i][0]), name)
+        if key not in self._group_cache:
+            self._group_cache[key] = self.each[i][0].load(name)
+        return self._group_cache[key]
+
+    def host(self, name: str) -> list[dict[str, Any]]:
+        return [host_dir.load(name) for _, host_dir in self.each]
+
+    def problems(self) -> list[str]:
+        return [*(p for g, _ in self.unique for p in g.problems("group")),
+                *(p for _, h in self.unique for p in h.problems("host"))]
+
+
 def _dir_files(path: str) -> list[str]:
     found: list[str] = []
     for entry in sorted(os.listdir(path)):
@@ -85,7 +120,8 @@ def _dir_files(path: str) -> list[str]:
 
 
 def load_vars_file(path: str, owner: str | None = None) -> dict[str, Any]:
-    """One variables file: a mapping of variable names (empty file: {}).
+    """One variables file: a mapping of variable names (empty file: {}). Names that are not
+    strings (``1:``, ``7.2:``) are kept, as Ansible's vars plugin keeps them without a word.
 
     Raises:
         YamlError: bad YAML, or a top level that is not a mapping of names.
@@ -97,18 +133,8 @@ def load_vars_file(path: str, owner: str | None = None) -> dict[str, Any]:
         raise YamlError(f"a variables file must be a mapping of variable names, not a "
                         f"{type(data).__name__}", source=path, line=1,
                         fix="write 'name: value' lines at the top level")
-    check_var_names(data, path)
     check_known_vars(data, path, owner or path)
     return plain(data)
-
-
-def check_var_names(data: dict[Any, Any], source: str) -> None:
-    """Variable names must be strings (YAML reads ``1:`` or ``yes:`` as other types)."""
-    for key in data:
-        if not isinstance(key, str):
-            line = getattr(data, "key_lines", {}).get(key, 0)
-            raise YamlError(f"variable name {key!r} is not a string", source=source, line=line,
-                            fix=f"quote it ('{key}') or use a name made of letters, digits, _")
 
 
 def merge(layers: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """``edrfleet report``: pull new events from the hosts into the central store, summarize.
 
-Modules: ``store`` (SQLite, cursors), ``pull`` (hosts over Transport, bounded pool),
+Modules: ``store`` (the store protocol, ``open_store``), its backends ``sqlite_store``
+(embedded, the default) and ``postgres_store`` (several controllers), ``fields`` (which event
+field fills which column), ``pull`` (hosts over Transport, bounded pool),
 ``summary`` (counts per host / rule, top blocked, timeline), ``formats`` and ``html_report``
 (table, json, csv, html).  The host side is ``edrfleet.agent.pull`` (``agent.pyz pull``).
 """
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import DEFAULT_FORKS, HostPull, connect_for, pull_hosts
-from edrfleet.fleet.report.store import DEFAULT_DB, Store
+from edrfleet.fleet.report.store import DEFAULT_DB
 from edrfleet.fleet.report.summary import summarize
 
 
@@ -43,7 +46,7 @@ def run_report(inventory_path: str | Path, *, limit: str | None = None,
 
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(limit)
-    with Store(db) as store:
+    with open_store(db) as store:
         pulls: dict[str, HostPull] = {}
         if pull:
             if on_start is not None:

@@ -4,6 +4,8 @@ Per host: read its cursor from the store, run ``agent.pyz pull`` (edrfleet.agent
 it, decode the frame, store the events and the frame's cursor in one transaction, and repeat
 while the host says ``more``.  The cursor only moves once the events before it are committed,
 so an interrupted report (crash, ^C, a host dropping mid-pull) loses and repeats nothing.
+The cursor moves by compare-and-set (``expected``): when another controller pulling the same
+host into the same store moved it first, this one goes on from where that one got.
 A host that fails is a value (:class:`HostPull` with ``ok=False``), never an exception that
 stops the others.
 
@@ -80,11 +82,13 @@ class _Committed:
     got: Ingested
 
 
-def _commit(store: Store, host: str, stdout: bytes) -> _Committed:
-    """Decode one reply and store it (events + cursor + status in one transaction)."""
+def _commit(store: Store, host: str, stdout: bytes,
+            expected: dict[str, int] | None) -> _Committed:
+    """Decode one reply (pulled from ``expected``) and store it: events + cursor + status in
+    one transaction."""
     frame = decode_frame(stdout)
     got = store.ingest(host, frame.lines, cursor=frame.cursor, status=frame.status,
-                       lost=frame.lost)
+                       lost=frame.lost, expected=expected)
     return _Committed(len(frame.lines), frame.cursor, frame.more, frame.lost, got)
 
 
@@ -108,17 +112,18 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
                     tail = _stdout_bytes(out.stderr)[-_STDERR_TAIL:].decode("utf-8", "replace")
                     raise RuntimeError(f"pull exited {out.rc}: {_one_line(tail) or 'no stderr'}")
                 data = _stdout_bytes(out.stdout)
-                c = (writer.submit(_commit, store, host.name, data).result() if writer
-                     else _commit(store, host.name, data))
+                c = (writer.submit(_commit, store, host.name, data, cursor).result() if writer
+                     else _commit(store, host.name, data, cursor))
                 res.lines += c.lines
                 res.inserted += c.got.inserted
                 res.ignored += c.got.ignored
                 res.malformed += c.got.malformed
-                res.lost |= c.lost
+                res.lost |= c.lost and c.got.moved
                 # No progress (only a line still being written) ends the loop as well.
                 if not c.more or not c.lines or c.cursor == cursor:
                     break
-                cursor = c.cursor
+                # Another controller moved the cursor first: on from where it got.
+                cursor = c.cursor if c.got.moved else store.cursor(host.name)
         res.ok = True
     except Exception as e:  # one host's failure is that host's result
         res.error = _one_line(f"{type(e).__name__}: {e}")
@@ -161,8 +166,10 @@ def pull_hosts(hosts: Sequence[Any], store: Store, connect: Connect, *,
     # One thread decodes and stores for all: SQLite takes one writer anyway, and the big
     # decoded chunks then come and go in one malloc arena (decoded in the 20 pulling
     # threads, bench/report.py peaked at 419 MiB for 200k events and 1158 MiB for 1M;
-    # here 214 MiB for 200k).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-store") as writer, \
+    # here 214 MiB for 200k).  A store taking several writers (PostgreSQL: a connection
+    # each, the server parsing the lines) gets that many threads.
+    with ThreadPoolExecutor(max_workers=store.writers,
+                            thread_name_prefix="report-store") as writer, \
             ThreadPoolExecutor(max_workers=min(forks, len(hosts)),
                                thread_name_prefix="report-pull") as pool:
         futures = [pool.submit(one, h) for h in hosts]

@@ -1,246 +1,119 @@
-"""The central report store: one SQLite file (default ``.edrfleet/report.db``).
+"""The central report store: what pull, summary and formats use, whichever database holds it.
 
-Tables::
+Two backends with the same semantics:
 
-    events(id TEXT PRIMARY KEY NOT NULL,   -- event.id: a re-sent event is ignored
-           host TEXT NOT NULL,             -- the inventory name it was pulled from
-           ts REAL,                        -- @timestamp as epoch seconds (NULL if unparsable)
-           action TEXT,                    -- event.action
-           rule TEXT,                      -- rule.id
-           severity TEXT,                  -- edrfleet.severity (the rule's word)
-           cmdline TEXT,                   -- process.command_line
-           raw TEXT NOT NULL)              -- the event's JSON line as the host wrote it
-    hosts(name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
-          events INTEGER, lost INTEGER, last_error TEXT)
+- SQLite (:mod:`edrfleet.fleet.report.sqlite_store`), the embedded default: one file
+  (``.edrfleet/report.db``), for one controller;
+- PostgreSQL (:mod:`edrfleet.fleet.report.postgres_store`), ``--db postgresql://…``: several
+  controllers may pull into one database at once.
 
-A pulled batch is one transaction: its events and the host's new cursor (and status.json)
-commit together, so after a crash the cursor never points past an event that is not stored
-and never before one that is (and were it to, ``INSERT OR IGNORE`` on the id keeps the event
-once).  Columns are extracted from the JSON by SQLite itself (``json_extract``), in C, while
-the GIL is released for the pulling threads.  A batch holding a line that is not JSON falls
-back to inserting line by line and counts the lines SQLite refuses.  (SQLite 3.40's json_extract
-ends a string at an escaped NUL; argv-derived command lines cannot hold one, and ``raw``
-keeps the line whole either way.)
+Semantics (both)::
 
-Columns are read from the nested ECS layout (:mod:`edrfleet.agent.ecs` names the paths), else
-from the flat dotted keys that agents before it wrote: a host still running an old agent is
-pulled as before, at no cost to current events (``coalesce`` stops at its first non-NULL).
+    events   stored once each by event.id (a re-sent event is ignored), with the columns of
+             edrfleet.fleet.report.fields extracted by the database, and the raw JSON line
+    hosts    per inventory name: cursor, last status.json, pulled_at, events, lost, last_error
+
+A pulled batch is one transaction: its events and the host's new cursor (and status) commit
+together, so the cursor never points past an event that is not stored.  The cursor moves by
+compare-and-set: a batch carries the cursor it was pulled from (``expected``), and the new
+one is written only if the store still holds that one (under the database's write lock:
+SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's row lock).  Otherwise another controller moved
+the cursor meanwhile: the batch's events are still stored (the ones already there ignored),
+the cursor is left where the other one put it, and ``Ingested.moved`` is False so the puller
+re-reads it.  A cursor never goes back, and no event is lost or stored twice.
 
 Example::
 
-    >>> store = Store(".edrfleet/report.db")
-    >>> store.ingest("web1", ['{"event":{"id":"a1","action":"blocked"}}'],
+    >>> store = open_store(".edrfleet/report.db")
+    >>> store.ingest("web1", ['{"event.id":"a1","event.action":"blocked"}'],
     ...              cursor={"inode": 12, "offset": 41}, status=None, lost=False)
-    Ingested(inserted=1, ignored=0, malformed=0)
+    Ingested(inserted=1, ignored=0, malformed=0, moved=True)
     >>> store.cursor("web1")
     {'inode': 12, 'offset': 41}
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import sqlite3
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from edrfleet.agent import ecs
 from edrfleet.errors import InputError
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 DEFAULT_DB = Path(".edrfleet") / "report.db"
 SCHEMA_VERSION = 1
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ReportError(InputError, ValueError):
     """A report database or a report argument that cannot be used; the message names the fix."""
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS events(
-    id TEXT PRIMARY KEY NOT NULL, host TEXT NOT NULL, ts REAL, action TEXT, rule TEXT,
-    severity TEXT, cmdline TEXT, raw TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE TABLE IF NOT EXISTS hosts(
-    name TEXT PRIMARY KEY, cursor TEXT, status TEXT, pulled_at REAL,
-    events INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, last_error TEXT);
-"""
-
-def _extract(field: ecs.Field) -> str:
-    """SQL for one field of the event ?2: its nested path, else (an agent before the nested
-    layout) its flat dotted key.  coalesce() stops at the first non-NULL, so a current event
-    costs one json_extract."""
-    nested, flat = ecs.json_paths(field)
-    if nested == flat:  # a top-level name such as @timestamp: one layout
-        return f"json_extract(?2, '{nested}')"
-    return f"coalesce(json_extract(?2, '{nested}'), json_extract(?2, '{flat}'))"
+class _Unchecked:
+    def __repr__(self) -> str:
+        return "UNCHECKED"
 
 
-# One JSON parse per line: SQLite caches the parsed text across the json_extract calls of
-# one row.  julianday() reads ISO 8601 with 'Z' or '+HH:MM' (anything else gives NULL) to the
-# millisecond; a double of days is good to ~50 us, so round to the millisecond it read.
-_INSERT = f"""
-INSERT OR IGNORE INTO events(id, host, ts, action, rule, severity, cmdline, raw)
-VALUES ({_extract(ecs.EVENT_ID)}, ?1,
-        round((julianday({_extract(ecs.TIMESTAMP)}) - 2440587.5) * 86400.0, 3),
-        {_extract(ecs.ACTION)}, {_extract(ecs.RULE_ID)},
-        {_extract(ecs.SEVERITY)}, {_extract(ecs.COMMAND_LINE)}, ?2)
-"""
+# ``expected=UNCHECKED``: write the cursor whatever the store holds (one controller, tests).
+UNCHECKED: Any = _Unchecked()
+
+Cursor = dict[str, int]
 
 
 class Ingested(NamedTuple):
     inserted: int  # new events stored
     ignored: int  # already stored (same event.id) or without an event.id
     malformed: int  # lines that are not a JSON object
+    moved: bool = True  # False: another controller had moved the cursor; it was left there
 
 
-def _text(raw: bytes) -> str:
-    # json_extract turns a \udcXX escape into bytes that are not UTF-8; show them, don't fail.
-    return raw.decode("utf-8", "backslashreplace")
+class Store(Protocol):
+    """What the report needs from a store.  Implementations are thread-safe."""
 
+    location: str  # where it is, for the summary (never a password)
+    writers: int  # how many ingest calls may usefully run at once
 
-def _escape_surrogates(line: str) -> str:
-    # Inside a JSON string "\udcff" is the same character; outside one the line was not JSON.
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
-
-
-class Store:
-    """The report database.  Thread-safe: one connection, one lock around every use.
-
-    Raises:
-        OSError: the file cannot be created or opened.
-        ValueError: the file is not a report database of this version.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Command lines are sensitive: the file is the operator's alone (SQLite gives its
-        # -wal and -shm files the same mode).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False, timeout=30)
-            self._db.text_factory = _text
-            # Rows are ~900 bytes (raw JSON): 4 KiB pages split every 4 inserts.  64 KiB pages
-            # cut ingest from 6.1 to 4.2 us CPU an event and the file by 12 %; summaries scan
-            # faster too.  Only takes effect in a new file (before its first table).
-            self._db.execute("PRAGMA page_size=65536")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
-            # The id and ts indexes take ~60 bytes an event; SQLite's default 2 MiB cache
-            # makes each insert re-read their pages (1M events: 8.8 -> 7.2 us CPU an event).
-            self._db.execute("PRAGMA cache_size=-131072")  # KiB: 128 MiB, allocated as used
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-        except sqlite3.DatabaseError as e:
-            raise ReportError(f"{self.path}: not a report database ({e}) "
-                             "(fix: pass another --db or remove the file)") from None
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
-            raise ReportError(f"{self.path}: report database schema {row[0]}, this edrfleet "
-                             f"reads {SCHEMA_VERSION} (fix: pass another --db)")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- writing ---------------------------------------------------------------------------
-
-    def ingest(self, host: str, lines: Sequence[str], *, cursor: dict[str, int] | None,
-               status: dict[str, Any] | None, lost: bool) -> Ingested:
-        """Store one pulled batch and advance ``host``'s cursor, in one transaction."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                before = db.total_changes
-                malformed = 0
-                try:
-                    db.executemany(_INSERT, ((host, line) for line in lines))
-                except (sqlite3.OperationalError, UnicodeEncodeError) as e:
-                    if isinstance(e, sqlite3.OperationalError) and "JSON" not in str(e):
-                        raise
-                    # Rare: a line that is not JSON (to SQLite, the judge of what it can
-                    # index), or holds lone surrogates (not UTF-8).  Redo the batch line by
-                    # line, surrogates escaped, counting the lines SQLite refuses.
-                    db.execute("ROLLBACK")
-                    db.execute("BEGIN IMMEDIATE")
-                    before = db.total_changes
-                    malformed = sum(not self._insert_one(host, line) for line in lines)
-                inserted = db.total_changes - before
-                self._save_host(host, cursor, status, inserted, lost)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        return Ingested(inserted, len(lines) - malformed - inserted, malformed)
-
-    def _insert_one(self, host: str, line: str) -> bool:
-        """Insert one line; False if SQLite finds it is not JSON (the transaction goes on)."""
-        try:
-            self._db.execute(_INSERT, (host, _escape_surrogates(line)))
-        except sqlite3.OperationalError as e:
-            if "JSON" not in str(e):
-                raise
-            return False
-        return True
-
-    def _save_host(self, host: str, cursor: dict[str, int] | None,
-                   status: dict[str, Any] | None, inserted: int, lost: bool) -> None:
-        self._db.execute(
-            """INSERT INTO hosts(name, cursor, status, pulled_at, events, lost, last_error)
-               VALUES(?1, ?2, ?3, ?4, ?5, ?6, NULL)
-               ON CONFLICT(name) DO UPDATE SET cursor=?2, status=coalesce(?3, status),
-                   pulled_at=?4, events=events+?5, lost=lost+?6, last_error=NULL""",
-            (host, json.dumps(cursor) if cursor is not None else None,
-             json.dumps(status) if status is not None else None, time.time(), inserted,
-             int(lost)))
+    def ingest(self, host: str, lines: Sequence[str], *, cursor: Cursor | None,
+               status: dict[str, Any] | None, lost: bool,
+               expected: Cursor | None = UNCHECKED) -> Ingested:
+        """Store one pulled batch and move ``host``'s cursor from ``expected`` to ``cursor``,
+        in one transaction (see the module's docstring)."""
+        ...
 
     def record_error(self, host: str, error: str) -> None:
-        """Remember that ``host`` could not be pulled; its cursor and events stay as they are."""
-        with self._lock:
-            self._db.execute(
-                """INSERT INTO hosts(name, last_error) VALUES(?1, ?2)
-                   ON CONFLICT(name) DO UPDATE SET last_error=?2""", (host, error))
+        """``host`` could not be pulled; its cursor and events stay as they are."""
+        ...
 
-    # --- reading ---------------------------------------------------------------------------
-
-    def cursor(self, host: str) -> dict[str, int] | None:
-        with self._lock:
-            row = self._db.execute("SELECT cursor FROM hosts WHERE name=?", (host,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+    def cursor(self, host: str) -> Cursor | None: ...
 
     def host_rows(self) -> dict[str, dict[str, Any]]:
         """Per host: status (dict or None), pulled_at, events, lost, last_error."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, status, pulled_at, events, lost, last_error FROM hosts").fetchall()
-        return {name: {"status": json.loads(st) if st else None, "pulled_at": at,
-                       "events": n, "lost": lost, "last_error": err}
-                for name, st, at, n, lost, err in rows}
+        ...
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """Read-only query for the summary."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+    def count(self) -> int: ...
 
-    def count(self) -> int:
-        return self.query("SELECT count(*) FROM events")[0][0]
+    def time_range(self) -> tuple[float | None, float | None]:
+        """The first and last event time (epoch seconds) of the whole store."""
+        ...
+
+    def counts(self, hosts: Sequence[str], since: float | None, start: float,
+               size: float) -> list[tuple[Any, ...]]:
+        """Events of ``hosts`` since ``since``, counted per (host, rule, severity, action,
+        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts)."""
+        ...
+
+    def top_blocked(self, hosts: Sequence[str], since: float | None,
+                    limit: int) -> list[tuple[Any, ...]]:
+        """The most blocked command lines: (cmdline, count, hosts, max(ts)), most first."""
+        ...
+
+    def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
+        """Stored events (of ``host``): (id, host, ts, action, rule, severity, cmdline, raw),
+        by time then id."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -20,7 +20,6 @@ events' own strings: formats must escape them for where they print.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,15 +76,6 @@ def _action(value: Any) -> str:
     return value if value in ACTIONS else "other"
 
 
-def _where(hosts: Sequence[str], since: float | None) -> tuple[str, list[Any]]:
-    sql = "host IN (SELECT value FROM json_each(?))"
-    params: list[Any] = [json.dumps(list(hosts))]
-    if since is not None:
-        sql += " AND ts >= ?"
-        params.append(since)
-    return sql, params
-
-
 def _bucket_size(span: float) -> int:
     for size in _BUCKET_SIZES:
         if span / size <= MAX_BUCKETS:
@@ -119,15 +109,12 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
         now: the clock (tests).
     """
     now = time.time() if now is None else now
-    where, params = _where(hosts, since)
     tl_start, size, n_buckets = _timeline_frame(store, since, now)
     buckets = [{"start": iso(tl_start + k * size)} | _zero() for k in range(n_buckets)]
     per_host = {h: _zero() | {"last_event": None} for h in hosts}
     rules: dict[tuple[str, str], dict[str, int]] = {}
-    for host, rule, severity, action, b, n, last in store.query(
-            f"SELECT host, rule, severity, action, CAST((ts - ?) / ? AS INTEGER) AS b, count(*),"
-            f" max(ts) FROM events WHERE {where} GROUP BY host, rule, severity, action, b",
-            [tl_start, size or 1, *params]):
+    for host, rule, severity, action, b, n, last in store.counts(hosts, since, tl_start,
+                                                                 size or 1):
         key = _action(action)
         row = per_host[host]
         row[key] += n
@@ -140,11 +127,11 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
     return {
         "generated_at": iso(now),
         "since": iso(since),
-        "db": str(store.path),
+        "db": store.location,
         "totals": _totals(per_host.values()),
         "hosts": _hosts(store, hosts, per_host, pulls or {}),
         "rules": _rules(rules),
-        "top_blocked": _top_blocked(store, where, params),
+        "top_blocked": _top_blocked(store, hosts, since),
         "timeline": {"start": iso(tl_start), "end": iso(tl_start + n_buckets * size),
                      "bucket_seconds": size, "buckets": buckets},
         "failed_hosts": [h for h in hosts if pulls and h in pulls and not pulls[h].ok],
@@ -153,9 +140,8 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
 
 def _timeline_frame(store: Store, since: float | None, now: float) -> tuple[float, int, int]:
     """(start, bucket seconds, bucket count) spanning the period: from ``since`` (or the
-    store's first event) to its last event.  Two index lookups, no scan."""
-    lo, hi = store.query("SELECT (SELECT min(ts) FROM events WHERE ts IS NOT NULL), "
-                         "(SELECT max(ts) FROM events)")[0]
+    store's first event) to its last event."""
+    lo, hi = store.time_range()
     if hi is None or (since is not None and hi < since):
         return (since if since is not None else now), 0, 0
     start = since if since is not None else lo
@@ -200,10 +186,8 @@ def _rules(rules: dict[tuple[str, str], dict[str, int]]) -> list[dict[str, Any]]
     return out
 
 
-def _top_blocked(store: Store, where: str, params: list[Any]) -> list[dict[str, Any]]:
-    rows = store.query(
-        f"SELECT cmdline, count(*), count(DISTINCT host), max(ts) FROM events "
-        f"WHERE {where} AND action = 'blocked' GROUP BY cmdline "
-        f"ORDER BY count(*) DESC, cmdline LIMIT {TOP_BLOCKED}", params)
+def _top_blocked(store: Store, hosts: Sequence[str],
+                 since: float | None) -> list[dict[str, Any]]:
+    rows = store.top_blocked(hosts, since, TOP_BLOCKED)
     return [{"command_line": "" if c is None else str(c), "count": n, "hosts": nh,
              "last": iso(last)} for c, n, nh, last in rows]

@@ -65,15 +65,6 @@ class Dfa:
             "accept": [[s, m] for s, m in self.accept],
         }
 
-    def run(self, symbols: Sequence[int]) -> int:
-        """Feed ``symbols`` (BOS ... EOS) and return the OR of the masks met."""
-        accept = dict(self.accept)
-        state, mask, ncls, cls, trans = self.start, 0, self.nclasses, self.classes, self.trans
-        for sym in symbols:
-            state = trans[state * ncls + cls[sym]]
-            mask |= accept.get(state, 0)
-        return mask
-
 
 def symbol_partition(sets: set[int]) -> list[int]:
     """Coarsest partition of the 258 symbols that refines every set; blocks by lowest symbol."""

@@ -33,11 +33,11 @@ from re import _parser  # type: ignore[attr-defined]
 from typing import Any
 
 from edrfleet.errors import InputError
-from edrfleet.policy.limits import MAX_REPEAT_BOUND
+from edrfleet.policy.limits import EDR_NSYM, EDR_SYM_BOS, EDR_SYM_EOS, MAX_REPEAT_BOUND
 
-SYM_BOS = 256
-SYM_EOS = 257
-NSYM = 258
+SYM_BOS = EDR_SYM_BOS
+SYM_EOS = EDR_SYM_EOS
+NSYM = EDR_NSYM
 BIT_NUL = 1
 BIT_BOS = 1 << SYM_BOS
 BIT_EOS = 1 << SYM_EOS

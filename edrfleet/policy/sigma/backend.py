@@ -43,7 +43,7 @@ from sigma.types import (
 )
 
 from edrfleet.errors import InputError
-from edrfleet.policy.limits import EDR_NAME_MAX
+from edrfleet.policy.limits import name_fits
 from edrfleet.policy.regex.parse import CMD, RegexUnsupported, regex_ast
 from edrfleet.policy.sigma.emit import Unsatisfiable, build_match
 from edrfleet.policy.sigma.expr import (
@@ -341,7 +341,7 @@ class EdrfleetBackend(Backend):
             name = text.rsplit("/", 1)[1]
             if not name:
                 raise Unsupported(f"{sigma}|endswith '{value}' names a directory")
-            if len(name.encode()) > EDR_NAME_MAX - 1:
+            if not name_fits(name):
                 raise Unsupported(f"{sigma} name '{name}' is longer than the kernel compares")
             if text.count("/") > 1:
                 self._note(f"{sigma}|endswith '{text}' is matched by the name '{name}' in any "

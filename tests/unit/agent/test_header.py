@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edrfleet.agent import ecs, engine
 from edrfleet.agent.bundle_file import canonical_sha256
-from edrfleet.agent.header import load_header
+from edrfleet.kernel_abi import BPF_SOURCES, load_header, parse_header
 from edrfleet.policy import bundle_sha256
 
 BPF = Path(__file__).resolve().parents[3] / "bpf"
@@ -40,10 +40,33 @@ def test_enum_values_are_unique_within_each_enum():
         assert len(set(members.values())) == len(members), name
 
 
-def test_engine_capacities_name_macros_of_the_header():
-    for key in engine.DEFAULT_CAPACITY:
-        assert key in H.defines, key
-    assert H["EDR_ROW_BITS"] == engine.TRANS_ROW_BITS
+def test_the_engine_takes_every_switch_and_its_default_from_the_header():
+    assert set(engine.FEATURES + engine.SHAPE) <= set(H.switches)
+    caps = engine.capacity_defaults(H)
+    assert caps and all(k.startswith("EDR_MAX_") or k == "EDR_TRANS_MAX" for k in caps)
+    assert engine.capacities_for({}, H) == {**caps, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0}
+    assert engine.scan_windows(H)[0] == H.switches["EDR_SCAN_WINDOW"] == H["EDR_ARGS_MAX"]
+    # another header, other numbers: nothing in the engine repeats them
+    text = (BPF / "edrfleet.h").read_text()
+    text = text.replace("#define EDR_MAX_GROUPS      256", "#define EDR_MAX_GROUPS 32")
+    other = parse_header(text.replace("#define EDR_ROW_BITS        20", "#define EDR_ROW_BITS 15"))
+    caps = engine.capacities_for({"EDR_TRANS_MAX": 1 << 20}, other)
+    assert caps["EDR_MAX_GROUPS"] == 32 and caps["EDR_TRANS_MAX"] == 1 << 15
+
+
+def test_tail_call_targets_are_the_header_indexes_of_the_program_functions():
+    assert engine.tail_call_targets(H, "") == [(0, b"edr_scan"), (1, b"edr_judge")]
+    assert engine.tail_call_targets(H, "lsm_") == [(0, b"edr_lsm_scan"), (1, b"edr_lsm_judge")]
+    source = engine.bpf_text(BPF)
+    for _, name in engine.tail_call_targets(H, "") + engine.tail_call_targets(H, "lsm_"):
+        assert f"int {name.decode()}(void *ctx)" in source
+
+
+def test_the_program_text_is_every_bpf_file_joined_header_first():
+    text = engine.bpf_text(BPF)
+    assert text.startswith((BPF / "edrfleet.h").read_text())
+    assert "#include \"edrfleet.h\"" not in text  # one text: BCC needs no include path
+    assert sorted(p.name for p in BPF.iterdir()) == sorted(BPF_SOURCES)
 
 
 def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
@@ -65,15 +88,15 @@ def test_context_flags_and_key_bits_fit_what_the_packer_writes():
 
 def test_matcher_switches_are_header_macros_that_default_to_compiled_in():
     for key in engine.FEATURES:
-        assert H[key] == 1, key
+        assert H.switches[key] == 1, key
 
 
 def test_a_program_without_a_matcher_the_policy_needs_does_not_fit_it():
-    caps = engine.capacities_for({"EDR_MAX_RULES": 10})
+    caps = engine.capacities_for({"EDR_MAX_RULES": 10}, H)
     assert (caps["EDR_WITH_UIDS"], caps["EDR_WITH_CTX"]) == (0, 0)
     e = object.__new__(engine.Engine)  # fits() reads capacities only; no BPF here
     e.capacities = caps
     assert e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0})
     assert not e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 1, "EDR_WITH_CTX": 0})
     assert not e.fits({"EDR_MAX_RULES": 10, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 1})
-    assert engine.capacities_for({"EDR_WITH_CTX": 1})["EDR_WITH_CTX"] == 1
+    assert engine.capacities_for({"EDR_WITH_CTX": 1}, H)["EDR_WITH_CTX"] == 1

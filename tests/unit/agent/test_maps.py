@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.agent.header import load_header
 from edrfleet.agent.maps import NO_UID, PackError, pack_bundle, rule_uids
+from edrfleet.kernel_abi import load_header
 from edrfleet.policy import compile_policy
 from tests.unit.helpers.policy_helpers import policy_of_rules, rule_yaml
 
@@ -50,6 +50,18 @@ def test_more_distinct_cwd_prefixes_than_key_bits_are_refused():
     bundle = compile_policy(policy_of_rules(rule_yaml("r", "block", "{cwd: [/d]}")))
     bundle["rules"][0]["cwds"] = [f"/d{i}" for i in range(H["EDR_KEY_BITS"] + 1)]
     with pytest.raises(PackError, match="65 distinct cwd prefixes, the kernel holds 64"):
+        pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+
+
+def test_the_packer_and_the_validator_agree_on_the_longest_name_the_kernel_matches():
+    longest = "x" * H.name_bytes_max
+    match = f"{{executable: [{longest}], parent: {{executable: [{longest}]}}}}"
+    bundle = compile_policy(policy_of_rules(rule_yaml("r", "block", match)))
+    p = pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+    assert list(p.names) == [longest.encode()] and list(p.context.pnames) == [longest.encode()]
+    # one byte more: the validator refuses it (test_schema); from elsewhere, the packer too
+    bundle["executables"]["names"] = {longest + "x": [0]}
+    with pytest.raises(PackError, match="longer than the kernel key"):
         pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
 
 

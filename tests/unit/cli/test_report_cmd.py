@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from edrfleet.cli.main import main
+from tests.unit.helpers.postgres_server import empty_store, postgres_server
 from tests.unit.helpers.report_helpers import event, store_with
+
+__all__ = ["postgres_server"]  # the fixture
 
 
 def closed_port() -> int:
@@ -43,6 +46,24 @@ def test_no_pull_prints_the_stored_summary(inventory, tmp_path, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert [h["name"] for h in out["hosts"]] == ["web1"]
     assert out["totals"]["blocked"] == 1 and out["hosts"][0]["pull"] == "skipped"
+
+
+def test_db_takes_a_postgresql_uri(inventory, postgres_server, capsys) -> None:
+    db = empty_store(postgres_server)
+    store_with(db, {"web1": [event("a"), event("b", action="logged")]}).close()
+    rc = main(["report", str(inventory), "--db", db, "--no-pull", "--format", "json",
+               "--limit", "web1"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["db"] == db and out["totals"]["blocked"] == 1
+
+
+def test_an_unreachable_postgresql_is_one_line_and_exit_2(inventory, tmp_path, capsys):
+    rc = main(["report", str(inventory), "--db",
+               f"postgresql://me:s3cret@/r?host={tmp_path}&port=1", "--no-pull"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot connect" in err and "s3cret" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_an_unpullable_host_exits_1_names_it_and_still_writes_the_report(inventory, tmp_path,

@@ -38,32 +38,36 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
-def ansible_inventory(inventory: Path, *extra: str) -> dict:
+Sources = Path | str | list[Path | str]
+
+
+def _i(inventory: Sources) -> list[str]:
+    """``-i SOURCE`` for each source (several are merged in order, as ansible reads them)."""
+    sources = inventory if isinstance(inventory, list) else [inventory]
+    return [arg for s in sources for arg in ("-i", str(s))]
+
+
+def ansible_inventory(inventory: Sources, *extra: str) -> dict:
     """``ansible-inventory -i INVENTORY --list`` (or ``--host H``) as parsed JSON."""
     args = list(extra) if extra and extra[0] == "--host" else ["--list", *extra]
-    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), *args])
+    done = _run([str(ANSIBLE_INVENTORY), *_i(inventory), *args])
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def ansible_graph(inventory: Path, group: str = "all") -> str:
+def ansible_graph(inventory: Sources, group: str = "all") -> str:
     """``ansible-inventory -i INVENTORY --graph GROUP`` as printed (without the last newline)."""
-    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--graph", group])
+    done = _run([str(ANSIBLE_INVENTORY), *_i(inventory), "--graph", group])
     assert done.returncode == 0, done.stderr
     return done.stdout.rstrip("\n")
 
 
-def ansible_inventory_yaml(inventory: Path) -> str:
-    """``ansible-inventory -i INVENTORY --list -y``: the conversion edrfleet suggests for INI."""
-    done = _run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--list", "-y"])
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def ansible_list_hosts(inventory: Path, limit: str) -> list[str] | None:
-    """``ansible all -i INVENTORY --list-hosts --limit LIMIT``: host names in order, None when
-    ansible refuses (no host left, bad subscript)."""
-    done = _run([str(ANSIBLE), "all", "-i", str(inventory), "--list-hosts", "--limit", limit])
+def ansible_list_hosts(inventory: Sources, limit: str | None,
+                       pattern: str = "all") -> list[str] | None:
+    """``ansible PATTERN -i INVENTORY --list-hosts [--limit LIMIT]``: host names in order,
+    None when ansible refuses (no host left, bad subscript)."""
+    limit_args = ["--limit", limit] if limit is not None else []
+    done = _run([str(ANSIBLE), pattern, *_i(inventory), "--list-hosts", *limit_args])
     if done.returncode != 0:
         return None
     lines = done.stdout.splitlines()

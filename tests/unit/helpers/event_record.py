@@ -12,7 +12,7 @@ import functools
 import re
 from typing import Any
 
-from edrfleet.agent.header import load_header
+from edrfleet.kernel_abi import load_header
 from edrfleet.paths import BPF
 
 _STRUCT = re.compile(r"struct edr_event\s*\{(.*?)\};", re.S)

@@ -91,3 +91,51 @@ def _vars_files(root: Path, rnd: random.Random, names: list[str], sub: str) -> N
             (base / name).mkdir()
             (base / name / "b.yml").write_text(yaml.safe_dump(data))
             (base / name / "a.yml").write_text(yaml.safe_dump({KEYS[0]: f"{name}-dir-a"}))
+
+
+# INI values as written and what makes them interesting (literal or not, quoting, spaces).
+INI_VALUES = ["1", "'1'", "0.5", "True", "yes", "none", "None", "[1, 'a']", "{'k': [1, 2]}",
+              "'a b'", '"x=y"', "a#b", "''", "-3", "0x1F", "(1, 2)"]
+
+
+def _host_word(value: str) -> str:
+    """A value on a host line, which is split like a shell line: quote what has spaces."""
+    return f'"{value}"' if " " in value else value
+
+
+def write_random_ini(root: Path, seed: int) -> Path:
+    """Write ``hosts`` (an INI inventory, no extension) and vars dirs under ``root``: sections in
+    random order, children named before their section, ``:vars`` before the group's own
+    section, ports, ranges and literal values of every kind."""
+    rnd = random.Random(seed)
+    groups = rnd.sample(GROUP_NAMES, rnd.randint(3, len(GROUP_NAMES)))
+    hosts = [f"h{i}" for i in range(rnd.randint(3, 10))]
+    sections: list[list[str]] = []
+    loose = [h for h in hosts if rnd.random() < 0.2]
+    for i, g in enumerate(groups):
+        lines = []
+        for h in rnd.sample(hosts, rnd.randint(0, min(4, len(hosts)))):
+            port = f":{2200 + hosts.index(h)}" if rnd.random() < 0.2 else ""
+            words = [f"{k}={_host_word(rnd.choice(INI_VALUES))}"
+                     for k in rnd.sample(KEYS, rnd.randint(0, 2))]
+            lines.append(" ".join([h + port, *words]))
+        if rnd.random() < 0.15:
+            lines.append(f"r{i}-[1:3]")
+        sections.append([f"[{g}]", *lines])
+        kids = [c for c in groups[i + 1:] if rnd.random() < 0.25]
+        if kids:
+            sections.append([f"[{g}:children]", *kids])
+        gv = [f"{k} = {rnd.choice(INI_VALUES)}" for k in rnd.sample(KEYS, rnd.randint(0, 3))]
+        if rnd.random() < 0.3:
+            gv.append(f"ansible_group_priority={rnd.randint(-2, 5)}")
+        if gv:
+            sections.append([f"[{g}:vars]", *gv])
+    rnd.shuffle(sections)
+    all_vars = ["[all:vars]", *(f"{k}={rnd.choice(INI_VALUES)}" for k in rnd.sample(KEYS, 2))]
+    text = "\n".join(["# random INI inventory", *loose, *(ln for s in sections for ln in s),
+                      *all_vars]) + "\n"
+    path = root / "hosts"
+    path.write_text(text)
+    _vars_files(root, rnd, ["all", *groups], "group_vars")
+    _vars_files(root, rnd, hosts, "host_vars")
+    return path

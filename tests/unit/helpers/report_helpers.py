@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edrfleet.agent import ecs
+from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.store import Store
 
 T0 = datetime(2026, 12, 1, 5, 0, tzinfo=UTC).timestamp()
@@ -29,8 +30,10 @@ def line(e: dict) -> str:
     return json.dumps(e, ensure_ascii=False, separators=(",", ":"))
 
 
-def store_with(tmp_path: Path, per_host: dict[str, list[dict]]) -> Store:
-    store = Store(tmp_path / "report.db")
+def store_with(where: Path | str, per_host: dict[str, list[dict]]) -> Store:
+    """A store holding ``per_host``'s events: ``where`` is a directory (a SQLite file in it)
+    or the store's location (a file path or a postgresql:// URI, as tests' store_db)."""
+    store = open_store(where / "report.db" if isinstance(where, Path) else where)
     for host, events in per_host.items():
         store.ingest(host, [line(e) for e in events], cursor={"inode": 1, "offset": 1},
                      status={"state": "enforcing", "backend": "sigkill",

@@ -23,6 +23,7 @@ from edrfleet.policy import (
 from edrfleet.policy.identity import stream_symbols
 from edrfleet.policy.regex.dfa import build_dfa
 from edrfleet.policy.regex.parse import ARG, CMD, RegexUnsupported, regex_ast
+from edrfleet.policy.simulate import run_dfa
 from tests.unit.helpers.policy_helpers import FS, PATH
 
 TEXT_ALPHABET = "ab -/A\n_"
@@ -68,7 +69,7 @@ def test_a_generated_regex_automaton_agrees_with_re_search(pattern, samples):
     dfa = build_dfa([(arg_ast, 0)], [(cmd_ast, 1)])
     for argv in samples:
         raw = [a.encode() for a in argv]
-        mask = dfa.run(stream_symbols(raw))
+        mask = run_dfa(dfa.to_json(), stream_symbols(raw))
         assert bool(mask & 2) == bool(rx.search(b" ".join(raw))), (pattern, argv, "cmdline")
         assert bool(mask & 1) == any(rx.search(a) for a in raw[1:]), (pattern, argv, "args")
 

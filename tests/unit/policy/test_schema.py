@@ -95,10 +95,10 @@ FIRST_ERRORS = [
      RULE_HEAD + "    match:\n      executable: [bin/rm]\n",
      "policy.yaml:8:20: executable 'bin/rm' in rule 'a' is neither a basename nor an absolute "
      "path (fix: write 'rm' (any directory) or '/bin/rm')"),
-    ("a basename longer than 63 bytes is refused",
-     RULE_HEAD + "    match:\n      executable: [" + "x" * 64 + "]\n",
-     "policy.yaml:8:20: executable name 'xxxxxxxxxxxxxxxxxxxx...' in rule 'a' is 64 bytes; the "
-     "kernel compares at most 63 (fix: name the file by its absolute path)"),
+    ("a basename longer than 62 bytes is refused (the kernel never matches it)",
+     RULE_HEAD + "    match:\n      executable: [" + "x" * 63 + "]\n",
+     "policy.yaml:8:20: executable name 'xxxxxxxxxxxxxxxxxxxx...' in rule 'a' is 63 bytes; the "
+     "kernel compares at most 62 (fix: name the file by its absolute path)"),
     ("an args entry must be a mapping",
      RULE_HEAD + "    match:\n      args: [\"-rf\"]\n",
      "policy.yaml:8:14: an 'args' entry in rule 'a' must be a mapping with one of any, glob, "

@@ -65,7 +65,7 @@ if importlib.util.find_spec("bcc") is not None:
     out("python_bcc", 1)
 if os.path.exists(f"/lib/modules/{rel}/build"):
     out("kernel_headers", 1)
-FILES = ("agent.pyz", "bpf/edrfleet.c", "bpf/edrfleet.h")
+FILES = E["RELEASE_FILES"].split()  # release.FILES, from the controller
 cur = E["INSTALL_DIR"] + "/current"
 if os.path.islink(cur):
     out("release_id", os.path.basename(os.readlink(cur)))

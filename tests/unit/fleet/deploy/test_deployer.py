@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
-from edrfleet.fleet.deploy.hostpolicy import Compiler, HostPolicyError
+from edrfleet.fleet.deploy.hostpolicy import CompileCache, HostPolicyError
 from edrfleet.fleet.deploy.release import Release
 
 RELEASE = Release("r1", {"agent.pyz": b"a", "bpf/edrfleet.c": b"c", "bpf/edrfleet.h": b"h"})
@@ -77,7 +77,7 @@ def run(tmp_path: Path, hosts, fail=(), unreachable=(), **opts):
     Fake.log = []
     d = Deployer(tmp_path, DeployOptions(**opts),
                  connect=lambda h, _d: Fake(h, fail, unreachable),
-                 compiler=Compiler(tmp_path / "cache"), release=RELEASE)
+                 compiler=CompileCache(tmp_path / "cache"), release=RELEASE)
     report = d.run(hosts)
     return report, {r.name: r for r in report.results}
 
@@ -123,7 +123,7 @@ def test_a_failure_before_any_change_is_not_rolled_back(warm) -> None:
             return Res(1, b"old_release=\nresult=failed\nerror=payload did not unpack\n")
 
     Fake.log = []
-    d = Deployer(warm, DeployOptions(), compiler=Compiler(warm / "cache"), release=RELEASE,
+    d = Deployer(warm, DeployOptions(), compiler=CompileCache(warm / "cache"), release=RELEASE,
                  connect=lambda h, _d: Early(h))
     (r,) = d.run(hosts(1)).results
     assert r.status == "failed" and "nothing was changed on the host" in r.message
@@ -163,7 +163,7 @@ def test_missing_packages_fail_that_host_only(warm) -> None:
             return Res(0, b"kernel_release=6.1\npython_version=3.11\nkernel_headers=1\n")
 
     Fake.log = []
-    d = Deployer(warm, DeployOptions(), compiler=Compiler(warm / "cache"), release=RELEASE,
+    d = Deployer(warm, DeployOptions(), compiler=CompileCache(warm / "cache"), release=RELEASE,
                  connect=lambda h, _d: (NoBcc if h.name == "h1" else Fake)(h))
     by = {r.name: r for r in d.run(hosts(2)).results}
     assert by["h1"].status == "failed" and "apt-get install python3-bpfcc" in by["h1"].message

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts, parse_facts, parse_os_release
+from edrfleet.fleet.deploy.release import FILES
 from edrfleet.fleet.transport.local import LocalTransport
 
 
@@ -59,6 +60,7 @@ def test_facts_read_release_policy_status_and_live_pids(tmp_path: Path) -> None:
     assert facts["release_id"] == "abc"
     assert facts["release_sha256"]["agent.pyz"] == hashlib.sha256(b"zip").hexdigest()
     assert facts["release_sha256"]["bpf/edrfleet.c"] == ""
+    assert list(facts["release_sha256"]) == list(FILES)  # every file of a release, no other
     assert facts["wanted_release_sha256"] == facts["release_sha256"]
     assert facts["policy_sha256"] == hashlib.sha256(b"{}\n").hexdigest()
     assert facts["policy_yaml"] == "version: 1\n"

@@ -204,12 +204,12 @@ ERRORS = [
     ("web:\n  vars:\n    ansible_group_priority: high\n", 3,
      "ansible_group_priority of group 'web' must be a whole number", "ansible_group_priority: 10"),
     ("hosts:\n  web1:\n", 1, "'hosts' at the top level", "under a group"),
-    ("plugin: aws_ec2\n", 1, "inventory plugin configuration", "YAML inventory"),
-    ("[web]\nweb1 ansible_host=1.2.3.4\n", 2, "YAML syntax error", "INI inventory"),
+    ("plugin: aws_ec2\n", 0, "ansible-inventory", "ansible-inventory -i"),
+    ("[web]\nweb1 ansible_host=1.2.3.4\nweb2 ansible_port\n", 3,
+     "expected key=value after the host name, got 'ansible_port'", "web2 ansible_host="),
     ("web:\n  children:\n    all:\n", 3, "group 'all' cannot be a child", "remove it"),
     ("all:\n  vars:\n    pw: !vault |\n      $ANSIBLE_VAULT;1.1;AES256\n", 3, "Ansible Vault",
      "decrypt"),
-    ("all:\n  vars:\n    1: x\n", 3, "variable name 1 is not a string", "quote it"),
     ("all:\n  vars:\n    a: {b: 1\n", 4, "YAML syntax error", "check"),
     ("all:\n  hosts:\n    w1:\n      ansible_port: ssh\n", 4,
      "ansible_port of host 'w1' must be a port number (1-65535), not 'ssh'", "ansible_port: 2222"),
@@ -226,11 +226,11 @@ ERRORS = [
                          ids=[e[2][:40] for e in ERRORS])
 def test_error_names_file_line_and_fix(tmp_path: Path, text: str, line: int, what: str,
                                        fix: str) -> None:
-    path = write(tmp_path, text)
+    path = write(tmp_path, text, "hosts" if text.startswith("[") else "inventory.yml")
     with pytest.raises(InventoryError) as caught:
         load_inventory(path)
     message = str(caught.value)
-    assert message.startswith(f"{path}:{line}: "), message
+    assert message.startswith(f"{path}:{line}: " if line else f"{path}: "), message
     assert what in message
     assert "(fix: " in message and fix in message.split("(fix: ", 1)[1], message
     assert "\n" not in message
@@ -256,8 +256,9 @@ def test_vars_file_errors_name_that_file(tmp_path: Path, name: str, text: str | 
     assert "(fix: " in str(caught.value)
 
 
-def test_directory_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InventoryError, match=r"is a directory.*fix: pass the file"):
+def test_empty_directory_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# ignored, as Ansible ignores *.md\n")
+    with pytest.raises(InventoryError, match=r"no inventory source in it could be read"):
         load_inventory(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InventoryError, match=r"nope.yml: no such file or directory \(fix: "):
         load_inventory(tmp_path / "nope.yml")

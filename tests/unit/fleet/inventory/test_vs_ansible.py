@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.inventory.load import InventoryError, load_inventory
+from edrfleet.fleet.inventory.load import load_inventory
 from edrfleet.fleet.inventory.patterns import PatternError
 from tests.unit.helpers.ansible_ref import (
     ansible_graph,
     ansible_inventory,
-    ansible_inventory_yaml,
     ansible_list_hosts,
     needs_ansible,
 )
@@ -129,17 +128,3 @@ def test_random_inventory_matches_ansible(seed: int, tmp_path: Path, caplog) -> 
                 inv.select(limit)
         else:  # same hosts; Ansible's order below the first level is arbitrary
             assert sorted(h.name for h in inv.select(limit)) == sorted(expected), limit
-
-
-def test_ini_inventory_is_refused_and_the_suggested_conversion_keeps_every_variable(
-        tmp_path: Path) -> None:
-    ini = DATA.parent / "ini" / "hosts.ini"
-    with pytest.raises(InventoryError, match=r"INI inventory; convert it with 'ansible-inventory"):
-        load_inventory(ini)
-    converted = tmp_path / "inventory.yml"
-    converted.write_text(ansible_inventory_yaml(ini))
-    want = ansible_inventory(ini)
-    got = load_inventory(converted).to_ansible_list()
-    assert got["_meta"] == want["_meta"]
-    assert {g: sorted(v.get("hosts", [])) for g, v in got.items()} == \
-        {g: sorted(v.get("hosts", [])) for g, v in want.items()}

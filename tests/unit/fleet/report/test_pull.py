@@ -20,6 +20,7 @@ import pytest
 from edrfleet.agent import ecs
 from edrfleet.agent.spool import Spool
 from edrfleet.fleet.deploy.release import build_release
+from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_argv, pull_hosts
 from edrfleet.fleet.report.store import Store
 from edrfleet.fleet.transport.base import Result
@@ -66,8 +67,7 @@ def ev(host: str, i: int) -> dict:
 
 
 def stored_ids(store: Store, host: str) -> list[str]:
-    rows = store.query("SELECT id FROM events WHERE host=?", (host,))
-    return sorted(r[0] for r in rows)
+    return sorted(r[0] for r in store.event_rows(host))
 
 
 def expect(host: str, n: int) -> list[str]:
@@ -82,12 +82,13 @@ def test_argv_uses_the_host_paths_and_quotes_nothing_itself(tmp_path, install_di
     assert pull_argv(FakeHost("w"), None, 5)[1] == "/opt/edrfleet/current/agent.pyz"
 
 
-def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, install_dir):
+def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, install_dir,
+        store_db):
     hosts = [make_host(tmp_path, install_dir, f"web{k}") for k in range(3)]
     spools = [Spool(h.vars["edrfleet_spool_dir"], max_bytes=2000, keep=100) for h in hosts]
     for h, s in zip(hosts, spools, strict=True):
         s.append([ev(h.name, i) for i in range(100)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
     runners: dict[str, LocalRunner] = {}
 
     def connect(h):
@@ -106,12 +107,13 @@ def test_hosts_are_pulled_in_chunks_and_again_only_for_new_events(tmp_path, inst
     assert [r.chunks for r in res3.values()] == [1, 1, 1] and store.count() == 390
 
 
-def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, install_dir):
+def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, install_dir,
+        store_db):
     hosts = [make_host(tmp_path, install_dir, n) for n in ("a", "down", "c")]
     for h in hosts:
         with Spool(h.vars["edrfleet_spool_dir"]) as s:
             s.append([ev(h.name, i) for i in range(5)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
 
     def connect(h):
         if h.name == "down":
@@ -125,11 +127,12 @@ def test_an_unreachable_host_is_a_result_and_the_others_are_pulled(tmp_path, ins
     assert store.host_rows()["down"]["last_error"] == res["down"].error
 
 
-def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install_dir):
+def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install_dir,
+        store_db):
     h = make_host(tmp_path, install_dir, "w")
     s = Spool(h.vars["edrfleet_spool_dir"])
     s.append([ev("w", i) for i in range(10)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
     pull_hosts([h], store, lambda _h: LocalRunner())
     before = store.cursor("w")
     s.append([ev("w", i) for i in range(10, 20)])
@@ -148,7 +151,7 @@ def test_a_failing_remote_command_names_its_exit_and_stderr(tmp_path, install_di
     h = FakeHost("w", {"edrfleet_python": sys.executable,
                        "edrfleet_install_dir": str(tmp_path / "nothing-installed"),
                        "edrfleet_spool_dir": str(tmp_path / "spool")})
-    r = pull_hosts([h], Store(tmp_path / "r.db"), lambda _h: LocalRunner())["w"]
+    r = pull_hosts([h], open_store(tmp_path / "r.db"), lambda _h: LocalRunner())["w"]
     assert not r.ok and r.error.startswith("RuntimeError: pull exited 2:")
     assert "agent.pyz" in r.error
 
@@ -168,17 +171,17 @@ def test_pulls_run_in_parallel_up_to_forks(tmp_path, install_dir) -> None:
                 with lock:
                     live[0] -= 1
 
-    res = pull_hosts(hosts, Store(tmp_path / "r.db"), lambda _h: Counting(), forks=3)
+    res = pull_hosts(hosts, open_store(tmp_path / "r.db"), lambda _h: Counting(), forks=3)
     assert all(r.ok for r in res.values()) and 1 < peak[0] <= 3
     with pytest.raises(ValueError, match="--forks 0"):
-        pull_hosts(hosts, Store(tmp_path / "r2.db"), lambda _h: Counting(), forks=0)
+        pull_hosts(hosts, open_store(tmp_path / "r2.db"), lambda _h: Counting(), forks=0)
 
 
-def test_a_rotation_past_the_cursor_is_reported_as_lost(tmp_path, install_dir) -> None:
+def test_a_rotation_past_the_cursor_is_reported_as_lost(tmp_path, install_dir, store_db) -> None:
     h = make_host(tmp_path, install_dir, "w")
     s = Spool(h.vars["edrfleet_spool_dir"], max_bytes=300, keep=2)
     s.append([ev("w", 0)])
-    store = Store(tmp_path / "r.db")
+    store = open_store(store_db)
     assert not pull_hosts([h], store, lambda _h: LocalRunner())["w"].lost
     s.append([ev("w", i) for i in range(1, 40)])
     r = pull_hosts([h], store, lambda _h: LocalRunner())["w"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from edrfleet.fleet.report.pull import HostPull
@@ -11,8 +9,8 @@ from edrfleet.fleet.report.summary import parse_since, summarize
 from tests.unit.helpers.report_helpers import T0, event, store_with
 
 
-def fleet(tmp_path: Path):
-    return store_with(tmp_path, {
+def fleet(store_db: str):
+    return store_with(store_db, {
         "web1": [event("a1", action="blocked", rule="rm-root", cmd="rm -rf /", ts=T0),
                  event("a2", action="blocked", rule="rm-root", cmd="rm -rf /", ts=T0 + 600),
                  event("a3", action="logged", rule="curl", severity="low", ts=T0 + 1200)],
@@ -23,8 +21,8 @@ def fleet(tmp_path: Path):
     })
 
 
-def test_per_host_counts_last_event_and_status(tmp_path: Path) -> None:
-    s = summarize(fleet(tmp_path), ["web1", "web2", "web3"], now=T0 + 8000)
+def test_per_host_counts_last_event_and_status(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2", "web3"], now=T0 + 8000)
     h = {x["name"]: x for x in s["hosts"]}
     assert [x["name"] for x in s["hosts"]] == ["web1", "web2", "web3"]
     assert (h["web1"]["blocked"], h["web1"]["would_block"], h["web1"]["logged"]) == (2, 0, 1)
@@ -36,15 +34,15 @@ def test_per_host_counts_last_event_and_status(tmp_path: Path) -> None:
     assert s["totals"] == {"blocked": 3, "would_block": 1, "logged": 1, "other": 1}
 
 
-def test_hosts_outside_the_selection_are_not_counted(tmp_path: Path) -> None:
-    s = summarize(fleet(tmp_path), ["web1"], now=T0 + 8000)
+def test_hosts_outside_the_selection_are_not_counted(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1"], now=T0 + 8000)
     assert s["totals"]["blocked"] == 2
     assert s["top_blocked"] == [{"command_line": "rm -rf /", "count": 2, "hosts": 1,
                                  "last": "2026-12-01T05:10:00Z"}]
 
 
-def test_rules_by_action_and_severity_most_first(tmp_path: Path) -> None:
-    s = summarize(fleet(tmp_path), ["web1", "web2"], now=T0 + 8000)
+def test_rules_by_action_and_severity_most_first(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2"], now=T0 + 8000)
     rules = {(r["rule"], r["severity"]): r for r in s["rules"]}
     assert rules[("rm-root", "high")] | {} == {"rule": "rm-root", "severity": "high",
                                               "blocked": 2, "would_block": 1, "logged": 0,
@@ -53,39 +51,39 @@ def test_rules_by_action_and_severity_most_first(tmp_path: Path) -> None:
     assert s["rules"][0]["rule"] == "rm-root"
 
 
-def test_top_blocked_counts_command_lines_and_hosts(tmp_path: Path) -> None:
-    s = summarize(fleet(tmp_path), ["web1", "web2", "other"], now=T0 + 8000)
+def test_top_blocked_counts_command_lines_and_hosts(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2", "other"], now=T0 + 8000)
     assert [(c["command_line"], c["count"], c["hosts"]) for c in s["top_blocked"]] == [
         ("rm -rf /", 3, 2), ("dd of=/dev/sda", 1, 1)]
 
 
-def test_since_keeps_only_later_events(tmp_path: Path) -> None:
-    s = summarize(fleet(tmp_path), ["web1", "web2"], since=T0 + 3600, now=T0 + 8000)
+def test_since_keeps_only_later_events(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2"], since=T0 + 3600, now=T0 + 8000)
     assert s["totals"] == {"blocked": 1, "would_block": 1, "logged": 0, "other": 1}
     assert s["since"] == "2026-12-01T06:00:00Z"
     assert {x["name"]: x["last_event"] for x in s["hosts"]}["web1"] is None
 
 
-def test_timeline_buckets_add_up_to_the_totals(tmp_path: Path) -> None:
-    s = summarize(fleet(tmp_path), ["web1", "web2"], now=T0 + 8000)
+def test_timeline_buckets_add_up_to_the_totals(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2"], now=T0 + 8000)
     tl = s["timeline"]
     assert 1 <= len(tl["buckets"]) <= 49 and tl["bucket_seconds"] > 0
     for action in ("blocked", "would_block", "logged", "other"):
         assert sum(b[action] for b in tl["buckets"]) == s["totals"][action]
 
 
-def test_failed_pulls_are_named(tmp_path: Path) -> None:
+def test_failed_pulls_are_named(store_db: str) -> None:
     pulls = {"web1": HostPull("web1", ok=True, inserted=3),
              "web2": HostPull("web2", ok=False, error="Unreachable: refused")}
-    s = summarize(fleet(tmp_path), ["web1", "web2"], pulls=pulls, now=T0 + 8000)
+    s = summarize(fleet(store_db), ["web1", "web2"], pulls=pulls, now=T0 + 8000)
     assert s["failed_hosts"] == ["web2"]
     h = {x["name"]: x for x in s["hosts"]}
     assert (h["web1"]["pull"], h["web1"]["new_events"]) == ("ok", 3)
     assert (h["web2"]["pull"], h["web2"]["error"]) == ("failed", "Unreachable: refused")
 
 
-def test_an_empty_store_summarizes_to_zeros(tmp_path: Path) -> None:
-    s = summarize(store_with(tmp_path, {}), ["web1"], now=T0)
+def test_an_empty_store_summarizes_to_zeros(store_db: str) -> None:
+    s = summarize(store_with(store_db, {}), ["web1"], now=T0)
     assert s["totals"]["blocked"] == 0 and s["timeline"]["buckets"] == [] and s["rules"] == []
 
 
@@ -104,8 +102,8 @@ def test_since_refuses_anything_else_with_the_fix(text: str) -> None:
         parse_since(text, now=T0)
 
 
-def test_status_values_of_other_types_become_text(tmp_path: Path) -> None:
-    store = store_with(tmp_path, {})
+def test_status_values_of_other_types_become_text(store_db: str) -> None:
+    store = store_with(store_db, {})
     store.ingest("web1", [], cursor=None, lost=False,
                  status={"state": ["x"], "backend": 5, "policy_sha256": {"a": 1}})
     h = summarize(store, ["web1"], now=T0)["hosts"][0]

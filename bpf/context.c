@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: GPL-2.0
+/* context.c - match.parent and match.cwd: the parent's executable, the cwd walk.
+ * Part of the one BPF program: the agent joins bpf/ files in the order of
+ * edrfleet/kernel_abi.py BPF_SOURCES (BCC rewrites map calls in one text only). */
+
+static __always_inline void inode_id(struct edr_scratch *s, void *inode)
+{
+	s->ck.slot = s->slot;
+	s->ck.dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+	s->ck.ino = rd_ptr(inode, EDR_OFF_INODE_INO);
+}
+
+/* The parent's executable: its key bits (by inode, by real basename) and its name. */
+static __always_inline void parent_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_PARENT;
+	s->pbits = 0;
+	__builtin_memset(s->pk.name, 0, sizeof(s->pk.name));
+	s->pk.slot = s->slot;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *parent = (void *)rd_ptr(task, EDR_OFF_TASK_REAL_PARENT);
+	void *pmm = (void *)rd_ptr(parent, EDR_OFF_TASK_MM);
+	void *file = pmm ? (void *)rd_ptr(pmm, EDR_OFF_MM_EXE_FILE) : 0;
+	if (file) {
+		inode_id(s, (void *)rd_ptr(file, EDR_OFF_FILE_INODE));
+		__u64 *v = pinodes.lookup(&s->ck);
+		if (v)
+			s->pbits |= *v;
+		void *dentry = (void *)rd_ptr(file, EDR_OFF_FILE_DENTRY);
+		long n = bpf_probe_read_kernel_str(s->pk.name, sizeof(s->pk.name),
+						   (void *)rd_ptr(dentry, EDR_OFF_DENTRY_NAME));
+		if (n > 1 && n < EDR_NAME_MAX) {
+			v = pnames.lookup(&s->pk);
+			if (v)
+				s->pbits |= *v;
+		}
+	}
+	__builtin_memcpy(s->ev.parent_name, s->pk.name, sizeof(s->ev.parent_name));
+}
+
+/*
+ * The cwd: walk from fs->pwd up to '/', looking every directory up in "dirs" (by inode) and
+ * keeping the names for the event.  At the root of a mount the walk continues at its
+ * mountpoint in the parent mount (struct mount around the vfsmount); that mountpoint dentry is
+ * hidden under the mount, so it is not looked up, only named.  A loop turn is one directory
+ * or one mount crossing; more than EDR_CWD_DEPTH directories leave the cwd unknown.
+ */
+static __always_inline void cwd_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_CWD;
+	s->cbits = 0;
+	s->ncwd = 0;
+	s->cwd_unknown = 1;
+	s->dirs_seen = 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *fs = (void *)rd_ptr(task, EDR_OFF_TASK_FS);
+	if (!fs)
+		return;
+	__u64 dentry = rd_ptr(fs, EDR_OFF_FS_PWD_DENTRY);
+	__u64 mnt = rd_ptr(fs, EDR_OFF_FS_PWD_MNT);
+	int hidden = 0;
+	for (int i = 0; i < 2 * EDR_CWD_DEPTH; i++) {
+		if (!hidden) {
+			if (s->dirs_seen >= EDR_CWD_DEPTH)
+				break;
+			inode_id(s, (void *)rd_ptr((void *)dentry, EDR_OFF_DENTRY_INODE));
+			__u64 *v = dirs.lookup(&s->ck);
+			if (v)
+				s->cbits |= *v;
+			s->dirs_seen += 1;
+		}
+		hidden = 0;
+		__u64 mount = mnt - EDR_OFF_MOUNT_MNT;
+		if (dentry == rd_ptr((void *)mnt, EDR_OFF_VFSMOUNT_ROOT)) {
+			__u64 up = rd_ptr((void *)mount, EDR_OFF_MOUNT_PARENT);
+			if (up == mount) {
+				s->cwd_unknown = 0;
+				break;
+			}
+			dentry = rd_ptr((void *)mount, EDR_OFF_MOUNT_MOUNTPOINT);
+			mnt = up + EDR_OFF_MOUNT_MNT;
+			hidden = 1;
+			continue;
+		}
+		__u64 up = rd_ptr((void *)dentry, EDR_OFF_DENTRY_PARENT);
+		if (up == dentry || !up) {
+			s->cwd_unknown = !up;
+			break;
+		}
+		__u32 k = s->ncwd;
+		if (k < EDR_CWD_DEPTH) {
+			s->cwd_names[BOUNDED(k, EDR_CWD_DEPTH)] =
+				rd_ptr((void *)dentry, EDR_OFF_DENTRY_NAME);
+			s->ncwd = k + 1;
+		}
+		dentry = up;
+	}
+}
+
+/* The cwd as a path for the event, from the names the walk kept (root first).  The write
+ * position lives in the scratch map: in a register the verifier tracked a different range per
+ * name and per path, and this loop alone cost 170 000 verified instructions. */
+static __always_inline void cwd_string(struct edr_scratch *s)
+{
+	struct edr_event *ev = &s->ev;
+	s->cpos = 0;
+	for (int i = EDR_CWD_DEPTH - 1; i >= 0; i--) {
+		if (i >= s->ncwd)
+			continue;
+		__u32 pos = s->cpos;
+		if (pos + 1 >= EDR_CWD_MAX) {
+			ev->flags |= EDR_F_CWD_TRUNCATED;
+			break;
+		}
+		s->cwdbuf[BOUNDED(pos, EDR_CWD_MAX)] = '/';
+		long n = bpf_probe_read_kernel_str(&s->cwdbuf[BOUNDED(pos + 1, EDR_CWD_MAX)], 256,
+						   (void *)s->cwd_names[i & (EDR_CWD_DEPTH - 1)]);
+		s->cpos = pos + 1 + (n > 1 ? n - 1 : 0);
+		asm volatile("" ::: "memory");
+	}
+	__u32 pos = s->cpos;
+	if (!pos) {
+		s->cwdbuf[0] = '/';
+		pos = 1;
+	}
+	if (pos > EDR_CWD_MAX) {
+		pos = EDR_CWD_MAX;
+		ev->flags |= EDR_F_CWD_TRUNCATED;
+	}
+	if (s->cwd_unknown)
+		ev->flags |= EDR_F_CWD_UNKNOWN;
+	bpf_probe_read_kernel(ev->cwd, EDR_CWD_MAX, s->cwdbuf);
+	ev->cwd_len = pos;
+}
+
+/* Read the context that rules of this group need, once per exec, only for rules whose argv
+ * conditions hold. */
+static __always_inline void need_ctx(struct edr_scratch *s, struct edr_group *g)
+{
+	s->want = 0;
+	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
+		if (i >= g->n_rules)
+			break;
+		struct edr_rule_slot *rs = &g->rules[i];
+		if (rs->flags && (s->mask & rs->need) == rs->need)
+			s->want |= rs->flags;
+	}
+	asm volatile("" ::: "memory");
+	__u32 want = s->want & ~s->ctx_done;
+	if (want & EDR_CTX_PARENT)
+		parent_ctx(s);
+	if (want & EDR_CTX_CWD)
+		cwd_ctx(s);
+}
+
+/* The rule's parent and cwd sets hold (both read by need_ctx before). */
+static __always_inline int ctx_holds(struct edr_scratch *s, struct edr_rule *r)
+{
+	if (r->parents && !(r->parents & s->pbits))
+		return 0;
+	if (!r->cwds)
+		return 1;
+	if (s->cwd_unknown) /* fail closed where the policy says unknown blocks, never allows */
+		return s->unscanned_block && r->action != EDR_ACTION_ALLOW;
+	return (r->cwds & s->cbits) != 0;
+}

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0
+/* verdict.c - a group's rules against the scan's condition bits; the verdict; the event.
+ * Part of the one BPF program: the agent joins bpf/ files in the order of
+ * edrfleet/kernel_abi.py BPF_SOURCES (BCC rewrites map calls in one text only). */
+
+/* Match the group's rule slots against the condition bits and remember the best rules. */
+static __always_inline void judge_group(struct edr_scratch *s, struct edr_group *g)
+{
+#if EDR_WITH_UIDS
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+#endif
+#if EDR_WITH_CTX
+	if (g->flags)
+		need_ctx(s, g);
+#endif
+	for (int i = 0; i < EDR_RULES_PER_GROUP; i++) {
+		if (i >= g->n_rules)
+			break;
+		struct edr_rule_slot *rs = &g->rules[i];
+		if ((s->mask & rs->need) != rs->need)
+			continue;
+		__u32 ri = s->slot * EDR_MAX_RULES + rs->rule;
+		struct edr_rule *r = rules.lookup(&ri);
+		if (!r)
+			continue;
+		if (r->fileless && !s->fileless)
+			continue;
+#if EDR_WITH_UIDS
+		if (r->n_uids) {
+			/* the verdict in the scratch map, the list end by break: paths that differ
+			 * only there merge (with a register flag this loop doubled every path) */
+			s->uid_ok = 0;
+			for (int u = 0; u < EDR_UIDS_PER_RULE; u++) {
+				if (u >= r->n_uids)
+					break;
+				if (r->uids[u] == uid)
+					s->uid_ok = 1;
+			}
+			asm volatile("" ::: "memory");
+			if (!s->uid_ok)
+				continue;
+		}
+#endif
+#if EDR_WITH_CTX
+		if (rs->flags && !ctx_holds(s, r))
+			continue;
+#endif
+		if (r->action == EDR_ACTION_ALLOW && rs->rule < s->best_allow)
+			s->best_allow = rs->rule;
+		else if (r->action == EDR_ACTION_BLOCK && rs->rule < s->best_block)
+			s->best_block = rs->rule;
+		else if (r->action == EDR_ACTION_LOG && rs->rule < s->best_log)
+			s->best_log = rs->rule;
+	}
+}
+
+static __always_inline void emit(void *ctx, struct edr_scratch *s)
+{
+	struct edr_event *ev = &s->ev;
+	__u32 size = offsetof(struct edr_event, args) + CLAMP_LEN(ev->args_len, EDR_ARGS_MAX);
+#if EDR_USE_PERFBUF
+	if (events.perf_submit(ctx, ev, size))
+		count(EDR_CNT_LOST);
+#else
+	/* Only a kill wakes the agent at once; other events wait for its next poll (<= 200 ms):
+	 * a wake-up per logged exec cost more than the exec itself (bench/exec_overhead). */
+	__u64 flags = ev->action == EDR_EV_BLOCKED ? 0 : BPF_RB_NO_WAKEUP;
+	if (events.ringbuf_output(ev, size, flags))
+		count(EDR_CNT_LOST);
+#endif
+}
+
+/*
+ * Turn the best rules into a verdict.  At exec time a block is a SIGKILL; in the LSM hook it
+ * is -EPERM returned to execve (the exec never happens).  Returns the LSM verdict.
+ */
+static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
+{
+	struct edr_event *ev = &s->ev;
+	struct edr_config *cfg = config.lookup(&s->slot);
+	if (!cfg)
+		return 0;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (s->best_allow != EDR_NONE) {
+		if (s->best_block != EDR_NONE || s->best_log != EDR_NONE)
+			count(EDR_CNT_ALLOWED);
+		return 0;
+	}
+	int verdict = 0;
+	int block = s->best_block != EDR_NONE || (s->unscanned && cfg->unscanned_block);
+	if (block) {
+		ev->rule = s->best_block;
+		ev->reason = s->best_block != EDR_NONE ? EDR_REASON_RULE : EDR_REASON_UNSCANNED;
+#if EDR_WITH_LSM
+		if (!lsm && lsm_passed.lookup(&pid))
+			ev->reason = EDR_REASON_RECHECK;
+#endif
+		if (cfg->mode == EDR_MODE_ENFORCE) {
+			if (lsm)
+				verdict = -EDR_EPERM;
+			else
+				bpf_send_signal(EDR_SIGKILL);
+			ev->action = EDR_EV_BLOCKED;
+			count(EDR_CNT_BLOCKED);
+		} else {
+			ev->action = EDR_EV_WOULD_BLOCK;
+			count(EDR_CNT_WOULD_BLOCK);
+		}
+	} else if (s->best_log != EDR_NONE) {
+		if (lsm)
+			return 0; /* logged once, at exec time, with the argv the program received */
+		ev->rule = s->best_log;
+		ev->reason = EDR_REASON_RULE;
+		ev->action = EDR_EV_LOGGED;
+		count(EDR_CNT_LOGGED);
+	} else {
+		return 0;
+	}
+	/* a monitor-mode would_block is reported once, at exec time */
+	if (lsm && !verdict)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 gid_uid = bpf_get_current_uid_gid();
+	ev->ts_ns = bpf_ktime_get_boot_ns();
+	ev->pid = pid;
+	ev->ppid = rd_u32((void *)rd_ptr(task, EDR_OFF_TASK_REAL_PARENT), EDR_OFF_TASK_TGID);
+	ev->uid = (__u32)gid_uid;
+	ev->gid = gid_uid >> 32;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->gen = cfg->gen;
+	ev->backend = cfg->backend;
+	ev->stage = lsm ? EDR_STAGE_LSM : EDR_STAGE_EXEC;
+	if (s->scan_short || s->scan_failed)
+		ev->flags |= EDR_F_UNSCANNED;
+	if (!(s->ctx_done & EDR_CTX_PARENT))
+		parent_ctx(s);
+	if (!(s->ctx_done & EDR_CTX_CWD))
+		cwd_ctx(s);
+	cwd_string(s);
+	emit(ctx, s);
+	return verdict;
+}
