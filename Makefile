@@ -11,8 +11,8 @@ SHELL_FILES = $(shell git ls-files -co --exclude-standard '*.sh' .ci/run)
 setup:
 	@bash scripts/setup.sh
 
-# setup, and the tools only tests and lint use (shellcheck; PostgreSQL for the report store's
-# tests): `make demo` does without them.
+# setup, and the tools only tests and lint use (shellcheck; chromium for the HTML report's
+# rendering test; PostgreSQL for the report store's tests): `make demo` does without them.
 setup-test:
 	@bash scripts/setup.sh --test
 	@bash scripts/setup-postgres.sh install

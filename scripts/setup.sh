@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for edrfleet on Debian 12, as root: packages, a kernel header tree
 # for BCC, the kernel filesystems BPF needs, and the project venv.  Safe to run again.
-#   --test   also the tools only tests and lint use (shellcheck); `make test` and `make lint`
+#   --test   also the tools only tests and lint use (shellcheck; rsyslog, which the syslog
+#            output's test starts; chromium, which renders the HTML report headless in its
+#            test); `make test` and `make lint`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_test=0
@@ -20,7 +22,10 @@ log() { printf 'setup: %s\n' "$*"; }
 PKGS=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv python3-yaml iproute2 sudo
       openssh-server openssh-client qemu-system-x86 qemu-utils debootstrap e2fsprogs
       gcc libc6-dev)  # gcc -static: helpers the kernel and VM tests build (the guest has no compiler)
-[ "$with_test" = 0 ] || PKGS+=(shellcheck)  # make lint, and the unit test of the host scripts
+# Test-only tools, never installed by plain setup or make demo: shellcheck (make lint, the
+# unit test of the host scripts), rsyslog (tests/kernel/test_syslog_rsyslog.py starts its own
+# rsyslogd) and chromium (the HTML report's headless rendering test).
+[ "$with_test" = 0 ] || PKGS+=(shellcheck rsyslog chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +35,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [[ " ${missing[*]} " == *" rsyslog "* ]] && [ -d /run/systemd/system ]; then
+    # Installed as a test tool only: do not leave it running as this machine's syslog daemon.
+    systemctl disable --now rsyslog.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- kernel headers for BCC -----------------------------------------------------------------

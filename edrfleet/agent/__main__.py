@@ -24,19 +24,43 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="require a blocking backend (default: probe, lsm where it loads)")
     p.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.c lives")
     p.add_argument("--syslog", default=None,
-                   help="also send RFC 5424 syslog: udp://HOST:PORT, tcp://HOST:PORT or a path")
-    p.add_argument("--webhook", default=None, help="also POST batches of events to this URL")
+                   help="also send RFC 5424 syslog: udp://HOST:PORT, tcp://HOST:PORT, "
+                        "tls://HOST:PORT or a unix socket path")
+    p.add_argument("--syslog-ca", default=None, metavar="FILE",
+                   help="CA certificates (PEM) a tls:// syslog server is checked against "
+                        "(default: the system's)")
+    p.add_argument("--webhook", default=None, type=_webhook_url, metavar="URL",
+                   help="also POST batches of events to this http(s) URL")
+    p.add_argument("--webhook-format", choices=("json", "es-bulk", "splunk-hec"),
+                   default="json", help="request body (default %(default)s)")
+    p.add_argument("--webhook-ca", default=None, metavar="FILE",
+                   help="CA certificates (PEM) an https webhook is checked against "
+                        "(default: the system's)")
+    p.add_argument("--webhook-header-file", default=None, metavar="FILE",
+                   help="'Name: value' lines sent with each request (credentials); read at "
+                        "start and on SIGHUP")
     p.add_argument("--spool-max-bytes", type=int, default=64 * 1024 * 1024,
                    help="rotate events.jsonl past this size (default %(default)s)")
     p.add_argument("--perfbuf", action="store_true", help="use a perf buffer, not a ring buffer")
     p.add_argument("--print-bpf", action="store_true", help=argparse.SUPPRESS)
 
 
+def _webhook_url(url: str) -> str:
+    """A URL with ``user:pass@`` would show its password to every user in ``ps``."""
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        raise argparse.ArgumentTypeError(
+            "the URL carries credentials (user:pass@), which `ps` shows to every local user; "
+            "put 'Authorization: Basic <base64 of user:pass>' in --webhook-header-file instead")
+    return url
+
+
 def options_from(args: argparse.Namespace):
     from edrfleet.agent.run import Options
 
     opts = Options(policy=args.policy, spool=args.spool, backend=args.backend,
-                   bpf_dir=args.bpf_dir, syslog=args.syslog, webhook=args.webhook,
+                   bpf_dir=args.bpf_dir, syslog=args.syslog, syslog_ca=args.syslog_ca,
+                   webhook=args.webhook, webhook_format=args.webhook_format,
+                   webhook_ca=args.webhook_ca, webhook_header_file=args.webhook_header_file,
                    perfbuf=args.perfbuf, print_bpf=args.print_bpf,
                    spool_max_bytes=args.spool_max_bytes)
     if args.host_name:

@@ -46,7 +46,11 @@ class Options:
     backend: str = "auto"  # auto | lsm | sigkill
     bpf_dir: Path | None = None
     syslog: str | None = None
+    syslog_ca: str | None = None
     webhook: str | None = None
+    webhook_format: str = "json"
+    webhook_ca: str | None = None
+    webhook_header_file: str | None = None
     perfbuf: bool = False
     print_bpf: bool = False
     spool_max_bytes: int = 64 * 1024 * 1024
@@ -93,13 +97,11 @@ class Agent:
         self.bpf_dir = opts.bpf_dir or default_bpf_dir()
         self.header = load_header(self.bpf_dir)
         self.spool = Spool(str(opts.spool), max_bytes=opts.spool_max_bytes)
-        self.outputs: list = []
+        self.outputs = None
         if opts.syslog or opts.webhook:  # here: urllib and friends cost 15 ms of every start
-            from edrfleet.agent.outputs import SyslogOutput, WebhookOutput
-        if opts.syslog:
-            self.outputs.append(SyslogOutput(opts.syslog, hostname=opts.host_name))
-        if opts.webhook:
-            self.outputs.append(WebhookOutput(opts.webhook))
+            from edrfleet.agent.outputs import from_options
+
+            self.outputs = from_options(opts, str(opts.spool))
         self.clock = ecs.Clock.now()
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
@@ -270,14 +272,15 @@ class Agent:
             return
         batch, self.pending = self.pending, []
         self.spool.append(batch)
-        for out in self.outputs:
-            for event in batch:
-                out.emit(event)
+        if self.outputs:
+            self.outputs.wake()  # they ship from the spool, each from its own cursor
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> None:
         """Load the policy file again; a policy that fails keeps the running one in force."""
         assert self.engine is not None
+        for error in self.outputs.reload() if self.outputs else []:
+            log(f"reload: output credentials kept: {error}")
         try:
             bundle = self.load_bundle(self.opts.policy)
             if self._wanted_backend(bundle) not in ("auto", self.engine.backend):
@@ -340,8 +343,8 @@ class Agent:
             self.engine = None
         self.status["state"] = "stopped"
         self._write_status()
-        for out in self.outputs:
-            out.close()
+        if self.outputs:
+            self.outputs.close()  # what does not go in time waits in the spool for next start
         self.spool.close()
         log("stopped: programs detached")
 
@@ -354,7 +357,7 @@ class Agent:
                 errors=c["errors"],
             )
         if self.outputs:
-            self.status["outputs"] = {type(o).__name__: o.stats() for o in self.outputs}
+            self.status["outputs"] = self.outputs.stats()
         write_status(str(self.opts.spool), self.status)
 
 

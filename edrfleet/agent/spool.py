@@ -345,6 +345,54 @@ def read_since_bytes(
     Raises:
         OSError: the directory cannot be read.
     """
+    got = read_segments(directory, cursor, max_bytes)
+    return SpoolBytes(b"".join(s.data for s in got.segments), got.cursor, got.lost)
+
+
+class Segment(NamedTuple):
+    """Lines read from one spool file: a cursor after any of them is (inode, offset + bytes)."""
+
+    inode: int
+    offset: int  # where ``data`` starts in that file
+    data: bytes  # complete lines, each ending in b"\n"
+
+
+class SpoolSegments(NamedTuple):
+    """What :func:`read_segments` returns."""
+
+    segments: list[Segment]
+    cursor: dict[str, int] | None
+    lost: bool
+
+
+def spool_inodes(directory: str) -> list[int]:
+    """Inodes of the spool's files now, oldest first (a reader's cursor is alive while its
+    inode is here)."""
+    return [ino for _rank, _name, ino in _listing(directory)]
+
+
+def open_inode(directory: str, inode: int) -> int | None:
+    """A read-only descriptor of the spool file with this inode (None: no such file).  A
+    reader that holds it keeps the inode number from being reused by a newer spool file,
+    which would make an old cursor look alive."""
+    for _rank, name, ino in _listing(directory):
+        if ino == inode:
+            try:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            if os.fstat(fd).st_ino == inode:
+                return fd
+            os.close(fd)
+    return None
+
+
+def read_segments(
+    directory: str, cursor: dict[str, int] | None, max_bytes: int | None = None
+) -> SpoolSegments:
+    """As :func:`read_since_bytes`, with the lines kept per file, so that a reader that
+    consumes only some of them (an output shipping a batch) can place its cursor after any
+    line."""
     files = _snapshot(directory)
     try:
         start, offset, lost = 0, 0, False
@@ -361,16 +409,18 @@ def read_since_bytes(
             else:
                 lost = True
         if not files:
-            return SpoolBytes(b"", cursor if cursor is not None and not lost else None, lost)
-        chunks: list[bytes] = []
+            return SpoolSegments([], cursor if cursor is not None and not lost else None, lost)
+        segments: list[Segment] = []
         budget = max_bytes
         new_cursor = {"inode": files[start][1], "offset": offset}
         for k in range(start, len(files)):
             fd, fino = files[k]
+            begin = offset if k == start else 0
             data, end, drained = _read_lines(
-                fd, offset if k == start else 0, budget, first=not any(chunks)
+                fd, begin, budget, first=not any(s.data for s in segments)
             )
-            chunks.append(data)
+            if data:
+                segments.append(Segment(fino, begin, data))
             new_cursor = {"inode": fino, "offset": end}
             if budget is not None:
                 budget -= len(data)
@@ -378,7 +428,7 @@ def read_since_bytes(
                 break
             # Drained: a rotated file is never written again, and whatever follows its last
             # newline is a crash fragment, so moving on to the next file skips nothing whole.
-        return SpoolBytes(b"".join(chunks), new_cursor, lost)
+        return SpoolSegments(segments, new_cursor, lost)
     finally:
         for fd, _ in files:
             os.close(fd)

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
-from edrfleet.fleet.transport.pool import DEFAULT_FORKS
+from edrfleet.cli import fleet_args
+from edrfleet.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
 def console(stderr: bool = False) -> Console:
@@ -58,32 +58,34 @@ def register(subparsers: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inventory", metavar="INVENTORY", help="Ansible YAML inventory")
-    p.add_argument("-l", "--limit", metavar="PATTERN", help="host pattern (Ansible's), or @FILE")
-    p.add_argument("-f", "--forks", type=int, default=DEFAULT_FORKS,
-                   help="hosts worked on at once (default %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                   help="SSH connect timeout in seconds (default %(default)s)")
+    fleet_args.add_fleet_options(p)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="one line per host phase on stderr (also when stderr is not a "
+                   "terminal), instead of the progress bar")
 
 
 def _hosts(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     from edrfleet.fleet.inventory.load import load_inventory
 
-    inv = load_inventory(args.inventory)
+    inv = load_inventory(fleet_args.inventory_sources(args))
     return inv, inv.select(args.limit)
 
 
 class LiveProgress:
-    """A rich progress bar naming the hosts being worked on (quiet when not a terminal)."""
+    """A rich progress bar naming the hosts being worked on; where nobody watches a bar (stderr
+    not a terminal) or with ``lines``, one line per host phase on stderr instead."""
 
-    def __init__(self, console: Console, total: int, verb: str) -> None:
+    def __init__(self, console: Console, total: int, verb: str, *, lines: bool = False) -> None:
         self.active: dict[str, str] = {}
+        self.total, self.finished, self.applied = total, 0, set[str]()
         self.lock = threading.Lock()
         self.verb = verb
+        self.lines = lines or not console.is_terminal
+        self.console = console
         self.progress = Progress(TextColumn("[bold]{task.fields[verb]}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
                                  TextColumn("{task.description}"), console=console,
-                                 transient=True, disable=not console.is_terminal)
+                                 transient=True, disable=self.lines)
         self.task = self.progress.add_task("", total=total, verb=verb)
 
     def __enter__(self) -> LiveProgress:
@@ -95,7 +97,13 @@ class LiveProgress:
 
     def event(self, host: str, phase: str) -> None:
         with self.lock:
+            if self.lines:  # plain text: no markup, no wrapping, one write per line
+                self.console.file.write(f"edrfleet {self.verb}: {host}: {phase}\n")
+                self.console.file.flush()
+            if phase == "apply":
+                self.applied.add(host)
             if phase == "done":
+                self.finished += 1
                 self.active.pop(host, None)
                 self.progress.advance(self.task)
             else:
@@ -106,14 +114,41 @@ class LiveProgress:
             self.progress.update(self.task, description=shown + more)
 
 
+    def interrupted(self) -> str:
+        """What Ctrl-C stopped: the hosts done, the ones let finish, the ones not done.  Only
+        the pool's steps (facts, apply) run on a host; a host whose policy was prepared is
+        waiting for its batch, not in flight."""
+        flight = sorted(h for h, phase in self.active.items() if phase in ("facts", "apply"))
+        left = self.total - self.finished - len(flight)
+        text = f"interrupted: {self.verb} stopped with {self.finished} of {self.total} hosts done"
+        if flight:
+            shown = ", ".join(f"{h} ({self.active[h]})" for h in flight[:6])
+            text += (f"; in flight, let finish that step so that none is left half-applied: "
+                     f"{shown}{' …' if len(flight) > 6 else ''}")
+        if left:
+            text += f"; {left} more not done"
+        if self.verb == "deploy" and not self.applied:
+            text += "; no host was changed"
+        return text + " (edrfleet status shows each host; run it again to finish)"
+
+
 def print_recap(console: Console, results: list[Any], title: str = "RECAP") -> None:
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for col in ("host", "result", "seconds", "detail"):
         table.add_column(col, overflow="fold", justify="right" if col == "seconds" else "left")
     for r in results:
         table.add_row(r.name, Text(r.status, style=COLORS.get(r.status, "")),
-                      f"{r.seconds:.2f}", Text(r.message))
+                      f"{r.seconds:.2f}", Text(fleet_args.without_host(r.name, r.message)))
     console.print(table)
+
+
+def print_diffs(results: list[Any]) -> None:
+    """Each host's policy diff, as written: a unified diff stays one (``patch`` applies it),
+    never wrapped or restyled by the console."""
+    for r in results:
+        if r.diff:
+            sys.stdout.write(r.diff if r.diff.endswith("\n") else r.diff + "\n")
+    sys.stdout.flush()
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -121,17 +156,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from edrfleet.fleet.inventory.patterns import write_retry
     from edrfleet.fleet.transport.pool import parse_serial
 
-    inv, hosts = _hosts(args)
-    opts = DeployOptions(forks=args.forks, serial=parse_serial(args.serial),
+    opts = DeployOptions(forks=fleet_args.forks(args), serial=parse_serial(args.serial),
                          max_fail_percent=args.max_fail_percent, check=args.check,
-                         diff=args.diff, connect_timeout=args.connect_timeout,
+                         diff=args.diff, connect_timeout=fleet_args.connect_timeout(args),
                          command_timeout=args.timeout)
+    inv, hosts = _hosts(args)
+    fleet_args.warn_typos(hosts)
     out, err = console(), console(stderr=True)
-    with LiveProgress(err, len(hosts), "check" if args.check else "deploy") as live:
-        report = deploy(inv, args.limit, opts, on_event=live.event)
-    for r in report.results:
-        if r.diff:
-            out.print(Text(r.diff), end="")
+    live = LiveProgress(err, len(hosts), "check" if args.check else "deploy", lines=args.verbose)
+    try:
+        with live:
+            report = deploy(inv, args.limit, opts, on_event=live.event)
+    except KeyboardInterrupt:
+        print(f"edrfleet: {live.interrupted()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print_diffs(report.results)
     print_recap(out, report.results, "RECAP" + (" (check: nothing changed)" if args.check
                                                 else ""))
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("ok", "changed", "unreachable",
@@ -150,9 +189,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.status import STATUS_COUNTERS, fleet_status
 
+    forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)
-    rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=args.forks,
-                        connect_timeout=args.connect_timeout)
+    rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=forks,
+                        connect_timeout=timeout)
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
@@ -168,18 +208,34 @@ def cmd_status(args: argparse.Namespace) -> int:
         console().print(table)
         for r in rows:
             if r.message or r.last_error:
-                print(f"{r.name}: {r.message or r.last_error}", file=sys.stderr)
-    return EXIT_FAILED if any(not r.reachable for r in rows) else EXIT_OK
+                text = fleet_args.without_host(r.name, r.message or r.last_error)
+                print(f"{r.name}: {text}", file=sys.stderr)
+    return EXIT_FAILED if not_as_wanted(hosts, rows) else EXIT_OK
+
+
+def not_as_wanted(hosts: list[Any], rows: list[Any]) -> list[str]:
+    """The hosts whose agent is not in force in the mode its inventory asks for: enforcing, or
+    monitoring where ``edrfleet_mode: monitor`` (unreachable, not installed, stopped, failed
+    and the other mode all count)."""
+    mode = {h.name: str(h.vars.get("edrfleet_mode", "enforce")) for h in hosts}
+    return [r.name for r in rows
+            if r.state != ("monitoring" if mode.get(r.name) == "monitor" else "enforcing")]
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.uninstall import fleet_uninstall
 
+    forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)
     err = console(stderr=True)
-    with LiveProgress(err, len(hosts), "uninstall") as live:
-        results = fleet_uninstall(Path(inv.path).resolve().parent, hosts, purge=args.purge,
-                                  forks=args.forks, connect_timeout=args.connect_timeout,
-                                  on_done=lambda h, r: live.event(h.name, "done"))
+    live = LiveProgress(err, len(hosts), "uninstall", lines=args.verbose)
+    try:
+        with live:
+            results = fleet_uninstall(Path(inv.path).resolve().parent, hosts, purge=args.purge,
+                                      forks=forks, connect_timeout=timeout,
+                                      on_done=lambda h, r: live.event(h.name, "done"))
+    except KeyboardInterrupt:
+        print(f"edrfleet: {live.interrupted()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print_recap(console(), results)
     return EXIT_FAILED if any(r.failed for r in results) else EXIT_OK

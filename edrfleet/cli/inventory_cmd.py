@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any
 
+from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_OK
 from edrfleet.fleet.inventory.load import load_inventory
 
@@ -20,8 +21,7 @@ def register(subparsers: Any) -> None:
         "inventory", help="print the resolved inventory (like ansible-inventory --list)",
         description="Resolve an Ansible inventory (groups, ranges, group_vars, host_vars) "
         "and print it as JSON in the shape of 'ansible-inventory --list'.")
-    parser.add_argument("inventory", metavar="INVENTORY",
-                        help="YAML/INI/TOML file, directory, script, plugin config or 'h1,h2,'")
+    fleet_args.add_inventory(parser)
     parser.add_argument("-l", "--limit", metavar="PATTERN",
                         help="only hosts matching an Ansible pattern (web:&prod:!web3, @FILE)")
     show = parser.add_mutually_exclusive_group()
@@ -48,7 +48,7 @@ def _warnings_to_stderr() -> None:
 
 def cmd_inventory(args: Any) -> int:
     _warnings_to_stderr()
-    inventory = load_inventory(args.inventory)
+    inventory = load_inventory(fleet_args.inventory_sources(args))
     for warning in inventory.warnings:
         print(f"edrfleet: warning: {warning}", file=sys.stderr)
     if args.graph:

@@ -18,7 +18,9 @@ from edrfleet.errors import EdrfleetError, InputError
 def build_parser() -> argparse.ArgumentParser:
     from edrfleet.cli import (
         agent_cmd,
+        config_cmd,
         deploy_cmd,
+        events_cmd,
         inventory_cmd,
         lab_cmd,
         policy_cmd,
@@ -31,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edrfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (policy_cmd, agent_cmd, inventory_cmd, lab_cmd, report_cmd, deploy_cmd):
+    for module in (policy_cmd, agent_cmd, inventory_cmd, lab_cmd, report_cmd, events_cmd,
+                   deploy_cmd, config_cmd):
         module.register(sub)
     return parser
 
@@ -41,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the fleet commands say first what was interrupted, and how far
+        print(f"edrfleet: interrupted (Ctrl-C) during {args.command}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

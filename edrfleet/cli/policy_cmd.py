@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_OK, EXIT_USAGE
 from edrfleet.policy import PolicyError, PolicyErrors, simulate
 from edrfleet.policy.bundle import bundle_summary
@@ -49,7 +50,7 @@ def register(subparsers: Any) -> None:
         "render", help="one host's policy, rendered from templates/policy.yaml.j2",
         description="Render (and compile, to check it) the policy of one inventory host with its "
         "merged variables and the facts gathered from it over SSH.")
-    render.add_argument("inventory", metavar="INVENTORY")
+    fleet_args.add_inventory(render)
     render.add_argument("host", metavar="HOST")
     render.add_argument("--no-facts", action="store_true",
                         help="do not connect: render with edrfleet_facts = {}")
@@ -186,8 +187,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from edrfleet.fleet.deploy.preview import preview_host_policy
     from edrfleet.fleet.inventory.load import load_inventory
 
-    hp = preview_host_policy(load_inventory(args.inventory), args.host,
-                             facts=not args.no_facts)
+    inventory = load_inventory(fleet_args.inventory_sources(args))
+    fleet_args.warn_typos([h for h in inventory.hosts.values() if h.name == args.host])
+    hp = preview_host_policy(inventory, args.host, facts=not args.no_facts,
+                             connect_timeout=fleet_args.config()["timeout"])
     sys.stdout.write(hp.yaml_text)
     print(f"{args.host}: {len(hp.bundle['rules'])} rules, sha256 {hp.sha256}", file=sys.stderr)
     return EXIT_OK

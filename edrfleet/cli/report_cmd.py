@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edrfleet.cli import fleet_args
 from edrfleet.cli.exits import EXIT_FAILED, EXIT_OK
-from edrfleet.fleet.report.formats import FORMATS
-from edrfleet.fleet.report.pull import DEFAULT_FORKS
-from edrfleet.fleet.report.store import DEFAULT_DB
+from edrfleet.fleet.report.formats import CSV_SECTIONS, FORMATS
+from edrfleet.fleet.report.html_report import HOST_EVENTS, LATEST_EVENTS
+from edrfleet.fleet.report.store import DEFAULT_DB, ReportError
 
 
 def _write(path: Path, text: str) -> None:
@@ -31,10 +32,15 @@ def _write(path: Path, text: str) -> None:
 
 
 @contextmanager
-def _progress(show: bool) -> Iterator[tuple[Any, Any]]:
-    """A progress bar on stderr while hosts are pulled (only on a terminal)."""
-    if not show:
-        yield None, None
+def _progress(bar: bool, command: str = "report") -> Iterator[tuple[Any, Any]]:
+    """A progress bar on stderr while hosts are pulled; without one (stderr not a terminal,
+    or -v), one line per host pulled."""
+    if not bar:
+        def line(p: Any) -> None:
+            what = f"pulled, {p.inserted} new events" if p.ok else "not pulled"
+            print(f"edrfleet {command}: {p.host}: {what}", file=sys.stderr, flush=True)
+
+        yield None, line
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -61,37 +67,48 @@ def _run(args: argparse.Namespace) -> int:
     from edrfleet.fleet.report.summary import parse_since
 
     since = parse_since(args.since) if args.since else None
-    with _progress(sys.stderr.isatty()) as (on_start, on_done):
-        report = run_report(args.inventory, limit=args.limit, db=args.db, since=since,
-                            forks=args.forks, pull=not args.no_pull, on_start=on_start,
-                            on_done=on_done)
+    if args.section is not None and args.format != "csv":
+        raise ReportError(f"--section: CSV's table; --format {args.format} shows them all "
+                          "(fix: --format csv, or leave --section out)")
+    html = args.format == "html"  # the page lists events; the other formats count them
+    with _progress(sys.stderr.isatty() and not args.verbose) as (on_start, on_done):
+        report = run_report(fleet_args.inventory_sources(args), limit=args.limit, db=args.db,
+                            since=since, forks=fleet_args.forks(args), pull=not args.no_pull,
+                            connect_timeout=fleet_args.connect_timeout(args),
+                            on_start=on_start, on_done=on_done,
+                            latest_events=LATEST_EVENTS if html else 0,
+                            per_host_events=HOST_EVENTS if html else 0)
     terminal = args.output is None and sys.stdout.isatty()
     width = os.get_terminal_size().columns if terminal else 120
-    text = render(report.summary, args.format, terminal=terminal, width=width)
+    text = render(report.summary, args.format, terminal=terminal, width=width,
+                  section=args.section or "hosts")
     if args.output is not None:
         _write(args.output, text)
     else:
         sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
         sys.stdout.flush()
     for p in report.failed:
-        print(f"edrfleet: {p.host}: not pulled: {p.error}", file=sys.stderr)
+        print(f"edrfleet: {p.host}: not pulled: {fleet_args.without_host(p.host, p.error)}",
+              file=sys.stderr)
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="pull new events from the hosts and summarize")
-    p.add_argument("inventory", type=Path, metavar="INVENTORY")
-    p.add_argument("--limit", default=None, help="Ansible host pattern (default: all)")
+    fleet_args.add_fleet_options(p)
     p.add_argument("--db", default=str(DEFAULT_DB), metavar="FILE|URI",
                    help="the central store: a SQLite file (default %(default)s) or "
                         "postgresql://USER@HOST/DB (several controllers may share it)")
     p.add_argument("--since", default=None, metavar="T",
                    help="summarize events since T: 1h, 7d, 2026-12-01T05:00Z (default: all)")
     p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--section", choices=CSV_SECTIONS, default=None,
+                   help="CSV holds one table: which (default hosts; top: the blocked and "
+                        "would-block commands; totals: one row)")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                    help="write the report to FILE (replaced whole) instead of stdout")
-    p.add_argument("--forks", type=int, default=DEFAULT_FORKS,
-                   help="hosts pulled at once (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="one line per host pulled on stderr instead of the progress bar")
     p.add_argument("--no-pull", action="store_true",
                    help="summarize what the store holds, without contacting the hosts")
     p.set_defaults(func=_run)

@@ -254,8 +254,10 @@ def test_a_bad_regex_on_one_host_stops_the_deploy_before_any_host_is_touched(
         assert main(["deploy", str(lab_hosts.inventory)]) == 2
     finally:
         shutil.rmtree(hv)
-    err_lines = capsys.readouterr().err.strip().splitlines()
+    err_lines = [line for line in capsys.readouterr().err.strip().splitlines()
+                 if not line.startswith("edrfleet deploy: ")]  # progress: not a terminal
     assert len(err_lines) == 1 and f"host {bad}:" in err_lines[0]
+    assert err_lines[0].startswith("edrfleet: error: ")
     assert tree(lab_hosts) == files
 
 

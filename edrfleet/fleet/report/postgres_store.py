@@ -21,6 +21,9 @@ A batch holding a line the server refuses (not JSON, ``\\u0000`` or a lone surro
 NaN, a NUL byte) is redone line by line, each in a savepoint, counting the refused lines;
 a line holding lone surrogates (not UTF-8) has them written as visible ``\\udcff`` text.
 Command lines are sensitive: grant the ``edrfleet`` schema to the report's role only.
+
+Reads filter and group in SQL; the top lists' command pattern is ``regexp_replace`` with the
+expressions of :mod:`edrfleet.fleet.report.queries` (the same result as SQLite's, tested).
 """
 
 from __future__ import annotations
@@ -36,11 +39,20 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from edrfleet.fleet.report.fields import COLUMNS, first_of, postgres_path
+from edrfleet.fleet.report.fields import COLUMNS, first_of, postgres_path, sql_string
+from edrfleet.fleet.report.queries import (
+    EVENT_COLUMNS,
+    LIKE_ESCAPE,
+    MARK,
+    NUMBER,
+    PROGRAM_DIR,
+    like_pattern,
+)
 from edrfleet.fleet.report.store import (
     SCHEMA_VERSION,
     UNCHECKED,
     Cursor,
+    EventFilter,
     Ingested,
     ReportError,
     Store,
@@ -119,13 +131,32 @@ def _escape_surrogates(line: str) -> str:
     return _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", line)
 
 
-def _where(hosts: Sequence[str], since: float | None) -> tuple[str, list[Any]]:
-    sql = "host = ANY(%s)"
-    params: list[Any] = [list(hosts)]
+def _where(hosts: Sequence[str] | None, since: float | None) -> tuple[str, list[Any]]:
+    sql = "host = ANY(%s)" if hosts is not None else "true"
+    params: list[Any] = [list(hosts)] if hosts is not None else []
     if since is not None:
         sql += " AND ts >= %s"
         params.append(since)
     return sql, params
+
+
+def _filter(f: EventFilter) -> tuple[str, list[Any]]:
+    sql, params = _where(f.hosts, f.since)
+    for column, value in (("rule", f.rule), ("action", f.action)):
+        if value is not None:
+            sql += f" AND {column} = %s"
+            params.append(value)
+    if f.search is not None:
+        sql += f" AND cmdline ILIKE %s ESCAPE {sql_string(LIKE_ESCAPE)}"
+        params.append(like_pattern(f.search))
+    return sql, params
+
+
+_COLUMNS = ", ".join(EVENT_COLUMNS)
+_NEWEST = 'ts DESC NULLS LAST, id COLLATE "C" DESC'
+# edrfleet.fleet.report.queries.command_pattern, in the server's regular expressions
+_PATTERN = (f"regexp_replace(regexp_replace(cmdline, {sql_string(PROGRAM_DIR)}, ''), "
+            f"{sql_string(NUMBER)}, {sql_string(MARK)}, 'g')")
 
 
 def safe_location(dsn: str) -> str:
@@ -317,20 +348,42 @@ class PostgresStore:
         where, params = _where(hosts, since)
         return self.query(
             f"SELECT host, rule, severity, action, trunc((ts - %s) / %s)::bigint AS b, count(*),"
-            f" max(ts) FROM edrfleet.events WHERE {where}"
+            f" max(ts), max(id) FROM edrfleet.events WHERE {where}"
             f" GROUP BY host, rule, severity, action, b", [start, size, *params])
 
-    def top_blocked(self, hosts: Sequence[str], since: float | None,
-                    limit: int) -> list[tuple[Any, ...]]:
+    def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
+                     limit: int) -> list[tuple[Any, ...]]:
         where, params = _where(hosts, since)
-        # COLLATE "C": ties in the order SQLite gives them (bytes), whatever the database's.
+        # COLLATE "C": the example and ties in the order SQLite gives them (bytes).
         return self.query(
-            f"SELECT cmdline, count(*), count(DISTINCT host), max(ts) FROM edrfleet.events "
-            f"WHERE {where} AND action = 'blocked' GROUP BY cmdline "
-            f'ORDER BY count(*) DESC, cmdline COLLATE "C" LIMIT %s', [*params, limit])
+            f'SELECT rule, {_PATTERN} AS p, count(*), count(DISTINCT host), '
+            f'count(DISTINCT cmdline), min(cmdline COLLATE "C"), max(ts) FROM edrfleet.events '
+            f"WHERE {where} AND action = %s GROUP BY rule, p "
+            f'ORDER BY count(*) DESC, coalesce(rule, \'\') COLLATE "C", '
+            f'{_PATTERN} COLLATE "C" '
+            f"LIMIT %s", [*params, action, limit])
+
+    def events(self, where: EventFilter, limit: int | None) -> list[tuple[Any, ...]]:
+        sql, params = _filter(where)
+        return self.query(f"SELECT {_COLUMNS} FROM edrfleet.events WHERE {sql} "
+                          f"ORDER BY {_NEWEST} LIMIT %s", [*params, limit])
+
+    def latest_per_host(self, hosts: Sequence[str], since: float | None,
+                        per_host: int) -> list[tuple[Any, ...]]:
+        where, params = _where(hosts, since)
+        # The window sorts ids and times only; the rows it keeps are read by key.
+        return self.query(
+            f"SELECT {_COLUMNS} FROM edrfleet.events WHERE id IN (SELECT id FROM (SELECT id, "
+            f"row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n "
+            f"FROM edrfleet.events WHERE {where}) w WHERE n <= %s) "
+            f'ORDER BY host COLLATE "C", {_NEWEST}', [*params, per_host])
+
+    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
+        return dict(self.query("SELECT id, raw FROM edrfleet.events WHERE id = ANY(%s)",
+                               [list(ids)]))
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
-        sql = "SELECT id, host, ts, action, rule, severity, cmdline, raw FROM edrfleet.events"
+        sql = f"SELECT {_COLUMNS} FROM edrfleet.events"
         params: list[Any] = []
         if host is not None:
             sql += " WHERE host = %s"

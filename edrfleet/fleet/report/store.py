@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -65,6 +66,32 @@ class Ingested(NamedTuple):
     ignored: int  # already stored (same event.id) or without an event.id
     malformed: int  # lines that are not a JSON object
     moved: bool = True  # False: another controller had moved the cursor; it was left there
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which stored events: every condition given must hold (AND).
+
+    ``hosts``: inventory names (None: all); ``since``: epoch seconds; ``rule``: a rule id;
+    ``action``: ``blocked``, ``would_block`` or ``logged``; ``search``: a substring of the
+    command line, case-insensitive (how: :mod:`edrfleet.fleet.report.queries`).
+    """
+
+    hosts: Sequence[str] | None = None
+    since: float | None = None
+    rule: str | None = None
+    action: str | None = None
+    search: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.search is not None:
+            try:
+                self.search.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ReportError("--search: holds characters that are not text (lone "
+                                  "surrogates) (fix: search for the text around them)") from None
+            if "\x00" in self.search:
+                raise ReportError("--search: holds a NUL, which no command line holds")
 
 
 class Store(Protocol):
@@ -99,17 +126,32 @@ class Store(Protocol):
     def counts(self, hosts: Sequence[str], since: float | None, start: float,
                size: float) -> list[tuple[Any, ...]]:
         """Events of ``hosts`` since ``since``, counted per (host, rule, severity, action,
-        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts)."""
+        timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts), and
+        max(id) (one event of the group, for :meth:`raw_events`)."""
         ...
 
-    def top_blocked(self, hosts: Sequence[str], since: float | None,
-                    limit: int) -> list[tuple[Any, ...]]:
-        """The most blocked command lines: (cmdline, count, hosts, max(ts)), most first."""
+    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
+        """event id -> its raw JSON line, for the ``ids`` stored (read by key)."""
         ...
 
-    def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
-        """Stored events (of ``host``): (id, host, ts, action, rule, severity, cmdline, raw),
-        by time then id."""
+    def top_commands(self, hosts: Sequence[str], since: float | None, action: str,
+                     limit: int) -> list[tuple[Any, ...]]:
+        """The commands most often given ``action``, their variants grouped (rule and
+        :func:`edrfleet.fleet.report.queries.command_pattern`): rows of (rule, pattern,
+        count, distinct hosts, distinct command lines, an example command line (the least
+        in byte order), max(ts)), most first."""
+        ...
+
+    def events(self, where: EventFilter, limit: int | None) -> list[tuple[Any, ...]]:
+        """The events ``where`` selects, newest first (by time, then id; those without a
+        time last), at most ``limit`` (None: all): rows of
+        :data:`edrfleet.fleet.report.queries.EVENT_COLUMNS`.  Filtered by the database."""
+        ...
+
+    def latest_per_host(self, hosts: Sequence[str], since: float | None,
+                        per_host: int) -> list[tuple[Any, ...]]:
+        """Each host's ``per_host`` newest events since ``since`` (as :meth:`events`' rows),
+        by host, newest first."""
         ...
 
     def close(self) -> None: ...

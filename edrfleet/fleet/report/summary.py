@@ -7,11 +7,20 @@
     hosts        [{name, pull, error, new_events, malformed, lost, blocked, would_block, logged,
                    other, last_event, state, backend, policy_sha256, agent_version}]
                  (inventory order; malformed: lines of this pull that were not JSON objects)
-    rules        [{rule, severity, blocked, would_block, logged, other, total}]  (most first)
-    top_blocked  [{command_line, count, hosts, last}]                            (most first)
+    rules        [{rule, severity, techniques, blocked, would_block, logged, other, total}]
+                 (most first; techniques: the rule's ATT&CK ids, from its events)
+    top_blocked  [{rule, pattern, command_line, count, hosts, variants, last}]  (most first)
+    top_would_block   the same for would-be blocks (monitor mode: what enforcing would stop)
     timeline     {start, end, bucket_seconds, buckets: [{start, blocked, would_block, logged,
                    other}]}
     failed_hosts [names of hosts that could not be pulled]
+
+The top lists group the variants of one command (:mod:`edrfleet.fleet.report.queries`: the
+rule, and the command line with the program's directory dropped and numbers as ``#``):
+``pattern`` is that, ``command_line`` one example, ``variants`` how many distinct command
+lines it stands for.  With ``latest_events`` (the HTML report) the summary also holds
+``events`` (the newest events of the period, :func:`edrfleet.fleet.report.events.event_row`
+dicts) and ``host_events`` (host -> its newest events).
 
 ``pull`` is ``ok``, ``failed`` or ``skipped`` (summary from the store only).  ``other`` counts
 events whose ``event.action`` is not one of the three the agent writes.  Values are the
@@ -20,52 +29,22 @@ events' own strings: formats must escape them for where they print.
 
 from __future__ import annotations
 
-import re
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from edrfleet.fleet.report.store import ReportError, Store
+from edrfleet.agent import ecs
+from edrfleet.fleet.report.events import event_row
+from edrfleet.fleet.report.store import EventFilter, Store
+from edrfleet.fleet.report.times import iso, parse_since
+
+__all__ = ["ACTIONS", "iso", "parse_since", "summarize"]
 
 ACTIONS = ("blocked", "would_block", "logged")
-TOP_BLOCKED = 10
+TOP_BLOCKED = 10  # lines in each top list
 MAX_BUCKETS = 48
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_RELATIVE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
 _BUCKET_SIZES = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
-
-
-def parse_since(text: str, now: float | None = None) -> float:
-    """``--since`` as epoch seconds: a duration back from now (``90s``, ``15m``, ``1h``,
-    ``7d``, ``2w``) or an ISO 8601 time (``2026-12-01``, ``2026-12-01T05:00``, with ``Z`` or an
-    offset; without one it is UTC, like the events).
-
-    Raises:
-        ReportError: neither; the message names the fix.
-    """
-    text = text.strip()
-    m = _RELATIVE.fullmatch(text)
-    if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ReportError(f"--since {text!r}: not a duration or an ISO time (fix: e.g. 1h, 7d, "
-                         "2026-12-01T05:00Z)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    try:
-        when = datetime.fromtimestamp(ts, tz=UTC)
-    except (OverflowError, OSError, ValueError):  # a hostile @timestamp far out of range
-        return None
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _zero() -> dict[str, int]:
@@ -97,45 +76,63 @@ def _status_fields(status: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
-              pulls: Mapping[str, Any] | None = None, now: float | None = None) -> dict[str, Any]:
+              pulls: Mapping[str, Any] | None = None, now: float | None = None,
+              latest_events: int = 0, per_host_events: int = 0) -> dict[str, Any]:
     """Summarize ``hosts`` (inventory names, in order) from ``store``.
 
-    Two passes over the events of the period: one grouped by host, rule, severity, action and
-    timeline bucket (everything but the command lines), one over the blocked command lines.
+    Passes over the events of the period: one grouped by host, rule, severity, action and
+    timeline bucket (everything but the command lines), one over the blocked and one over the
+    would-be-blocked command lines; then one event per rule is read whole, by key (its
+    techniques).
 
     Args:
         pulls: host -> its pull result (:class:`edrfleet.fleet.report.pull.HostPull`), for the
             pull column; hosts missing from it show ``skipped``.
         now: the clock (tests).
+        latest_events, per_host_events: also the period's newest events, and each host's
+            (``events``, ``host_events``; 0: none).
     """
     now = time.time() if now is None else now
     tl_start, size, n_buckets = _timeline_frame(store, since, now)
     buckets = [{"start": iso(tl_start + k * size)} | _zero() for k in range(n_buckets)]
     per_host = {h: _zero() | {"last_event": None} for h in hosts}
     rules: dict[tuple[str, str], dict[str, int]] = {}
-    for host, rule, severity, action, b, n, last in store.counts(hosts, since, tl_start,
-                                                                 size or 1):
+    rule_event: dict[str, tuple[float, str]] = {}  # rule -> (time, id) of a recent event
+    for host, rule, severity, action, b, n, last, eid in store.counts(hosts, since, tl_start,
+                                                                      size or 1):
         key = _action(action)
         row = per_host[host]
         row[key] += n
         if last is not None and (row["last_event"] is None or last > row["last_event"]):
             row["last_event"] = last
+        known = rule_event.get(str(rule or ""))
+        if known is None or (last or 0) > known[0]:  # its newest group's: today's tags
+            rule_event[str(rule or "")] = (last or 0, eid)
         counts = rules.setdefault((str(rule or ""), str(severity or "")), _zero())
         counts[key] += n
         if b is not None and 0 <= b < n_buckets:
             buckets[b][key] += n
-    return {
+    out = {
         "generated_at": iso(now),
         "since": iso(since),
         "db": store.location,
         "totals": _totals(per_host.values()),
         "hosts": _hosts(store, hosts, per_host, pulls or {}),
-        "rules": _rules(rules),
-        "top_blocked": _top_blocked(store, hosts, since),
+        "rules": _rules(rules, _techniques(store, rule_event)),
+        "top_blocked": _top(store, hosts, since, "blocked"),
+        "top_would_block": _top(store, hosts, since, "would_block"),
         "timeline": {"start": iso(tl_start), "end": iso(tl_start + n_buckets * size),
                      "bucket_seconds": size, "buckets": buckets},
         "failed_hosts": [h for h in hosts if pulls and h in pulls and not pulls[h].ok],
     }
+    if latest_events or per_host_events:
+        rows = store.events(EventFilter(hosts, since), latest_events) if latest_events else []
+        out["events"] = [event_row(r) for r in rows]
+        host_events: dict[str, list[dict[str, Any]]] = {}
+        for r in store.latest_per_host(hosts, since, per_host_events) if per_host_events else ():
+            host_events.setdefault(r[1], []).append(event_row(r))
+        out["host_events"] = host_events
+    return out
 
 
 def _timeline_frame(store: Store, since: float | None, now: float) -> tuple[float, int, int]:
@@ -179,15 +176,31 @@ def _hosts(store: Store, hosts: Sequence[str], per_host: dict[str, dict[str, Any
     return out
 
 
-def _rules(rules: dict[tuple[str, str], dict[str, int]]) -> list[dict[str, Any]]:
-    out = [{"rule": r, "severity": s, **c, "total": sum(c.values())}
-           for (r, s), c in rules.items()]
+def _techniques(store: Store, rule_event: Mapping[str, tuple[float, str]]) -> dict[str, list]:
+    """rule -> its ATT&CK technique ids, as one of its recent events carries them
+    (``threat.*`` comes from the rule's tags, the same in every event of one policy)."""
+    raws = store.raw_events([eid for _t, eid in rule_event.values()])
+    out = {}
+    for rule, (_t, eid) in rule_event.items():
+        try:
+            ids = ecs.get(json.loads(raws.get(eid, "{}")), ecs.TECHNIQUE_ID)
+        except (ValueError, AttributeError):  # not JSON to Python, or not an object
+            continue
+        out[rule] = [str(i) for i in ids] if isinstance(ids, list) else []
+    return out
+
+
+def _rules(rules: dict[tuple[str, str], dict[str, int]],
+           techniques: Mapping[str, list]) -> list[dict[str, Any]]:
+    out = [{"rule": r, "severity": s, "techniques": techniques.get(r, []), **c,
+            "total": sum(c.values())} for (r, s), c in rules.items()]
     out.sort(key=lambda x: (-x["total"], x["rule"], x["severity"]))
     return out
 
 
-def _top_blocked(store: Store, hosts: Sequence[str],
-                 since: float | None) -> list[dict[str, Any]]:
-    rows = store.top_blocked(hosts, since, TOP_BLOCKED)
-    return [{"command_line": "" if c is None else str(c), "count": n, "hosts": nh,
-             "last": iso(last)} for c, n, nh, last in rows]
+def _top(store: Store, hosts: Sequence[str], since: float | None,
+         action: str) -> list[dict[str, Any]]:
+    rows = store.top_commands(hosts, since, action, TOP_BLOCKED)
+    return [{"rule": "" if rule is None else str(rule), "pattern": "" if p is None else str(p),
+             "command_line": "" if c is None else str(c), "count": n, "hosts": nh,
+             "variants": nv, "last": iso(last)} for rule, p, n, nh, nv, c, last in rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,21 +20,33 @@ DEFAULT_FORKS = 50
 def run_pool(items: Sequence[T], task: Callable[[T], R], *, forks: int,
              on_error: Callable[[T, BaseException], R],
              on_done: Callable[[T, R], None] | None = None) -> list[R]:
-    """``task(item)`` for every item, at most ``forks`` at once; results in item order."""
+    """``task(item)`` for every item, at most ``forks`` at once; results in item order.
+
+    KeyboardInterrupt: the items not started are dropped, those running are waited for, then
+    it propagates."""
     if not items:
         return []
     results: dict[int, R] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(items)))) as ex:
-        futures = {ex.submit(task, item): i for i, item in enumerate(items)}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as exc:  # one host's bug must not stop the fleet
-                res = on_error(items[i], exc)
-            results[i] = res
-            if on_done is not None:
-                on_done(items[i], res)
+        futures: dict[Future[R], int] = {}
+        try:
+            for i, item in enumerate(items):
+                futures[ex.submit(task, item)] = i
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # one host's bug must not stop the fleet
+                    res = on_error(items[i], exc)
+                results[i] = res
+                if on_done is not None:
+                    on_done(items[i], res)
+        except KeyboardInterrupt:
+            # Ctrl-C: start no other item, and let those in flight finish: a host's apply is
+            # one host-side script, and cutting its connection half-way could leave the host
+            # half-changed with no way to roll it back.
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
     return [results[i] for i in range(len(items))]
 
 

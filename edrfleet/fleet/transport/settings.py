@@ -1,7 +1,9 @@
 """What one host's inventory variables say about reaching it over SSH (no I/O here).
 
-The variables are docs/fleet.md's table; ``ansible_ssh_common_args`` contributes only its proxy
-options (``-o ProxyCommand=…``, ``-o ProxyJump=…``, ``-J …``), parsed as ssh(1) does.
+The variables are docs/fleet.md's table; below each one, Ansible's environment variables and
+ansible.cfg (edrfleet.fleet.config: host variable > ANSIBLE_* > ansible.cfg > default).
+``ssh_args``/``ssh_common_args``/``ssh_extra_args`` contribute only their proxy options
+(``-o ProxyCommand=…``, ``-o ProxyJump=…``, ``-J …``), parsed as ssh(1) does.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edrfleet.fleet.config import AnsibleConfig, Value, current
 
 _TRUE = {"1", "yes", "y", "true", "on"}
 _FALSE = {"0", "no", "n", "false", "off", ""}
@@ -65,13 +69,13 @@ def parse_jump(spec: str, *, default_user: str) -> tuple[Hop, ...]:
     return tuple(hops)
 
 
-def parse_common_args(args: str, target: Hop, *, host: str) -> Proxy:
+def parse_common_args(args: str, target: Hop, *, host: str,
+                      var: str = "ansible_ssh_common_args") -> Proxy:
     """The proxy settings in ``ansible_ssh_common_args`` (other options are ignored).
 
     >>> parse_common_args("-o ProxyJump=bastion:2222", Hop("10.0.0.5", 22, "root"), host="web1")
     Proxy(command=None, jumps=(Hop(host='bastion', port=2222, user='root'),))
     """
-    var = "ansible_ssh_common_args"
     try:
         words = shlex.split(args or "")
     except ValueError as exc:
@@ -116,11 +120,11 @@ def parse_common_args(args: str, target: Hop, *, host: str) -> Proxy:
     return Proxy()
 
 
-def _check_become(name: str, hv: Mapping[str, Any]) -> None:
+def _check_become(name: str, method: Value, hv: Mapping[str, Any]) -> None:
     """become is ``sudo -n`` only: refuse settings it would silently ignore."""
-    method = str(hv.get("ansible_become_method") or "sudo")
-    if method != "sudo":
-        raise ValueError(f"{name}: ansible_become_method {method!r}: only sudo is supported "
+    if str(method.value or "sudo") != "sudo":
+        where = _where(method, "become_method")
+        raise ValueError(f"{name}: {where} {method.value!r}: only sudo is supported "
                          "(fix: sudo, or connect as the user you need)")
     for var in ("ansible_become_password", "ansible_become_pass", "ansible_sudo_pass"):
         if hv.get(var):
@@ -128,13 +132,55 @@ def _check_become(name: str, hv: Mapping[str, Any]) -> None:
                              "prompts (fix: a NOPASSWD sudoers rule for the connecting user)")
 
 
-def become_prefix(name: str, hv: Mapping[str, Any], user: str) -> tuple[str, ...]:
-    """``sudo -n [-u USER] --`` when the host's variables ask to become a user other than the
-    one commands run as (``user``); () otherwise."""
-    if not as_bool(hv.get("ansible_become", False), host=name, var="ansible_become"):
+def _where(v: Value, key: str) -> str:
+    """Where a setting came from, for a message: the variable, the environment or the file."""
+    if v.origin.startswith(("var: ", "env: ")):
+        return v.origin[5:]
+    return f"{key} in {v.origin}" if v.origin != "default" else key
+
+
+def _bool(name: str, v: Value) -> bool:
+    """A host variable is checked strictly (a typo there is an error, as before); the
+    environment and ansible.cfg were already converted with Ansible's non-strict rule."""
+    if v.origin.startswith("var: "):
+        return as_bool(v.value, host=name, var=v.origin[5:])
+    return bool(v.value)
+
+
+def _host_key_policy(name: str, hv: Mapping[str, Any], cfg: AnsibleConfig) -> str:
+    """edrfleet_host_key_policy on the host wins; else Ansible's host_key_checking maps true to
+    strict and false to accept-new (a changed key fails the host either way)."""
+    policy = hv.get("edrfleet_host_key_policy")
+    if policy is None:
+        checking = _bool(name, cfg.for_host("host_key_checking", hv))
+        return "strict" if checking else "accept-new"
+    if str(policy) not in ("strict", "accept-new"):
+        raise ValueError(f"{name}: edrfleet_host_key_policy {policy!r} is not strict or "
+                         "accept-new (fix: one of those)")
+    return str(policy)
+
+
+def _proxy(name: str, hv: Mapping[str, Any], cfg: AnsibleConfig, target: Hop) -> Proxy:
+    """The proxy options of ssh_args, ssh_common_args and ssh_extra_args (each from the host
+    variable, the environment or ansible.cfg).  Ansible puts them on ssh's command line in that
+    order and ssh(1) keeps the first value it obtains, so the first that names a proxy wins."""
+    for key in ("ssh_args", "ssh_common_args", "ssh_extra_args"):
+        v = cfg.for_host(key, hv)
+        got = parse_common_args(str(v.value or ""), target, host=name, var=_where(v, key))
+        if got != Proxy():
+            return got
+    return Proxy()
+
+
+def become_prefix(name: str, hv: Mapping[str, Any], user: str,
+                  config: AnsibleConfig | None = None) -> tuple[str, ...]:
+    """``sudo -n [-u USER] --`` when the host asks to become a user other than the one its
+    commands run as (``user``); () otherwise.  SSH and the local transport both use it."""
+    cfg = config if config is not None else current()
+    if not _bool(name, cfg.for_host("become", hv)):
         return ()
-    _check_become(name, hv)
-    become_user = str(hv.get("ansible_become_user") or "root")
+    _check_become(name, cfg.for_host("become_method", hv), hv)
+    become_user = str(cfg.for_host("become_user", hv).value or "root")
     if become_user == user:
         return ()
     return ("sudo", "-n", *(() if become_user == "root" else ("-u", become_user)), "--")
@@ -142,7 +188,8 @@ def become_prefix(name: str, hv: Mapping[str, Any], user: str) -> tuple[str, ...
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything Transport reads from one host's variables."""
+    """Everything Transport reads from one host's variables (and, below them, ANSIBLE_* and
+    ansible.cfg: edrfleet.fleet.config)."""
 
     name: str
     target: Hop
@@ -152,27 +199,42 @@ class Settings:
     known_hosts_files: tuple[Path, ...]
     record_file: Path            # the inventory-level file; accept-new appends here
     accept_new: bool
+    connect_timeout: float | None = None   # ansible_ssh_timeout of this host
 
     @classmethod
-    def from_vars(cls, name: str, hv: Mapping[str, Any], inventory_dir: Path) -> Settings:
-        user = str(hv.get("ansible_user") or getpass.getuser())
+    def from_vars(cls, name: str, hv: Mapping[str, Any], inventory_dir: Path,
+                  config: AnsibleConfig | None = None) -> Settings:
+        cfg = config if config is not None else current()
+        user = str(cfg.for_host("remote_user", hv).value or getpass.getuser())
+        port_v = cfg.for_host("remote_port", hv)
         try:
-            port = int(hv.get("ansible_port", 22))
+            port = int(port_v.value if port_v.value is not None else 22)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: ansible_port {hv.get('ansible_port')!r} is not a "
+            where = _where(port_v, "remote_port")
+            raise ValueError(f"{name}: {where} {port_v.value!r} is not a "
                              "number (fix: a TCP port like 22)") from None
         target = Hop(str(hv.get("ansible_host") or name), port, user)
-        key = hv.get("ansible_ssh_private_key_file")
+        key = cfg.for_host("private_key_file", hv).value
         key_file = os.path.expanduser(str(key)) if key else None
-        prefix = become_prefix(name, hv, user)
-        policy = str(hv.get("edrfleet_host_key_policy", "strict"))
-        if policy not in ("strict", "accept-new"):
-            raise ValueError(f"{name}: edrfleet_host_key_policy {policy!r} is not strict or "
-                             "accept-new (fix: one of those)")
+        prefix = become_prefix(name, hv, user, cfg)
+        policy = _host_key_policy(name, hv, cfg)
         # Without edrfleet_known_hosts_file, accept-new records beside the inventory.
         record = Path(os.path.normpath(Path(inventory_dir) / os.path.expanduser(
             str(hv.get("edrfleet_known_hosts_file") or "known_hosts"))))
         files = (Path(os.path.expanduser("~/.ssh/known_hosts")), record)
-        return cls(name, target, key_file, parse_common_args(
-            str(hv.get("ansible_ssh_common_args") or ""), target, host=name), prefix,
-            files, record, policy == "accept-new")
+        return cls(name, target, key_file, _proxy(name, hv, cfg, target), prefix,
+                   files, record, policy == "accept-new", _timeout(name, hv))
+
+
+def _timeout(name: str, hv: Mapping[str, Any]) -> float | None:
+    value = hv.get("ansible_ssh_timeout")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"{name}: ansible_ssh_timeout {value!r} is not a number of seconds "
+                         "(fix: e.g. 10)")
+    return seconds

@@ -1,9 +1,10 @@
 """SSH to one host: Fabric's Connection underneath, strict host keys, argv quoted, bytes kept.
 
-Where the settings come from: only the host's inventory variables (docs/fleet.md).  No
-``ssh_config`` file is read (neither ~/.ssh/config nor /etc/ssh/ssh_config) and no Fabric or
-Invoke config file either: a deploy must not change behaviour with whoever's home directory it
-runs from.  Jump hosts and proxies go in ``ansible_ssh_common_args``; of those arguments only
+Where the settings come from: the host's inventory variables, and below them Ansible's own
+configuration, ansible.cfg and ANSIBLE_* (settings.py, edrfleet/fleet/config.py; docs/fleet.md).
+No ``ssh_config`` file is read (neither ~/.ssh/config nor /etc/ssh/ssh_config) and no Fabric
+or Invoke config file either: only what Ansible itself would use.  Jump hosts and proxies
+go in ``ansible_ssh_common_args``; of those arguments only
 ``-o ProxyCommand=…``, ``-o ProxyJump=…`` and ``-J …`` are used, everything else is ignored
 (known hosts come from ``edrfleet_known_hosts_file``, never from ``-o UserKnownHostsFile``).
 
@@ -47,6 +48,7 @@ from edrfleet.fleet.transport.base import (
     Unreachable,
     checked,
 )
+from edrfleet.fleet.transport.reasons import plain_reason
 from edrfleet.fleet.transport.settings import Hop, Settings
 
 _BUF = 1 << 16
@@ -109,7 +111,8 @@ class SshTransport(PosixTransport):
                  connect_timeout: float = 10) -> None:
         self.name = host.name
         self.settings = Settings.from_vars(host.name, host.vars, Path(inventory_dir))
-        self.connect_timeout = max(1, int(round(connect_timeout)))
+        self.connect_timeout = max(1, int(round(self.settings.connect_timeout
+                                                or connect_timeout)))
         self.become_prefix = self.settings.become_prefix
         self._conn: Connection | None = None
         self._conns: list[Connection] = []  # target last; jump hosts before it
@@ -143,8 +146,8 @@ class SshTransport(PosixTransport):
         self.close()
         s = self.settings
         if s.key_file and not os.path.isfile(s.key_file):
-            raise Unreachable(f"{self.name}: ansible_ssh_private_key_file {s.key_file} does "
-                              "not exist (fix: the path of the private key)")
+            raise Unreachable(f"{self.name}: the private key file {s.key_file} does not "
+                              "exist (fix: the path of the private key)")
         try:
             known = kh.KnownHosts(list(s.known_hosts_files))
         except OSError as exc:
@@ -184,12 +187,10 @@ class SshTransport(PosixTransport):
                 "and connect again") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
-            if isinstance(exc, TimeoutError):
-                why = "timed out"
-            elif isinstance(exc, paramiko.ChannelException):
+            if isinstance(exc, paramiko.ChannelException):
                 why = f"the jump host could not open a connection to it ({exc.text})"
             else:
-                why = str(exc) or type(exc).__name__
+                why = plain_reason(exc)
             via = " via ProxyCommand" if s.proxy.command else (
                 " via " + ",".join(h.host for h in s.proxy.jumps) if s.proxy.jumps else "")
             raise Unreachable(f"{self.name}: cannot connect to {where}{via}: {why}") from None

@@ -1,15 +1,14 @@
-"""edrfleet.agent.outputs: RFC 5424 over real UDP/TCP/unix sockets, webhook over real HTTP.
+"""edrfleet.agent.outputs.rfc5424 (the exact bytes) and the syslog output over real UDP, TCP,
+TLS and unix sockets, shipping from a real spool.
 
 Every socket here is on 127.0.0.1 or in a tmp dir; every wait is bounded.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import pytest
 
 from edrfleet.agent import ecs
 from edrfleet.agent import outputs as O
-from edrfleet.agent.outputs import SyslogOutput, WebhookOutput, format_rfc5424
+from edrfleet.agent.outputs import Outputs, SyslogSink, format_rfc5424
+from edrfleet.agent.spool import Spool
+from tests.unit.helpers.receivers import TcpSyslogReceiver, make_tls_files, wait_for
 
 RFC5424 = re.compile(
     rb"<(?P<pri>\d{1,3})>1 "
@@ -57,22 +58,6 @@ def parse(msg: bytes) -> tuple[re.Match, dict[str, str], dict]:
 
 def unescape(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), value)
-
-
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch) -> None:
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def wait_for(pred, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -139,6 +124,8 @@ def test_a_value_with_lone_surrogates_still_formats() -> None:
         ("udp://127.0.0.1:5514", ("udp", ("127.0.0.1", 5514))),
         ("tcp://logs.example:601", ("tcp", ("logs.example", 601))),
         ("tcp://[::1]:6514", ("tcp", ("::1", 6514))),
+        ("tls://logs.example", ("tls", ("logs.example", 6514))),
+        ("tls://logs.example:7514", ("tls", ("logs.example", 7514))),
         ("127.0.0.1:5514", ("udp", ("127.0.0.1", 5514))),
         ("loghost", ("udp", ("loghost", 514))),
         ("/dev/log", ("unix", "/dev/log")),
@@ -156,274 +143,259 @@ def test_bad_syslog_addresses_are_refused(address) -> None:
         O.parse_syslog_address(address)
 
 
-# --- syslog over real sockets ---------------------------------------------------------------
+# --- syslog shipping from a real spool over real sockets -----------------------------------
 
 
-def test_udp_collector_receives_one_datagram_per_event() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
-        rx.bind(("127.0.0.1", 0))
-        rx.settimeout(5)
-        out = SyslogOutput(f"udp://127.0.0.1:{rx.getsockname()[1]}", hostname="agent-host")
-        out.emit(EVENT)
-        out.emit(ecs.nest({"rule.id": HOSTILE, "event.action": "logged",
-                           "edrfleet.severity": "low"}))
-        first, second = rx.recv(65535), rx.recv(65535)
-        out.close(deadline=2)
-    _, params, body = parse(first)
-    assert params["rule"] == "rm-recursive-root" and body == EVENT
-    m, params, _ = parse(second)
-    assert unescape(params["rule"]) == HOSTILE
-    assert m.group("host") == b"agent-host" and int(m.group("pri")) == 85
-    assert out.stats()["sent"] == 2 and out.dropped == 0
+def events(n: int, start: int = 0) -> list[dict]:
+    return [ecs.nest({**ecs.flatten(EVENT), "event.id": f"e{i:03d}",
+                      "process.command_line": f"rm ✓ é {i:03d}\n", "rule.id": HOSTILE})
+            for i in range(start, start + n)]
 
 
-def test_tcp_collector_receives_octet_counted_frames() -> None:
-    received = bytearray()
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        srv.settimeout(5)
-
-        def serve() -> None:
-            conn, _ = srv.accept()
-            with conn:
-                conn.settimeout(5)
-                while chunk := conn.recv(65536):
-                    received.extend(chunk)
-
-        t = threading.Thread(target=serve)
-        t.start()
-        out = SyslogOutput(f"tcp://127.0.0.1:{srv.getsockname()[1]}")
-        events = [ecs.nest({**ecs.flatten(EVENT), "process.command_line": f"rm ✓ é {i}\n",
-                            "rule.id": HOSTILE}) for i in range(20)]
-        for e in events:
-            out.emit(e)
-        out.close(deadline=5)  # closes the connection: the server sees EOF
-        t.join(5)
-    frames, rest = [], bytes(received)
-    while rest:
-        length, _, rest = rest.partition(b" ")
-        n = int(length)
-        frames.append(rest[:n])
-        rest = rest[n:]
-    assert len(frames) == 20
-    for frame, e in zip(frames, events, strict=True):
-        _, params, body = parse(frame)
-        assert body == e and unescape(params["rule"]) == HOSTILE
+def ids(frames: list[bytes]) -> list[str]:
+    return [parse(f)[2]["event"]["id"] for f in frames]
 
 
-def test_unix_datagram_socket_receives_messages(tmp_path: Path) -> None:
-    path = str(tmp_path / "log.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
-        rx.bind(path)
-        rx.settimeout(5)
-        out = SyslogOutput(path)
-        out.emit(EVENT)
-        msg = rx.recv(65535)
-        out.close(deadline=2)
-    assert parse(msg)[2] == EVENT
+def fast(outs: Outputs) -> Outputs:
+    for s in outs.shippers:
+        s.backoff_first, s.backoff_max = 0.02, 0.1
+    return outs
 
 
-def free_port() -> int:
+@pytest.fixture
+def spool(tmp_path: Path):
+    sp = Spool(str(tmp_path / "spool"))
+    yield sp
+    sp.close()
+
+
+def test_tcp_receiver_gets_octet_counted_frames_in_order(spool: Spool) -> None:
+    rx = TcpSyslogReceiver()
+    outs = Outputs(spool.directory, [SyslogSink(f"tcp://127.0.0.1:{rx.port}")])
+    try:
+        sent = events(20)
+        spool.append(sent)
+        outs.wake()
+        assert wait_for(lambda: len(rx.frames) == 20)
+        for frame, e in zip(rx.frames, sent, strict=True):
+            _, params, body = parse(frame)
+            assert body == e and unescape(params["rule"]) == HOSTILE
+        # TIMESTAMP is the event's @timestamp, not the send time
+        assert parse(rx.frames[0])[0].group("ts") == b"2025-01-31T12:00:00.000000Z"
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["pending"] == 0)
+        st = outs.stats()["SyslogOutput"]
+        assert st["delivered"] == 20 and st["dropped"] == 0 and st["last_error"] is None
+    finally:
+        outs.close(1)
+        rx.stop()
+
+
+def test_tcp_outage_then_recovery_delivers_everything_once_in_order(spool: Spool) -> None:
+    rx = TcpSyslogReceiver()
+    outs = fast(Outputs(spool.directory, [SyslogSink(f"tcp://127.0.0.1:{rx.port}")]))
+    try:
+        spool.append(events(5))
+        outs.wake()
+        assert wait_for(lambda: len(rx.frames) == 5)
+        rx.stop()  # the receiver goes down, and its connection with it
+        time.sleep(0.1)
+        for i in range(5, 15):
+            spool.append(events(1, i))
+            outs.wake()
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["errors"] >= 2
+                        and outs.stats()["SyslogOutput"]["pending"] == 10)
+        st = outs.stats()["SyslogOutput"]
+        assert st["last_error"] and "refused" in st["last_error"] and rx.frames[5:] == []
+        rx.start()  # back, same port
+        assert wait_for(lambda: len(rx.frames) == 15)
+        assert ids(rx.frames) == [f"e{i:03d}" for i in range(15)]
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 15)
+        st = outs.stats()["SyslogOutput"]
+        assert st["last_error"] is None and st["pending"] == 0 and st["last_ok"]
+    finally:
+        outs.close(1)
+        rx.stop()
+
+
+def test_agent_restart_mid_outage_resumes_from_the_cursor(spool: Spool) -> None:
+    rx = TcpSyslogReceiver()
+    address = f"tcp://127.0.0.1:{rx.port}"
+    outs = fast(Outputs(spool.directory, [SyslogSink(address)]))
+    spool.append(events(3))
+    outs.wake()
+    assert wait_for(lambda: len(rx.frames) == 3)
+    rx.stop()
+    spool.append(events(4, 3))
+    outs.wake()
+    outs.close(0.3)  # the agent stops while the receiver is down: nothing is dropped
+    assert outs.stats()["SyslogOutput"]["dropped"] == 0
+    spool.append(events(3, 7))  # (a new agent writes on)
+    rx.start()
+    again = fast(Outputs(spool.directory, [SyslogSink(address)]))
+    try:
+        assert wait_for(lambda: len(rx.frames) == 10)  # at start, without a wake
+        assert ids(rx.frames) == [f"e{i:03d}" for i in range(10)]
+        assert wait_for(lambda: again.stats()["SyslogOutput"]["delivered"] == 7)
+    finally:
+        again.close(1)
+        rx.stop()
+
+
+def test_a_new_output_starts_at_the_spool_end(spool: Spool) -> None:
+    spool.append(events(5))  # history from before the output was configured
+    rx = TcpSyslogReceiver()
+    outs = Outputs(spool.directory, [SyslogSink(f"tcp://127.0.0.1:{rx.port}")])
+    try:
+        spool.append(events(1, 5))
+        outs.wake()
+        assert wait_for(lambda: len(rx.frames) == 1)
+        time.sleep(0.2)
+        assert ids(rx.frames) == ["e005"]
+    finally:
+        outs.close(1)
+        rx.stop()
+
+
+def test_rotation_past_an_unreachable_receiver_counts_the_drops(tmp_path: Path) -> None:
+    one = len(json.dumps(events(1)[0], ensure_ascii=False, separators=(",", ":")).encode()) + 1
+    spool = Spool(str(tmp_path / "spool"), max_bytes=10 * one, keep=2)  # 10 events a file
+    port = free_tcp_port()
+    outs = fast(Outputs(spool.directory, [SyslogSink(f"tcp://127.0.0.1:{port}")]))
+    try:
+        for i in range(50):  # 5 files' worth; only the newest 3 files stay
+            spool.append(events(1, i))
+            outs.wake()
+            gone = 10 * max(0, (i + 10) // 10 - 3)  # files beyond the newest 3 are dropped
+            want = {"pending": i + 1 - gone, "dropped": gone}
+            assert wait_for(lambda w=want: {k: outs.stats()["SyslogOutput"][k] for k in w} == w)
+        st = outs.stats()["SyslogOutput"]  # counted while the receiver is still down
+        assert st["dropped"] == 20 and st["last_drop"]["events"] == 10  # one file at a time
+        rx = TcpSyslogReceiver(port)
+        assert wait_for(lambda: len(rx.frames) == 30)
+        assert ids(rx.frames) == [f"e{i:03d}" for i in range(20, 50)]
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 30)
+        st = outs.stats()["SyslogOutput"]
+        assert st["dropped"] == 20 and st["delivered"] == 30
+        assert "rotated past" in st["last_drop"]["reason"]
+        rx.stop()
+    finally:
+        outs.close(0.5)
+        spool.close()
+
+
+def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_tcp_collector_down_counts_drops_and_close_is_prompt() -> None:
-    out = SyslogOutput(f"tcp://127.0.0.1:{free_port()}", timeout=1)
-    for _ in range(5):
-        out.emit(EVENT)
-    assert wait_for(lambda: out.dropped == 5)
+def test_tls_syslog_checks_the_ca_and_delivers(spool: Spool, tmp_path: Path) -> None:
+    ca, cert, key = make_tls_files(tmp_path)
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    rx = TcpSyslogReceiver(tls=ctx)
+    outs = Outputs(spool.directory, [SyslogSink(f"tls://127.0.0.1:{rx.port}",
+                                                ca_file=str(ca))])
+    try:
+        spool.append(events(3))
+        outs.wake()
+        assert wait_for(lambda: len(rx.frames) == 3)
+        assert ids(rx.frames) == ["e000", "e001", "e002"]
+    finally:
+        outs.close(1)
+        rx.stop()
+
+
+def test_tls_syslog_refuses_a_server_its_ca_did_not_sign(spool: Spool, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    _, cert, key = make_tls_files(tmp_path)
+    other_ca, _, _ = make_tls_files(tmp_path / "other")
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    rx = TcpSyslogReceiver(tls=ctx)
+    outs = Outputs(spool.directory, [SyslogSink(f"tls://127.0.0.1:{rx.port}",
+                                                ca_file=str(other_ca))])
+    try:
+        spool.append(events(1))
+        outs.wake()
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["errors"] >= 1)
+        st = outs.stats()["SyslogOutput"]
+        assert "CERTIFICATE_VERIFY_FAILED" in st["last_error"] and rx.frames == []
+        assert st["pending"] == 1 and st["dropped"] == 0
+    finally:
+        outs.close(0.2)
+        rx.stop()
+
+
+def test_a_ca_file_needs_a_tls_address() -> None:
+    with pytest.raises(ValueError, match="tls://"):
+        SyslogSink("tcp://127.0.0.1:1", ca_file="/etc/ssl/certs/ca-certificates.crt")
+
+
+def test_udp_is_best_effort_one_datagram_per_event(spool: Spool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        outs = Outputs(spool.directory, [SyslogSink(f"udp://127.0.0.1:{rx.getsockname()[1]}",
+                                                    hostname="agent-host")])
+        try:
+            spool.append([EVENT, ecs.nest({"rule.id": HOSTILE, "event.action": "logged",
+                                           "edrfleet.severity": "low"})])
+            outs.wake()
+            first, second = rx.recv(65535), rx.recv(65535)
+        finally:
+            outs.close(1)
+    _, params, body = parse(first)
+    assert params["rule"] == "rm-recursive-root" and body == EVENT
+    m, params, _ = parse(second)
+    assert unescape(params["rule"]) == HOSTILE
+    assert m.group("host") == b"agent-host" and int(m.group("pri")) == 85
+    assert outs.stats()["SyslogOutput"]["delivered"] == 2
+
+
+def test_unix_datagram_socket_receives_messages(spool: Spool, tmp_path: Path) -> None:
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
+        rx.bind(path)
+        rx.settimeout(5)
+        outs = Outputs(spool.directory, [SyslogSink(path)])
+        try:
+            spool.append([EVENT])
+            outs.wake()
+            msg = rx.recv(65535)
+        finally:
+            outs.close(1)
+    assert parse(msg)[2] == EVENT
+
+
+def test_a_spool_line_that_is_not_json_is_dropped_and_counted(spool: Spool) -> None:
+    rx = TcpSyslogReceiver()
+    outs = Outputs(spool.directory, [SyslogSink(f"tcp://127.0.0.1:{rx.port}")])
+    try:
+        with open(spool.path, "ab") as f:
+            f.write(b"not json\n")
+        spool.append(events(1))
+        outs.wake()
+        assert wait_for(lambda: len(rx.frames) == 1)
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["dropped"] == 1)
+        assert "not a JSON object" in outs.stats()["SyslogOutput"]["last_drop"]["reason"]
+    finally:
+        outs.close(1)
+        rx.stop()
+
+
+def test_close_is_prompt_when_the_receiver_is_down(spool: Spool) -> None:
+    outs = Outputs(spool.directory, [SyslogSink(f"tcp://127.0.0.1:{free_tcp_port()}",
+                                                timeout=1)])
+    spool.append(events(5))
+    outs.wake()
+    assert wait_for(lambda: outs.stats()["SyslogOutput"]["errors"] >= 1)
     t0 = time.monotonic()
-    out.close(deadline=1)
+    outs.close(deadline=1)
     assert time.monotonic() - t0 < 1.5
-    stats = out.stats()
-    assert stats["sent"] == 0 and stats["errors"] >= 1
-    assert "Connection" in stats["last_error"] or "refused" in stats["last_error"]
-
-
-def test_syslog_emit_never_blocks_and_a_full_queue_drops(monkeypatch) -> None:
-    gate = threading.Event()
-    out = SyslogOutput("udp://127.0.0.1:9", max_queue=10)
-    monkeypatch.setattr(out, "_send", lambda msg: gate.wait(5))  # a stuck collector
-    t0 = time.monotonic()
-    for _ in range(1000):
-        out.emit(EVENT)
-    assert time.monotonic() - t0 < 1.0
-    assert out.dropped >= 1000 - 10 - 256  # what the thread took before it got stuck
-    gate.set()
-    out.close(deadline=2)
-    assert out.stats()["sent"] + out.dropped == 1000
-
-
-# --- webhook over real HTTP -----------------------------------------------------------------
-
-
-class Collector:
-    """A real http.server on 127.0.0.1 recording each POSTed JSON array."""
-
-    def __init__(self, port: int = 0, fail_first: int = 0, status: int = 503) -> None:
-        self.bodies: list[list] = []
-        self.headers: list[dict] = []
-        self.fail_first = fail_first
-        self.status = status
-        self.arrived = 0  # requests read, before any hold
-        self.hold = threading.Event()
-        self.hold.set()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.arrived += 1
-                outer.hold.wait(10)
-                if outer.fail_first > 0:
-                    outer.fail_first -= 1
-                    self.send_response(outer.status)
-                else:
-                    outer.bodies.append(json.loads(body))
-                    outer.headers.append(dict(self.headers))
-                    self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    def events(self) -> list:
-        return [e for body in self.bodies for e in body]
-
-    def stop(self) -> None:
-        self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def collector():
-    c = Collector()
-    yield c
-    c.stop()
-
-
-def fast(out: WebhookOutput) -> WebhookOutput:
-    out.BACKOFF_FIRST = 0.02
-    out.BACKOFF_MAX = 0.1
-    return out
-
-
-def test_webhook_posts_batches_of_batch_size(collector: Collector) -> None:
-    out = WebhookOutput(collector.url, batch_size=100, flush_interval=0.2,
-                        headers={"Authorization": "Bearer t0ken"})
-    events = [{"event.id": i} for i in range(250)]
-    for e in events:
-        out.emit(e)
-    assert wait_for(lambda: len(collector.events()) == 250)
-    out.close(deadline=2)
-    assert collector.events() == events
-    assert all(len(b) <= 100 for b in collector.bodies) and len(collector.bodies) >= 3
-    assert collector.headers[0]["Content-Type"] == "application/json"
-    assert collector.headers[0]["Authorization"] == "Bearer t0ken"
-    assert out.stats() | {"last_error": None} == {
-        "sent": 250, "dropped": 0, "errors": 0, "queued": 0, "last_error": None,
-        "batches": len(collector.bodies), "retries": 0,
-    }
-
-
-def test_webhook_flushes_a_partial_batch_after_flush_interval(collector: Collector) -> None:
-    out = WebhookOutput(collector.url, batch_size=100, flush_interval=0.2)
-    out.emit({"event.id": 1})
-    t0 = time.monotonic()
-    assert wait_for(lambda: collector.bodies == [[{"event.id": 1}]], timeout=3)
-    assert 0.15 <= time.monotonic() - t0 < 2.5
-    out.close(deadline=1)
-
-
-def test_webhook_retries_5xx_and_delivers_each_event_once() -> None:
-    c = Collector(fail_first=3, status=503)
-    try:
-        out = fast(WebhookOutput(c.url, batch_size=10, flush_interval=0.05))
-        for i in range(10):
-            out.emit({"event.id": i})
-        assert wait_for(lambda: len(c.events()) == 10)
-        out.close(deadline=1)
-        assert c.events() == [{"event.id": i} for i in range(10)]
-        stats = out.stats()
-        assert stats["retries"] == 3 and stats["last_error"] == "ConnectionError: HTTP 503"
-    finally:
-        c.stop()
-
-
-def test_webhook_drops_a_batch_the_server_rejects_for_good() -> None:
-    c = Collector(fail_first=1, status=400)
-    try:
-        out = fast(WebhookOutput(c.url, batch_size=5, flush_interval=0.05))
-        for i in range(5):
-            out.emit({"event.id": i})
-        assert wait_for(lambda: out.dropped == 5)
-        out.emit({"event.id": 5})
-        assert wait_for(lambda: c.events() == [{"event.id": 5}])
-        out.close(deadline=1)
-        assert out.stats()["retries"] == 0 and "HTTP 400" in out.stats()["last_error"]
-    finally:
-        c.stop()
-
-
-def test_webhook_server_down_retries_then_delivers_when_it_comes_up() -> None:
-    port = free_port()
-    out = fast(WebhookOutput(f"http://127.0.0.1:{port}/x", batch_size=10, flush_interval=0.05,
-                             timeout=1))
-    for i in range(3):
-        out.emit({"event.id": i})
-    assert wait_for(lambda: out.stats()["retries"] >= 3)
-    c = Collector(port=port)
-    try:
-        assert wait_for(lambda: len(c.events()) == 3)
-        out.close(deadline=1)
-        assert c.events() == [{"event.id": i} for i in range(3)] and out.dropped == 0
-    finally:
-        c.stop()
-
-
-def test_webhook_queue_bound_drops_without_blocking_and_close_keeps_its_deadline() -> None:
-    c = Collector()
-    c.hold.clear()  # the server accepts and then hangs: the worker is stuck in a request
-    try:
-        out = WebhookOutput(c.url, batch_size=10, flush_interval=0.01, max_queue=50, timeout=30)
-        out.emit({"event.id": -1})
-        assert wait_for(lambda: c.arrived == 1)  # the first batch is in flight, and stuck
-        t0 = time.monotonic()
-        for i in range(1000):
-            out.emit({"event.id": i})
-        assert time.monotonic() - t0 < 1.0
-        assert out.dropped == 1000 - 50 and out.stats()["queued"] == 50
-        t0 = time.monotonic()
-        out.close(deadline=0.5)
-        assert time.monotonic() - t0 < 1.0
-        # the 50 queued events could not be sent in time: dropped too; the one in flight is
-        # counted when its request ends
-        assert out.dropped >= 1000
-    finally:
-        c.stop()
-
-
-def test_close_flushes_what_is_queued_when_the_server_is_up(collector: Collector) -> None:
-    out = WebhookOutput(collector.url, batch_size=7, flush_interval=10)
-    for i in range(30):
-        out.emit({"event.id": i})
-    out.close(deadline=5)  # flush_interval is long: close must not wait for it
-    assert collector.events() == [{"event.id": i} for i in range(30)]
-    out.emit({"event.id": 99})  # after close: counted, not sent
-    assert out.dropped == 1
-
-
-def test_webhook_refuses_a_non_http_url() -> None:
-    with pytest.raises(ValueError, match="http"):
-        WebhookOutput("ftp://x/y")
+    st = outs.stats()["SyslogOutput"]
+    assert st["delivered"] == 0 and st["dropped"] == 0 and st["pending"] == 5

@@ -88,3 +88,28 @@ def test_a_bad_pattern_is_exit_2(inventory, tmp_path, capsys) -> None:
     rc = main(["report", str(inventory), "--db", str(tmp_path / "r.db"), "--limit", "~web(",
                "--no-pull"])
     assert rc == 2 and "error" in capsys.readouterr().err
+
+
+def test_csv_section_picks_one_table(inventory, tmp_path, capsys) -> None:
+    store_with(tmp_path, {"web1": [event("a"), event("b", action="would_block")]}).close()
+    db = str(tmp_path / "report.db")
+    rc = main(["report", str(inventory), "--db", db, "--no-pull", "--format", "csv",
+               "--section", "top"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and out[0].startswith("action,rule,count")
+    assert [x.split(",")[0] for x in out[1:]] == ["blocked", "would_block"]
+    rc = main(["report", str(inventory), "--db", db, "--no-pull", "--format", "json",
+               "--section", "top"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--section" in err and "--format csv" in err
+
+
+def test_html_lists_the_events(inventory, tmp_path, capsys) -> None:
+    store_with(tmp_path, {"web1": [event("a", cmd="rm -rf /srv/x",
+                                         fields={"user.name": "alice"})]}).close()
+    out = tmp_path / "r.html"
+    rc = main(["report", str(inventory), "--db", str(tmp_path / "report.db"), "--no-pull",
+               "--format", "html", "-o", str(out)])
+    html = out.read_text()
+    assert rc == 0 and "Newest events" in html and "alice" in html
+    assert '<section class="host"><h3>web1</h3>' in html

@@ -20,10 +20,12 @@ def iso(ts: float) -> str:
 
 def event(eid: str, *, ts: float = T0, action: str = "blocked", rule: str = "r1",
           severity: str = "high", cmd: str = "rm -rf /tmp/edrfleet-canary-1",
-          host: str = "web1") -> dict:
+          host: str = "web1", fields: dict | None = None) -> dict:
+    """An event; ``fields``: more of them by dotted ECS name (``{"user.name": "root"}``)."""
     return ecs.nest({"@timestamp": iso(ts), "event.id": eid, "event.action": action,
                      "host.name": host, "rule.id": rule, "edrfleet.severity": severity,
-                     "process.command_line": cmd, "process.args": cmd.split(" ")})
+                     "process.command_line": cmd, "process.args": cmd.split(" "),
+                     **(fields or {})})
 
 
 def line(e: dict) -> str:

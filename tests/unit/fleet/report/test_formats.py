@@ -31,12 +31,24 @@ HOSTILE = [
 
 @pytest.fixture()
 def summary(tmp_path: Path) -> dict:
-    events = [event(f"e{i}", cmd=c, ts=T0 + i, rule=f"rule-{c[:5]}") for i, c in
-              enumerate(HOSTILE)]
+    return hostile_summary(tmp_path)
+
+
+def hostile_summary(tmp_path: Path) -> dict:
+    """A summary (with its event lists) of hostile command lines, users, parents and
+    working directories; web2 failed to pull."""
+    events = [event(f"e{i}", cmd=c, ts=T0 + i, rule=f"rule-{c[:5]}",
+                    action="would_block" if i % 3 == 1 else "blocked",
+                    severity=("low", "medium", "high", "critical")[i % 4],
+                    fields={"user.name": c[:30], "process.working_directory": c[:60],
+                            "process.parent.executable": '"><img src=x onerror=alert(2)>',
+                            "threat.technique.id": ["T1485"]})
+              for i, c in enumerate(HOSTILE)]
     store = store_with(tmp_path, {"web1": events, "web2": [event("w2", action="logged")]})
     pulls = {"web1": HostPull("web1", ok=True),
              "web2": HostPull("web2", ok=False, error="Unreachable: \x1b[31m<b>down</b>")}
-    return summarize(store, ["web1", "web2"], pulls=pulls, now=T0 + 60)
+    return summarize(store, ["web1", "web2"], pulls=pulls, now=T0 + 60, latest_events=50,
+                     per_host_events=5)
 
 
 def test_terminal_safe_removes_escapes_and_shows_controls() -> None:
@@ -79,18 +91,40 @@ def test_json_is_ascii_and_loses_nothing(summary: dict) -> None:
 
 
 def test_csv_quotes_every_hostile_value_and_defuses_formulas(summary: dict) -> None:
-    out = render(summary, "csv")
-    rows = list(csv.reader(io.StringIO(out)))
-    top = [r for r in rows if r[0] == "top_blocked"]
-    cmds = {r[1] for r in top}
+    rows = list(csv.reader(io.StringIO(render(summary, "csv", section="top"))))
+    assert rows[0] == ["action", "rule", "count", "hosts", "variants", "pattern",
+                       "command_line", "last"]
+    cmds = {r[6] for r in rows[1:]}
     assert "two\nlines\r\nand\ttab\x01soh\x7fdel\x9bcsi" in cmds
     assert '"><img src=x onerror=alert(1)>' in cmds
     assert "'=cmd|' /C calc'!A0" in cmds and "=cmd|' /C calc'!A0" not in cmds
-    headers = [r for r in rows if r[0] == "section"]
-    assert [h[1] for h in headers] == ["name", "rule", "command_line", "start"]
-    assert all(len(r) == len(headers[0]) for r in rows if r[0] == "host")
-    on_tty = render(summary, "csv", terminal=True)
+    assert all(len(r) == len(rows[0]) for r in rows)
+    on_tty = render(summary, "csv", terminal=True, section="top")
     assert "\x1b" not in on_tty and "\x00" not in on_tty
+    hosts = list(csv.reader(io.StringIO(render(summary, "csv", section="hosts"))))
+    assert hosts[0][0] == "name" and "'=" not in "".join(hosts[0])
+    assert {r[0] for r in hosts[1:]} == {"web1", "web2"}
+    assert all(len(r) == len(hosts[0]) for r in hosts)
+
+
+@pytest.mark.parametrize("section, first", [
+    ("hosts", "name"), ("rules", "rule"), ("top", "action"), ("totals", "generated_at"),
+    ("timeline", "start")])
+def test_csv_is_one_table_per_section(summary: dict, section: str, first: str) -> None:
+    """One header, then rows of that table only: a spreadsheet or a SIEM takes it as is."""
+    got = list(csv.reader(io.StringIO(render(summary, "csv", section=section))))
+    assert got[0][0] == first
+    assert all(len(r) == len(got[0]) for r in got)
+    rows = {"hosts": summary["hosts"], "rules": summary["rules"],
+            "top": summary["top_blocked"] + summary["top_would_block"], "totals": [{}],
+            "timeline": summary["timeline"]["buckets"]}[section]
+    assert len(got) == 1 + len(rows) > 1
+    assert render(summary, "csv") == render(summary, "csv", section="hosts")  # the default
+
+
+def test_csv_refuses_an_unknown_section(summary: dict) -> None:
+    with pytest.raises(ValueError, match="--section 'all'"):
+        render(summary, "csv", section="all")
 
 
 class _Collect(HTMLParser):
@@ -125,6 +159,26 @@ def test_html_renders_hostile_values_as_text_and_loads_nothing(summary: dict) ->
     assert "Not pulled: web2" in text
     assert "A" * 4000 in text and "A" * 4100 not in text  # a 100 KB line is cut, not dropped
     out.encode("utf-8")  # lone surrogates did not survive into the file
+
+
+def test_html_lists_events_per_host_with_severity_colours_and_techniques(summary: dict):
+    out = render(summary, "html")
+    p = _Collect()
+    p.feed(out)
+    text = "".join(p.text)
+    classes = {v for a, v in p.attrs if a == "class"}
+    assert {"sev-low", "sev-medium", "sev-high", "sev-critical", "act-blocked",
+            "act-would"} <= classes
+    assert classes <= {"n", "cmd", "cmd event", "path", "muted", "failed", "legend muted",
+                       "host", "sev-low", "sev-medium", "sev-high", "sev-critical",
+                       "act-blocked", "act-would", "act-logged"}
+    for heading in ("Newest events", "Per host", "Would block (monitor mode)",
+                    "ATT&CK technique", "working directory", "parent", "user", "variants"):
+        assert heading in text
+    assert "T1485" in text
+    assert '"><img src=x onerror=alert(2)>' in text  # the hostile parent, as text
+    assert p.tags.count("section") == 2  # web1 and web2 each have events
+    assert p.tags.count("table") == 7  # hosts, rules, 2 top lists, events, 2 host sections
 
 
 def test_html_of_an_empty_period_has_no_chart(tmp_path: Path) -> None:

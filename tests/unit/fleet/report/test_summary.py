@@ -17,7 +17,7 @@ def fleet(store_db: str):
         "web2": [event("b1", action="would_block", rule="rm-root", ts=T0 + 3600),
                  event("b2", action="blocked", rule="dd", cmd="dd of=/dev/sda", ts=T0 + 7200),
                  event("b3", action="weird", rule="dd", ts=T0 + 7200)],
-        "other": [event("c1", action="blocked", cmd="rm -rf /", ts=T0)],
+        "other": [event("c1", action="blocked", rule="rm-root", cmd="rm -rf /", ts=T0)],
     })
 
 
@@ -37,16 +37,18 @@ def test_per_host_counts_last_event_and_status(store_db: str) -> None:
 def test_hosts_outside_the_selection_are_not_counted(store_db: str) -> None:
     s = summarize(fleet(store_db), ["web1"], now=T0 + 8000)
     assert s["totals"]["blocked"] == 2
-    assert s["top_blocked"] == [{"command_line": "rm -rf /", "count": 2, "hosts": 1,
-                                 "last": "2026-12-01T05:10:00Z"}]
+    assert s["top_blocked"] == [{"rule": "rm-root", "pattern": "rm -rf /",
+                                 "command_line": "rm -rf /", "count": 2, "hosts": 1,
+                                 "variants": 1, "last": "2026-12-01T05:10:00Z"}]
 
 
 def test_rules_by_action_and_severity_most_first(store_db: str) -> None:
     s = summarize(fleet(store_db), ["web1", "web2"], now=T0 + 8000)
     rules = {(r["rule"], r["severity"]): r for r in s["rules"]}
     assert rules[("rm-root", "high")] | {} == {"rule": "rm-root", "severity": "high",
-                                              "blocked": 2, "would_block": 1, "logged": 0,
-                                              "other": 0, "total": 3}
+                                              "techniques": [], "blocked": 2,
+                                              "would_block": 1, "logged": 0, "other": 0,
+                                              "total": 3}
     assert rules[("curl", "low")]["logged"] == 1
     assert s["rules"][0]["rule"] == "rm-root"
 
@@ -112,3 +114,59 @@ def test_status_values_of_other_types_become_text(store_db: str) -> None:
 
     for fmt in ("table", "json", "csv", "html"):
         render(summarize(store, ["web1"], now=T0), fmt)
+
+
+def test_top_lists_group_variants_of_one_command_by_rule(store_db: str) -> None:
+    store = store_with(store_db, {
+        "web1": [event("p1", rule="rm-root", cmd="/tmp/x1/rm -rf /", ts=T0),
+                 event("p2", rule="rm-root", cmd="/tmp/x2/rm -rf /", ts=T0 + 1),
+                 event("p3", rule="rm-root", cmd="/usr/bin/rm -rf /", ts=T0 + 2),
+                 event("j1", rule="rm-root", cmd="rm -rf /tmp/job-7", ts=T0 + 3),
+                 event("j2", rule="rm-root", cmd="rm -rf /tmp/job-1234", ts=T0 + 4),
+                 event("h1", rule="rm-root", cmd="rm -rf /home", ts=T0 + 5),
+                 event("d1", rule="other", cmd="rm -rf /", ts=T0 + 6)],
+        "web2": [event("p4", rule="rm-root", cmd="/tmp/x3/rm -rf /", ts=T0 + 7,
+                       host="web2")],
+    })
+    top = summarize(store, ["web1", "web2"], now=T0 + 60)["top_blocked"]
+    assert [(c["rule"], c["pattern"], c["count"], c["hosts"], c["variants"]) for c in top] == [
+        ("rm-root", "rm -rf /", 4, 2, 4),  # the program wherever it was copied
+        ("rm-root", "rm -rf /tmp/job-#", 2, 1, 2),  # numbers vary in a loop
+        ("other", "rm -rf /", 1, 1, 1),  # another rule: another line
+        ("rm-root", "rm -rf /home", 1, 1, 1)]  # another target: another line
+    assert top[0]["command_line"] == "/tmp/x1/rm -rf /"  # one real example (least in bytes)
+    assert top[0]["last"] == "2026-12-01T05:00:07Z"
+
+
+def test_would_block_commands_have_their_own_top_list(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2"], now=T0 + 8000)
+    assert [(c["rule"], c["command_line"], c["count"]) for c in s["top_would_block"]] == [
+        ("rm-root", "rm -rf /tmp/edrfleet-canary-1", 1)]
+    assert all(c["command_line"] != "rm -rf /tmp/edrfleet-canary-1" for c in s["top_blocked"])
+
+
+def test_rules_carry_their_attack_techniques(store_db: str) -> None:
+    store = store_with(store_db, {"web1": [
+        event("t1", rule="wipe", fields={"threat.technique.id": ["T1485", "T1070.004"]}),
+        event("t2", rule="plain")]})
+    rules = {r["rule"]: r for r in summarize(store, ["web1"], now=T0 + 60)["rules"]}
+    assert rules["wipe"]["techniques"] == ["T1485", "T1070.004"]
+    assert rules["plain"]["techniques"] == []
+
+
+def test_latest_events_overall_and_per_host_on_request(store_db: str) -> None:
+    s = summarize(fleet(store_db), ["web1", "web2"], now=T0 + 8000)
+    assert "events" not in s and "host_events" not in s
+    s = summarize(fleet(store_db), ["web1", "web2"], now=T0 + 8000, latest_events=4,
+                  per_host_events=2)
+    assert [e["id"] for e in s["events"]] == ["b3", "b2", "b1", "a3"]
+    assert {h: [e["id"] for e in es] for h, es in s["host_events"].items()} == {
+        "web1": ["a3", "a2"], "web2": ["b3", "b2"]}
+
+
+def test_a_rules_techniques_come_from_its_newest_events(store_db: str) -> None:
+    store = store_with(store_db, {"web1": [
+        event("z-old", rule="wipe", ts=T0, fields={"threat.technique.id": ["T1070"]}),
+        event("a-new", rule="wipe", ts=T0 + 7200, fields={"threat.technique.id": ["T1485"]})]})
+    rules = {r["rule"]: r for r in summarize(store, ["web1"], now=T0 + 8000)["rules"]}
+    assert rules["wipe"]["techniques"] == ["T1485"]  # the policy's tags today
