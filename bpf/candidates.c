@@ -11,6 +11,11 @@ static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_li
 {
 	if (!l)
 		return;
+	/* groups the agent could not list for this key (host links): never silent */
+	if (l->over) {
+		s->dropped = 1;
+		s->dropped_block |= l->over & EDR_BLOCK_RULE;
+	}
 	for (__u32 i = 0; i < EDR_GROUPS_PER_KEY; i++) {
 		/* an opaque index: as a pointer walk over the list (which clang makes of this
 		 * loop at some optimization settings) the 6.1 verifier cannot bound it */
@@ -24,10 +29,19 @@ static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_li
 		}
 		asm volatile("" ::: "memory");
 		__u32 n = s->ncand;
-		if (!s->dup && n < EDR_CAND_MAX) {
+		if (s->dup)
+			continue;
+		if (n < EDR_CAND_MAX) {
 			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i & (EDR_GROUPS_PER_KEY - 1)];
 			s->ncand = n + 1;
+			continue;
 		}
+		/* one group more than the kernel evaluates: fail closed if it could block */
+		s->dropped = 1;
+		__u32 gi = s->slot * EDR_MAX_GROUPS + l->g[i & (EDR_GROUPS_PER_KEY - 1)];
+		struct edr_group *g = groups.lookup(&gi);
+		if (!g || (g->has_block & EDR_BLOCK_RULE))
+			s->dropped_block = EDR_BLOCK_RULE;
 	}
 }
 
@@ -83,6 +97,8 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	s->best_log = EDR_NONE;
 	s->ctx_done = 0;
 	s->unscanned_block = cfg->unscanned_block;
+	s->dropped = 0;
+	s->dropped_block = 0;
 	ev->flags = 0;
 	ev->cwd_len = 0;
 	ev->rule = EDR_NONE;
@@ -137,12 +153,17 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		__builtin_memcpy(wl.g, cfg->wild, sizeof(wl.g));
 		add_cands(s, &wl);
 	}
+	if (s->dropped) {
+		ev->flags |= EDR_F_DROPPED;
+		count(EDR_CNT_DROPPED);
+	}
 	return s->ncand ? s : 0;
 }
 
 /*
- * Tail-call budget (EDR_TAIL_CALLS): judge once per group, plus once more and the argv
- * windows for a group with a DFA.  What does not fit is not scanned (flagged).
+ * Tail-call budget (EDR_TAIL_CALLS): one judge call per group plus one to start, and the argv
+ * windows for a group with a DFA, shared evenly.  What does not fit is not scanned (flagged).
+ * edrfleet/policy/simulate.py computes the same budget: keep them together.
  */
 static __always_inline void fit_budget(struct edr_scratch *s)
 {
@@ -157,7 +178,7 @@ static __always_inline void fit_budget(struct edr_scratch *s)
 	asm volatile("" ::: "memory");
 	__u32 dfas = s->dfas;
 	if (dfas) {
-		__u32 fixed = s->ncand + dfas;
+		__u32 fixed = s->ncand + 1;
 		__u32 windows = fixed < EDR_TAIL_CALLS ? (EDR_TAIL_CALLS - fixed) / dfas : 0;
 		__u64 budget = (__u64)windows * EDR_SCAN_WINDOW;
 		if (s->scan_len > budget) {

@@ -38,7 +38,6 @@
 
 #define EDR_SIGKILL 9
 #define EDR_RINGBUF_PAGES 256 /* ring buffer size, shared by all CPUs */
-#define EDR_TAIL_CALLS 32   /* MAX_TAIL_CALL_CNT (33) minus one spare */
 #define EDR_EPERM 1
 
 struct edr_scratch {
@@ -66,6 +65,8 @@ struct edr_scratch {
 	__u32 scan_short;                /* scan_len was cut to fit the tail-call budget */
 	__u32 scan_failed;               /* reading argv from the new mm failed */
 	__u32 unscanned;                 /* a group with block rules was not read to the end */
+	__u32 dropped;                   /* a candidate group was not evaluated (EDR_F_DROPPED) */
+	__u32 dropped_block;             /* EDR_BLOCK_RULE: one of those has a block rule */
 	__u32 ctx_done;                  /* enum edr_ctx_flag: context already read for this exec */
 	__u32 want;                      /* enum edr_ctx_flag: context the group being judged needs */
 	__u32 cwd_unknown;               /* the cwd walk did not reach '/' */

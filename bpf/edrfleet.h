@@ -21,10 +21,14 @@
 #define EDR_ARGS_MAX        4096   /* argv bytes carried in one event (and scanned per call)  */
 #define EDR_FILENAME_MAX    256    /* as-executed path carried in one event                  */
 #define EDR_NAME_MAX        64     /* basename key, NUL padded: names of at most 62 bytes match */
-#define EDR_GROUPS_PER_KEY  8      /* groups one executable key (name/inode/wildcard) maps to */
+#define EDR_GROUPS_PER_KEY  16     /* groups one executable key (name/inode/wildcard) maps to */
 #define EDR_RULES_PER_GROUP 64     /* rule slots in one group; one condition bit each max 64  */
 #define EDR_UIDS_PER_RULE   8      /* uid list of one rule                                    */
-#define EDR_CAND_MAX        8      /* distinct groups evaluated for one exec                  */
+#define EDR_CAND_MAX        16     /* distinct groups evaluated for one exec; one more that
+				    * applies is dropped: counted, and it blocks when it holds a
+				    * block rule (EDR_REASON_DROPPED) - the compiler refuses a
+				    * policy whose names can reach more                         */
+#define EDR_TAIL_CALLS      32     /* MAX_TAIL_CALL_CNT (33) minus one spare: judge + scan calls */
 #define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
 #define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
 #define EDR_NSYM            258    /* symbols a DFA reads: bytes 0..255, BOS, EOS            */
@@ -134,6 +138,8 @@ enum edr_reason {            /* why an event was emitted */
 	EDR_REASON_RULE = 1,     /* a rule matched                                               */
 	EDR_REASON_RECHECK = 2,  /* LSM let it pass, the exec-time check on the real argv/exe not */
 	EDR_REASON_UNSCANNED = 3,/* argv longer than the scan budget for an executable with block rules */
+	EDR_REASON_DROPPED = 4,  /* more candidate groups than EDR_CAND_MAX (or than a key's list
+				  * holds), and one not evaluated has a block rule              */
 };
 
 enum edr_severity {
@@ -151,6 +157,12 @@ enum edr_flag {              /* edr_event.flags bits */
 	EDR_F_CWD_UNKNOWN = 16,       /* cwd deeper than EDR_CWD_DEPTH: event carries its tail */
 	EDR_F_FILELESS = 32,          /* the executable has no link on any filesystem (nlink 0):
 				       * memfd_create, O_TMPFILE, a deleted file run by descriptor */
+	EDR_F_DROPPED = 64,           /* some candidate groups were not evaluated (EDR_CAND_MAX) */
+};
+
+enum edr_block_bit {         /* edr_group.has_block, edr_group_list.over */
+	EDR_BLOCK_UNSCANNED = 1,      /* an unscanned argv blocks (a block rule names the exe)  */
+	EDR_BLOCK_RULE = 2,           /* some rule blocks: the group must not be dropped        */
 };
 
 enum edr_ctx_flag {          /* edr_rule_slot.flags / edr_group.flags: context a rule needs */
@@ -173,7 +185,8 @@ enum edr_counter {           /* index into the per-CPU counters array */
 	EDR_CNT_LOST = 4,
 	EDR_CNT_ALLOWED = 5,      /* an allow rule won over a block/log rule */
 	EDR_CNT_ERRORS = 6,       /* a tail call failed: the exec was not judged */
-	EDR_CNT_MAX = 7,
+	EDR_CNT_DROPPED = 7,      /* execs with candidate groups not evaluated (EDR_F_DROPPED) */
+	EDR_CNT_MAX = 8,
 };
 
 /* --- map keys and values ----------------------------------------------------------------- */
@@ -190,6 +203,9 @@ struct edr_config {          /* array "config", index = slot */
 struct edr_group_list {      /* value of "names" and "inodes" */
 	__u32 n;
 	__u32 g[EDR_GROUPS_PER_KEY];
+	__u32 over;              /* 0, or 1 when more groups apply to the key on this host than
+				  * g holds (links make several policy names one file), with
+				  * EDR_BLOCK_RULE set when one left out has a block rule */
 };
 
 struct edr_name_key {        /* key of "names": basename, NUL padded */
@@ -218,7 +234,7 @@ struct edr_rule_slot {
 struct edr_group {           /* array "groups", index = slot * EDR_MAX_GROUPS + group */
 	__u32 start;             /* flat row index of the DFA start state, or EDR_NONE (no DFA) */
 	__u32 n_rules;
-	__u32 has_block;         /* 1: some rule of the group blocks (for EDR_REASON_UNSCANNED) */
+	__u32 has_block;         /* enum edr_block_bit: what an unscanned argv / a drop does */
 	__u32 flags;             /* OR of the rule slots' flags (was: pad, 0) */
 	__u8 cls[EDR_CLS_PAD];   /* symbol -> class */
 	struct edr_rule_slot rules[EDR_RULES_PER_GROUP];

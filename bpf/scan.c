@@ -81,9 +81,31 @@ static __always_inline int scan(void *ctx, int lsm)
 	return 0;
 }
 
+/* Feed BOS to candidate ci's DFA and send it through scan.  Returns only when there is no
+ * argv to scan (EOS fed here, the group is ready to judge) or the tail call failed (-1). */
+static __always_inline int start_scan(void *ctx, struct edr_scratch *s, struct edr_group *g,
+				      const struct edr_trans *t, const struct edr_accepts *a,
+				      __u32 ci, int lsm)
+{
+	__u64 mask = 0;
+	s->state = dfa_step(t, a, g, g->start, EDR_SYM_BOS, &mask);
+	s->mask = mask;
+	s->scanning = ci;
+	s->pos = 0;
+	if (s->scan_len) {
+		tail(ctx, EDR_PROG_SCAN, lsm);
+		count(EDR_CNT_ERRORS);
+		return -1;
+	}
+	dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
+	return 0;
+}
+
 /*
  * judge: one candidate group per call.  A group with a DFA is first sent through scan (BOS
- * fed here, the windows there, EOS here when it comes back).  After the last: the verdict.
+ * fed here, the windows there, EOS here when it comes back); the call that judges a group
+ * also starts the next one's scan, so a group costs its windows and one judge call
+ * (fit_budget counts on it).  After the last: the verdict.
  */
 static __always_inline int judge(void *ctx, int lsm)
 {
@@ -102,30 +124,25 @@ static __always_inline int judge(void *ctx, int lsm)
 	if (g->start == EDR_NONE) {
 		s->mask = 0;
 	} else if (s->scanning != ci) {
-		__u64 mask = 0;
-		s->state = dfa_step(t, a, g, g->start, EDR_SYM_BOS, &mask);
-		s->mask = mask;
-		s->scanning = ci;
-		s->pos = 0;
-		if (s->scan_len) {
-			tail(ctx, EDR_PROG_SCAN, lsm);
-			count(EDR_CNT_ERRORS);
+		if (start_scan(ctx, s, g, t, a, ci, lsm))
 			return 0;
-		}
-		dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
 	} else if (!s->scan_short && !s->scan_failed) {
 		dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
 	}
 	if (s->scan_short || s->scan_failed)
-		s->unscanned |= g->has_block;
+		s->unscanned |= g->has_block & EDR_BLOCK_UNSCANNED;
 	judge_group(s, g);
 	s->ci = ci + 1;
-	if (s->ci < s->ncand) {
-		tail(ctx, EDR_PROG_JUDGE, lsm);
-		count(EDR_CNT_ERRORS);
+	if (s->ci >= s->ncand)
+		return finish(ctx, s, lsm);
+	struct edr_group *next = cand_group(s, s->ci);
+	if (next && next->start != EDR_NONE && s->scan_len) {
+		start_scan(ctx, s, next, t, a, s->ci, lsm);
 		return 0;
 	}
-	return finish(ctx, s, lsm);
+	tail(ctx, EDR_PROG_JUDGE, lsm);
+	count(EDR_CNT_ERRORS);
+	return 0;
 }
 
 int edr_scan(void *ctx)

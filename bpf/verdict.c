@@ -87,10 +87,13 @@ static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
 		return 0;
 	}
 	int verdict = 0;
-	int block = s->best_block != EDR_NONE || (s->unscanned && cfg->unscanned_block);
+	/* what was not evaluated blocks like what was not scanned (limits.unscanned) */
+	int block = s->best_block != EDR_NONE ||
+		((s->unscanned || s->dropped_block) && cfg->unscanned_block);
 	if (block) {
 		ev->rule = s->best_block;
-		ev->reason = s->best_block != EDR_NONE ? EDR_REASON_RULE : EDR_REASON_UNSCANNED;
+		ev->reason = s->best_block != EDR_NONE ? EDR_REASON_RULE :
+			s->dropped_block ? EDR_REASON_DROPPED : EDR_REASON_UNSCANNED;
 #if EDR_WITH_LSM
 		if (!lsm && lsm_passed.lookup(&pid))
 			ev->reason = EDR_REASON_RECHECK;

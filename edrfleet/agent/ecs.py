@@ -109,8 +109,10 @@ EVENT_ACTIONS = {1: "blocked", 2: "would_block", 3: "logged"}
 BACKENDS = {1: "sigkill", 2: "lsm"}
 STAGES = {1: "exec", 2: "lsm"}
 STAGE_LSM = 2
-REASONS = {1: "rule", 2: "recheck", 3: "unscanned"}
+REASONS = {1: "rule", 2: "recheck", 3: "unscanned", 4: "dropped"}
 UNSCANNED_RULE_ID = "edrfleet-unscanned-args"
+DROPPED_RULE_ID = "edrfleet-unevaluated-groups"  # more rule groups than the kernel evaluates
+FAIL_CLOSED_IDS = {"unscanned": UNSCANNED_RULE_ID, "dropped": DROPPED_RULE_ID}
 SEVERITY_SCORES = {"low": 21, "medium": 47, "high": 73, "critical": 99}
 FLAG_ARGS_TRUNCATED = 1
 FLAG_FILENAME_TRUNCATED = 2
@@ -118,6 +120,7 @@ FLAG_UNSCANNED = 4
 FLAG_CWD_TRUNCATED = 8
 FLAG_CWD_UNKNOWN = 16
 FLAG_FILELESS = 32
+FLAG_DROPPED = 64  # rule groups not evaluated (the candidate cap): reason dropped if blocked
 TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 ATTACK_FRAMEWORK = "MITRE ATT&CK"
 _DELETED = " (deleted)"
@@ -245,8 +248,8 @@ def to_ecs(
     if generation and ev.rule < len(generation.rules):
         rule = generation.rules[ev.rule]
     reason = REASONS.get(ev.reason, str(ev.reason))
-    rule_id = rule.get("id") or (UNSCANNED_RULE_ID if reason == "unscanned" else "")
-    severity = rule.get("severity", "critical" if reason == "unscanned" else "")
+    rule_id = rule.get("id") or FAIL_CLOSED_IDS.get(reason, "")
+    severity = rule.get("severity", "critical" if reason in FAIL_CLOSED_IDS else "")
     action = EVENT_ACTIONS.get(ev.action, str(ev.action))
     event = {"id": f"{boot_id[:8]}-{ev.ts_ns:x}-{ev.pid:x}", "action": action}
     event.update(classify(action))

@@ -251,6 +251,7 @@ class Engine:
         def group_list(table, groups):
             v = table.Leaf()
             v.n = len(groups)
+            v.over = getattr(groups, "over", 0)  # maps.GroupList: groups left out
             for i, g in enumerate(groups):
                 v.g[i] = g
             return v

@@ -44,7 +44,7 @@ class PackError(ValueError):
 @dataclass
 class GroupEntry:
     start: int
-    has_block: bool
+    has_block: int  # enum edr_block_bit: what an unscanned argv / a dropped group does
     classes: list[int]
     slots: list[tuple[int, int]]  # (need mask, rule index)
     flags: list[int] = field(default_factory=list)  # EDR_CTX_* per slot
@@ -120,13 +120,28 @@ def stat_identity(path: str) -> Identity | None:
     return kernel_dev(st.st_dev), st.st_ino
 
 
-def _merge(table: dict, key, groups: list[int], limit: int, what: str) -> None:
-    merged = table.setdefault(key, [])
-    for g in groups:
-        if g not in merged:
-            merged.append(g)
-    if len(merged) > limit:
-        raise PackError(f"{what} maps to {len(merged)} rule groups, more than {limit}")
+class GroupList(list):
+    """The groups of one "names"/"inodes" key; ``over`` (edr_group_list.over) is 0, or 1 when
+    more groups apply than the kernel's list holds, | EDR_BLOCK_RULE when one left out blocks."""
+
+    over: int = 0
+
+
+def _merge(table: dict, key, groups: list[int], limit: int, blocks: set[int],
+           block_bit: int) -> None:
+    """Add groups to a key's list.  Several policy names can be one file on this host (links,
+    Debian's alternatives): what the list cannot hold is left out and flagged, and the kernel
+    blocks such an exec when a left-out group has a block rule - never a refused policy.
+    Groups with block rules are kept first, so only more of those than fit fail closed."""
+    merged = table.setdefault(key, GroupList())
+    every = list(merged)
+    every.extend(g for g in groups if g not in every)
+    if len(every) <= limit:
+        merged[:] = every
+        return
+    every.sort(key=lambda g: g not in blocks)  # stable: block groups first, in order
+    merged[:] = every[:limit]
+    merged.over = 1 | (block_bit if any(g in blocks for g in every[limit:]) else 0)
 
 
 def _pack_dfas(bundle: dict, header: Header) -> tuple[list[int], list[int], list[int]]:
@@ -200,6 +215,8 @@ def pack_bundle(
     # An argv too long to scan fails closed only where a rule names the executable: a long
     # command line alone is no reason to kill an arbitrary program (xargs makes them daily).
     wildcard_groups = set(bundle["executables"].get("wildcard", []))
+    block_bits = header.enum_by_suffix("edr_block_bit", "EDR_BLOCK_")
+    blocks = {i for i, grp in enumerate(bundle["groups"]) if grp.get("has_block")}
     groups = []
     for i, grp in enumerate(bundle["groups"]):
         if len(grp["rules"]) > header["EDR_RULES_PER_GROUP"]:
@@ -209,7 +226,8 @@ def pack_bundle(
         groups.append(
             GroupEntry(
                 start=none if dfa is None else starts[dfa],
-                has_block=bool(grp.get("has_block")) and i not in wildcard_groups,
+                has_block=(block_bits["unscanned"] if i in blocks and i not in wildcard_groups
+                           else 0) | (block_bits["rule"] if i in blocks else 0),
                 classes=list(classes),
                 slots=[(need, rule) for rule, need in grp["rules"]],
             )
@@ -242,20 +260,20 @@ def pack_bundle(
         if not header.name_fits(key):
             raise PackError(f"executable name {name!r} is longer than the kernel key "
                             f"({header.name_bytes_max} bytes)")
-        _merge(names, key, grps, per_key, f"executable name {name!r}")
+        _merge(names, key, grps, per_key, blocks, block_bits["rule"])
         for directory in bundle.get("search_path", []):
             path = os.path.join(directory, name)
             ident = identity(path)
             if ident is not None:
-                _merge(inodes, ident, grps, per_key, f"file {path}")
+                _merge(inodes, ident, grps, per_key, blocks, block_bits["rule"])
                 paths.setdefault(ident, os.path.realpath(path))
     for path, grps in exe.get("paths", {}).items():
         ident = identity(path)
         if ident is not None:
-            _merge(inodes, ident, grps, per_key, f"file {path}")
+            _merge(inodes, ident, grps, per_key, blocks, block_bits["rule"])
             paths[ident] = path
     if exe.get("fileless"):
-        _merge(names, b"", exe["fileless"], per_key, "fileless rules without an executable")
+        _merge(names, b"", exe["fileless"], per_key, blocks, block_bits["rule"])
     wildcard = list(exe.get("wildcard", []))
     if len(wildcard) > per_key:
         raise PackError(f"{len(wildcard)} groups of rules without an executable, max {per_key}")

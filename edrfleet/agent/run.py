@@ -29,6 +29,7 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.lsm_probe import probe_lsm_load
 from edrfleet.agent.maps import Packed, pack_bundle
+from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
 from edrfleet.kernel_abi import load_header
@@ -133,6 +134,8 @@ class Agent:
     def start(self) -> None:
         t0 = time.monotonic()
         self._write_status()
+        # before anything of the release is loaded: a modified release never runs as root
+        self._step("verify release", lambda: verify_release(self.bpf_dir))
         bundle = self._step("read policy", lambda: self.load_bundle(self.opts.policy))
         self.wanted = self._step("choose backend", lambda: self._wanted_backend(bundle))
         packed = self._step("lay out policy", lambda: self._pack(bundle))
@@ -294,17 +297,33 @@ class Agent:
             self.status["last_reload"] = {"at": time.time(), "ok": False, "error": str(exc)}
             log(f"reload refused, the running policy stays in force: {exc}")
             return
+        old_sha, old_rules, old_mode = (self.status.get("policy_sha256"),
+                                        self.status.get("rules"), self.status.get("mode"))
         if self.engine.fits(packed.needs(self.header)):
             self._install(self.engine, bundle, packed, self.engine.free_slot())
         else:  # bigger maps: a second program enforces before the first one goes
             old = self.engine
-            new = self._new_engine(self.offsets, packed)
-            self._install(new, bundle, packed, slot=0)
-            new.attach_exec()
-            if old.backend == "lsm":
-                new.attach_lsm()
-                self._set_backend(new, "lsm")
-            self._open_events(new)
+            gen = self.gen
+            new = None
+            try:
+                new = self._new_engine(self.offsets, packed)
+                self._install(new, bundle, packed, slot=0)
+                new.attach_exec()
+                if old.backend == "lsm":
+                    new.attach_lsm()
+                    self._set_backend(new, "lsm")
+                self._open_events(new)
+            except Exception as exc:  # the old program never stopped: it stays in force
+                if new is not None:
+                    new.detach()
+                self.gen = gen
+                self.status.update(policy_sha256=old_sha, rules=old_rules, mode=old_mode,
+                                   generation=gen)
+                self.status["last_error"] = f"reload: new program: {exc}"
+                self.status["last_reload"] = {"at": time.time(), "ok": False,
+                                              "error": f"new program: {exc}"}
+                log(f"reload failed, the running program and policy stay in force: {exc}")
+                return
             self.engine = new
             old.poll(0)
             old.detach()
@@ -354,7 +373,7 @@ class Agent:
             self.status.update(
                 execs_seen=c["execs"], blocked=c["blocked"], would_block=c["would_block"],
                 logged=c["logged"], events_lost=c["lost"] + self.user_lost,
-                errors=c["errors"],
+                errors=c["errors"], candidates_dropped=c["dropped"],
             )
         if self.outputs:
             self.status["outputs"] = self.outputs.stats()

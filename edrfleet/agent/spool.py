@@ -44,9 +44,11 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import threading
 import time
 from typing import Any, NamedTuple
@@ -84,6 +86,17 @@ def _cut_partial_tail(fd: int) -> int:
     return end
 
 
+def _open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:
+    """os.open that refuses a symbolic link as the last component, saying so."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+            raise OSError(exc.errno, f"{path} is a symbolic link: the agent writes only files "
+                          "of its own (fix: remove the link)") from None
+        raise
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -116,16 +129,27 @@ class Spool:
         self.rotations = 0
         self._lock = threading.Lock()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)  # exist_ok keeps a pre-existing dir's mode
+        # exist_ok keeps a pre-existing dir's mode; O_NOFOLLOW: never chmod through a link
+        dfd = _open_nofollow(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fchmod(dfd, 0o700)
+        finally:
+            os.close(dfd)
         self._fd = -1
         self._size = 0
         self._open()
 
-    def _open(self) -> None:
+    def _open(self, exclusive: bool = False) -> None:
+        """Open events.jsonl, never through a link (one planted there would have the agent
+        fchmod and append to its target); ``exclusive`` right after a rotation renamed it away:
+        whatever appeared there since is not ours."""
         # O_RDWR, not O_WRONLY: the crash-tail check at open reads the file back.
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        fd = os.open(self.path, flags, 0o600)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_EXCL if exclusive else 0)
+        fd = _open_nofollow(self.path, flags, 0o600)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, f"{self.path} is not a regular file (fix: remove "
+                              "it)")
             os.fchmod(fd, 0o600)  # the umask may have narrowed it; a reused file may be wider
             self._size = _cut_partial_tail(fd)
         except BaseException:
@@ -183,6 +207,7 @@ class Spool:
         os.close(self._fd)
         self._fd = -1
         base = self.path
+        renamed = False
         try:
             try:
                 os.unlink(f"{base}.{self.keep}")
@@ -194,11 +219,12 @@ class Spool:
                 except FileNotFoundError:
                     pass
             os.rename(base, f"{base}.1")
+            renamed = True
             self.rotations += 1
         finally:
             # Even if a rename failed, keep a file open: the next batch then retries the
             # rotation instead of finding the spool closed.
-            self._open()
+            self._open(exclusive=renamed)
 
     def close(self) -> None:
         with self._lock:

@@ -64,6 +64,7 @@ class Status:
     mode: str = ""  # "enforce" | "monitor"
     generation: int = 0  # policy generation in force
     errors: int = 0  # kernel-side errors counted by the program
+    candidates_dropped: int = 0  # execs with rule groups the kernel did not evaluate
     updated_at: float | None = None  # set by write_status
     outputs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # stats()
 

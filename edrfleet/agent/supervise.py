@@ -137,7 +137,9 @@ def _log(msg: str) -> None:
 
 def _write_pidfile(path: str, pid: int) -> None:
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    _unlink(tmp)  # a crash's leftover; then created exclusively, never through a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(f"{pid}\n")
     os.rename(tmp, path)
 
@@ -151,7 +153,7 @@ def _unlink(path: str) -> None:
 
 def _lock_pidfile(path: str) -> int:
     """Open and lock the pidfile; OSError names the holder when another supervisor runs."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -173,7 +175,7 @@ def _daemonize(log: str) -> int | None:
         os._exit(0)
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
@@ -281,13 +283,23 @@ def supervise_argv(args: argparse.Namespace) -> list[str]:
 
 
 def supervisor_pid(run_dir: str) -> int:
-    """The pid of a live supervisor (0 when none)."""
+    """The pid of the live supervisor (0 when none): the one holding the pidfile's lock.  The
+    pid alone proves nothing: after a crash it may belong to any process, which a stop or
+    restart would then signal."""
     try:
-        with open(os.path.join(run_dir, "supervisor.pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
+        fd = os.open(os.path.join(run_dir, "supervisor.pid"),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return 0
-    return pid if pid > 0 and _alive(pid) else 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: a supervisor is up, and it wrote its pid there
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return 0  # nobody holds the lock: no supervisor, whatever pid the file names
+    finally:
+        os.close(fd)  # drops our shared lock, if we took it
 
 
 def _supervisor(action: str, args: argparse.Namespace) -> None:

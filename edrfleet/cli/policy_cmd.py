@@ -17,6 +17,7 @@ from edrfleet.policy import PolicyError, PolicyErrors, simulate
 from edrfleet.policy.bundle import bundle_summary
 from edrfleet.policy.compile import compile_file
 from edrfleet.policy.corpus import read_corpus, run_corpus
+from edrfleet.policy.errors import inert
 
 
 def register(subparsers: Any) -> None:
@@ -97,9 +98,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         bundle = compile_file(args.file)
     except PolicyError as exc:
         return _report(exc)
-    print(f"{args.file}: OK")
+    print(inert(f"{args.file}: OK"))
     for line in bundle_summary(bundle):
-        print(f"  {line}")
+        print(inert(f"  {line}"))
     return EXIT_OK
 
 
@@ -137,11 +138,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FAIL_CLOSED = {
+    "unscanned": "the command line is longer than the kernel scans for this executable, "
+                 "which has block rules (limits.unscanned: block)",
+    "dropped": "more rule groups apply to this executable than the kernel evaluates, and one "
+               "left out has a block rule (limits.unscanned: block)",
+}
+
+
 def describe(bundle: dict[str, Any], decision: Any) -> str:
-    """One readable line for a decision."""
+    """One readable line for a decision (control characters escaped)."""
+    return inert(_describe(bundle, decision))
+
+
+def _describe(bundle: dict[str, Any], decision: Any) -> str:
     severity = {r["id"]: r["severity"] for r in bundle["rules"]}
     others = [r for r in decision.rules if r != decision.rule]
     tail = f" (also matched: {', '.join(others)})" if others else ""
+    if decision.rule is None and decision.reason:
+        verb = "would be blocked (monitor mode)" if bundle["mode"] == "monitor" else "blocked"
+        return f"{verb}: {FAIL_CLOSED.get(decision.reason, decision.reason)}{tail}"
     if decision.rule is None:
         return "allowed: no rule matched"
     verb = {"allow": "allowed by", "log": "logged by", "block": "blocked by"}[decision.action]
@@ -177,7 +193,8 @@ def cmd_test(args: argparse.Namespace) -> int:
                         cwd=opts.cwd, fileless=opts.fileless)
     if opts.format == "json":
         print(json.dumps({"action": decision.action, "rules": list(decision.rules),
-                          "rule": decision.rule}))
+                          "rule": decision.rule,
+                          **({"reason": decision.reason} if decision.reason else {})}))
     else:
         print(describe(bundle, decision))
     return EXIT_OK

@@ -30,7 +30,6 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
-    EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
     EDR_KEY_BITS,
     EDR_POLICY_MAX_GROUPS,
@@ -40,6 +39,7 @@ from edrfleet.policy.limits import (
     EDR_POLICY_MAX_SCOPE,
     EDR_RULES_PER_GROUP,
     MAX_ACCEPT_MASKS,
+    MAX_CANDIDATES,
     MAX_CLASSES,
     MAX_DFA_STATES,
     MAX_TRANS_TOTAL,
@@ -246,8 +246,8 @@ def compile_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     a policy YAML is validated and compiled, a bundle JSON is checked and returned as is.
 
     Raises:
-        OSError: the file cannot be read.
-        PolicyError / PolicyErrors: an invalid policy; ValueError: a damaged bundle.
+        PolicyError / PolicyErrors: an unreadable file or an invalid policy; ValueError: a
+            damaged bundle.
     """
     text = read_policy_file(path)
     if is_bundle_text(text):
@@ -377,19 +377,47 @@ def _check_capacity(c: _Compilation, policy: Policy, bundle: dict[str, Any],
                     f"holds {EDR_KEY_BITS} (the {EDR_KEY_BITS + 1}th is in rule "
                     f"'{first_over.id}')", "give rules the same lists, or drop rarely "
                     "needed ones")
+    _check_candidates(c, exes, first_rule)
+
+
+def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[int, Rule]) -> None:
+    """Refuse a policy of which one exec can hit more groups than the kernel evaluates.
+
+    One exec hits its file's inode, its name as executed and its real name (a link: `rm ->
+    busybox` is judged under both, and on the host any names may be one file), the fileless
+    list when it has no link, and the wildcard groups.  Every two keys of the policy are
+    taken as one exec; more than two in one file is the host's affair (the agent and kernel
+    fail closed: docs/status.md candidates_dropped).
+    """
     wild = set(exes["wildcard"])
-    fileless = set(exes.get("fileless", []))
-    if len(wild | fileless) > EDR_CAND_MAX:
-        c.error(first_rule[min(fileless)], f"a fileless exec would run {len(wild | fileless)} "
-                f"rule groups ({len(fileless)} fileless, {len(wild)} for rules without "
-                f"'executable'); the kernel runs at most {EDR_CAND_MAX}",
-                "merge fileless rules or name the executables of some rules")
-    for table in (exes["names"], exes["paths"]):
-        for key, glist in table.items():
-            cand = wild | set(glist)
-            if len(glist) <= EDR_GROUPS_PER_KEY and len(cand) > EDR_CAND_MAX:
-                c.error(first_rule[glist[0]], f"an exec of '{key}' would run {len(cand)} rule "
-                        f"groups ({len(glist)} for it, {len(wild)} for rules without "
-                        f"'executable'); the kernel runs at most {EDR_CAND_MAX}",
-                        "give rules on it the same 'executable' list, name the executables "
-                        "of rules without one, or simplify regexes")
+    keys: list[tuple[str, set[int]]] = [(f"'{k}'", set(g)) for table in (
+        exes["names"], exes["paths"]) for k, g in table.items()]
+    if exes.get("fileless"):
+        keys.append(("a fileless executable", set(exes["fileless"])))
+    keys.sort(key=lambda kg: -len(kg[1]))
+    worst: tuple[int, int, int] | None = None
+    over = 0
+    for i, (_, gi) in enumerate(keys):
+        if len(gi) + len(keys[i][1]) + len(wild) <= MAX_CANDIDATES:
+            break  # sorted: no later pair can pass the cap either
+        for j in range(i, len(keys)):
+            gj = keys[j][1]
+            if len(gi) + len(gj) + len(wild) <= MAX_CANDIDATES:
+                break
+            n = len(gi | gj | wild)
+            if n > MAX_CANDIDATES:
+                over += 1
+                if worst is None or n > worst[0]:
+                    worst = (n, i, j)
+    if worst is None:
+        return
+    n, i, j = worst
+    (a, ga), (b, gb) = keys[i], keys[j]
+    who = f"an exec of {a}" if i == j else f"{a} and {b} as one file (a link)"
+    mine = f"{len(ga)}" if i == j else f"{len(ga)} + {len(gb)}"
+    others = f" (and {over - 1} more such cases)" if over > 1 else ""
+    c.error(first_rule[min(ga | gb)], f"{who} would run {n} rule groups ({mine} of its "
+            f"executables, {len(wild)} for rules without 'executable'); the kernel evaluates at "
+            f"most {MAX_CANDIDATES} with the whole argv scanned{others}",
+            "give rules on these executables the same 'executable' list (they then share "
+            "groups), name the executables of rules without one, or merge rules")

@@ -13,6 +13,27 @@ from collections.abc import Iterable, Sequence
 from edrfleet.errors import InputError
 
 
+def inert(text: str) -> str:
+    """``text`` safe to echo on a terminal: control characters (bell, ESC sequences, line
+    breaks inside a value) are written as escapes, ``\\x07``, ``\\x1b``, ``\\u2028``.
+
+    >>> inert("a\\x07\\x1b[31mred")
+    'a\\\\x07\\\\x1b[31mred'
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch.isprintable():
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 class PolicyError(InputError, ValueError):
     """A policy that cannot be loaded or compiled.
 
@@ -49,7 +70,7 @@ class PolicyError(InputError, ValueError):
         text = f"{where}: {self.message}"
         if self.fix:
             text += f" (fix: {self.fix})"
-        return text
+        return inert(text)
 
     def __str__(self) -> str:
         return self.format()

@@ -20,6 +20,8 @@ EDR_UIDS_PER_RULE = KERNEL["EDR_UIDS_PER_RULE"]  # uid list of one rule
 EDR_CWD_DEPTH = KERNEL["EDR_CWD_DEPTH"]  # directories of the cwd checked; deeper = unknown
 EDR_KEY_BITS = KERNEL["EDR_KEY_BITS"]  # distinct parent executables / cwd prefixes per policy
 EDR_CAND_MAX = KERNEL["EDR_CAND_MAX"]  # distinct groups evaluated for one exec
+EDR_TAIL_CALLS = KERNEL["EDR_TAIL_CALLS"]  # judge + scan calls of one exec
+EDR_SCAN_WINDOW = KERNEL["EDR_SCAN_WINDOW"]  # argv bytes one scan call reads (the default)
 EDR_NSYM = KERNEL["EDR_NSYM"]  # symbols a DFA reads: bytes 0..255, BOS, EOS
 EDR_SYM_BOS = KERNEL["EDR_SYM_BOS"]
 EDR_SYM_EOS = KERNEL["EDR_SYM_EOS"]
@@ -42,6 +44,9 @@ MAX_DFA_STATES = 4096  # states of one group DFA
 MAX_TRANS_TOTAL = 1 << EDR_ROW_BITS  # entries in the whole bundle: the most a transition
 #                                      entry can address (the agent sizes trans up to this)
 MAX_ACCEPT_MASKS = EDR_ACCEPT_IDS - 1  # distinct non-zero masks in the whole bundle
+# groups one exec may hit: the kernel evaluates EDR_CAND_MAX, but past this many (all with an
+# automaton) the tail-call budget leaves no argv window, and every exec of them is unscanned
+MAX_CANDIDATES = min(EDR_CAND_MAX, (EDR_TAIL_CALLS - 1) // 2)
 MAX_NFA_NODES = 20_000  # NFA nodes of one pattern after expanding {m,n}
 MAX_REPEAT_BOUND = 1_000  # largest m or n accepted in {m,n}
 

@@ -80,18 +80,31 @@ def read_policy_file(path: str | os.PathLike[str]) -> str:
     """The text of a policy file (YAML or bundle JSON).
 
     Raises:
-        OSError: the file cannot be read.
-        PolicyError: it is not UTF-8.
+        PolicyError: it cannot be read, or is not UTF-8 (naming the file, the line and column
+            of the first bad byte, and a fix).
     """
     source = os.fspath(path)
-    with open(source, encoding="utf-8") as fh:
-        try:
-            return fh.read()
-        except UnicodeDecodeError as exc:
-            raise PolicyError(
-                f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                source=source, line=1, col=1, fix="save the policy as UTF-8",
-            ) from None
+    try:
+        with open(source, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise PolicyError(f"cannot read the policy: {exc.strerror or exc}", source=source,
+                          fix="give the path of a readable policy YAML or bundle JSON file"
+                          ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start:exc.end].hex(" ")
+        binary = b"\0" in data[:8192]
+        raise PolicyError(
+            f"not UTF-8 text: byte {bad} ({exc.reason})" + (
+                "; the file looks binary, not a policy" if binary else ""),
+            source=source, line=line, col=col,
+            fix="give a policy YAML or bundle JSON file" if binary else
+            "save the policy as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:

@@ -1,4 +1,5 @@
-"""Run a compiled bundle on one exec, exactly as the kernel does (docs/policy-bundle.md).
+"""Run a compiled bundle on one exec, exactly as the kernel does (docs/policy-bundle.md),
+limits included: the candidate cap, the argv scan budget, the name key length.
 
 >>> from edrfleet.policy import compile_policy, load_policy_text
 >>> b = compile_policy(load_policy_text('''
@@ -15,18 +16,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from edrfleet.policy.context import UserFn, context_holds, make_context
 from edrfleet.policy.decision import Decision, decide
 from edrfleet.policy.identity import (
     CachedStat,
+    ExecTarget,
     Identity,
     StatFn,
     encode_argv,
-    key_matches,
     resolve_target,
     stream_symbols,
+)
+from edrfleet.policy.limits import (
+    EDR_CAND_MAX,
+    EDR_GROUPS_PER_KEY,
+    EDR_SCAN_WINDOW,
+    EDR_TAIL_CALLS,
+    name_fits,
 )
 
 
@@ -41,19 +50,75 @@ def run_dfa(dfa: dict[str, Any], symbols: Sequence[int]) -> int:
     return mask
 
 
-def candidate_groups(bundle: dict[str, Any], target: Any, st: CachedStat,
-                     fileless: bool = False) -> list[int]:
-    """Groups run for this exec: names, inode (via paths and search_path), fileless, wildcard."""
+@dataclass
+class Candidates:
+    """The groups the kernel evaluates for one exec (``groups``, in its order) and what its
+    limits left out: ``dropped`` groups past EDR_CAND_MAX, ``dropped_block`` if one of them
+    has a block rule (then the exec fails closed)."""
+
+    groups: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+
+    def add(self, groups: list[int]) -> None:
+        for g in groups:
+            if g in self.groups or g in self.dropped:
+                continue
+            (self.groups if len(self.groups) < EDR_CAND_MAX else self.dropped).append(g)
+
+
+def _inode_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat) -> list[int]:
+    """The agent's "inodes" list for the exec's file: names found on the search path, then
+    paths, in bundle order (edrfleet/agent/maps.py pack_bundle)."""
+    if target.identity is None:
+        return []
+    exes, found = bundle["executables"], []
+    for name, groups in exes["names"].items():
+        if any(st.identity(os.path.join(d.encode(), name.encode())) == target.identity
+               for d in bundle["search_path"]):
+            found.extend(g for g in groups if g not in found)
+    for path, groups in exes["paths"].items():
+        if st.identity(path.encode()) == target.identity:
+            found.extend(g for g in groups if g not in found)
+    return found
+
+
+def _listed(bundle: dict[str, Any], groups: list[int], cands: Candidates) -> list[int]:
+    """What the agent's list for one key holds: when links make more groups one file than a
+    list takes, block groups first and the rest left out (agent/maps.py _merge)."""
+    if len(groups) <= EDR_GROUPS_PER_KEY:
+        return groups
+    ordered = sorted(groups, key=lambda g: not bundle["groups"][g]["has_block"])
+    cands.dropped.extend(ordered[EDR_GROUPS_PER_KEY:])
+    return ordered[:EDR_GROUPS_PER_KEY]
+
+
+def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
+                     fileless: bool = False) -> Candidates:
+    """Groups run for this exec, as bpf/candidates.c begin() collects them: the inode's list,
+    the as-executed basename's, the real basename's (a name of more than NAME_BYTES_MAX bytes
+    cannot be a key), the fileless list, the wildcard list; at most EDR_CAND_MAX."""
     exes = bundle["executables"]
-    search = bundle["search_path"]
-    found: set[int] = set(exes["wildcard"])
+    cands = Candidates()
+    cands.add(_listed(bundle, _inode_groups(bundle, target, st), cands))
+    for name in target.names:
+        if name and name_fits(name):
+            cands.add(exes["names"].get(name.decode("utf-8", "surrogateescape"), []))
     if fileless:
-        found.update(exes.get("fileless", []))
-    for table in (exes["names"], exes["paths"]):
-        for key, groups in table.items():
-            if key_matches(target, key, search, st):
-                found.update(groups)
-    return sorted(found)
+        cands.add(exes.get("fileless", []))
+    cands.add(exes["wildcard"])
+    return cands
+
+
+def scan_budget(bundle: dict[str, Any], groups: Sequence[int]) -> int | None:
+    """argv bytes the kernel scans for these candidates (bpf/candidates.c fit_budget, with the
+    header's EDR_SCAN_WINDOW: an agent that stepped it down on an old kernel scans less);
+    None when there is no automaton to run."""
+    dfas = sum(1 for g in groups if bundle["groups"][g]["dfa"] is not None)
+    if not dfas:
+        return None
+    fixed = len(groups) + 1
+    windows = (EDR_TAIL_CALLS - fixed) // dfas if fixed < EDR_TAIL_CALLS else 0
+    return windows * EDR_SCAN_WINDOW
 
 
 def simulate(
@@ -99,11 +164,18 @@ def simulate(
     ctx = make_context(st, uid=uid, parent=parent, parent_identity=parent_identity, cwd=cwd,
                        unscanned_block=bundle.get("unscanned", "block") == "block",
                        search_path=bundle["search_path"], users=users)
-    symbols = stream_symbols(args)
+    cands = candidate_groups(bundle, target, st, fileless)
+    joined = b"\0".join(args)
+    budget = scan_budget(bundle, cands.groups)
+    short = budget is not None and len(joined) > budget
+    # an argv cut to the budget is read without its end: no EOS (bpf/scan.c)
+    symbols = stream_symbols(args) if not short else stream_symbols([joined[:budget]])[:-1]
     masks: dict[int, int] = {}
     rules = bundle["rules"]
     matched = []
-    for g in candidate_groups(bundle, target, st, fileless):
+    unscanned = False
+    wild = set(bundle["executables"]["wildcard"])
+    for g in cands.groups:
         group = bundle["groups"][g]
         d = group["dfa"]
         if d is None:
@@ -112,6 +184,8 @@ def simulate(
             if d not in masks:
                 masks[d] = run_dfa(bundle["dfas"][d], symbols)
             mask = masks[d]
+        # a long argv alone fails closed only where a block rule names the executable
+        unscanned |= short and group["has_block"] and g not in wild
         for r, need in group["rules"]:
             rule = rules[r]
             if rule.get("fileless") and not fileless:
@@ -120,4 +194,10 @@ def simulate(
                     ctx, rule["action"], rule["uids"], rule.get("users", ()),
                     rule.get("parents", ()), rule.get("cwds", ())):
                 matched.append((r, rule["id"], rule["action"]))
-    return decide(matched)
+    fail_closed = None
+    if ctx.unscanned_block:
+        if any(bundle["groups"][g]["has_block"] for g in cands.dropped):
+            fail_closed = "dropped"
+        elif unscanned:
+            fail_closed = "unscanned"
+    return decide(matched, fail_closed)

@@ -210,3 +210,86 @@ def test_the_kernel_the_simulator_and_re_agree(start_agent, cgroup, env):
     print(dict(stats))
     assert stats["block"] and stats["log"] and stats["allow"], stats
     assert all(stats[k] for k in ("parent", "cwd", "user", "args", "cmdline")), stats
+
+
+# --- near the kernel's limits (issue 12) ------------------------------------------------------
+# One file (a copy of /bin/true) under its own name and two links to it: an exec through a
+# link is judged under the link's name and the file's, so their groups add up.  Rules spread
+# over many distinct executable lists (one group each) plus wildcard rules, so one exec can
+# hit more groups than EDR_CAND_MAX; a policy the compiler refuses is also loaded with its
+# check lifted (as links on a host can make one), to see the kernel fail closed where
+# `policy test` says so.
+MULTI = "edrm-multi"
+LINKS = ("edrm-a", "edrm-b")
+EXTRAS = tuple(f"edrm-x{i}" for i in range(12))  # names no exec has: distinct lists
+NEAR_EXAMPLES = 12
+
+
+def near_limit_rules() -> st.SearchStrategy[list[dict]]:
+    exes = st.tuples(st.sampled_from((MULTI, *LINKS)),
+                     st.lists(st.sampled_from(EXTRAS), min_size=1, max_size=2, unique=True)).map(
+                         lambda t: [t[0], *t[1]])
+    cond = st.sampled_from(["a", "b", "ab", "-a", "zz"])
+    named = st.fixed_dictionaries({
+        "action": st.sampled_from(["block", "log", "log", "allow"]),
+        "match": st.fixed_dictionaries({"executable": exes,
+                                        "cmdline": cond.map(lambda c: f"{c}\\b")})})
+    wild = st.fixed_dictionaries({
+        "action": st.sampled_from(["block", "log"]),
+        "match": st.fixed_dictionaries({"cmdline": cond.map(lambda c: f" {c}$")})})
+    # sizes drawn, not left to shrinking: below, at and past the cap
+    sized = st.sampled_from([8, 16, 24, 32]).flatmap(
+        lambda n: st.lists(named, min_size=n, max_size=n))
+    return st.tuples(sized, st.lists(wild, max_size=3)).map(lambda t: t[0] + t[1])
+
+
+def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cgroup, env):
+    import edrfleet.policy.compile as compile_mod
+    from edrfleet.policy.bundle import dump_bundle
+    from edrfleet.policy.limits import MAX_CANDIDATES
+
+    shutil.copy2("/bin/true", env.program(MULTI))
+    for name in LINKS:
+        os.symlink(MULTI, env.program(name))
+    agent = start_agent(policy_text([{"action": "log", "match": {"executable": [MULTI]}}],
+                                    cgroup.name))
+    stats = Counter()
+
+    @settings(max_examples=NEAR_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(rules=near_limit_rules(), data=st.data())
+    def agree(rules, data):
+        policy = load_policy_text(policy_text(rules, cgroup.name), "near.yaml")
+        try:
+            bundle = compile_policy(policy)
+        except PolicyError as exc:
+            if "the kernel evaluates at most" not in str(exc):
+                assume(False)
+            stats["refused"] += 1
+            lifted = compile_mod.MAX_CANDIDATES
+            compile_mod.MAX_CANDIDATES = 4 * MAX_CANDIDATES
+            try:
+                bundle = compile_policy(policy)
+            except PolicyError:
+                assume(False)
+            finally:
+                compile_mod.MAX_CANDIDATES = lifted
+        reload(agent, dump_bundle(bundle))
+        execs = data.draw(st.lists(st.tuples(
+            st.sampled_from((MULTI, *LINKS)),
+            st.lists(st.sampled_from(["a", "b", "ab", "-a", "zz", "q"]), max_size=3)),
+            min_size=1, max_size=5), label="execs")
+        for prog, args in execs:
+            argv = [str(env.program(prog)), *args]
+            sim = simulate(bundle, argv)
+            if sim.reason is None:  # inside every limit the oracle agrees too
+                assert sim == reference_decide(policy, argv), (rules, argv)
+            res = cgroup.run(argv)
+            got = "block" if res.returncode == -9 else "ran"
+            assert got == ("block" if sim.action == "block" else "ran"), (rules, argv, sim)
+            stats[sim.reason or sim.action] += 1
+
+    agree()
+    print(dict(stats))
+    # the generator must reach the cap, and the kernel must have failed closed there
+    assert stats["refused"] and stats["dropped"] and stats["block"] and stats["allow"], stats

@@ -28,7 +28,7 @@ import pytest
 from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
 from edrfleet.fleet.deploy.hostpolicy import HostPolicyError
-from edrfleet.fleet.deploy.release import Release, build_release
+from edrfleet.fleet.deploy.release import Release, build_release, release_of
 from edrfleet.fleet.inventory.load import load_inventory
 
 BAD_RULE = {"id": "bad-regex", "description": "broken", "severity": "low", "action": "block",
@@ -190,8 +190,7 @@ def variant_release(main_py: bytes | None = None) -> Release:
             data = src.read(info)
             dst.writestr(info, main_py if main_py and info.filename == "__main__.py" else data)
         dst.writestr("edrfleet/agent/_variant.py", secrets.token_hex(8))
-    files = dict(base.files, **{"agent.pyz": b"#!/usr/bin/python3\n" + buf.getvalue()})
-    return Release(hashlib.sha256(files["agent.pyz"]).hexdigest()[:16], files)
+    return release_of(dict(base.files, **{"agent.pyz": b"#!/usr/bin/python3\n" + buf.getvalue()}))
 
 
 def deploy_release(lab_hosts, release, **opts):

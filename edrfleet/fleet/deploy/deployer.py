@@ -89,8 +89,8 @@ class Deployer:
     # -- phases ------------------------------------------------------------------------------
     def gather(self, s: Session) -> HostResult | None:
         self.on_event(s.name, "facts")
+        paths = HostPaths.from_vars(s.host.vars)  # a bad path is refused before connecting
         s.transport = self.connect(s.host, self.inventory_dir)
-        paths = HostPaths.from_vars(s.host.vars)
         s.facts = gather_facts(s.transport, paths, want_release=self.release.id,
                                want_yaml=self.opts.diff, timeout=self.opts.command_timeout)
         return None

@@ -27,10 +27,17 @@ it wants (fleet/deploy/operations.py) so it pushes and restarts only what differ
     policy_yaml        its text when asked for (deploy --diff), else None
     unit_sha256        sha256 of the systemd unit file ("" when missing)
     status             <spool_dir>/status.json as a dict (None when missing or unreadable)
-    supervisor_pid     pid of a live supervisor (0 when none), from <run_dir>/supervisor.pid
-    agent_pid          pid of the live agent (0 when none): supervisor's agent.pid, or systemd's
-                       MainPID
-    agent_active       True when an agent process is alive
+    supervisor_pid     pid of this install's live supervisor (0 when none), from
+                       <run_dir>/supervisor.pid
+    agent_pid          pid of this install's live agent (0 when none): supervisor's agent.pid, or
+                       systemd's MainPID.  Liveness is by identity, not by kill(pid, 0): the
+                       process's /proc cmdline must be this install's `agent.pyz run --spool
+                       <spool_dir>` (`supervise --pidfile <run_dir>/supervisor.pid`) and it must
+                       have started before its pidfile was written (systemd: before status.json's
+                       started_at), so a pid reused by another process is not the agent
+    agent_active       True when the agent is alive (as above) and, when it says it enforces or
+                       monitors, its status.json is fresh (STATUS_STALE)
+    agent_not_alive    why a pid found is not taken as the live agent ("" otherwise)
     missing_packages   Debian packages the agent needs and the host lacks
                        ("python3-bpfcc", "linux-headers-<release>")
 """
@@ -45,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edrfleet.fleet.deploy.hostfiles import host_file
+from edrfleet.fleet.deploy.hostvars import check_file_path, check_managed_dir
 from edrfleet.fleet.deploy.release import FILES
 
 UNIT_PATH = "/etc/systemd/system/edrfleet-agent.service"
@@ -64,13 +72,23 @@ class HostPaths:
 
     @classmethod
     def from_vars(cls, hv: dict[str, Any]) -> HostPaths:
+        """The host's paths, each checked (hostvars.HostVarError: not absolute, not plain, a
+        system directory): on the controller, before anything connects."""
         return cls(
-            install_dir=str(hv.get("edrfleet_install_dir", cls.install_dir)).rstrip("/"),
-            config_dir=str(hv.get("edrfleet_config_dir", cls.config_dir)).rstrip("/"),
-            spool_dir=str(hv.get("edrfleet_spool_dir", cls.spool_dir)).rstrip("/"),
-            run_dir=str(hv.get("edrfleet_run_dir", cls.run_dir)).rstrip("/"),
-            python=str(hv.get("edrfleet_python", cls.python)),
+            install_dir=check_managed_dir("edrfleet_install_dir",
+                                          hv.get("edrfleet_install_dir", cls.install_dir)),
+            config_dir=check_managed_dir("edrfleet_config_dir",
+                                         hv.get("edrfleet_config_dir", cls.config_dir)),
+            spool_dir=check_managed_dir("edrfleet_spool_dir",
+                                        hv.get("edrfleet_spool_dir", cls.spool_dir)),
+            run_dir=check_managed_dir("edrfleet_run_dir",
+                                      hv.get("edrfleet_run_dir", cls.run_dir)),
+            python=check_file_path("edrfleet_python", hv.get("edrfleet_python", cls.python)),
         )
+
+    @property
+    def managed_dirs(self) -> tuple[str, ...]:
+        return (self.install_dir, self.config_dir, self.spool_dir, self.run_dir)
 
     def shell_vars(self) -> str:
         """Shell assignments for the scripts (every value quoted)."""
@@ -133,6 +151,22 @@ def _status(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# A running agent rewrites status.json every second; one this old speaks for a hung or dead
+# agent (a "starting" one may compile for longer: its age is not held against it).
+STATUS_STALE = 30.0
+
+
+def _stale(status: dict[str, Any] | None, age: str) -> str:
+    try:
+        seconds = float(age)
+    except ValueError:
+        return ""
+    if status and status.get("state") in ("enforcing", "monitoring") and seconds > STATUS_STALE:
+        return (f"status.json was last written {seconds:.0f} s ago (a running agent rewrites "
+                "it every second)")
+    return ""
+
+
 def _pid(text: str) -> int:
     return int(text) if text.strip().isdigit() else 0
 
@@ -162,6 +196,8 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
     if raw.get("kernel_headers") != "1":
         missing.append(f"linux-headers-{kernel}" if kernel else "linux-headers")
     agent_pid = _pid(raw.get("agent_pid", ""))
+    status = _status(raw["status"]) if "status" in raw else None
+    not_alive = raw.get("agent_not_alive", "") or _stale(status, raw.get("status_age", ""))
     return {
         "kernel_release": kernel,
         "lsm": lsm,
@@ -180,9 +216,10 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
         "policy_yaml_sha256": raw.get("policy_yaml_sha256", ""),
         "policy_yaml": _unb64(raw["policy_yaml"]) if "policy_yaml" in raw else None,
         "unit_sha256": raw.get("unit_sha256", ""),
-        "status": _status(raw["status"]) if "status" in raw else None,
+        "status": status,
         "supervisor_pid": _pid(raw.get("supervisor_pid", "")),
         "agent_pid": agent_pid,
-        "agent_active": agent_pid > 0,
+        "agent_active": agent_pid > 0 and not not_alive,
+        "agent_not_alive": not_alive,
         "missing_packages": missing,
     }

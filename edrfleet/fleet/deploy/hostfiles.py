@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-SCRIPTS = ("common.sh", "apply.sh", "rollback.sh", "uninstall.sh", "facts.sh", "facts.py")
+SCRIPTS = ("common.sh", "dirs.sh", "apply.sh", "rollback.sh", "uninstall.sh", "facts.sh",
+           "facts.py")
 
 
 @functools.cache

@@ -30,6 +30,7 @@ import yaml
 
 from edrfleet import paths
 from edrfleet.errors import InputError
+from edrfleet.fleet.deploy.hostvars import check_policy_vars
 from edrfleet.fleet.deploy.render import POLICY_TEMPLATE, TEMPLATES, render
 from edrfleet.kernel_abi import HEADER_FILE
 from edrfleet.policy import PolicyError, compile_policy, dump_bundle, load_bundle, load_policy_text
@@ -86,6 +87,7 @@ def render_host_policy(host_vars: dict[str, Any], name: str, facts: dict[str, An
                        groups: tuple[str, ...] = (), template_dir: Path = TEMPLATES) -> str:
     variables = template_vars(host_vars, name, facts, groups)
     try:
+        check_policy_vars(variables)
         return render(POLICY_TEMPLATE, variables, host=name, template_dir=template_dir)
     except ValueError as exc:
         raise HostPolicyError(name, f"host {name}: {exc}") from exc

@@ -33,6 +33,7 @@ from typing import Any
 
 from edrfleet.fleet.deploy.facts import HostPaths
 from edrfleet.fleet.deploy.hostfiles import host_file
+from edrfleet.fleet.deploy.hostvars import HostVarError, check_managed_dir
 from edrfleet.fleet.deploy.operations import Desired, Plan
 from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 
@@ -74,8 +75,8 @@ def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
         "SERVICE": plan.service,
     }
     return (_preamble(desired.paths, desired.name, desired.manager, extra,
-                      desired.start_timeout) + host_file("common.sh") + install
-            + host_file("apply.sh"))
+                      desired.start_timeout) + host_file("common.sh") + host_file("dirs.sh")
+            + install + host_file("apply.sh"))
 
 
 def rollback_script(desired: Desired, old_release: str, restore_policy: bool,
@@ -94,17 +95,12 @@ def uninstall_script(paths: HostPaths, name: str, purge: bool) -> str:
             + host_file("common.sh") + host_file("uninstall.sh"))
 
 
-# Directories uninstall must never remove whole, whatever the inventory says.
-_SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
-                "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
-                "/var/log", "/var/run", "/usr/local", "/usr/lib", "/mnt", "/media"}
-
-
 def check_removable(path: str) -> None:
-    norm = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
-    if not path.startswith("/") or ".." in path.split("/") or norm in _SYSTEM_DIRS:
-        raise ValueError(f"refusing to remove {path!r}: edrfleet_*_dir must be an absolute "
-                         "directory of its own (fix: e.g. /opt/edrfleet, /etc/edrfleet)")
+    """Uninstall removes ``path`` whole: refused unless it is a plain directory of our own."""
+    try:
+        check_managed_dir("edrfleet_*_dir", path)
+    except HostVarError as exc:
+        raise HostVarError(f"refusing to remove {path!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from edrfleet.errors import HostError
 from edrfleet.fleet.deploy.facts import HostPaths
 from edrfleet.fleet.deploy.hostpolicy import HostPolicy
+from edrfleet.fleet.deploy.hostvars import check_unit_vars
 from edrfleet.fleet.deploy.release import Release
 from edrfleet.fleet.deploy.render import UNIT_TEMPLATE, render
 
@@ -72,11 +73,13 @@ def service_manager(host_vars: dict[str, Any], facts: dict[str, Any]) -> str:
 
 
 def render_unit(paths: HostPaths, name: str) -> str:
-    return render(UNIT_TEMPLATE, {
+    variables = {
         "edrfleet_python": paths.python, "edrfleet_install_dir": paths.install_dir,
         "edrfleet_policy_path": f"{paths.config_dir}/policy.json",
         "edrfleet_spool_dir": paths.spool_dir, "edrfleet_host_name": name,
-    }, host=name)
+    }
+    check_unit_vars(variables)
+    return render(UNIT_TEMPLATE, variables, host=name)
 
 
 def _release_ok(hashes: dict[str, str], release: Release) -> bool:
@@ -145,7 +148,8 @@ def _service_action(facts: dict[str, Any], desired: Desired, p: Plan) -> str:
 def _why_service(facts: dict[str, Any], desired: Desired, p: Plan) -> str:
     status = facts.get("status") or {}
     if p.service == "start":
-        return " (not running)"
+        why = facts.get("agent_not_alive")
+        return f" (not running: {why})" if why else " (not running)"
     if p.service == "restart" and not (p.swap_release or p.write_unit or p.packages):
         return f" (state {status.get('state', 'unknown')})"
     if p.service == "reload" and not p.write_policy:

@@ -7,6 +7,8 @@ A release is these files (`FILES`), laid out on the host as ``<install_dir>/rele
     bpf/edrfleet.h     the kernel <-> user contract
     bpf/edrfleet.c ... the BPF program BCC compiles on the host, in parts
                        (edrfleet/kernel_abi.py BPF_SOURCES: the one list of them)
+    release.sha256     sha256 of the others (sha256sum's format): the agent refuses to start
+                       when its release no longer matches it (edrfleet/agent/release_check.py)
 
 ``<id>`` is the first 16 hex digits of the sha256 over the files' names and bytes, so the
 same source always gives the same id and a rerun with nothing changed changes nothing.  The
@@ -28,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edrfleet import paths
+from edrfleet.agent.release_check import MANIFEST
 from edrfleet.kernel_abi import BPF_SOURCES
 
 REPO = paths.REPO
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _MAIN = b"import sys\nfrom edrfleet.agent.__main__ import main\nsys.exit(main())\n"
 # What a release holds, by path in its directory; host facts hash these (facts.py).
-FILES = ("agent.pyz", *(f"bpf/{name}" for name in BPF_SOURCES))
+FILES = ("agent.pyz", *(f"bpf/{name}" for name in BPF_SOURCES), MANIFEST)
 # Modules of the package the agent imports besides edrfleet/agent/ (stdlib-only, like it).
 AGENT_SHARED_MODULES = ("__init__.py", "kernel_abi.py")
 
@@ -71,6 +74,15 @@ def build_release(repo: Path = REPO) -> Release:
     files = {"agent.pyz": agent_zipapp(repo)}
     for name in BPF_SOURCES:
         files[f"bpf/{name}"] = (repo / "bpf" / name).read_bytes()
+    return release_of(files)
+
+
+def release_of(files: dict[str, bytes]) -> Release:
+    """The release of these files, with the manifest the agent checks itself against at every
+    start (edrfleet/agent/release_check.py); a manifest among ``files`` is made anew."""
+    files = {n: d for n, d in files.items() if n != MANIFEST}
+    files[MANIFEST] = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n"
+                              for n in sorted(files)).encode()
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())

@@ -44,7 +44,8 @@ def host_status(name: str, facts: dict[str, Any]) -> HostStatus:
     if not facts.get("agent_active"):
         state = "stopped" if state in ("enforcing", "monitoring", "starting") else state
     return HostStatus(
-        name, True, state, backend=str(st.get("backend", "")),
+        name, True, state, message=str(facts.get("agent_not_alive") or ""),
+        backend=str(st.get("backend", "")),
         policy_sha256=str(st.get("policy_sha256", "")), release_id=facts.get("release_id", ""),
         pid=int(facts.get("agent_pid") or 0),
         counters={k: int(st.get(k, 0) or 0) for k in STATUS_COUNTERS},

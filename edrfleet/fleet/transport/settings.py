@@ -108,16 +108,39 @@ def parse_common_args(args: str, target: Hop, *, host: str,
         raise ValueError(f"{host}: {var} gives both ProxyCommand and ProxyJump "
                          "(fix: keep one)")
     if command:
-        expanded = (command.replace("%%", "\0").replace("%h", target.host)
-                    .replace("%p", str(target.port)).replace("%r", target.user)
-                    .replace("\0", "%"))
-        return Proxy(command=expanded)
+        return Proxy(command=expand_proxy_command(command, target, host=host))
     if jump:
         try:
             return Proxy(jumps=parse_jump(jump, default_user=target.user))
         except ValueError as exc:
             raise ValueError(f"{host}: {var}: {exc} (fix: [user@]host[:port])") from None
     return Proxy()
+
+
+# What OpenSSH >= 9.6 refuses in a user or host name before it expands %h / %r into a shell
+# command (ssh.c valid_hostname / valid_ruser): the command runs under `sh -c` on the controller.
+_SHELL_META = frozenset("'`\"$\\;&<>|(){}")
+
+
+def _expandable(value: str) -> bool:
+    return bool(value) and not value.startswith("-") and not any(
+        c in _SHELL_META or c.isspace() or not c.isprintable() for c in value)
+
+
+def expand_proxy_command(command: str, target: Hop, *, host: str) -> str:
+    """ProxyCommand with %h %p %r %% expanded; a host or user name holding shell metacharacters
+    (or whitespace, or a leading ``-``) is refused, as OpenSSH >= 9.6 refuses it: the result
+    runs under ``sh -c`` on the controller, so ``ansible_host: "$(cmd)"`` must never reach it.
+    """
+    names = {"%h": ("ansible_host", target.host), "%r": ("ansible_user", target.user)}
+    for token, (var, value) in names.items():
+        if token in command.replace("%%", "") and not _expandable(value):
+            raise ValueError(
+                f"{host}: {var} {value!r} holds shell metacharacters, whitespace or a leading "
+                f"'-' and ansible_ssh_common_args' ProxyCommand expands it with {token} (fix: "
+                f"a plain host or user name in {var})")
+    return (command.replace("%%", "\0").replace("%h", target.host)
+            .replace("%p", str(target.port)).replace("%r", target.user).replace("\0", "%"))
 
 
 def _check_become(name: str, method: Value, hv: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ def test_event_enums_in_the_schema_module_match_the_header():
         "cwd_truncated": ecs.FLAG_CWD_TRUNCATED,
         "cwd_unknown": ecs.FLAG_CWD_UNKNOWN,
         "fileless": ecs.FLAG_FILELESS,
+        "dropped": ecs.FLAG_DROPPED,
     }
 
 

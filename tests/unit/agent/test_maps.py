@@ -91,3 +91,30 @@ def test_needs_say_which_matchers_the_program_must_hold():
     cwd = pack(rule_yaml("a", match="{executable: [rm], cwd: [/tmp]}")).needs(H)
     parent = pack(rule_yaml("a", match="{executable: [rm], parent: {executable: [bash]}}"))
     assert cwd["EDR_WITH_CTX"] == parent.needs(H)["EDR_WITH_CTX"] == 1
+
+
+def test_names_that_are_one_file_here_are_flagged_past_the_list_not_refused():
+    # nc, ncat and netcat one inode (Debian's alternatives): every two fit the compiler's
+    # check, the three together pass what the inode's list holds
+    per = H["EDR_GROUPS_PER_KEY"]
+    names = ("nc", "ncat", "netcat")
+    each = per // 2 - 1
+
+    def rules(action, prefix):
+        return [rule_yaml(f"{prefix}{n}{i}", action, f"{{executable: [{n}, {prefix}{n}{i}]}}")
+                for n in names for i in range(each)]
+
+    files = {f"/usr/bin/{n}": (8, 900) for n in names}
+
+    def packed(*rule_texts):
+        bundle = compile_policy(policy_of_rules(*rule_texts))
+        return bundle, pack_bundle(bundle, H, identity=files.get, cgroup_id=lambda p: 1,
+                                   user_uid=lambda n: None)
+
+    bundle, p = packed(*rules("log", "l"),
+                       rule_yaml("nc-e", "block", "{executable: [netcat], cmdline: ' -e '}"))
+    listed = p.inodes[(8, 900)]
+    assert len(listed) == per and listed.over == 1, "left out, and none of those blocks"
+    assert bundle["executables"]["names"]["netcat"][-1] in listed, "block groups kept first"
+    _, p = packed(*rules("block", "b"))
+    assert p.inodes[(8, 900)].over == 1 | H["EDR_BLOCK_RULE"]

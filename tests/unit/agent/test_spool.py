@@ -251,3 +251,43 @@ def test_a_writer_thread_and_a_reader_thread_race_without_loss_or_duplicates(
     t.join()
     assert s.rotations > 50
     assert seen == list(range(total))
+
+
+def test_a_symlinked_events_file_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """events.jsonl replaced by a link to a 0644 file: no fchmod, no append through it."""
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    target.chmod(0o644)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "events.jsonl").symlink_to(target)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        Spool(str(spool))
+    assert target.read_text() == "precious\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_a_symlinked_spool_directory_is_not_chmodded(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    real.chmod(0o755)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        Spool(str(tmp_path / "link"))
+    assert stat.S_IMODE(real.stat().st_mode) == 0o755
+
+
+def test_a_file_planted_after_a_rotation_is_not_written_to(tmp_path: Path, monkeypatch) -> None:
+    s = Spool(str(tmp_path), max_bytes=200, keep=2)
+    real_rename = os.rename
+
+    def rename_then_plant(a, b):  # someone races the rotation with a file of their own
+        real_rename(a, b)
+        if a.endswith("events.jsonl"):
+            os.symlink(tmp_path / "elsewhere", a)
+
+    monkeypatch.setattr(os, "rename", rename_then_plant)
+    with pytest.raises(OSError):
+        for i in range(20):
+            s.append([{"i": i, "pad": "x" * 50}])
+    assert not (tmp_path / "elsewhere").exists()

@@ -201,3 +201,23 @@ def test_service_under_systemd_runs_systemctl_as_deploy_did(tmp_path: Path, monk
     assert service("restart")[::3] == (1, "systemctl restart u failed")
     monkeypatch.setenv("SYSTEMCTL_FAIL", "stop")
     assert service("stop")[::3] == (1, "systemctl stop u failed")
+
+
+def test_a_pidfile_nobody_holds_names_no_supervisor_even_when_its_pid_is_alive(
+        tmp_path: Path) -> None:
+    """After a crash the pid may belong to any process: only the pidfile's lock says a
+    supervisor is up (a stop would otherwise SIGTERM whatever reused the pid)."""
+    (tmp_path / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    assert supervise.supervisor_pid(str(tmp_path)) == 0
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"), str(tmp_path / "supervisor.pid")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert supervise.supervisor_pid(str(tmp_path)) == os.getpid()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -113,7 +113,10 @@ def test_a_group_splits_past_64_rule_slots_even_with_shared_bits():
     assert len(simulate(bundle, ["rm", "-rf"], stat=FS).rules) == 65
 
 
-def test_an_executable_needing_more_than_8_groups_is_refused():
+def test_an_executable_needing_more_groups_than_a_key_lists_is_refused(monkeypatch):
+    import edrfleet.policy.compile as compile_mod
+
+    monkeypatch.setattr(compile_mod, "EDR_GROUPS_PER_KEY", 8)  # fewer rules to compile
     rules = [rule_yaml(f"r{i}", match=f"{{executable: [rm], args: [{{any: [-x{i}]}}]}}")
              for i in range(64 * 8 + 1)]
     with pytest.raises(PolicyError) as info:
@@ -212,15 +215,16 @@ def test_a_policy_without_rules_compiles_to_an_empty_bundle():
 def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
     import edrfleet.policy.compile as compile_mod
 
-    monkeypatch.setattr(compile_mod, "EDR_CAND_MAX", 2)
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 2)
     pol = policy_of_rules(rule_yaml("a", match="{executable: [rm]}"),
                           rule_yaml("b", match="{executable: [rm, dd]}"),
                           rule_yaml("c", match="{cmdline: x}"))
     with pytest.raises(PolicyError) as info:
         compile_policy(pol)
     assert info.value.message == (
-        "an exec of 'rm' would run 3 rule groups (2 for it, 1 for rules without 'executable'); "
-        "the kernel runs at most 2")
+        "an exec of 'rm' would run 3 rule groups (2 of its executables, 1 for rules without "
+        "'executable'); the kernel evaluates at most 2 with the whole argv scanned (and 1 more "
+        "such cases)")
     assert info.value.line == 3
 
 

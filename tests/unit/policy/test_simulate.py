@@ -147,16 +147,23 @@ def test_fileless_rules_without_an_executable_get_their_own_group_list():
     assert "fileless" not in compile_policy(RULES)["executables"]  # unchanged without it
 
 
-def test_too_many_fileless_groups_are_refused_with_a_fix():
+def test_too_many_fileless_groups_are_refused_with_a_fix(monkeypatch):
+    import edrfleet.policy.compile as compile_mod
+
+    monkeypatch.setattr(compile_mod, "EDR_GROUPS_PER_KEY", 8)  # fewer rules to compile
     match = "{{fileless: true, args: [{{any: [a{}]}}]}}"
     many = policy_of_rules(*(rule_yaml(f"f{i}", "log", match.format(i)) for i in range(600)))
     with pytest.raises(PolicyError, match="fileless rules without 'executable' need 10 groups"):
         compile_policy(many)
 
 
-def test_fileless_and_wildcard_groups_together_must_fit_one_exec():
+def test_fileless_and_wildcard_groups_together_must_fit_one_exec(monkeypatch):
+    import edrfleet.policy.compile as compile_mod
+
+    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 8)  # fewer rules to compile
     wild = [rule_yaml(f"w{i}", "log", f"{{args: [{{any: [w{i}]}}]}}") for i in range(300)]
     mem = [rule_yaml(f"f{i}", "log", f"{{fileless: true, args: [{{any: [f{i}]}}]}}")
            for i in range(300)]
-    with pytest.raises(PolicyError, match="a fileless exec would run 10 rule groups"):
+    with pytest.raises(PolicyError, match="an exec of a fileless executable would run 10 rule "
+                                          "groups"):
         compile_policy(policy_of_rules(*wild, *mem))

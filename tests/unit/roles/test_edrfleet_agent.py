@@ -43,6 +43,10 @@ HOST_VARS = [
      "edrfleet_exceptions": [{"id": "allow-backup-rm", "description": "nightly cleanup",
                               "severity": "low", "match": {"executable": ["rm"],
                                                            "args": [{"glob": "/srv/backup/*"}]}}]},
+    # hostile values (no `{{`: Ansible templates variables, unless the inventory says !unsafe)
+    {"edrfleet_mode": "x\nbackend: sigkill", "edrfleet_unscanned": "allow\nscope: {}",
+     "edrfleet_protected_agents": ["a'b\n  - id: planted", "$(id)", "x.y|.*"],
+     "edrfleet_scope_cgroups": ["/a\"\nb", "%h"]},
 ]
 
 
@@ -53,7 +57,7 @@ def test_the_role_templates_are_links_to_the_repository_templates():
         assert link.resolve() == REPO / "templates" / name
 
 
-@pytest.mark.parametrize("host_vars", HOST_VARS, ids=["defaults", "lab-host"])
+@pytest.mark.parametrize("host_vars", HOST_VARS, ids=["defaults", "lab-host", "hostile"])
 def test_ansible_renders_the_policy_as_edrfleet_does(tmp_path, host_vars):
     playbook_bin = Path(sys.executable).parent / "ansible-playbook"
     if not playbook_bin.exists() and not shutil.which("ansible-playbook"):
@@ -86,3 +90,15 @@ def test_the_role_passes_ansible_lint_at_the_default_profile(tmp_path):
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Passed: 0 failure(s), 0 warning(s)" in r.stdout + r.stderr
+
+
+def test_the_role_refuses_the_system_directories_deploy_refuses():
+    import yaml
+
+    from edrfleet.fleet.deploy.hostvars import SYSTEM_DIRS
+
+    role_vars = yaml.safe_load((REPO / "roles/edrfleet_agent/vars/main.yml").read_text())
+    assert set(role_vars["__edrfleet_agent_system_dirs"]) == SYSTEM_DIRS
+    dirs_sh = role_vars["__edrfleet_agent_dirs_sh"].replace("{{ role_path }}",
+                                                            str(REPO / "roles/edrfleet_agent"))
+    assert Path(dirs_sh).resolve() == REPO / "edrfleet/fleet/deploy/host/dirs.sh"

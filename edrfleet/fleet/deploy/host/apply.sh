@@ -2,8 +2,8 @@
 # shellcheck disable=SC2154  # WANT_RELEASE, PAYLOAD, ... come from the generated preamble
 # One apply: unpack and verify the payload (stdin), swap release, policy and unit into place,
 # start, restart or reload the agent and wait until it has the new policy in force.
-mkdir -p "$INSTALL_DIR/releases" "$CONFIG_DIR" "$SPOOL_DIR" "$RUN_DIR"
-chmod 700 "$INSTALL_DIR" "$INSTALL_DIR/releases" "$CONFIG_DIR" "$SPOOL_DIR" "$RUN_DIR"
+check_managed_dirs  # dirs.sh: before anything changes
+make_managed_dirs
 exec 9>"$INSTALL_DIR/.deploy.lock"
 flock -n 9 || fail "another deploy is running on this host ($INSTALL_DIR/.deploy.lock)"
 OLD_RELEASE=""

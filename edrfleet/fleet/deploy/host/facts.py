@@ -8,10 +8,12 @@ environment (facts.sh exports them); parsed by edrfleet/fleet/deploy/facts.py.
 import base64
 import hashlib
 import importlib.util
+import json
 import os
 import platform
 import shutil
 import subprocess
+import time
 
 E = os.environ
 
@@ -38,15 +40,68 @@ def sha(p):
     return hashlib.sha256(d).hexdigest() if d is not None else ""
 
 
-def live(t):
+def pid_of(t):
     try:
         pid = int((t or "").strip())
-        if pid <= 0:
-            return ""
-        os.kill(pid, 0)
-        return pid
-    except (ValueError, OSError):
-        return ""
+    except ValueError:
+        return 0
+    return pid if pid > 0 else 0
+
+
+def _boot_time():
+    for line in (read("/proc/stat") or "").splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1])
+    return 0
+
+
+BOOT = _boot_time()
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def started_at(pid):
+    """When process ``pid`` started (epoch seconds; 0 when there is no such process)."""
+    stat = read(f"/proc/{pid}/stat") or ""
+    fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+    return BOOT + int(fields[19]) / TICK if len(fields) > 19 and BOOT else 0
+
+
+def identity(pid, command, words, not_after):
+    """Why ``pid`` is not ours ("" when it is): its command line must be this install's
+    ``agent.pyz <command>`` holding ``words`` (this install's paths), and it must have started
+    no later than ``not_after`` (when its pidfile was written, or status.json's started_at): a
+    pid reused by another process after ours died fails one or the other."""
+    if not pid:
+        return "no pid"
+    raw = read(f"/proc/{pid}/cmdline", "rb")
+    if not raw:
+        return f"pid {pid} is not running"
+    argv = raw.decode(errors="replace").split("\0")
+    pyz = next((i for i, a in enumerate(argv) if a.startswith(E["INSTALL_DIR"] + "/")
+                and a.endswith("/agent.pyz")), -1)
+    if pyz < 0 or argv[pyz + 1:pyz + 2] != [command] or not all(w in argv for w in words):
+        shown = " ".join(argv)[:120]
+        return f"pid {pid} is not this install's agent ({shown!r})"
+    start = started_at(pid)
+    if not_after and start > not_after + 2:  # btime is whole seconds
+        return f"pid {pid} started after its pidfile was written: a reused pid"
+    return ""
+
+
+def mtime(p):
+    try:
+        return os.stat(p).st_mtime
+    except OSError:
+        return 0
+
+
+def status_started(b64_status):
+    try:
+        st = json.loads(base64.b64decode(b64_status or ""))
+        return float(st.get("started_at") or 0), int(st.get("pid") or 0), \
+            float(st.get("updated_at") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0, 0, 0
 
 
 rel = os.uname().release
@@ -80,12 +135,26 @@ out("policy_yaml_sha256", sha(E["CONFIG_DIR"] + "/policy.yaml"))
 if E["WANT_YAML"] and (v := b64(E["CONFIG_DIR"] + "/policy.yaml")) is not None:
     out("policy_yaml", v)
 out("unit_sha256", sha(E["UNIT_PATH"]))
-if (v := b64(E["SPOOL_DIR"] + "/status.json")) is not None:
-    out("status", v)
-out("supervisor_pid", live(read(E["RUN_DIR"] + "/supervisor.pid")))
-agent = live(read(E["RUN_DIR"] + "/agent.pid"))
-if not agent and os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
+status_b64 = b64(E["SPOOL_DIR"] + "/status.json")
+if status_b64 is not None:
+    out("status", status_b64)
+st_started, st_pid, st_updated = status_started(status_b64)
+if st_updated:
+    out("status_age", f"{time.time() - st_updated:.1f}")
+sup_file = E["RUN_DIR"] + "/supervisor.pid"
+sup = pid_of(read(sup_file))
+why = identity(sup, "supervise", ("--pidfile", sup_file), mtime(sup_file)) if sup else "-"
+out("supervisor_pid", "" if why else sup)
+agent_file = E["RUN_DIR"] + "/agent.pid"
+agent = pid_of(read(agent_file))
+why = identity(agent, "run", ("--spool", E["SPOOL_DIR"]), mtime(agent_file)) if agent else ""
+if (not agent or why) and os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
     r = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", E["UNIT_NAME"]],
                        capture_output=True, text=True)
-    agent = live(r.stdout)
-out("agent_pid", agent)
+    agent = pid_of(r.stdout)
+    # the agent stamps started_at after it started: it cannot be older than the process
+    not_after = st_started if st_pid == agent else 0
+    why = identity(agent, "run", ("--spool", E["SPOOL_DIR"]), not_after) if agent else ""
+out("agent_pid", "" if why else agent)
+if why:
+    out("agent_not_alive", why)

@@ -119,3 +119,21 @@ def test_a_jump_without_host_is_refused():
         parse_jump("u@", default_user="x")
 
 
+
+
+@pytest.mark.parametrize("host, user", [
+    ("$(touch /tmp/x)10.0.0.5", "deploy"), ("10.0.0.5;id", "deploy"), ("a b", "deploy"),
+    ("`id`", "deploy"), ("-oProxyCommand=x", "deploy"), ("10.0.0.5\nid", "deploy"),
+    ("10.0.0.5", "u$(id)"), ("10.0.0.5", "u'x"), ("10.0.0.5", "u|x"),
+])
+def test_proxy_command_refuses_shell_metacharacters_in_h_and_r(host, user):
+    # OpenSSH >= 9.6 refuses these names: the expanded command runs under sh -c
+    with pytest.raises(ValueError, match="shell metacharacters"):
+        parse_common_args("-o ProxyCommand='nc %h %p # %r'", Hop(host, 22, user), host="h")
+
+
+def test_proxy_command_without_h_or_r_takes_any_name():
+    assert parse_common_args("-o ProxyCommand='nc gw %p # %%h'", Hop("$(x)", 22, "u;v"),
+                             host="h") == Proxy(command="nc gw 22 # %h")
+    assert parse_common_args("-o ProxyCommand='nc %h %p'", Hop("fe80::1%eth0", 22, "u"),
+                             host="h") == Proxy(command="nc fe80::1%eth0 22")

@@ -17,6 +17,7 @@ import yaml
 
 from edrfleet.cli.main import main
 from edrfleet.policy import compile_policy, load_policy_text, reference_decide, simulate
+from edrfleet.policy.limits import EDR_GROUPS_PER_KEY
 from edrfleet.policy.sigma import import_paths, import_texts
 from tests.corpora import SIGMA
 
@@ -271,7 +272,7 @@ def test_other_logsources_are_refused() -> None:
 def test_rules_on_overlapping_executable_lists_are_split_to_fit_the_kernel() -> None:
     texts = [(f"r{i}.yml", sigma(f"sel: {{Image|endswith: [/cat, /x{i}], CommandLine|contains: "
                                 f"y{i}}}\ncondition: sel\n").replace("00000000000", f"{i:011d}"))
-             for i in range(10)]
+             for i in range(EDR_GROUPS_PER_KEY + 2)]
     result = import_texts(texts)
     result.rules()
     assert result.split is True
