@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lab and SSH transport figures: `lab up`/`lab down` time, command round trip over Transport.
+"""Lab and SSH transport figures: `lab up`/`lab down` time, command round trip over SshTransport.
 
 For each size in --sizes: time `lab up` (namespaces, keys, sshds, known_hosts, inventory),
 connect to every host from a thread pool (first command included), run --commands `true`s
@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
-from edrfleet.fleet.transport.ssh import Transport  # noqa: E402
+from edrfleet.fleet.transport.ssh import SshTransport  # noqa: E402
 from edrfleet.lab import netns as lab  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def one_size(n: int, commands: int, base: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"hosts": n, "up_s": round(time.monotonic() - t0, 3)}
     try:
         hosts = list(load_inventory(inv).hosts.values())
-        transports = [Transport(h, inv.parent) for h in hosts]
+        transports = [SshTransport(h, inv.parent) for h in hosts]
         t0 = time.monotonic()
         with ThreadPoolExecutor(n) as pool:
             list(pool.map(lambda t: t.run(["true"]), transports))

@@ -6,9 +6,11 @@ seconds of this process and of the hosts' side: the pull commands, and with ssh 
 read from the lab's cgroup):
 
 - ``--transport local`` (default): each host's spool is a directory here, and each chunk is
-  pulled by running the real ``python3 agent.pyz pull`` as a subprocess, exactly the command
-  ``edrfleet report`` runs over SSH; the frame is decoded and ingested by the real controller
-  code (edrfleet.fleet.report.pull_hosts into a Store).  Only the SSH hop is left out.
+  pulled by running the real ``python3 agent.pyz pull`` through the product's local transport
+  (edrfleet.fleet.transport.local, what ``ansible_connection: local`` uses), exactly the
+  command ``edrfleet report`` runs over SSH; the frame is decoded and ingested by the real
+  controller code (edrfleet.fleet.report.pull_hosts into a Store).  Only the SSH hop is left
+  out.
 - ``--transport ssh``: an N-host lab (netns + sshd per host, edrfleet.lab.netns) is brought
   up, the agent release is put on each host over SSH and the same pull runs over real SSH
   (Fabric/paramiko); the lab is removed at the end.
@@ -33,7 +35,6 @@ import argparse
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ from edrfleet.fleet.report.pull import pull_hosts  # noqa: E402
 from edrfleet.fleet.report.store import Store  # noqa: E402
 from edrfleet.fleet.report.summary import summarize  # noqa: E402
 from edrfleet.fleet.report.view import FleetView, fleet_keys  # noqa: E402
+from edrfleet.fleet.transport.local import LocalTransport  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 T0 = 1796101200.0  # 2026-12-01T05:00:00Z
@@ -64,27 +66,6 @@ T0 = 1796101200.0  # 2026-12-01T05:00:00Z
 class LocalHost:
     name: str
     vars: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Out:
-    rc: int
-    stdout: bytes
-    stderr: bytes
-
-
-class LocalRunner:
-    """The pull command run here, as a subprocess (what SSH would run on the host)."""
-
-    def __enter__(self) -> LocalRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def run(self, argv, *, input=None, timeout=60, check=True) -> _Out:
-        p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
-        return _Out(p.returncode, p.stdout, p.stderr)
 
 
 def make_event(host: str, k: int, i: int) -> dict:
@@ -230,14 +211,14 @@ def local_fleet(work: Path, n: int):
                                          "edrfleet_install_dir": str(install),
                                          "edrfleet_spool_dir": str(work / f"bench{k:02d}")})
              for k in range(n)]
-    return hosts, (lambda _h: LocalRunner()), (lambda: None)
+    return hosts, (lambda h: LocalTransport(h.name)), (lambda: None)
 
 
 def ssh_fleet(work: Path, n: int):
     from edrfleet.agent.run import cgroup2_root
     from edrfleet.fleet.inventory.load import load_inventory
     from edrfleet.fleet.report.pull import connect_for
-    from edrfleet.fleet.transport.ssh import Transport
+    from edrfleet.fleet.transport.ssh import SshTransport
     from edrfleet.lab import netns as lab
 
     global HOST_CPU
@@ -259,7 +240,7 @@ def ssh_fleet(work: Path, n: int):
     rel = build_release()
     for h in hosts:
         d = f"{h.vars['edrfleet_install_dir']}/releases/{rel.id}"
-        with Transport(h, inv.parent) as tr:
+        with SshTransport(h, inv.parent) as tr:
             tr.run(["mkdir", "-p", d])
             tr.put(rel.files["agent.pyz"], f"{d}/agent.pyz")
             tr.run(["ln", "-sfn", f"releases/{rel.id}",

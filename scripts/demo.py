@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edrfleet.fleet.inventory.load import load_inventory  # noqa: E402
-from edrfleet.fleet.transport.ssh import Transport  # noqa: E402
+from edrfleet.fleet.transport.ssh import SshTransport  # noqa: E402
 
 WORK = REPO / ".edrfleet" / "demo"
 LAB = WORK / "lab"
@@ -80,7 +80,7 @@ def attack(bindir: Path) -> bool:
         canary = Path(tempfile.mkdtemp(prefix="edrfleet-canary-", dir="/tmp"))
         (canary / "precious").write_text("still here\n")
         scratch = Path(tempfile.mkdtemp(prefix="edrfleet-scratch-", dir="/tmp"))
-        with Transport(host, INVENTORY.parent) as t:
+        with SshTransport(host, INVENTORY.parent) as t:
             for kind, shown, argv in cases(bindir, canary, scratch):
                 # a shell that waits for the command, so a kill shows as status 137; -1 is
                 # the SSH session's own shell killed (its command line carries the attack)

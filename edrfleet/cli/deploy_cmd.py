@@ -192,7 +192,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy.lifecycle import STATUS_COUNTERS, fleet_status
+    from edrfleet.fleet.deploy.status import STATUS_COUNTERS, fleet_status
 
     forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)
@@ -230,7 +230,7 @@ def not_as_wanted(hosts: list[Any], rows: list[Any]) -> list[str]:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from edrfleet.fleet.deploy.lifecycle import fleet_uninstall
+    from edrfleet.fleet.deploy.uninstall import fleet_uninstall
 
     forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)

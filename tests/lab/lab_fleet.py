@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
-from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.fleet.transport.ssh import SshTransport
 from edrfleet.lab import netns as lab
 
 # What deploy and the role install into on a lab host (docs/fleet.md host variables).
@@ -53,11 +53,11 @@ class LabFleet:
     def lab(self) -> lab.Lab:
         return lab.Lab.load(self.dir)
 
-    def transport(self, name: str, **var_overrides: Any) -> Transport:
+    def transport(self, name: str, **var_overrides: Any) -> SshTransport:
         h = self.hosts[name]
         if var_overrides:
             h = InventoryHost(h.name, {**h.vars, **var_overrides})
-        return Transport(h, self.inventory.parent, connect_timeout=5)
+        return SshTransport(h, self.inventory.parent, connect_timeout=5)
 
     def restore_dirs(self) -> None:
         """Every host's managed directories as `lab up` made them (for the modules after an

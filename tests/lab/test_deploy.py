@@ -1,8 +1,11 @@
 """edrfleet deploy on real lab hosts (netns + sshd + cgroup each), real agents, real SSH.
 
-The tests run in file order and share one deploy: first install, no-op rerun, policy-only
-reload, check/diff, faults (bad policy, unreachable host, changed host key, agent killed,
-agent that cannot start), uninstall.  Every attack is a canary: `rm -rf` of a
+First install, no-op rerun, policy-only reload, check/diff, faults (bad policy, unreachable
+host, changed host key, agent killed, agent that cannot start), uninstall.  No test relies on
+another having run before it, in this file or another sharing the lab: each starts from the
+state it needs (`deployed`: this checkout's default deploy in force on every host, a no-op
+deploy when it already is; `first_install`: every host wiped, then deployed), and the module
+leaves the hosts as `lab up` made them.  Every attack is a canary: `rm -rf` of a
 /tmp/edrfleet-canary-* directory made for it, checked to survive.
 """
 
@@ -69,16 +72,37 @@ def wait_for(cond, timeout=30.0):
     raise AssertionError("condition not met in time")
 
 
-@pytest.fixture(scope="module")
-def deployed(lab_hosts):
-    report, by_name = run_deploy(lab_hosts)
-    yield report, by_name
-    main(["uninstall", str(lab_hosts.inventory), "--purge"])
+def wipe(lab_hosts) -> None:
+    """Nothing of edrfleet on any host (whatever an earlier test or file left), the managed
+    directories as `lab up` made them."""
+    assert main(["uninstall", str(lab_hosts.inventory), "--purge"]) == 0
     lab_hosts.restore_dirs()
 
 
-def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, deployed):
-    report, by_name = deployed
+@pytest.fixture(scope="module")
+def lab_wiped_after(lab_hosts):
+    """The hosts are left as `lab up` made them for the tests after this module."""
+    yield
+    wipe(lab_hosts)
+
+
+@pytest.fixture()
+def deployed(lab_hosts, lab_wiped_after) -> dict[str, dict]:
+    """This checkout's default deploy in force on every host: {host: its status.json}."""
+    report, by_name = run_deploy(lab_hosts)
+    assert not report.failed, [(r.name, r.message) for r in report.failed]
+    return {n: by_name[n].agent or lab_hosts.facts(n)["status"] for n in lab_hosts.names}
+
+
+@pytest.fixture()
+def first_install(lab_hosts, lab_wiped_after):
+    """Every host wiped, then deployed: (report, {host: result})."""
+    wipe(lab_hosts)
+    return run_deploy(lab_hosts)
+
+
+def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, first_install):
+    report, by_name = first_install
     assert [r.status for r in report.results] == ["changed"] * len(lab_hosts.names), \
         [(r.name, r.message) for r in report.results]
     for name in lab_hosts.names:
@@ -94,19 +118,18 @@ def test_first_deploy_enforces_the_lab_canary_rule_on_every_host(lab_hosts, depl
 
 
 def test_status_and_policy_render_read_the_hosts(lab_hosts, deployed, capsys):
-    _, by_name = deployed
     assert main(["status", str(lab_hosts.inventory), "--format", "json"]) == 0
     rows = {r["host"]: r for r in json.loads(capsys.readouterr().out)}
     for name in lab_hosts.names:
         assert rows[name]["state"] == "enforcing" and rows[name]["reachable"]
-        assert rows[name]["policy_sha256"] == by_name[name].agent["policy_sha256"]
+        assert rows[name]["policy_sha256"] == deployed[name]["policy_sha256"]
         assert set(rows[name]["counters"]) >= {"execs_seen", "blocked", "events_lost"}
     name = lab_hosts.names[0]
     assert main(["policy", "render", str(lab_hosts.inventory), name]) == 0  # facts over SSH
     out, err = capsys.readouterr()
     assert out == Path(lab_hosts.hosts[name].vars["edrfleet_config_dir"],
                        "policy.yaml").read_text()
-    assert by_name[name].agent["policy_sha256"] in err
+    assert deployed[name]["policy_sha256"] in err
 
 
 def test_a_look_alike_that_is_not_an_attack_runs(lab_hosts, deployed):

@@ -30,7 +30,7 @@ import pytest
 from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
 from edrfleet.fleet.deploy.hostpolicy import HostPolicyError
-from edrfleet.fleet.deploy.lifecycle import fleet_uninstall
+from edrfleet.fleet.deploy.uninstall import fleet_uninstall
 from edrfleet.fleet.inventory.load import load_inventory
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from edrfleet.agent.run import cgroup2_root
-from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.fleet.transport.ssh import SshTransport
 from edrfleet.lab import netns as lab
 from edrfleet.lab.host import LabError
 from tests.lab.lab_fleet import load_lab_hosts
@@ -82,7 +82,7 @@ def test_two_labs_side_by_side_never_share_names_addresses_or_cgroups(lab_hosts,
         for field in ("netns", "veth_host", "veth_ns", "addr", "cgroup"):
             assert not {getattr(h, field) for h in a.hosts} & {getattr(h, field) for h in b.hosts}
         for name, host in load_lab_hosts(inv).items():
-            with Transport(host, inv.parent, connect_timeout=5) as t:
+            with SshTransport(host, inv.parent, connect_timeout=5) as t:
                 assert t.run(["cat", "/proc/self/cgroup"]).stdout.endswith(
                     f"{b.host(name).cgroup}\n".encode())
     finally:
@@ -146,7 +146,7 @@ def test_cli_lab_down_leaves_no_netns_veth_cgroup_process_or_file(tmp_path):
         for var in ("install", "config", "spool", "run"):
             p = Path(host.vars[f"edrfleet_{var}_dir"])
             assert p.is_dir() and p.stat().st_mode & 0o777 == 0o700, p
-        with Transport(host, d, connect_timeout=5) as t:  # something left running, as an
+        with SshTransport(host, d, connect_timeout=5) as t:  # something left running, as an
             r = t.run(["sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!"])
             pids.append(int(r.stdout))                     # agent would be
         assert f"0::{state.host(name).cgroup}" in Path(f"/proc/{pids[-1]}/cgroup").read_text()
@@ -181,7 +181,7 @@ def test_twenty_hosts_come_up_fast_and_all_answer_in_parallel(tmp_path):
         hosts = load_lab_hosts(inv)
 
         def one(name: str) -> bytes:
-            with Transport(hosts[name], d, connect_timeout=10) as t:
+            with SshTransport(hosts[name], d, connect_timeout=10) as t:
                 return t.run(["cat", "/proc/self/cgroup"]).stdout
 
         with ThreadPoolExecutor(20) as pool:

@@ -29,7 +29,7 @@ from edrfleet.agent.spool import Spool
 from edrfleet.fleet.inventory.load import load_inventory
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
-from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.fleet.transport.ssh import SshTransport
 from tests.lab.test_report import EDRFLEET, ReportLab, event, report, report_lab
 
 __all__ = ["report_lab"]  # the fixture
@@ -162,7 +162,7 @@ def test_a_hung_pull_is_ended_on_the_host_and_more_forever_is_stopped(report_lab
     hosts = list(load_inventory(inv).hosts.values())
 
     def connect(h):
-        return Transport(h, inv.parent, connect_timeout=5)
+        return SshTransport(h, inv.parent, connect_timeout=5)
 
     store = open_store(tmp_path / "r.db")
     r = pull_hosts(hosts[:1], store, connect, timeout=2)[hosts[0].name]

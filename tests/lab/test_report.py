@@ -32,7 +32,7 @@ from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_hosts
 from edrfleet.fleet.report.queries import command_pattern
 from edrfleet.fleet.report.store import host_key
-from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.fleet.transport.ssh import SshTransport
 from tests.unit.helpers.postgres_server import empty_store, postgres_server
 
 __all__ = ["postgres_server"]  # the fixture, for the PostgreSQL test below
@@ -85,7 +85,7 @@ def report_lab(lab_hosts) -> Iterator[ReportLab]:
     for host in hosts.values():  # install the release over SSH, as deploy lays it out
         install = host.vars["edrfleet_install_dir"]
         rel = f"{install}/releases/{release.id}"
-        with Transport(host, inventory.parent, connect_timeout=5) as t:
+        with SshTransport(host, inventory.parent, connect_timeout=5) as t:
             t.run(["mkdir", "-p", rel])
             t.put(release.files["agent.pyz"], f"{rel}/agent.pyz")
             t.run(["ln", "-sfn", f"releases/{release.id}", f"{install}/current"])
@@ -252,7 +252,7 @@ def test_pulling_while_the_spool_rotates_loses_and_repeats_nothing(report_lab, t
         done.set()
 
     def connect(h):
-        return Transport(h, report_lab.inventory.parent, connect_timeout=5)
+        return SshTransport(h, report_lab.inventory.parent, connect_timeout=5)
 
     t = threading.Thread(target=writer)
     t.start()

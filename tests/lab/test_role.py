@@ -1,8 +1,9 @@
 """roles/edrfleet_agent run by ansible-playbook against real lab hosts (sshd in network
 namespaces, no systemd: the role's supervisor path), real agents, real SSH.
 
-The tests run in file order and share one install: first converge, no-op rerun, policy-only
-reload, state absent.  The molecule scenario (tests/vm/test_molecule.py) proves the systemd
+The tests share one install (`converged`: the role's first run on hosts wiped of anything an
+earlier file left): first converge, no-op rerun, policy-only reload; state absent runs last, as
+it removes the install.  The molecule scenario (tests/vm/test_molecule.py) proves the systemd
 path in a VM.  Every attack is a canary (LabFleet.canary_attack).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
 from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.inventory.load import load_inventory
@@ -66,6 +68,9 @@ def play(lab_hosts, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converged(lab_hosts, play):
+    """The role's first run: on hosts with nothing of edrfleet, whatever ran before."""
+    assert main(["uninstall", str(lab_hosts.inventory), "--purge"]) == 0
+    lab_hosts.restore_dirs()
     return play.run()
 
 

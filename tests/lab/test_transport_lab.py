@@ -1,4 +1,7 @@
-"""Transport against real sshd lab hosts: commands, cgroups, failures, host keys, files."""
+"""SshTransport against real sshd lab hosts: commands, cgroups, failures, host keys, files.
+
+The promises every transport makes are tests/unit/helpers/transport_contract.py, run here over
+SSH and in tests/unit/fleet/transport/test_local.py on the local transport."""
 
 from __future__ import annotations
 
@@ -15,12 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.transport.ssh import HostKeyError, RemoteError, Transport, Unreachable
-
-HOSTILE = [
-    "it's", 'say "hi"', "$(touch /tmp/edrfleet-pwned)", "`id`", "a;b", "x\ny\n", "*", "-n",
-    "", "  spaces  ", "back\\slash", "\t", "ünïcode ✓", "$HOME", "!!", "{a,b}", "~", "#c",
-]
+from edrfleet.fleet.transport.base import HostKeyError, Unreachable
+from edrfleet.fleet.transport.ssh import SshTransport
+from tests.unit.helpers import transport_contract as contract
 
 
 def _each(lab_hosts, fn):
@@ -45,78 +45,47 @@ def test_commands_run_inside_the_hosts_cgroup(lab_hosts):
         assert lab_hosts.hosts[name].vars["edrfleet_scope_cgroups"] == [lab.host(name).cgroup]
 
 
-def test_hostile_argv_words_arrive_intact(lab_hosts, tmp_path):
+def test_hostile_argv_words_arrive_intact(lab_hosts):
     with lab_hosts.transport(lab_hosts.names[0]) as t:
-        r = t.run(["printf", "%s\\0", *HOSTILE])
-        assert r.stdout.decode().split("\0")[:-1] == HOSTILE
-        r = t.run_script('for a in "$@"; do printf "%s\\0" "$a"; done', args=HOSTILE)
-        assert r.stdout.decode().split("\0")[:-1] == HOSTILE
-        assert t.run(["test", "-e", "/tmp/edrfleet-pwned"], check=False).rc == 1
+        contract.hostile_argv_words_arrive_intact(t)
 
 
 def test_a_nul_byte_in_argv_is_refused_before_anything_is_sent(lab_hosts):
-    with lab_hosts.transport(lab_hosts.names[0]) as t, pytest.raises(ValueError, match="NUL"):
-        t.run(["echo", "a\0b"])
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        contract.a_nul_byte_in_argv_is_refused(t)
 
 
 def test_stdin_and_binary_output_are_bytes_exact(lab_hosts):
-    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
     with lab_hosts.transport(lab_hosts.names[0]) as t:
-        r = t.run(["cat"], input=data)
-        assert r.stdout == data and r.rc == 0
-        r = t.run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
-        assert (r.rc, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+        contract.stdin_and_output_are_bytes_exact(t)
 
 
 def test_stdin_a_command_does_not_read_is_no_error_and_one_read_after_eof_gets_it_all(
         lab_hosts):
-    data = b"x" * (8 << 20)  # more than any SSH window
     with lab_hosts.transport(lab_hosts.names[0]) as t:
-        assert t.run(["true"], input=data, timeout=20).rc == 0
-        assert t.run(["head", "-c", "3"], input=data, timeout=20).stdout == b"xxx"
-        # stdout closed first (the channel sees EOF), stdin still read to the end
-        path = f"/tmp/edrfleet-wc-{os.getpid()}"
-        r = t.run(["sh", "-c", 'exec >&- 2>&-; wc -c > "$1"', "sh", path], input=data,
-                  timeout=20)
-        assert r.rc == 0
-        assert t.run(["cat", path]).stdout == f"{len(data)}\n".encode()
-        t.run(["rm", "-f", path])
+        contract.unread_stdin_is_no_error_and_read_after_eof_gets_it_all(t, Path("/tmp"))
 
 
 def test_a_failing_command_raises_remote_error_with_rc_and_stderr(lab_hosts):
     with lab_hosts.transport(lab_hosts.names[0]) as t:
-        with pytest.raises(RemoteError, match="exited 2.*No such file") as e:
-            t.run(["ls", "/nonexistent-edrfleet"])
-        assert e.value.rc == 2
-        with pytest.raises(RemoteError, match="killed by a signal"):
-            t.run(["sh", "-c", "kill -9 $$"])
-        assert t.run(["sh", "-c", "kill -9 $$"], check=False).rc == -1
+        contract.a_failing_command_raises_remote_error_with_rc_and_stderr(t)
 
 
 def test_a_command_past_its_timeout_raises_and_the_transport_still_works(lab_hosts):
     with lab_hosts.transport(lab_hosts.names[0]) as t:
-        t0 = time.monotonic()
-        with pytest.raises(RemoteError, match="timed out"):
-            t.run(["sleep", "30"], timeout=0.5)
-        assert time.monotonic() - t0 < 5
-        assert t.run(["echo", "ok"]).stdout == b"ok\n"
+        contract.a_command_past_its_timeout_raises_and_the_transport_still_works(t)
 
 
 def test_put_lands_atomically_with_mode_0600(lab_hosts, tmp_path):
-    name = lab_hosts.names[0]
     d = tmp_path / "config"  # this machine's /tmp is the lab host's: same mount namespace
     d.mkdir(mode=0o700)
-    target = str(d / "policy.json")
-    with lab_hosts.transport(name) as t:
-        t.put(b"old\n", target)
-        t.put(bytes(range(256)), target, mode=0o600)
-        st = t.run(["stat", "-c", "%a %u", target]).stdout.split()
-        assert st == [b"600", b"0"]
-        assert t.run(["cat", target]).stdout == bytes(range(256))
-        assert sorted(os.listdir(d)) == ["policy.json"]  # no temporary file left behind
-        with pytest.raises(RemoteError, match="Directory nonexistent|No such file"):
-            t.put(b"x", str(d / "missing" / "f"))
-        assert sorted(os.listdir(d)) == ["policy.json"]
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        contract.put_lands_atomically_with_its_mode(t, d)
+
+
+def test_a_script_gets_its_args_and_the_input_after_it(lab_hosts):
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        contract.a_script_gets_its_args_and_the_input_after_it(t)
 
 
 def test_a_host_whose_sshd_is_down_is_unreachable_quickly_while_others_work(lab_hosts):
@@ -214,7 +183,7 @@ def test_a_hung_sshd_fails_after_the_connect_timeout_not_never(lab_hosts):
     os.kill(pid, signal.SIGSTOP)  # accepts TCP (the kernel does), never sends a banner
     try:
         t0 = time.monotonic()
-        t = Transport(lab_hosts.hosts[name], lab_hosts.inventory.parent, connect_timeout=2)
+        t = SshTransport(lab_hosts.hosts[name], lab_hosts.inventory.parent, connect_timeout=2)
         with pytest.raises(Unreachable, match=f"{name}: cannot connect"), t:
             t.run(["true"])
         assert 1.5 < time.monotonic() - t0 < 15  # generous: a loaded shared machine

@@ -29,7 +29,7 @@ def _error_classes() -> dict[str, type[BaseException]]:
 
 def test_the_walk_finds_the_package_errors() -> None:
     found = _error_classes()
-    for name in ("edrfleet.policy.errors.PolicyError", "edrfleet.fleet.transport.ssh.Unreachable",
+    for name in ("edrfleet.policy.errors.PolicyError", "edrfleet.fleet.transport.base.Unreachable",
                  "edrfleet.lab.vm.qemu.VmError", "edrfleet.fleet.report.store.ReportError"):
         assert name in found
     assert not any(n.startswith("edrfleet.agent") for n in found)

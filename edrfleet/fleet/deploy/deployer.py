@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +31,21 @@ from edrfleet.fleet.deploy.hostscripts import (
     build_payload,
     parse_output,
     rollback_script,
-    script_on_stdin,
 )
 from edrfleet.fleet.deploy.operations import (
     Desired,
     HostFailed,
-    Plan,
     plan,
     render_unit,
     service_manager,
 )
 from edrfleet.fleet.deploy.release import Release, build_release
+from edrfleet.fleet.deploy.results import HostResult, Session, error_result, one_line
+from edrfleet.fleet.transport.connection import connector
 from edrfleet.fleet.transport.pool import DEFAULT_FORKS, batches, exceeded, run_pool
 from edrfleet.fleet.transport.settings import as_bool  # Ansible's booleans: true/yes/on/1
 
 Event = Callable[[str, str], None]  # (host, phase): "facts", "policy", "apply", "done"
-
-
-@dataclass
-class HostResult:
-    name: str
-    status: str                 # ok | changed | unreachable | failed
-    message: str = ""
-    changes: list[str] = field(default_factory=list)
-    diff: str = ""
-    agent: dict[str, Any] | None = None   # status.json after the deploy
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> bool:
-        return self.status in ("failed", "unreachable")
 
 
 @dataclass
@@ -89,55 +74,6 @@ class DeployReport:
         return sum(r.status == status for r in self.results)
 
 
-@dataclass
-class Session:
-    """One host across the phases; its transport stays open from facts to apply."""
-
-    host: Any                      # fleet.inventory.Host
-    transport: Any = None
-    facts: dict[str, Any] | None = None
-    desired: Desired | None = None
-    plan: Plan | None = None
-    result: HostResult | None = None
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def name(self) -> str:
-        return self.host.name
-
-    def finish(self, status: str, message: str = "", **kw: Any) -> HostResult:
-        self.result = HostResult(self.name, status, message,
-                                 seconds=round(time.monotonic() - self.started, 3), **kw)
-        return self.result
-
-    def close(self) -> None:
-        if self.transport is not None:
-            try:
-                self.transport.close()
-            except Exception:
-                pass
-            self.transport = None
-
-
-def default_connect(connect_timeout: float) -> Callable[[Any, Path], Any]:
-    def connect(host: Any, inventory_dir: Path) -> Any:
-        from edrfleet.fleet.transport.ssh import Transport
-
-        return Transport(host, inventory_dir, connect_timeout=connect_timeout)
-    return connect
-
-
-def error_result(session: Session, exc: BaseException) -> HostResult:
-    """Map an exception to the host's result: connection trouble is 'unreachable'."""
-    if isinstance(exc, ConnectionError):
-        return session.finish("unreachable", _one_line(exc))
-    return session.finish("failed", _one_line(exc) or type(exc).__name__)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:400]
-
-
 class Deployer:
     def __init__(self, inventory_dir: Path, opts: DeployOptions, *,
                  connect: Callable[[Any, Path], Any] | None = None,
@@ -145,7 +81,7 @@ class Deployer:
                  release: Release | None = None) -> None:
         self.inventory_dir = inventory_dir
         self.opts = opts
-        self.connect = connect or default_connect(opts.connect_timeout)
+        self.connect = connect or connector(opts.connect_timeout)
         self.on_event = on_event or (lambda host, phase: None)
         self.compiler = compiler or CompileCache()
         self.release = release or build_release()
@@ -190,10 +126,9 @@ class Deployer:
         self.on_event(s.name, "apply")
         payload = build_payload(s.desired, s.plan)
         script = apply_script(s.desired, s.plan, payload is not None)
-        argv, stdin = script_on_stdin(script, "edrfleet-apply", payload.data if payload else None)
-        res = s.transport.run(argv, input=stdin,
-                              timeout=self.opts.command_timeout + s.desired.start_timeout,
-                              check=False)
+        res = s.transport.run_script(script, input=payload.data if payload else None,
+                                     timeout=self.opts.command_timeout + s.desired.start_timeout,
+                                     check=False)
         out = parse_output(res.stdout)
         if res.rc == 0 and out.get("result") == "ok":
             return s.finish("changed", "; ".join(s.plan.reasons), changes=list(s.plan.reasons),
@@ -214,12 +149,11 @@ class Deployer:
         script = rollback_script(s.desired, old_release, "policy" in touched, restart=restart,
                                  restore_unit="unit" in touched)
         try:
-            argv, stdin = script_on_stdin(script, "edrfleet-rollback")
-            res = s.transport.run(argv, input=stdin,
-                                  timeout=self.opts.command_timeout + s.desired.start_timeout,
-                                  check=False)
+            res = s.transport.run_script(
+                script, timeout=self.opts.command_timeout + s.desired.start_timeout,
+                check=False)
         except Exception as exc:
-            return f"rollback failed: {_one_line(exc)}"
+            return f"rollback failed: {one_line(exc)}"
         out = parse_output(res.stdout)
         if out.get("result") == "stopped":
             return "nothing to roll back to (first install): agent stopped"

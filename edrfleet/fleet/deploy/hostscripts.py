@@ -56,21 +56,6 @@ def _preamble(paths: HostPaths, name: str, manager: str, extra: dict[str, str],
     return paths.shell_vars() + "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
-# Reads one base64 line (the script) from stdin and runs it; the rest of stdin (the payload) is
-# left for the script: `read` takes a pipe one byte at a time, so it never reads past the line.
-_BOOTSTRAP = 'IFS= read -r s && eval "$(printf %s "$s" | base64 -d)"'
-
-
-def script_on_stdin(script: str, name: str, data: bytes | None = None) -> tuple[list[str], bytes]:
-    """(argv, stdin) that run ``script`` as ``$0 = name`` with ``data`` after it on stdin.
-
-    The script travels on stdin, not in argv: the host's own agent scans argv, and a script of
-    a few KiB in ``sh -c`` is more than the kernel scans of a shell's command line, so the
-    default policy blocks it as unscanned (and ``ps`` would show it to every user)."""
-    line = base64.b64encode(script.encode()) + b"\n"
-    return ["sh", "-c", _BOOTSTRAP, name], line + (data or b"")
-
-
 def _flag(value: bool) -> str:
     return "1" if value else "0"
 

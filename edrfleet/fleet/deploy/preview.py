@@ -1,7 +1,8 @@
 """One host's policy as `edrfleet deploy` would render it, without deploying anything.
 
 ``edrfleet policy render INVENTORY HOST`` prints it: the host's merged variables and, unless
-told not to connect, the facts gathered from the host over SSH, through the same template and
+told not to connect, the facts gathered from the host (over SSH, or here for
+``ansible_connection: local``), through the same template and
 compiler deploy uses, so what it shows is what deploy would send.
 """
 
@@ -13,13 +14,13 @@ from typing import Any
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
 from edrfleet.fleet.deploy.hostpolicy import CompileCache, HostPolicy, host_policy
 from edrfleet.fleet.inventory.parse import InventoryError
-from edrfleet.fleet.transport.ssh import Transport
+from edrfleet.fleet.transport.connection import transport_for
 
 
 def host_facts(host: Any, inventory_dir: Path, connect_timeout: float = 10.0) -> dict[str, Any]:
     """The facts of one host, over a connection of its own (Unreachable, RemoteError: it
     could not be asked)."""
-    with Transport(host, inventory_dir, connect_timeout=connect_timeout) as t:
+    with transport_for(host, inventory_dir, connect_timeout=connect_timeout) as t:
         return gather_facts(t, HostPaths.from_vars(host.vars))
 
 

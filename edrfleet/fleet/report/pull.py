@@ -37,15 +37,16 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edrfleet.agent.pull import DEFAULT_MAX_BYTES, MACHINE_ID_FILE, MAX_LINE, decode_frame
 from edrfleet.errors import HostError
 from edrfleet.fleet.report.reader import reader_argv, reader_input
 from edrfleet.fleet.report.store import Ingested, ReportError, Store, host_key, split_key
+from edrfleet.fleet.transport.base import Transport
+from edrfleet.fleet.transport.connection import transport_for
 
 DEFAULT_FORKS = 50
 DEFAULT_TIMEOUT = 120.0  # seconds for one pull command (one chunk)
@@ -58,18 +59,7 @@ _MIN_LINE = 64  # bytes: no agent event is this short, so lines <= raw bytes / 6
 _STDERR_TAIL = 300
 
 
-class _Result(Protocol):
-    rc: int
-    stdout: bytes
-    stderr: bytes
-
-
-class _Runner(Protocol):
-    def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60,
-            check: bool = True) -> _Result: ...
-
-
-Connect = Callable[[Any], AbstractContextManager[_Runner]]
+Connect = Callable[[Any], Transport]
 
 
 @dataclass
@@ -251,13 +241,12 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
 
 
 def connect_for(inventory: Any, *, connect_timeout: float = 10) -> Connect:
-    """Transports to ``inventory``'s hosts (edrfleet.fleet.transport.ssh, Fabric underneath)."""
-    from edrfleet.fleet.transport.ssh import Transport
-
+    """Transports to ``inventory``'s hosts (edrfleet.fleet.transport.connection: SSH, or this
+    machine for ``ansible_connection: local``)."""
     base = Path(inventory.path).parent
 
     def connect(host: Any) -> Transport:
-        return Transport(host, base, connect_timeout=connect_timeout)
+        return transport_for(host, base, connect_timeout=connect_timeout)
 
     return connect
 

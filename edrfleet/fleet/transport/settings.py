@@ -195,6 +195,20 @@ def _proxy(name: str, hv: Mapping[str, Any], cfg: AnsibleConfig, target: Hop) ->
     return Proxy()
 
 
+def become_prefix(name: str, hv: Mapping[str, Any], user: str,
+                  config: AnsibleConfig | None = None) -> tuple[str, ...]:
+    """``sudo -n [-u USER] --`` when the host asks to become a user other than the one its
+    commands run as (``user``); () otherwise.  SSH and the local transport both use it."""
+    cfg = config if config is not None else current()
+    if not _bool(name, cfg.for_host("become", hv)):
+        return ()
+    _check_become(name, cfg.for_host("become_method", hv), hv)
+    become_user = str(cfg.for_host("become_user", hv).value or "root")
+    if become_user == user:
+        return ()
+    return ("sudo", "-n", *(() if become_user == "root" else ("-u", become_user)), "--")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Transport reads from one host's variables (and, below them, ANSIBLE_* and
@@ -225,14 +239,7 @@ class Settings:
         target = Hop(str(hv.get("ansible_host") or name), port, user)
         key = cfg.for_host("private_key_file", hv).value
         key_file = os.path.expanduser(str(key)) if key else None
-        become = _bool(name, cfg.for_host("become", hv))
-        become_user = str(cfg.for_host("become_user", hv).value or "root")
-        if become:
-            _check_become(name, cfg.for_host("become_method", hv), hv)
-        prefix: tuple[str, ...] = ()
-        if become and become_user != user:
-            prefix = ("sudo", "-n") + (() if become_user == "root" else ("-u", become_user))
-            prefix += ("--",)
+        prefix = become_prefix(name, hv, user, cfg)
         policy = _host_key_policy(name, hv, cfg)
         # Without edrfleet_known_hosts_file, accept-new records beside the inventory.
         record = Path(os.path.normpath(Path(inventory_dir) / os.path.expanduser(

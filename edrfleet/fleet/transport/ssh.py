@@ -19,8 +19,9 @@ runner decodes output to text and has no stdin-bytes API; here stdout/stderr sta
 timeout covers the whole command.  The remote login shell must be POSIX (sh, bash, dash, zsh):
 ``shlex.join`` quoting is what it parses.
 
-One Transport per host, used from one thread (a ThreadPoolExecutor worker); it connects on the
-first call and reconnects after ``close``.
+One SshTransport per host, used from one thread (a ThreadPoolExecutor worker); it connects on
+the first call and reconnects after ``close``.  The protocol it implements, its errors and the
+``run_script``/``put`` it shares with the local transport: edrfleet/fleet/transport/base.py.
 """
 
 from __future__ import annotations
@@ -28,20 +29,26 @@ from __future__ import annotations
 import logging
 import os
 import select
-import shlex
 import socket
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import paramiko
 from fabric import Config, Connection
 
-from edrfleet.errors import HostError
 from edrfleet.fleet.transport import known_hosts as kh
+from edrfleet.fleet.transport.base import (
+    CommandTimeout,
+    HostKeyError,
+    HostLike,
+    OutputTooLarge,
+    PosixTransport,
+    Result,
+    Unreachable,
+    checked,
+)
 from edrfleet.fleet.transport.reasons import plain_reason
 from edrfleet.fleet.transport.settings import Hop, Settings
 
@@ -56,48 +63,6 @@ MAX_STDERR = 64 << 10
 # handler configured Python would print them to stderr over the CLI's own output.  Errors
 # reach the user as exceptions; an application that configures logging still gets these.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-
-class Unreachable(HostError, ConnectionError):
-    """Connect refused / timed out / auth failed / proxy failed / connection lost."""
-
-
-class HostKeyError(Unreachable):
-    """Unknown or changed host key; the message names the key, the known_hosts file and line,
-    and the fix."""
-
-
-class RemoteError(HostError, RuntimeError):
-    """A command exited non-zero (with check=True), or ran past its timeout (rc -1)."""
-
-    def __init__(self, host: str, command: str, rc: int, stderr: bytes, why: str = "") -> None:
-        self.host, self.command, self.rc, self.stderr = host, command, rc, stderr
-        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
-        what = why or f"exited {rc}"
-        super().__init__(f"{host}: {command[:200]} {what}" + (": " + " | ".join(tail)
-                                                              if tail else ""))
-
-
-class CommandTimeout(RemoteError):
-    """The command ran past its timeout (rc -1); the channel was closed."""
-
-
-class OutputTooLarge(HostError, RuntimeError):
-    """The command printed more than MAX_STDOUT bytes; the channel was closed."""
-
-
-class HostLike(Protocol):
-    """What Transport needs of edrfleet.fleet.inventory.load.Host."""
-
-    name: str
-    vars: Mapping[str, Any]
-
-
-@dataclass
-class Result:
-    rc: int
-    stdout: bytes
-    stderr: bytes
 
 
 class _Verifier(paramiko.MissingHostKeyPolicy):
@@ -138,10 +103,10 @@ def _fabric_config() -> Config:
     return Config(lazy=True, overrides={"load_ssh_configs": False})
 
 
-class Transport:
+class SshTransport(PosixTransport):
     """SSH to one inventory host.  Context manager; connects on first use.
 
-    >>> with Transport(host, inventory.path.parent) as t:
+    >>> with SshTransport(host, inventory.path.parent) as t:
     ...     t.run(["uname", "-r"]).stdout
     b'6.1.0-18-amd64\\n'
 
@@ -155,14 +120,9 @@ class Transport:
         self.settings = Settings.from_vars(host.name, host.vars, Path(inventory_dir))
         self.connect_timeout = max(1, int(round(self.settings.connect_timeout
                                                 or connect_timeout)))
+        self.become_prefix = self.settings.become_prefix
         self._conn: Connection | None = None
         self._conns: list[Connection] = []  # target last; jump hosts before it
-
-    def __enter__(self) -> Transport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- connecting --------------------------------------------------------------------------
     def _connection(self, hop: Hop, known: kh.KnownHosts,
@@ -256,37 +216,10 @@ class Transport:
         self._conn = None
 
     # --- commands ----------------------------------------------------------------------------
-    def command_line(self, argv: Sequence[str]) -> str:
-        """The remote command line for argv: become prefix, every word shell-quoted."""
-        if isinstance(argv, str | bytes) or not argv:
-            raise ValueError(f"{self.name}: argv must be a non-empty list of strings")
-        for a in argv:
-            if not isinstance(a, str):
-                raise ValueError(f"{self.name}: argv word {a!r} is not a string")
-            if "\0" in a:
-                raise ValueError(f"{self.name}: argv word {a!r} holds a NUL byte, which no "
-                                 "remote command can receive (fix: remove it)")
-        return shlex.join([*self.settings.become_prefix, *argv])
-
     def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60,
             check: bool = True) -> Result:
         """Run argv on the host (no shell interpretation of any word) and return its result."""
         return self._exec(self.command_line(argv), input, timeout, check)
-
-    def run_script(self, script: str, *, args: Sequence[str] = (), timeout: float = 60,
-                   check: bool = True) -> Result:
-        """Run a POSIX sh script (``sh -s -- ARGS``, script on stdin, args quoted)."""
-        return self._exec(self.command_line(["sh", "-s", "--", *args]), script.encode(),
-                          timeout, check)
-
-    def put(self, data: bytes, path: str, *, mode: int = 0o600) -> None:
-        """Write data to path atomically: a temporary file beside it gets the mode, then is
-        renamed over path.  The parent directory must exist."""
-        tmp = f"{path}.edrfleet-tmp-{uuid.uuid4().hex[:12]}"
-        script = ('umask 077; trap \'rm -f "$2"\' EXIT; cat > "$2" && chmod "$3" "$2" '
-                  '&& mv -f "$2" "$1" && trap - EXIT')
-        self._exec(self.command_line(["sh", "-c", script, "put", path, tmp, f"{mode:o}"]),
-                   data, 120, True)
 
     def _exec(self, command: str, input: bytes | None, timeout: float, check: bool) -> Result:
         self.open()
@@ -306,10 +239,7 @@ class Transport:
             self.close()
             raise Unreachable(f"{self.name}: connection lost running {command[:120]}: "
                               f"{exc or type(exc).__name__}") from None
-        if check and rc != 0:
-            raise RemoteError(self.name, command, rc, err,
-                              "was killed by a signal (no exit status)" if rc == -1 else "")
-        return Result(rc, out, err)
+        return checked(self.name, command, Result(rc, out, err), check)
 
 
 def _no_delay(conn: Connection) -> None:

@@ -65,7 +65,7 @@ def test_recap_names_every_host_and_its_result() -> None:
     from rich.console import Console
 
     from edrfleet.cli.deploy_cmd import LiveProgress, print_recap
-    from edrfleet.fleet.deploy.deployer import HostResult
+    from edrfleet.fleet.deploy.results import HostResult
 
     buf = io.StringIO()
     con = Console(file=buf, width=160)
@@ -100,7 +100,7 @@ def test_policy_render_of_an_unreachable_host_is_a_host_failure(tmp_path: Path,
 def test_policy_render_whose_facts_command_fails_is_one_line_not_a_traceback(
         inventory: Path, monkeypatch, capsys) -> None:
     from edrfleet.fleet.deploy import preview
-    from edrfleet.fleet.transport.ssh import RemoteError
+    from edrfleet.fleet.transport.base import RemoteError
 
     def fail(host, inventory_dir, connect_timeout=10.0):
         raise RemoteError(host.name, "python3 - (facts)", 127, b"python3: not found")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from edrfleet.cli.deploy_cmd import LiveProgress, cmd_status, not_as_wanted, print_diffs
-from edrfleet.fleet.deploy.deployer import HostResult
+from edrfleet.fleet.deploy.results import HostResult
 
 
 def test_a_diff_is_written_as_is_and_patch_applies_it(tmp_path, capsys) -> None:
@@ -61,12 +61,12 @@ def test_status_fails_for_every_agent_not_in_the_mode_its_inventory_asks_for() -
 
 
 def test_status_exits_1_when_an_agent_is_not_enforcing(tmp_path, monkeypatch, capsys) -> None:
-    from edrfleet.fleet.deploy import lifecycle
+    from edrfleet.fleet.deploy import status
 
     inv = tmp_path / "inv.yml"
     inv.write_text("all:\n  hosts:\n    a:\n    b:\n")
     states = {"a": "enforcing", "b": "stopped"}
-    monkeypatch.setattr(lifecycle, "fleet_status",
+    monkeypatch.setattr(status, "fleet_status",
                         lambda d, hosts, **kw: [_row(h.name, states[h.name]) for h in hosts])
     args = SimpleNamespace(inventory=str(inv), inventory_opt=None, limit=None, forks=None,
                            connect_timeout=None, format="json")

@@ -15,10 +15,10 @@ from edrfleet.cli import deploy_cmd
 from edrfleet.cli.main import main
 from edrfleet.cli.report_cmd import pull_notes
 from edrfleet.fleet.deploy.deployer import HostResult
-from edrfleet.fleet.deploy.lifecycle import HostStatus
+from edrfleet.fleet.deploy.status import HostStatus
 from edrfleet.fleet.report.inert import terminal_width
 from edrfleet.fleet.report.pull import HostPull
-from edrfleet.fleet.transport.ssh import RemoteError
+from edrfleet.fleet.transport.base import RemoteError
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\x1bc[blink]BLINK[/blink] \u202eevil\x9b31m"
 RAW = ("\x1b", "\x07", "\u202e", "\x9b")
@@ -41,7 +41,7 @@ def test_status_table_and_lines_print_status_json_strings_inert(monkeypatch, cap
     row = HostStatus("web1", True, f"enforcing{EVIL}", backend=EVIL, policy_sha256=EVIL,
                      release_id=EVIL, counters={"blocked": EVIL}, last_error=EVIL)  # type: ignore[dict-item]
     monkeypatch.setattr(deploy_cmd, "_hosts", lambda a: (types.SimpleNamespace(path="i.yml"), []))
-    monkeypatch.setattr("edrfleet.fleet.deploy.lifecycle.fleet_status", lambda *a, **k: [row])
+    monkeypatch.setattr("edrfleet.fleet.deploy.status.fleet_status", lambda *a, **k: [row])
     monkeypatch.setattr(deploy_cmd, "console", lambda stderr=False: Console(
         file=io.StringIO() if stderr else buf, width=400))
     buf = io.StringIO()
@@ -80,7 +80,7 @@ def test_a_zero_column_pty_still_gets_a_width() -> None:
 
 
 def test_a_malformed_status_json_leaves_the_host_reachable() -> None:
-    from edrfleet.fleet.deploy.lifecycle import host_status
+    from edrfleet.fleet.deploy.status import host_status
 
     st = {"state": ["x"], "blocked": "many", "last_error": {"a": 1}, "errors": -3}
     row = host_status("web1", {"release_id": "r1", "status": st, "agent_active": True})

@@ -12,7 +12,7 @@ from edrfleet.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAG
 from edrfleet.cli.main import main
 from edrfleet.errors import EdrfleetError, HostError, InputError
 from edrfleet.fleet.inventory.parse import InventoryError
-from edrfleet.fleet.transport.ssh import CommandTimeout, HostKeyError, RemoteError, Unreachable
+from edrfleet.fleet.transport.base import CommandTimeout, HostKeyError, RemoteError, Unreachable
 from edrfleet.lab.host import LabError, LabInputError
 from edrfleet.policy import PolicyError
 

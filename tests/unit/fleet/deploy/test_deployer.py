@@ -44,22 +44,33 @@ class Fake:
             raise ConnectionError(f"{host.name}: connection refused")
         self.name, self.fail = host.name, fail
 
-    def run_script(self, script, *, args=(), timeout=60, check=True):
-        Fake.log.append((self.name, "facts"))
-        return Res(0, b"kernel_release=6.1\npython_version=3.11\npython_bcc=1\n"
-                      b"kernel_headers=1\npid1=init\n")
-
-    def run(self, argv, *, input=None, timeout=60, check=True):
-        kind = argv[3]
+    def run_script(self, script, *, args=(), input=None, timeout=60, check=True):
+        kind = script_kind(script)
         Fake.log.append((self.name, kind))
+        if kind == "facts":
+            return self.facts()
         if kind == "edrfleet-apply" and self.name in self.fail:
             return Res(1, b"old_release=\ntouched_service=1\nresult=failed\n"
                           b"error=agent failed: boom\n")
         status = base64.b64encode(json.dumps({"state": "enforcing"}).encode())
         return Res(0, b"result=ok\nstatus=" + status + b"\n")
 
+    def facts(self):
+        return Res(0, b"kernel_release=6.1\npython_version=3.11\npython_bcc=1\n"
+                      b"kernel_headers=1\npid1=init\n")
+
     def close(self):
         pass
+
+
+def script_kind(script: str) -> str:
+    """Which host script the deployer sent: apply and rollback by a variable only their
+    preamble sets; anything else is the facts script."""
+    if "\nWANT_SHA=" in script:
+        return "edrfleet-apply"
+    if "\nOLD_RELEASE=" in script:
+        return "edrfleet-rollback"
+    return "facts"
 
 
 def run(tmp_path: Path, hosts, fail=(), unreachable=(), **opts):
@@ -104,8 +115,11 @@ def test_a_failed_host_is_rolled_back_and_reported_with_the_agent_error(warm) ->
 
 def test_a_failure_before_any_change_is_not_rolled_back(warm) -> None:
     class Early(Fake):
-        def run(self, argv, **kw):
-            Fake.log.append((self.name, argv[3]))
+        def run_script(self, script, **kw):
+            kind = script_kind(script)
+            Fake.log.append((self.name, kind))
+            if kind == "facts":
+                return self.facts()
             return Res(1, b"old_release=\nresult=failed\nerror=payload did not unpack\n")
 
     Fake.log = []
@@ -145,8 +159,7 @@ def test_a_bad_policy_on_one_host_stops_before_any_apply(warm) -> None:
 
 def test_missing_packages_fail_that_host_only(warm) -> None:
     class NoBcc(Fake):
-        def run_script(self, script, **kw):
-            Fake.log.append((self.name, "facts"))
+        def facts(self):
             return Res(0, b"kernel_release=6.1\npython_version=3.11\nkernel_headers=1\n")
 
     Fake.log = []

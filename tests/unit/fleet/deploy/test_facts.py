@@ -16,7 +16,19 @@ from pathlib import Path
 
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts, parse_facts, parse_os_release
 from edrfleet.fleet.deploy.release import FILES
-from tests.unit.helpers.fleet_local import LocalTransport
+from edrfleet.fleet.transport.local import LocalTransport
+
+
+class Counting(LocalTransport):
+    """The local transport, counting the commands it runs (round trips over SSH)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, **kw):
+        self.calls.append(list(argv))
+        return super().run(argv, **kw)
 
 
 def layout(tmp: Path) -> HostPaths:
@@ -26,7 +38,7 @@ def layout(tmp: Path) -> HostPaths:
 
 
 def test_facts_of_an_empty_host_say_nothing_is_installed(tmp_path: Path) -> None:
-    t = LocalTransport()
+    t = Counting()
     facts = gather_facts(t, layout(tmp_path))
     assert len(t.calls) == 1  # one round trip
     assert facts["release_id"] == "" and facts["policy_sha256"] == ""

@@ -1,16 +1,17 @@
 """edrfleet.fleet.report.pull: the controller's loop over hosts, chunks and cursors.
 
-The transport here runs the real ``agent.pyz pull`` as a local subprocess (the lab tier does
-the same over real SSH): what is faked is only the SSH hop.
+The transport here is the product's local one (edrfleet.fleet.transport.local): the real
+``agent.pyz pull`` runs as a subprocess of this machine (the lab tier does the same over real
+SSH); only the SSH hop is left out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from edrfleet.fleet.deploy.release import build_release
 from edrfleet.fleet.report.backends import open_store
 from edrfleet.fleet.report.pull import pull_argv, pull_hosts
 from edrfleet.fleet.report.store import Store, host_key
+from edrfleet.fleet.transport.base import Result
+from edrfleet.fleet.transport.local import LocalTransport
 
 
 @dataclass(frozen=True)
@@ -31,30 +34,16 @@ class FakeHost:
     vars: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Out:
-    rc: int
-    stdout: bytes
-    stderr: bytes
+class LocalRunner(LocalTransport):
+    """The product's local transport; ``mangle`` may rewrite the reply (a connection cut
+    mid-reply)."""
 
-
-class LocalRunner:
-    """Runs argv here; ``mangle`` may rewrite the reply (a connection cut mid-reply)."""
-
-    def __init__(self, mangle=None) -> None:
+    def __init__(self, mangle: Callable[[Result], Result] | None = None) -> None:
+        super().__init__()
         self.mangle = mangle
-        self.calls: list[list[str]] = []
 
-    def __enter__(self) -> LocalRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def run(self, argv, *, input=None, timeout=60, check=True) -> Out:
-        self.calls.append(list(argv))
-        p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
-        out = Out(p.returncode, p.stdout, p.stderr)
+    def run(self, argv, **kw) -> Result:
+        out = super().run(argv, **kw)
         return self.mangle(out) if self.mangle else out
 
 
@@ -166,8 +155,8 @@ def test_a_reply_cut_short_fails_the_host_and_keeps_its_cursor(tmp_path, install
     before = store.cursor(key("w"))
     s.append([ev("w", i) for i in range(10, 20)])
 
-    def cut(out: Out) -> Out:
-        return Out(out.rc, out.stdout[: len(out.stdout) // 2], out.stderr)
+    def cut(out: Result) -> Result:
+        return Result(out.rc, out.stdout[: len(out.stdout) // 2], out.stderr)
 
     r = pull_hosts([h], store, lambda _h: LocalRunner(cut))["w"]
     assert not r.ok and "FrameError" in r.error and "truncated" in r.error

@@ -1,4 +1,4 @@
-"""Transport's logic that needs no host: quoting of argv, refusals before connecting."""
+"""SshTransport's logic that needs no host: quoting of argv, refusals before connecting."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edrfleet.fleet.transport.ssh import HostKeyError, Transport, Unreachable
+from edrfleet.fleet.transport.base import HostKeyError, Unreachable
+from edrfleet.fleet.transport.ssh import SshTransport
 
 
 @dataclass
@@ -23,7 +24,7 @@ HOSTILE = ["it's", '"', "$(reboot)", "`id`", "a;b|c&d", "x\ny", "*", "", " ", "\
 
 
 def test_command_line_quotes_every_word_so_sh_splits_it_back(tmp_path):
-    t = Transport(H("h", {"ansible_user": "ops", "ansible_become": True}), tmp_path)
+    t = SshTransport(H("h", {"ansible_user": "ops", "ansible_become": True}), tmp_path)
     line = t.command_line(["printf", *HOSTILE])
     assert shlex.split(line) == ["sudo", "-n", "--", "printf", *HOSTILE]
 
@@ -36,11 +37,11 @@ def test_command_line_quotes_every_word_so_sh_splits_it_back(tmp_path):
 ])
 def test_command_line_refuses_what_cannot_be_sent_intact(tmp_path, argv, message):
     with pytest.raises(ValueError, match=message):
-        Transport(H("h"), tmp_path).command_line(argv)
+        SshTransport(H("h"), tmp_path).command_line(argv)
 
 
 def test_a_missing_key_file_makes_the_host_unreachable_without_connecting(tmp_path):
-    t = Transport(H("h", {"ansible_host": "192.0.2.1",
+    t = SshTransport(H("h", {"ansible_host": "192.0.2.1",
                           "ansible_ssh_private_key_file": str(tmp_path / "nokey")}), tmp_path)
     with pytest.raises(Unreachable, match="nokey does not exist"):
         t.run(["true"])
@@ -53,7 +54,7 @@ def test_no_ssh_config_file_changes_where_or_how_we_connect(tmp_path, monkeypatc
         "Host *\n  HostName evil.example\n  Port 2222\n  User mallory\n"
         "  ProxyCommand nc evil.example 22\n  ForwardAgent yes\n")
     monkeypatch.setenv("HOME", str(home))
-    t = Transport(H("web1", {"ansible_host": "10.0.0.9", "ansible_user": "ops"}), tmp_path)
+    t = SshTransport(H("web1", {"ansible_host": "10.0.0.9", "ansible_user": "ops"}), tmp_path)
     from edrfleet.fleet.transport import known_hosts as kh
 
     conn = t._connection(t.settings.target, kh.KnownHosts([]), None)
@@ -67,7 +68,7 @@ def test_fabrics_auto_add_policy_is_replaced_by_the_verifier(tmp_path):
 
     from edrfleet.fleet.transport import known_hosts as kh
 
-    t = Transport(H("web1", {"ansible_host": "10.0.0.9"}), tmp_path)
+    t = SshTransport(H("web1", {"ansible_host": "10.0.0.9"}), tmp_path)
     conn = t._connection(t.settings.target, kh.KnownHosts([]), None)
     assert not isinstance(conn.client._policy, paramiko.AutoAddPolicy)
     assert type(conn.client._policy).__name__ == "_Verifier"
@@ -80,7 +81,7 @@ def test_fabrics_auto_add_policy_is_replaced_by_the_verifier(tmp_path):
                         max_size=12), min_size=1, max_size=5))
 def test_any_words_survive_a_real_posix_shell(tmp_path_factory, words):
     # What the remote login shell does with the line: parse it (dash and bash here).
-    line = Transport(H("h"), tmp_path_factory.getbasetemp()).command_line(
+    line = SshTransport(H("h"), tmp_path_factory.getbasetemp()).command_line(
         ["printf", "%s\\0", *words])
     for shell in ("/bin/sh", "/bin/bash"):
         out = subprocess.run([shell, "-c", line], capture_output=True, check=True).stdout
@@ -90,7 +91,7 @@ def test_any_words_survive_a_real_posix_shell(tmp_path_factory, words):
 def test_an_unreadable_known_hosts_fails_the_host_naming_the_file(tmp_path):
     kh_dir = tmp_path / "known_hosts"
     kh_dir.mkdir()  # a directory: reading it fails with an OSError
-    t = Transport(H("web1", {"ansible_host": "192.0.2.1"}), tmp_path)
+    t = SshTransport(H("web1", {"ansible_host": "192.0.2.1"}), tmp_path)
     with pytest.raises(HostKeyError, match=f"web1: cannot read known_hosts {kh_dir}"):
         t.open()
 

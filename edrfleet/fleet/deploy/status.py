@@ -1,22 +1,16 @@
-"""``edrfleet status`` and ``edrfleet uninstall``: one round trip per host, in the pool.
-
-Uninstall stops the agent (supervisor or systemd), removes the unit, the release directories,
-the config and the run dir.  The spool (events.jsonl, status.json, agent.log) is KEPT unless
-``purge``: uninstalling the EDR must not destroy the evidence `edrfleet report` has not pulled
-yet.  With ``purge`` nothing edrfleet made is left on the host.
-"""
+"""``edrfleet status``: every host's facts in one round trip each, in the pool, as a
+:class:`HostStatus` (an unreachable host is a row too, never an abort)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edrfleet.fleet.deploy.deployer import HostResult, Session, default_connect, error_result
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
-from edrfleet.fleet.deploy.hostscripts import parse_output, script_on_stdin, uninstall_script
+from edrfleet.fleet.deploy.results import Session, error_result
+from edrfleet.fleet.transport.connection import connector
 from edrfleet.fleet.transport.pool import DEFAULT_FORKS, run_pool
 
 STATUS_COUNTERS = ("execs_seen", "blocked", "would_block", "logged", "events_lost")
@@ -47,6 +41,8 @@ class HostStatus:
 def _count(value: Any) -> int:
     """A status.json counter, 0 when not a count: a malformed file is the agent's state to
     show, not a reason to call the host unreachable."""
+    if type(value) is str and value.isascii() and value.isdigit():
+        value = int(value)
     return value if type(value) is int and value >= 0 else 0
 
 
@@ -71,7 +67,7 @@ def host_status(name: str, facts: dict[str, Any]) -> HostStatus:
 def fleet_status(inventory_dir: Path, hosts: Sequence[Any], *, forks: int = DEFAULT_FORKS,
                  connect: Callable[[Any, Path], Any] | None = None,
                  connect_timeout: float = 10) -> list[HostStatus]:
-    connect = connect or default_connect(connect_timeout)
+    connect = connect or connector(connect_timeout)
 
     def one(host: Any) -> HostStatus:
         with connect(host, inventory_dir) as t:
@@ -82,26 +78,3 @@ def fleet_status(inventory_dir: Path, hosts: Sequence[Any], *, forks: int = DEFA
         return HostStatus(host.name, False, r.status, r.message)
 
     return run_pool(list(hosts), one, forks=forks, on_error=failed)
-
-
-def fleet_uninstall(inventory_dir: Path, hosts: Sequence[Any], *, purge: bool = False,
-                    forks: int = DEFAULT_FORKS,
-                    connect: Callable[[Any, Path], Any] | None = None,
-                    connect_timeout: float = 10,
-                    on_done: Callable[[Any, HostResult], None] | None = None) -> list[HostResult]:
-    connect = connect or default_connect(connect_timeout)
-
-    def one(host: Any) -> HostResult:
-        s = Session(host, started=time.monotonic())
-        script = uninstall_script(HostPaths.from_vars(host.vars), host.name, purge)
-        with connect(host, inventory_dir) as t:
-            argv, stdin = script_on_stdin(script, "edrfleet-uninstall")
-            res = t.run(argv, input=stdin, timeout=120, check=False)
-        out = parse_output(res.stdout)
-        if res.rc == 0 and out.get("result") == "ok":
-            return s.finish("changed", "removed" + (" (spool too)" if purge else
-                                                    " (spool kept)"))
-        return s.finish("failed", out.get("error") or res.stderr.decode(errors="replace")[-300:])
-
-    return run_pool(list(hosts), one, forks=forks,
-                    on_error=lambda h, e: error_result(Session(h), e), on_done=on_done)
