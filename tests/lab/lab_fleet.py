@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
 from edrfleet.fleet.deploy.facts import HostPaths, gather_facts
+from edrfleet.fleet.inventory.load import load_inventory
 from edrfleet.fleet.transport.ssh import SshTransport
 from edrfleet.lab import netns as lab
 
@@ -108,3 +111,16 @@ class LabFleet:
                 p.write_bytes(data)
             h.host_key.chmod(0o600)
             lab.start_host(self.dir, name)
+
+
+def hosts(lab_hosts, **overrides):
+    """The lab's inventory hosts; overrides = {host name: {var: value}}."""
+    inv = load_inventory(lab_hosts.inventory)
+    return [dataclasses.replace(h, vars={**h.vars, **overrides.get(h.name, {})})
+            for h in inv.hosts.values()]
+
+
+def run_deploy(lab_hosts, host_list=None, **opts):
+    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts))
+    report = d.run(host_list if host_list is not None else hosts(lab_hosts))
+    return report, {r.name: r for r in report.results}

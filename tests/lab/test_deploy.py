@@ -11,7 +11,6 @@ leaves the hosts as `lab up` made them.  Every attack is a canary: `rm -rf` of a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -29,23 +28,12 @@ from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
 from edrfleet.fleet.deploy.hostpolicy import HostPolicyError
 from edrfleet.fleet.deploy.release import Release, build_release, release_of
-from edrfleet.fleet.inventory.load import load_inventory
+from tests.lab.lab_fleet import hosts, run_deploy
 
 BAD_RULE = {"id": "bad-regex", "description": "broken", "severity": "low", "action": "block",
             "match": {"executable": ["rm"], "args": [{"regex": "(unclosed"}]}}
 
 
-def hosts(lab_hosts, **overrides):
-    """The lab's inventory hosts; overrides = {host name: {var: value}}."""
-    inv = load_inventory(lab_hosts.inventory)
-    return [dataclasses.replace(h, vars={**h.vars, **overrides.get(h.name, {})})
-            for h in inv.hosts.values()]
-
-
-def run_deploy(lab_hosts, host_list=None, **opts):
-    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts))
-    report = d.run(host_list if host_list is not None else hosts(lab_hosts))
-    return report, {r.name: r for r in report.results}
 
 
 def tree(lab_hosts):

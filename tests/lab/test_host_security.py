@@ -31,20 +31,12 @@ from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.deployer import Deployer, DeployOptions
 from edrfleet.fleet.deploy.hostpolicy import HostPolicyError
 from edrfleet.fleet.deploy.uninstall import fleet_uninstall
-from edrfleet.fleet.inventory.load import load_inventory
+from tests.lab.lab_fleet import hosts, run_deploy
 
 
-def hosts(lab_hosts, **overrides):
-    """The lab's inventory hosts; overrides = {host name: {var: value}}."""
-    inv = load_inventory(lab_hosts.inventory)
-    return [dataclasses.replace(h, vars={**h.vars, **overrides.get(h.name, {})})
-            for h in inv.hosts.values()]
-
-
-def run_deploy(lab_hosts, host_list=None, **opts):
-    d = Deployer(lab_hosts.inventory.parent, DeployOptions(connect_timeout=5, **opts))
-    report = d.run(host_list if host_list is not None else hosts(lab_hosts))
-    return {r.name: r for r in report.results}
+def results_of_deploy(lab_hosts, host_list=None, **opts):
+    """Deploy to the lab; each host's result by name."""
+    return run_deploy(lab_hosts, host_list, **opts)[1]
 
 
 def snapshot(*tops: Path) -> dict[str, tuple]:
@@ -81,7 +73,7 @@ def wait_for(cond, timeout=30.0):
 
 @pytest.fixture(scope="module")
 def deployed(lab_hosts):
-    by_name = run_deploy(lab_hosts)
+    by_name = results_of_deploy(lab_hosts)
     assert {r.status for r in by_name.values()} == {"changed"}, by_name
     yield by_name
     main(["uninstall", str(lab_hosts.inventory), "--purge"])
@@ -114,7 +106,7 @@ def test_a_managed_directory_another_user_made_is_refused_and_nothing_changes(
     try:
         before = snapshot(planted, *host_dirs(lab_hosts, name))
         pids = lab_hosts.agent_pids()
-        by_name = run_deploy(lab_hosts, hosts(lab_hosts, **{
+        by_name = results_of_deploy(lab_hosts, hosts(lab_hosts, **{
             name: {"edrfleet_install_dir": str(install)}}))
         r = by_name[name]
         assert r.status == "failed"
@@ -151,7 +143,7 @@ def test_a_tampered_release_makes_the_agent_refuse_to_start(lab_hosts, deployed)
     assert "verify release" in (spool / "agent.log").read_text()
     assert not lab_hosts.facts(name)["agent_active"]
     # deploy sees a release that differs from what it wants, pushes it again, and enforces
-    by_name = run_deploy(lab_hosts)
+    by_name = results_of_deploy(lab_hosts)
     assert by_name[name].status == "changed", by_name[name].message
     assert pyz.read_bytes() == original
     assert by_name[name].agent["state"] == "enforcing"
@@ -171,7 +163,7 @@ def test_newline_injection_into_the_policy_is_refused_before_any_host_is_touched
     name = lab_hosts.names[0]
     before = {n: snapshot(*host_dirs(lab_hosts, n)[:2]) for n in lab_hosts.names}
     with pytest.raises(HostPolicyError, match=var):
-        run_deploy(lab_hosts, hosts(lab_hosts, **{name: {var: value}}))
+        results_of_deploy(lab_hosts, hosts(lab_hosts, **{name: {var: value}}))
     assert {n: snapshot(*host_dirs(lab_hosts, n)[:2]) for n in lab_hosts.names} == before
     rc, survived = lab_hosts.canary_attack(name)
     assert rc == 137 and survived  # still enforcing the policy deployed before
@@ -212,7 +204,7 @@ def test_a_system_directory_is_refused_by_deploy_and_uninstall(lab_hosts, deploy
     name = lab_hosts.names[2]
     st = os.stat(path)
     host_list = [h for h in hosts(lab_hosts, **{name: {var: path}}) if h.name == name]
-    r = run_deploy(lab_hosts, host_list)[name]
+    r = results_of_deploy(lab_hosts, host_list)[name]
     assert r.status == "failed" and f"{var} is {path!r}, a system directory" in r.message
     (u,) = fleet_uninstall(lab_hosts.inventory.parent, host_list)
     assert u.status == "failed" and "system directory" in u.message
@@ -231,7 +223,7 @@ def test_h_injection_through_proxycommand_runs_nothing(lab_hosts, deployed, caps
                                        "echo %h %p\"'"}
     host_list = [h for h in hosts(lab_hosts, **{name: evil}) if h.name == name]
     try:
-        r = run_deploy(lab_hosts, host_list)[name]
+        r = results_of_deploy(lab_hosts, host_list)[name]
         assert r.status == "failed" and "shell metacharacters" in r.message
         assert "ProxyCommand" in r.message and "ansible_host" in r.message
         assert not marker.exists()
@@ -264,7 +256,7 @@ def test_a_reused_pid_is_not_the_agent(lab_hosts, deployed, capsys):
         assert main(["status", str(lab_hosts.inventory), "--format", "json"]) == 1
         row = {r["host"]: r for r in json.loads(capsys.readouterr().out)}[name]
         assert row["state"] == "stopped" and "not this install's agent" in row["message"]
-        r = run_deploy(lab_hosts)[name]
+        r = results_of_deploy(lab_hosts)[name]
         assert r.status == "changed" and "start agent (not running: pid" in r.message
         assert bystander.poll() is None  # not signalled by the restart
         rc, survived = lab_hosts.canary_attack(name)
