@@ -12,13 +12,12 @@ State is never written into the package: in a checkout it goes under ``<checkout
 (as always); installed, under ``.edrfleet`` of the working directory, like the report store's
 default ``.edrfleet/report.db``.  ``EDRFLEET_STATE_DIR`` overrides both.
 
-    python -m edrfleet.paths [role|bpf|templates|state]   print one of these directories
+``edrfleet paths [role|bpf|templates|state]`` prints them (edrfleet/cli/paths_cmd.py).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -36,18 +35,3 @@ ROLE = _ROOT / "roles" / "edrfleet_agent"
 SCRIPTS = REPO / "scripts"  # checkout only: setup and VM image scripts are not shipped
 STATE = Path(os.environ.get("EDRFLEET_STATE_DIR")
              or (Path.cwd() / ".edrfleet" if INSTALLED else REPO / ".edrfleet"))
-
-_NAMES = {"role": ROLE, "bpf": BPF, "templates": TEMPLATES, "state": STATE}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in _NAMES:
-        print(f"usage: python -m edrfleet.paths {{{'|'.join(_NAMES)}}}", file=sys.stderr)
-        return 2
-    print(_NAMES[args[0]])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -87,6 +87,8 @@ def test_the_installed_package_reads_its_data_from_site_packages(installed, else
     assert (Path(where["role"]) / "templates" / "policy.yaml.j2").is_file()  # link followed
     assert where["state"] == str(elsewhere / ".edrfleet")
     assert where["release"] == build_release().id  # byte-identical to the checkout's
+    role = _run([str(installed / "edrfleet"), "paths", "role"], elsewhere).strip()
+    assert role == where["role"]
 
 
 def test_installed_edrfleet_deploys_blocks_and_reports_from_another_directory(
