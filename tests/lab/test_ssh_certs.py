@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.cli.main import main
 from edrfleet.fleet.transport.base import HostKeyError, Unreachable
 from edrfleet.lab import netns as lab
+from tests.lab.lab_fleet import hosts, run_deploy
 
 
 def _keygen(*args: str) -> None:
@@ -88,14 +90,42 @@ def test_a_user_certificate_alone_logs_in(lab_hosts, cert_host):
     user = tmp / "user_key"
     if not user.exists():
         _keygen("-t", "ed25519", "-N", "", "-f", str(user))
+    (tmp / "user_key-cert.pub").unlink(missing_ok=True)
     with pytest.raises(Unreachable, match="authentication"):  # the key alone: not authorized
         _connect(lab_hosts, name, _known_hosts(tmp, addr), ansible_ssh_private_key_file=str(user))
-    _keygen("-s", str(tmp / "ca"), "-I", "lab-user", "-n", "root", "-V", "-5m:+1h",
-            str(user.with_suffix(".pub")))
-    assert (tmp / "user_key-cert.pub").is_file()
+    assert _user_cert(tmp) == user and (tmp / "user_key-cert.pub").is_file()
     with _transport(lab_hosts, name, _known_hosts(tmp, addr),
                     ansible_ssh_private_key_file=str(user)) as t:
         assert t.run(["id", "-un"]).stdout == b"root\n"
+
+
+def _user_cert(tmp: Path) -> Path:
+    """A user key in no authorized_keys, with a certificate for root signed by ``ca``."""
+    user = tmp / "user_key"
+    if not user.exists():
+        _keygen("-t", "ed25519", "-N", "", "-f", str(user))
+    if not (tmp / "user_key-cert.pub").exists():
+        _keygen("-s", str(tmp / "ca"), "-I", "lab-user", "-n", "root", "-V", "-5m:+1h",
+                str(user.with_suffix(".pub")))
+    return user
+
+
+def test_deploy_through_a_ca_line_and_a_user_certificate_blocks_the_canary(lab_hosts,
+                                                                          cert_host):
+    name, tmp, _sign = cert_host
+    addr = lab_hosts.hosts[name].vars["ansible_host"]
+    over = {"edrfleet_known_hosts_file": str(_known_hosts(tmp, addr)),
+            "ansible_ssh_private_key_file": str(_user_cert(tmp))}
+    (host,) = [h for h in hosts(lab_hosts, **{name: over}) if h.name == name]
+    try:
+        report, by_name = run_deploy(lab_hosts, [host])
+        assert not report.failed, [(r.name, r.message) for r in report.failed]
+        assert by_name[name].agent["state"] == "enforcing"
+        rc, survived = lab_hosts.canary_attack(name)
+        assert rc == 137 and survived
+    finally:
+        assert main(["uninstall", str(lab_hosts.inventory), "--limit", name, "--purge"]) == 0
+        lab_hosts.restore_dirs()
 
 
 @pytest.mark.parametrize(("validity", "principals", "why"), [
