@@ -9,6 +9,7 @@ naming why.  The host's sshd gets its original configuration back at the end.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,6 +109,26 @@ def _user_cert(tmp: Path) -> Path:
         _keygen("-s", str(tmp / "ca"), "-I", "lab-user", "-n", "root", "-V", "-5m:+1h",
                 str(user.with_suffix(".pub")))
     return user
+
+
+def test_a_certificate_named_by_certificate_file_logs_in(lab_hosts, cert_host, tmp_path):
+    name, tmp, _sign = cert_host
+    addr = lab_hosts.hosts[name].vars["ansible_host"]
+    user = _user_cert(tmp)
+    elsewhere = tmp_path / "user.cert"
+    shutil.copy(tmp / "user_key-cert.pub", elsewhere)
+    key = tmp_path / "key"  # no key-cert.pub beside this copy of the key
+    shutil.copy(user, key)
+    key.chmod(0o600)
+    with pytest.raises(Unreachable, match="authentication"):
+        _connect(lab_hosts, name, _known_hosts(tmp, addr), ansible_ssh_private_key_file=str(key))
+    args = f"-o IdentitiesOnly=yes -o CertificateFile={elsewhere}"
+    with _transport(lab_hosts, name, _known_hosts(tmp, addr), ansible_ssh_common_args=args,
+                    ansible_ssh_private_key_file=str(key)) as t:
+        assert t.run(["id", "-un"]).stdout == b"root\n"
+    with pytest.raises(Unreachable, match=r"cannot use the certificate .*/missing.cert"):
+        _connect(lab_hosts, name, _known_hosts(tmp, addr), ansible_ssh_private_key_file=str(key),
+                 ansible_ssh_common_args=f"-o CertificateFile={tmp_path / 'missing.cert'}")
 
 
 def test_deploy_through_a_ca_line_and_a_user_certificate_blocks_the_canary(lab_hosts,

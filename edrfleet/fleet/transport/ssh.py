@@ -113,7 +113,9 @@ class SshTransport(PosixTransport):
         auth: dict[str, Any] = {"banner_timeout": self.connect_timeout,
                                 "auth_timeout": self.connect_timeout,
                                 "channel_timeout": self.connect_timeout}
-        if s.key_file:
+        if s.key_file and s.cert_file:  # the key with that certificate, and only it
+            auth.update(pkey=self._certified_key(), look_for_keys=False, allow_agent=False)
+        elif s.key_file:  # paramiko offers KEY-cert.pub with it when that file exists
             auth.update(key_filename=[s.key_file], look_for_keys=False, allow_agent=False)
         name = kh.host_key_name(hop.host, hop.port)
         types = known.known_types(name)
@@ -131,6 +133,20 @@ class SshTransport(PosixTransport):
         client.set_missing_host_key_policy(HostKeyVerifier(s, known))
         conn.client = client
         return conn
+
+    def _certified_key(self) -> paramiko.PKey:
+        """The private key with ``-o CertificateFile=`` loaded into it (Unreachable naming
+        the file when either cannot be used)."""
+        s = self.settings
+        assert s.key_file and s.cert_file
+        try:
+            key = paramiko.PKey.from_path(s.key_file)
+            key.load_certificate(s.cert_file)
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise Unreachable(f"{self.name}: cannot use the certificate {s.cert_file} with "
+                              f"the key {s.key_file}: {exc} (fix: CertificateFile= the "
+                              "-cert.pub that ssh-keygen -s wrote for this key)") from None
+        return key
 
     def open(self) -> None:
         """Connect now (run/put connect on demand); raises Unreachable / HostKeyError."""
