@@ -9,8 +9,10 @@ path in a VM.  Every attack is a canary (LabFleet.canary_attack).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +131,41 @@ def test_state_absent_stops_the_agent_and_removes_everything(lab_hosts, converge
         assert pid and not Path(f"/proc/{pid}").exists()
     recap = play.run("-e", "edrfleet_agent_state=absent")
     assert {n: r["changed"] for n, r in recap.items()} == {n: 0 for n in lab_hosts.names}
+
+
+def test_missing_parents_are_made_root_only_and_a_value_is_never_templated_twice(
+        lab_hosts, play, tmp_path):
+    # After state absent (the test before): one host converged into managed directories two
+    # levels below anything that exists, with an extra rule whose description is a template
+    # marked !unsafe, as docs/fleet.md says an inventory keeps a literal `{{`.
+    name = lab_hosts.names[0]
+    base, marker = tmp_path / "deep", tmp_path / "templated-twice"
+    dirs = {"edrfleet_install_dir": base / "a" / "b" / "install",
+            "edrfleet_config_dir": base / "a" / "c" / "config",
+            "edrfleet_spool_dir": base / "d" / "spool",
+            "edrfleet_run_dir": base / "e" / "f" / "run"}
+    hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }} {% raw %}x{% endraw %}"
+    varfile = tmp_path / "vars.yml"
+    varfile.write_text("".join(f"{k}: {json.dumps(str(v))}\n" for k, v in dirs.items()) + (
+        "edrfleet_extra_rules:\n"
+        "  - id: hostile-template\n"
+        f"    description: !unsafe {json.dumps(hostile)}\n"
+        "    severity: low\n    action: log\n"
+        "    match: {executable: [edrfleet-no-such-tool]}\n"))
+    try:
+        recap = play.run("--limit", name, "-e", f"@{varfile}")
+        assert recap[name]["failed"] == 0
+        for d in dirs.values():
+            level = base
+            for part in d.relative_to(base).parts:
+                level = level / part
+                st = level.stat()
+                assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o700), level
+        policy = (dirs["edrfleet_config_dir"] / "policy.yaml").read_text()
+        assert json.dumps(hostile) in policy or hostile in policy, policy[:2000]
+        assert not marker.exists()
+        status = json.loads((dirs["edrfleet_spool_dir"] / "status.json").read_text())
+        assert status["state"] == "enforcing", status
+    finally:
+        play.run("--limit", name, "-e", f"@{varfile}", "-e", "edrfleet_agent_state=absent")
+    assert not any(d.exists() for d in dirs.values())
