@@ -9,10 +9,11 @@
                  "ca_file": "/etc/ssl/siem-ca.pem",
                  "header_file": "/etc/edrfleet/webhook.header"}}
 
-Either key may be missing or null (no such output); ``{}`` runs none.  The values are data the
-agent hands to its sinks, never a command line: a credential stays in the header file (0600),
-out of ``ps`` and out of the unit.  :func:`check_config` is the one validation, used by the
-agent on the file and by deploy and the role on the inventory's values before they write it.
+Either key may be missing or null (no such output); ``{}`` runs none, and so does a missing
+file (deploy writes it only for a host with outputs, and removes it when they go).  The values
+are data the agent hands to its sinks, never a command line: a credential stays in the header
+file (0600), out of ``ps`` and out of the unit.  :func:`check_config` is the one validation,
+used by the agent on the file and by deploy on the inventory's values before it writes them.
 
 On SIGHUP, :meth:`ConfiguredOutputs.reload` reads the file again: unchanged, the sinks re-read
 their credentials; changed, the old outputs are closed and the new ones started, each from its
@@ -102,8 +103,12 @@ def check_config(data: Any, where: str = "outputs") -> dict[str, Any]:
 
 
 def read_config(path: str) -> tuple[str, dict[str, Any]]:
-    """(the file's text, its config).  Raises OSError, ValueError naming the file."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    """(the file's text, its config); ("", no outputs) when there is no file.  Raises
+    OSError, ValueError naming the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return "", check_config({})
     with os.fdopen(fd, "rb") as f:
         raw = f.read(MAX_FILE + 1)
     if len(raw) > MAX_FILE:

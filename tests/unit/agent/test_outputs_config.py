@@ -91,3 +91,20 @@ def test_a_symlinked_outputs_file_is_not_followed(tmp_path: Path) -> None:
     (tmp_path / "outputs.json").symlink_to(real)
     with pytest.raises(OSError):
         ConfiguredOutputs(str(tmp_path), str(tmp_path / "outputs.json"), None)
+
+
+def test_a_missing_outputs_file_means_no_outputs_until_it_appears(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool"))
+    conf = tmp_path / "outputs.json"
+    rx = TcpSyslogReceiver()
+    outs = ConfiguredOutputs(spool.directory, str(conf), "web1")
+    try:
+        assert outs.outputs is None and outs.reload() == []
+        write(conf, {"syslog": {"address": f"tcp://127.0.0.1:{rx.port}"}})
+        assert outs.reload() == [] and outs.outputs is not None
+        conf.unlink()
+        assert outs.reload() == [] and outs.outputs is None
+    finally:
+        outs.close(1)
+        rx.stop()
+        spool.close()
