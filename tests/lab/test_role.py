@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
@@ -161,8 +162,9 @@ def test_missing_parents_are_made_root_only_and_a_value_is_never_templated_twice
                 level = level / part
                 st = level.stat()
                 assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o700), level
-        policy = (dirs["edrfleet_config_dir"] / "policy.yaml").read_text()
-        assert json.dumps(hostile) in policy or hostile in policy, policy[:2000]
+        policy = yaml.safe_load((dirs["edrfleet_config_dir"] / "policy.yaml").read_text())
+        (rule,) = [r for r in policy["rules"] if r["id"] == "hostile-template"]
+        assert rule["description"] == hostile  # as written, templated by nobody
         assert not marker.exists()
         status = json.loads((dirs["edrfleet_spool_dir"] / "status.json").read_text())
         assert status["state"] == "enforcing", status
