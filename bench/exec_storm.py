@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""An exec storm: of the events the kernel produced, how many reach ``events.jsonl``?
+
+One agent, one policy scoped to a cgroup this script creates, four canary executables (copies
+of /bin/true: blocking one harms nothing), each named by one rule:
+
+  storm-block-1     block, run with a 1-byte argument
+  storm-block-4000  block, run with a 4 000-byte argument
+  storm-log-1       log, 1-byte argument
+  storm-log-4000    log, 4 000-byte argument
+
+Phases, one after the other in the same run, each at the machine's maximum exec rate (one
+fork+exec+wait loop per CPU, all at once):
+
+  block/1, block/4000, log/1, log/4000   one class alone
+  mixed/4000                             the attack: log floods on every CPU but one, blocked
+                                         canaries on that one, all with 4 000-byte argv
+
+Produced is what the kernel decided (the exec loops count the blocked children, which die of
+SIGKILL; logged children succeed); delivered is what the spool holds for the phase's rule, one
+event per exec or, where the agent aggregates a flood, the sum of the events' counts
+(``edrfleet.count``).  Lost (counted) is what status.json says the kernel could not hand over,
+per class where the agent counts it per class.  Nothing here asserts: it prints ratios.
+
+Usage: .venv/bin/python bench/exec_storm.py [--n 10000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+from edrfleet.agent import ecs  # noqa: E402
+
+ARG_SIZES = (1, 4000)
+CLASSES = ("block", "log")
+
+
+def rule_id(cls: str, size: int) -> str:
+    return f"storm-{cls}-{size}"
+
+
+def storm_policy(scope: str) -> dict[str, Any]:
+    rules = [{"id": rule_id(cls, size), "description": f"exec storm canary ({cls})",
+              "severity": "low", "action": cls,
+              "match": {"executable": [rule_id(cls, size)]}}
+             for cls in CLASSES for size in ARG_SIZES]
+    return {"version": 1, "mode": "enforce", "scope": {"cgroups": [scope]}, "rules": rules}
+
+
+@dataclass
+class Phase:
+    name: str
+    cls: str
+    size: int
+    produced: int = 0
+    delivered: int = 0  # execs the spool's events stand for
+    records: int = 0  # events in the spool
+    seconds: float = 0.0
+    lost_counted: int = 0  # the agent's drop counters grew by this much during the phase
+
+    @property
+    def rate(self) -> float:
+        return self.produced / self.seconds if self.seconds else 0.0
+
+
+def storm(cg: c.Cgroup, loop: Path, jobs: list[tuple[Path, int, int]]) -> tuple[float, list]:
+    """Run the exec loops of ``jobs`` (exe, arg bytes, execs) at once; (wall, samples)."""
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([str(loop), str(n), str(exe), "A" * size],
+                              preexec_fn=cg.enter, stdout=subprocess.PIPE, text=True)
+             for exe, size, n in jobs]
+    samples = []
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        wall_ns, cpu_ns, failures = out.split()
+        samples.append(c.Sample(int(wall_ns) / 1e9, int(cpu_ns) / 1e9, int(failures)))
+    return time.monotonic() - t0, samples
+
+
+def delivered(agent: c.Agent) -> dict[str, tuple[int, int]]:
+    """Per rule id: (execs the events stand for, events)."""
+    out: dict[str, tuple[int, int]] = {}
+    for e in agent.events():
+        rid = ecs.get(e, ecs.RULE_ID)
+        execs, records = out.get(rid, (0, 0))
+        out[rid] = (execs + int((e.get("edrfleet") or {}).get("count", 1)), records + 1)
+    return out
+
+
+def lost_now(st: dict[str, Any], cls: str) -> int:
+    """What status.json counts as lost for ``cls`` (per class when the agent splits it)."""
+    drops = st.get("drops")
+    if isinstance(drops, dict):
+        return int(drops.get(cls, 0))
+    return int(st.get("events_lost", 0))
+
+
+def settle_spool(agent: c.Agent, rid: str, want: int, timeout: float) -> None:
+    """Wait until the spool holds ``want`` execs of ``rid``, or stops growing for 2 s."""
+    deadline = time.monotonic() + timeout
+    last, still_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        have = delivered(agent).get(rid, (0, 0))[0]
+        if have >= want:
+            return
+        if have != last:
+            last, still_since = have, time.monotonic()
+        elif time.monotonic() - still_since > 2.0:
+            return
+        time.sleep(0.2)
+
+
+def run_phase(agent: c.Agent, cg: c.Cgroup, loop: Path, exes: dict[str, Path], ph: Phase,
+              n: int, cpus: int, flood: Phase | None = None) -> None:
+    """``ph`` on every CPU; with ``flood``, ``ph`` on one CPU and ``flood`` on the others."""
+    plan = [(ph, n)] + [(flood, n)] * max(cpus - 1, 1) if flood else [(ph, n // cpus)] * cpus
+    phases = [ph] + ([flood] if flood else [])
+    before = {cls: lost_now(agent.status(), cls) for cls in CLASSES}
+    before_execs = delivered(agent)
+    wall, samples = storm(cg, loop, [(exes[rule_id(p.cls, p.size)], p.size, k)
+                                     for p, k in plan])
+    for (phase, execs), s in zip(plan, samples, strict=True):
+        phase.produced += s.failures if phase.cls == "block" else execs - s.failures
+    for phase in phases:
+        phase.seconds = wall
+    for phase in phases:
+        rid = rule_id(phase.cls, phase.size)
+        settle_spool(agent, rid, before_execs.get(rid, (0, 0))[0] + phase.produced, 30)
+    time.sleep(1.2)  # status.json is rewritten once a second
+    after = agent.status()
+    now = delivered(agent)
+    for phase in phases:
+        rid = rule_id(phase.cls, phase.size)
+        got, recs = now.get(rid, (0, 0))
+        was, was_recs = before_execs.get(rid, (0, 0))
+        phase.delivered, phase.records = got - was, recs - was_recs
+        phase.lost_counted = lost_now(after, phase.cls) - before[phase.cls]
+
+
+def run(args: argparse.Namespace) -> list[Phase]:
+    c.preflight()
+    workdir = c.make_workdir("edrfleet-bench-storm-")
+    cg = c.Cgroup.create()
+    agents = c.Agents(workdir)
+    cpus = args.cpus or os.cpu_count() or 1
+    try:
+        loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
+        bindir = workdir / "bin"
+        bindir.mkdir()
+        exes = {}
+        for cls in CLASSES:
+            for size in ARG_SIZES:
+                exes[rule_id(cls, size)] = bindir / rule_id(cls, size)
+                shutil.copy2("/bin/true", exes[rule_id(cls, size)])
+        policy = workdir / "policy.yaml"
+        policy.write_text(yaml.safe_dump(storm_policy(cg.name), sort_keys=False))
+        c.check_policy(policy)
+        agent = agents.start(policy, "storm")
+        phases = [Phase(f"{cls}/{size}", cls, size) for cls in CLASSES for size in ARG_SIZES]
+        for ph in phases:
+            run_phase(agent, cg, loop, exes, ph, args.n, cpus)
+        mixed_block = Phase("mixed/4000 block", "block", 4000)
+        mixed_log = Phase("mixed/4000 log", "log", 4000)
+        run_phase(agent, cg, loop, exes, mixed_block, args.n // 2, cpus, flood=mixed_log)
+        agent.stop()
+        return phases + [mixed_block, mixed_log]
+    finally:
+        agents.stop_all()
+        cg.remove()
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(phases: list[Phase], args: argparse.Namespace) -> None:
+    print(f"exec storm: {args.n} execs per phase, one loop per CPU "
+          f"({args.cpus or os.cpu_count()}), policy scoped to the bench's cgroup")
+    print(f"{'phase':18} {'produced':>9} {'delivered':>9} {'ratio':>7} {'events':>7} "
+          f"{'lost(counted)':>13} {'uncounted':>9} {'execs/s':>8}")
+    for ph in phases:
+        ratio = ph.delivered / ph.produced if ph.produced else 1.0
+        uncounted = ph.produced - ph.delivered - ph.lost_counted
+        print(f"{ph.name:18} {ph.produced:9} {ph.delivered:9} {ratio:7.3f} {ph.records:7} "
+              f"{ph.lost_counted:13} {uncounted:9} {ph.rate:8.0f}")
+    print("ratio = delivered / produced; delivered counts the execs the events stand for "
+          "(edrfleet.count); lost(counted) = growth of status.json's drop counter of the class "
+          "(events_lost when the agent does not split it: shared by the mixed phase's rows)")
+    if args.json:
+        print(json.dumps([{**asdict(p), "rate": p.rate} for p in phases], indent=2))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10000, help="execs per phase (10000)")
+    ap.add_argument("--cpus", type=int, default=0, help="exec loops at once (default: CPUs)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (spool)")
+    ap.add_argument("--json", action="store_true", help="also print the phases as JSON")
+    args = ap.parse_args()
+    report(run(args), args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
