@@ -50,23 +50,12 @@ ARG_SIZES = (1, 4000)
 CLASSES = ("block", "log")
 
 
-def rule_id(cls: str, size: int) -> str:
-    return f"storm-{cls}-{size}"
-
-
-def storm_policy(scope: str) -> dict[str, Any]:
-    rules = [{"id": rule_id(cls, size), "description": f"exec storm canary ({cls})",
-              "severity": "low", "action": cls,
-              "match": {"executable": [rule_id(cls, size)]}}
-             for cls in CLASSES for size in ARG_SIZES]
-    return {"version": 1, "mode": "enforce", "scope": {"cgroups": [scope]}, "rules": rules}
-
-
 @dataclass
 class Phase:
     name: str
     cls: str
     size: int
+    tag: str = ""  # the mixed phase's canaries are its own
     produced: int = 0
     delivered: int = 0  # execs the spool's events stand for
     records: int = 0  # events in the spool
@@ -74,8 +63,19 @@ class Phase:
     lost_counted: int = 0  # the agent's drop counters grew by this much during the phase
 
     @property
+    def rule(self) -> str:
+        """The rule id, and the name of the canary it names."""
+        return f"storm-{self.cls}{self.tag}-{self.size}"
+
+    @property
     def rate(self) -> float:
         return self.produced / self.seconds if self.seconds else 0.0
+
+
+def storm_policy(scope: str, phases: list[Phase]) -> dict[str, Any]:
+    rules = [{"id": ph.rule, "description": f"exec storm canary ({ph.cls})", "severity": "low",
+              "action": ph.cls, "match": {"executable": [ph.rule]}} for ph in phases]
+    return {"version": 1, "mode": "enforce", "scope": {"cgroups": [scope]}, "rules": rules}
 
 
 def storm(cg: c.Cgroup, loop: Path, jobs: list[tuple[Path, int, int]]) -> tuple[float, list]:
@@ -92,14 +92,30 @@ def storm(cg: c.Cgroup, loop: Path, jobs: list[tuple[Path, int, int]]) -> tuple[
     return time.monotonic() - t0, samples
 
 
-def delivered(agent: c.Agent) -> dict[str, tuple[int, int]]:
-    """Per rule id: (execs the events stand for, events)."""
-    out: dict[str, tuple[int, int]] = {}
-    for e in agent.events():
-        rid = ecs.get(e, ecs.RULE_ID)
-        execs, records = out.get(rid, (0, 0))
-        out[rid] = (execs + int((e.get("edrfleet") or {}).get("count", 1)), records + 1)
-    return out
+class Delivered:
+    """Per rule id: (execs the spool's events stand for, events); reads only what is new."""
+
+    def __init__(self, spool: Path) -> None:
+        self.file = spool / "events.jsonl"
+        self.offset = 0
+        self.by_rule: dict[str, tuple[int, int]] = {}
+
+    def __call__(self) -> dict[str, tuple[int, int]]:
+        try:
+            with open(self.file, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.by_rule
+        data = data[:data.rfind(b"\n") + 1]  # a line being written waits
+        self.offset += len(data)
+        for line in data.splitlines():
+            e = json.loads(line)
+            rid = ecs.get(e, ecs.RULE_ID)
+            execs, records = self.by_rule.get(rid, (0, 0))
+            self.by_rule[rid] = (execs + int((e.get("edrfleet") or {}).get("count", 1)),
+                                 records + 1)
+        return self.by_rule
 
 
 def lost_now(st: dict[str, Any], cls: str) -> int:
@@ -110,12 +126,12 @@ def lost_now(st: dict[str, Any], cls: str) -> int:
     return int(st.get("events_lost", 0))
 
 
-def settle_spool(agent: c.Agent, rid: str, want: int, timeout: float) -> None:
+def settle_spool(delivered: Delivered, rid: str, want: int, timeout: float) -> None:
     """Wait until the spool holds ``want`` execs of ``rid``, or stops growing for 2 s."""
     deadline = time.monotonic() + timeout
     last, still_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        have = delivered(agent).get(rid, (0, 0))[0]
+        have = delivered().get(rid, (0, 0))[0]
         if have >= want:
             return
         if have != last:
@@ -125,31 +141,25 @@ def settle_spool(agent: c.Agent, rid: str, want: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def run_phase(agent: c.Agent, cg: c.Cgroup, loop: Path, exes: dict[str, Path], ph: Phase,
-              n: int, cpus: int, flood: Phase | None = None) -> None:
+def run_phase(agent: c.Agent, spooled: Delivered, cg: c.Cgroup, loop: Path, exe_dir: Path,
+              ph: Phase, n: int, cpus: int, flood: Phase | None = None) -> None:
     """``ph`` on every CPU; with ``flood``, ``ph`` on one CPU and ``flood`` on the others."""
     plan = [(ph, n)] + [(flood, n)] * max(cpus - 1, 1) if flood else [(ph, n // cpus)] * cpus
     phases = [ph] + ([flood] if flood else [])
     before = {cls: lost_now(agent.status(), cls) for cls in CLASSES}
-    before_execs = delivered(agent)
-    wall, samples = storm(cg, loop, [(exes[rule_id(p.cls, p.size)], p.size, k)
-                                     for p, k in plan])
+    wall, samples = storm(cg, loop, [(exe_dir / p.rule, p.size, k) for p, k in plan])
     for (phase, execs), s in zip(plan, samples, strict=True):
         phase.produced += s.failures if phase.cls == "block" else execs - s.failures
     for phase in phases:
         phase.seconds = wall
-    for phase in phases:
-        rid = rule_id(phase.cls, phase.size)
-        settle_spool(agent, rid, before_execs.get(rid, (0, 0))[0] + phase.produced, 30)
     time.sleep(1.2)  # status.json is rewritten once a second
     after = agent.status()
-    now = delivered(agent)
     for phase in phases:
-        rid = rule_id(phase.cls, phase.size)
-        got, recs = now.get(rid, (0, 0))
-        was, was_recs = before_execs.get(rid, (0, 0))
-        phase.delivered, phase.records = got - was, recs - was_recs
         phase.lost_counted = lost_now(after, phase.cls) - before[phase.cls]
+    # let the agent catch up before the next phase, so phases do not share its backlog; what
+    # is delivered is counted per rule once the agent has stopped (it reads what is left)
+    for phase in phases:
+        settle_spool(spooled, phase.rule, phase.produced, 60)
 
 
 def run(args: argparse.Namespace) -> list[Phase]:
@@ -160,25 +170,29 @@ def run(args: argparse.Namespace) -> list[Phase]:
     cpus = args.cpus or os.cpu_count() or 1
     try:
         loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
-        bindir = workdir / "bin"
-        bindir.mkdir()
-        exes = {}
-        for cls in CLASSES:
-            for size in ARG_SIZES:
-                exes[rule_id(cls, size)] = bindir / rule_id(cls, size)
-                shutil.copy2("/bin/true", exes[rule_id(cls, size)])
-        policy = workdir / "policy.yaml"
-        policy.write_text(yaml.safe_dump(storm_policy(cg.name), sort_keys=False))
-        c.check_policy(policy)
-        agent = agents.start(policy, "storm")
         phases = [Phase(f"{cls}/{size}", cls, size) for cls in CLASSES for size in ARG_SIZES]
+        mixed_block = Phase("mixed/4000 block", "block", 4000, "-mixed")
+        mixed_log = Phase("mixed/4000 log", "log", 4000, "-mixed")
+        everything = phases + [mixed_block, mixed_log]
+        exe_dir = workdir / "bin"
+        exe_dir.mkdir()
+        for ph in everything:
+            shutil.copy2("/bin/true", exe_dir / ph.rule)
+        policy = workdir / "policy.yaml"
+        policy.write_text(yaml.safe_dump(storm_policy(cg.name, everything), sort_keys=False))
+        c.check_policy(policy)
+        # one spool file for the whole run: events.jsonl is what is counted
+        agent = agents.start(policy, "storm", "--spool-max-bytes", str(1 << 34))
+        spooled = Delivered(agent.spool)
         for ph in phases:
-            run_phase(agent, cg, loop, exes, ph, args.n, cpus)
-        mixed_block = Phase("mixed/4000 block", "block", 4000)
-        mixed_log = Phase("mixed/4000 log", "log", 4000)
-        run_phase(agent, cg, loop, exes, mixed_block, args.n // 2, cpus, flood=mixed_log)
-        agent.stop()
-        return phases + [mixed_block, mixed_log]
+            run_phase(agent, spooled, cg, loop, exe_dir, ph, args.n, cpus)
+        run_phase(agent, spooled, cg, loop, exe_dir, mixed_block, args.n // 2, cpus,
+                  flood=mixed_log)
+        agent.stop()  # it reads what is left in the ring buffers
+        got = spooled()
+        for ph in everything:
+            ph.delivered, ph.records = got.get(ph.rule, (0, 0))
+        return everything
     finally:
         agents.stop_all()
         cg.remove()
