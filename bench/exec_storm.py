@@ -22,7 +22,7 @@ event per exec or, where the agent aggregates a flood, the sum of the events' co
 (``edrfleet.count``).  Lost (counted) is what status.json says the kernel could not hand over,
 per class where the agent counts it per class.  Nothing here asserts: it prints ratios.
 
-Usage: .venv/bin/python bench/exec_storm.py [--n 10000] [--json]
+Usage: .venv/bin/python bench/exec_storm.py [--n 10000] [--phases block/4000,mixed] [--json]
 """
 
 from __future__ import annotations
@@ -184,15 +184,19 @@ def run(args: argparse.Namespace) -> list[Phase]:
         # one spool file for the whole run: events.jsonl is what is counted
         agent = agents.start(policy, "storm", "--spool-max-bytes", str(1 << 34))
         spooled = Delivered(agent.spool)
-        for ph in phases:
+        wanted = set(args.phases.split(",")) if args.phases else None
+        ran = [ph for ph in phases if not wanted or ph.name in wanted]
+        for ph in ran:
             run_phase(agent, spooled, cg, loop, exe_dir, ph, args.n, cpus)
-        run_phase(agent, spooled, cg, loop, exe_dir, mixed_block, args.n // 2, cpus,
-                  flood=mixed_log)
+        if not wanted or "mixed" in wanted:
+            run_phase(agent, spooled, cg, loop, exe_dir, mixed_block, args.n // 2, cpus,
+                      flood=mixed_log)
+            ran += [mixed_block, mixed_log]
         agent.stop()  # it reads what is left in the ring buffers
         got = spooled()
-        for ph in everything:
+        for ph in ran:
             ph.delivered, ph.records = got.get(ph.rule, (0, 0))
-        return everything
+        return ran
     finally:
         agents.stop_all()
         cg.remove()
@@ -222,6 +226,9 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10000, help="execs per phase (10000)")
+    ap.add_argument("--phases", default="",
+                    help="comma-separated phases to run: block/1, block/4000, log/1, log/4000, "
+                         "mixed (default: all)")
     ap.add_argument("--cpus", type=int, default=0, help="exec loops at once (default: CPUs)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (spool)")
     ap.add_argument("--json", action="store_true", help="also print the phases as JSON")
