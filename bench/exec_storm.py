@@ -126,6 +126,21 @@ def lost_now(st: dict[str, Any], cls: str) -> int:
     return int(st.get("events_lost", 0))
 
 
+def fresh_status(agent: c.Agent, since: float, timeout: float = 120) -> dict[str, Any]:
+    """status.json as written after ``since``: the kernel counts a drop when it happens, the
+    agent writes its counters once a second, later while it works through a backlog."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            written = (agent.spool / "status.json").stat().st_mtime
+        except FileNotFoundError:
+            written = 0.0
+        if written > since:
+            return agent.status()
+        time.sleep(0.1)
+    raise RuntimeError(f"the agent wrote no status.json for {timeout} s")
+
+
 def settle_spool(delivered: Delivered, rid: str, want: int, timeout: float) -> None:
     """Wait until the spool holds ``want`` execs of ``rid``, or stops growing for 2 s."""
     deadline = time.monotonic() + timeout
@@ -146,14 +161,13 @@ def run_phase(agent: c.Agent, spooled: Delivered, cg: c.Cgroup, loop: Path, exe_
     """``ph`` on every CPU; with ``flood``, ``ph`` on one CPU and ``flood`` on the others."""
     plan = [(ph, n)] + [(flood, n)] * max(cpus - 1, 1) if flood else [(ph, n // cpus)] * cpus
     phases = [ph] + ([flood] if flood else [])
-    before = {cls: lost_now(agent.status(), cls) for cls in CLASSES}
+    before = {cls: lost_now(fresh_status(agent, time.time()), cls) for cls in CLASSES}
     wall, samples = storm(cg, loop, [(exe_dir / p.rule, p.size, k) for p, k in plan])
     for (phase, execs), s in zip(plan, samples, strict=True):
         phase.produced += s.failures if phase.cls == "block" else execs - s.failures
     for phase in phases:
         phase.seconds = wall
-    time.sleep(1.2)  # status.json is rewritten once a second
-    after = agent.status()
+    after = fresh_status(agent, time.time())
     for phase in phases:
         phase.lost_counted = lost_now(after, phase.cls) - before[phase.cls]
     # let the agent catch up before the next phase, so phases do not share its backlog; what
