@@ -304,19 +304,22 @@ struct edr_trans {
 	__u8 raw[EDR_TRANS_MAX * 4] __attribute__((aligned(8))); /* aligned: one load per entry */
 };
 
-struct edr_logagg_key {       /* key of "logagg": a logged (rule, real executable) */
+struct edr_logagg_key {       /* key of "logagg": (rule, real executable) of one action */
 	__u32 gen;
 	__u32 rule;
 	__u32 dev;
-	__u32 pad;
+	__u32 action;             /* enum edr_event_action: EDR_EV_LOGGED, folded logged execs;
+				   * blocked/would_block: events their ring buffer refused */
 	__u64 ino;
 };
 
-struct edr_logagg {           /* value of "logagg" (per CPU): logged execs of the key */
-	__u64 window_ns;          /* start of the current window (bpf_ktime_get_boot_ns) */
-	__u64 seen;               /* logged execs of the key on this CPU, ever */
-	__u64 sent;               /* "seen" when its last event left: execs after it are pending */
-	__u64 in_window;          /* execs of the key in the current window */
+struct edr_logagg {           /* value of "logagg" (per CPU): execs of the key */
+	__u64 window_ns;          /* logged: start of the current window (bpf_ktime_get_boot_ns);
+				   * blocks: the last refused */
+	__u64 seen;               /* execs of the key on this CPU, ever */
+	__u64 sent;               /* logged: "seen" when its last event left (blocks: 0); the
+				   * execs after it are pending: the agent writes a summary */
+	__u64 in_window;          /* logged: execs of the key in the current window */
 };
 
 struct edr_accepts {         /* array "accepts", index = slot: u64 mask per accept id, as bytes */

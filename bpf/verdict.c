@@ -54,20 +54,38 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 	}
 }
 
+/* The "logagg" value of the event's (rule, executable, action) on this CPU; 0: map full. */
+static __always_inline struct edr_logagg *fold_key(struct edr_event *ev)
+{
+	struct edr_logagg_key k = {.gen = ev->gen, .rule = ev->rule, .dev = ev->dev,
+				   .action = ev->action, .ino = ev->ino};
+	struct edr_logagg *a = logagg.lookup(&k);
+	if (a)
+		return a;
+	struct edr_logagg fresh = {.window_ns = ev->ts_ns};
+	logagg.insert(&k, &fresh);
+	return logagg.lookup(&k);
+}
+
+/* A block event its ring buffer refused: counted under its key, so the agent writes a summary
+ * (rule, executable, count) from the key's last event it has. */
+static __always_inline void keep_refused_block(struct edr_event *ev)
+{
+	struct edr_logagg *a = fold_key(ev);
+	if (!a)
+		return; /* the map is full: counted in EDR_CNT_LOST_BLOCK only */
+	a->seen += 1;
+	a->window_ns = ev->ts_ns;
+}
+
 /* Fold a logged exec into its (rule, executable) key on this CPU.  Returns 1 when the exec
  * sends no event (counted into the key's next one, or the agent's summary); 0 when it sends
  * one, with ev->count the execs it stands for.  Per CPU, so nothing else writes the value. */
 static __always_inline int fold_log(struct edr_event *ev)
 {
-	struct edr_logagg_key k = {.gen = ev->gen, .rule = ev->rule, .dev = ev->dev, .ino = ev->ino};
-	struct edr_logagg *a = logagg.lookup(&k);
-	if (!a) {
-		struct edr_logagg fresh = {.window_ns = ev->ts_ns};
-		logagg.insert(&k, &fresh);
-		a = logagg.lookup(&k);
-		if (!a)
-			return 0; /* the map is full: this key sends every exec (count 1, agg_seq 0) */
-	}
+	struct edr_logagg *a = fold_key(ev);
+	if (!a)
+		return 0; /* the map is full: this key sends every exec (count 1, agg_seq 0) */
 	a->seen += 1;
 	if (ev->ts_ns - a->window_ns >= EDR_LOGAGG_WINDOW_MS * 1000000ULL) {
 		a->window_ns = ev->ts_ns;
@@ -115,8 +133,10 @@ static __always_inline void emit(void *ctx, struct edr_scratch *s)
 		count(EDR_CNT_LOST);
 		if (logged)
 			count_n(EDR_CNT_LOST_LOG, ev->count);
-		else
+		else {
 			count(EDR_CNT_LOST_BLOCK);
+			keep_refused_block(ev);
+		}
 	}
 }
 

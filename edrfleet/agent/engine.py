@@ -372,16 +372,16 @@ class Engine:
         return out
 
 
-    def log_folds(self) -> list[tuple[tuple[int, int, int, int], list]]:
-        """The "logagg" map: ((gen, rule, dev, ino), per-CPU values) of every key."""
-        return [((k.gen, k.rule, k.dev, k.ino), list(v))
+    def log_folds(self) -> list[tuple[tuple[int, int, int, int, int], list]]:
+        """The "logagg" map: ((gen, rule, dev, ino, action), per-CPU values) of every key."""
+        return [((k.gen, k.rule, k.dev, k.ino, k.action), list(v))
                 for k, v in self.bpf["logagg"].items()]
 
-    def forget_log_folds(self, keys: list[tuple[int, int, int, int]]) -> None:
+    def forget_log_folds(self, keys: list[tuple[int, int, int, int, int]]) -> None:
         table = self.bpf["logagg"]
-        for gen, rule, dev, ino in keys:
+        for gen, rule, dev, ino, action in keys:
             k = table.Key()
-            k.gen, k.rule, k.dev, k.ino = gen, rule, dev, ino
+            k.gen, k.rule, k.dev, k.ino, k.action = gen, rule, dev, ino, action
             try:
                 del table[k]
             except KeyError:

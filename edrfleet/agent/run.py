@@ -410,8 +410,10 @@ class Agent:
                 execs_seen=c["execs"], blocked=c["blocked"], would_block=c["would_block"],
                 logged=c["logged"], events_lost=c["lost"] + self.user_lost,
                 errors=c["errors"], candidates_dropped=c["dropped"],
-                drops={"block": c["lost_block"], "log": c["lost_log"] + self.folds.lost},
-                log_folded=c["folded"], log_summaries=self.folds.summaries,
+                drops={"block": c["lost_block"] - self.folds.summarized_blocks,
+                       "log": c["lost_log"] + self.folds.lost_logs},
+                blocks_summarized=self.folds.summarized_blocks, log_folded=c["folded"],
+                summaries=self.folds.summaries,
             )
         if self.outputs:
             self.status["outputs"] = self.outputs.stats()

@@ -60,3 +60,41 @@ def test_a_log_flood_hides_no_block_and_every_logged_exec_is_counted(
     assert st["log_folded"] > 0 and len(logs) < LOGS  # the flood was folded, not sent whole
     assert any(e.get("edrfleet.summary") for e in logs) or \
         any(e["edrfleet.count"] > 1 for e in logs)
+
+
+def test_block_events_a_full_ring_buffer_refuses_are_summarized_with_their_count(
+        start_agent, cgroup, standins, tmp_path: Path, monkeypatch):
+    """A block ring buffer of two pages holds one 4 000-byte event: with the agent stopped,
+    the other blocks are refused, counted under their rule and executable, and summarized."""
+    import os
+    import shutil
+    import signal
+
+    from edrfleet.paths import BPF
+
+    small = tmp_path / "bpf"
+    shutil.copytree(BPF, small)
+    header = small / "edrfleet.h"
+    text = header.read_text()
+    assert "#define EDR_RINGBUF_BLOCK_PAGES 4096" in text
+    header.write_text(text.replace("#define EDR_RINGBUF_BLOCK_PAGES 4096",
+                                   "#define EDR_RINGBUF_BLOCK_PAGES 2"))
+    monkeypatch.setenv("EDRFLEET_BPF_DIR", str(small))
+    agent = start_agent(POLICY.format(cgroup=cgroup.name))
+    victim = str(standins("edr-storm-victim"))
+    os.kill(agent.proc.pid, signal.SIGSTOP)  # nobody reads: the ring buffer fills
+    try:
+        for _ in range(20):
+            assert cgroup.run([victim, "/tmp/edrfleet-canary-none", PAD]).returncode == -9
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    assert agent.stop() == 0
+
+    st = agent.status()
+    blocks = [e for e in agent.events() if e["rule.id"] == "storm-victim"]
+    summaries = [e for e in blocks if e.get("edrfleet.summary")]
+    assert st["blocked"] == 20 and len(blocks) < 20
+    assert sum(e["edrfleet.count"] for e in blocks) == 20  # each block: an event or a count
+    assert st["blocks_summarized"] == sum(e["edrfleet.count"] for e in summaries) > 0
+    assert st["drops"]["block"] == 0
+    assert summaries[0]["process.name"] == "edr-storm-victim"

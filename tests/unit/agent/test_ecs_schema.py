@@ -174,8 +174,8 @@ def test_a_flood_of_logged_execs_is_valid_ecs_with_its_count_and_summary():
     folds = LogFolds(window_ns=1)
     folds.on_event(ev, doc)
     tail = type("V", (), {"seen": 80, "sent": 72, "window_ns": 0})
-    (summary,) = folds.sweep([((ev.gen, 1, ev.dev, ev.ino), [tail, tail])], 5, "2026-12-07T"
-                             "00:00:00.000000Z")
+    (summary,) = folds.sweep([((ev.gen, 1, ev.dev, ev.ino, 3), [tail, tail])], 5,
+                             "2026-12-07T00:00:00.000000Z")
     assert ecs.get(doc, ("edrfleet", "count")) == 40
     assert ecs.get(summary, ("edrfleet", "count")) == 16  # 8 on each of two CPUs
     assert problems(doc) == [] and problems(summary) == []

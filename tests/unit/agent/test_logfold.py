@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from edrfleet.agent.logfold import LogFolds
+from edrfleet.agent.logfold import LOGGED, LogFolds
+from edrfleet.kernel_abi import load_header
+from edrfleet.paths import BPF
 
-KEY = (1, 0, 2049, 777)
+KEY = (1, 0, 2049, 777, LOGGED)
+BLOCKED = load_header(BPF)["EDR_EV_BLOCKED"]
 WINDOW = 1_000_000_000
 
 
 def event(seq: int, count: int, cpu: int = 0, key=KEY):
-    gen, rule, dev, ino = key
-    ev = SimpleNamespace(gen=gen, rule=rule, dev=dev, ino=ino, agg_seq=seq, count=count,
-                         agg_cpu=cpu)
+    gen, rule, dev, ino, action = key
+    ev = SimpleNamespace(gen=gen, rule=rule, dev=dev, ino=ino, action=action, agg_seq=seq,
+                         count=count, agg_cpu=cpu)
     doc = {"event": {"id": f"e{seq}"}, "edrfleet": {"count": count}, "@timestamp": "t0"}
     return ev, doc
 
@@ -72,7 +75,31 @@ def test_cpus_are_counted_apart():
 def test_without_an_event_to_copy_the_tail_is_counted_lost():
     folds = LogFolds(WINDOW)
     assert folds.sweep([(KEY, [value(40, 32)])], WINDOW, "t", force=True) == []
-    assert folds.lost == 8
+    assert folds.lost_logs == 8
+
+
+def test_the_logged_action_is_the_headers():
+    assert load_header(BPF)["EDR_EV_LOGGED"] == LOGGED
+
+
+def test_refused_blocks_are_summarized_at_once_from_the_keys_last_block_event():
+    key = (1, 4, 2049, 778, BLOCKED)
+    folds = LogFolds(WINDOW)
+    ev, doc = event(0, 1, key=key)
+    folds.on_event(ev, doc)
+    assert doc["edrfleet"]["count"] == 1
+    # refused now: no window to wait for, the kernel sends nothing more for them
+    entries = [(key, [value(seen=40, sent=0, window_ns=WINDOW), value(seen=2, sent=0)])]
+    (summary,) = folds.sweep(entries, WINDOW, "t1")
+    assert summary["edrfleet"]["count"] == 42 and folds.summarized_blocks == 42
+    assert folds.sweep(entries, WINDOW + 1, "t2") == []
+    orphan = (1, 5, 2049, 779, BLOCKED)  # no event of it read yet: nothing to copy
+    assert folds.sweep([(orphan, [value(3, 0)])], WINDOW, "t3") == []
+    assert folds.summarized_blocks == 42 and folds.lost_logs == 0  # the kernel counted them
+    ev, doc = event(0, 1, key=orphan)
+    folds.on_event(ev, doc)  # its one event that fitted, read after the sweep
+    (late,) = folds.sweep([(orphan, [value(3, 0)])], WINDOW, "t4")
+    assert late["edrfleet"]["count"] == 3 and folds.summarized_blocks == 45
 
 
 def test_forgotten_keys_leave_no_state():
