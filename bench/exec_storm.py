@@ -59,6 +59,7 @@ class Phase:
     produced: int = 0
     delivered: int = 0  # execs the spool's events stand for
     records: int = 0  # events in the spool
+    summarized: int = 0  # execs in summaries (folded logs, refused blocks), of delivered
     seconds: float = 0.0
     lost_counted: int = 0  # the agent's drop counters grew by this much during the phase
 
@@ -93,12 +94,14 @@ def storm(cg: c.Cgroup, loop: Path, jobs: list[tuple[Path, int, int]]) -> tuple[
 
 
 class Delivered:
-    """Per rule id: (execs the spool's events stand for, events); reads only what is new."""
+    """Per rule id: (execs the spool's events stand for, events); reads only what is new.
+    ``summarized``: per rule id, the execs of those that are summaries."""
 
     def __init__(self, spool: Path) -> None:
         self.file = spool / "events.jsonl"
         self.offset = 0
         self.by_rule: dict[str, tuple[int, int]] = {}
+        self.summarized: dict[str, int] = {}
 
     def __call__(self) -> dict[str, tuple[int, int]]:
         try:
@@ -113,8 +116,11 @@ class Delivered:
             e = json.loads(line)
             rid = ecs.get(e, ecs.RULE_ID)
             execs, records = self.by_rule.get(rid, (0, 0))
-            self.by_rule[rid] = (execs + int((e.get("edrfleet") or {}).get("count", 1)),
-                                 records + 1)
+            fields = e.get("edrfleet") or {}
+            n = int(fields.get("count", 1))
+            self.by_rule[rid] = (execs + n, records + 1)
+            if fields.get("summary"):
+                self.summarized[rid] = self.summarized.get(rid, 0) + n
         return self.by_rule
 
 
@@ -210,6 +216,7 @@ def run(args: argparse.Namespace) -> list[Phase]:
         got = spooled()
         for ph in ran:
             ph.delivered, ph.records = got.get(ph.rule, (0, 0))
+            ph.summarized = spooled.summarized.get(ph.rule, 0)
         return ran
     finally:
         agents.stop_all()
@@ -224,15 +231,16 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
     print(f"exec storm: {args.n} execs per phase, one loop per CPU "
           f"({args.cpus or os.cpu_count()}), policy scoped to the bench's cgroup")
     print(f"{'phase':18} {'produced':>9} {'delivered':>9} {'ratio':>7} {'events':>7} "
-          f"{'lost(counted)':>13} {'uncounted':>9} {'execs/s':>8}")
+          f"{'summarized':>10} {'lost(counted)':>13} {'uncounted':>9} {'execs/s':>8}")
     for ph in phases:
         ratio = ph.delivered / ph.produced if ph.produced else 1.0
         uncounted = ph.produced - ph.delivered - ph.lost_counted
         print(f"{ph.name:18} {ph.produced:9} {ph.delivered:9} {ratio:7.3f} {ph.records:7} "
-              f"{ph.lost_counted:13} {uncounted:9} {ph.rate:8.0f}")
+              f"{ph.summarized:10} {ph.lost_counted:13} {uncounted:9} {ph.rate:8.0f}")
     print("ratio = delivered / produced; delivered counts the execs the events stand for "
-          "(edrfleet.count); lost(counted) = growth of status.json's drop counter of the class "
-          "(events_lost when the agent does not split it: shared by the mixed phase's rows)")
+          "(edrfleet.count), summarized those in summaries; lost(counted) = growth of "
+          "status.json's drop counter of the class (events_lost when the agent does not "
+          "split it: shared by the mixed phase's rows)")
     if args.json:
         print(json.dumps([{**asdict(p), "rate": p.rate} for p in phases], indent=2))
 
