@@ -353,7 +353,7 @@ class Agent:
         return self.proc.returncode
 
 
-def start_agent(policy: Path, spool: Path, host_name: str = "bench") -> Agent:
+def start_agent(policy: Path, spool: Path, host_name: str = "bench", *extra: str) -> Agent:
     """``edrfleet agent run`` as a subprocess (not in the benchmark cgroup); output to a log."""
     spool.mkdir(parents=True, exist_ok=True)
     log = spool / "agent.log"
@@ -361,7 +361,7 @@ def start_agent(policy: Path, spool: Path, host_name: str = "bench") -> Agent:
         t0 = time.monotonic()
         proc = subprocess.Popen(
             [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
-             "--host-name", host_name],
+             "--host-name", host_name, *extra],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )
     return Agent(proc, spool, policy, log, t0)
@@ -374,9 +374,9 @@ class Agents:
         self.workdir = workdir
         self.started: list[Agent] = []
 
-    def start(self, policy: Path, label: str) -> Agent:
+    def start(self, policy: Path, label: str, *extra: str) -> Agent:
         spool = self.workdir / f"spool-{label}-{len(self.started)}"
-        agent = start_agent(policy, spool)
+        agent = start_agent(policy, spool, "bench", *extra)
         self.started.append(agent)
         try:
             agent.wait_enforcing()

@@ -179,11 +179,17 @@ def worst_exec_for(policy: Path, copy_dir: Path) -> worst_case.WorstExec:
     return worst
 
 
+def execs_of(event: dict) -> int:
+    """Execs an event stands for: more than one when the kernel folded a flood of logged execs
+    into it (docs/events.md, "Floods")."""
+    return int((event.get("edrfleet") or {}).get("count", 1))
+
+
 def wait_events(agent: c.Agent, count: int, timeout: float = 15.0) -> int:
     """Wait until the agent's spool holds ``count`` events (or ``timeout``); returns the count."""
     deadline = time.monotonic() + timeout
     while True:
-        have = len(agent.events())
+        have = sum(execs_of(e) for e in agent.events())
         if have >= count or time.monotonic() > deadline:
             return have
         time.sleep(0.1)
@@ -279,7 +285,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     events = agent.events()
                     logged["execs"] += execs + paused
                     logged["paused_execs"] += paused
-                    logged["events"] += sum(ecs.get(e, ecs.RULE_ID) == LOG_RULE_ID for e in events)
+                    logged["events"] += sum(execs_of(e) for e in events
+                                            if ecs.get(e, ecs.RULE_ID) == LOG_RULE_ID)
                     logged["other"] += sum(ecs.get(e, ecs.RULE_ID) != LOG_RULE_ID for e in events)
                     logged["events_lost"] += int(agent.final_status.get("events_lost", 0))
                     logged["status_logged"] += int(agent.final_status.get("logged", 0))

@@ -37,7 +37,6 @@
  */
 
 #define EDR_SIGKILL 9
-#define EDR_RINGBUF_PAGES 256 /* ring buffer size, shared by all CPUs */
 #define EDR_EPERM 1
 
 struct edr_scratch {
@@ -106,8 +105,10 @@ BPF_PROG_ARRAY(progs, EDR_PROG_MAX);
 BPF_PROG_ARRAY(progs_lsm, EDR_PROG_MAX);
 BPF_TABLE("lru_hash", __u32, __u32, lsm_passed, 16384); /* pids the LSM hook judged */
 #endif
+BPF_TABLE("percpu_hash", struct edr_logagg_key, struct edr_logagg, logagg, EDR_LOGAGG_MAX);
 #if EDR_USE_PERFBUF
 BPF_PERF_OUTPUT(events);
 #else
-BPF_RINGBUF_OUTPUT(events, EDR_RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(events, EDR_RINGBUF_LOG_PAGES);          /* logged execs */
+BPF_RINGBUF_OUTPUT(events_block, EDR_RINGBUF_BLOCK_PAGES);  /* blocks, would-blocks */
 #endif

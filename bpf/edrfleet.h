@@ -110,6 +110,35 @@
 #define EDR_SCAN_WINDOW     EDR_ARGS_MAX
 #endif
 
+/* Events (docs/events.md, "Floods").  Blocks and would-blocks have a ring buffer of their own,
+ * and each one wakes the agent: no flood of logged execs can push a block out.  Logged execs
+ * go to the other one, waking the agent once per EDR_LOG_WAKE_EVERY events of a CPU; beyond
+ * EDR_LOGAGG_BURST events of one (rule, executable) in EDR_LOGAGG_WINDOW_MS, a logged exec
+ * sends no event and is counted into the next one of that key (edr_event.count), or into the
+ * agent's summary when none follows.  Sizes in pages: a power of two; an event is ~1 KiB plus
+ * its argv (4 KiB at most), so 1024 pages hold ~800 events of 4 000-byte argv.  The block ring
+ * is sized for the worst burst bench/exec_storm.py makes on a 2-CPU machine (10 000 blocked
+ * execs with 4 000-byte argv as fast as they go: ~1 700/s, the agent reading ~1 400/s). */
+#ifndef EDR_RINGBUF_BLOCK_PAGES /* blocks and would-blocks: each one wakes the agent */
+#define EDR_RINGBUF_BLOCK_PAGES 4096
+#endif
+#ifndef EDR_RINGBUF_LOG_PAGES   /* logged execs */
+#define EDR_RINGBUF_LOG_PAGES 1024
+#endif
+#ifndef EDR_LOG_WAKE_EVERY      /* a logged event wakes the agent once per this many per CPU */
+#define EDR_LOG_WAKE_EVERY  64
+#endif
+#ifndef EDR_LOGAGG_MAX          /* (rule, executable) keys aggregated at once; beyond, every
+				 * logged exec of a new key sends its own event */
+#define EDR_LOGAGG_MAX      4096
+#endif
+#ifndef EDR_LOGAGG_WINDOW_MS
+#define EDR_LOGAGG_WINDOW_MS 1000
+#endif
+#ifndef EDR_LOGAGG_BURST        /* events one key sends one by one per window and CPU */
+#define EDR_LOGAGG_BURST    32
+#endif
+
 /* --- enums ------------------------------------------------------------------------------- */
 enum edr_action {            /* a rule's action */
 	EDR_ACTION_ALLOW = 1,
@@ -186,11 +215,15 @@ enum edr_counter {           /* index into the per-CPU counters array */
 	EDR_CNT_BLOCKED = 1,
 	EDR_CNT_WOULD_BLOCK = 2,
 	EDR_CNT_LOGGED = 3,
-	EDR_CNT_LOST = 4,
+	EDR_CNT_LOST = 4,         /* records a ring buffer could not take, any class */
 	EDR_CNT_ALLOWED = 5,      /* an allow rule won over a block/log rule */
 	EDR_CNT_ERRORS = 6,       /* a tail call failed: the exec was not judged */
 	EDR_CNT_DROPPED = 7,      /* execs with candidate groups not evaluated (EDR_F_DROPPED) */
-	EDR_CNT_MAX = 8,
+	EDR_CNT_LOST_BLOCK = 8,   /* block and would-block events lost (ring buffer full) */
+	EDR_CNT_LOST_LOG = 9,     /* logged execs whose event was lost: each record's count */
+	EDR_CNT_FOLDED = 10,      /* logged execs sent as part of a later event's count (or the
+				   * agent's summary), not as an event of their own */
+	EDR_CNT_MAX = 11,
 };
 
 /* --- map keys and values ----------------------------------------------------------------- */
@@ -271,6 +304,24 @@ struct edr_trans {
 	__u8 raw[EDR_TRANS_MAX * 4] __attribute__((aligned(8))); /* aligned: one load per entry */
 };
 
+struct edr_logagg_key {       /* key of "logagg": (rule, real executable) of one action */
+	__u32 gen;
+	__u32 rule;
+	__u32 dev;
+	__u32 action;             /* enum edr_event_action: EDR_EV_LOGGED, folded logged execs;
+				   * blocked/would_block: events their ring buffer refused */
+	__u64 ino;
+};
+
+struct edr_logagg {           /* value of "logagg" (per CPU): execs of the key */
+	__u64 window_ns;          /* logged: start of the current window (bpf_ktime_get_boot_ns);
+				   * blocks: the last refused */
+	__u64 seen;               /* execs of the key on this CPU, ever */
+	__u64 sent;               /* logged: "seen" when its last event left (blocks: 0); the
+				   * execs after it are pending: the agent writes a summary */
+	__u64 in_window;          /* logged: execs of the key in the current window */
+};
+
 struct edr_accepts {         /* array "accepts", index = slot: u64 mask per accept id, as bytes */
 	__u8 raw[EDR_ACCEPT_IDS * 8] __attribute__((aligned(8)));
 };
@@ -297,7 +348,11 @@ struct edr_event {           /* ring buffer record; sent up to args[args_len] on
 	u8 reason;             /* enum edr_reason */
 	u32 flags;             /* enum edr_flag bits */
 	u16 cwd_len;           /* bytes of cwd[] that are valid */
-	u16 pad;
+	u16 agg_cpu;           /* logged: the CPU whose "logagg" counts the key */
+	u32 count;             /* execs this event stands for: 1, more when a logged event
+				* carries execs folded into it under a flood */
+	u32 agg_seq;           /* logged: the key's "seen" on agg_cpu after this exec, 0 when
+				* not aggregated: the event stands for seen-count+1 .. seen */
 	u32 pad2;
 	char exe_name[EDR_NAME_MAX];       /* d_name of the real executable */
 	char parent_name[EDR_NAME_MAX];    /* d_name of the parent's executable, "" if none */

@@ -39,6 +39,13 @@ static __always_inline void count(__u32 which)
 		*c += 1;
 }
 
+static __always_inline void count_n(__u32 which, __u64 n)
+{
+	__u64 *c = counters.lookup(&which);
+	if (c)
+		*c += n;
+}
+
 static __always_inline __u64 rd_ptr(const void *base, __u32 off)
 {
 	__u64 v = 0;

@@ -54,20 +54,90 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 	}
 }
 
+/* The "logagg" value of the event's (rule, executable, action) on this CPU; 0: map full. */
+static __always_inline struct edr_logagg *fold_key(struct edr_event *ev)
+{
+	struct edr_logagg_key k = {.gen = ev->gen, .rule = ev->rule, .dev = ev->dev,
+				   .action = ev->action, .ino = ev->ino};
+	struct edr_logagg *a = logagg.lookup(&k);
+	if (a)
+		return a;
+	struct edr_logagg fresh = {.window_ns = ev->ts_ns};
+	logagg.insert(&k, &fresh);
+	return logagg.lookup(&k);
+}
+
+/* A block event its ring buffer refused: counted under its key, so the agent writes a summary
+ * (rule, executable, count) from the key's last event it has. */
+static __always_inline void keep_refused_block(struct edr_event *ev)
+{
+	struct edr_logagg *a = fold_key(ev);
+	if (!a)
+		return; /* the map is full: counted in EDR_CNT_LOST_BLOCK only */
+	a->seen += 1;
+	a->window_ns = ev->ts_ns;
+}
+
+/* Fold a logged exec into its (rule, executable) key on this CPU.  Returns 1 when the exec
+ * sends no event (counted into the key's next one, or the agent's summary); 0 when it sends
+ * one, with ev->count the execs it stands for.  Per CPU, so nothing else writes the value. */
+static __always_inline int fold_log(struct edr_event *ev)
+{
+	struct edr_logagg *a = fold_key(ev);
+	if (!a)
+		return 0; /* the map is full: this key sends every exec (count 1, agg_seq 0) */
+	a->seen += 1;
+	if (ev->ts_ns - a->window_ns >= EDR_LOGAGG_WINDOW_MS * 1000000ULL) {
+		a->window_ns = ev->ts_ns;
+		a->in_window = 0;
+	}
+	a->in_window += 1;
+	if (a->in_window > EDR_LOGAGG_BURST) {
+		count(EDR_CNT_FOLDED);
+		return 1;
+	}
+	ev->count = a->seen - a->sent;
+	ev->agg_seq = a->seen;
+	ev->agg_cpu = bpf_get_smp_processor_id();
+	a->sent = a->seen;
+	return 0;
+}
+
 static __always_inline void emit(void *ctx, struct edr_scratch *s)
 {
 	struct edr_event *ev = &s->ev;
 	__u32 size = offsetof(struct edr_event, args) + CLAMP_LEN(ev->args_len, EDR_ARGS_MAX);
+	int logged = ev->action == EDR_EV_LOGGED;
+	ev->count = 1;
+	ev->agg_seq = 0;
+	ev->agg_cpu = 0;
+	if (logged && fold_log(ev))
+		return;
 #if EDR_USE_PERFBUF
-	if (events.perf_submit(ctx, ev, size))
-		count(EDR_CNT_LOST);
+	if (events.perf_submit(ctx, ev, size)) {
 #else
-	/* Only a kill wakes the agent at once; other events wait for its next poll (<= 200 ms):
-	 * a wake-up per logged exec cost more than the exec itself (bench/exec_overhead). */
-	__u64 flags = ev->action == EDR_EV_BLOCKED ? 0 : BPF_RB_NO_WAKEUP;
-	if (events.ringbuf_output(ev, size, flags))
-		count(EDR_CNT_LOST);
+	long err;
+	if (logged) {
+		/* a wake-up per logged exec cost more than the exec itself (bench/exec_overhead):
+		 * one per EDR_LOG_WAKE_EVERY of a CPU, the agent's poll picks up the rest */
+		__u32 which = EDR_CNT_LOGGED;
+		__u64 *n = counters.lookup(&which);
+		__u64 flags = n && *n % EDR_LOG_WAKE_EVERY == 0 ? BPF_RB_FORCE_WAKEUP :
+			BPF_RB_NO_WAKEUP;
+		err = events.ringbuf_output(ev, size, flags);
+	} else {
+		err = events_block.ringbuf_output(ev, size, BPF_RB_FORCE_WAKEUP);
+	}
+	if (err) {
 #endif
+		count(EDR_CNT_LOST);
+		if (logged)
+			count_n(EDR_CNT_LOST_LOG, ev->count);
+		else {
+			count(EDR_CNT_LOST_BLOCK);
+			keep_refused_block(ev);
+		}
+	}
 }
 
 /*

@@ -17,7 +17,7 @@ them).  Fields, by dotted name::
     rule.{id,name,description} tags (the rule's) threat.framework
     threat.technique.id (MITRE ids of its attack.tNNNN[.NNN] tags)
     edrfleet.{severity,backend,policy_sha256,as_executed,stage,reason,args_truncated,
-              args_bytes,unscanned,fileless,cgroup_id}
+              args_bytes,unscanned,fileless,cgroup_id,count,summary}
 
 What each action writes.  A block or a would-be block is a detection rule firing on the host,
 what ECS calls an ``alert`` (and what an analyst triages, in monitor mode too); a ``log`` rule
@@ -287,6 +287,7 @@ def to_ecs(
             "unscanned": bool(ev.flags & FLAG_UNSCANNED),
             "fileless": bool(ev.flags & FLAG_FILELESS),
             "cgroup_id": ev.cgroup_id,
+            "count": getattr(ev, "count", 0) or 1,
         },
     }
     tags = list(rule.get("tags") or [])

@@ -29,12 +29,15 @@ LSM_HOOK_NAME = b"lsm__bprm_check_security"
 FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX")
 # SHAPE: the program's shape, from the engine's own arguments.
 SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW", "EDR_WITH_SCOPE")
+# EVENTS: ring buffer sizes and the flood aggregation of logged execs, the header's values.
+EVENTS = ("EDR_RINGBUF_BLOCK_PAGES", "EDR_RINGBUF_LOG_PAGES", "EDR_LOG_WAKE_EVERY",
+          "EDR_LOGAGG_MAX", "EDR_LOGAGG_WINDOW_MS", "EDR_LOGAGG_BURST")
 # Every other switch is a map capacity (EDR_MAX_*, EDR_TRANS_MAX), sized from the policy.
 
 
 def capacity_defaults(header: Header) -> dict[str, int]:
     """The map capacities a program starts from: the header's defaults of its capacity switches."""
-    return {k: v for k, v in header.switches.items() if k not in FEATURES + SHAPE}
+    return {k: v for k, v in header.switches.items() if k not in FEATURES + SHAPE + EVENTS}
 
 
 class EngineError(RuntimeError):
@@ -346,6 +349,9 @@ class Engine:
             )
         else:
             table.open_ring_buffer(on_record)
+            # blocks have a ring buffer of their own; one poll reads both
+            blocks = self.bpf["events_block"]
+            blocks.open_ring_buffer(lambda _ctx, data, size: handle(blocks.event(data), size))
 
     def poll(self, timeout_ms: int) -> None:
         if self.perfbuf:
@@ -364,6 +370,22 @@ class Engine:
                 continue
             out[name[len("EDR_CNT_"):].lower()] = sum(table[ct.c_int(idx)])
         return out
+
+
+    def log_folds(self) -> list[tuple[tuple[int, int, int, int, int], list]]:
+        """The "logagg" map: ((gen, rule, dev, ino, action), per-CPU values) of every key."""
+        return [((k.gen, k.rule, k.dev, k.ino, k.action), list(v))
+                for k, v in self.bpf["logagg"].items()]
+
+    def forget_log_folds(self, keys: list[tuple[int, int, int, int, int]]) -> None:
+        table = self.bpf["logagg"]
+        for gen, rule, dev, ino, action in keys:
+            k = table.Key()
+            k.gen, k.rule, k.dev, k.ino, k.action = gen, rule, dev, ino, action
+            try:
+                del table[k]
+            except KeyError:
+                pass
 
 
 def _set_inode_key(k, ident: tuple[int, int]) -> None:

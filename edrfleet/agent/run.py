@@ -27,6 +27,7 @@ from edrfleet.agent.engine import (
     capacities_for,
     scan_windows,
 )
+from edrfleet.agent.logfold import LogFolds
 from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.release_check import verify_release
@@ -118,6 +119,8 @@ class Agent:
         self.scope_possible, self.scope_why = True, ""
         self.pending: list[dict] = []
         self.user_lost = 0
+        self.folds = LogFolds(self.header["EDR_LOGAGG_WINDOW_MS"] * 1_000_000)
+        self.installed_at = 0.0  # the last generation's install (monotonic)
         self.flags = {"reload": False, "stop": False}
         self.status: dict = {
             "state": "starting",
@@ -132,6 +135,7 @@ class Agent:
             "would_block": 0,
             "logged": 0,
             "events_lost": 0,
+            "drops": {"block": 0, "log": 0},
             "started_at": time.time(),
             "policy_source": str(opts.policy),
             "last_error": "",
@@ -262,6 +266,7 @@ class Agent:
         for old in [g for g in self.generations if g < self.gen - 4]:
             del self.generations[old]
         engine.activate(slot)
+        self.installed_at = time.monotonic()
         self.status.update(
             policy_sha256=bundle["sha256"], rules=len(bundle["rules"]),
             mode=bundle["mode"], generation=self.gen,
@@ -275,17 +280,31 @@ class Agent:
             exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed,
                                          committed=ev.stage != ecs.STAGE_LSM)
             parent = ecs.resolve_parent(ev)
-            self.pending.append(
-                ecs.to_ecs(
-                    ev, host=self.opts.host_name, generation=generation, clock=self.clock,
-                    boot_id=self.boot_id, executable=exe, parent_executable=parent,
-                )
+            doc = ecs.to_ecs(
+                ev, host=self.opts.host_name, generation=generation, clock=self.clock,
+                boot_id=self.boot_id, executable=exe, parent_executable=parent,
             )
+            self.folds.on_event(ev, doc)
+            self.pending.append(doc)
 
         def lost(count: int) -> None:
             self.user_lost += count
 
         engine.open_events(handle, lost)
+
+    def _sweep_folds(self, engine: Engine, force: bool = False) -> None:
+        """Summaries of logged execs folded in windows that are over (all of them: ``force``);
+        keys of retired generations, drained, leave the map."""
+        now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        entries = engine.log_folds()
+        self.pending.extend(self.folds.sweep(entries, now_ns, self.clock.iso(now_ns), force))
+        idle = now_ns - 3_000_000_000 - self.folds.window_ns
+        retired = [key for key, per_cpu in entries if key[0] != self.gen
+                   and time.monotonic() - self.installed_at > 3
+                   and all(v.window_ns < idle for v in per_cpu)]
+        if retired:
+            engine.forget_log_folds(retired)
+            self.folds.forget(retired)
 
     def _flush(self) -> None:
         if not self.pending:
@@ -344,6 +363,7 @@ class Agent:
                 return
             self.engine = new
             old.poll(0)
+            self._sweep_folds(old, force=True)
             old.detach()
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["last_error"] = ""
@@ -366,6 +386,8 @@ class Agent:
                 self.reload()
                 self._write_status()
             if time.monotonic() >= next_status:
+                self._sweep_folds(self.engine)
+                self._flush()
                 self._write_status()
                 next_status = time.monotonic() + STATUS_EVERY
         self.stop()
@@ -374,6 +396,7 @@ class Agent:
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.poll(0)
+            self._sweep_folds(self.engine, force=True)
             self._flush()
             self._write_status()  # last counters, read before the maps go away
             self.engine.detach()
@@ -392,6 +415,10 @@ class Agent:
                 execs_seen=c["execs"], blocked=c["blocked"], would_block=c["would_block"],
                 logged=c["logged"], events_lost=c["lost"] + self.user_lost,
                 errors=c["errors"], candidates_dropped=c["dropped"],
+                drops={"block": c["lost_block"] - self.folds.summarized_blocks,
+                       "log": c["lost_log"] + self.folds.lost_logs},
+                blocks_summarized=self.folds.summarized_blocks, log_folded=c["folded"],
+                summaries=self.folds.summaries,
             )
         if self.outputs:
             self.status["outputs"] = self.outputs.stats()

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from edrfleet.fleet.report.html_report import to_html
 from edrfleet.fleet.report.inert import terminal_safe
+from edrfleet.fleet.report.summary import drops_line
 
 FORMATS = ("table", "json", "csv", "html")
 TABLE_CELL_MAX = 160
@@ -44,7 +45,8 @@ def to_json(summary: dict[str, Any]) -> str:
 
 HOST_COLUMNS = ("name", "pull", "error", "new_events", "malformed", "lost", "blocked",
                 "would_block", "logged", "other", "last_event", "state", "backend",
-                "policy_sha256", "agent_version")
+                "policy_sha256", "agent_version", "dropped_blocks", "dropped_logs",
+                "folded_logs")
 RULE_COLUMNS = ("rule", "severity", "techniques", "blocked", "would_block", "logged", "other",
                 "total")
 TOP_COLUMNS = ("action", "rule", "count", "hosts", "variants", "pattern", "command_line",
@@ -170,6 +172,9 @@ def to_table(summary: dict[str, Any], *, width: int = 120, color: bool = False) 
                        f"{tot['logged']} logged ({since_label_of(summary)}); store "
                        f"{terminal_safe(summary['db'])}"))
     for h in summary["hosts"]:
+        if drops_line(h):
+            style = "red" if h.get("dropped_blocks") else None
+            console.print(Text(f"{terminal_safe(h['name'])}: {drops_line(h)}", style=style or ""))
         if h["pull"] == "failed":
             console.print(Text(f"{terminal_safe(h['name'])}: not pulled: "
                                f"{terminal_safe(h['error'], 400)}", style="red"))

@@ -18,6 +18,7 @@ import html
 from typing import Any
 
 from edrfleet.fleet.report.inert import terminal_safe
+from edrfleet.fleet.report.summary import drops_line
 
 __all__ = ["HOST_EVENTS", "LATEST_EVENTS", "to_html"]
 
@@ -79,9 +80,9 @@ def _hosts(summary: dict[str, Any]) -> str:
         rows.append("".join([
             _td(h["name"]), _td(pull, pcls), _td(h["blocked"], "n"), _td(h["would_block"], "n"),
             _td(h["logged"], "n"), _td(h["last_event"]), _td(h["state"]), _td(h["backend"]),
-            _td((h["policy_sha256"] or "")[:16]), _td(h["error"])]))
+            _td((h["policy_sha256"] or "")[:16]), _td(drops_line(h)), _td(h["error"])]))
     return _table(["host", "pull", "blocked", "would block", "logged", "last event", "state",
-                   "backend", "policy", "error"], rows)
+                   "backend", "policy", "lost / folded events", "error"], rows)
 
 
 def _rules(summary: dict[str, Any]) -> str:

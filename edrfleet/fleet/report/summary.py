@@ -5,8 +5,10 @@
     generated_at, since, db                  ISO 8601 UTC ("Z"), since may be null
     totals       {blocked, would_block, logged, other}
     hosts        [{name, pull, error, new_events, malformed, lost, blocked, would_block, logged,
-                   other, last_event, state, backend, policy_sha256, agent_version}]
-                 (inventory order; malformed: lines of this pull that were not JSON objects)
+                   other, last_event, state, backend, policy_sha256, agent_version,
+                   dropped_blocks, dropped_logs, folded_logs}]
+                 (inventory order; malformed: lines of this pull that were not JSON objects;
+                 dropped_*, folded_logs: the host's status.json counters, None when absent)
     rules        [{rule, severity, techniques, blocked, would_block, logged, other, total}]
                  (most first; techniques: the rule's ATT&CK ids, from its events)
     top_blocked  [{rule, pattern, command_line, count, hosts, variants, last}]  (most first)
@@ -71,8 +73,26 @@ def _status_fields(status: Mapping[str, Any] | None) -> dict[str, Any]:
         v = st.get(key)
         return None if v is None else str(v)
 
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+            else None
+
+    drops = st.get("drops") if isinstance(st.get("drops"), Mapping) else {}
     return {"state": text("state"), "backend": text("backend"),
-            "policy_sha256": text("policy_sha256"), "agent_version": text("version")}
+            "policy_sha256": text("policy_sha256"), "agent_version": text("version"),
+            "dropped_blocks": count(drops.get("block")), "dropped_logs": count(drops.get("log")),
+            "folded_logs": count(st.get("log_folded"))}
+
+
+def drops_line(host: Mapping[str, Any]) -> str:
+    """What a host's kernel could not hand to its agent, and the logged execs it folded into
+    counts; "" when nothing was dropped or folded (or the agent does not count it)."""
+    blocks, logs = host.get("dropped_blocks") or 0, host.get("dropped_logs") or 0
+    folded = host.get("folded_logs") or 0
+    if not (blocks or logs or folded):
+        return ""
+    return (f"{blocks} block events and {logs} logged execs lost (ring buffer full), "
+            f"{folded} logged execs folded into counted events")
 
 
 def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,

@@ -163,3 +163,20 @@ def test_the_validator_finds(change, found):
 
 def test_the_flat_layout_of_older_agents_is_not_valid_ecs():
     assert problems(ecs.flatten(make("logged"))) != []
+
+
+def test_a_flood_of_logged_execs_is_valid_ecs_with_its_count_and_summary():
+    from edrfleet.agent.logfold import LogFolds
+
+    ev = record(args=[b"curl", b"http://x"], rule=1, action=3, count=40, agg_seq=72, agg_cpu=1)
+    doc = ecs.to_ecs(ev, host="web1", generation=GENERATION, clock=ecs.Clock(1.7e9),
+                     boot_id="0123456789abcdef", executable="/usr/bin/curl")
+    folds = LogFolds(window_ns=1)
+    folds.on_event(ev, doc)
+    tail = type("V", (), {"seen": 80, "sent": 72, "window_ns": 0})
+    (summary,) = folds.sweep([((ev.gen, 1, ev.dev, ev.ino, 3), [tail, tail])], 5,
+                             "2026-12-07T00:00:00.000000Z")
+    assert ecs.get(doc, ("edrfleet", "count")) == 40
+    assert ecs.get(summary, ("edrfleet", "count")) == 16  # 8 on each of two CPUs
+    assert problems(doc) == [] and problems(summary) == []
+    assert ecs.get(make("blocked by sigkill"), ("edrfleet", "count")) == 1

@@ -42,7 +42,7 @@ def test_enum_values_are_unique_within_each_enum():
 
 
 def test_the_engine_takes_every_switch_and_its_default_from_the_header():
-    assert set(engine.FEATURES + engine.SHAPE) <= set(H.switches)
+    assert set(engine.FEATURES + engine.SHAPE + engine.EVENTS) <= set(H.switches)
     caps = engine.capacity_defaults(H)
     assert caps and all(k.startswith("EDR_MAX_") or k == "EDR_TRANS_MAX" for k in caps)
     assert engine.capacities_for({}, H) == {**caps, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0}
@@ -72,7 +72,8 @@ def test_the_program_text_is_every_bpf_file_joined_header_first():
 
 def test_limits_that_the_bpf_code_masks_with_are_powers_of_two():
     for key in ("EDR_ARGS_MAX", "EDR_CAND_MAX", "EDR_FILENAME_MAX", "EDR_ACCEPT_IDS",
-                "EDR_GROUPS_PER_KEY", "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX"):
+                "EDR_GROUPS_PER_KEY", "EDR_TRANS_MAX", "EDR_CWD_DEPTH", "EDR_CWD_MAX",
+                "EDR_RINGBUF_BLOCK_PAGES", "EDR_RINGBUF_LOG_PAGES"):
         v = H[key]
         assert v & (v - 1) == 0, key
 

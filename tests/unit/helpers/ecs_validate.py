@@ -28,7 +28,8 @@ EDRFLEET_FIELDS = {
     "edrfleet.stage": "keyword", "edrfleet.reason": "keyword",
     "edrfleet.args_truncated": "boolean", "edrfleet.args_bytes": "long",
     "edrfleet.unscanned": "boolean", "edrfleet.fileless": "boolean",
-    "edrfleet.cgroup_id": "unsigned_long",
+    "edrfleet.cgroup_id": "unsigned_long", "edrfleet.count": "long",
+    "edrfleet.summary": "boolean",
 }
 REQUIRED = ("@timestamp", "ecs.version")
 _TEXT = {"keyword", "wildcard", "match_only_text", "text", "constant_keyword"}

@@ -188,3 +188,28 @@ def test_another_host_sending_the_same_event_id_cannot_change_the_techniques_sho
         assert rules["wipe"]["techniques"] == ["T1485"], hosts
     assert store.raw_events([("web1", "dup"), (attacker, "dup"), ("web3", "dup")]).keys() == {
         ("web1", "dup"), (attacker, "dup")}
+
+
+def test_drops_from_status_are_a_line_per_host_in_every_format(store_db: str) -> None:
+    from edrfleet.fleet.report.formats import render
+
+    store = store_with(store_db, {})
+    store.ingest("web1", [], cursor=None, lost=False,
+                 status={"state": "enforcing", "drops": {"block": 2, "log": 7},
+                         "log_folded": 900})
+    store.ingest("web2", [], cursor=None, lost=False, status={"state": "enforcing"})
+    store.ingest("web3", [], cursor=None, lost=False,
+                 status={"drops": {"block": "2", "log": -1}, "log_folded": True})
+    s = summarize(store, ["web1", "web2", "web3"], now=T0)
+    h = {x["name"]: x for x in s["hosts"]}
+    assert (h["web1"]["dropped_blocks"], h["web1"]["dropped_logs"],
+            h["web1"]["folded_logs"]) == (2, 7, 900)
+    assert h["web2"]["dropped_blocks"] is None  # an agent that does not count them
+    assert (h["web3"]["dropped_blocks"], h["web3"]["dropped_logs"],
+            h["web3"]["folded_logs"]) == (None, None, None)  # not counts: not believed
+    line = "2 block events and 7 logged execs lost (ring buffer full), 900 logged execs folded"
+    table = render(s, "table", width=200)
+    assert f"web1: {line}" in table and "web2:" not in table and "web3:" not in table
+    assert line in render(s, "html")
+    assert ",2,7,900" in render(s, "csv").splitlines()[1]
+    assert '"dropped_logs": 7' in render(s, "json")
