@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 
-from edrfleet.policy.regex.parse import Node
+from edrfleet.policy.regex.parse import EMPTY, Node
 from edrfleet.policy.spell.ast import (
     ARG_END,
     ARG_START,
@@ -70,23 +70,40 @@ def _proc_root() -> Node:
     return cat(_comp(lit(b"proc")), _comp(pid), _comp(lit(b"root")))
 
 
-def _one_path(path: str, below: bool) -> Node:
-    root = _detours(DETOUR_DEPTH, True)
-    inner = _detours(DETOUR_DEPTH, False)
-    parts: list[Node] = [star(cat(root, _proc_root())), root]
-    for comp in (c for c in path.encode().split(b"/") if c):
-        parts += [_comp(lit(comp)), inner]
-    if below:
-        deeper = alt(_comp(_name()), _comp(lit(b".")),
-                     cat(_comp(_name()), _detours(DETOUR_DEPTH - 1, False), _comp(lit(b".."))))
-        parts.append(opt(cat(_comp(_name()), star(deeper))))
-    return cat(*parts)
+def _below() -> Node:
+    deeper = alt(_comp(_name()), _comp(lit(b".")),
+                 cat(_comp(_name()), _detours(DETOUR_DEPTH - 1, False), _comp(lit(b".."))))
+    return cat(_comp(_name()), star(deeper))
+
+
+def _trie(paths: tuple[str, ...]) -> dict[bytes, dict]:
+    root: dict[bytes, dict] = {}
+    for path in paths:
+        node = root
+        for comp in (c for c in path.encode().split(b"/") if c):
+            node = node.setdefault(comp, {})
+        node[b""] = {}  # a target ends here
+    return root
+
+
+def _from(node: dict[bytes, dict], below: bool) -> Node:
+    """The spellings of the rest of the paths below one trie node, one shared automaton for
+    all paths (separate copies per path made the subset construction explode)."""
+    ways: list[Node] = []
+    for comp, child in sorted(node.items()):
+        if comp:
+            ways.append(cat(_comp(lit(comp)), _detours(DETOUR_DEPTH, False), _from(child, below)))
+        else:
+            ways.append(opt(_below()) if below else EMPTY)
+    return alt(*ways)
 
 
 def path_ast(spec: PathSpec) -> Node:
     """One argument that is one of the paths (or below one, with ``below``), spelled any way
     the module docstring lists."""
-    return cat(ARG_START, LOOK_SLASH, alt(*(_one_path(p, spec.below) for p in spec.paths)),
+    root = _detours(DETOUR_DEPTH, True)
+    head = cat(star(cat(root, _proc_root())), root)
+    return cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
                star(sym(SLASH)), ARG_END)
 
 
