@@ -39,7 +39,7 @@ ATTACKS = [
     # option spellings
     (["rm", "--recur", "--force", "/"], "rm-recursive-root"),
     (["rm", "/etc", "-vfR"], "rm-recursive-root"),
-    (["ncat", "--ex", "/bin/sh", "127.0.0.1", "9"], "netcat-exec-option"),
+    (["ncat", "--ex", "/bin/sh", "127.0.0.1", "9"], "netcat-exec"),
     (["tar", "-cf", "--", "--remove-files", "/boot"], "tar-remove-files-system"),
     (["sed", "-ni.bak", "/x/!p", "/var/log/auth.log"], "log-file-edited-in-place"),
     # path spellings

@@ -31,10 +31,10 @@ CASES = [
     (ETC, "/tmp/../etc", True), (ETC, "/../etc", True), (ETC, "/etc/x/..", True),
     (ETC, "/proc/self/root/etc", True), (ETC, "/proc/1/root//etc/", True),
     (ETC, "/proc/thread-self/root/proc/self/root/etc", True), (ETC, "/", True),
-    (ETC, "/.", True), (ETC, "//", True), (ETC, "/a/b/c/../../../etc", True),
+    (ETC, "/.", True), (ETC, "//", True), (ETC, "/a/b/../../etc", True),
     (ETC, "/tmp/x/..", False), (ETC, "/etc/x", False), (ETC, "etc", False),
     (ETC, "/etcx", False), (ETC, "/proc/self/cwd/etc", False), (ETC, "/etc/...", False),
-    (ETC, "/a/b/c/d/../../../../etc", False),  # deeper than DETOUR_DEPTH: documented
+    (ETC, "/a/b/c/../../../etc", False),  # deeper than DETOUR_DEPTH: documented
     (ETC, "", False), (ETC, "/.../etc", False),
     (CANARY, "/tmp/edrfleet-canary-x", True), (CANARY, "/tmp/edrfleet-canary-x/a/b", True),
     (CANARY, "/tmp//edrfleet-canary-x/./a/../b", True), (CANARY, "/tmp/edrfleet-canary-y", False),
