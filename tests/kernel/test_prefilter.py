@@ -18,7 +18,7 @@ import yaml
 
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
-from edrfleet.policy.limits import MAX_CANDIDATES
+from edrfleet.policy.limits import EDR_SCAN_WINDOW, EDR_TAIL_CALLS, MAX_CANDIDATES
 
 KILLED = -9
 
@@ -86,6 +86,14 @@ def test_a_thousand_rules_with_200_any_executable_regexes_load_and_block(
     for args in (["hello"], ["pfk999", "-e", "z"], ["curl", "http://h/x"], ["/dev/tcp/1.2.3.4/"]):
         assert simulate(bundle, [exe, *args]).action == "allow", args
         assert cgroup.run([exe, *args]).returncode == 0, args
+    # the prefilter read all the windows: the group it woke has none left, and fails closed
+    # (a long argv without a literal wakes nothing and runs)
+    pad = "a" * ((EDR_TAIL_CALLS - 2) * EDR_SCAN_WINDOW)
+    sim = simulate(bundle, [exe, *canaries[0], pad])
+    assert (sim.action, sim.reason) == ("block", "unscanned"), sim
+    assert cgroup.run([exe, *canaries[0], pad]).returncode == KILLED
+    assert simulate(bundle, [exe, pad]).action == "allow"
+    assert cgroup.run([exe, pad]).returncode == 0
 
 
 def cap_policy(cgroup: str) -> dict:

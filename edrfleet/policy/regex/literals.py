@@ -117,6 +117,35 @@ def _rep(sub: Info, lo: int, hi: int | None) -> Info:
     return Info(None, sub.need)
 
 
+OPAQUE = Info(None, None)
+MAX_COPIES = 4  # copies of a repeated piece spliced into its neighbours
+
+
+def _cat_with_repeats(nodes: tuple[Node, ...]) -> Info:
+    """A concatenation; a repeat x{m,n} (m >= 1, n != m) in it is spliced both as
+    x^m followed by anything and as anything followed by x^m (both hold for every match), so
+    its copies join the text before it (``nc +`` needs ``nc ``) or after it; the better wins."""
+    left: list[Info] = []
+    right: list[Info] = []
+    spliced = False
+    for part in nodes:
+        if part[0] == "rep" and part[2] >= 1 and part[3] != part[2]:
+            sub = info(part[1])
+            if sub.exact is not None:
+                copies = [sub] * min(part[2], MAX_COPIES)
+                left += [*copies, OPAQUE]
+                right += [OPAQUE, *copies]
+                spliced = True
+                continue
+        one = info(part)
+        left.append(one)
+        right.append(one)
+    if not spliced:
+        return _cat(left)
+    a, b = _cat(left), _cat(right)
+    return Info(None, better(a.need, b.need))
+
+
 def info(node: Node) -> Info:
     """``exact`` and ``need`` of one AST node (see the module docstring)."""
     tag = node[0]
@@ -130,7 +159,7 @@ def info(node: Node) -> Info:
     if tag == "assert":  # zero width: constrains neighbours, adds no text
         return Info(frozenset({EMPTY_LIT}), None)
     if tag == "cat":
-        return _cat(info(part) for part in node[1])
+        return _cat_with_repeats(node[1])
     if tag == "alt":
         return _alt([info(alt) for alt in node[1]])
     if tag == "rep":
@@ -144,7 +173,15 @@ def required(node: Node) -> LitSet | None:
     need = info(node).need
     if need is None or any(len(lit) < MIN_LEN for lit in need):
         return None
-    return need
+    return frozenset(lit for lit in need if not any(
+        other != lit and _implies(lit, other) for other in need))
+
+
+def _implies(lit: Lit, other: Lit) -> bool:
+    """Every text holding ``lit`` holds ``other``: other occurs in lit with wider sets."""
+    n = len(other)
+    return any(all(lit[i + j] & ~other[j] == 0 for j in range(n))
+               for i in range(len(lit) - n + 1))
 
 
 def literal_ast(lits: Iterable[Lit]) -> Node:
@@ -159,5 +196,5 @@ def show(lit: Lit) -> str:
     for bits in lit:
         low = (bits & ALL_BYTES & ~BIT_NUL) or bits
         b = (low & -low).bit_length() - 1
-        out.append(chr(b) if 0x20 < b < 0x7F else f"\\x{b:02x}")
+        out.append(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}")
     return "".join(out)

@@ -38,19 +38,28 @@ def rule_literals(asts: Sequence[Node]) -> LitSet | None:
     return best
 
 
-def pack_order(rules: Sequence[tuple[int, LitSet]]) -> list[int]:
-    """Rule indexes ordered so that rules with the same literals are neighbours."""
-    return [r for _, r in sorted((sorted(lits), r) for r, lits in rules)]
+def clusters(rules: Sequence[tuple[int, LitSet]]) -> list[list[int]]:
+    """Rule indexes in runs of the same literals (in literal order): one literal then wakes
+    one group, however many rules share it (``/dev/tcp/`` in a reverse-shell blacklist)."""
+    runs: dict[LitSet, list[int]] = {}
+    for r, lits in sorted(rules, key=lambda t: (sorted(t[1]), t[0])):
+        runs.setdefault(lits, []).append(r)
+    return list(runs.values())
 
 
 def pack_prefiltered(rules: Sequence[tuple[int, LitSet]],
                      pack: Callable[[list[int]], list]) -> list:
-    """Groups of the prefiltered rules, at most EDR_PF_BITS: ``pack(rule indexes)`` builds
-    the groups of one chunk (and splits a group whose automaton is too large)."""
-    order = pack_order(rules)
-    per = max(1, -(-len(order) // TARGET_GROUPS))
+    """Groups of the prefiltered rules, at most EDR_PF_BITS if it can: ``pack(rule indexes)``
+    builds the groups of one chunk (and splits a group whose automaton is too large).  Rules
+    sharing their literals are one chunk; the others are chunked ``per`` at a time, ``per``
+    doubling until the groups fit the bits."""
+    runs = clusters(rules)
+    shared = [run for run in runs if len(run) > 1]
+    single = [run[0] for run in runs if len(run) == 1]
+    per = max(1, -(-len(single) // max(1, TARGET_GROUPS - len(shared))))
     while True:
-        groups = [g for i in range(0, len(order), per) for g in pack(order[i:i + per])]
+        chunks = shared + [single[i:i + per] for i in range(0, len(single), per)]
+        groups = [g for chunk in chunks for g in pack(chunk)]
         if len(groups) <= EDR_PF_BITS or per >= EDR_RULES_PER_GROUP:
             return groups
         per = min(per * 2, EDR_RULES_PER_GROUP)
