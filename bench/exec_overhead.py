@@ -10,6 +10,9 @@ reversed; each agent is started for its chunk and stopped after it):
   large     the agent with a generated policy: 1 000 rules, 200 regexes (arg and cmdline),
             executables spread over ~100 names, plus one `log` rule for a renamed copy of
             /bin/true
+  anyexe    the agent with a generated policy of 1 000 rules of which --any-exe-regexes (200)
+            are `cmdline:`-only regexes naming no executable (every exec in scope is theirs:
+            the literal prefilter decides which of them run); 0 leaves this row out
   logged    under the `large` agent, the renamed copy N times: every exec is reported, so this
             is the event path (ring buffer, agent decode, spool); events received are counted
   worst     under the `large` agent, the most expensive exec it allows (bench/worst_case.py):
@@ -94,14 +97,15 @@ CMD_REGEXES = [
 
 def generated_policy(scope: str, copy_path: Path, n_rules: int = 1000, n_regexes: int = 200,
                      n_names: int = 100, wildcard_rules: int = 0, two_exe_share: float = 0.1,
-                     seed: int = 1) -> dict:
+                     seed: int = 1, cmdline_only: bool = False) -> dict:
     """A synthetic policy; none of its rules can match /bin/true run with no arguments.
 
     ``n_regexes`` rules carry a regex (a quarter of them as ``cmdline``), the others `any`
     literals and sometimes a `glob`; executables are drawn from ``n_names`` basenames (never
     `true` or the copy's name).  ``wildcard_rules`` of the regex rules name no executable, so
-    every exec in scope is scanned.  ``two_exe_share`` of the rules name two executables (each
-    distinct list is one more group for its names; the kernel runs at most 8 groups per exec).
+    every exec in scope is scanned; with ``cmdline_only`` those are a `cmdline:` regex and
+    nothing else (the issue's blacklist of command lines).  ``two_exe_share`` of the rules
+    name two executables (each distinct list is one more group for its names).
     The last rule logs every exec of ``copy_path``.
     """
     rnd = random.Random(seed)
@@ -111,6 +115,12 @@ def generated_policy(scope: str, copy_path: Path, n_rules: int = 1000, n_regexes
     rules: list[dict[str, Any]] = []
     for i in range(n_rules):
         match: dict[str, Any] = {}
+        if cmdline_only and i in wildcards:
+            rules.append({"id": f"rule-{i}", "description": f"synthetic rule {i}",
+                          "severity": "high",
+                          "action": rnd.choices(["block", "log", "allow"], weights=[60, 25, 15])[0],
+                          "match": {"cmdline": f"{rnd.choice(CMD_REGEXES)}|--c{i}( |$)"}})
+            continue
         if i not in wildcards:
             match["executable"] = rnd.sample(names, 2 if rnd.random() < two_exe_share else 1)
         args: list[dict[str, Any]] = [{"any": [f"-x{i}", f"--opt{i % 37}", f"-{chr(97 + i % 26)}"]}]
@@ -209,6 +219,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.copy2("/bin/true", copy)
 
         policies = {"default": workdir / "default.yaml", "large": workdir / "large.yaml"}
+        if args.any_exe_regexes:
+            policies["anyexe"] = workdir / "anyexe.yaml"
+            policies["anyexe"].write_text(yaml.safe_dump(
+                generated_policy(cg.name, copy, args.rules, args.any_exe_regexes, args.names,
+                                 args.any_exe_regexes, 0.0, args.seed, cmdline_only=True),
+                sort_keys=False, width=4096))
         policies["default"].write_text(c.render_default_policy([cg.name]))
         policies["large"].write_text(yaml.safe_dump(
             generated_policy(cg.name, copy, args.rules, args.regexes, args.names,
@@ -217,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         checks = {name: c.check_policy(path) for name, path in policies.items()}
         worst = worst_exec_for(policies["large"], workdir / "worst")
 
-        configs = ["none", "default", "large"]
+        configs = ["none", "default", "large", *(["anyexe"] if args.any_exe_regexes else [])]
         totals: dict[str, Totals] = defaultdict(Totals)
         starts: dict[str, StartTimes] = defaultdict(StartTimes)
         logged = {"execs": 0, "paused_execs": 0, "events": 0, "events_lost": 0,
@@ -319,11 +335,12 @@ def report(args: argparse.Namespace, totals: dict[str, Totals], starts: dict[str
         "none": "none (no agent)",
         "default": "default policy",
         "large": f"{args.rules} rules / {args.regexes} regex",
+        "anyexe": f"{args.rules} r / {args.any_exe_regexes} any-exe rx",
         "logged": "logged copy (event each)",
         "worst": "worst: 4 KiB, most DFAs",
         "logged-paused": "logged, agent SIGSTOPped",
     }
-    for name in ("none", "default", "large", "logged", "worst", "logged-paused"):
+    for name in ("none", "default", "large", "anyexe", "logged", "worst", "logged-paused"):
         t = totals[name]
         if not t.execs:
             continue
@@ -448,6 +465,9 @@ def main() -> int:
     ap.add_argument("--two-exe-share", type=float, default=0.1,
                     help="generated policy: share of rules naming two executables (0.1); use 0 "
                          "with --wildcard-rules (at most 8 rule groups per exec)")
+    ap.add_argument("--any-exe-regexes", type=int, default=200,
+                    help="row 'anyexe': generated policy of --rules rules of which this many "
+                         "are cmdline-only regexes for any executable (200; 0: no such row)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds to wait before each timed chunk (1.0)")

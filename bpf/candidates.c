@@ -22,25 +22,25 @@ static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_li
 		asm volatile("" : "+r"(i));
 		if (i >= l->n)
 			break;
-		s->dup = 0;
-		for (int j = 0; j < EDR_CAND_MAX; j++) {
-			if (j < s->ncand && s->cand[j] == l->g[i & (EDR_GROUPS_PER_KEY - 1)])
-				s->dup = 1;
-		}
-		asm volatile("" ::: "memory");
-		__u32 n = s->ncand;
-		if (s->dup)
+		/* seen: one bit per group (EDR_MAX_GROUPS is a power of two), so a duplicate costs
+		 * one test, not a walk over the candidates (16 x 16 compares per key otherwise) */
+		__u32 g = l->g[i & (EDR_GROUPS_PER_KEY - 1)];
+		__u64 bit = 1ULL << (g & 63);
+		__u32 w = BOUNDED(g >> 6, EDR_MAX_GROUPS / 64);
+		if (s->seen[w] & bit)
 			continue;
+		s->seen[w] |= bit;
+		__u32 n = s->ncand;
 		if (n < EDR_CAND_MAX) {
-			s->cand[BOUNDED(n, EDR_CAND_MAX)] = l->g[i & (EDR_GROUPS_PER_KEY - 1)];
+			s->cand[BOUNDED(n, EDR_CAND_MAX)] = g;
 			s->ncand = n + 1;
 			continue;
 		}
 		/* one group more than the kernel evaluates: fail closed if it could block */
 		s->dropped = 1;
-		__u32 gi = s->slot * EDR_MAX_GROUPS + l->g[i & (EDR_GROUPS_PER_KEY - 1)];
-		struct edr_group *g = groups.lookup(&gi);
-		if (!g || (g->has_block & EDR_BLOCK_RULE))
+		__u32 gi = s->slot * EDR_MAX_GROUPS + g;
+		struct edr_group *gr = groups.lookup(&gi);
+		if (!gr || (gr->has_block & EDR_BLOCK_RULE))
 			s->dropped_block = EDR_BLOCK_RULE;
 	}
 }
@@ -99,6 +99,9 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	s->unscanned_block = cfg->unscanned_block;
 	s->dropped = 0;
 	s->dropped_block = 0;
+	s->calls = 0;
+	s->pf = 0;
+	__builtin_memset(s->seen, 0, sizeof(s->seen));
 	ev->flags = 0;
 	ev->cwd_len = 0;
 	ev->rule = EDR_NONE;
@@ -136,7 +139,17 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	}
 	asm volatile("" ::: "memory");
 
-	/* candidate groups: inode, as-executed basename, real basename, wildcard */
+	/* candidate groups: the prefilter, inode, as-executed basename, real basename, fileless,
+	 * wildcard (the prefilter adds the groups whose literals it saw: expand_prefilter) */
+#if EDR_WITH_PF
+	if (cfg->pf_group < EDR_MAX_GROUPS) {
+		s->cand[0] = cfg->pf_group;
+		s->ncand = 1;
+		s->pf = 1;
+		s->seen[BOUNDED(cfg->pf_group >> 6, EDR_MAX_GROUPS / 64)] |=
+			1ULL << (cfg->pf_group & 63);
+	}
+#endif
 	s->ik.slot = slot;
 	s->ik.dev = ev->dev;
 	s->ik.ino = ev->ino;
@@ -163,22 +176,28 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 /*
  * Tail-call budget (EDR_TAIL_CALLS): one judge call per group plus one to start, and the argv
  * windows for a group with a DFA, shared evenly.  What does not fit is not scanned (flagged).
+ * Called at the start (used = 1: the call into judge, from = 0) and after the prefilter
+ * added its groups (used = the calls made, from = 1): the rest share what is left.
  * edrfleet/policy/simulate.py computes the same budget: keep them together.
  */
-static __always_inline void fit_budget(struct edr_scratch *s)
+static __always_inline void fit_budget(struct edr_scratch *s, __u32 used, __u32 from)
 {
+	if (!from)
+		s->scan_full = s->scan_len;
+	s->scan_len = s->scan_full;
+	s->scan_short = 0;
 	s->dfas = 0;
 	for (int i = 0; i < EDR_CAND_MAX; i++) {
 		if (i >= s->ncand)
 			break;
 		struct edr_group *g = cand_group(s, i);
-		if (g && g->start != EDR_NONE)
+		if (i >= from && g && g->start != EDR_NONE)
 			s->dfas += 1;
 	}
 	asm volatile("" ::: "memory");
 	__u32 dfas = s->dfas;
 	if (dfas) {
-		__u32 fixed = s->ncand + 1;
+		__u32 fixed = s->ncand - from + used;
 		__u32 windows = fixed < EDR_TAIL_CALLS ? (EDR_TAIL_CALLS - fixed) / dfas : 0;
 		__u64 budget = (__u64)windows * EDR_SCAN_WINDOW;
 		if (s->scan_len > budget) {
@@ -188,3 +207,48 @@ static __always_inline void fit_budget(struct edr_scratch *s)
 		}
 	}
 }
+
+#if EDR_WITH_PF
+/*
+ * The prefilter (cand[0]) has read argv: bit i of its mask makes group pf[i] a candidate, in
+ * bit order while the cap allows; one more is dropped like in add_cands (fail closed when it
+ * has a block rule).  Then the budget of the groups after it is computed again; a woken group
+ * with a block rule that cannot read as far as the prefilter did makes the exec unscanned.
+ */
+static __always_inline void expand_prefilter(struct edr_scratch *s)
+{
+	struct edr_config *cfg = config.lookup(&s->slot);
+	if (!cfg)
+		return;
+	__u32 was = s->dropped;
+	__u32 read = s->pos;   /* argv bytes the prefilter read */
+	s->hit_block = 0;
+	for (__u32 b = 0; b < EDR_PF_BITS; b++) {
+		asm volatile("" : "+r"(b));
+		if (b >= cfg->n_pf)
+			break;
+		if (!((s->mask >> (b & 63)) & 1))
+			continue;
+		__u32 n = s->ncand;
+		if (n < EDR_CAND_MAX) {
+			s->cand[BOUNDED(n, EDR_CAND_MAX)] = cfg->pf[b & (EDR_PF_BITS - 1)];
+			s->ncand = n + 1;
+			s->hit_block |= (cfg->pf_block >> (b & 63)) & 1;
+			continue;
+		}
+		s->dropped = 1;
+		if ((cfg->pf_block >> (b & 63)) & 1)
+			s->dropped_block = EDR_BLOCK_RULE;
+	}
+	asm volatile("" ::: "memory");
+	if (s->dropped && !was) {
+		s->ev.flags |= EDR_F_DROPPED;
+		count(EDR_CNT_DROPPED);
+	}
+	fit_budget(s, s->calls, 1);
+	/* a group the prefilter woke may not read as far as the prefilter saw its literal (the
+	 * prefilter took the windows): never fail open on that - unscanned, where it blocks */
+	if (s->hit_block && s->scan_len < read)
+		s->unscanned = EDR_BLOCK_UNSCANNED;
+}
+#endif

@@ -58,7 +58,11 @@ struct edr_scratch {
 	__u32 best_block;
 	__u32 scanning;                  /* candidate whose DFA edr_scan is reading */
 	__u32 dfas;                      /* candidates with a DFA */
-	__u32 dup;                       /* add_cands: group already a candidate */
+	__u32 calls;                     /* scan and judge calls of this exec so far */
+	__u32 scan_full;                 /* argv bytes of the exec (scan_len before fit_budget) */
+	__u32 pf;                        /* cand[0] is the prefilter */
+	__u32 hit_block;                 /* a group the prefilter added has a block rule */
+	__u64 seen[EDR_MAX_GROUPS / 64]; /* add_cands: groups already candidates (or dropped) */
 	__u32 base;                      /* offset of the basename in ev.filename */
 	__u32 n;                         /* bytes in win */
 	__u32 scan_short;                /* scan_len was cut to fit the tail-call budget */

@@ -28,6 +28,8 @@
 				    * applies is dropped: counted, and it blocks when it holds a
 				    * block rule (EDR_REASON_DROPPED) - the compiler refuses a
 				    * policy whose names can reach more                         */
+#define EDR_PF_BITS         64     /* prefiltered groups of a policy: bit i of the prefilter
+				    * automaton's mask makes group pf[i] a candidate           */
 #define EDR_TAIL_CALLS      32     /* MAX_TAIL_CALL_CNT (33) minus one spare: judge + scan calls */
 #define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
 #define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
@@ -92,6 +94,9 @@
 #endif
 #ifndef EDR_WITH_CTX        /* some rule has match.parent or match.cwd */
 #define EDR_WITH_CTX        1
+#endif
+#ifndef EDR_WITH_PF         /* the policy has a prefilter (executables.prefilter) */
+#define EDR_WITH_PF         1
 #endif
 
 /* The program's shape, from the agent's options and what the kernel offers. */
@@ -235,6 +240,11 @@ struct edr_config {          /* array "config", index = slot */
 	__u32 backend;           /* enum edr_backend the agent attached; copied into events */
 	__u32 n_wild;            /* groups of rules that name no executable */
 	__u32 wild[EDR_GROUPS_PER_KEY];
+	__u32 pf_group;          /* the prefilter: a group without rules whose DFA reads the
+				  * literals of the prefiltered groups, EDR_NONE if none */
+	__u32 n_pf;              /* prefiltered groups */
+	__u64 pf_block;          /* bit i: group pf[i] has a block rule */
+	__u32 pf[EDR_PF_BITS];   /* prefiltered group of each mask bit */
 };
 
 struct edr_group_list {      /* value of "names" and "inodes" */

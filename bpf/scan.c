@@ -27,6 +27,7 @@ static __always_inline int scan(void *ctx, int lsm)
 	struct edr_scratch *s = scratch.lookup(&zero);
 	if (!s)
 		return 0;
+	s->calls += 1;
 	struct edr_group *g = cand_group(s, s->ci);
 	const struct edr_trans *t = trans.lookup(&s->slot);
 	const struct edr_accepts *a = accepts.lookup(&s->slot);
@@ -113,6 +114,7 @@ static __always_inline int judge(void *ctx, int lsm)
 	struct edr_scratch *s = scratch.lookup(&zero);
 	if (!s)
 		return 0;
+	s->calls += 1;
 	__u32 ci = s->ci;
 	struct edr_group *g = cand_group(s, ci);
 	if (!g)
@@ -131,7 +133,12 @@ static __always_inline int judge(void *ctx, int lsm)
 	}
 	if (s->scan_short || s->scan_failed)
 		s->unscanned |= g->has_block & EDR_BLOCK_UNSCANNED;
-	judge_group(s, g);
+#if EDR_WITH_PF
+	if (ci == 0 && s->pf)
+		expand_prefilter(s);
+	else
+#endif
+		judge_group(s, g);
 	s->ci = ci + 1;
 	if (s->ci >= s->ncand)
 		return finish(ctx, s, lsm);

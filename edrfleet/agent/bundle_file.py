@@ -12,6 +12,7 @@ from pathlib import Path
 
 FORMAT = "edrfleet-bundle"
 VERSION = 1
+VERSIONS = (1, 2)  # 2: with a prefilter (executables.prefilter)
 
 
 class BundleError(ValueError):
@@ -52,9 +53,10 @@ def read_bundle(path: Path) -> dict:
         ) from exc
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"{path}: not an edrfleet bundle (format {FORMAT!r} expected)")
-    if bundle.get("version") != VERSION:
+    if bundle.get("version") not in VERSIONS:
         raise BundleError(
-            f"{path}: bundle version {bundle.get('version')!r}, this agent reads {VERSION}; "
+            f"{path}: bundle version {bundle.get('version')!r}, this agent reads "
+            f"{' and '.join(map(str, VERSIONS))}; "
             "deploy a matching agent"
         )
     sha = bundle.get("sha256")

@@ -26,7 +26,7 @@ LSM_HOOK_NAME = b"lsm__bprm_check_security"
 # is compiled in only when the policy uses one (the default policy has no user/parent/cwd rule,
 # and that code was 70 % of what the verifier walked in edr_judge); a policy that needs one
 # later gets a new program (Engine.fits is false), like one that outgrows the maps.
-FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX")
+FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX", "EDR_WITH_PF")
 # SHAPE: the program's shape, from the engine's own arguments.
 SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW", "EDR_WITH_SCOPE")
 # EVENTS: ring buffer sizes and the flood aggregation of logged execs, the header's values.
@@ -181,6 +181,10 @@ class Engine:
         cfg.n_wild = len(packed.wildcard)
         for i, g in enumerate(packed.wildcard):
             cfg.wild[i] = g
+        cfg.pf_group = packed.prefilter if packed.prefilter is not None else 0xFFFFFFFF
+        cfg.n_pf, cfg.pf_block = len(packed.pf_groups), packed.pf_block
+        for i, g in enumerate(packed.pf_groups):
+            cfg.pf[i] = g
         b["config"][ct.c_int(slot)] = cfg
 
         rules = b["rules"]

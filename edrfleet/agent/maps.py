@@ -11,6 +11,9 @@ Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct
   table and the rule slots ``(need mask, rule index)``.
 - ``rules``: per rule the action, severity and uid list (enum values from the header); user
   names are resolved to uids here, on the host.
+- the prefilter (``executables.prefilter``): one more group, after the bundle's, without rule
+  slots, whose DFA is the prefilter automaton; ``config`` holds its index, the prefiltered
+  group of each mask bit and which of them block.
 - ``names`` / ``inodes``: executable key -> group list; inodes come from resolving every policy
   path, and every policy basename through the bundle's ``search_path``, on this host.  The
   empty name (never a file's name) holds ``executables.fileless``: the program looks it up
@@ -88,6 +91,9 @@ class Packed:
     trans: list[int]
     paths: dict[Identity, str] = field(default_factory=dict)  # where each inode was found
     context: ContextKeys = field(default_factory=ContextKeys)
+    prefilter: int | None = None  # group index of the prefilter automaton (no rules)
+    pf_groups: list[int] = field(default_factory=list)  # prefiltered group of each mask bit
+    pf_block: int = 0  # bit i: pf_groups[i] has a block rule
 
     def needs(self, header: Header) -> dict[str, int]:
         """Capacity each map needs for this slot, keyed like the EDR_MAX_* macros."""
@@ -104,6 +110,7 @@ class Packed:
             # matchers: 1 = the program must hold their code (EDR_WITH_* in the header)
             "EDR_WITH_UIDS": int(any(r.uids for r in self.rules)),
             "EDR_WITH_CTX": int(any(r.parents or r.cwds for r in self.rules)),
+            "EDR_WITH_PF": int(self.prefilter is not None),
         }
 
 
@@ -214,7 +221,9 @@ def pack_bundle(
 
     # An argv too long to scan fails closed only where a rule names the executable: a long
     # command line alone is no reason to kill an arbitrary program (xargs makes them daily).
+    prefilter = bundle["executables"].get("prefilter")
     wildcard_groups = set(bundle["executables"].get("wildcard", []))
+    wildcard_groups.update(prefilter["groups"] if prefilter else ())
     block_bits = header.enum_by_suffix("edr_block_bit", "EDR_BLOCK_")
     blocks = {i for i, grp in enumerate(bundle["groups"]) if grp.get("has_block")}
     groups = []
@@ -232,6 +241,18 @@ def pack_bundle(
                 slots=[(need, rule) for rule, need in grp["rules"]],
             )
         )
+
+    pf_index = None
+    pf_block = 0
+    if prefilter:
+        if len(prefilter["groups"]) > header["EDR_PF_BITS"]:
+            raise PackError(f"{len(prefilter['groups'])} prefiltered groups, max "
+                            f"{header['EDR_PF_BITS']}")
+        pf_index = len(groups)
+        groups.append(GroupEntry(start=starts[prefilter["dfa"]], has_block=0,
+                                 classes=list(bundle["dfas"][prefilter["dfa"]]["classes"]),
+                                 slots=[]))
+        pf_block = sum(1 << i for i, g in enumerate(prefilter["groups"]) if g in blocks)
 
     context = pack_context(bundle, header, identity)
     ctx_flag = header.enum_by_suffix("edr_ctx_flag", "EDR_CTX_")
@@ -293,6 +314,9 @@ def pack_bundle(
         trans=trans,
         paths=paths,
         context=context,
+        prefilter=pf_index,
+        pf_groups=list(prefilter["groups"]) if prefilter else [],
+        pf_block=pf_block,
     )
 
 

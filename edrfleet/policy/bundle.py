@@ -15,10 +15,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from edrfleet.errors import InputError
-from edrfleet.policy.limits import EDR_NSYM, EDR_TRANS_MAX, MAX_TRANS_TOTAL
+from edrfleet.policy.limits import EDR_NSYM, EDR_PF_BITS, EDR_TRANS_MAX, MAX_TRANS_TOTAL
 
 FORMAT = "edrfleet-bundle"
 VERSION = 1
+# a bundle with a prefilter (executables.prefilter): an agent that reads only version 1 would
+# never run the prefiltered groups, so it must refuse the bundle
+PREFILTER_VERSION = 2
+VERSIONS = (VERSION, PREFILTER_VERSION)
 
 
 def _canonical(obj: Any) -> str:
@@ -54,9 +58,9 @@ def check_structure(bundle: Any) -> None:
         raise _fail("not a JSON object")
     if bundle.get("format") != FORMAT:
         raise _fail(f"format is {bundle.get('format')!r}, expected {FORMAT!r}")
-    if bundle.get("version") != VERSION:
+    if bundle.get("version") not in VERSIONS:
         raise _fail(f"version {bundle.get('version')!r} is not supported (this edrfleet "
-                    f"reads version {VERSION}); recompile the policy")
+                    f"reads versions {', '.join(map(str, VERSIONS))}); recompile the policy")
     for key in ("rules", "groups", "dfas", "executables", "search_path"):
         if key not in bundle:
             raise _fail(f"missing key {key!r}")
@@ -80,6 +84,13 @@ def check_structure(bundle: Any) -> None:
             raise _fail(f"groups[{i}] names a rule out of range")
     exes = bundle["executables"]
     lists = [*exes["names"].values(), *exes["paths"].values(), exes["wildcard"]]
+    pf = exes.get("prefilter")
+    if pf is not None:
+        lists.append(pf["groups"])
+        if not 0 <= pf["dfa"] < ndfas or len(pf["groups"]) > EDR_PF_BITS:
+            raise _fail("executables.prefilter: automaton out of range or too many groups")
+        if bundle.get("version") != PREFILTER_VERSION:
+            raise _fail(f"a prefilter needs version {PREFILTER_VERSION}")
     if any(not 0 <= g < ngroups for groups in lists for g in groups):
         raise _fail("executables name a group out of range")
 
@@ -132,7 +143,9 @@ def bundle_summary(bundle: dict[str, Any]) -> list[str]:
     rules = bundle["rules"]
     by_action = Counter(r["action"] for r in rules)
     exes = bundle["executables"]
-    wild_rules = sum(len(bundle["groups"][g]["rules"]) for g in exes["wildcard"])
+    pf_groups = exes.get("prefilter", {}).get("groups", [])
+    pf_rules = sum(len(bundle["groups"][g]["rules"]) for g in pf_groups)
+    wild_rules = sum(len(bundle["groups"][g]["rules"]) for g in exes["wildcard"]) + pf_rules
     bits = [bin(_or(n for _, n in g["rules"])).count("1") for g in bundle["groups"]]
     dfas = bundle["dfas"]
     states = sum(len(d["trans"]) // d["nclasses"] for d in dfas)
@@ -145,7 +158,9 @@ def bundle_summary(bundle: dict[str, Any]) -> list[str]:
         f"mode: {bundle['mode']}, backend: {bundle['backend']}, unscanned: "
         f"{bundle['unscanned']}, scope: {scope}",
         f"executables: {len(exes['names'])} names, {len(exes['paths'])} paths, "
-        f"{wild_rules} rules for any executable",
+        f"{wild_rules} rules for any executable" + (
+            f" ({pf_rules} prefiltered in {len(pf_groups)} groups: they run when argv holds "
+            "one of their literals)" if pf_groups else ""),
         f"groups: {len(bundle['groups'])}, condition bits: {sum(bits)} "
         f"(at most {max(bits, default=0)} in one group)",
         f"automata: {len(dfas)} DFAs, {states} states, at most "

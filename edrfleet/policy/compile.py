@@ -6,7 +6,9 @@ Steps, all deterministic (same policy, same bytes, same sha256):
    conditions share one bit inside a group (``any`` literals are compared as a set);
 2. rules are grouped by their *set* of executables (names and paths; none = wildcard), in order
    of first appearance; a group holds at most 64 rules and 64 condition bits, more start a new
-   group for the same key set;
+   group for the same key set; wildcard rules with literals every match must contain are
+   *prefiltered* instead (``regex/prefilter.py``): packed by literal, run only when the
+   prefilter automaton (one more DFA, over all their literals) sees one;
 3. each group gets one search DFA over all its conditions; a group whose DFA passes the state
    or class cap is split in two (by rules) until it fits or one rule alone is too large;
 4. identical DFAs are stored once; kernel capacities are checked (`limits`).
@@ -20,6 +22,7 @@ from typing import Any
 
 from edrfleet.policy.bundle import (
     FORMAT,
+    PREFILTER_VERSION,
     VERSION,
     bundle_sha256,
     dump_bundle,
@@ -32,6 +35,7 @@ from edrfleet.policy.limits import (
     DEFAULT_SEARCH_PATH,
     EDR_GROUPS_PER_KEY,
     EDR_KEY_BITS,
+    EDR_PF_BITS,
     EDR_POLICY_MAX_GROUPS,
     EDR_POLICY_MAX_INODES,
     EDR_POLICY_MAX_NAMES,
@@ -49,6 +53,12 @@ from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.regex.dfa import Dfa, DfaTooLarge, build_dfa
 from edrfleet.policy.regex.nfa import NfaTooLarge, group_nfa
 from edrfleet.policy.regex.parse import ARG, CMD, Node, any_ast, glob_ast, regex_ast
+from edrfleet.policy.regex.prefilter import (
+    PrefilterTooLarge,
+    pack_prefiltered,
+    prefilter_dfa,
+    rule_literals,
+)
 from edrfleet.policy.spell.options import option_ast
 from edrfleet.policy.spell.paths import path_ast
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
@@ -61,6 +71,8 @@ FILELESS_KEY = ("",)  # "" is never an executable name (the schema refuses it)
 # Conditions that read the argv stream from BOS (entered where cmdline regexes are): an
 # option's meaning depends on the arguments before it ('--').
 WHOLE_ARGV = ("cmdline", "option")
+# Group key of the prefiltered wildcard rules: run when the prefilter sees their literals.
+PREFILTER_KEY = ("*",)
 CondKey = tuple[str, Any]  # ("any", (b"lit", ...)) | ("glob"|"regex"|"cmdline", b"...")
 
 _SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, "
@@ -119,6 +131,7 @@ class _Group:
     rules: list[int]
     bits: dict[CondKey, int] = field(default_factory=dict)
     dfa: Dfa | None = None
+    literals: frozenset = frozenset()  # prefiltered: the union of its rules' literals
 
 
 class _Compilation:
@@ -242,15 +255,59 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
         keyset = tuple(sorted(set(rule.executables)))
         keysets.setdefault(keyset or (FILELESS_KEY if rule.fileless else ()), []).append(r)
     groups: list[_Group] = []
+    prefiltered: list[tuple[int, frozenset]] = []
+    for r in keysets.get((), []):
+        lits = rule_literals([c.ast(k) for k in c.conds[r]])
+        if lits is not None:
+            prefiltered.append((r, lits))
+    if prefiltered:
+        keysets[()] = [r for r in keysets[()] if r not in dict(prefiltered)]
     for keyset, rules in keysets.items():
         for packed in c.pack(keyset, rules):
             groups.extend(c.build(packed))
+    groups.extend(_prefiltered_groups(c, prefiltered))
     raise_collected(c.errors)
     bundle = _assemble(policy, groups)
+    _add_prefilter(c, bundle, groups)
     _check_capacity(c, policy, bundle, groups)
     raise_collected(c.errors)
     bundle["sha256"] = bundle_sha256(bundle)
     return bundle
+
+
+def _prefiltered_groups(c: _Compilation, rules: list[tuple[int, frozenset]]) -> list[_Group]:
+    lits = dict(rules)
+
+    def pack(chunk: list[int]) -> list[_Group]:
+        out = [g for p in c.pack(PREFILTER_KEY, chunk) for g in c.build(p)]
+        for g in out:
+            g.literals = frozenset().union(*(lits[r] for r in g.rules))
+        return out
+
+    return pack_prefiltered(rules, pack) if rules else []
+
+
+def _add_prefilter(c: _Compilation, bundle: dict[str, Any], groups: list[_Group]) -> None:
+    """The prefilter automaton over the literals of the prefiltered groups (bit i = group
+    ``executables.prefilter.groups[i]``)."""
+    pf = [g for g, group in enumerate(groups) if group.keyset == PREFILTER_KEY]
+    if not pf:
+        return
+    if len(pf) > EDR_PF_BITS:
+        c.error(None, f"rules without 'executable' need {len(pf)} prefiltered groups; the "
+                f"kernel takes {EDR_PF_BITS}", "name the executables of some of these rules, "
+                "or merge rules", line=1, col=1)
+        return
+    try:
+        dfa = prefilter_dfa([groups[g].literals for g in pf])
+    except PrefilterTooLarge as exc:
+        c.error(None, f"the literals of the rules without 'executable' need an automaton of "
+                f"{exc}", "name the executables of some of these rules, or shorten their "
+                "regexes' literal parts", line=1, col=1)
+        return
+    bundle["dfas"].append(dfa.to_json())
+    bundle["executables"]["prefilter"] = {"dfa": len(bundle["dfas"]) - 1, "groups": pf}
+    bundle["version"] = PREFILTER_VERSION
 
 
 def compile_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -298,6 +355,8 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
         elif group.keyset == FILELESS_KEY:
             fileless.append(g)
             continue
+        elif group.keyset == PREFILTER_KEY:
+            continue  # listed by _add_prefilter
         for exe in group.keyset:
             (paths if exe.startswith("/") else names).setdefault(exe, []).append(g)
     rules = []
@@ -350,10 +409,16 @@ def _check_capacity(c: _Compilation, policy: Policy, bundle: dict[str, Any],
         c.error(first_rule[exes["fileless"][0]], f"fileless rules without 'executable' need "
                 f"{len(exes['fileless'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
                 "merge them or simplify their regexes")
-    if len(exes["wildcard"]) > EDR_GROUPS_PER_KEY:
-        c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' need "
-                f"{len(exes['wildcard'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
-                "name the executables of some of these rules, or simplify their regexes")
+    always = len(exes["wildcard"]) + (1 if "prefilter" in exes else 0)
+    if always > MAX_CANDIDATES:
+        c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' that have no "
+                f"literal every match must contain run for every exec: {_always_run(c, bundle)} "
+                f"need {len(exes['wildcard'])} groups" + (", the prefilter one more" if
+                always > len(exes["wildcard"]) else "") + f"; the kernel evaluates "
+                f"{MAX_CANDIDATES} with the whole argv scanned",
+                "name the executables of some of these rules, or give their regexes a fixed "
+                "text of 3 or more characters every match contains (e.g. 'nc.*-e' rather than "
+                "'.*-e')")
     if len(groups) > EDR_POLICY_MAX_GROUPS:
         c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_POLICY_MAX_GROUPS}",
                 "give rules that name the same executables the same 'executable' list",
@@ -392,6 +457,14 @@ def _check_capacity(c: _Compilation, policy: Policy, bundle: dict[str, Any],
     _check_candidates(c, exes, first_rule)
 
 
+def _always_run(c: _Compilation, bundle: dict[str, Any]) -> str:
+    """The rules of the always-run wildcard groups, for messages: the first three by id."""
+    ids = [c.policy.rules[r].id for g in bundle["executables"]["wildcard"]
+           for r, _ in bundle["groups"][g]["rules"]]
+    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+    return ", ".join(f"'{i}'" for i in ids[:3]) + more
+
+
 def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[int, Rule]) -> None:
     """Refuse a policy of which one exec can hit more groups than the kernel evaluates.
 
@@ -402,6 +475,10 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     fail closed: docs/status.md candidates_dropped).
     """
     wild = set(exes["wildcard"])
+    if "prefilter" in exes:
+        wild.add(-1)  # the prefilter automaton is one more candidate of every exec
+    if len(wild) > MAX_CANDIDATES:
+        return  # _check_capacity said so, naming the rules
     keys: list[tuple[str, set[int]]] = [(f"'{k}'", set(g)) for table in (
         exes["names"], exes["paths"]) for k, g in table.items()]
     if exes.get("fileless"):
@@ -429,7 +506,8 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     mine = f"{len(ga)}" if i == j else f"{len(ga)} + {len(gb)}"
     others = f" (and {over - 1} more such cases)" if over > 1 else ""
     c.error(first_rule[min(ga | gb)], f"{who} would run {n} rule groups ({mine} of its "
-            f"executables, {len(wild)} for rules without 'executable'); the kernel evaluates at "
+            f"executables, {len(wild)} for rules without 'executable' run for every exec"
+            + (", the prefilter included" if -1 in wild else "") + "); the kernel evaluates at "
             f"most {MAX_CANDIDATES} with the whole argv scanned{others}",
             "give rules on these executables the same 'executable' list (they then share "
             "groups), name the executables of rules without one, or merge rules")

@@ -20,6 +20,7 @@ EDR_UIDS_PER_RULE = KERNEL["EDR_UIDS_PER_RULE"]  # uid list of one rule
 EDR_CWD_DEPTH = KERNEL["EDR_CWD_DEPTH"]  # directories of the cwd checked; deeper = unknown
 EDR_KEY_BITS = KERNEL["EDR_KEY_BITS"]  # distinct parent executables / cwd prefixes per policy
 EDR_CAND_MAX = KERNEL["EDR_CAND_MAX"]  # distinct groups evaluated for one exec
+EDR_PF_BITS = KERNEL["EDR_PF_BITS"]  # prefiltered groups: one bit of the prefilter's mask each
 EDR_TAIL_CALLS = KERNEL["EDR_TAIL_CALLS"]  # judge + scan calls of one exec
 EDR_SCAN_WINDOW = KERNEL["EDR_SCAN_WINDOW"]  # argv bytes one scan call reads (the default)
 EDR_NSYM = KERNEL["EDR_NSYM"]  # symbols a DFA reads: bytes 0..255, BOS, EOS

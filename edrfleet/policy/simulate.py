@@ -38,6 +38,8 @@ from edrfleet.policy.limits import (
     name_fits,
 )
 
+PREFILTER = -1  # the prefilter automaton's place among the candidates
+
 
 def run_dfa(dfa: dict[str, Any], symbols: Sequence[int]) -> int:
     """Feed symbols to one bundle DFA; return the OR of the accept masks met."""
@@ -94,11 +96,14 @@ def _listed(bundle: dict[str, Any], groups: list[int], cands: Candidates) -> lis
 
 def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
                      fileless: bool = False) -> Candidates:
-    """Groups run for this exec, as bpf/candidates.c begin() collects them: the inode's list,
+    """Groups run for this exec, as bpf/candidates.c begin() collects them: the prefilter
+    (`PREFILTER`, when the policy has one), the inode's list,
     the as-executed basename's, the real basename's (a name of more than NAME_BYTES_MAX bytes
     cannot be a key), the fileless list, the wildcard list; at most EDR_CAND_MAX."""
     exes = bundle["executables"]
     cands = Candidates()
+    if "prefilter" in exes:
+        cands.add([PREFILTER])
     cands.add(_listed(bundle, _inode_groups(bundle, target, st), cands))
     for name in target.names:
         if name and name_fits(name):
@@ -109,14 +114,14 @@ def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
     return cands
 
 
-def scan_budget(bundle: dict[str, Any], groups: Sequence[int]) -> int | None:
+def scan_budget(bundle: dict[str, Any], groups: Sequence[int], used: int = 1) -> int | None:
     """argv bytes the kernel scans for these candidates (bpf/candidates.c fit_budget, with the
-    header's EDR_SCAN_WINDOW: an agent that stepped it down on an old kernel scans less);
-    None when there is no automaton to run."""
-    dfas = sum(1 for g in groups if bundle["groups"][g]["dfa"] is not None)
+    header's EDR_SCAN_WINDOW: an agent that stepped it down on an old kernel scans less) when
+    ``used`` tail calls are spent already; None when there is no automaton to run."""
+    dfas = sum(1 for g in groups if g == PREFILTER or bundle["groups"][g]["dfa"] is not None)
     if not dfas:
         return None
-    fixed = len(groups) + 1
+    fixed = len(groups) + used
     windows = (EDR_TAIL_CALLS - fixed) // dfas if fixed < EDR_TAIL_CALLS else 0
     return windows * EDR_SCAN_WINDOW
 
@@ -167,15 +172,21 @@ def simulate(
     cands = candidate_groups(bundle, target, st, fileless)
     joined = b"\0".join(args)
     budget = scan_budget(bundle, cands.groups)
-    short = budget is not None and len(joined) > budget
-    # an argv cut to the budget is read without its end: no EOS (bpf/scan.c)
-    symbols = stream_symbols(args) if not short else stream_symbols([joined[:budget]])[:-1]
+    short, symbols = _scanned(args, joined, budget)
+    pf_unscanned = False
+    if cands.groups[:1] == [PREFILTER]:
+        read = len(joined) if budget is None else min(len(joined), budget)
+        short, symbols, pf_unscanned = _run_prefilter(bundle, cands, args, joined, read,
+                                                      (short, symbols))
     masks: dict[int, int] = {}
     rules = bundle["rules"]
     matched = []
-    unscanned = False
-    wild = set(bundle["executables"]["wildcard"])
+    unscanned = pf_unscanned
+    exes = bundle["executables"]
+    wild = set(exes["wildcard"]) | set(exes.get("prefilter", {}).get("groups", ()))
     for g in cands.groups:
+        if g == PREFILTER:
+            continue
         group = bundle["groups"][g]
         d = group["dfa"]
         if d is None:
@@ -201,3 +212,36 @@ def simulate(
         elif unscanned:
             fail_closed = "unscanned"
     return decide(matched, fail_closed)
+
+
+def _scanned(args: list[bytes], joined: bytes, budget: int | None) -> tuple[bool, list[int]]:
+    """Whether the budget cuts argv, and the symbols the automata read."""
+    short = budget is not None and len(joined) > budget
+    if not short:
+        return short, stream_symbols(args)
+    if not budget:  # nothing to read: the kernel feeds BOS and EOS (bpf/scan.c start_scan)
+        return short, stream_symbols([b""])
+    # an argv cut to the budget is read without its end: no EOS (bpf/scan.c)
+    return short, stream_symbols([joined[:budget]])[:-1]
+
+
+def _run_prefilter(bundle: dict[str, Any], cands: Candidates, args: list[bytes], joined: bytes,
+                   read: int, scanned: tuple[bool, list[int]]
+                   ) -> tuple[bool, list[int], bool]:
+    """The prefilter, first candidate of the exec, has read ``read`` bytes: its automaton's
+    bit i adds prefiltered group i (bit order, up to the cap), then the budget of the rest is
+    computed again from the tail calls left (bpf/candidates.c expand_prefilter).  Returns
+    the rest's (short, symbols) and whether the exec is unscanned: an added group with a block
+    rule cannot read as far as the prefilter did."""
+    pf = bundle["executables"]["prefilter"]
+    mask = run_dfa(bundle["dfas"][pf["dfa"]], scanned[1])
+    before = len(cands.groups)
+    cands.add([g for i, g in enumerate(pf["groups"]) if mask >> i & 1])
+    hit_block = any(bundle["groups"][g]["has_block"] for g in cands.groups[before:])
+    # the calls so far: the judge call that started it, and when it read argv, its windows
+    # and the judge call it came back to (bpf/scan.c)
+    used = 2 + -(-read // EDR_SCAN_WINDOW) if read else 1
+    budget = scan_budget(bundle, cands.groups[1:], used)
+    short, symbols = _scanned(args, joined, budget)
+    rest = len(joined) if budget is None else min(len(joined), budget)
+    return short, symbols, hit_block and rest < read

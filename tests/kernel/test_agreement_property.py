@@ -293,3 +293,69 @@ def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cg
     print(dict(stats))
     # the generator must reach the cap, and the kernel must have failed closed there
     assert stats["refused"] and stats["dropped"] and stats["block"] and stats["allow"], stats
+
+
+# --- many regexes over any executable: the literal prefilter (issue 12 item 3) ---------------
+# Tens to a hundred and more `cmdline:`-only rules whose literals come from a small pool (some
+# shared by many rules, some in no exec), a few with no usable literal (always run); execs
+# whose arguments hold none, one or many of the literals, so the prefilter wakes no group, a
+# few, or more than the kernel's cap.
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo1", "foxtrot", "golf9", "hotel")
+SHAPES = ("{w}( |$)", "{w}.*{v}", "(?i){w}", "^\\S+ {w}", "[ab]{w}", "{w} +-[ab]\\b",
+          "(?:{w}|{v})x")
+PF_EXAMPLES = 8
+
+
+def many_wildcard_rules() -> st.SearchStrategy[list[dict]]:
+    strong = st.tuples(st.sampled_from(SHAPES), st.sampled_from(WORDS),
+                       st.sampled_from(WORDS)).map(lambda t: t[0].format(w=t[1], v=t[2]))
+    weak = st.sampled_from(WORDS).map(lambda w: f"{w[0]}.{w[2]}")  # no literal of 3 bytes
+    rule = st.fixed_dictionaries({
+        "action": st.sampled_from(["block", "block", "log", "allow"]),
+        "match": (strong | weak).map(lambda rx: {"cmdline": rx})})
+    sized = st.sampled_from([20, 60, 150]).flatmap(
+        lambda n: st.lists(rule, min_size=n, max_size=n))
+    named = st.fixed_dictionaries({
+        "action": st.sampled_from(["block", "log"]),
+        "match": st.fixed_dictionaries({"executable": st.just([PROGRAMS[0]]),
+                                        "cmdline": st.sampled_from(WORDS)})})
+    return st.tuples(sized, st.lists(named, max_size=2)).map(lambda t: t[0] + t[1])
+
+
+def test_the_kernel_and_policy_test_agree_with_many_any_executable_regexes(
+        start_agent, cgroup, env):
+    from edrfleet.policy.bundle import dump_bundle
+
+    agent = start_agent(policy_text([{"action": "log", "match": {"executable": ["edrp-a"]}}],
+                                    cgroup.name))
+    stats = Counter()
+    word = st.sampled_from([*WORDS, "ALPHA", "bdelta", "q", "-a", "x"])
+
+    @settings(max_examples=PF_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(rules=many_wildcard_rules(), data=st.data())
+    def agree(rules, data):
+        policy = load_policy_text(policy_text(rules, cgroup.name), "pf.yaml")
+        try:
+            bundle = compile_policy(policy)
+        except PolicyError:
+            assume(False)
+            return
+        stats["prefiltered"] += "prefilter" in bundle["executables"]
+        reload(agent, dump_bundle(bundle))
+        execs = data.draw(st.lists(st.tuples(st.sampled_from(PROGRAMS),
+                                             st.lists(word, max_size=6)),
+                                   min_size=2, max_size=6), label="execs")
+        for prog, args in [*execs, (PROGRAMS[1], list(WORDS))]:
+            argv = [str(env.program(prog)), *args]
+            sim = simulate(bundle, argv)
+            if sim.reason is None:
+                assert sim == reference_decide(policy, argv), (rules, argv)
+            got = "block" if cgroup.run(argv).returncode == -9 else "ran"
+            assert got == ("block" if sim.action == "block" else "ran"), (rules, argv, sim)
+            stats[sim.reason or sim.action] += 1
+
+    agree()
+    print(dict(stats))
+    assert stats["prefiltered"] and stats["block"] and stats["allow"], stats
+    assert stats["dropped"], stats  # every literal at once wakes more groups than the cap

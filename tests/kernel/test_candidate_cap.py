@@ -46,7 +46,8 @@ def link(bindir: Path, name: str, target: str) -> Path:
 
 def shell_pair_rules(per_name: int) -> list[dict]:
     """``per_name`` groups on each of fcsh and fcdash (distinct executable lists), logging,
-    and one wildcard block rule on a canary."""
+    and one wildcard block rule on a canary that runs for every exec (its regex has no literal
+    of 3 bytes, so it is not prefiltered: tests/kernel/test_prefilter.py has those)."""
     rules = []
     for name in ("fcsh", "fcdash"):
         for i in range(per_name):
@@ -55,7 +56,7 @@ def shell_pair_rules(per_name: int) -> list[dict]:
                           "match": {"executable": [name, *([f"{name}x{i}"] if i else [])],
                                     "cmdline": f"never{i}x"}})
     rules.append({"id": "w3", "description": "wildcard canary", "severity": "high",
-                  "action": "block", "match": {"cmdline": "canary3abc"}})
+                  "action": "block", "match": {"cmdline": "c.n.r.3.b"}})
     return rules
 
 

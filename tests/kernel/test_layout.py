@@ -43,7 +43,10 @@ def test_map_values_have_the_sizes_the_packer_writes(engine):
     assert ct.sizeof(b["rules"].Leaf) == 16 + 4 * h["EDR_UIDS_PER_RULE"] + 16  # fileless: 4 of 16
     assert ct.sizeof(b["names"].Key) == 4 + h["EDR_NAME_MAX"]
     assert ct.sizeof(b["inodes"].Key) == 16
-    assert ct.sizeof(b["config"].Leaf) == 24 + 4 * h["EDR_GROUPS_PER_KEY"]
+    # ... n_wild, wild[], then the prefilter: pf_group, n_pf, pf_block (u64), pf[]
+    assert ct.sizeof(b["config"].Leaf) == 24 + 4 * h["EDR_GROUPS_PER_KEY"] + 16 + 4 * h[
+        "EDR_PF_BITS"]
+    assert b["config"].Leaf.pf_block.offset % 8 == 0
 
 
 def test_every_switch_of_the_header_is_passed_and_the_maps_have_those_sizes(engine):

@@ -45,7 +45,8 @@ def test_the_engine_takes_every_switch_and_its_default_from_the_header():
     assert set(engine.FEATURES + engine.SHAPE + engine.EVENTS) <= set(H.switches)
     caps = engine.capacity_defaults(H)
     assert caps and all(k.startswith("EDR_MAX_") or k == "EDR_TRANS_MAX" for k in caps)
-    assert engine.capacities_for({}, H) == {**caps, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0}
+    assert engine.capacities_for({}, H) == {**caps, "EDR_WITH_UIDS": 0, "EDR_WITH_CTX": 0,
+                                                "EDR_WITH_PF": 0}
     assert engine.scan_windows(H)[0] == H.switches["EDR_SCAN_WINDOW"] == H["EDR_ARGS_MAX"]
     # another header, other numbers: nothing in the engine repeats them
     text = (BPF / "edrfleet.h").read_text()

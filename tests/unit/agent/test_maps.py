@@ -118,3 +118,25 @@ def test_names_that_are_one_file_here_are_flagged_past_the_list_not_refused():
     assert bundle["executables"]["names"]["netcat"][-1] in listed, "block groups kept first"
     _, p = packed(*rules("block", "b"))
     assert p.inodes[(8, 900)].over == 1 | H["EDR_BLOCK_RULE"]
+
+
+def test_the_prefilter_is_one_more_group_and_config_lists_what_its_bits_wake():
+    bundle = compile_policy(policy_of_rules(
+        rule_yaml("rev", "block", "{cmdline: '/dev/tcp/'}"),
+        rule_yaml("mimi", "log", "{cmdline: 'mimikatz'}"),
+        rule_yaml("weak", "block", "{cmdline: 'a.b'}")))
+    pf = bundle["executables"]["prefilter"]
+    packed = pack_bundle(bundle, H, identity=FILES.get, cgroup_id=lambda p: 1)
+    assert packed.prefilter == len(bundle["groups"]) == len(packed.groups) - 1
+    entry = packed.groups[packed.prefilter]
+    assert entry.slots == [] and entry.has_block == 0  # a long argv alone never blocks
+    assert entry.classes == bundle["dfas"][pf["dfa"]]["classes"]
+    assert packed.pf_groups == pf["groups"]
+    blocks = [bundle["groups"][g]["has_block"] for g in pf["groups"]]
+    assert packed.pf_block == sum(1 << i for i, b in enumerate(blocks) if b) and any(blocks)
+    assert packed.needs(H)["EDR_WITH_PF"] == 1
+    # woken groups are wildcard groups: an unscanned argv does not block by itself
+    assert all(not packed.groups[g].has_block & 1 for g in pf["groups"])
+    plain = compile_policy(policy_of_rules(rule_yaml("rm", "block")))
+    assert pack_bundle(plain, H, identity=FILES.get, cgroup_id=lambda p: 1).needs(H)[
+        "EDR_WITH_PF"] == 0

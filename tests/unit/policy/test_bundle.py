@@ -40,7 +40,9 @@ def test_the_summary_counts_rules_tables_and_names_the_sha(bundle: dict) -> None
     lines = bundle_summary(bundle)
     assert lines[0] == "rules: 2 (block 1, log 1)"
     assert lines[1] == "mode: enforce, backend: auto, unscanned: block, scope: whole host"
-    assert lines[2] == "executables: 1 names, 0 paths, 1 rules for any executable"
+    assert lines[2] == ("executables: 1 names, 0 paths, 1 rules for any executable (1 "
+                        "prefiltered in 1 groups: they run when argv holds one of their "
+                        "literals)")
     assert lines[-1] == f"sha256: {bundle['sha256']}"
 
 

@@ -55,8 +55,9 @@ def test_the_bundle_has_the_documented_layout():
     assert set(bundle) == {"format", "version", "sha256", "source", "mode", "backend",
                            "unscanned", "scope", "search_path", "rules", "executables",
                            "groups", "dfas"}
+    # version 2: the cmdline rule is prefiltered (version 1 readers would never run it)
     assert (bundle["format"], bundle["version"], bundle["source"]) == (
-        "edrfleet-bundle", 1, "policy.yaml")
+        "edrfleet-bundle", 2, "policy.yaml")
     assert (bundle["mode"], bundle["backend"], bundle["unscanned"]) == (
         "monitor", "auto", "block")
     assert bundle["scope"] == {"cgroups": ["/edrfleet-lab/web1"]}
@@ -67,7 +68,7 @@ def test_the_bundle_has_the_documented_layout():
         "severity": "critical", "action": "block", "uids": [], "tags": ["destructive"]}
     assert bundle["rules"][1]["uids"] == [1000]
     assert bundle["executables"] == {"names": {"rm": [0]}, "paths": {"/usr/bin/dd": [1]},
-                                     "wildcard": [2]}
+                                     "wildcard": [], "prefilter": {"dfa": 3, "groups": [2]}}
     assert bundle["groups"] == [
         {"dfa": 0, "rules": [[0, 0b11]], "has_block": True},
         {"dfa": 1, "rules": [[1, 0b1]], "has_block": False},
@@ -192,7 +193,7 @@ def _resigned(bundle, **changes):
     (lambda b: "{not json", "bad policy bundle: not JSON"),
     (lambda b: "[1, 2]", "bad policy bundle: not a JSON object"),
     (lambda b: _resigned(b, format="other"), "format is 'other', expected 'edrfleet-bundle'"),
-    (lambda b: _resigned(b, version=2), "version 2 is not supported"),
+    (lambda b: _resigned(b, version=3), "version 3 is not supported"),
     (lambda b: json.dumps(dict(b, mode="enforce")), "sha256 mismatch"),
     (lambda b: _resigned(b, groups=[{"dfa": 9, "rules": [], "has_block": False}]),
      "groups[0].dfa out of range"),
@@ -223,8 +224,8 @@ def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
         compile_policy(pol)
     assert info.value.message == (
         "an exec of 'rm' would run 3 rule groups (2 of its executables, 1 for rules without "
-        "'executable'); the kernel evaluates at most 2 with the whole argv scanned (and 1 more "
-        "such cases)")
+        "'executable' run for every exec); the kernel evaluates at most 2 with the whole argv "
+        "scanned (and 1 more such cases)")
     assert info.value.line == 3
 
 

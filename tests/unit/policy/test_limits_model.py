@@ -16,11 +16,12 @@ NO_FILES = fake_stat({})
 
 def pair_rules(per_name: int, wild: int = 1) -> list[str]:
     """``per_name`` groups on each of sh and dash (distinct executable lists), log only, and
-    ``wild`` wildcard block rules on canaries (one group)."""
+    ``wild`` wildcard block rules on canaries (one group, always run: no literal of 3 bytes
+    every match must contain, so not prefiltered)."""
     rules = [rule_yaml(f"{n}-{i}", "log", f"{{executable: [{n}{f', {n}x{i}' if i else ''}], "
                                           f"cmdline: never{i}x}}")
              for n in ("sh", "dash") for i in range(per_name)]
-    rules += [rule_yaml(f"w{i}", "block", f"{{cmdline: canary{i}abc}}") for i in range(wild)]
+    rules += [rule_yaml(f"w{i}", "block", f"{{cmdline: 'c.n.r.{i}.b'}}") for i in range(wild)]
     return rules
 
 
@@ -32,7 +33,7 @@ def test_two_names_of_one_file_past_the_cap_are_refused_naming_both():
     assert "'sh' and 'dash' as one file (a link) would run" in msg or \
         "'dash' and 'sh' as one file (a link) would run" in msg
     assert f"{2 * per + 1} rule groups ({per} + {per} of its executables, 1 for rules without " \
-        f"'executable'); the kernel evaluates at most {MAX_CANDIDATES}" in msg
+        f"'executable' run for every exec); the kernel evaluates at most {MAX_CANDIDATES}" in msg
     assert "same 'executable' list" in info.value.fix
 
 
@@ -50,13 +51,16 @@ def test_two_names_within_the_cap_compile_and_run_every_group():
     assert (d.action, d.rule, d.reason) == ("block", "w0", None)
 
 
-def test_many_cmdline_only_rules_are_a_clear_refusal_not_a_crash():
-    # each regex too large to share a group with the others: one group per rule
-    rules = [rule_yaml(f"c{i}", "block", f"{{cmdline: 'a{i}.*b{i}.*c{i}.*d{i}.*e{i}'}}")
+def test_many_cmdline_only_rules_without_literals_are_a_clear_refusal_not_a_crash():
+    # each regex too large to share a group with the others, and no literal of 3 bytes in
+    # it: one always-run group per rule
+    rules = [rule_yaml(f"c{i}", "block", f"{{cmdline: 'a{i % 10}.*b.*c.*d.*e{i // 10}'}}")
              for i in range(70)]
     with pytest.raises(PolicyError) as info:
         compile_policy(policy_of_rules(*rules))
-    assert "rules without 'executable' need" in str(info.value)
+    assert "rules without 'executable' that have no literal every match must contain run " \
+        "for every exec: 'c0', 'c1', 'c2' and 67 more need" in str(info.value)
+    assert "fixed text of 3 or more characters" in info.value.fix
     assert "min()" not in str(info.value)
 
 

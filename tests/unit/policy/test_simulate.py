@@ -161,7 +161,10 @@ def test_fileless_and_wildcard_groups_together_must_fit_one_exec(monkeypatch):
     import edrfleet.policy.compile as compile_mod
 
     monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 8)  # fewer rules to compile
-    wild = [rule_yaml(f"w{i}", "log", f"{{args: [{{any: [w{i}]}}]}}") for i in range(300)]
+    # two-byte literals: too short to prefilter, so these groups run for every exec
+    abc = "abcdefghijklmnopqrstuvwxyz0123456789"
+    wild = [rule_yaml(f"w{i}", "log", f"{{args: [{{any: [{abc[i // 36]}{abc[i % 36]}]}}]}}")
+            for i in range(300)]
     mem = [rule_yaml(f"f{i}", "log", f"{{fileless: true, args: [{{any: [f{i}]}}]}}")
            for i in range(300)]
     with pytest.raises(PolicyError, match="an exec of a fileless executable would run 10 rule "
