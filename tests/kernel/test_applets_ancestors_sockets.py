@@ -232,3 +232,28 @@ def test_an_inet6_socket_counts_too(world, cgroup):
     finally:
         for s in (client, peer, srv):
             s.close()
+
+
+def test_the_default_policy_judges_busybox_applets_by_argv(start_agent, cgroup, tmp_path):
+    """The issue's examples with a stand-in busybox (a copy of /bin/true): harmless whatever
+    runs; the default policy's `multicall: [busybox, toybox]` makes them the applet."""
+    from tests.unit.templates.test_default_policy import render
+
+    text = render(edrfleet_scope_cgroups=[cgroup.name])
+    bundle = compile_policy(load_policy_text(text, "default.yaml"))
+    box = tmp_path / "busybox"
+    shutil.copy2("/bin/true", box)
+    start_agent(text)
+    victim = "/etc"  # the stand-in deletes nothing if blocking failed
+    blocked = [["/bin/bash", "-c", f"exec -a rm {box} -rf {victim}"],
+               [str(box), "rm", "-rf", victim],
+               [str(box), "/bin/rm", "-r", "-f", "/"]]
+    benign = [["/bin/bash", "-c", f"exec -a rm {box} -f /tmp/edrkctx-not-there"],
+              [str(box), "ls", "-rf", victim],
+              [str(box), "rm", "-f", "/tmp/edrkctx-not-there"]]
+    for argv in blocked:
+        assert killed(cgroup.run(argv)), argv
+    for argv in benign:
+        assert cgroup.run(argv).returncode == 0, argv
+    assert sim(bundle, ["rm", "-rf", victim], filename=str(box)) == "block"
+    assert sim(bundle, [str(box), "ls", "-rf", victim]) == "allow"
