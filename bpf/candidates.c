@@ -161,6 +161,16 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		s->nk.slot = slot;
 		add_cands(s, names.lookup(&s->nk));
 	}
+#if EDR_WITH_MULTICALL
+	/* a multi-call binary (busybox): its applet is looked up once argv is read (add_applet) */
+	s->multicall = mcinodes.lookup(&s->ik) != 0;
+	if (!s->multicall) {
+		__builtin_memset(s->nk.name, 0, sizeof(s->nk.name));
+		s->nk.slot = slot;
+		bpf_probe_read_kernel_str(s->nk.name, sizeof(s->nk.name), ev->exe_name);
+		s->multicall = mcnames.lookup(&s->nk) != 0;
+	}
+#endif
 	if (cfg->n_wild) {
 		struct edr_group_list wl = {.n = cfg->n_wild};
 		__builtin_memcpy(wl.g, cfg->wild, sizeof(wl.g));
@@ -170,8 +180,77 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		ev->flags |= EDR_F_DROPPED;
 		count(EDR_CNT_DROPPED);
 	}
+#if EDR_WITH_MULTICALL
+	if (s->multicall)
+		return s;
+#endif
 	return s->ncand ? s : 0;
 }
+
+#if EDR_WITH_MULTICALL
+/* The end (NUL) and basename of the argv item at ``start`` of ev.args, read at most
+ * EDR_APPLET_SCAN bytes far; aend stays 0 when it does not end there. */
+static __always_inline void applet_item(struct edr_scratch *s, __u32 start)
+{
+	s->abase = start;
+	s->aend = 0;
+	for (int i = 0; i < EDR_APPLET_SCAN; i++) {
+		__u32 k = start + i;
+		if (k >= s->ev.args_len)
+			break;
+		char c = s->ev.args[BOUNDED(k, EDR_ARGS_MAX)];
+		if (c == 0) {
+			s->aend = k;
+			break;
+		}
+		if (c == '/')
+			s->abase = k + 1;
+	}
+	asm volatile("" ::: "memory");
+}
+
+/* argv[0]'s basename (in nk) is the executable's real basename: called by its own name. */
+static __always_inline int own_name(struct edr_scratch *s)
+{
+	s->dup = 1;
+	for (int i = 0; i < EDR_NAME_MAX; i++) {
+		if (s->nk.name[i] != s->ev.exe_name[i])
+			s->dup = 0;
+	}
+	asm volatile("" ::: "memory");
+	return s->dup && s->nk.name[0];
+}
+
+/*
+ * A multi-call binary runs the applet its argv[0] names, or its argv[1] when argv[0] is the
+ * binary's own name or a multi-call name (busybox rm -rf x): that basename's groups are candidates too, as if the
+ * applet were an executable of its own (a symlink rm -> busybox is found by its as-executed
+ * name already).  Called once ev.args holds argv; returns the number of candidates.
+ */
+static __always_inline __u32 add_applet(struct edr_scratch *s)
+{
+	if (!s->multicall)
+		return s->ncand;
+	applet_item(s, 0);
+	if (s->aend) {
+		add_name(s, (const char *)&s->ev.args[BOUNDED(s->abase, EDR_ARGS_MAX)]);
+		if (mcnames.lookup(&s->nk) || own_name(s)) {
+			applet_item(s, s->aend + 1);
+			if (s->aend)
+				add_name(s, (const char *)&s->ev.args[BOUNDED(s->abase,
+										EDR_ARGS_MAX)]);
+		}
+	}
+	if (s->dropped)
+		s->ev.flags |= EDR_F_DROPPED;
+	return s->ncand;
+}
+#else
+static __always_inline __u32 add_applet(struct edr_scratch *s)
+{
+	return s->ncand;
+}
+#endif
 
 /*
  * Tail-call budget (EDR_TAIL_CALLS): one judge call per group plus one to start, and the argv

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* context.c - match.parent and match.cwd: the parent's executable, the cwd walk.
+/* context.c - match.parent, .ancestor, .cwd and .inet_stdio: the parent's executable, the
+ * ancestors' walk, the cwd walk, the standard streams of the task and of its parent.
  * Part of the one BPF program: the agent joins bpf/ files in the order of
  * edrfleet/kernel_abi.py BPF_SOURCES (BCC rewrites map calls in one text only). */
 
@@ -37,6 +38,106 @@ static __always_inline void parent_ctx(struct edr_scratch *s)
 	}
 	__builtin_memcpy(s->ev.parent_name, s->pk.name, sizeof(s->ev.parent_name));
 }
+
+#if EDR_WITH_ANCESTORS || EDR_WITH_STDIO
+/* rd_ptr into the scratch map: each inlined rd_ptr keeps a stack slot of its own, and the
+ * judge program is near the 512-byte stack limit; these walks read through one map word. */
+static __always_inline __u64 sc_ptr(struct edr_scratch *s, __u64 base, __u32 off)
+{
+	s->rd = 0;
+	bpf_probe_read_kernel(&s->rd, sizeof(s->rd), (const char *)base + off);
+	return s->rd;
+}
+#endif
+
+#if EDR_WITH_ANCESTORS
+/*
+ * The ancestors' executables: their parent-key bits OR-ed, from the parent up through
+ * real_parent, EDR_ANCESTOR_DEPTH of them (a task without an mm, a kernel thread, adds none;
+ * the walk ends at init_task, its own parent).  Wrappers in between (timeout, nohup, sh -c)
+ * hide nothing closer than the limit.
+ */
+static __always_inline void ancestors_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_ANCESTORS;
+	s->abits = 0;
+	s->anc = sc_ptr(s, bpf_get_current_task(), EDR_OFF_TASK_REAL_PARENT);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < EDR_ANCESTOR_DEPTH; i++) {
+		if (!s->anc)
+			break;
+		__u64 mm = sc_ptr(s, s->anc, EDR_OFF_TASK_MM);
+		__u64 file = mm ? sc_ptr(s, mm, EDR_OFF_MM_EXE_FILE) : 0;
+		if (file) {
+			__u64 inode = sc_ptr(s, file, EDR_OFF_FILE_INODE);
+			s->ck.slot = s->slot;
+			s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
+			s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+			__u64 *v = pinodes.lookup(&s->ck);
+			if (v)
+				s->abits |= *v;
+			__builtin_memset(s->ak.name, 0, sizeof(s->ak.name));
+			s->ak.slot = s->slot;
+			__u64 name = sc_ptr(s, sc_ptr(s, file, EDR_OFF_FILE_DENTRY), EDR_OFF_DENTRY_NAME);
+			long n = bpf_probe_read_kernel_str(s->ak.name, sizeof(s->ak.name), (void *)name);
+			if (n > 1 && n < EDR_NAME_MAX) {
+				v = pnames.lookup(&s->ak);
+				if (v)
+					s->abits |= *v;
+			}
+		}
+		__u64 up = sc_ptr(s, s->anc, EDR_OFF_TASK_REAL_PARENT);
+		if (up == s->anc)
+			break;
+		s->anc = up;
+	}
+}
+#endif
+
+#if EDR_WITH_STDIO
+/* Is fd 0, 1 or 2 of this task a network socket?  files -> fdt -> fd[i] -> file: a socket's
+ * inode has mode S_IFSOCK and its file's private_data is the struct socket, whose sk says the
+ * family.  Pipes, ptys, files and unix socket pairs (sshd's sessions, pipelines) are not. */
+static __always_inline int stdio_inet(struct edr_scratch *s, __u64 task)
+{
+	__u64 files = task ? sc_ptr(s, task, EDR_OFF_TASK_FILES) : 0;
+	__u64 fdt = files ? sc_ptr(s, files, EDR_OFF_FILES_FDT) : 0;
+	if (!fdt)
+		return 0;
+	__u32 max = (__u32)sc_ptr(s, fdt, EDR_OFF_FDT_MAX_FDS);
+	__u64 fds = sc_ptr(s, fdt, EDR_OFF_FDT_FD);
+	if (!fds)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < EDR_STDIO_FDS; i++) {
+		if (i >= max)
+			break;
+		__u64 file = sc_ptr(s, fds, i * sizeof(__u64));
+		if (!file)
+			continue;
+		__u16 mode = (__u16)sc_ptr(s, sc_ptr(s, file, EDR_OFF_FILE_INODE),
+					   EDR_OFF_INODE_MODE);
+		if ((mode & EDR_S_IFMT) != EDR_S_IFSOCK)
+			continue;
+		__u64 sock = sc_ptr(s, file, EDR_OFF_FILE_PRIVATE);
+		__u64 sk = sock ? sc_ptr(s, sock, EDR_OFF_SOCKET_SK) : 0;
+		__u16 family = sk ? (__u16)sc_ptr(s, sk, EDR_OFF_SK_FAMILY) : 0;
+		if (family == EDR_AF_INET || family == EDR_AF_INET6)
+			return 1;
+	}
+	return 0;
+}
+
+/* Whose standard streams are network sockets: the new process's, its parent's. */
+static __always_inline void stdio_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_STDIO;
+	__u64 task = bpf_get_current_task();
+	s->sbits = stdio_inet(s, task) ? EDR_STDIO_SELF : 0;
+	if (stdio_inet(s, sc_ptr(s, task, EDR_OFF_TASK_REAL_PARENT)))
+		s->sbits |= EDR_STDIO_PARENT;
+}
+#endif
 
 /*
  * The cwd: walk from fs->pwd up to '/', looking every directory up in "dirs" (by inode) and
@@ -153,11 +254,48 @@ static __always_inline void need_ctx(struct edr_scratch *s, struct edr_group *g)
 		cwd_ctx(s);
 }
 
-/* The rule's parent and cwd sets hold (both read by need_ctx before). */
+/*
+ * The ancestors and the standard streams are read in the entry program (exec, LSM check),
+ * before the judge: inlined into edr_judge they took it past the 512-byte stack.  Read when
+ * some candidate group has a rule that needs them, whether or not its argv conditions hold
+ * (the default policy's socket rule has none).
+ */
+static __always_inline void early_ctx(struct edr_scratch *s)
+{
+#if EDR_WITH_ANCESTORS || EDR_WITH_STDIO
+	s->want = 0;
+	for (int i = 0; i < EDR_CAND_MAX; i++) {
+		if (i >= s->ncand)
+			break;
+		struct edr_group *g = cand_group(s, i);
+		if (g)
+			s->want |= g->flags;
+	}
+	asm volatile("" ::: "memory");
+#endif
+#if EDR_WITH_ANCESTORS
+	if (s->want & EDR_CTX_ANCESTORS)
+		ancestors_ctx(s);
+#endif
+#if EDR_WITH_STDIO
+	if (s->want & EDR_CTX_STDIO)
+		stdio_ctx(s);
+#endif
+}
+
+/* The rule's parent, ancestor, inet_stdio and cwd sets hold (read by need_ctx before). */
 static __always_inline int ctx_holds(struct edr_scratch *s, struct edr_rule *r)
 {
 	if (r->parents && !(r->parents & s->pbits))
 		return 0;
+#if EDR_WITH_ANCESTORS
+	if (r->ancestors && !(r->ancestors & s->abits))
+		return 0;
+#endif
+#if EDR_WITH_STDIO
+	if (r->inet_stdio && !(r->inet_stdio & s->sbits))
+		return 0;
+#endif
 	if (!r->cwds)
 		return 1;
 	if (s->cwd_unknown) /* fail closed where the policy says unknown blocks, never allows */

@@ -13,6 +13,8 @@
  *                      headers on these machines do not describe the running kernel);
  *   EDR_MAX_*          map capacities sized from the policy;
  *   EDR_WITH_UIDS/CTX  0 when no rule of the policy has match.user / match.parent or .cwd;
+ *   EDR_WITH_ANCESTORS/STDIO  0 when no rule has match.ancestor / match.inet_stdio;
+ *   EDR_WITH_MULTICALL 0 when the policy lists no multi-call executable;
  *   EDR_USE_PERFBUF    perf buffer instead of ring buffer (kernels without BPF ring buffer);
  *   EDR_WITH_LSM       also build the bprm_check_security programs (backend "lsm", x86-64);
  *   EDR_SCAN_WINDOW    argv bytes one edr_scan call reads.
@@ -88,6 +90,14 @@ struct edr_scratch {
 	__u32 ldone;                     /* LSM: the argv array's NULL was reached */
 	__u32 fileless;                  /* the executable's inode has no link (EDR_F_FILELESS) */
 	__u8 lbuf[2 * EDR_ARGS_MAX];     /* LSM: argv copied from the caller, NUL separated */
+	__u64 abits;                     /* parent-key bits of the ancestors' executables */
+	__u64 anc;                       /* ancestors' walk: the task being read */
+	struct edr_name_key ak;          /* ancestors' walk: name lookups */
+	__u32 sbits;                     /* enum edr_stdio_whose: fds 0-2 holding an inet socket */
+	__u32 multicall;                 /* the executable is a multi-call binary (busybox) */
+	__u32 abase;                     /* add_applet: basename offset of the argv item in args */
+	__u32 aend;                      /* add_applet: offset of the argv item's NUL, 0 = none */
+	__u64 rd;                        /* sc_ptr: the word read (a map word, not a stack slot) */
 };
 
 BPF_ARRAY(active, __u32, 1);
@@ -98,6 +108,8 @@ BPF_HASH(scope, struct edr_scope_key, __u32, EDR_SLOTS * EDR_MAX_SCOPE);
 BPF_HASH(pnames, struct edr_name_key, __u64, EDR_SLOTS * EDR_MAX_PNAMES);
 BPF_HASH(pinodes, struct edr_inode_key, __u64, EDR_SLOTS * EDR_MAX_PINODES);
 BPF_HASH(dirs, struct edr_inode_key, __u64, EDR_SLOTS * EDR_MAX_DIRS);
+BPF_HASH(mcnames, struct edr_name_key, __u32, EDR_SLOTS * EDR_MAX_MCNAMES);
+BPF_HASH(mcinodes, struct edr_inode_key, __u32, EDR_SLOTS * EDR_MAX_MCINODES);
 BPF_ARRAY(accepts, struct edr_accepts, EDR_SLOTS);
 BPF_ARRAY(groups, struct edr_group, EDR_SLOTS * EDR_MAX_GROUPS);
 BPF_ARRAY(rules, struct edr_rule, EDR_SLOTS * EDR_MAX_RULES);

@@ -33,6 +33,13 @@
 #define EDR_TAIL_CALLS      32     /* MAX_TAIL_CALL_CNT (33) minus one spare: judge + scan calls */
 #define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
 #define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
+#define EDR_ANCESTOR_DEPTH  8      /* ancestors match.ancestor checks: parent, grandparent, ... */
+#define EDR_APPLET_SCAN     256    /* argv[0] / argv[1] bytes read for a multi-call applet name */
+#define EDR_STDIO_FDS       3      /* descriptors match.inet_stdio reads: stdin, stdout, stderr */
+#define EDR_AF_INET         2      /* socket families match.inet_stdio counts as network      */
+#define EDR_AF_INET6        10
+#define EDR_S_IFMT          0xf000 /* inode mode bits: file type (octal 0170000)             */
+#define EDR_S_IFSOCK        0xc000 /* octal 0140000 */
 #define EDR_NSYM            258    /* symbols a DFA reads: bytes 0..255, BOS, EOS            */
 #define EDR_SYM_BOS         256    /* fed once before the first argv byte                     */
 #define EDR_SYM_EOS         257    /* fed once after the last argv byte                       */
@@ -86,17 +93,32 @@
 #ifndef EDR_MAX_DIRS        /* cwd prefix directory keys per slot */
 #define EDR_MAX_DIRS        64
 #endif
+#ifndef EDR_MAX_MCNAMES     /* multi-call executable basename keys per slot */
+#define EDR_MAX_MCNAMES     16
+#endif
+#ifndef EDR_MAX_MCINODES    /* multi-call executable inode keys per slot */
+#define EDR_MAX_MCINODES    64
+#endif
 
 /* Matchers a policy uses: the agent compiles out (0) the code of those it does not, which
  * makes the program cheaper to build and to verify. */
 #ifndef EDR_WITH_UIDS       /* some rule has match.user (uid lists) */
 #define EDR_WITH_UIDS       1
 #endif
-#ifndef EDR_WITH_CTX        /* some rule has match.parent or match.cwd */
+#ifndef EDR_WITH_CTX        /* some rule has match.parent, .cwd, .ancestor or .inet_stdio */
 #define EDR_WITH_CTX        1
 #endif
 #ifndef EDR_WITH_PF         /* the policy has a prefilter (executables.prefilter) */
 #define EDR_WITH_PF         1
+#endif
+#ifndef EDR_WITH_ANCESTORS  /* some rule has match.ancestor (the real_parent walk) */
+#define EDR_WITH_ANCESTORS  1
+#endif
+#ifndef EDR_WITH_STDIO      /* some rule has match.inet_stdio (the file-table reads) */
+#define EDR_WITH_STDIO      1
+#endif
+#ifndef EDR_WITH_MULTICALL  /* the policy lists multi-call executables (busybox, toybox) */
+#define EDR_WITH_MULTICALL  1
 #endif
 
 /* The program's shape, from the agent's options and what the kernel offers. */
@@ -206,6 +228,13 @@ enum edr_block_bit {         /* edr_group.has_block, edr_group_list.over */
 enum edr_ctx_flag {          /* edr_rule_slot.flags / edr_group.flags: context a rule needs */
 	EDR_CTX_PARENT = 1,           /* the parent's executable (names "pnames", "pinodes") */
 	EDR_CTX_CWD = 2,              /* the working directory's directories ("dirs")         */
+	EDR_CTX_ANCESTORS = 4,        /* the ancestors' executables, EDR_ANCESTOR_DEPTH of them */
+	EDR_CTX_STDIO = 8,            /* fds 0-2 of the task and of its parent: inet sockets?  */
+};
+
+enum edr_stdio_whose {       /* edr_rule.inet_stdio bits: whose standard streams count */
+	EDR_STDIO_SELF = 1,           /* the new process's own fd 0, 1 or 2                    */
+	EDR_STDIO_PARENT = 2,         /* its parent's fd 0, 1 or 2                             */
 };
 
 enum edr_prog {              /* tail-call index into "progs" (and "progs_lsm"): the agent puts
@@ -295,13 +324,18 @@ struct edr_rule {            /* array "rules", index = slot * EDR_MAX_RULES + ru
 	__u32 fileless;          /* 1: holds only when the executable is fileless (EDR_F_FILELESS) */
 	__u64 parents;           /* 0 = any parent; else one of these parent-key bits must be set */
 	__u64 cwds;              /* 0 = any cwd; else one of these cwd-prefix bits must be set  */
+	__u64 ancestors;         /* 0 = any; else some ancestor's parent-key bits meet these  */
+	__u32 inet_stdio;        /* 0 = any; else enum edr_stdio_whose bits, one must hold     */
+	__u32 pad;
 };
 
 /*
  * Context sets (values of "pnames", "pinodes", "dirs"): a u64 of key bits, one bit per
  * distinct parent executable / cwd prefix of the slot (at most EDR_KEY_BITS).  "pnames" is
  * keyed like "names" (the parent's real basename), "pinodes" and "dirs" like "inodes"
- * (the parent executable's inode; a directory's inode).
+ * (the parent executable's inode; a directory's inode).  match.ancestor uses the same
+ * key bits, OR-ed over the ancestors.  Values of "mcnames" / "mcinodes" (multi-call
+ * executables by real basename / by inode) are a u32 1.
  */
 
 /*

@@ -35,6 +35,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (len && edr_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
 		len = 0;
 	ev->args_len = len;
+	if (!add_applet(s))
+		return 0;
+	early_ctx(s);
 	fit_budget(s, 1, 0);
 	progs.call(args, EDR_PROG_JUDGE);
 	count(EDR_CNT_ERRORS);

@@ -478,6 +478,16 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_MOUNT_MNT", "mount", "mnt", STRUCT_FIELD),  # struct mount embeds the vfsmount
     ("EDR_OFF_MOUNT_PARENT", "mount", "mnt_parent", PTR_FIELD),
     ("EDR_OFF_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint", PTR_FIELD),
+    # standard streams as network sockets (match.inet_stdio): task -> files -> fdt -> fd[i]
+    # -> file (inode mode S_IFSOCK) -> private_data (struct socket) -> sk -> skc_family
+    ("EDR_OFF_TASK_FILES", "task_struct", "files", PTR_FIELD),
+    ("EDR_OFF_FILES_FDT", "files_struct", "fdt", PTR_FIELD),
+    ("EDR_OFF_FDT_MAX_FDS", "fdtable", "max_fds", 4),
+    ("EDR_OFF_FDT_FD", "fdtable", "fd", PTR_FIELD),
+    ("EDR_OFF_INODE_MODE", "inode", "i_mode", 2),
+    ("EDR_OFF_FILE_PRIVATE", "file", "private_data", PTR_FIELD),
+    ("EDR_OFF_SOCKET_SK", "socket", "sk", PTR_FIELD),
+    ("EDR_OFF_SK_FAMILY", "sock", "__sk_common.skc_family", 2),
 )
 
 

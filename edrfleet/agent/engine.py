@@ -26,7 +26,8 @@ LSM_HOOK_NAME = b"lsm__bprm_check_security"
 # is compiled in only when the policy uses one (the default policy has no user/parent/cwd rule,
 # and that code was 70 % of what the verifier walked in edr_judge); a policy that needs one
 # later gets a new program (Engine.fits is false), like one that outgrows the maps.
-FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX", "EDR_WITH_PF")
+FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX", "EDR_WITH_PF", "EDR_WITH_ANCESTORS", "EDR_WITH_STDIO",
+            "EDR_WITH_MULTICALL")
 # SHAPE: the program's shape, from the engine's own arguments.
 SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW", "EDR_WITH_SCOPE")
 # EVENTS: ring buffer sizes and the flood aggregation of logged execs, the header's values.
@@ -195,6 +196,7 @@ class Engine:
             for j, uid in enumerate(rule.uids):
                 leaf.uids[j] = uid
             leaf.parents, leaf.cwds = rule.parents, rule.cwds
+            leaf.ancestors, leaf.inet_stdio = rule.ancestors, rule.inet_stdio
             rules[ct.c_int(slot * self.capacities["EDR_MAX_RULES"] + i)] = leaf
 
         groups = b["groups"]
@@ -231,6 +233,11 @@ class Engine:
             "pnames", slot, ctx.pnames.items(), lambda k, name: setattr(k, "name", name))
         keys["pinodes"] = self._fill_bits("pinodes", slot, ctx.pinodes.items(), _set_inode_key)
         keys["dirs"] = self._fill_bits("dirs", slot, ctx.dirs.items(), _set_inode_key)
+        one = lambda _table, _v: ct.c_uint32(1)  # noqa: E731 (a set: the key is the datum)
+        keys["mcnames"] = self._fill("mcnames", slot, ((n, 1) for n in packed.mcnames),
+                                     lambda k, name: setattr(k, "name", name), one)
+        keys["mcinodes"] = self._fill("mcinodes", slot, ((i, 1) for i in packed.mcinodes),
+                                      _set_inode_key, one)
         self._keys[slot] = keys
 
     def set_backend(self, slot: int, backend: int) -> None:

@@ -23,6 +23,10 @@ Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct
   the basename has through ``search_path``, in ``pinodes``), every distinct cwd prefix too (the
   directory's inode in ``dirs``).  A rule's ``parents`` / ``cwds`` masks are the bits of its
   keys; its rule slots carry the ``EDR_CTX_*`` flags of what it needs, the group their OR.
+  ``match.ancestor`` keys share the parent-key bits (a rule's ``ancestors`` mask);
+  ``match.inet_stdio`` is a rule's ``EDR_STDIO_*`` bits.
+- ``mcnames`` / ``mcinodes``: the multi-call executables (``executables.multicall``): basenames,
+  and the inodes of those names through ``search_path`` and of the paths.
 
 The scanner (kernel and ``edrfleet.policy.simulate``) reads BOS, argv joined by NUL, EOS.
 """
@@ -61,6 +65,8 @@ class RuleEntry:
     parents: int = 0  # parent-key bits, 0 = any parent
     cwds: int = 0  # cwd-prefix bits, 0 = any cwd
     fileless: bool = False  # holds only for an executable with no link (EDR_F_FILELESS)
+    ancestors: int = 0  # parent-key bits one of the ancestors must have, 0 = any
+    inet_stdio: int = 0  # EDR_STDIO_* bits, 0 = any
 
 
 @dataclass
@@ -94,6 +100,8 @@ class Packed:
     prefilter: int | None = None  # group index of the prefilter automaton (no rules)
     pf_groups: list[int] = field(default_factory=list)  # prefiltered group of each mask bit
     pf_block: int = 0  # bit i: pf_groups[i] has a block rule
+    mcnames: list[bytes] = field(default_factory=list)  # multi-call executables by basename
+    mcinodes: list[Identity] = field(default_factory=list)  # and by inode
 
     def needs(self, header: Header) -> dict[str, int]:
         """Capacity each map needs for this slot, keyed like the EDR_MAX_* macros."""
@@ -107,9 +115,15 @@ class Packed:
             "EDR_MAX_PNAMES": len(self.context.pnames),
             "EDR_MAX_PINODES": len(self.context.pinodes),
             "EDR_MAX_DIRS": len(self.context.dirs),
+            "EDR_MAX_MCNAMES": len(self.mcnames),
+            "EDR_MAX_MCINODES": len(self.mcinodes),
             # matchers: 1 = the program must hold their code (EDR_WITH_* in the header)
             "EDR_WITH_UIDS": int(any(r.uids for r in self.rules)),
-            "EDR_WITH_CTX": int(any(r.parents or r.cwds for r in self.rules)),
+            "EDR_WITH_CTX": int(any(r.parents or r.cwds or r.ancestors or r.inet_stdio
+                                    for r in self.rules)),
+            "EDR_WITH_ANCESTORS": int(any(r.ancestors for r in self.rules)),
+            "EDR_WITH_STDIO": int(any(r.inet_stdio for r in self.rules)),
+            "EDR_WITH_MULTICALL": int(bool(self.mcnames or self.mcinodes)),
             "EDR_WITH_PF": int(self.prefilter is not None),
         }
 
@@ -266,11 +280,16 @@ def pack_bundle(
             )
         parents = sum(1 << context.parent_bit[k] for k in rule.get("parents", ()))
         cwds = sum(1 << context.cwd_bit[k] for k in rule.get("cwds", ()))
+        ancestors = sum(1 << context.parent_bit[k] for k in rule.get("ancestors", ()))
+        whose = header.enum_by_suffix("edr_stdio_whose", "EDR_STDIO_")
+        stdio = sum(whose[w] for w in rule.get("inet_stdio", ()))
         rules.append(RuleEntry(actions[rule["action"]], severities[rule["severity"]], uids,
-                               parents, cwds, bool(rule.get("fileless"))))
+                               parents, cwds, bool(rule.get("fileless")), ancestors, stdio))
     for grp in groups:
         grp.flags = [(ctx_flag["parent"] if rules[r].parents else 0)
-                     | (ctx_flag["cwd"] if rules[r].cwds else 0) for _, r in grp.slots]
+                     | (ctx_flag["cwd"] if rules[r].cwds else 0)
+                     | (ctx_flag["ancestors"] if rules[r].ancestors else 0)
+                     | (ctx_flag["stdio"] if rules[r].inet_stdio else 0) for _, r in grp.slots]
 
     exe = bundle["executables"]
     names: dict[bytes, list[int]] = {}
@@ -299,6 +318,7 @@ def pack_bundle(
     if len(wildcard) > per_key:
         raise PackError(f"{len(wildcard)} groups of rules without an executable, max {per_key}")
 
+    mcnames, mcinodes = pack_multicall(exe.get("multicall", {}), bundle, header, identity)
     scope_paths = bundle.get("scope", {}).get("cgroups", [])
     return Packed(
         mode=header[f"EDR_MODE_{bundle['mode'].upper()}"],
@@ -317,7 +337,29 @@ def pack_bundle(
         prefilter=pf_index,
         pf_groups=list(prefilter["groups"]) if prefilter else [],
         pf_block=pf_block,
+        mcnames=mcnames,
+        mcinodes=mcinodes,
     )
+
+
+def pack_multicall(multicall: dict, bundle: dict, header: Header,
+                   identity: Callable[[str], Identity | None]
+                   ) -> tuple[list[bytes], list[Identity]]:
+    """The multi-call executables as kernel keys: basenames, and the inodes of those names
+    through ``search_path`` and of the paths (one not on this host adds no inode)."""
+    names = [n.encode() for n in multicall.get("names", [])]
+    for name in names:
+        if not header.name_fits(name):
+            raise PackError(f"multi-call executable name {name!r} is longer than the kernel "
+                            f"key ({header.name_bytes_max} bytes)")
+    found = [identity(os.path.join(d, n.decode())) for n in names
+             for d in bundle.get("search_path", [])]
+    found += [identity(p) for p in multicall.get("paths", [])]
+    inodes: list[Identity] = []
+    for ident in found:
+        if ident is not None and ident not in inodes:
+            inodes.append(ident)
+    return names, inodes
 
 
 def pack_context(bundle: dict, header: Header,
@@ -329,7 +371,7 @@ def pack_context(bundle: dict, header: Header,
     ctx = ContextKeys()
     limit = header["EDR_KEY_BITS"]
     for rule in bundle["rules"]:
-        for key in rule.get("parents", ()):
+        for key in (*rule.get("parents", ()), *rule.get("ancestors", ())):
             ctx.parent_bit.setdefault(key, len(ctx.parent_bit))
         for prefix in rule.get("cwds", ()):
             ctx.cwd_bit.setdefault(prefix, len(ctx.cwd_bit))

@@ -62,7 +62,8 @@ def register(subparsers: Any) -> None:
 
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
-              "[--parent PATH] [--cwd DIR] [--fileless] -- CMD [ARGS...]\n"
+              "[--parent PATH] [--ancestor PATH]... [--inet-stdio self|parent]... [--cwd DIR] "
+              "[--fileless] -- CMD [ARGS...]\n"
               "       edrfleet policy test FILE [--format text|json] --corpus JSONL")
 
 
@@ -76,6 +77,14 @@ def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> Non
     parser.add_argument("--parent", metavar="PATH", **({"default": None} | keep),
                         help="the parent's executable (default: unknown, parent rules do not "
                         "match)")
+    parser.add_argument("--ancestor", metavar="PATH", action="append",
+                        **({"default": []} | keep),
+                        help="an executable above the parent, nearest first (repeat it; "
+                        "match.ancestor sees the parent and these)")
+    parser.add_argument("--inet-stdio", metavar="WHOSE", action="append",
+                        choices=("self", "parent"), **({"default": []} | keep),
+                        help="fd 0, 1 or 2 of the new process (self) or of its parent is a "
+                        "network socket (repeat for both)")
     parser.add_argument("--cwd", metavar="DIR", **({"default": None} | keep),
                         help="working directory of the exec (default: unknown, cwd rules do "
                         "not match)")
@@ -177,7 +186,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     _test_options(mini, defaults=False)
     opts = mini.parse_args(head, namespace=argparse.Namespace(
         format=args.format, uid=args.uid, filename=args.filename, corpus=args.corpus,
-        parent=args.parent, cwd=args.cwd, fileless=args.fileless))
+        parent=args.parent, cwd=args.cwd, fileless=args.fileless, ancestor=args.ancestor,
+        inet_stdio=args.inet_stdio))
     if opts.corpus and command:
         mini.error("give either --corpus JSONL or a command line after '--', not both")
     if not command and not opts.corpus:
@@ -190,7 +200,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         return _test_corpus(bundle, opts.corpus, opts.format)
     uid = os.getuid() if opts.uid is None else opts.uid
     decision = simulate(bundle, command, filename=opts.filename, uid=uid, parent=opts.parent,
-                        cwd=opts.cwd, fileless=opts.fileless)
+                        cwd=opts.cwd, fileless=opts.fileless, ancestors=opts.ancestor,
+                        inet_stdio=opts.inet_stdio)
     if opts.format == "json":
         print(json.dumps({"action": decision.action, "rules": list(decision.rules),
                           "rule": decision.rule,

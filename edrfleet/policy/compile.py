@@ -369,6 +369,10 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
     executables: dict[str, Any] = {"names": names, "paths": paths, "wildcard": wildcard}
     if fileless:  # only when used: bundles of policies without it are unchanged
         executables["fileless"] = fileless
+    if policy.multicall:  # likewise
+        executables["multicall"] = {
+            "names": [m for m in policy.multicall if not m.startswith("/")],
+            "paths": [m for m in policy.multicall if m.startswith("/")]}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -386,9 +390,10 @@ def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
 
 
 def _context_fields(rule: Rule) -> dict[str, list[str]]:
-    """The rule's user names, parent executables and cwd prefixes (only those it has, so
-    bundles of policies without them keep their bytes)."""
-    fields = {"users": list(rule.users), "parents": list(rule.parents), "cwds": list(rule.cwds)}
+    """The rule's user names, parent and ancestor executables, cwd prefixes and inet_stdio
+    (only those it has, so bundles of policies without them keep their bytes)."""
+    fields = {"users": list(rule.users), "parents": list(rule.parents), "cwds": list(rule.cwds),
+              "ancestors": list(rule.ancestors), "inet_stdio": list(rule.inet_stdio)}
     return {k: v for k, v in fields.items() if v}
 
 
@@ -443,10 +448,12 @@ def _check_capacity(c: _Compilation, policy: Policy, bundle: dict[str, Any],
         if count > cap:
             c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
                     line=1, col=1)
-    for attr, what in (("parents", "parent executables"), ("cwds", "cwd prefixes")):
+    # parents and ancestors share the kernel's parent-key bits (both counted as parents)
+    for attrs, what in ((("parents", "ancestors"), "parent executables"),
+                        (("cwds",), "cwd prefixes")):
         seen: dict[str, Rule] = {}
         for rule in policy.rules:
-            for key in getattr(rule, attr):
+            for key in (k for attr in attrs for k in getattr(rule, attr)):
                 seen.setdefault(key, rule)
         if len(seen) > EDR_KEY_BITS:
             first_over = list(seen.values())[EDR_KEY_BITS]

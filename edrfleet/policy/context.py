@@ -8,6 +8,11 @@ Shared by `simulate` (bundle) and `reference` (policy), and mirrored by the kern
 - ``parent.executable``: the parent's executable (``real_parent->mm->exe_file``) answers to one
   of the keys, like ``executable`` does (real basename, or the inode of a path / of a name
   through the search path); a parent without an executable matches nothing;
+- ``ancestor.executable``: like ``parent.executable``, for any of the first
+  ``EDR_ANCESTOR_DEPTH`` ancestors (parent, grandparent, ...; ``real_parent`` walked in the
+  kernel), so a wrapper in between (``timeout``, ``sh -c``, ``nohup``) hides nothing;
+- ``inet_stdio``: fd 0, 1 or 2 of the new process (``self``) or of its parent (``parent``)
+  is an AF_INET/AF_INET6 socket (read from the file tables at exec);
 - ``cwd``: one of the directories from the working directory up to '/' is a prefix directory
   (by inode, resolved when the maps are filled).  A cwd deeper than ``EDR_CWD_DEPTH``
   directories is unknown: it counts as matching for block and log rules when the policy's
@@ -28,7 +33,7 @@ from edrfleet.policy.identity import (
     parent_target,
     user_uid,
 )
-from edrfleet.policy.limits import EDR_CWD_DEPTH
+from edrfleet.policy.limits import EDR_ANCESTOR_DEPTH, EDR_CWD_DEPTH
 
 UserFn = Callable[[str], "int | None"]
 
@@ -43,17 +48,26 @@ class ExecContext:
     search_path: Sequence[str]
     st: CachedStat
     user_uid: UserFn
+    ancestors: tuple[ExecTarget, ...] = ()  # parent first, at most EDR_ANCESTOR_DEPTH
+    inet_stdio: frozenset[str] = frozenset()  # "self" / "parent": fd 0-2 hold a network socket
 
 
 def context_holds(ctx: ExecContext, action: str, uids: Iterable[int], users: Iterable[str],
-                  parents: Sequence[str], cwds: Sequence[str]) -> bool:
-    """Do the rule's user, parent and cwd matchers (those it has) hold for this exec?"""
+                  parents: Sequence[str], cwds: Sequence[str], ancestors: Sequence[str] = (),
+                  inet_stdio: Sequence[str] = ()) -> bool:
+    """Do the rule's user, parent, ancestor, inet_stdio and cwd matchers (those it has) hold
+    for this exec?"""
     uids, users = tuple(uids), tuple(users)
     allowed = list(uids) + [u for u in (ctx.user_uid(n) for n in users) if u is not None]
     if (uids or users) and ctx.uid not in allowed:
         return False
     if parents and (ctx.parent is None or not any(
             key_matches(ctx.parent, key, ctx.search_path, ctx.st) for key in parents)):
+        return False
+    if ancestors and not any(key_matches(a, key, ctx.search_path, ctx.st)
+                             for a in ctx.ancestors for key in ancestors):
+        return False
+    if inet_stdio and not ctx.inet_stdio.intersection(inet_stdio):
         return False
     if not cwds:
         return True
@@ -68,10 +82,16 @@ def context_holds(ctx: ExecContext, action: str, uids: Iterable[int], users: Ite
 def make_context(st: CachedStat, *, uid: int, parent: str | bytes | None,
                  parent_identity: Identity | None, cwd: str | bytes | None,
                  unscanned_block: bool, search_path: Sequence[str],
-                 users: UserFn | None) -> ExecContext:
-    """The context of one exec from what a caller of `simulate` / `reference_decide` knows."""
+                 users: UserFn | None, ancestors: Sequence[str | bytes] = (),
+                 inet_stdio: Iterable[str] = ()) -> ExecContext:
+    """The context of one exec from what a caller of `simulate` / `reference_decide` knows
+    (``ancestors``: the executables above the parent, nearest first)."""
+    ptarget = parent_target(parent, parent_identity, st)
+    chain = [ptarget] if ptarget is not None else []
+    chain += [a for a in (parent_target(x, None, st) for x in ancestors) if a is not None]
     return ExecContext(
-        uid=uid, parent=parent_target(parent, parent_identity, st),
+        uid=uid, parent=ptarget,
         cwd=None if cwd is None else cwd_ancestors(cwd, st, EDR_CWD_DEPTH),
         cwd_known=cwd is not None, unscanned_block=unscanned_block,
-        search_path=search_path, st=st, user_uid=users or user_uid)
+        search_path=search_path, st=st, user_uid=users or user_uid,
+        ancestors=tuple(chain[:EDR_ANCESTOR_DEPTH]), inet_stdio=frozenset(inet_stdio))

@@ -18,7 +18,15 @@ import stat as stat_mod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from edrfleet.policy.limits import EDR_SYM_BOS, EDR_SYM_EOS
+from edrfleet.policy.limits import (
+    EDR_APPLET_SCAN,
+    EDR_SYM_BOS,
+    EDR_SYM_EOS,
+    NAME_BYTES_MAX,
+    name_fits,
+)
+
+KEY_CHARS = NAME_BYTES_MAX + 1  # characters of a name the kernel's key holds (then its NUL)
 
 StatFn = Callable[[bytes], os.stat_result]
 Identity = tuple[int, int]
@@ -125,6 +133,46 @@ def key_matches(target: ExecTarget, key: str, search_path: Iterable[str], st: Ca
         return False
     return any(st.identity(os.path.join(d.encode(), raw)) == target.identity
                for d in search_path)
+
+
+def is_multicall(target: ExecTarget, multicall: dict[str, list[str]],
+                 search_path: Iterable[str], st: CachedStat) -> bool:
+    """Is the executable one of the policy's multi-call binaries?  The kernel asks by the real
+    basename ("mcnames") and by inode (the names through the search path, and the paths)."""
+    names = multicall.get("names", [])
+    if target.names[-1].decode("utf-8", "surrogateescape") in names:
+        return True
+    if target.identity is None:
+        return False
+    paths = [os.path.join(d, n).encode() for n in names for d in search_path]
+    paths += [p.encode() for p in multicall.get("paths", [])]
+    return any(st.identity(p) == target.identity for p in paths)
+
+
+def _arg_at(block: bytes, start: int) -> bytes | None:
+    """The argv item at ``start`` of the kernel's argv copy, if it ends within
+    EDR_APPLET_SCAN bytes (else the kernel reads no applet name from it)."""
+    end = block.find(b"\0", start, start + EDR_APPLET_SCAN)
+    return None if end < 0 else block[start:end]
+
+
+def applet_names(argv: Sequence[bytes], multicall: dict[str, list[str]], args_max: int,
+                 own: bytes) -> list[bytes]:
+    """The applet a multi-call binary runs, as bpf/candidates.c add_applet reads it from the
+    first ``args_max`` bytes of argv: argv[0]'s basename, and argv[1]'s when argv[0]'s is a
+    multi-call name or ``own`` (the binary's real basename: ``busybox rm``).  Only names that
+    fit a name key."""
+    block = (b"\0".join(argv) + b"\0")[:args_max]
+    first = _arg_at(block, 0)
+    if first is None:
+        return []
+    out = [os.path.basename(first)]
+    if out[0] and (out[0][:KEY_CHARS] == own[:KEY_CHARS]
+                   or out[0].decode("utf-8", "surrogateescape") in multicall.get("names", [])):
+        second = _arg_at(block, len(first) + 1)
+        if second is not None:
+            out.append(os.path.basename(second))
+    return [n for n in out if n and name_fits(n)]
 
 
 def parent_target(parent: str | bytes | None, identity: Identity | None,

@@ -40,6 +40,11 @@ class Rule:
     # where the rule comes from (e.g. an imported Sigma rule's id, title, author): kept for
     # credit and review, never compiled
     source: tuple[tuple[str, str | tuple[str, ...]], ...] = ()
+    # match.ancestor.executable: some ancestor (parent, grandparent, ... EDR_ANCESTOR_DEPTH of
+    # them) answers to one of these keys
+    ancestors: tuple[str, ...] = ()
+    # match.inet_stdio: "self" / "parent": whose fd 0-2 holding a network socket makes it hold
+    inet_stdio: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,6 @@ class Policy:
     scope_cgroups: tuple[str, ...]
     rules: tuple[Rule, ...]
     source: str
+    # multi-call executables (busybox, toybox): basenames and absolute paths; such an exec is
+    # also judged as the applet argv[0] (or argv[1], after the binary's own name) names
+    multicall: tuple[str, ...] = ()

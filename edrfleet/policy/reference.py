@@ -17,11 +17,13 @@ from edrfleet.policy.identity import (
     ExecTarget,
     Identity,
     StatFn,
+    applet_names,
     encode_argv,
+    is_multicall,
     key_matches,
     resolve_target,
 )
-from edrfleet.policy.limits import DEFAULT_SEARCH_PATH
+from edrfleet.policy.limits import DEFAULT_SEARCH_PATH, EDR_ARGS_MAX
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.spell.options import option_holds
 from edrfleet.policy.spell.paths import path_holds
@@ -44,15 +46,28 @@ def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
     return any(rx.search(a) for a in args)
 
 
+def applets(policy: Policy, argv: Sequence[bytes], target: ExecTarget,
+            st: CachedStat) -> list[bytes]:
+    """The applet names of a multi-call binary (none for any other executable)."""
+    multicall = {"names": [m for m in policy.multicall if not m.startswith("/")],
+                 "paths": [m for m in policy.multicall if m.startswith("/")]}
+    if not policy.multicall or not is_multicall(target, multicall, DEFAULT_SEARCH_PATH, st):
+        return []
+    return applet_names(argv, multicall, EDR_ARGS_MAX, target.names[-1])
+
+
 def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget,
-                 ctx: ExecContext, fileless: bool = False) -> bool:
-    """Every key of the rule's ``match`` holds for this exec."""
+                 ctx: ExecContext, fileless: bool = False, applet: Sequence[bytes] = ()) -> bool:
+    """Every key of the rule's ``match`` holds for this exec (``applet``: the names a
+    multi-call binary answers to as well; name keys only)."""
     if rule.fileless and not fileless:
         return False
     if rule.executables and not any(
-            key_matches(target, exe, DEFAULT_SEARCH_PATH, ctx.st) for exe in rule.executables):
+            key_matches(target, exe, DEFAULT_SEARCH_PATH, ctx.st) or exe.encode() in applet
+            for exe in rule.executables):
         return False
-    if not context_holds(ctx, rule.action, rule.uids, rule.users, rule.parents, rule.cwds):
+    if not context_holds(ctx, rule.action, rule.uids, rule.users, rule.parents, rule.cwds,
+                         rule.ancestors, rule.inet_stdio):
         return False
     if not all(_arg_holds(m, argv[1:]) for m in rule.args):
         return False
@@ -75,6 +90,8 @@ def reference_decide(
     cwd: str | bytes | None = None,
     users: UserFn | None = None,
     fileless: bool = False,
+    ancestors: Sequence[str | bytes] = (),
+    inet_stdio: Sequence[str] = (),
 ) -> Decision:
     """Same contract as `edrfleet.policy.simulate.simulate`, computed from the policy."""
     args = encode_argv(argv)
@@ -82,6 +99,8 @@ def reference_decide(
     target = resolve_target(args, filename=filename, identity=identity, st=st, path=path)
     ctx = make_context(st, uid=uid, parent=parent, parent_identity=parent_identity, cwd=cwd,
                        unscanned_block=policy.unscanned == "block",
-                       search_path=DEFAULT_SEARCH_PATH, users=users)
+                       search_path=DEFAULT_SEARCH_PATH, users=users, ancestors=ancestors,
+                       inet_stdio=inet_stdio)
+    applet = applets(policy, args, target, st)
     return decide((i, r.id, r.action) for i, r in enumerate(policy.rules)
-                  if rule_matches(r, args, target, ctx, fileless))
+                  if rule_matches(r, args, target, ctx, fileless, applet))

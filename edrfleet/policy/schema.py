@@ -25,7 +25,7 @@ BACKENDS = ("auto", "lsm", "sigkill")
 UNSCANNED = ("block", "allow")
 SEVERITIES = ("low", "medium", "high", "critical")
 ACTIONS = ("block", "log", "allow")
-TOP_KEYS = ("version", "mode", "backend", "limits", "scope", "rules")
+TOP_KEYS = ("version", "mode", "backend", "limits", "scope", "multicall", "rules")
 RULE_KEYS = ("id", "description", "severity", "action", "tags", "match", "source")
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 
@@ -167,6 +167,7 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
         col=node.start_mark.column + 1, cmdline_line=match.cmdline_line,
         cmdline_col=match.cmdline_col, parents=match.parents, users=match.users,
         cwds=match.cwds, cmdlines=match.cmdlines, source=source, fileless=match.fileless,
+        ancestors=match.ancestors, inet_stdio=match.inet_stdio,
     )
 
 
@@ -187,6 +188,8 @@ def validate(root: yaml.Node, source: str, text: str = "") -> Policy:
                if "backend" in top else None)
     unscanned = _check_limits(c, top["limits"][1]) if "limits" in top else "block"
     cgroups = _check_scope(c, top["scope"][1]) if "scope" in top else ()
+    multicall = (MatchChecker(c).executables(top["multicall"][1], "at the top level",
+                                             "multicall") if "multicall" in top else ())
     rules: list[Rule] = []
     if "rules" not in top:
         c.missing(root, "rules", "at the top level", "add 'rules: []'")
@@ -200,7 +203,8 @@ def validate(root: yaml.Node, source: str, text: str = "") -> Policy:
                 rules.append(rule)
     raise_collected(c.errors)
     return Policy(version=1, mode=mode or "enforce", backend=backend or "auto",
-                  unscanned=unscanned, scope_cgroups=cgroups, rules=tuple(rules), source=source)
+                  unscanned=unscanned, scope_cgroups=cgroups, rules=tuple(rules), source=source,
+                  multicall=multicall)
 
 
 

@@ -1,5 +1,5 @@
-"""Validation of a rule's ``match:`` block (executables, args, cmdline, user/uid, parent, cwd,
-fileless).
+"""Validation of a rule's ``match:`` block (executables, args, cmdline, user/uid, parent,
+ancestor, cwd, fileless, inet_stdio).
 
 Regexes are checked here by translating them for the automaton (`regex_parse`), so syntax
 errors and unsupported features are reported at load time, with the column inside the YAML
@@ -20,7 +20,9 @@ from edrfleet.policy.model import ArgMatcher
 from edrfleet.policy.regex.parse import ARG, CMD, Context, RegexUnsupported, regex_ast
 from edrfleet.policy.spell.check import check_option, check_path
 
-MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd", "fileless")
+MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd", "fileless",
+              "ancestor", "inet_stdio")
+STDIO_WHOSE = ("self", "parent")  # match.inet_stdio: whose standard streams count
 ARG_KINDS = ("any", "glob", "regex", "option", "path")
 PARENT_KEYS = ("executable",)
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
@@ -79,6 +81,8 @@ class MatchResult:
     cwds: tuple[str, ...] = ()
     cmdlines: tuple[str, ...] = ()
     fileless: bool = False
+    ancestors: tuple[str, ...] = ()
+    inet_stdio: tuple[str, ...] = ()
 
 
 class MatchChecker:
@@ -113,6 +117,9 @@ class MatchChecker:
         parents = self.parent(keys["parent"][1], where) if "parent" in keys else ()
         cwds = self.cwds(keys["cwd"][1], where) if "cwd" in keys else ()
         fileless = self.fileless(keys["fileless"][1], where) if "fileless" in keys else False
+        ancestors = (self.parent(keys["ancestor"][1], where, "ancestor")
+                     if "ancestor" in keys else ())
+        inet_stdio = self.inet_stdio(keys["inet_stdio"][1], where) if "inet_stdio" in keys else ()
         nconds = len(args) + len(cmdlines)
         if nconds > COND_BITS:
             c.error(node, f"{where.removeprefix('in ')} has {nconds} conditions, at most "
@@ -120,7 +127,8 @@ class MatchChecker:
         if len(c.errors) != before:
             return None
         return MatchResult(tuple(exes or ()), tuple(args or ()), cmdline, tuple(uids or ()),
-                           cline, ccol, users, parents, cwds, cmdlines, fileless)
+                           cline, ccol, users, parents, cwds, cmdlines, fileless, ancestors,
+                           inet_stdio)
 
     def cmdlines(self, node: yaml.Node, where: str) -> tuple[str, ...]:
         """``cmdline: R`` or ``cmdline: [R1, R2]`` (every regex must hold)."""
@@ -291,19 +299,34 @@ class MatchChecker:
                           f"{EDR_UIDS_PER_RULE} per rule", "split the rule in two")
         return tuple(uids), tuple(names)
 
-    def parent(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+    def parent(self, node: yaml.Node, where: str, what: str = "parent") -> tuple[str, ...]:
+        """``parent:`` / ``ancestor:`` ``{executable: [...]}``."""
         c = self.c
         if not isinstance(node, yaml.MappingNode):
-            c.error(node, f"'parent' {where} must be a mapping, not {c.describe(node)}",
-                    "write 'parent: {executable: [bash, /usr/sbin/sshd]}'")
+            c.error(node, f"'{what}' {where} must be a mapping, not {c.describe(node)}",
+                    f"write '{what}: {{executable: [bash, /usr/sbin/sshd]}}'")
             return ()
-        keys = c.mapping(node, PARENT_KEYS, f"in 'parent' {where}")
+        keys = c.mapping(node, PARENT_KEYS, f"in '{what}' {where}")
         if "executable" not in keys:
             if node.value:
                 return ()
-            c.error(node, f"'parent' {where} is empty", "write 'parent: {executable: [bash]}'")
+            c.error(node, f"'{what}' {where} is empty", f"write '{what}: {{executable: [bash]}}'")
             return ()
-        return self.executables(keys["executable"][1], where, "parent.executable")
+        return self.executables(keys["executable"][1], where, f"{what}.executable")
+
+    def inet_stdio(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        """``inet_stdio: [self, parent]``: fd 0, 1 or 2 of the new process (self) or of its
+        parent is an AF_INET/AF_INET6 socket; one of those listed must hold."""
+        c = self.c
+        entries = c.string_list(node, "inet_stdio", where, "inet_stdio: [self, parent]")
+        out: list[str] = []
+        for text, item in entries or []:
+            if text not in STDIO_WHOSE:
+                c.error(item, f"bad inet_stdio entry {text!r} {where}",
+                        f"write one or both of: {', '.join(STDIO_WHOSE)}")
+            elif text not in out:
+                out.append(text)
+        return tuple(out)
 
     def cwds(self, node: yaml.Node, where: str) -> tuple[str, ...]:
         """Directory prefixes, normalized: '/tmp/' and '/tmp' both mean /tmp and below."""

@@ -26,11 +26,14 @@ from edrfleet.policy.identity import (
     ExecTarget,
     Identity,
     StatFn,
+    applet_names,
     encode_argv,
+    is_multicall,
     resolve_target,
     stream_symbols,
 )
 from edrfleet.policy.limits import (
+    EDR_ARGS_MAX,
     EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
     EDR_SCAN_WINDOW,
@@ -95,11 +98,12 @@ def _listed(bundle: dict[str, Any], groups: list[int], cands: Candidates) -> lis
 
 
 def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
-                     fileless: bool = False) -> Candidates:
+                     fileless: bool = False, argv: Sequence[bytes] = ()) -> Candidates:
     """Groups run for this exec, as bpf/candidates.c begin() collects them: the prefilter
     (`PREFILTER`, when the policy has one), the inode's list,
     the as-executed basename's, the real basename's (a name of more than NAME_BYTES_MAX bytes
-    cannot be a key), the fileless list, the wildcard list; at most EDR_CAND_MAX."""
+    cannot be a key), the fileless list, the wildcard list, then for a multi-call binary the
+    applet's names (add_applet); at most EDR_CAND_MAX."""
     exes = bundle["executables"]
     cands = Candidates()
     if "prefilter" in exes:
@@ -111,6 +115,10 @@ def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
     if fileless:
         cands.add(exes.get("fileless", []))
     cands.add(exes["wildcard"])
+    multicall = exes.get("multicall")
+    if multicall and is_multicall(target, multicall, bundle["search_path"], st):
+        for name in applet_names(argv, multicall, EDR_ARGS_MAX, target.names[-1]):
+            cands.add(exes["names"].get(name.decode("utf-8", "surrogateescape"), []))
     return cands
 
 
@@ -140,6 +148,8 @@ def simulate(
     cwd: str | bytes | None = None,
     users: UserFn | None = None,
     fileless: bool = False,
+    ancestors: Sequence[str | bytes] = (),
+    inet_stdio: Sequence[str] = (),
 ) -> Decision:
     """Decide one exec with the bundle's tables.
 
@@ -156,6 +166,9 @@ def simulate(
         cwd: the working directory (None: unknown, cwd rules do not match).
         users: user name -> uid on the host (default: the passwd database).
         fileless: the executable has no link on any filesystem (memfd, O_TMPFILE, deleted).
+        ancestors: the executables above the parent, nearest first (``match.ancestor`` sees
+            the parent and these, EDR_ANCESTOR_DEPTH in all).
+        inet_stdio: whose fd 0-2 hold a network socket: "self" (the new process), "parent".
 
     Returns:
         the `Decision`.
@@ -168,8 +181,9 @@ def simulate(
     target = resolve_target(args, filename=filename, identity=identity, st=st, path=path)
     ctx = make_context(st, uid=uid, parent=parent, parent_identity=parent_identity, cwd=cwd,
                        unscanned_block=bundle.get("unscanned", "block") == "block",
-                       search_path=bundle["search_path"], users=users)
-    cands = candidate_groups(bundle, target, st, fileless)
+                       search_path=bundle["search_path"], users=users, ancestors=ancestors,
+                       inet_stdio=inet_stdio)
+    cands = candidate_groups(bundle, target, st, fileless, args)
     joined = b"\0".join(args)
     budget = scan_budget(bundle, cands.groups)
     short, symbols = _scanned(args, joined, budget)
@@ -203,7 +217,8 @@ def simulate(
                 continue
             if mask & need == need and context_holds(
                     ctx, rule["action"], rule["uids"], rule.get("users", ()),
-                    rule.get("parents", ()), rule.get("cwds", ())):
+                    rule.get("parents", ()), rule.get("cwds", ()),
+                    rule.get("ancestors", ()), rule.get("inet_stdio", ())):
                 matched.append((r, rule["id"], rule["action"]))
     fail_closed = None
     if ctx.unscanned_block:

@@ -40,7 +40,8 @@ def test_map_values_have_the_sizes_the_packer_writes(engine):
     assert ct.sizeof(b["groups"].Leaf) == 16 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
     assert ct.sizeof(b["trans"].Leaf) == 4 * e.capacities["EDR_TRANS_MAX"]
     assert ct.sizeof(b["accepts"].Leaf) == 8 * h["EDR_ACCEPT_IDS"]
-    assert ct.sizeof(b["rules"].Leaf) == 16 + 4 * h["EDR_UIDS_PER_RULE"] + 16  # fileless: 4 of 16
+    # fileless: 4 of the first 16; then parents, cwds; ancestors, inet_stdio + pad
+    assert ct.sizeof(b["rules"].Leaf) == 16 + 4 * h["EDR_UIDS_PER_RULE"] + 16 + 16
     assert ct.sizeof(b["names"].Key) == 4 + h["EDR_NAME_MAX"]
     assert ct.sizeof(b["inodes"].Key) == 16
     # ... n_wild, wild[], then the prefilter: pf_group, n_pf, pf_block (u64), pf[]
@@ -63,6 +64,7 @@ def test_context_maps_and_fields_have_the_layout_the_packer_writes(engine):
     b = e.bpf
     rule = b["rules"].Leaf
     assert (rule.parents.offset, rule.cwds.offset) == (48, 56)
+    assert (rule.ancestors.offset, rule.inet_stdio.offset, rule.inet_stdio.size) == (64, 72, 4)
     group = b["groups"].Leaf
     assert group.flags.offset == 12 and group.flags.size == 4
     slot = type(group().rules[0])
@@ -71,7 +73,11 @@ def test_context_maps_and_fields_have_the_layout_the_packer_writes(engine):
     for name in ("pnames", "pinodes", "dirs"):
         assert ct.sizeof(b[name].Leaf) == 8, name
     assert ct.sizeof(b["pinodes"].Key) == ct.sizeof(b["dirs"].Key) == 16
-    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2}
+    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2, 4, 8}
+    for name in ("mcnames", "mcinodes"):  # sets: the key is the datum
+        assert ct.sizeof(b[name].Leaf) == 4, name
+    assert ct.sizeof(b["mcnames"].Key) == 4 + h["EDR_NAME_MAX"]
+    assert ct.sizeof(b["mcinodes"].Key) == 16
 
 
 def test_event_carries_the_parent_name_and_the_cwd(engine):

@@ -320,22 +320,31 @@ def test_a_typedef_cycle_is_reported_not_looped_forever() -> None:
         b.btf().field("s", "x")
 
 
-def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool = False) -> Btf:
+def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool = False,
+                family_size: int = 2) -> Btf:
     """Every struct kernel_offsets() asks about, laid out like 6.18's."""
     b = BtfBuilder()
     t = base_types(b)
+    u16 = b.int_("short unsigned int", 2)
     vp = b.ptr(0)
     cp = b.ptr(b.const(t["char"]))
-    b.struct("task_struct", 64, [("flags", t["u32"], 0, 0), ("pid", t["u32"], 32, 1),
+    b.struct("task_struct", 72, [("flags", t["u32"], 0, 0), ("pid", t["u32"], 32, 1),
                                  *([("mm", vp, 128, 0)] if with_mm else []),
                                  ("tgid", t["u32"], 256, 0), ("real_parent", vp, 320, 0),
-                                 ("fs", vp, 448, 0)],
+                                 ("fs", vp, 448, 0), ("files", vp, 512, 0)],
              kind_flag=True)
     anon = b.struct("", 40, [("arg_start", t["u64"], 0, 0), ("arg_end", t["u64"], 64, 0),
                              ("exe_file", vp, 128, 0)])
     b.struct("mm_struct", 64, [("", anon, 64, 0)])
     path = b.struct("path", 16, [("mnt", vp, 0, 0), ("dentry", vp, 64, 0)])
-    b.struct("file", 64, [("f_inode", vp, 256, 0), ("f_path", path, 384, 0)])
+    b.struct("file", 64, [("private_data", vp, 192, 0), ("f_inode", vp, 256, 0),
+                          ("f_path", path, 384, 0)])
+    b.struct("files_struct", 64, [("count", t["u32"], 0, 0), ("fdt", vp, 256, 0)])
+    b.struct("fdtable", 32, [("max_fds", t["u32"], 0, 0), ("fd", vp, 64, 0)])
+    b.struct("socket", 48, [("state", t["u32"], 0, 0), ("sk", vp, 192, 0)])
+    common = b.struct("sock_common", 32, [
+        ("skc_family", u16 if family_size == 2 else t["u32"], 128, 0)])
+    b.struct("sock", 64, [("__sk_common", common, 0, 0)])
     hl = b.struct("", 8, [("hash", t["u32"], 0, 0), ("len", t["u32"], 32, 0)])
     un = b.union("", 8, [("", hl, 0, 0), ("hash_len", t["u64"], 0, 0)])
     qstr = b.struct("qstr", 16, [("", un, 0, 0), ("name", cp, 64, 0)])
@@ -349,7 +358,8 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool =
     ino = t["u64"] if i_ino_size == 8 else t["u32"]
     # i_nlink sits in an anonymous union with __i_nlink, as in the kernel
     nl = b.union("", 4, [("i_nlink", b.const(t["u32"]), 0, 0), ("__i_nlink", t["u32"], 0, 0)])
-    b.struct("inode", 64, [("i_sb", vp, 320, 0), ("", nl, 448, 0), ("i_ino", ino, 512, 0)])
+    b.struct("inode", 72, [("i_mode", u16, 0, 0), ("i_sb", vp, 320, 0), ("", nl, 448, 0),
+                           ("i_ino", ino, 512, 0)])
     dev_t = b.typedef("dev_t", b.typedef("__kernel_dev_t", t["u32"]))
     b.struct("super_block", 64, [("s_dev", dev_t, 128, 0)])
     b.struct("linux_binprm", 128, [("file", vp, 512, 0), ("filename", cp, 768, 0)])
@@ -368,6 +378,9 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
         "EDR_OFF_TASK_FS": 56, "EDR_OFF_FS_PWD_MNT": 24, "EDR_OFF_FS_PWD_DENTRY": 32,
         "EDR_OFF_DENTRY_PARENT": 24, "EDR_OFF_DENTRY_INODE": 48, "EDR_OFF_VFSMOUNT_ROOT": 0,
         "EDR_OFF_MOUNT_MNT": 32, "EDR_OFF_MOUNT_PARENT": 16, "EDR_OFF_MOUNT_MOUNTPOINT": 24,
+        "EDR_OFF_TASK_FILES": 64, "EDR_OFF_FILES_FDT": 32, "EDR_OFF_FDT_MAX_FDS": 0,
+        "EDR_OFF_FDT_FD": 8, "EDR_OFF_INODE_MODE": 0, "EDR_OFF_FILE_PRIVATE": 24,
+        "EDR_OFF_SOCKET_SK": 24, "EDR_OFF_SK_FAMILY": 16,
     }
     assert list(offs) == [m for m, *_ in B.KERNEL_FIELDS]
 
@@ -386,6 +399,9 @@ def test_kernel_offsets_name_the_macro_of_a_missing_or_resized_field() -> None:
         kernel_offsets(mini_kernel(with_mm=False))
     with pytest.raises(BtfError, match=r"EDR_OFF_INODE_INO: inode\.i_ino is 4 bytes here"):
         kernel_offsets(mini_kernel(i_ino_size=4))
+    with pytest.raises(BtfError, match=r"EDR_OFF_SK_FAMILY: sock\.__sk_common\.skc_family is 4 "
+                                       r"bytes here; the BPF program reads 2"):
+        kernel_offsets(mini_kernel(family_size=4))
     with pytest.raises(BtfError, match=r"EDR_OFF_MOUNT_MNT: mount\.mnt is a ptr, expected a "
                                        r"struct"):
         kernel_offsets(mini_kernel(mount_mnt_ptr=True))

@@ -203,6 +203,39 @@ def test_test_fileless_says_whether_the_exec_runs_from_memory(tmp_path, capsys):
     assert capsys.readouterr().out == "allowed: no rule matched\n"
     assert main(["policy", "test", str(path), "--fileless", "--", "true"]) == 0
     assert capsys.readouterr().out == "logged by rule 'memfd' (high)\n"
+def test_test_models_ancestors_sockets_and_applets(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY.replace("rules:\n", "multicall: [busybox]\nrules:\n", 1) + """\
+  - id: under-cron
+    description: anything under cron, however far up
+    severity: high
+    action: log
+    match: {executable: ["true"], ancestor: {executable: [cron]}}
+  - id: revshell
+    description: a shell on a socket
+    severity: critical
+    action: block
+    match: {executable: [sh], inet_stdio: [parent]}
+  - id: applet
+    description: the ls applet
+    severity: low
+    action: log
+    match: {executable: [ls]}
+""")
+    cases = [
+        (["--parent", "/usr/bin/timeout", "--ancestor", "/bin/sh", "--ancestor",
+          "/usr/sbin/cron", "--", "true"], "logged by rule 'under-cron' (high)"),
+        (["--", "true"], "allowed: no rule matched"),
+        (["--inet-stdio", "parent", "--", "sh"], "blocked by rule 'revshell' (critical)"),
+        (["--inet-stdio", "self", "--", "sh"], "allowed: no rule matched"),
+        (["--filename", "/bin/busybox", "--", "ls"], "logged by rule 'applet' (low)"),
+        (["--filename", "/bin/busybox", "--", "busybox", "ls"], "logged by rule 'applet' (low)"),
+    ]
+    for opts, out in cases:
+        assert main(["policy", "test", str(path), *opts]) == 0
+        assert capsys.readouterr().out == out + "\n", opts
+
+
 # --- policy test --corpus ------------------------------------------------------------------------
 CORPUS_ROWS = [
     {"command": "rm -rf /etc", "category": "destructive"},

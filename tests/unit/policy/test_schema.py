@@ -37,7 +37,7 @@ FIRST_ERRORS = [
     ("an unknown top-level key lists what is allowed",
      "version: 1\nfoo: 1\nrules: []\n",
      "policy.yaml:2:1: unknown key 'foo' at the top level (fix: allowed keys: version, mode, "
-     "backend, limits, scope, rules)"),
+     "backend, limits, scope, multicall, rules)"),
     ("the version must be 1",
      "version: 2\nrules: []\n",
      "policy.yaml:1:10: unsupported policy version 2 (fix: write 'version: 1')"),
@@ -86,7 +86,7 @@ FIRST_ERRORS = [
     ("an empty match is refused",
      RULE_HEAD + "    match: {}\n",
      "policy.yaml:7:12: 'match' in rule 'a' has no matcher (fix: add at least one of: "
-     "executable, args, cmdline, user, uid, parent, cwd, fileless)"),
+     "executable, args, cmdline, user, uid, parent, cwd, fileless, ancestor, inet_stdio)"),
     ("executable must be a list",
      RULE_HEAD + "    match:\n      executable: rm\n",
      "policy.yaml:8:19: 'executable' in rule 'a' must be a list, not a string (fix: write "
