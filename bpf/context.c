@@ -136,6 +136,10 @@ static __always_inline void stdio_ctx(struct edr_scratch *s)
 	s->sbits = stdio_inet(s, task) ? EDR_STDIO_SELF : 0;
 	if (stdio_inet(s, sc_ptr(s, task, EDR_OFF_TASK_REAL_PARENT)))
 		s->sbits |= EDR_STDIO_PARENT;
+	if (s->sbits & EDR_STDIO_SELF)
+		s->ev.flags |= EDR_F_STDIO_INET;
+	if (s->sbits & EDR_STDIO_PARENT)
+		s->ev.flags |= EDR_F_PARENT_STDIO_INET;
 }
 #endif
 

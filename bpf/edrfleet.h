@@ -218,6 +218,9 @@ enum edr_flag {              /* edr_event.flags bits */
 	EDR_F_FILELESS = 32,          /* the executable has no link on any filesystem (nlink 0):
 				       * memfd_create, O_TMPFILE, a deleted file run by descriptor */
 	EDR_F_DROPPED = 64,           /* some candidate groups were not evaluated (EDR_CAND_MAX) */
+	EDR_F_STDIO_INET = 128,       /* fd 0-2 of the new process: a network socket (read only
+				       * when a candidate rule has match.inet_stdio)             */
+	EDR_F_PARENT_STDIO_INET = 256,/* fd 0-2 of its parent: a network socket (likewise)      */
 };
 
 enum edr_block_bit {         /* edr_group.has_block, edr_group_list.over */

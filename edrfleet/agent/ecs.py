@@ -121,6 +121,8 @@ FLAG_CWD_TRUNCATED = 8
 FLAG_CWD_UNKNOWN = 16
 FLAG_FILELESS = 32
 FLAG_DROPPED = 64  # rule groups not evaluated (the candidate cap): reason dropped if blocked
+FLAG_STDIO_INET = 128  # the process's fd 0-2 held a network socket (read for inet_stdio rules)
+FLAG_PARENT_STDIO_INET = 256  # its parent's did
 TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 ATTACK_FRAMEWORK = "MITRE ATT&CK"
 _DELETED = " (deleted)"
@@ -290,6 +292,10 @@ def to_ecs(
             "count": getattr(ev, "count", 0) or 1,
         },
     }
+    whose = [w for w, f in (("self", FLAG_STDIO_INET), ("parent", FLAG_PARENT_STDIO_INET))
+             if ev.flags & f]
+    if whose:  # only when a socket was found: other events keep their fields
+        out["edrfleet"]["inet_stdio"] = whose
     tags = list(rule.get("tags") or [])
     if tags:
         out["tags"] = tags

@@ -213,6 +213,8 @@ def test_a_shell_on_a_network_socket_is_blocked_and_pipes_are_not(world, cgroup,
     evs = agent.wait_events(lambda e: e["rule.id"] in ("inet-self", "inet-parent"), count=5,
                             timeout=20)
     assert len(evs) == 5
+    assert sorted(tuple(e["edrfleet.inet_stdio"]) for e in evs) == (
+        [("parent",)] + [("self",)] * 4)
 
 
 def test_an_inet6_socket_counts_too(world, cgroup):

@@ -38,7 +38,8 @@ PATH_VARS = ("edrfleet_install_dir", "edrfleet_config_dir", "edrfleet_spool_dir"
 ENUMS = {"edrfleet_mode": ("enforce", "monitor"), "edrfleet_unscanned": ("block", "allow")}
 BOOLS = ("edrfleet_strict", "edrfleet_log_risky")
 LISTS = ("edrfleet_scope_cgroups", "edrfleet_extra_rules", "edrfleet_exceptions",
-         "edrfleet_disabled_rules", "edrfleet_protected_agents", "edrfleet_protected_services")
+         "edrfleet_disabled_rules", "edrfleet_protected_agents", "edrfleet_protected_services",
+         "edrfleet_multicall")
 NAME_LISTS = ("edrfleet_protected_agents", "edrfleet_protected_services")
 
 

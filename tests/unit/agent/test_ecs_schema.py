@@ -45,6 +45,8 @@ CASES = {
     "unknown uid, cwd deeper than the walk": (
         dict(args=RM, rule=0, uid=4_000_000_000, gid=4_000_000_000, cwd=b"/d/d", flags=16),
         "/usr/bin/rm", "/usr/bin/bash"),
+    "a shell on a socket": (dict(args=[b"sh", b"-i"], rule=3, flags=128 | 256), "/usr/bin/dash",
+                            "/usr/bin/python3.11"),
     "no argv": (dict(args=[], rule=0), "/usr/bin/rm", "/usr/bin/bash"),
     "generation unknown": (dict(args=RM, rule=0, gen=9), "/usr/bin/rm", "/usr/bin/bash"),
 }
@@ -117,6 +119,11 @@ def test_args_count_and_truncation():
     assert ecs.get(e, ecs.ARGS_TRUNCATED) is True and ecs.get(e, ecs.UNSCANNED) is True
     assert ecs.get(e, ecs.RULE_ID) == ecs.UNSCANNED_RULE_ID
     assert ecs.get(make("no argv"), ecs.ARGS) == []
+
+
+def test_sockets_on_standard_streams_are_named_only_when_found():
+    assert make("a shell on a socket")["edrfleet"]["inet_stdio"] == ["self", "parent"]
+    assert "inet_stdio" not in make("logged")["edrfleet"]
 
 
 def test_unknown_context_is_omitted_not_invented():

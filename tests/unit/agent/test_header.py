@@ -33,6 +33,8 @@ def test_event_enums_in_the_schema_module_match_the_header():
         "cwd_unknown": ecs.FLAG_CWD_UNKNOWN,
         "fileless": ecs.FLAG_FILELESS,
         "dropped": ecs.FLAG_DROPPED,
+        "stdio_inet": ecs.FLAG_STDIO_INET,
+        "parent_stdio_inet": ecs.FLAG_PARENT_STDIO_INET,
     }
 
 

@@ -29,8 +29,9 @@ EDRFLEET_FIELDS = {
     "edrfleet.args_truncated": "boolean", "edrfleet.args_bytes": "long",
     "edrfleet.unscanned": "boolean", "edrfleet.fileless": "boolean",
     "edrfleet.cgroup_id": "unsigned_long", "edrfleet.count": "long",
-    "edrfleet.summary": "boolean",
+    "edrfleet.summary": "boolean", "edrfleet.inet_stdio": "keyword",
 }
+EDRFLEET_ARRAYS = {"edrfleet.inet_stdio"}  # edrfleet.* fields that hold a list
 REQUIRED = ("@timestamp", "ecs.version")
 _TEXT = {"keyword", "wildcard", "match_only_text", "text", "constant_keyword"}
 _INTEGER = {"long", "integer", "short", "byte", "unsigned_long"}
@@ -77,7 +78,7 @@ def problems(event: dict[str, Any]) -> list[str]:
                    f"{defs['ecs_version']}")
     for name, value in flat.items():
         if name.startswith("edrfleet."):
-            d = {"type": EDRFLEET_FIELDS.get(name), "array": False}
+            d = {"type": EDRFLEET_FIELDS.get(name), "array": name in EDRFLEET_ARRAYS}
             if d["type"] is None:
                 out.append(f"{name}: not a documented edrfleet.* field")
                 continue
