@@ -47,8 +47,8 @@ def check_option(c: Checker, node: yaml.Node, where: str) -> OptionSpec | None:
         c.error(node, f"'option' {where} must be a mapping, not {c.describe(node)}",
                 f"write '{example}'")
         return None
-    keys = c.mapping(node, OPTION_KEYS, f"in 'option' {where.removeprefix('in ')}")
     before = len(c.errors)
+    keys = c.mapping(node, OPTION_KEYS, f"in 'option' of {where.removeprefix('in ')}")
     short = long = takes = ()
     if "short" in keys:
         short = _names(c, keys["short"][1], "short", where, SHORT_RE,
@@ -81,7 +81,7 @@ def check_path(c: Checker, node: yaml.Node, where: str) -> PathSpec | None:
     below = False
     target = node
     if isinstance(node, yaml.MappingNode):
-        keys = c.mapping(node, PATH_KEYS, f"in 'path' {where.removeprefix('in ')}")
+        keys = c.mapping(node, PATH_KEYS, f"in 'path' of {where.removeprefix('in ')}")
         if "is" not in keys:
             c.missing(node, "is", f"in 'path' {where}", "write 'path: {is: [/etc], below: true}'")
             return None
