@@ -226,6 +226,22 @@ class Engine:
         keys["dirs"] = self._fill_bits("dirs", slot, ctx.dirs.items(), _set_inode_key)
         self._keys[slot] = keys
 
+    def put_inodes(self, slot: int, items) -> None:
+        """Add or replace "inodes" keys of a filled ``slot``: identities that changed on the
+        host (edrfleet/agent/identities.py).  They go with the slot's other keys on refill."""
+        written = self._fill_lists("inodes", slot, items, _set_inode_key)
+        self._keys.setdefault(slot, {}).setdefault("inodes", []).extend(written)
+
+    def drop_inode(self, slot: int, ident: tuple[int, int]) -> None:
+        table = self.bpf["inodes"]
+        k = table.Key()
+        k.slot = slot
+        _set_inode_key(k, ident)
+        try:
+            del table[k]
+        except KeyError:
+            pass
+
     def set_backend(self, slot: int, backend: int) -> None:
         cfg = self.bpf["config"][ct.c_int(slot)]
         cfg.backend = backend
