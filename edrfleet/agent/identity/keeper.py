@@ -84,7 +84,7 @@ class IdentityKeeper:
         self.marked: set[int] = set()
         self.content_why = "off" if not content else ""
         self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "overlay_keys": 0,
-                       "exec_opens": 0, "errors": 0}
+                       "exec_opens": 0, "ignored": 0, "errors": 0}
         self.last_rescan_ms = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,6 +103,8 @@ class IdentityKeeper:
             self.content_keys = set()
             self.cache.clear()
             self.overlays_done.clear()
+            if self.fan is not None:  # a file ignored so far may be a copy under this policy
+                self.fan.forget_ignored()
             self._rescan()
 
     def revert(self) -> None:
@@ -167,8 +169,9 @@ class IdentityKeeper:
             except OSError:
                 self.marked.add(dev)  # refused (an internal or FUSE filesystem): not again
 
-    def classify(self, fd: int, pid: int) -> None:
-        """Bring the keys up to date for the file an exec is opening (held until we return)."""
+    def classify(self, fd: int, pid: int) -> bool:
+        """Bring the keys up to date for the file an exec is opening (held until we return);
+        True when the file is protected (by path or content)."""
         self.counts["exec_opens"] += 1
         st = os.fstat(fd)
         ident = (kernel_dev(st.st_dev), st.st_ino)
@@ -180,9 +183,12 @@ class IdentityKeeper:
                 groups = self._classify_new(fd, ident, st.st_size)
                 if len(self.cache) >= CACHE_MAX:
                     self.cache.clear()
+                    if self.fan is not None:
+                        self.fan.forget_ignored()
                 self.cache[ident] = (st.st_ctime_ns, st.st_size, groups)
             if groups:
                 self._overlay_keys(pid, ident, groups)
+            return bool(groups)
 
     def _classify_new(self, fd: int, ident: Identity, size: int) -> list[int] | None:
         if ident not in self.keys:
@@ -256,7 +262,10 @@ class IdentityKeeper:
         assert self.fan is not None
         for fd, pid in self.fan.events():
             try:
-                self.classify(fd, pid)
+                # protected files keep their events (a new overlay may show them); the others
+                # are ignored in the kernel until written to
+                if not self.classify(fd, pid) and self.fan.ignore(fd):
+                    self.counts["ignored"] += 1
             except Exception as exc:  # never leave an exec waiting on our mistake
                 self.counts["errors"] += 1
                 self.log(f"identities: classify failed: {exc}")

@@ -31,6 +31,8 @@ FAN_NONBLOCK = 0x2
 FAN_CLASS_CONTENT = 0x4
 FAN_UNLIMITED_QUEUE = 0x10
 FAN_MARK_ADD = 0x1
+FAN_MARK_FLUSH = 0x80
+FAN_MARK_IGNORED_MASK = 0x20
 FAN_MARK_FILESYSTEM = 0x100
 FAN_OPEN_EXEC_PERM = 0x40000
 FAN_ALLOW = 0x1
@@ -100,6 +102,18 @@ class ExecPermissions:
         _check(_libc.fanotify_mark(self.fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
                                    FAN_OPEN_EXEC_PERM, AT_FDCWD, os.fsencode(path)),
                f"fanotify_mark {path}")
+
+    def ignore(self, fd: int) -> bool:
+        """No more exec events for the file of ``fd`` until it is modified (the kernel clears
+        an ignore mark without FAN_MARK_IGNORED_SURV_MODIFY on the first write): the host's
+        known executables then cost no round trip.  False when the kernel refuses (too many
+        marks): the file keeps being answered from the cache."""
+        return _libc.fanotify_mark(self.fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK,
+                                   FAN_OPEN_EXEC_PERM, fd, None) == 0
+
+    def forget_ignored(self) -> None:
+        """Drop every ignore mark (the filesystem marks stay): a new policy reclassifies."""
+        _libc.fanotify_mark(self.fd, FAN_MARK_FLUSH, 0, AT_FDCWD, None)
 
     def events(self) -> Iterator[tuple[int, int]]:
         """(fd, pid) of each pending exec open; the caller answers each with allow(fd)."""
