@@ -214,6 +214,15 @@ int main(int argc, char **argv)
 """
 
 
+def harmless_copy(dst: Path, src: str = "/bin/true") -> Path:
+    """A copy of ``src`` byte-identical to no other file: the agent judges a byte-identical
+    copy of a file a rule names as that file, so a plain copy of /bin/true named by a rule
+    would make every /bin/true of the benchmark that file (bytes past the ELF's segments)."""
+    dst.write_bytes(Path(src).read_bytes() + uuid.uuid4().bytes)
+    dst.chmod(0o755)
+    return dst
+
+
 def compile_c(source: str, name: str, workdir: Path) -> Path:
     """gcc -O2 ``source`` into ``workdir/name``."""
     src = workdir / f"{name}.c"

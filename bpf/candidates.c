@@ -103,6 +103,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	ev->cwd_len = 0;
 	ev->rule = EDR_NONE;
 
+	s->exe_file = (__u64)file;
 	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);
 	ev->ino = rd_ptr(inode, EDR_OFF_INODE_INO);
 	ev->dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);

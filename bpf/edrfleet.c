@@ -85,6 +85,12 @@ struct edr_scratch {
 	__u32 ldone;                     /* LSM: the argv array's NULL was reached */
 	__u32 fileless;                  /* the executable's inode has no link (EDR_F_FILELESS) */
 	__u8 lbuf[2 * EDR_ARGS_MAX];     /* LSM: argv copied from the caller, NUL separated */
+	__u64 exe_file;                  /* struct file * of the executable (exe_path.c) */
+	__u32 nexe;                      /* names in exe_names */
+	__u32 epos;                      /* exe_string: bytes of exebuf built */
+	__u32 exe_partial;               /* the walk did not reach the namespace's root */
+	__u64 exe_names[EDR_CWD_DEPTH];  /* d_name.name of the executable's path, leaf first */
+	__u8 exebuf[EDR_EXE_PATH_MAX + 256];
 };
 
 BPF_ARRAY(active, __u32, 1);

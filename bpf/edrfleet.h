@@ -40,6 +40,7 @@
 #define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
 #define EDR_SLOTS           2      /* policy slots: one active, one being filled (reload)    */
 #define EDR_CWD_MAX         512    /* working directory path carried in one event            */
+#define EDR_EXE_PATH_MAX    256    /* path of the real executable carried in one event       */
 #define EDR_NONE            0xffffffffu /* "no rule", "no group"                            */
 
 /* --- policy ceilings: the most one policy may hold (the compiler refuses more) ------------ */
@@ -162,6 +163,7 @@ enum edr_flag {              /* edr_event.flags bits */
 	EDR_F_FILELESS = 32,          /* the executable has no link on any filesystem (nlink 0):
 				       * memfd_create, O_TMPFILE, a deleted file run by descriptor */
 	EDR_F_DROPPED = 64,           /* some candidate groups were not evaluated (EDR_CAND_MAX) */
+	EDR_F_EXE_PATH_PARTIAL = 128, /* exe_path is a tail: deeper than EDR_CWD_DEPTH, or cut */
 };
 
 enum edr_block_bit {         /* edr_group.has_block, edr_group_list.over */
@@ -297,11 +299,14 @@ struct edr_event {           /* ring buffer record; sent up to args[args_len] on
 	u8 reason;             /* enum edr_reason */
 	u32 flags;             /* enum edr_flag bits */
 	u16 cwd_len;           /* bytes of cwd[] that are valid */
-	u16 pad;
+	u16 exe_path_len;      /* bytes of exe_path[] that are valid (was: pad, 0) */
 	u32 pad2;
 	char exe_name[EDR_NAME_MAX];       /* d_name of the real executable */
 	char parent_name[EDR_NAME_MAX];    /* d_name of the parent's executable, "" if none */
 	char filename[EDR_FILENAME_MAX];   /* as executed (bprm->filename) */
+	char exe_path[EDR_EXE_PATH_MAX];   /* the real executable's path, walked in the kernel up to
+					    * its mount namespace's root (a chroot's files keep their
+					    * full path), EDR_F_EXE_PATH_PARTIAL */
 	char cwd[EDR_CWD_MAX];             /* working directory (EDR_F_CWD_* flags) */
 	char args[EDR_ARGS_MAX];           /* argv, NUL separated */
 };

@@ -140,6 +140,7 @@ static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
 	if (!(s->ctx_done & EDR_CTX_CWD))
 		cwd_ctx(s);
 	cwd_string(s);
+	exe_path(s);
 	emit(ctx, s);
 	return verdict;
 }

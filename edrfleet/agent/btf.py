@@ -461,6 +461,7 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_MM_EXE_FILE", "mm_struct", "exe_file", PTR_FIELD),
     ("EDR_OFF_FILE_INODE", "file", "f_inode", PTR_FIELD),
     ("EDR_OFF_FILE_DENTRY", "file", "f_path.dentry", PTR_FIELD),
+    ("EDR_OFF_FILE_MNT", "file", "f_path.mnt", PTR_FIELD),
     ("EDR_OFF_DENTRY_NAME", "dentry", "d_name.name", PTR_FIELD),
     ("EDR_OFF_INODE_INO", "inode", "i_ino", 8),
     ("EDR_OFF_INODE_SB", "inode", "i_sb", PTR_FIELD),

@@ -121,6 +121,7 @@ FLAG_CWD_TRUNCATED = 8
 FLAG_CWD_UNKNOWN = 16
 FLAG_FILELESS = 32
 FLAG_DROPPED = 64  # rule groups not evaluated (the candidate cap): reason dropped if blocked
+FLAG_EXE_PATH_PARTIAL = 128  # exe_path is only a tail of the executable's path
 TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 ATTACK_FRAMEWORK = "MITRE ATT&CK"
 _DELETED = " (deleted)"
@@ -195,6 +196,15 @@ def text(raw: bytes) -> str:
 def field_bytes(struct: ct.Structure, name: str, length: int) -> bytes:
     """Bytes of a char array field, NULs included (ctypes stops char arrays at the first NUL)."""
     return ct.string_at(ct.addressof(struct) + getattr(type(struct), name).offset, length)
+
+
+def kernel_exe_path(ev) -> str:
+    """The executable's path as the kernel walked it; "" when partial (or from an older
+    program without it): the caller falls back to what user space can find."""
+    length = getattr(ev, "exe_path_len", 0)
+    if not length or ev.flags & FLAG_EXE_PATH_PARTIAL:
+        return ""
+    return text(field_bytes(ev, "exe_path", length))
 
 
 def split_args(raw: bytes) -> list[bytes]:
@@ -389,12 +399,15 @@ FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd|proc/thread-self/fd)/(\d+)\Z")
 
 
 def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_executed: str,
-                       committed: bool = True) -> str:
-    """Path of the real executable: the policy's own table, /proc, then the as-executed path.
+                       committed: bool = True, kernel_path: str = "") -> str:
+    """Path of the real executable: the path the kernel walked for the event (bpf/exe_path.c),
+    else the policy's own table, /proc, then the as-executed path.
 
     ``committed``: the exec happened (stage exec), so /proc/PID/exe is the new image; an exec
     the LSM hook refused never replaced the caller, whose /proc/PID/exe is the caller itself.
     """
+    if kernel_path:
+        return kernel_path
     if identity in known:
         return known[identity]
     proc = f"/proc/{pid}"

@@ -274,7 +274,8 @@ class Agent:
             generation, paths = self.generations.get(ev.gen, (None, {}))
             as_executed = ecs.text(ecs.field_bytes(ev, "filename", ev.filename_len))
             exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed,
-                                         committed=ev.stage != ecs.STAGE_LSM)
+                                         committed=ev.stage != ecs.STAGE_LSM,
+                                         kernel_path=ecs.kernel_exe_path(ev))
             parent = ecs.resolve_parent(ev)
             self.pending.append(
                 ecs.to_ecs(

@@ -361,7 +361,8 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
     assert offs == {
         "EDR_OFF_TASK_MM": 16, "EDR_OFF_TASK_REAL_PARENT": 40, "EDR_OFF_TASK_TGID": 32,
         "EDR_OFF_MM_ARG_START": 8, "EDR_OFF_MM_ARG_END": 16, "EDR_OFF_MM_EXE_FILE": 24,
-        "EDR_OFF_FILE_INODE": 32, "EDR_OFF_FILE_DENTRY": 56, "EDR_OFF_DENTRY_NAME": 40,
+        "EDR_OFF_FILE_INODE": 32, "EDR_OFF_FILE_DENTRY": 56, "EDR_OFF_FILE_MNT": 48,
+        "EDR_OFF_DENTRY_NAME": 40,
         "EDR_OFF_INODE_INO": 64, "EDR_OFF_INODE_SB": 40,
         "EDR_OFF_INODE_NLINK": 56, "EDR_OFF_SB_DEV": 16, "EDR_OFF_BPRM_FILE": 64,
         "EDR_OFF_BPRM_FILENAME": 96,
