@@ -44,6 +44,9 @@ class _StubEngine:
     def put_inodes(self, _slot, items) -> None:
         self.keys += len(list(items))
 
+    def put_sizes(self, _slot, items) -> None:
+        self.keys += len(list(items))
+
     def drop_inode(self, _slot, _ident) -> None:
         pass
 

@@ -148,6 +148,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		__builtin_memset(s->nk.name, 0, sizeof(s->nk.name));
 		s->nk.slot = slot;
 		add_cands(s, names.lookup(&s->nk));
+		add_size_cands(s, inode); /* identity.c */
 	}
 	if (cfg->n_wild) {
 		struct edr_group_list wl = {.n = cfg->n_wild};

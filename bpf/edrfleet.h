@@ -225,6 +225,12 @@ struct edr_inode_key {       /* key of "inodes": dev in kernel encoding (major <
 	__u64 ino;
 };
 
+struct edr_size_key {        /* key of "fsizes": a protected file's size (bpf/identity.c) */
+	__u32 slot;
+	__u32 pad;
+	__u64 size;
+};
+
 struct edr_scope_key {       /* key of "scope": cgroup v2 id (= inode of its directory) */
 	__u32 slot;
 	__u32 pad;

@@ -27,6 +27,7 @@ BPF_SOURCES = (
     HEADER_FILE,
     "edrfleet.c",    # the program's own constants, its scratch state and its maps
     "helpers.c",     # reads, bounds for the verifier, counters, scope, tail calls
+    "identity.c",    # a fileless copy of a protected file, by its size
     "candidates.c",  # the candidate groups of one exec, the tail-call budget
     "context.c",     # match.parent and match.cwd
     "exe_path.c",    # process.executable: the real executable's path, walked in the kernel

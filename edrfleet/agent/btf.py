@@ -466,6 +466,7 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_INODE_INO", "inode", "i_ino", 8),
     ("EDR_OFF_INODE_SB", "inode", "i_sb", PTR_FIELD),
     ("EDR_OFF_INODE_NLINK", "inode", "i_nlink", 4),
+    ("EDR_OFF_INODE_SIZE", "inode", "i_size", 8),
     ("EDR_OFF_SB_DEV", "super_block", "s_dev", 4),
     ("EDR_OFF_BPRM_FILE", "linux_binprm", "file", PTR_FIELD),
     ("EDR_OFF_BPRM_FILENAME", "linux_binprm", "filename", PTR_FIELD),

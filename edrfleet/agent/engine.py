@@ -232,6 +232,12 @@ class Engine:
         written = self._fill_lists("inodes", slot, items, _set_inode_key)
         self._keys.setdefault(slot, {}).setdefault("inodes", []).extend(written)
 
+    def put_sizes(self, slot: int, items) -> None:
+        """Add or replace "fsizes" keys of ``slot``: protected files by size, which a fileless
+        exec of that size is judged as (bpf/identity.c)."""
+        written = self._fill_lists("fsizes", slot, items, _set_size_key)
+        self._keys.setdefault(slot, {}).setdefault("fsizes", []).extend(written)
+
     def drop_inode(self, slot: int, ident: tuple[int, int]) -> None:
         table = self.bpf["inodes"]
         k = table.Key()
@@ -380,6 +386,10 @@ class Engine:
                 continue
             out[name[len("EDR_CNT_"):].lower()] = sum(table[ct.c_int(idx)])
         return out
+
+
+def _set_size_key(k, size: int) -> None:
+    k.size = size
 
 
 def _set_inode_key(k, ident: tuple[int, int]) -> None:

@@ -39,9 +39,10 @@ rules:
 """
 
 
-def unique_binary(path: Path) -> Path:
-    """/bin/true plus bytes no other file has: runs like true, is byte-identical to nothing."""
-    path.write_bytes(Path("/bin/true").read_bytes() + uuid.uuid4().bytes * 8)
+def unique_binary(path: Path, blocks: int = 8) -> Path:
+    """/bin/true plus bytes no other file has: runs like true, is byte-identical to nothing.
+    ``blocks`` (16 bytes each) sets its size: a fileless copy is matched by size."""
+    path.write_bytes(Path("/bin/true").read_bytes() + uuid.uuid4().bytes * blocks)
     path.chmod(0o755)
     return path
 
@@ -50,7 +51,7 @@ def unique_binary(path: Path) -> Path:
 def home(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("identity")
     unique_binary(d / "prot")
-    unique_binary(d / "other")
+    unique_binary(d / "other", blocks=9)
     return d
 
 
@@ -166,3 +167,27 @@ def test_status_reports_the_identity_keeper(agent):
     assert st["content"] is True, st
     assert st["filesystems_marked"] >= 1 and st["watched_dirs"] >= 1
     assert st["rescans"] >= 1
+
+
+MEMFD_RUN = (
+    "import os, sys\n"
+    "fd = os.memfd_create('x', 0)\n"
+    "os.write(fd, open(sys.argv[1], 'rb').read())\n"
+    "os.execve(fd, sys.argv[2:], {})\n"
+)
+
+
+def memfd_runs(cgroup: Cgroup, source: Path, *argv: str) -> bool:
+    return cgroup.run(["python3", "-c", MEMFD_RUN, str(source), *argv]).returncode == 0
+
+
+def test_a_memfd_copy_of_a_protected_file_is_blocked(agent, home, mod_cgroup):
+    assert not memfd_runs(mod_cgroup, home / "prot", "anything", MARK)
+    assert memfd_runs(mod_cgroup, home / "prot", "anything", "harmless")  # its rules' argv
+    assert memfd_runs(mod_cgroup, home / "other", "anything", MARK)  # the twin
+
+
+def test_a_runc_style_memfd_reexec_keeps_working(agent, mod_cgroup, tmp_path):
+    """runc copies its own binary into a memfd and re-executes it: no protected size."""
+    runc = unique_binary(tmp_path / "runc", blocks=10)
+    assert memfd_runs(mod_cgroup, runc, "runc", "init", MARK)

@@ -75,6 +75,7 @@ class IdentityKeeper:
         self.blocks: set[int] = set()
         self.keys: dict[Identity, GroupList] = {}  # what the slot's "inodes" holds
         self.content_keys: set[Identity] = set()
+        self.sizes: dict[int, GroupList] = {}  # what the slot's "fsizes" holds
         self.protected = Protected({})
         self.cache: dict[Identity, tuple[int, int, list[int] | None]] = {}
         self.overlays_done: set[tuple[int, Identity]] = set()
@@ -101,6 +102,7 @@ class IdentityKeeper:
             self.blocks = {i for i, g in enumerate(bundle["groups"]) if g.get("has_block")}
             self.keys = dict(packed.inodes)
             self.content_keys = set()
+            self.sizes = {}
             self.cache.clear()
             self.overlays_done.clear()
             if self.fan is not None:  # a file ignored so far may be a copy under this policy
@@ -131,12 +133,33 @@ class IdentityKeeper:
             if merged is None or list(merged) != list(groups) or merged.over != groups.over:
                 changed[ident] = groups
         self._put(changed)
+        self._put_sizes(found, files)
         self.protected = Protected(files)
         self.points = watch_points(self.named)
         for directory in self.points:
             self.inotify.watch(directory)
         self.counts["rescans"] += 1
         self.last_rescan_ms = (time.monotonic() - t0) * 1000
+
+    def _put_sizes(self, found: dict[Identity, GroupList],
+                   files: dict[Identity, tuple[str, int]]) -> None:
+        """Protected sizes -> groups, for fileless execs (bpf/identity.c)."""
+        sizes: dict[int, GroupList] = {}
+        for ident, (_path, size) in files.items():
+            if size:
+                _merge(sizes, size, list(found[ident]), self.per_key, self.blocks,
+                       self.block_bit)
+        changed = {size: groups for size, groups in sizes.items()
+                   if list(self.sizes.get(size, [])) != list(groups)}
+        if not changed or self.engine is None:
+            return
+        try:
+            self.engine.put_sizes(self.slot, changed.items())
+        except Exception as exc:
+            self.counts["errors"] += 1
+            self.log(f"identities: {len(changed)} size keys not written: {exc}")
+            return
+        self.sizes.update(changed)
 
     def _put(self, items: dict[Identity, GroupList]) -> None:
         if not items or self.engine is None:
