@@ -159,7 +159,8 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		ev->flags |= EDR_F_DROPPED;
 		count(EDR_CNT_DROPPED);
 	}
-	return s->ncand ? s : 0;
+	s->loader = is_loader(ev->exe_name); /* identity.c: judged as PROGRAM once argv is read */
+	return s->ncand || s->loader ? s : 0;
 }
 
 /*

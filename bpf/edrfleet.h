@@ -164,6 +164,7 @@ enum edr_flag {              /* edr_event.flags bits */
 				       * memfd_create, O_TMPFILE, a deleted file run by descriptor */
 	EDR_F_DROPPED = 64,           /* some candidate groups were not evaluated (EDR_CAND_MAX) */
 	EDR_F_EXE_PATH_PARTIAL = 128, /* exe_path is a tail: deeper than EDR_CWD_DEPTH, or cut */
+	EDR_F_LOADER = 256,           /* the dynamic loader run directly: judged as its PROGRAM */
 };
 
 enum edr_block_bit {         /* edr_group.has_block, edr_group_list.over */

@@ -35,6 +35,11 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (len && edr_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
 		len = 0;
 	ev->args_len = len;
+	if (s->loader) {
+		loader_program(s, 0);
+		if (!s->ncand)
+			return 0;
+	}
 	fit_budget(s);
 	progs.call(args, EDR_PROG_JUDGE);
 	count(EDR_CNT_ERRORS);

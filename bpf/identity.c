@@ -26,3 +26,16 @@ static __always_inline void add_size_cands(struct edr_scratch *s, void *inode)
 	if (k.size)
 		add_cands(s, fsizes.lookup(&k));
 }
+
+/* The dynamic loader, by the real executable's name: ld-linux*.so*, ld-musl-*, ld64.so*. */
+static __always_inline int is_loader(const char *name)
+{
+	if (name[0] != 'l' || name[1] != 'd')
+		return 0;
+	if (name[2] == '-' && name[3] == 'l' && name[4] == 'i' && name[5] == 'n' &&
+	    name[6] == 'u' && name[7] == 'x')
+		return 1;
+	if (name[2] == '-' && name[3] == 'm' && name[4] == 'u' && name[5] == 's' && name[6] == 'l')
+		return 1;
+	return name[2] == '6' && name[3] == '4' && name[4] == '.';
+}

@@ -78,6 +78,11 @@ int edr_lsm_check(unsigned long long *ctx)
 	if (total && bpf_probe_read_kernel(ev->args, CLAMP_LEN(total, EDR_ARGS_MAX), s->lbuf))
 		total = 0;
 	ev->args_len = total;
+	if (s->loader) {
+		loader_program(s, 1);
+		if (!s->ncand)
+			return 0;
+	}
 	fit_budget(s);
 	__u32 one = 1;
 	lsm_passed.update(&pid, &one); /* judged here: a block at exec time is a "recheck" */

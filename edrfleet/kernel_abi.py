@@ -31,6 +31,7 @@ BPF_SOURCES = (
     "candidates.c",  # the candidate groups of one exec, the tail-call budget
     "context.c",     # match.parent and match.cwd
     "exe_path.c",    # process.executable: the real executable's path, walked in the kernel
+    "loader.c",      # the dynamic loader run directly is judged as its PROGRAM
     "verdict.c",     # rules against the condition bits, the verdict, the event
     "scan.c",        # the DFA scan of argv and the judge per group (tail-call targets)
     "exec.c",        # backend sigkill: sched:sched_process_exec

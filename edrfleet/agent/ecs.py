@@ -17,7 +17,7 @@ them).  Fields, by dotted name::
     rule.{id,name,description} tags (the rule's) threat.framework
     threat.technique.id (MITRE ids of its attack.tNNNN[.NNN] tags)
     edrfleet.{severity,backend,policy_sha256,as_executed,stage,reason,args_truncated,
-              args_bytes,unscanned,fileless,cgroup_id}
+              args_bytes,unscanned,fileless,loader,cgroup_id}
 
 What each action writes.  A block or a would-be block is a detection rule firing on the host,
 what ECS calls an ``alert`` (and what an analyst triages, in monitor mode too); a ``log`` rule
@@ -122,6 +122,7 @@ FLAG_CWD_UNKNOWN = 16
 FLAG_FILELESS = 32
 FLAG_DROPPED = 64  # rule groups not evaluated (the candidate cap): reason dropped if blocked
 FLAG_EXE_PATH_PARTIAL = 128  # exe_path is only a tail of the executable's path
+FLAG_LOADER = 256  # the dynamic loader run directly, judged as the program it runs
 TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 ATTACK_FRAMEWORK = "MITRE ATT&CK"
 _DELETED = " (deleted)"
@@ -296,6 +297,7 @@ def to_ecs(
             "args_bytes": ev.args_total,
             "unscanned": bool(ev.flags & FLAG_UNSCANNED),
             "fileless": bool(ev.flags & FLAG_FILELESS),
+            "loader": bool(ev.flags & FLAG_LOADER),
             "cgroup_id": ev.cgroup_id,
         },
     }

@@ -34,6 +34,7 @@ def test_event_enums_in_the_schema_module_match_the_header():
         "fileless": ecs.FLAG_FILELESS,
         "dropped": ecs.FLAG_DROPPED,
         "exe_path_partial": ecs.FLAG_EXE_PATH_PARTIAL,
+        "loader": ecs.FLAG_LOADER,
     }
 
 

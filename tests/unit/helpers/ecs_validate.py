@@ -27,7 +27,7 @@ EDRFLEET_FIELDS = {
     "edrfleet.policy_sha256": "keyword", "edrfleet.as_executed": "keyword",
     "edrfleet.stage": "keyword", "edrfleet.reason": "keyword",
     "edrfleet.args_truncated": "boolean", "edrfleet.args_bytes": "long",
-    "edrfleet.unscanned": "boolean", "edrfleet.fileless": "boolean",
+    "edrfleet.unscanned": "boolean", "edrfleet.fileless": "boolean", "edrfleet.loader": "boolean",
     "edrfleet.cgroup_id": "unsigned_long",
 }
 REQUIRED = ("@timestamp", "ecs.version")
