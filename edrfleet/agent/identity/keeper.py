@@ -6,8 +6,8 @@ through the bundle's ``search_path`` - is turned into a (device, inode) key.  Af
 - **inotify** on the directories of those paths (and of their symlink targets; the nearest
   existing ancestor of a directory that does not exist yet): a file renamed over a named path
   (dpkg, rpm), created there after start, or a symlink that changes target re-resolves every
-  named path and adds the new keys.  Keys of files that left their path stay: a file moved away
-  or still open is the same file.
+  named path, adds the new keys and drops the keys of files no named path leads to any more
+  (their inode numbers go to the next new files).
 - **fanotify FAN_OPEN_EXEC_PERM** on every filesystem (as fapolicyd does): each exec open waits
   until the file is classified - a named path whose key is new is re-resolved right then (so
   a replaced binary is never run before its key exists), a file of a protected size is hashed
@@ -75,6 +75,7 @@ class IdentityKeeper:
         self.blocks: set[int] = set()
         self.keys: dict[Identity, GroupList] = {}  # what the slot's "inodes" holds
         self.content_keys: set[Identity] = set()
+        self.path_keys: set[Identity] = set()  # keys that named paths resolve to
         self.sizes: dict[int, GroupList] = {}  # what the slot's "fsizes" holds
         self.protected = Protected({})
         self.cache: dict[Identity, tuple[int, int, list[int] | None]] = {}
@@ -101,6 +102,7 @@ class IdentityKeeper:
             self.named = named_paths(bundle)
             self.blocks = {i for i, g in enumerate(bundle["groups"]) if g.get("has_block")}
             self.keys = dict(packed.inodes)
+            self.path_keys = set(packed.inodes)
             self.content_keys = set()
             self.sizes = {}
             self.cache.clear()
@@ -127,6 +129,14 @@ class IdentityKeeper:
             ident = (kernel_dev(st.st_dev), st.st_ino)
             _merge(found, ident, groups, self.per_key, self.blocks, self.block_bit)
             files.setdefault(ident, (path, st.st_size))
+        # A file that left every named path loses its key: its inode number is the next new
+        # file's (measured: a file renamed over a named path reuses the inode freed by the
+        # previous rename), which must not inherit the protected file's rules.
+        for ident in self.path_keys - set(found):
+            if ident not in self.content_keys and self.engine is not None:
+                self.engine.drop_inode(self.slot, ident)
+                self.keys.pop(ident, None)
+        self.path_keys = set(found)
         changed = {}
         for ident, groups in found.items():
             merged = self.keys.get(ident)

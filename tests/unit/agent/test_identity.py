@@ -113,7 +113,9 @@ def test_a_file_renamed_over_a_named_path_gets_its_key_within_the_bound(tmp_path
             st = path.stat()
             return (kernel_dev(st.st_dev), st.st_ino)
 
-        assert engine.keys[(1, key_of(named))] == [0]
+        old = key_of(named)
+        assert engine.keys[(1, old)] == [0]
+        hold = os.open(named, os.O_RDONLY)  # its inode number is not reused while open
         for target, group in ((named, 0), (later, 1)):
             target.parent.mkdir(exist_ok=True)
             new = target.parent / ".new"
@@ -125,6 +127,9 @@ def test_a_file_renamed_over_a_named_path_gets_its_key_within_the_bound(tmp_path
                 time.sleep(0.001)
             assert engine.keys.get((1, key_of(target))) == [group]
             assert engine.written_at[key_of(target)] - t0 < 0.5  # measured: ~1 ms
+        # the replaced file's key went with it (its inode number is the next file's)
+        assert (1, old) not in engine.keys
+        os.close(hold)
         assert keeper.stats()["content"] is False
     finally:
         keeper.close()
