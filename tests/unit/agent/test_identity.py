@@ -126,7 +126,7 @@ def test_a_file_renamed_over_a_named_path_gets_its_key_within_the_bound(tmp_path
             while (1, key_of(target)) not in engine.keys and time.monotonic() < deadline:
                 time.sleep(0.001)
             assert engine.keys.get((1, key_of(target))) == [group]
-            assert engine.written_at[key_of(target)] - t0 < 0.5  # measured: ~1 ms
+            assert engine.written_at[key_of(target)] - t0 < 1.0  # measured: median 0.1 ms
         # the replaced file's key went with it (its inode number is the next file's)
         assert (1, old) not in engine.keys
         os.close(hold)
