@@ -86,6 +86,9 @@ struct edr_scratch {
 	__u32 fileless;                  /* the executable's inode has no link (EDR_F_FILELESS) */
 	__u8 lbuf[2 * EDR_ARGS_MAX];     /* LSM: argv copied from the caller, NUL separated */
 	__u64 exe_file;                  /* struct file * of the executable (exe_path.c) */
+	__u32 verdict;                   /* finish -> edr_emit: the LSM verdict to return */
+	__u64 ewd;                       /* exe_path.c walk: dentry */
+	__u64 ewm;                       /* exe_path.c walk: vfsmount */
 	__u32 nexe;                      /* names in exe_names */
 	__u32 epos;                      /* exe_string: bytes of exebuf built */
 	__u32 exe_partial;               /* the walk did not reach the namespace's root */

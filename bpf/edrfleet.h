@@ -181,7 +181,9 @@ enum edr_prog {              /* tail-call index into "progs" (and "progs_lsm"): 
 			      * function edr_<name> (edr_lsm_<name>) at EDR_PROG_<NAME> */
 	EDR_PROG_SCAN = 0,
 	EDR_PROG_JUDGE = 1,
-	EDR_PROG_MAX = 2,
+	EDR_PROG_EMIT = 2,           /* the event with the executable's path (exe_path.c): the
+				      * spare tail call; if it fails the event goes without it */
+	EDR_PROG_MAX = 3,
 };
 
 enum edr_counter {           /* index into the per-CPU counters array */

@@ -16,34 +16,37 @@ static __always_inline void exe_walk(struct edr_scratch *s)
 {
 	s->nexe = 0;
 	s->exe_partial = 1;
-	__u64 file = s->exe_file;
-	if (!file)
+	if (!s->exe_file)
 		return;
-	__u64 dentry = rd_ptr((void *)file, EDR_OFF_FILE_DENTRY);
-	__u64 mnt = rd_ptr((void *)file, EDR_OFF_FILE_MNT);
+	/* the walk's position lives in the scratch map: with the cwd walk inlined into the same
+	 * judge program, locals here pushed its stack past 512 bytes */
+	s->ewd = rd_ptr((void *)s->exe_file, EDR_OFF_FILE_DENTRY);
+	s->ewm = rd_ptr((void *)s->exe_file, EDR_OFF_FILE_MNT);
+#pragma clang loop unroll(disable)
 	for (int i = 0; i < 2 * EDR_CWD_DEPTH; i++) {
-		__u64 mount = mnt - EDR_OFF_MOUNT_MNT;
-		if (dentry == rd_ptr((void *)mnt, EDR_OFF_VFSMOUNT_ROOT)) {
+		if (s->ewd == rd_ptr((void *)s->ewm, EDR_OFF_VFSMOUNT_ROOT)) {
+			__u64 mount = s->ewm - EDR_OFF_MOUNT_MNT;
 			__u64 up = rd_ptr((void *)mount, EDR_OFF_MOUNT_PARENT);
 			if (up == mount || !up) {
 				s->exe_partial = !up;
 				break;
 			}
-			dentry = rd_ptr((void *)mount, EDR_OFF_MOUNT_MOUNTPOINT);
-			mnt = up + EDR_OFF_MOUNT_MNT;
+			s->ewd = rd_ptr((void *)mount, EDR_OFF_MOUNT_MOUNTPOINT);
+			s->ewm = up + EDR_OFF_MOUNT_MNT;
 			continue;
 		}
-		__u64 up = rd_ptr((void *)dentry, EDR_OFF_DENTRY_PARENT);
+		__u64 up = rd_ptr((void *)s->ewd, EDR_OFF_DENTRY_PARENT);
 		__u32 k = s->nexe;
 		if (k >= EDR_CWD_DEPTH)
 			break;
-		s->exe_names[BOUNDED(k, EDR_CWD_DEPTH)] = rd_ptr((void *)dentry, EDR_OFF_DENTRY_NAME);
+		s->exe_names[BOUNDED(k, EDR_CWD_DEPTH)] = rd_ptr((void *)s->ewd,
+								 EDR_OFF_DENTRY_NAME);
 		s->nexe = k + 1;
-		if (up == dentry || !up) { /* a root that is no mount's (an unlinked tree) */
+		if (up == s->ewd || !up) { /* a root that is no mount's (an unlinked tree) */
 			s->exe_partial = !up;
 			break;
 		}
-		dentry = up;
+		s->ewd = up;
 	}
 }
 
@@ -54,6 +57,7 @@ static __always_inline void exe_path(struct edr_scratch *s)
 	struct edr_event *ev = &s->ev;
 	exe_walk(s);
 	s->epos = 0;
+#pragma clang loop unroll(disable)
 	for (int i = EDR_CWD_DEPTH - 1; i >= 0; i--) {
 		if (i >= s->nexe)
 			continue;
@@ -78,3 +82,27 @@ static __always_inline void exe_path(struct edr_scratch *s)
 	bpf_probe_read_kernel(ev->exe_path, EDR_EXE_PATH_MAX, s->exebuf);
 	ev->exe_path_len = pos;
 }
+
+/* Tail-call target EDR_PROG_EMIT: the path, then the event; returns finish()'s verdict. */
+static __always_inline int emit_with_path(void *ctx)
+{
+	__u32 zero = 0;
+	struct edr_scratch *s = scratch.lookup(&zero);
+	if (!s)
+		return 0;
+	exe_path(s);
+	emit(ctx, s);
+	return s->verdict;
+}
+
+int edr_emit(void *ctx)
+{
+	return emit_with_path(ctx);
+}
+
+#if EDR_WITH_LSM
+int edr_lsm_emit(void *ctx)
+{
+	return emit_with_path(ctx);
+}
+#endif

@@ -8,6 +8,7 @@ and copies of /bin/true under other names.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -42,14 +43,18 @@ def _kernel_ready() -> str:
     return ""
 
 
+_copies = itertools.count(1)
+
+
 def harmless_copy(dst: Path | str, src: str = "/bin/true") -> Path:
-    """A copy of a harmless program that is byte-identical to no other file: the agent judges
-    a byte-identical copy of a file a rule names as that file (content identity), so a plain
-    copy of /bin/true named by a rule would make /bin/true itself that file.  The appended
-    bytes are never loaded (past the ELF's segments)."""
+    """A copy of a harmless program that is byte-identical to no other file, and of a size no
+    other copy has: the agent judges a byte-identical copy of a file a rule names as that file
+    (content identity), and a fileless exec of that file's size too, so a plain copy of
+    /bin/true named by a rule would make /bin/true itself that file.  The appended bytes are
+    never loaded (past the ELF's segments)."""
     shutil.copy2(src, dst)
     with open(dst, "ab") as f:
-        f.write(uuid.uuid4().bytes)
+        f.write(uuid.uuid4().bytes + b"\0" * next(_copies))
     return Path(dst)
 
 
