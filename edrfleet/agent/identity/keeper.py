@@ -88,6 +88,7 @@ class IdentityKeeper:
         self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "overlay_keys": 0,
                        "exec_opens": 0, "ignored": 0, "errors": 0}
         self.last_rescan_ms = 0.0
+        self.answer_seconds = 0.0  # exec opens: classified and answered, in total
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if content:
@@ -294,6 +295,7 @@ class IdentityKeeper:
     def _answer(self) -> None:
         assert self.fan is not None
         for fd, pid in self.fan.events():
+            t0 = time.perf_counter()
             try:
                 # protected files keep their events (a new overlay may show them); the others
                 # are ignored in the kernel until written to
@@ -304,6 +306,7 @@ class IdentityKeeper:
                 self.log(f"identities: classify failed: {exc}")
             finally:
                 self.fan.allow(fd)
+                self.answer_seconds += time.perf_counter() - t0
 
     def _on_dir_events(self) -> None:
         events = self.inotify.drain()
@@ -324,4 +327,6 @@ class IdentityKeeper:
                 "content_off_why": self.content_why, "watched_dirs": len(self.points),
                 "filesystems_marked": len(self.marked),
                 "last_rescan_ms": round(self.last_rescan_ms, 2),
+                "answer_us_mean": round(self.answer_seconds * 1e6
+                                        / max(self.counts["exec_opens"], 1), 1),
                 "hashed_files": self.protected.hashed}
