@@ -9,6 +9,7 @@ they never assert timing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -212,6 +213,18 @@ int main(int argc, char **argv)
     return 0;
 }
 """
+
+
+_COPIES = itertools.count(1)  # each copy one byte longer: fileless execs match by size too
+
+
+def harmless_copy(dst: Path, src: str = "/bin/true") -> Path:
+    """A copy of ``src`` byte-identical to no other file: the agent judges a byte-identical
+    copy of a file a rule names as that file, so a plain copy of /bin/true named by a rule
+    would make every /bin/true of the benchmark that file (bytes past the ELF's segments)."""
+    dst.write_bytes(Path(src).read_bytes() + uuid.uuid4().bytes + b"\0" * next(_COPIES))
+    dst.chmod(0o755)
+    return dst
 
 
 def compile_c(source: str, name: str, workdir: Path) -> Path:

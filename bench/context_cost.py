@@ -95,7 +95,7 @@ def main() -> int:
     try:
         loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
         for _, name, _, _ in CASES:
-            shutil.copy2("/bin/true", workdir / name)
+            c.harmless_copy(workdir / name)
         path = workdir / "policy.yaml"
         path.write_text(yaml.safe_dump(policy(cg.name), sort_keys=False))
         agent = agents.start(path, "ctx")

@@ -185,7 +185,7 @@ def worst_exec_for(policy: Path, copy_dir: Path) -> worst_case.WorstExec:
 
     worst = worst_case.worst_exec(compile_policy(load_policy(policy)), copy_dir)
     copy_dir.mkdir(exist_ok=True)
-    shutil.copy2("/bin/true", copy_dir / worst.name)
+    c.harmless_copy(copy_dir / worst.name)
     return worst
 
 
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
         copy = workdir / "bin" / COPY_NAME
         copy.parent.mkdir()
-        shutil.copy2("/bin/true", copy)
+        c.harmless_copy(copy)
 
         policies = {"default": workdir / "default.yaml", "large": workdir / "large.yaml"}
         if args.any_exe_regexes:

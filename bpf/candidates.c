@@ -106,6 +106,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	ev->cwd_len = 0;
 	ev->rule = EDR_NONE;
 
+	s->exe_file = (__u64)file;
 	void *inode = (void *)rd_ptr(file, EDR_OFF_FILE_INODE);
 	ev->ino = rd_ptr(inode, EDR_OFF_INODE_INO);
 	ev->dev = rd_u32((void *)rd_ptr(inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
@@ -160,6 +161,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		__builtin_memset(s->nk.name, 0, sizeof(s->nk.name));
 		s->nk.slot = slot;
 		add_cands(s, names.lookup(&s->nk));
+		add_size_cands(s, inode); /* identity.c */
 	}
 #if EDR_WITH_MULTICALL
 	/* a multi-call binary (busybox): its applet is looked up once argv is read (add_applet) */
@@ -180,11 +182,12 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		ev->flags |= EDR_F_DROPPED;
 		count(EDR_CNT_DROPPED);
 	}
+	s->loader = is_loader(ev->exe_name); /* identity.c: judged as PROGRAM once argv is read */
 #if EDR_WITH_MULTICALL
 	if (s->multicall)
 		return s;
 #endif
-	return s->ncand ? s : 0;
+	return s->ncand || s->loader ? s : 0;
 }
 
 #if EDR_WITH_MULTICALL

@@ -98,6 +98,21 @@ struct edr_scratch {
 	__u32 abase;                     /* add_applet: basename offset of the argv item in args */
 	__u32 aend;                      /* add_applet: offset of the argv item's NUL, 0 = none */
 	__u64 rd;                        /* sc_ptr: the word read (a map word, not a stack slot) */
+	__u64 exe_file;                  /* struct file * of the executable (exe_path.c) */
+	__u32 verdict;                   /* finish -> edr_emit: the LSM verdict to return */
+	__u64 ewd;                       /* exe_path.c walk: dentry */
+	__u64 ewm;                       /* exe_path.c walk: vfsmount */
+	__u32 nexe;                      /* names in exe_names */
+	__u32 epos;                      /* exe_string: bytes of exebuf built */
+	__u32 exe_partial;               /* the walk did not reach the namespace's root */
+	__u64 exe_names[EDR_CWD_DEPTH];  /* d_name.name of the executable's path, leaf first */
+	__u8 exebuf[EDR_EXE_PATH_MAX + 256];
+	__u32 loader;                    /* the executable is the dynamic loader (loader.c) */
+	__u32 lprog;                     /* loader.c: offset of PROGRAM in argv, EDR_NONE if none */
+	__u32 lstart;                    /* loader.c: offset of the next argument */
+	__u32 lbase;                     /* loader.c: offset of PROGRAM's basename */
+	__u32 lskip;                     /* loader.c: the argument is an option's value */
+	__u64 lhash;                     /* loader.c: FNV-1a of the argument being read */
 };
 
 BPF_ARRAY(active, __u32, 1);

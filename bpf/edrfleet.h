@@ -49,6 +49,7 @@
 #define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
 #define EDR_SLOTS           2      /* policy slots: one active, one being filled (reload)    */
 #define EDR_CWD_MAX         512    /* working directory path carried in one event            */
+#define EDR_EXE_PATH_MAX    256    /* path of the real executable carried in one event       */
 #define EDR_NONE            0xffffffffu /* "no rule", "no group"                            */
 
 /* --- policy ceilings: the most one policy may hold (the compiler refuses more) ------------ */
@@ -221,6 +222,8 @@ enum edr_flag {              /* edr_event.flags bits */
 	EDR_F_STDIO_INET = 128,       /* fd 0-2 of the new process: a network socket (read only
 				       * when a candidate rule has match.inet_stdio)             */
 	EDR_F_PARENT_STDIO_INET = 256,/* fd 0-2 of its parent: a network socket (likewise)      */
+	EDR_F_EXE_PATH_PARTIAL = 512, /* exe_path is a tail: deeper than EDR_CWD_DEPTH, or cut */
+	EDR_F_LOADER = 1024,          /* the dynamic loader run directly: judged as its PROGRAM */
 };
 
 enum edr_block_bit {         /* edr_group.has_block, edr_group_list.over */
@@ -244,7 +247,9 @@ enum edr_prog {              /* tail-call index into "progs" (and "progs_lsm"): 
 			      * function edr_<name> (edr_lsm_<name>) at EDR_PROG_<NAME> */
 	EDR_PROG_SCAN = 0,
 	EDR_PROG_JUDGE = 1,
-	EDR_PROG_MAX = 2,
+	EDR_PROG_EMIT = 2,           /* the event with the executable's path (exe_path.c): the
+				      * spare tail call; if it fails the event goes without it */
+	EDR_PROG_MAX = 3,
 };
 
 enum edr_counter {           /* index into the per-CPU counters array */
@@ -296,6 +301,12 @@ struct edr_inode_key {       /* key of "inodes": dev in kernel encoding (major <
 	__u32 slot;
 	__u32 dev;
 	__u64 ino;
+};
+
+struct edr_size_key {        /* key of "fsizes": a protected file's size (bpf/identity.c) */
+	__u32 slot;
+	__u32 pad;
+	__u64 size;
 };
 
 struct edr_scope_key {       /* key of "scope": cgroup v2 id (= inode of its directory) */
@@ -400,10 +411,14 @@ struct edr_event {           /* ring buffer record; sent up to args[args_len] on
 				* carries execs folded into it under a flood */
 	u32 agg_seq;           /* logged: the key's "seen" on agg_cpu after this exec, 0 when
 				* not aggregated: the event stands for seen-count+1 .. seen */
-	u32 pad2;
+	u16 exe_path_len;      /* bytes of exe_path[] that are valid */
+	u16 pad2;
 	char exe_name[EDR_NAME_MAX];       /* d_name of the real executable */
 	char parent_name[EDR_NAME_MAX];    /* d_name of the parent's executable, "" if none */
 	char filename[EDR_FILENAME_MAX];   /* as executed (bprm->filename) */
+	char exe_path[EDR_EXE_PATH_MAX];   /* the real executable's path, walked in the kernel up to
+					    * its mount namespace's root (a chroot's files keep their
+					    * full path), EDR_F_EXE_PATH_PARTIAL */
 	char cwd[EDR_CWD_MAX];             /* working directory (EDR_F_CWD_* flags) */
 	char args[EDR_ARGS_MAX];           /* argv, NUL separated */
 };

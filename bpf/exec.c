@@ -35,6 +35,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (len && edr_read_user(ev->args, CLAMP_LEN(len, EDR_ARGS_MAX), (void *)arg_start))
 		len = 0;
 	ev->args_len = len;
+	if (s->loader)
+		loader_program(s, 0); /* judged as PROGRAM: its groups, its argv */
 	if (!add_applet(s))
 		return 0;
 	early_ctx(s);

@@ -78,6 +78,8 @@ int edr_lsm_check(unsigned long long *ctx)
 	if (total && bpf_probe_read_kernel(ev->args, CLAMP_LEN(total, EDR_ARGS_MAX), s->lbuf))
 		total = 0;
 	ev->args_len = total;
+	if (s->loader)
+		loader_program(s, 1); /* judged as PROGRAM: its groups, its argv */
 	if (!add_applet(s))
 		return 0;
 	early_ctx(s);

@@ -210,6 +210,11 @@ static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
 	if (!(s->ctx_done & EDR_CTX_CWD))
 		cwd_ctx(s);
 	cwd_string(s);
-	emit(ctx, s);
+	/* the path walk in a program of its own: inlined here it pushed judge's stack past 512
+	 * bytes (with the cwd walk) */
+	s->verdict = verdict;
+	ev->exe_path_len = 0;
+	tail(ctx, EDR_PROG_EMIT, lsm);
+	emit(ctx, s); /* the tail call failed: the event goes without the executable's path */
 	return verdict;
 }

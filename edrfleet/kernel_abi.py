@@ -27,9 +27,12 @@ BPF_SOURCES = (
     HEADER_FILE,
     "edrfleet.c",    # the program's own constants, its scratch state and its maps
     "helpers.c",     # reads, bounds for the verifier, counters, scope, tail calls
+    "identity.c",    # a fileless copy of a protected file, by its size
     "candidates.c",  # the candidate groups of one exec, the tail-call budget
     "context.c",     # match.parent and match.cwd
+    "loader.c",      # the dynamic loader run directly is judged as its PROGRAM
     "verdict.c",     # rules against the condition bits, the verdict, the event
+    "exe_path.c",    # process.executable: the real executable's path, walked in the kernel
     "scan.c",        # the DFA scan of argv and the judge per group (tail-call targets)
     "exec.c",        # backend sigkill: sched:sched_process_exec
     "lsm.c",         # backend lsm: bprm_check_security (x86-64 only)

@@ -17,7 +17,7 @@ them).  Fields, by dotted name::
     rule.{id,name,description} tags (the rule's) threat.framework
     threat.technique.id (MITRE ids of its attack.tNNNN[.NNN] tags)
     edrfleet.{severity,backend,policy_sha256,as_executed,stage,reason,args_truncated,
-              args_bytes,unscanned,fileless,cgroup_id,count,summary}
+              args_bytes,unscanned,fileless,loader,cgroup_id,count,summary,inet_stdio}
 
 What each action writes.  A block or a would-be block is a detection rule firing on the host,
 what ECS calls an ``alert`` (and what an analyst triages, in monitor mode too); a ``log`` rule
@@ -123,6 +123,8 @@ FLAG_FILELESS = 32
 FLAG_DROPPED = 64  # rule groups not evaluated (the candidate cap): reason dropped if blocked
 FLAG_STDIO_INET = 128  # the process's fd 0-2 held a network socket (read for inet_stdio rules)
 FLAG_PARENT_STDIO_INET = 256  # its parent's did
+FLAG_EXE_PATH_PARTIAL = 512  # exe_path is only a tail of the executable's path
+FLAG_LOADER = 1024  # the dynamic loader run directly, judged as the program it runs
 TECHNIQUE_TAG = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)\Z", re.IGNORECASE)
 ATTACK_FRAMEWORK = "MITRE ATT&CK"
 _DELETED = " (deleted)"
@@ -197,6 +199,15 @@ def text(raw: bytes) -> str:
 def field_bytes(struct: ct.Structure, name: str, length: int) -> bytes:
     """Bytes of a char array field, NULs included (ctypes stops char arrays at the first NUL)."""
     return ct.string_at(ct.addressof(struct) + getattr(type(struct), name).offset, length)
+
+
+def kernel_exe_path(ev) -> str:
+    """The executable's path as the kernel walked it; "" when partial (or from an older
+    program without it): the caller falls back to what user space can find."""
+    length = getattr(ev, "exe_path_len", 0)
+    if not length or ev.flags & FLAG_EXE_PATH_PARTIAL:
+        return ""
+    return text(field_bytes(ev, "exe_path", length))
 
 
 def split_args(raw: bytes) -> list[bytes]:
@@ -288,6 +299,7 @@ def to_ecs(
             "args_bytes": ev.args_total,
             "unscanned": bool(ev.flags & FLAG_UNSCANNED),
             "fileless": bool(ev.flags & FLAG_FILELESS),
+            "loader": bool(ev.flags & FLAG_LOADER),
             "cgroup_id": ev.cgroup_id,
             "count": getattr(ev, "count", 0) or 1,
         },
@@ -396,12 +408,15 @@ FD_PATH = re.compile(r"/(?:dev/fd|proc/self/fd|proc/thread-self/fd)/(\d+)\Z")
 
 
 def resolve_executable(pid: int, identity: tuple[int, int], known: dict, as_executed: str,
-                       committed: bool = True) -> str:
-    """Path of the real executable: the policy's own table, /proc, then the as-executed path.
+                       committed: bool = True, kernel_path: str = "") -> str:
+    """Path of the real executable: the path the kernel walked for the event (bpf/exe_path.c),
+    else the policy's own table, /proc, then the as-executed path.
 
     ``committed``: the exec happened (stage exec), so /proc/PID/exe is the new image; an exec
     the LSM hook refused never replaced the caller, whose /proc/PID/exe is the caller itself.
     """
+    if kernel_path:
+        return kernel_path
     if identity in known:
         return known[identity]
     proc = f"/proc/{pid}"

@@ -240,6 +240,28 @@ class Engine:
                                       _set_inode_key, one)
         self._keys[slot] = keys
 
+    def put_inodes(self, slot: int, items) -> None:
+        """Add or replace "inodes" keys of a filled ``slot``: identities that changed on the
+        host (edrfleet/agent/identities.py).  They go with the slot's other keys on refill."""
+        written = self._fill_lists("inodes", slot, items, _set_inode_key)
+        self._keys.setdefault(slot, {}).setdefault("inodes", []).extend(written)
+
+    def put_sizes(self, slot: int, items) -> None:
+        """Add or replace "fsizes" keys of ``slot``: protected files by size, which a fileless
+        exec of that size is judged as (bpf/identity.c)."""
+        written = self._fill_lists("fsizes", slot, items, _set_size_key)
+        self._keys.setdefault(slot, {}).setdefault("fsizes", []).extend(written)
+
+    def drop_inode(self, slot: int, ident: tuple[int, int]) -> None:
+        table = self.bpf["inodes"]
+        k = table.Key()
+        k.slot = slot
+        _set_inode_key(k, ident)
+        try:
+            del table[k]
+        except KeyError:
+            pass
+
     def set_backend(self, slot: int, backend: int) -> None:
         cfg = self.bpf["config"][ct.c_int(slot)]
         cfg.backend = backend
@@ -397,6 +419,10 @@ class Engine:
                 del table[k]
             except KeyError:
                 pass
+
+
+def _set_size_key(k, size: int) -> None:
+    k.size = size
 
 
 def _set_inode_key(k, ident: tuple[int, int]) -> None:

@@ -28,6 +28,7 @@ from edrfleet.agent.engine import (
     scan_windows,
 )
 from edrfleet.agent.logfold import LogFolds
+from edrfleet.agent.identity.keeper import IdentityKeeper
 from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.release_check import verify_release
@@ -114,6 +115,7 @@ class Agent:
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.gen = 0
         self.engine: Engine | None = None
+        self.identities: IdentityKeeper | None = None
         self.wanted = "auto"
         self.lsm_possible = False
         self.scope_possible, self.scope_why = True, ""
@@ -161,10 +163,12 @@ class Agent:
             "compile and load the BPF program",
             lambda: self._new_engine(offsets, packed),
         )
+        self.identities = IdentityKeeper(log, self.header)
         self._install(self.engine, bundle, packed, slot=0)
         self._step("attach sched:sched_process_exec", self.engine.attach_exec)
         self._attach_lsm(self.engine, why)
         self._open_events(self.engine)
+        self.identities.start()
         self.status["backend"] = self.engine.backend
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["enforcing_since"] = time.time()
@@ -267,6 +271,8 @@ class Agent:
             del self.generations[old]
         engine.activate(slot)
         self.installed_at = time.monotonic()
+        if self.identities is not None:  # keys follow the host's files from now on
+            self.identities.follow(engine, slot, bundle, packed)
         self.status.update(
             policy_sha256=bundle["sha256"], rules=len(bundle["rules"]),
             mode=bundle["mode"], generation=self.gen,
@@ -278,7 +284,8 @@ class Agent:
             generation, paths = self.generations.get(ev.gen, (None, {}))
             as_executed = ecs.text(ecs.field_bytes(ev, "filename", ev.filename_len))
             exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed,
-                                         committed=ev.stage != ecs.STAGE_LSM)
+                                         committed=ev.stage != ecs.STAGE_LSM,
+                                         kernel_path=ecs.kernel_exe_path(ev))
             parent = ecs.resolve_parent(ev)
             doc = ecs.to_ecs(
                 ev, host=self.opts.host_name, generation=generation, clock=self.clock,
@@ -353,6 +360,8 @@ class Agent:
             except Exception as exc:  # the old program never stopped: it stays in force
                 if new is not None:
                     new.detach()
+                if self.identities is not None:
+                    self.identities.revert()
                 self.gen = gen
                 self.status.update(policy_sha256=old_sha, rules=old_rules, mode=old_mode,
                                    generation=gen)
@@ -394,6 +403,9 @@ class Agent:
         return 0
 
     def stop(self) -> None:
+        if self.identities is not None:
+            self.identities.close()  # execs of the host no longer wait for us
+            self.identities = None
         if self.engine is not None:
             self.engine.poll(0)
             self._sweep_folds(self.engine, force=True)
@@ -422,6 +434,8 @@ class Agent:
             )
         if self.outputs:
             self.status["outputs"] = self.outputs.stats()
+        if self.identities is not None:
+            self.status["identities"] = self.identities.stats()
         write_status(str(self.opts.spool), self.status)
 
 

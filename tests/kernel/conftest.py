@@ -8,6 +8,7 @@ and copies of /bin/true under other names.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -42,12 +43,25 @@ def _kernel_ready() -> str:
     return ""
 
 
+_copies = itertools.count(1)
+
+
+def harmless_copy(dst: Path | str, src: str = "/bin/true") -> Path:
+    """A copy of a harmless program that is byte-identical to no other file, and of a size no
+    other copy has: the agent judges a byte-identical copy of a file a rule names as that file
+    (content identity), and a fileless exec of that file's size too, so a plain copy of
+    /bin/true named by a rule would make /bin/true itself that file.  The appended bytes are
+    never loaded (past the ELF's segments)."""
+    shutil.copy2(src, dst)
+    with open(dst, "ab") as f:
+        f.write(uuid.uuid4().bytes + b"\0" * next(_copies))
+    return Path(dst)
+
+
 @pytest.fixture
 def canary_binary(tmp_path: Path) -> Path:
     """A harmless copy of /bin/true for rules to name: blocking it harms nothing."""
-    b = tmp_path / "canary-bin"
-    shutil.copy2("/bin/true", b)
-    return b
+    return harmless_copy(tmp_path / "canary-bin")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -183,7 +197,7 @@ def standins(tmp_path: Path) -> Callable[[str], Path]:
     def make(name: str) -> Path:
         target = bindir / name
         if not target.exists():
-            shutil.copy2("/bin/true", target)
+            harmless_copy(target)
         return target
 
     return make

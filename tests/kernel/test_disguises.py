@@ -10,10 +10,11 @@ memory (memfd_create) or from a deleted file, which no path or inode rule can na
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
+
+from tests.kernel.conftest import harmless_copy
 
 POLICY = """\
 version: 1
@@ -78,7 +79,7 @@ def test_execveat_relative_to_a_directory_descriptor(agent, cgroup, tmp_path):
     """execveat(dirfd, "rm", ...): the as-executed name is the path relative to the dirfd."""
     d = tmp_path / "elsewhere"
     d.mkdir()
-    shutil.copy2("/bin/true", d / "rm")
+    harmless_copy(d / "rm")
     code = (
         "import ctypes, os\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
@@ -136,7 +137,7 @@ def test_a_fileless_block_rule_kills_the_memfd_copy(agent, cgroup):
 
 def test_a_deleted_file_run_by_descriptor_is_fileless(agent, cgroup, tmp_path):
     victim = tmp_path / "soon-gone"
-    shutil.copy2("/bin/true", victim)
+    harmless_copy(victim)
     code = (f"import os; fd = os.open({str(victim)!r}, os.O_RDONLY); os.unlink({str(victim)!r});"
             " os.execve(fd, ['soon-gone', 'edrfleet-fileless-marker'], {})")
     res = py(cgroup, code)
@@ -163,7 +164,7 @@ def test_an_o_tmpfile_copy_run_through_proc_self_fd_is_fileless(agent, cgroup, t
 
 def test_an_ordinary_file_is_not_fileless(agent, cgroup, tmp_path):
     b = tmp_path / "plain"
-    shutil.copy2("/bin/true", b)
+    harmless_copy(b)
     assert cgroup.run([str(b), "edrfleet-fileless-marker"]).returncode == 0
     os.link(b, tmp_path / "plain2")  # a second link is still a link
     assert cgroup.run([str(tmp_path / "plain2"), "x"]).returncode == 0

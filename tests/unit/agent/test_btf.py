@@ -358,8 +358,8 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool =
     ino = t["u64"] if i_ino_size == 8 else t["u32"]
     # i_nlink sits in an anonymous union with __i_nlink, as in the kernel
     nl = b.union("", 4, [("i_nlink", b.const(t["u32"]), 0, 0), ("__i_nlink", t["u32"], 0, 0)])
-    b.struct("inode", 72, [("i_mode", u16, 0, 0), ("i_sb", vp, 320, 0), ("", nl, 448, 0),
-                           ("i_ino", ino, 512, 0)])
+    b.struct("inode", 80, [("i_mode", u16, 0, 0), ("i_sb", vp, 320, 0), ("", nl, 448, 0),
+                           ("i_ino", ino, 512, 0), ("i_size", t["u64"], 576, 0)])
     dev_t = b.typedef("dev_t", b.typedef("__kernel_dev_t", t["u32"]))
     b.struct("super_block", 64, [("s_dev", dev_t, 128, 0)])
     b.struct("linux_binprm", 128, [("file", vp, 512, 0), ("filename", cp, 768, 0)])
@@ -371,9 +371,11 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
     assert offs == {
         "EDR_OFF_TASK_MM": 16, "EDR_OFF_TASK_REAL_PARENT": 40, "EDR_OFF_TASK_TGID": 32,
         "EDR_OFF_MM_ARG_START": 8, "EDR_OFF_MM_ARG_END": 16, "EDR_OFF_MM_EXE_FILE": 24,
-        "EDR_OFF_FILE_INODE": 32, "EDR_OFF_FILE_DENTRY": 56, "EDR_OFF_DENTRY_NAME": 40,
+        "EDR_OFF_FILE_INODE": 32, "EDR_OFF_FILE_DENTRY": 56, "EDR_OFF_FILE_MNT": 48,
+        "EDR_OFF_DENTRY_NAME": 40,
         "EDR_OFF_INODE_INO": 64, "EDR_OFF_INODE_SB": 40,
-        "EDR_OFF_INODE_NLINK": 56, "EDR_OFF_SB_DEV": 16, "EDR_OFF_BPRM_FILE": 64,
+        "EDR_OFF_INODE_NLINK": 56, "EDR_OFF_INODE_SIZE": 72, "EDR_OFF_SB_DEV": 16,
+        "EDR_OFF_BPRM_FILE": 64,
         "EDR_OFF_BPRM_FILENAME": 96,
         "EDR_OFF_TASK_FS": 56, "EDR_OFF_FS_PWD_MNT": 24, "EDR_OFF_FS_PWD_DENTRY": 32,
         "EDR_OFF_DENTRY_PARENT": 24, "EDR_OFF_DENTRY_INODE": 48, "EDR_OFF_VFSMOUNT_ROOT": 0,

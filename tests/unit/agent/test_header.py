@@ -35,6 +35,8 @@ def test_event_enums_in_the_schema_module_match_the_header():
         "dropped": ecs.FLAG_DROPPED,
         "stdio_inet": ecs.FLAG_STDIO_INET,
         "parent_stdio_inet": ecs.FLAG_PARENT_STDIO_INET,
+        "exe_path_partial": ecs.FLAG_EXE_PATH_PARTIAL,
+        "loader": ecs.FLAG_LOADER,
     }
 
 
@@ -58,8 +60,10 @@ def test_the_engine_takes_every_switch_and_its_default_from_the_header():
 
 
 def test_tail_call_targets_are_the_header_indexes_of_the_program_functions():
-    assert engine.tail_call_targets(H, "") == [(0, b"edr_scan"), (1, b"edr_judge")]
-    assert engine.tail_call_targets(H, "lsm_") == [(0, b"edr_lsm_scan"), (1, b"edr_lsm_judge")]
+    assert engine.tail_call_targets(H, "") == [(0, b"edr_scan"), (1, b"edr_judge"),
+                                               (2, b"edr_emit")]
+    assert engine.tail_call_targets(H, "lsm_") == [(0, b"edr_lsm_scan"), (1, b"edr_lsm_judge"),
+                                                   (2, b"edr_lsm_emit")]
     source = engine.bpf_text(BPF)
     for _, name in engine.tail_call_targets(H, "") + engine.tail_call_targets(H, "lsm_"):
         assert f"int {name.decode()}(void *ctx)" in source

@@ -28,8 +28,8 @@ EDRFLEET_FIELDS = {
     "edrfleet.stage": "keyword", "edrfleet.reason": "keyword",
     "edrfleet.args_truncated": "boolean", "edrfleet.args_bytes": "long",
     "edrfleet.unscanned": "boolean", "edrfleet.fileless": "boolean",
-    "edrfleet.cgroup_id": "unsigned_long", "edrfleet.count": "long",
-    "edrfleet.summary": "boolean", "edrfleet.inet_stdio": "keyword",
+    "edrfleet.loader": "boolean", "edrfleet.cgroup_id": "unsigned_long",
+    "edrfleet.count": "long", "edrfleet.summary": "boolean", "edrfleet.inet_stdio": "keyword",
 }
 EDRFLEET_ARRAYS = {"edrfleet.inet_stdio"}  # edrfleet.* fields that hold a list
 REQUIRED = ("@timestamp", "ecs.version")

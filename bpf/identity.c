@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-2.0
+/* identity.c - a fileless copy of a protected file, by its size.
+ * Part of the one BPF program: the agent joins bpf/ files in the order of
+ * edrfleet/kernel_abi.py BPF_SOURCES (BCC rewrites map calls in one text only). */
+
+/*
+ * A fileless executable (memfd_create, O_TMPFILE, a deleted file run by descriptor) is on no
+ * filesystem the agent can watch: fanotify refuses marks on the kernel's internal memfd mount,
+ * so its content is never hashed before it runs.  A byte-identical copy has the protected
+ * file's size, though, and that the kernel knows: a fileless exec whose size is a protected
+ * file's ("fsizes", filled by the agent's identity keeper) is judged as that file as well - its
+ * rules, argv conditions included, apply.  runc's memfd re-exec is its own binary: no protected
+ * size, judged as before.  A fileless file of another program with exactly a protected size is
+ * judged by that program's rules too (its argv must still match them).
+ */
+BPF_HASH(fsizes, struct edr_size_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
+
+static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_list *l);
+
+static __always_inline void add_size_cands(struct edr_scratch *s, void *inode)
+{
+	struct edr_size_key k = {.slot = s->slot};
+	if (!inode || bpf_probe_read_kernel(&k.size, sizeof(k.size),
+					    (const char *)inode + EDR_OFF_INODE_SIZE))
+		return;
+	if (k.size)
+		add_cands(s, fsizes.lookup(&k));
+}
+
+/* The dynamic loader, by the real executable's name: ld-linux*.so*, ld-musl-*, ld64.so*. */
+static __always_inline int is_loader(const char *name)
+{
+	if (name[0] != 'l' || name[1] != 'd')
+		return 0;
+	if (name[2] == '-' && name[3] == 'l' && name[4] == 'i' && name[5] == 'n' &&
+	    name[6] == 'u' && name[7] == 'x')
+		return 1;
+	if (name[2] == '-' && name[3] == 'm' && name[4] == 'u' && name[5] == 's' && name[6] == 'l')
+		return 1;
+	return name[2] == '6' && name[3] == '4' && name[4] == '.';
+}
