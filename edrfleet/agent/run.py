@@ -27,8 +27,8 @@ from edrfleet.agent.engine import (
     capacities_for,
     scan_windows,
 )
-from edrfleet.agent.logfold import LogFolds
 from edrfleet.agent.identity.keeper import IdentityKeeper
+from edrfleet.agent.logfold import LogFolds
 from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.release_check import verify_release
