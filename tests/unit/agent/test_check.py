@@ -11,8 +11,8 @@ import pytest
 
 from edrfleet.agent.check import check_loads_here
 from edrfleet.fleet.deploy.release import build_release, write_release
-from edrfleet.paths import BPF
 from edrfleet.fleet.deploy.render import render_policy
+from edrfleet.paths import BPF
 from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 
 
