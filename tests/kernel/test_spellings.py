@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edrfleet.agent import ecs
 from edrfleet.agent.run import cgroup2_root
 from edrfleet.fleet.deploy.render import render_policy
 from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent
@@ -57,7 +59,8 @@ ATTACKS = [
     (["sh", "-c", "dd of=/dev/sda < /dev/zero"], "shell-write-block-device"),
     (["sh", "-c", ": > /var/log/wt''mp"], "shell-truncate-log-quoted"),
     (["pkill", "f[a]lco"], "kill-security-agent-pattern"),
-    (["systemctl", "stop", "falco*"], "systemctl-stop-security-service-glob"),
+    (["systemctl", "stop", "falco*"], "kill-security-agent-pattern"),  # the first matching rule
+    (["systemctl", "disable", "f?lco.service"], "systemctl-stop-security-service-glob"),
     (["mv", "/etc/passwd", "/tmp/p"], "system-file-moved"),
     (["python3", "-c", "import shutil; shutil.rmtree('/')"], "script-tree-removal-root"),
     (["cp", "/dev/zero", "/dev/sda"], "cp-zero-block-device"),
@@ -124,14 +127,33 @@ def killed(res: subprocess.CompletedProcess) -> bool:
     return res.returncode in (-9, 137)
 
 
+def wait_event(agent: RunningAgent, pred, timeout: float = 10.0) -> list[dict]:
+    """Events matching ``pred``; a line the agent is still writing is skipped, not an error
+    (RunningAgent.events parses the whole file and raced with the writer under load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = []
+        f = agent.spool / "events.jsonl"
+        for line in (f.read_text().splitlines() if f.exists() else []):
+            try:
+                event = ecs.flatten(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+            if pred(event):
+                found.append(event)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(("argv", "rule"), ATTACKS, ids=[" ".join(a) for a, _ in ATTACKS])
 def test_evasion_is_blocked_in_the_kernel(agent, cgroup, bindir, argv, rule) -> None:
     res = cgroup.run([str(bindir / argv[0]), *argv[1:]], cwd="/tmp")
     assert killed(res), (argv, res)
     want = json.dumps(argv[1:])
-    evs = agent.wait_events(lambda e: e.get("rule.id") == rule
-                            and json.dumps(e.get("process.args", [])[1:]) == want)
-    assert evs, (rule, argv, [e.get("rule.id") for e in agent.events()[-5:]])
+    evs = wait_event(agent, lambda e: e.get("rule.id") == rule
+                     and json.dumps(e.get("process.args", [])[1:]) == want)
+    assert evs, (rule, argv)
 
 
 @pytest.mark.parametrize("argv", TWINS, ids=[" ".join(a) for a in TWINS])
