@@ -1,8 +1,14 @@
 """The BPF side of the agent: compile with BCC, fill the maps, attach, read events and counters.
 
-One visible order: compile -> load -> fill slot -> activate -> attach -> poll.  Policies live in
-two slots; a reload fills the inactive one and flips ``active`` with a single map write, so there
-is never a moment without a complete policy in force.
+One visible order: compile -> load -> fill slot -> activate -> attach -> pin -> poll.  Policies
+live in two slots; a reload fills the inactive one and flips ``active`` with a single map write,
+so there is never a moment without a complete policy in force.
+
+Attachments are bpf links the engine creates itself (edrfleet/agent/bpfsys.py) and pins with
+the maps and programs (edrfleet/agent/pins.py): closing the engine, or the process dying, leaves
+them in force.  An engine can also *adopt* a pinned program: it compiles the same text with
+the same flags for the layouts of its maps and events, loads nothing, and works on the pinned
+maps.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edrfleet.agent.maps import Packed
+from edrfleet.agent.pinned import bpfsys, pins
 from edrfleet.kernel_abi import BPF_SOURCES, Header
 
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
 # libbcc derives an LSM program's attach point from its name; every LSM-typed function (the
 # hook and its tail-call targets, which must share its type and attach point) loads as this.
 LSM_HOOK_NAME = b"lsm__bprm_check_security"
+EXEC_FN = b"raw_tracepoint__sched_process_exec"
+EXEC_TP = "sched_process_exec"
+# prog arrays never change after load: frozen, so nobody swaps a tail-call target out
+FROZEN_MAPS = ("progs", "progs_lsm")
 
 # The -D switches of bpf/edrfleet.h are of three kinds.  FEATURES: matchers whose kernel code
 # is compiled in only when the policy uses one (the default policy has no user/parent/cwd rule,
@@ -97,6 +108,8 @@ class Engine:
         with_scope: bool = True,
         scan_window: int | None = None,
         print_text: Callable[[str], None] | None = None,
+        adopt: dict[str, int] | None = None,
+        cflags: list[str] | None = None,
     ) -> None:
         self.header = header
         self.capacities = {**{k: header.switches[k] for k in FEATURES}, **capacities}
@@ -106,6 +119,8 @@ class Engine:
         self.with_scope = with_scope
         self.scan_window = scan_window or header.switches["EDR_SCAN_WINDOW"]
         self._lsm_fds: list[int] = []
+        self.links: dict[str, int] = {}
+        self.pdir = ""  # the bpffs directory this program is pinned in
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
         self._released_at = [0.0, 0.0]
         self.active_slot = -1
@@ -121,7 +136,10 @@ class Engine:
         self.cflags += ["-O0", "-Xclang", "-disable-O0-optnone"]
         if not print_text:  # no debug info (source lines in verifier logs): 10 % of the compile
             self.cflags.append("-g0")
+        if cflags is not None:  # adopting: exactly the flags the pinned program was built with
+            self.cflags = list(cflags)
         text = bpf_text(bpf_dir)
+        self.map_names = pins.map_names((bpf_dir / "edrfleet.c").read_text())
         if print_text:
             print_text("\n".join(f"#define {f[2:].replace('=', ' ', 1)}"
                                   for f in self.cflags if f.startswith("-D")))
@@ -137,18 +155,68 @@ class Engine:
             self.bpf = _NoAutoload(text=text, cflags=self.cflags)
         except Exception as exc:
             raise EngineError(f"compile the BPF program (bpf/): {exc}") from exc
+        self.prog_fds: dict[str, int] = {}
+        if adopt is not None:
+            self._use_maps(adopt)
+            return
         try:
             for index, name in tail_call_targets(self.header, ""):
-                fn = self.bpf.load_func(name, BPF.TRACEPOINT)
+                fn = self.bpf.load_func(name, BPF.RAW_TRACEPOINT)
                 self.bpf["progs"][ct.c_int(index)] = ct.c_int(fn.fd)
-            self._exec_fn = self.bpf.load_func(
-                b"tracepoint__sched__sched_process_exec", BPF.TRACEPOINT
-            )
+                self.prog_fds[name.decode()] = fn.fd
+            self._exec_fn = self.bpf.load_func(EXEC_FN, BPF.RAW_TRACEPOINT)
+            self.prog_fds["exec"] = self._exec_fn.fd
         except Exception as exc:
             self.bpf.cleanup()
             if "Argument list too long" in str(exc):
                 raise VerifierTooComplex(f"load programs (verifier): {exc}") from exc
             raise EngineError(f"load programs (verifier): {exc}") from exc
+
+    def _use_maps(self, fds: dict[str, int]) -> None:
+        """Work on the pinned maps: BCC's tables keep their types, take the pinned fds."""
+        for name, fd in fds.items():
+            if name in self.map_names:
+                self.bpf[name].map_fd = fd
+        self._adopted_fds = fds
+
+    def map_fds(self) -> dict[str, int]:
+        """The fd of every map of the program, by name (what gets pinned)."""
+        out = {}
+        for name in self.map_names:
+            fd = self._BPF_lib().bpf_table_fd(self.bpf.module, name.encode())
+            if fd >= 0:
+                out[name] = self.bpf[name].map_fd
+        return out
+
+    @staticmethod
+    def _BPF_lib():
+        from bcc import lib
+
+        return lib
+
+    def freeze(self) -> None:
+        """Freeze the maps nothing writes after load (bpftool cannot change them then)."""
+        fds = self.map_fds()
+        for name in FROZEN_MAPS:
+            if name in fds:
+                bpfsys.map_freeze(fds[name])
+
+    def pin(self, inst: str) -> str:
+        """Pin maps, programs and links under the instance directory ``inst``."""
+        self.pdir = pins.pin_program(inst, self.map_fds(), self.prog_fds, self.links)
+        return self.pdir
+
+    def adopt_slots(self, slot: int, gen_keys: dict[int, dict[str, list]] | None = None) -> None:
+        """After adopting: the slot in force, and the keys each slot's hash maps hold now."""
+        self.active_slot = slot
+        for s in (0, 1):
+            self._keys[s] = (gen_keys or {}).get(s) or self._live_keys(s)
+
+    def _live_keys(self, slot: int) -> dict[str, list]:
+        keys: dict[str, list] = {}
+        for name in ("names", "inodes", "scope", "pnames", "pinodes", "dirs"):
+            keys[name] = [k for k in self.bpf[name] if k.slot == slot]
+        return keys
 
     # -- policy slots ------------------------------------------------------------------------
     def fits(self, needs: dict[str, int]) -> bool:
@@ -287,24 +355,24 @@ class Engine:
     # -- attach ------------------------------------------------------------------------------
     def attach_exec(self) -> None:
         try:
-            self.bpf.attach_tracepoint(
-                tp=b"sched:sched_process_exec", fn_name=self._exec_fn.name
-            )
-        except Exception as exc:
-            raise EngineError(f"attach sched:sched_process_exec: {exc}") from exc
+            self.links["exec"] = bpfsys.raw_tracepoint_open(self._exec_fn.fd, EXEC_TP)
+        except OSError as exc:
+            raise EngineError(f"attach raw tracepoint {EXEC_TP}: {exc}") from exc
 
     def attach_lsm(self) -> None:
         """Load the LSM programs and attach bprm_check_security; raises EngineError."""
         if not self.with_lsm:
             raise EngineError("attach BPF LSM: the program was built without EDR_WITH_LSM")
         for index, name in tail_call_targets(self.header, "lsm_"):
-            self.bpf["progs_lsm"][ct.c_int(index)] = ct.c_int(self._load_lsm(name))
-        from bcc import lib
-
-        link = lib.bpf_attach_lsm(self._load_lsm(b"edr_lsm_check"))
-        if link < 0:
-            raise EngineError(f"attach BPF LSM bprm_check_security: {os.strerror(-link)}")
-        self._lsm_fds.append(link)
+            fd = self._load_lsm(name)
+            self.bpf["progs_lsm"][ct.c_int(index)] = ct.c_int(fd)
+            self.prog_fds[name.decode()] = fd
+        check = self._load_lsm(b"edr_lsm_check")
+        self.prog_fds["lsm_check"] = check
+        try:
+            self.links["lsm"] = bpfsys.raw_tracepoint_open(check, None)
+        except OSError as exc:
+            raise EngineError(f"attach BPF LSM bprm_check_security: {exc}") from exc
 
     def _load_lsm(self, func: bytes) -> int:
         from bcc import BPF, lib
@@ -322,11 +390,20 @@ class Engine:
         self._lsm_fds.append(fd)
         return fd
 
-    def detach(self) -> None:
+    def close(self) -> None:
+        """Let go of every fd: what is pinned stays in force, what is not is detached."""
+        pins.close_all(self.links, getattr(self, "_adopted_fds", {}))
         for fd in reversed(self._lsm_fds):
             os.close(fd)
         self._lsm_fds = []
         self.bpf.cleanup()
+
+    def detach(self) -> None:
+        """End this program's enforcement: unpin it, then close."""
+        if self.pdir and os.path.isdir(self.pdir):
+            pins.remove_program(self.pdir)
+        self.pdir = ""
+        self.close()
 
     # -- events and counters -----------------------------------------------------------------
     def open_events(

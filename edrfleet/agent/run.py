@@ -1,9 +1,12 @@
-"""The agent's foreground life: start, enforce, report, reload on SIGHUP, detach on SIGTERM.
+"""The agent's foreground life: start, enforce, report, reload on SIGHUP, exit on SIGTERM.
 
 Order at start (each failed step is reported by name in status.json and on stderr):
-read policy -> lay it out for the maps -> compile and load the BPF program -> fill slot 0 ->
-activate -> attach -> state "enforcing"/"monitoring".  The state changes only once the program
-is attached with full maps.
+read policy -> lay it out for the maps -> adopt the pinned program of this spool, or compile
+and load a new one -> fill a slot -> activate -> attach -> pin -> state "enforcing"/
+"monitoring".  The state changes only once the program is attached with full maps.
+
+The program stays pinned when the agent exits, by any signal: only ``agent disarm`` ends
+enforcement (edrfleet/agent/pins.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
+from edrfleet.agent.pinned import adopt, pins
 from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
@@ -148,13 +152,18 @@ class Agent:
         self.lsm_possible, why = lsm_available(btf)
         if self.wanted == "lsm" and not self.lsm_possible:
             raise self._fail("choose backend", f"backend lsm is required but {why}")
-        self.engine = self._step(
-            "compile and load the BPF program",
-            lambda: self._new_engine(offsets, packed),
-        )
-        self._install(self.engine, bundle, packed, slot=0)
-        self._step("attach sched:sched_process_exec", self.engine.attach_exec)
-        self._attach_lsm(self.engine, why)
+        self.offsets = offsets
+        manifest = self._step("read pinned.json", lambda: pins.read_manifest(self.opts.spool))
+        self.text_sha = adopt.text_sha256(self.bpf_dir)
+        why_new = adopt.why_not(manifest, self.text_sha, packed.needs(self.header),
+                                self.wanted, __version__)
+        if manifest and not why_new:
+            self._adopt(manifest, bundle, packed)
+        else:
+            if manifest:
+                log(f"new program: {why_new}")
+            self._fresh(bundle, packed, offsets, why)
+        self._save_manifest()
         self._open_events(self.engine)
         self.status["backend"] = self.engine.backend
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
@@ -166,6 +175,50 @@ class Agent:
             f"{self.engine.backend}, policy {bundle['sha256'][:12]}, "
             f"started in {self.status['start_seconds']} s"
         )
+
+    def _fresh(self, bundle: dict, packed: Packed, offsets: dict[str, int], why: str) -> None:
+        """A new program: load, fill, attach, pin; then unpin what an earlier run left."""
+        self.engine = self._step(
+            "compile and load the BPF program",
+            lambda: self._new_engine(offsets, packed),
+        )
+        self._install(self.engine, bundle, packed, slot=0)
+        self._step("attach raw tracepoint sched_process_exec", self.engine.attach_exec)
+        self._attach_lsm(self.engine, why)
+        self._step("pin in bpffs", lambda: self._pin(self.engine))
+
+    def _pin(self, engine: Engine) -> None:
+        """Freeze what never changes, pin, and only then retire older pinned programs."""
+        engine.freeze()
+        inst = pins.instance_dir(self.opts.spool)
+        engine.pin(inst)
+        for old in adopt.remove_others(inst, engine.pdir):
+            log(f"retired the earlier pinned program {old}")
+        self.status["pinned"] = engine.pdir
+
+    def _adopt(self, manifest: dict, bundle: dict, packed: Packed) -> None:
+        """Take over the pinned program: it never stopped enforcing."""
+        self.engine = self._step(
+            "adopt the pinned program",
+            lambda: adopt.adopt_engine(self.bpf_dir, self.header, manifest))
+        self.gen = int(manifest["gen"])
+        self.status["scan_window"] = self.engine.scan_window
+        self.status["scope_cgroups"] = self.engine.with_scope
+        self.status["pinned"] = self.engine.pdir
+        self.status["adopted"] = time.time()
+        log(f"adopted the pinned program {self.engine.pdir}")
+        if manifest.get("policy_sha256") == bundle["sha256"]:
+            generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
+            self.generations[self.gen] = (generation, packed.paths)
+            self.status.update(policy_sha256=bundle["sha256"], rules=len(bundle["rules"]),
+                               mode=bundle["mode"], generation=self.gen)
+        else:
+            self._install(self.engine, bundle, packed, self.engine.free_slot())
+
+    def _save_manifest(self) -> None:
+        assert self.engine is not None
+        pins.write_manifest(self.opts.spool, adopt.manifest_of(
+            self.engine, self.text_sha, self.gen, self.status["policy_sha256"], __version__))
 
     def _step(self, name: str, fn):
         try:
@@ -326,6 +379,7 @@ class Agent:
                     new.attach_lsm()
                     self._set_backend(new, "lsm")
                 self._open_events(new)
+                self._pin(new)
             except Exception as exc:  # the old program never stopped: it stays in force
                 if new is not None:
                     new.detach()
@@ -339,7 +393,8 @@ class Agent:
                 return
             self.engine = new
             old.poll(0)
-            old.detach()
+            old.detach()  # unpinned only now: the new program enforced first
+        self._save_manifest()
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["last_error"] = ""
         self.status["last_reload"] = {"at": time.time(), "ok": True, "sha256": bundle["sha256"]}
@@ -367,18 +422,20 @@ class Agent:
         return 0
 
     def stop(self) -> None:
+        """Exit, leaving the pinned program in force (``agent disarm`` ends enforcement)."""
         if self.engine is not None:
             self.engine.poll(0)
             self._flush()
-            self._write_status()  # last counters, read before the maps go away
-            self.engine.detach()
+            self._write_status()  # last counters, read while the maps are open
+            self.engine.close()
             self.engine = None
         self.status["state"] = "stopped"
         self._write_status()
         if self.outputs:
             self.outputs.close()  # what does not go in time waits in the spool for next start
         self.spool.close()
-        log("stopped: programs detached")
+        log(f"stopped: enforcement stays pinned ({self.status.get('pinned', '-')}); "
+            "`agent disarm` ends it")
 
     def _write_status(self) -> None:
         if self.engine is not None:

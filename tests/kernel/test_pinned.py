@@ -1,0 +1,170 @@
+"""Enforcement outlives the agent: kill loops, adopt, disarm, a reload that needs a new
+program, all while an attack loop runs.  Every test disarms what it pinned, even on failure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edrfleet.agent.pinned import pins
+from tests.kernel.conftest import EDRFLEET, REPO, RunningAgent
+
+POLICY = """\
+version: 1
+mode: enforce
+scope: {{cgroups: [{cgroup}]}}
+rules:
+  - id: pin-canary
+    description: a stand-in that must never run
+    severity: high
+    action: block
+    match:
+      executable: [edr-pin-canary]
+{extra}"""
+
+USER_RULE = """\
+  - id: pin-user
+    description: needs the uid matcher, which the first program was built without
+    severity: low
+    action: log
+    match:
+      executable: [edr-pin-other]
+      user: [root]
+"""
+
+
+class Attacks:
+    """Runs the canary in the test cgroup over and over until stopped; counts what ran."""
+
+    def __init__(self, cgroup, canary: Path) -> None:
+        self.cgroup, self.canary = cgroup, canary
+        self.ran = self.blocked = 0
+        self.cond = threading.Condition()
+        self.done = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.done:
+            rc = self.cgroup.run([str(self.canary)]).returncode
+            with self.cond:
+                if rc == 0:
+                    self.ran += 1
+                elif rc in (-9, 137):
+                    self.blocked += 1
+                self.cond.notify_all()
+
+    def wait_blocked(self, more: int, timeout: float = 30.0) -> None:
+        with self.cond:
+            target = self.blocked + more
+            assert self.cond.wait_for(lambda: self.blocked >= target, timeout), self.blocked
+
+    def __enter__(self) -> Attacks:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Path]:
+    s = tmp_path / "spool"
+    try:
+        yield s
+    finally:
+        pins.disarm(s)  # stops a live agent of this spool, unpins everything of it
+        assert not os.path.exists(pins.instance_dir(s))
+
+
+def start(policy: Path, spool: Path) -> RunningAgent:
+    proc = subprocess.Popen(
+        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
+         "--host-name", "kernel-test"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent = RunningAgent(proc, spool, policy)
+    for _ in range(100):  # a killed agent's status.json still says "enforcing": wait for ours
+        if agent.wait_state({"enforcing", "monitoring"}).get("pid") == proc.pid:
+            return agent
+        time.sleep(0.1)
+    raise AssertionError(f"the agent never wrote its status: {agent.status()}")
+
+
+def canary_blocks(agent: RunningAgent) -> list[dict]:
+    return [e for e in agent.events() if e.get("rule.id") == "pin-canary"]
+
+
+def test_kill_loop_leaves_no_gap_and_loses_no_block(tmp_path, spool, cgroup, standins):
+    canary = standins("edr-pin-canary")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
+    agent = start(policy, spool)
+    pdir = agent.status()["pinned"]
+    with Attacks(cgroup, canary) as attacks:
+        attacks.wait_blocked(3)
+        for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL, signal.SIGTERM):
+            agent.proc.send_signal(sig)
+            agent.proc.wait(timeout=30)
+            attacks.wait_blocked(5)  # made while no agent ran: they wait in the ring buffer
+            agent = start(policy, spool)
+            st = agent.status()
+            assert st["pinned"] == pdir and st.get("adopted"), st
+            attacks.wait_blocked(3)
+    assert attacks.ran == 0
+    found = agent.wait_events(lambda e: e.get("rule.id") == "pin-canary",
+                              count=attacks.blocked, timeout=10)
+    # a SIGKILL between reading a record and writing it to the spool could lose one: none may
+    assert len(found) >= attacks.blocked, (len(found), attacks.blocked)
+    agent.stop()
+
+
+def test_reload_that_needs_a_new_program_opens_no_gap(tmp_path, spool, cgroup, standins):
+    canary = standins("edr-pin-canary")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
+    agent = start(policy, spool)
+    first = agent.status()["pinned"]
+    with Attacks(cgroup, canary) as attacks:
+        attacks.wait_blocked(3)
+        policy.write_text(POLICY.format(cgroup=cgroup.name, extra=USER_RULE))
+        agent.proc.send_signal(signal.SIGHUP)
+        st = agent.wait_state({"enforcing"})
+        for _ in range(600):
+            st = agent.status()
+            if st.get("pinned") != first and st.get("rules") == 2:
+                break
+            attacks.wait_blocked(1)
+        assert st["pinned"] != first and st["rules"] == 2, st
+        assert not os.path.exists(first)  # the old program went only after the new one
+        attacks.wait_blocked(3)
+        # a restart on a new release would do the same: here the new program is adopted
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.proc.wait(timeout=30)
+        agent = start(policy, spool)
+        assert agent.status()["pinned"] == st["pinned"]
+        attacks.wait_blocked(3)
+    assert attacks.ran == 0
+    agent.stop()
+
+
+def test_disarm_ends_enforcement_of_a_killed_agent(tmp_path, spool, cgroup, standins):
+    canary = standins("edr-pin-canary")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
+    agent = start(policy, spool)
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(timeout=30)
+    assert cgroup.run([str(canary)]).returncode in (-9, 137)
+    out = subprocess.run([*EDRFLEET, "agent", "disarm", "--spool", str(spool),
+                          "--run-dir", str(tmp_path / "run")],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "disarmed" in out.stdout, out
+    assert cgroup.run([str(canary)]).returncode == 0
+    assert not (spool / pins.MANIFEST).exists()
