@@ -32,7 +32,7 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
-from edrfleet.agent.pinned import adopt, pins
+from edrfleet.agent.pinned import adopt, pins, tamper
 from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import write_status
@@ -112,6 +112,7 @@ class Agent:
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.gen = 0
         self.engine: Engine | None = None
+        self.guard: tamper.Guard | None = None
         self.wanted = "auto"
         self.lsm_possible = False
         self.scope_possible, self.scope_why = True, ""
@@ -207,18 +208,34 @@ class Agent:
         self.status["pinned"] = self.engine.pdir
         self.status["adopted"] = time.time()
         log(f"adopted the pinned program {self.engine.pdir}")
-        if manifest.get("policy_sha256") == bundle["sha256"]:
+        if manifest.get("policy_sha256") == bundle["sha256"]:  # its events decode as ours
             generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
             self.generations[self.gen] = (generation, packed.paths)
-            self.status.update(policy_sha256=bundle["sha256"], rules=len(bundle["rules"]),
-                               mode=bundle["mode"], generation=self.gen)
-        else:
-            self._install(self.engine, bundle, packed, self.engine.free_slot())
+        # the maps may have been edited while no agent watched: the policy is written anew
+        # from the bundle into the free slot, and put in force with one write
+        self._install(self.engine, bundle, packed, self.engine.free_slot())
 
     def _save_manifest(self) -> None:
+        """Record what is pinned and in force; take the maps as they are now as what must stay."""
         assert self.engine is not None
         pins.write_manifest(self.opts.spool, adopt.manifest_of(
             self.engine, self.text_sha, self.gen, self.status["policy_sha256"], __version__))
+        fds = self.engine.map_fds()
+        if self.guard is None or self.guard.maps["config"][0] != fds["config"]:
+            self.guard = tamper.Guard(fds)
+        self.status["maps_sha256"] = self.guard.arm()
+
+    def _check_tamper(self) -> None:
+        assert self.engine is not None and self.guard is not None
+        changes = self.guard.check() + tamper.check_links(self.engine.pdir, self.engine.links)
+        if not changes:
+            return
+        count = self.status.get("tampered", {}).get("count", 0) + len(changes)
+        self.status["tampered"] = {"at": time.time(), "changes": changes[:32], "count": count}
+        self.pending.append(tamper.tamper_event(changes, self.opts.host_name, __version__,
+                                                self.status["policy_sha256"]))
+        log(f"tampered, restored: {'; '.join(changes[:8])}")
+        self._write_status()
 
     def _step(self, name: str, fn):
         try:
@@ -408,6 +425,7 @@ class Agent:
         self.start()
         assert self.engine is not None
         next_status = time.monotonic() + STATUS_EVERY
+        next_check = time.monotonic() + tamper.CHECK_EVERY
         while not self.flags["stop"]:
             self.engine.poll(POLL_MS)
             self._flush()
@@ -415,6 +433,9 @@ class Agent:
                 self.flags["reload"] = False
                 self.reload()
                 self._write_status()
+            if time.monotonic() >= next_check:
+                self._check_tamper()
+                next_check = time.monotonic() + tamper.CHECK_EVERY
             if time.monotonic() >= next_status:
                 self._write_status()
                 next_status = time.monotonic() + STATUS_EVERY

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.agent.pinned import pins
+from edrfleet.agent.pinned import bpfsys, pins, tamper
 from tests.kernel.conftest import EDRFLEET, REPO, RunningAgent
 
 POLICY = """\
@@ -97,8 +97,8 @@ def start(policy: Path, spool: Path) -> RunningAgent:
     raise AssertionError(f"the agent never wrote its status: {agent.status()}")
 
 
-def canary_blocks(agent: RunningAgent) -> list[dict]:
-    return [e for e in agent.events() if e.get("rule.id") == "pin-canary"]
+def killed(res: subprocess.CompletedProcess) -> bool:
+    return res.returncode in (-9, 137)
 
 
 def test_kill_loop_leaves_no_gap_and_loses_no_block(tmp_path, spool, cgroup, standins):
@@ -168,3 +168,53 @@ def test_disarm_ends_enforcement_of_a_killed_agent(tmp_path, spool, cgroup, stan
     assert out.returncode == 0 and "disarmed" in out.stdout, out
     assert cgroup.run([str(canary)]).returncode == 0
     assert not (spool / pins.MANIFEST).exists()
+
+
+def _u32(b: bytes) -> int:
+    return int.from_bytes(b[:4], "little")
+
+
+def test_a_bpftool_edit_of_the_mode_is_restored_and_reported(tmp_path, spool, cgroup,
+                                                              standins):
+    canary = standins("edr-pin-canary")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
+    agent = start(policy, spool)
+    pdir = agent.status()["pinned"]
+    assert killed(cgroup.run([str(canary)]))
+    fd = bpfsys.obj_get(f"{pdir}/map_config")
+    try:
+        info = bpfsys.map_info(fd)
+        slot = _u32(bpfsys.map_lookup(bpfsys.obj_get(f"{pdir}/map_active"), bytes(4), 4))
+        key = slot.to_bytes(4, "little")
+        value = bytearray(bpfsys.map_lookup(fd, key, info["value_size"]))
+        assert _u32(value) != 0
+        value[0:4] = bytes(4)  # mode = 0: nothing judged, nothing blocked
+        t0 = time.monotonic()
+        edit = subprocess.run(["bpftool", "map", "update", "pinned", f"{pdir}/map_config",
+                               "key", "hex", *(f"{b:02x}" for b in key),
+                               "value", "hex", *(f"{b:02x}" for b in value)],
+                              capture_output=True, text=True, timeout=30)
+        assert edit.returncode == 0, edit.stderr
+        assert _u32(bpfsys.map_lookup(fd, key, info["value_size"])) == 0  # the edit landed
+        while _u32(bpfsys.map_lookup(fd, key, info["value_size"])) == 0:
+            assert time.monotonic() - t0 < 3 * tamper.CHECK_EVERY, "never restored"
+            time.sleep(0.01)
+        restored = time.monotonic() - t0
+    finally:
+        os.close(fd)
+    assert killed(cgroup.run([str(canary)]))
+    found = agent.wait_events(lambda e: e.get("event.action") == "tampered")
+    assert found and "config[" in found[0]["message"] and "mode 0" in found[0]["message"]
+    st = agent.wait_state({"enforcing"})
+    assert st.get("tampered", {}).get("count", 0) >= 1
+    print(f"tamper restored in {restored * 1000:.0f} ms (check period "
+          f"{tamper.CHECK_EVERY * 1000:.0f} ms)")
+    # the prog arrays are frozen: no tail-call target can be swapped through bpf(2)
+    progs = bpfsys.obj_get(f"{pdir}/map_progs")
+    try:
+        with pytest.raises(OSError):
+            bpfsys.map_delete(progs, bytes(4))
+    finally:
+        os.close(progs)
+    agent.stop()

@@ -1,0 +1,130 @@
+"""Tamper check: the live policy maps against what the agent wrote, restored when they differ.
+
+A pinned map can be written by any root process (``bpftool map update pinned ...``): one write
+of ``mode=0`` into ``config`` switches blocking off.  The prog arrays are frozen at load
+(``BPF_MAP_FREEZE``: no write through ``bpf(2)`` ever again); the policy maps cannot be, since
+every reload writes them.  So after each install the agent takes a snapshot of every entry of
+every policy map (both slots) and its sha256, and on a short period (``CHECK_EVERY``) reads
+them all again: any entry changed, added or removed is written back (or deleted) and reported,
+as ``tampered`` in status.json and an event.  The pinned links are checked too: one unpinned
+by someone else is pinned again from the fd the agent holds.
+
+Reads and writes go straight through bpfsys (no BCC): the check costs one ``bpf(2)`` lookup per
+entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from edrfleet.agent import ecs
+from edrfleet.agent.pinned import bpfsys
+
+CHECK_EVERY = 1.0  # seconds between checks: the longest a tampered map stays tampered
+POLICY_MAPS = ("active", "config", "rules", "groups", "trans", "accepts",
+               "names", "inodes", "scope", "pnames", "pinodes", "dirs")
+_HASH_TYPES = (1, 9)  # BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
+
+Snapshot = dict[str, dict[bytes, bytes]]
+
+
+class Guard:
+    def __init__(self, map_fds: dict[str, int]) -> None:
+        self.maps = {name: (map_fds[name], bpfsys.map_info(map_fds[name]))
+                     for name in POLICY_MAPS if name in map_fds}
+        self.expected: Snapshot = {}
+        self.sha256 = ""
+
+    def snapshot(self) -> Snapshot:
+        snap: Snapshot = {}
+        for name, (fd, info) in self.maps.items():
+            if info["type"] in _HASH_TYPES:
+                keys = bpfsys.map_keys(fd, info["key_size"])
+            else:
+                keys = [i.to_bytes(4, "little") for i in range(info["max_entries"])]
+            entries = {}
+            for k in keys:
+                v = bpfsys.map_lookup(fd, k, info["value_size"])
+                if v is not None:
+                    entries[k] = v
+            snap[name] = entries
+        return snap
+
+    def arm(self) -> str:
+        """Take what is in the maps now as what must stay there (after an install)."""
+        self.expected = self.snapshot()
+        self.sha256 = digest(self.expected)
+        return self.sha256
+
+    def check(self) -> list[str]:
+        """Compare, restore, and describe what differed ([] when nothing did)."""
+        if not self.expected:
+            return []
+        live = self.snapshot()
+        changes: list[str] = []
+        for name, want in self.expected.items():
+            fd, _info = self.maps[name]
+            have = live.get(name, {})
+            for k, v in want.items():
+                if have.get(k) != v:
+                    what = "removed" if k not in have else describe(name, k, have[k], v)
+                    changes.append(f"{name}[{_key(k)}] {what}")
+                    bpfsys.map_update(fd, k, v)
+            for k in have.keys() - want.keys():
+                changes.append(f"{name}[{_key(k)}] added")
+                bpfsys.map_delete(fd, k)
+        return changes
+
+
+def check_links(pdir: str, links: dict[str, int]) -> list[str]:
+    """Pin again each link someone unpinned (while this agent holds it, it stays attached)."""
+    changes = []
+    for name, fd in links.items():
+        path = f"{pdir}/link_{name}"
+        if pdir and not os.path.exists(path):
+            bpfsys.obj_pin(fd, path)
+            changes.append(f"link {name} unpinned, pinned again")
+    return changes
+
+
+def digest(snap: Snapshot) -> str:
+    h = hashlib.sha256()
+    for name in sorted(snap):
+        for k in sorted(snap[name]):
+            h.update(name.encode() + b"\0" + k + snap[name][k])
+    return h.hexdigest()
+
+
+def describe(name: str, key: bytes, have: bytes, want: bytes) -> str:
+    """'mode 0, was 2' for the config map's first field, else which bytes changed."""
+    first = {"config": "mode", "active": "slot"}.get(name)
+    if first:
+        return f"{first} {_u32(have)}, was {_u32(want)}"
+    diff = [i for i in range(min(len(have), len(want))) if have[i] != want[i]]
+    return f"changed ({len(diff)} bytes from offset {diff[0] if diff else 0})"
+
+
+def _u32(b: bytes) -> int:
+    return int.from_bytes(b[:4], "little")
+
+
+def _key(k: bytes) -> str:
+    return str(int.from_bytes(k, "little")) if len(k) == 4 else k.hex()[:32]
+
+
+def tamper_event(changes: list[str], host: str, version: str, policy_sha: str) -> dict:
+    """The ECS document written to the spool when a check restored something."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    return {
+        "@timestamp": f"{stamp}.{int(time.time() * 1e6) % 1000000:06d}Z",
+        "ecs": {"version": ecs.ECS_VERSION},
+        "event": {"id": f"tamper-{time.time_ns():x}", "action": "tampered", "kind": "alert",
+                  "category": ["configuration", "intrusion_detection"],
+                  "type": ["change", "info"], "outcome": "success"},
+        "host": {"name": host},
+        "agent": {"type": ecs.AGENT_TYPE, "version": version},
+        "message": "policy state changed behind the agent, restored: " + "; ".join(changes),
+        "edrfleet": {"tampered": changes, "policy_sha256": policy_sha},
+    }
