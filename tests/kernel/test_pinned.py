@@ -109,15 +109,23 @@ def test_kill_loop_leaves_no_gap_and_loses_no_block(tmp_path, spool, cgroup, sta
     pdir = agent.status()["pinned"]
     with Attacks(cgroup, canary) as attacks:
         attacks.wait_blocked(3)
+        dead = 0
+        adopt_seconds = []
         for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL, signal.SIGTERM):
             agent.proc.send_signal(sig)
             agent.proc.wait(timeout=30)
+            before = attacks.blocked
             attacks.wait_blocked(5)  # made while no agent ran: they wait in the ring buffer
             agent = start(policy, spool)
+            dead += attacks.blocked - before
             st = agent.status()
             assert st["pinned"] == pdir and st.get("adopted"), st
+            adopt_seconds.append(st["start_seconds"])
             attacks.wait_blocked(3)
     assert attacks.ran == 0
+    print(f"kill loop: 4 kills (-9, -TERM), {attacks.blocked} canaries blocked, "
+          f"{attacks.ran} ran, {dead} blocked while no agent ran; adopting starts took "
+          f"{adopt_seconds} s")
     found = agent.wait_events(lambda e: e.get("rule.id") == "pin-canary",
                               count=attacks.blocked, timeout=10)
     # a SIGKILL between reading a record and writing it to the spool could lose one: none may
