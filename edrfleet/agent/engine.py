@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edrfleet.agent.maps import Packed
 from edrfleet.agent.pinned import bpfsys, pins
+from edrfleet.agent.pinned.ringbuf import RingReader
 from edrfleet.kernel_abi import BPF_SOURCES, Header
 
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
@@ -120,6 +121,7 @@ class Engine:
         self.scan_window = scan_window or header.switches["EDR_SCAN_WINDOW"]
         self._lsm_fds: list[int] = []
         self.links: dict[str, int] = {}
+        self._ring: RingReader | None = None
         self.pdir = ""  # the bpffs directory this program is pinned in
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
         self._released_at = [0.0, 0.0]
@@ -392,6 +394,9 @@ class Engine:
 
     def close(self) -> None:
         """Let go of every fd: what is pinned stays in force, what is not is detached."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         pins.close_all(self.links, getattr(self, "_adopted_fds", {}))
         for fd in reversed(self._lsm_fds):
             os.close(fd)
@@ -421,16 +426,32 @@ class Engine:
                 page_cnt=256,
                 lost_cb=lost,
             )
-        else:
-            table.open_ring_buffer(on_record)
+            return
+        # our own reader of the (pinned) ring buffer: consumer_pos moves only on commit(),
+        # after the spool write, so a kill between reading and writing loses nothing
+        from bcc.table import _get_event_class
+
+        event = _get_event_class(table)
+        full = ct.sizeof(event)
+
+        def on_raw(raw: bytes) -> None:
+            handle(event.from_buffer_copy(raw.ljust(full, b"\0")[:max(full, len(raw))]),
+                   len(raw))
+
+        size = bpfsys.map_info(table.map_fd)["max_entries"]
+        self._ring = RingReader(table.map_fd, size)
+        self._on_raw = on_raw
 
     def poll(self, timeout_ms: int) -> None:
         if self.perfbuf:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
-        else:
-            # records written without a wake-up are only seen by consume()
-            self.bpf.ring_buffer_poll(timeout=timeout_ms)
-            self.bpf.ring_buffer_consume()
+        elif self._ring is not None:
+            self._ring.poll(timeout_ms, self._on_raw)
+
+    def commit(self) -> None:
+        """The events read so far are in the spool: the ring buffer may reuse their space."""
+        if self._ring is not None:
+            self._ring.commit()
 
     def counters(self) -> dict[str, int]:
         names = self.header.enums["edr_counter"]

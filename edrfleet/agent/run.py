@@ -353,12 +353,13 @@ class Agent:
         engine.open_events(handle, lost)
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        self.spool.append(batch)
-        if self.outputs:
-            self.outputs.wake()  # they ship from the spool, each from its own cursor
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.spool.append(batch)
+            if self.outputs:
+                self.outputs.wake()  # they ship from the spool, each from its own cursor
+        if self.engine is not None:
+            self.engine.commit()  # in the spool (fsync-ed): the kernel may reuse their space
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> None:
