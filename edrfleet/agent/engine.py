@@ -23,6 +23,7 @@ from pathlib import Path
 from edrfleet.agent.maps import Packed
 from edrfleet.agent.pinned import bpfsys, pins
 from edrfleet.agent.pinned.ringbuf import RingReader
+from edrfleet.agent.pinned.tables import PinnedMaps, describe
 from edrfleet.kernel_abi import BPF_SOURCES, Header
 
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
@@ -174,6 +175,32 @@ class Engine:
                 raise VerifierTooComplex(f"load programs (verifier): {exc}") from exc
             raise EngineError(f"load programs (verifier): {exc}") from exc
 
+    @classmethod
+    def adopted(cls, header: Header, manifest: dict, maps: PinnedMaps) -> Engine:
+        """An engine on pinned maps with the layouts the loader recorded: no BCC, no LLVM."""
+        e = cls.__new__(cls)
+        e.header, e.bpf = header, maps
+        e.capacities = manifest["capacities"]
+        e.perfbuf, e.with_lsm = manifest["perfbuf"], manifest["with_lsm"]
+        e.with_scope, e.scan_window = manifest["with_scope"], manifest["scan_window"]
+        e.cflags, e.backend = manifest["cflags"], manifest["backend"]
+        e.map_names = list(maps.tables)
+        e._lsm_fds, e.links, e.pdir, e._ring, e.prog_fds = [], {}, "", None, {}
+        e._keys, e._released_at, e.active_slot = {0: {}, 1: {}}, [0.0, 0.0], -1
+        e._layout = manifest["layout"]
+        return e
+
+    def layout(self) -> dict:
+        """Key and value types of every map and the event record, as data (tables.describe)."""
+        if isinstance(self.bpf, PinnedMaps):
+            return self._layout
+        from bcc.table import _get_event_class
+
+        maps = {name: {"key": describe(self.bpf[name].Key), "leaf": describe(self.bpf[name].Leaf)}
+                for name in self.map_fds() if name != "events"}
+        event = None if self.perfbuf else describe(_get_event_class(self.bpf["events"]))
+        return {"maps": maps, "event": event}
+
     def _use_maps(self, fds: dict[str, int]) -> None:
         """Work on the pinned maps: BCC's tables keep their types, take the pinned fds."""
         for name, fd in fds.items():
@@ -183,6 +210,8 @@ class Engine:
 
     def map_fds(self) -> dict[str, int]:
         """The fd of every map of the program, by name (what gets pinned)."""
+        if isinstance(self.bpf, PinnedMaps):
+            return self.bpf.map_fds()
         out = {}
         for name in self.map_names:
             fd = self._BPF_lib().bpf_table_fd(self.bpf.module, name.encode())
@@ -415,12 +444,12 @@ class Engine:
         self, handle: Callable[[object, int], None], lost: Callable[[int], None]
     ) -> None:
         """Call ``handle(event, size)`` for each record, decoded from the declared struct."""
-        table = self.bpf["events"]
-
-        def on_record(_ctx, data, size):
-            handle(table.event(data), size)
-
         if self.perfbuf:
+            table = self.bpf["events"]
+
+            def on_record(_ctx, data, size):
+                handle(table.event(data), size)
+
             table.open_perf_buffer(
                 lambda cpu, data, size: on_record(None, data, size),
                 page_cnt=256,
@@ -429,17 +458,20 @@ class Engine:
             return
         # our own reader of the (pinned) ring buffer: consumer_pos moves only on commit(),
         # after the spool write, so a kill between reading and writing loses nothing
-        from bcc.table import _get_event_class
+        if isinstance(self.bpf, PinnedMaps):
+            event = self.bpf.event
+        else:
+            from bcc.table import _get_event_class
 
-        event = _get_event_class(table)
+            event = _get_event_class(self.bpf["events"])
         full = ct.sizeof(event)
 
         def on_raw(raw: bytes) -> None:
             handle(event.from_buffer_copy(raw.ljust(full, b"\0")[:max(full, len(raw))]),
                    len(raw))
 
-        size = bpfsys.map_info(table.map_fd)["max_entries"]
-        self._ring = RingReader(table.map_fd, size)
+        fd = self.map_fds()["events"]
+        self._ring = RingReader(fd, bpfsys.map_info(fd)["max_entries"])
         self._on_raw = on_raw
 
     def poll(self, timeout_ms: int) -> None:

@@ -11,6 +11,7 @@ enforcement (edrfleet/agent/pins.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -40,6 +41,10 @@ from edrfleet.kernel_abi import load_header
 
 BundleLoader = Callable[[Path], dict]
 POLL_MS = 200
+HANDOVER_ENV = "EDRFLEET_HANDOVER"  # set by the loading image for the resident one
+RELOAD_ENV = "EDRFLEET_HANDOVER_RELOAD"
+HANDLED_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+KEEP_BCC_ENV = "EDRFLEET_KEEP_BCC"  # tests and benches that drive Agent in their process
 STATUS_EVERY = 1.0
 
 
@@ -110,6 +115,10 @@ class Agent:
         self.clock = ecs.Clock.now()
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
+        self.offsets: dict[str, int] | None = None
+        self.lsm_why = ""
+        self.handover = False
+        self.t0 = time.monotonic()
         self.gen = 0
         self.engine: Engine | None = None
         self.guard: tamper.Guard | None = None
@@ -139,7 +148,10 @@ class Agent:
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        t0 = time.monotonic()
+        # a hand-over (_shed_bcc) carries the start time of the image that loaded the program
+        handover = os.environ.pop(HANDOVER_ENV, "")
+        t0 = float(handover) if handover else time.monotonic()
+        self.handover = bool(handover)
         self._write_status()
         # before anything of the release is loaded: a modified release never runs as root
         self._step("verify release", lambda: verify_release(self.bpf_dir))
@@ -148,12 +160,6 @@ class Agent:
         self.scope_possible, self.scope_why = probe_scope()
         self._step("check scope", lambda: self._check_scope(bundle))
         packed = self._step("lay out policy", lambda: self._pack(bundle))
-        btf = self._step("read BTF", Btf.load)
-        offsets = self._step("read kernel offsets from BTF", lambda: kernel_offsets(btf))
-        self.lsm_possible, why = lsm_available(btf)
-        if self.wanted == "lsm" and not self.lsm_possible:
-            raise self._fail("choose backend", f"backend lsm is required but {why}")
-        self.offsets = offsets
         manifest = self._step("read pinned.json", lambda: pins.read_manifest(self.opts.spool))
         self.text_sha = adopt.text_sha256(self.bpf_dir)
         why_new = adopt.why_not(manifest, self.text_sha, packed.needs(self.header),
@@ -163,6 +169,11 @@ class Agent:
         else:
             if manifest:
                 log(f"new program: {why_new}")
+            btf = self._step("read BTF", Btf.load)
+            offsets = self._step("read kernel offsets from BTF", lambda: self._kernel(btf))
+            why = self.lsm_why
+            if self.wanted == "lsm" and not self.lsm_possible:
+                raise self._fail("choose backend", f"backend lsm is required but {why}")
             self._fresh(bundle, packed, offsets, why)
         self._save_manifest()
         self._open_events(self.engine)
@@ -170,12 +181,43 @@ class Agent:
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["enforcing_since"] = time.time()
         self.status["start_seconds"] = round(time.monotonic() - t0, 3)
+        self.t0 = t0
         self._write_status()
         log(
             f"{self.status['state']}: {len(bundle['rules'])} rules, backend "
             f"{self.engine.backend}, policy {bundle['sha256'][:12]}, "
             f"started in {self.status['start_seconds']} s"
         )
+
+    def _kernel(self, btf: Btf | None = None) -> dict[str, int]:
+        """Offsets and LSM availability from BTF (only a new program needs them)."""
+        if self.offsets is None:
+            btf = btf or Btf.load()
+            self.offsets = kernel_offsets(btf)
+            self.lsm_possible, self.lsm_why = lsm_available(btf)
+        return self.offsets
+
+    def _shed_bcc(self) -> None:
+        """Hand over to a fresh image of this process (same pid) that adopts what was just
+        pinned: the resident agent must not keep BCC and LLVM loaded.  The program stays
+        attached through the exec; records wait in the pinned ring buffer."""
+        if "bcc" not in sys.modules or self.opts.perfbuf or os.environ.get(KEEP_BCC_ENV):
+            return
+        assert self.engine is not None
+        self.engine.poll(0)
+        self._flush()
+        self._write_status()
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")[:-1]
+        env = {**os.environ, HANDOVER_ENV: repr(self.t0)}
+        if self.status.get("last_reload"):
+            env[RELOAD_ENV] = json.dumps(self.status["last_reload"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # held across the exec (the mask is inherited, pending signals stay pending) until the
+        # new image has its handlers: a SIGHUP meanwhile is a reload, not the default death
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        os.execve(sys.executable, argv, env)
 
     def _fresh(self, bundle: dict, packed: Packed, offsets: dict[str, int], why: str) -> None:
         """A new program: load, fill, attach, pin; then unpin what an earlier run left."""
@@ -206,8 +248,13 @@ class Agent:
         self.status["scan_window"] = self.engine.scan_window
         self.status["scope_cgroups"] = self.engine.with_scope
         self.status["pinned"] = self.engine.pdir
-        self.status["adopted"] = time.time()
-        log(f"adopted the pinned program {self.engine.pdir}")
+        if self.handover:  # the same agent, without BCC: not a take-over
+            log(f"resident: BCC unloaded, working on {self.engine.pdir}")
+        else:
+            self.status["adopted"] = time.time()
+            log(f"adopted the pinned program {self.engine.pdir}")
+        if os.environ.get(RELOAD_ENV):
+            self.status["last_reload"] = json.loads(os.environ.pop(RELOAD_ENV))
         if manifest.get("policy_sha256") == bundle["sha256"]:  # its events decode as ours
             generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
             self.generations[self.gen] = (generation, packed.paths)
@@ -390,7 +437,7 @@ class Agent:
             gen = self.gen
             new = None
             try:
-                new = self._new_engine(self.offsets, packed)
+                new = self._new_engine(self._kernel(), packed)
                 self._install(new, bundle, packed, slot=0)
                 new.attach_exec()
                 if old.backend == "lsm":
@@ -423,7 +470,9 @@ class Agent:
         signal.signal(signal.SIGHUP, lambda *_: self.flags.__setitem__("reload", True))
         signal.signal(signal.SIGTERM, lambda *_: self.flags.__setitem__("stop", True))
         signal.signal(signal.SIGINT, lambda *_: self.flags.__setitem__("stop", True))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # held by a hand-over
         self.start()
+        self._shed_bcc()
         assert self.engine is not None
         next_status = time.monotonic() + STATUS_EVERY
         next_check = time.monotonic() + tamper.CHECK_EVERY
@@ -434,6 +483,7 @@ class Agent:
                 self.flags["reload"] = False
                 self.reload()
                 self._write_status()
+                self._shed_bcc()
             if time.monotonic() >= next_check:
                 self._check_tamper()
                 next_check = time.monotonic() + tamper.CHECK_EVERY
@@ -469,6 +519,7 @@ class Agent:
             )
         if self.outputs:
             self.status["outputs"] = self.outputs.stats()
+        self.status["bcc_loaded"] = "bcc" in sys.modules  # false once the resident agent runs
         write_status(str(self.opts.spool), self.status)
 
 

@@ -90,10 +90,11 @@ def start(policy: Path, spool: Path) -> RunningAgent:
          "--host-name", "kernel-test"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     agent = RunningAgent(proc, spool, policy)
-    for _ in range(100):  # a killed agent's status.json still says "enforcing": wait for ours
-        if agent.wait_state({"enforcing", "monitoring"}).get("pid") == proc.pid:
+    for _ in range(300):  # a killed agent's status.json still says "enforcing": wait for ours,
+        st = agent.wait_state({"enforcing", "monitoring"})  # and for the resident (no BCC)
+        if st.get("pid") == proc.pid and st.get("bcc_loaded") is False:
             return agent
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"the agent never wrote its status: {agent.status()}")
 
 
@@ -152,7 +153,7 @@ def test_reload_that_needs_a_new_program_opens_no_gap(tmp_path, spool, cgroup, s
             if st.get("pinned") != first and st.get("rules") == 2:
                 break
             attacks.wait_blocked(1)
-        assert st["pinned"] != first and st["rules"] == 2, st
+        assert st["pinned"] != first and st["rules"] == 2, (st.get("last_error"), st)
         assert not os.path.exists(first)  # the old program went only after the new one
         attacks.wait_blocked(3)
         # a restart on a new release would do the same: here the new program is adopted

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edrfleet.agent.engine import Engine, bpf_text
 from edrfleet.agent.pinned import pins
+from edrfleet.agent.pinned.tables import PinnedMaps
 from edrfleet.kernel_abi import Header
 
 
@@ -30,7 +31,7 @@ def manifest_of(engine: Engine, text_sha: str, gen: int, policy_sha: str, versio
         "with_scope": engine.with_scope, "scan_window": engine.scan_window,
         "backend": engine.backend, "active_slot": engine.active_slot, "gen": gen,
         "policy_sha256": policy_sha, "text_sha256": text_sha, "version": version,
-        "links": sorted(engine.links),
+        "links": sorted(engine.links), "layout": engine.layout(),
     }
 
 
@@ -60,11 +61,14 @@ def adopt_engine(bpf_dir: Path, header: Header, manifest: dict) -> Engine:
     pdir = manifest["pdir"]
     fds = pins.open_pinned(pdir, "map")
     try:
-        engine = Engine(
-            bpf_dir, header, {}, manifest["capacities"], perfbuf=manifest["perfbuf"],
-            with_lsm=manifest["with_lsm"], with_scope=manifest["with_scope"],
-            scan_window=manifest["scan_window"], adopt=fds, cflags=manifest["cflags"],
-        )
+        if manifest.get("layout") and not manifest["perfbuf"]:
+            engine = Engine.adopted(header, manifest, PinnedMaps(fds, manifest["layout"]))
+        else:  # perf buffers are read through BCC: compile for the layouts
+            engine = Engine(
+                bpf_dir, header, {}, manifest["capacities"], perfbuf=manifest["perfbuf"],
+                with_lsm=manifest["with_lsm"], with_scope=manifest["with_scope"],
+                scan_window=manifest["scan_window"], adopt=fds, cflags=manifest["cflags"],
+            )
     except Exception:
         pins.close_all(fds)
         raise
