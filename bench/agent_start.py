@@ -9,8 +9,9 @@ it loads ever runs.  The policy is the default template, compiled here, scoped t
 this script creates (and removes).  Phases are timed with getrusage (user + system: clang runs
 inside libbcc, the verifier inside the bpf() syscall), medians over --runs samples.
 
-Then the real agent, twice on one spool: a fresh start (compile, load, attach, pin) and, after
-a ``kill -9``, a start that adopts the pinned program; for each, ``start_seconds`` from
+Then the real agent on one spool: as before, BCC kept resident; a fresh start (compile, load,
+attach, pin, then the hand-over to the resident image without BCC); after a ``kill -9``, a
+start that adopts the pinned program; for each, ``start_seconds`` from
 status.json (start to enforcing) and the resident agent's RSS (VmRSS, high-water VmHWM) once
 enforcing.  The spool is disarmed at the end.
 
@@ -131,11 +132,16 @@ def resident(bundle: Path, workdir: Path) -> list[dict]:
     spool = workdir / "resident-spool"
     out = []
     try:
-        for kind in ("fresh start", "adopt after kill -9"):
+        # before: the agent as it was, BCC and LLVM kept resident (EDRFLEET_KEEP_BCC)
+        for kind, env in (("BCC kept (before)", {"EDRFLEET_KEEP_BCC": "1"}),
+                          ("fresh start", {}), ("adopt after kill -9", {})):
+            if env:
+                pins.disarm(spool)
             proc = subprocess.Popen(
                 [AGENT_PYTHON, "-m", "edrfleet.agent", "run", "--policy", str(bundle),
                  "--spool", str(spool), "--backend", "sigkill"],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, **env})
             st = _wait_enforcing(spool, proc.pid)
             time.sleep(1.5)  # a status period and a tamper check: the steady state
             mem = _rss(proc.pid)

@@ -473,6 +473,7 @@ class Agent:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # held by a hand-over
         self.start()
         self._shed_bcc()
+        release_memory()  # the bundle's tables and the packing are garbage now
         assert self.engine is not None
         next_status = time.monotonic() + STATUS_EVERY
         next_check = time.monotonic() + tamper.CHECK_EVERY
@@ -534,6 +535,18 @@ def lsm_available(btf: Btf) -> tuple[bool, str]:
     if not btf.has_func("bpf_lsm_bprm_check_security"):
         return False, "the kernel has no BPF LSM hook bprm_check_security (CONFIG_BPF_LSM)"
     return probe_lsm_load(btf.func_id("bpf_lsm_bprm_check_security"))
+
+
+def release_memory() -> None:
+    """Give the start's garbage back to the system: what stays resident is the budget."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc; elsewhere the heap just stays as it is
+    except AttributeError:
+        pass
 
 
 class AgentFailed(RuntimeError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import zlib
 
 from edrfleet.agent import ecs
 from edrfleet.agent.pinned import bpfsys
@@ -26,6 +27,9 @@ CHECK_EVERY = 1.0  # seconds between checks: the longest a tampered map stays ta
 POLICY_MAPS = ("active", "config", "rules", "groups", "trans", "accepts",
                "names", "inodes", "scope", "pnames", "pinodes", "dirs")
 _HASH_TYPES = (1, 9)  # BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
+# values this big (the automaton table: up to 4 MiB a slot) are kept as a digest plus their
+# compressed bytes: the resident agent's memory is the budget (README, ≤ 40 MB)
+BIG = 4096
 
 Snapshot = dict[str, dict[bytes, bytes]]
 
@@ -35,6 +39,7 @@ class Guard:
         self.maps = {name: (map_fds[name], bpfsys.map_info(map_fds[name]))
                      for name in POLICY_MAPS if name in map_fds}
         self.expected: Snapshot = {}
+        self.packed: Snapshot = {}
         self.sha256 = ""
 
     def snapshot(self) -> Snapshot:
@@ -54,8 +59,12 @@ class Guard:
 
     def arm(self) -> str:
         """Take what is in the maps now as what must stay there (after an install)."""
-        self.expected = self.snapshot()
-        self.sha256 = digest(self.expected)
+        snap = self.snapshot()
+        self.sha256 = digest(snap)
+        self.packed = {name: {k: zlib.compress(v, 1) for k, v in entries.items() if len(v) >= BIG}
+                       for name, entries in snap.items()}
+        self.expected = {name: {k: _fingerprint(v) for k, v in entries.items()}
+                         for name, entries in snap.items()}
         return self.sha256
 
     def check(self) -> list[str]:
@@ -68,10 +77,12 @@ class Guard:
             fd, _info = self.maps[name]
             have = live.get(name, {})
             for k, v in want.items():
-                if have.get(k) != v:
-                    what = "removed" if k not in have else describe(name, k, have[k], v)
+                if k not in have or _fingerprint(have[k]) != v:
+                    big = self.packed[name].get(k)
+                    value = zlib.decompress(big) if big is not None else v
+                    what = "removed" if k not in have else describe(name, k, have[k], value)
                     changes.append(f"{name}[{_key(k)}] {what}")
-                    bpfsys.map_update(fd, k, v)
+                    bpfsys.map_update(fd, k, value)
             for k in have.keys() - want.keys():
                 changes.append(f"{name}[{_key(k)}] added")
                 bpfsys.map_delete(fd, k)
@@ -87,6 +98,12 @@ def check_links(pdir: str, links: dict[str, int]) -> list[str]:
             bpfsys.obj_pin(fd, path)
             changes.append(f"link {name} unpinned, pinned again")
     return changes
+
+
+def _fingerprint(value: bytes) -> bytes:
+    """Small values as they are, big ones by their sha256 (their bytes wait compressed in
+    Guard.packed)."""
+    return hashlib.sha256(value).digest() if len(value) >= BIG else value
 
 
 def digest(snap: Snapshot) -> str:
