@@ -135,7 +135,7 @@ def resident(bundle: Path, workdir: Path) -> list[dict]:
         # before: the agent as it was, BCC and LLVM kept resident (EDRFLEET_KEEP_BCC)
         for kind, env in (("BCC kept (before)", {"EDRFLEET_KEEP_BCC": "1"}),
                           ("fresh start", {}), ("adopt after kill -9", {})):
-            if env:
+            if not kind.startswith("adopt"):  # a fresh start: nothing pinned before it
                 pins.disarm(spool)
             proc = subprocess.Popen(
                 [AGENT_PYTHON, "-m", "edrfleet.agent", "run", "--policy", str(bundle),
