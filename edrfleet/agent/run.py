@@ -11,7 +11,6 @@ enforcement (edrfleet/agent/pins.py).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -33,18 +32,14 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
-from edrfleet.agent.pinned import adopt, pins, tamper
+from edrfleet.agent.pinned import adopt, handover, pins, tamper
 from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
-from edrfleet.agent.status import write_status
+from edrfleet.agent.status import read_status, write_status
 from edrfleet.kernel_abi import load_header
 
 BundleLoader = Callable[[Path], dict]
 POLL_MS = 200
-HANDOVER_ENV = "EDRFLEET_HANDOVER"  # set by the loading image for the resident one
-RELOAD_ENV = "EDRFLEET_HANDOVER_RELOAD"
-HANDLED_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
-KEEP_BCC_ENV = "EDRFLEET_KEEP_BCC"  # tests and benches that drive Agent in their process
 STATUS_EVERY = 1.0
 
 
@@ -116,6 +111,7 @@ class Agent:
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.offsets: dict[str, int] | None = None
+        self.bundle: dict | None = None
         self.lsm_why = ""
         self.handover = False
         self.t0 = time.monotonic()
@@ -149,13 +145,17 @@ class Agent:
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
         # a hand-over (_shed_bcc) carries the start time of the image that loaded the program
-        handover = os.environ.pop(HANDOVER_ENV, "")
-        t0 = float(handover) if handover else time.monotonic()
-        self.handover = bool(handover)
+        handed_t0, self.handed_bundle, handed_reload = handover.take()
+        t0 = handed_t0 if handed_t0 is not None else time.monotonic()
+        self.handover = handed_t0 is not None
+        if self.handover:  # same pid, same agent: readers never see it "starting" again
+            self.status.update(read_status(str(self.opts.spool)) or {}, pid=os.getpid())
+            if handed_reload:
+                self.status["last_reload"] = handed_reload
         self._write_status()
         # before anything of the release is loaded: a modified release never runs as root
         self._step("verify release", lambda: verify_release(self.bpf_dir))
-        bundle = self._step("read policy", lambda: self.load_bundle(self.opts.policy))
+        bundle = self._step("read policy", self._read_policy)
         self.wanted = self._step("choose backend", lambda: self._wanted_backend(bundle))
         self.scope_possible, self.scope_why = probe_scope()
         self._step("check scope", lambda: self._check_scope(bundle))
@@ -189,6 +189,11 @@ class Agent:
             f"started in {self.status['start_seconds']} s"
         )
 
+    def _read_policy(self) -> dict:
+        """The policy file; after a hand-over the bundle the loading image put in force."""
+        bundle, self.handed_bundle = self.handed_bundle, None
+        return bundle if bundle is not None else self.load_bundle(self.opts.policy)
+
     def _kernel(self, btf: Btf | None = None) -> dict[str, int]:
         """Offsets and LSM availability from BTF (only a new program needs them)."""
         if self.offsets is None:
@@ -198,26 +203,16 @@ class Agent:
         return self.offsets
 
     def _shed_bcc(self) -> None:
-        """Hand over to a fresh image of this process (same pid) that adopts what was just
-        pinned: the resident agent must not keep BCC and LLVM loaded.  The program stays
-        attached through the exec; records wait in the pinned ring buffer."""
-        if "bcc" not in sys.modules or self.opts.perfbuf or os.environ.get(KEEP_BCC_ENV):
+        """Hand over to a fresh image of this process that adopts what was just pinned: the
+        resident agent must not keep BCC and LLVM loaded (edrfleet/agent/pinned/handover.py)."""
+        if not handover.wanted(self.opts.perfbuf):
             return
         assert self.engine is not None
         self.engine.poll(0)
         self._flush()
         self._write_status()
-        with open("/proc/self/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")[:-1]
-        env = {**os.environ, HANDOVER_ENV: repr(self.t0)}
-        if self.status.get("last_reload"):
-            env[RELOAD_ENV] = json.dumps(self.status["last_reload"])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # held across the exec (the mask is inherited, pending signals stay pending) until the
-        # new image has its handlers: a SIGHUP meanwhile is a reload, not the default death
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        os.execve(sys.executable, argv, env)
+        handover.exec_resident(str(self.opts.spool), self.t0, self.bundle,
+                               self.status.get("last_reload"), self.flags)
 
     def _fresh(self, bundle: dict, packed: Packed, offsets: dict[str, int], why: str) -> None:
         """A new program: load, fill, attach, pin; then unpin what an earlier run left."""
@@ -253,8 +248,6 @@ class Agent:
         else:
             self.status["adopted"] = time.time()
             log(f"adopted the pinned program {self.engine.pdir}")
-        if os.environ.get(RELOAD_ENV):
-            self.status["last_reload"] = json.loads(os.environ.pop(RELOAD_ENV))
         if manifest.get("policy_sha256") == bundle["sha256"]:  # its events decode as ours
             generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
             self.generations[self.gen] = (generation, packed.paths)
@@ -367,6 +360,7 @@ class Agent:
     def _install(self, engine: Engine, bundle: dict, packed: Packed, slot: int) -> None:
         """Fill ``slot`` with a new generation and put it in force."""
         self.gen += 1
+        self.bundle = bundle  # what a hand-over passes on (_shed_bcc); dropped after start
         backend = self.header[f"EDR_BACKEND_{engine.backend.upper()}"]
         engine.write_slot(slot, packed, self.gen, backend)
         generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
@@ -470,10 +464,11 @@ class Agent:
         signal.signal(signal.SIGHUP, lambda *_: self.flags.__setitem__("reload", True))
         signal.signal(signal.SIGTERM, lambda *_: self.flags.__setitem__("stop", True))
         signal.signal(signal.SIGINT, lambda *_: self.flags.__setitem__("stop", True))
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # held by a hand-over
+        handover.ready()  # signals held across a hand-over arrive now
         self.start()
         self._shed_bcc()
-        release_memory()  # the bundle's tables and the packing are garbage now
+        self.bundle = None
+        handover.release_memory()  # the bundle's tables and the packing are garbage now
         assert self.engine is not None
         next_status = time.monotonic() + STATUS_EVERY
         next_check = time.monotonic() + tamper.CHECK_EVERY
@@ -485,6 +480,7 @@ class Agent:
                 self.reload()
                 self._write_status()
                 self._shed_bcc()
+                self.bundle = None
             if time.monotonic() >= next_check:
                 self._check_tamper()
                 next_check = time.monotonic() + tamper.CHECK_EVERY
@@ -535,18 +531,6 @@ def lsm_available(btf: Btf) -> tuple[bool, str]:
     if not btf.has_func("bpf_lsm_bprm_check_security"):
         return False, "the kernel has no BPF LSM hook bprm_check_security (CONFIG_BPF_LSM)"
     return probe_lsm_load(btf.func_id("bpf_lsm_bprm_check_security"))
-
-
-def release_memory() -> None:
-    """Give the start's garbage back to the system: what stays resident is the budget."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # glibc; elsewhere the heap just stays as it is
-    except AttributeError:
-        pass
 
 
 class AgentFailed(RuntimeError):

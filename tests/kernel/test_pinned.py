@@ -166,6 +166,19 @@ def test_reload_that_needs_a_new_program_opens_no_gap(tmp_path, spool, cgroup, s
     agent.stop()
 
 
+def test_the_resident_agent_holds_no_bcc_and_little_memory(tmp_path, spool, cgroup):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
+    agent = start(policy, spool)  # waits for bcc_loaded false: the hand-over happened
+    maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
+    assert "libbcc" not in maps and "LLVM" not in maps
+    rss = next(int(line.split()[1]) for line in
+               Path(f"/proc/{agent.proc.pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    assert rss < 40 * 1024, f"{rss} kB resident"
+    agent.stop()
+
+
 def test_disarm_ends_enforcement_of_a_killed_agent(tmp_path, spool, cgroup, standins):
     canary = standins("edr-pin-canary")
     policy = tmp_path / "policy.yaml"
