@@ -248,9 +248,12 @@ class Agent:
         else:
             self.status["adopted"] = time.time()
             log(f"adopted the pinned program {self.engine.pdir}")
-        if manifest.get("policy_sha256") == bundle["sha256"]:  # its events decode as ours
-            generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
-            self.generations[self.gen] = (generation, packed.paths)
+        # records still in the ring buffer carry the generations of earlier agents: those of
+        # this policy decode with its rules
+        generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
+        for gen, sha in manifest.get("gens", {}).items():
+            if sha == bundle["sha256"]:
+                self.generations[int(gen)] = (generation, packed.paths)
         # the maps may have been edited while no agent watched: the policy is written anew
         # from the bundle into the free slot, and put in force with one write
         self._install(self.engine, bundle, packed, self.engine.free_slot())
@@ -259,7 +262,8 @@ class Agent:
         """Record what is pinned and in force; take the maps as they are now as what must stay."""
         assert self.engine is not None
         pins.write_manifest(self.opts.spool, adopt.manifest_of(
-            self.engine, self.text_sha, self.gen, self.status["policy_sha256"], __version__))
+            self.engine, self.text_sha, self.gen, self.status["policy_sha256"], __version__,
+            {g: gen.sha256 for g, (gen, _paths) in self.generations.items()}))
         fds = self.engine.map_fds()
         if self.guard is None or self.guard.maps["config"][0] != fds["config"]:
             self.guard = tamper.Guard(fds)

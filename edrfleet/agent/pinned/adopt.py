@@ -24,13 +24,17 @@ def text_sha256(bpf_dir: Path) -> str:
     return hashlib.sha256(bpf_text(bpf_dir).encode()).hexdigest()
 
 
-def manifest_of(engine: Engine, text_sha: str, gen: int, policy_sha: str, version: str) -> dict:
+def manifest_of(engine: Engine, text_sha: str, gen: int, policy_sha: str, version: str,
+                gens: dict[int, str]) -> dict:
+    """What pinned.json records; ``gens``: policy sha256 by generation, so records an agent
+    left in the ring buffer decode under the next one."""
     return {
         "pdir": engine.pdir, "cflags": engine.cflags, "capacities": engine.capacities,
         "with_lsm": engine.with_lsm, "perfbuf": engine.perfbuf,
         "with_scope": engine.with_scope, "scan_window": engine.scan_window,
         "backend": engine.backend, "active_slot": engine.active_slot, "gen": gen,
         "policy_sha256": policy_sha, "text_sha256": text_sha, "version": version,
+        "gens": {str(g): sha for g, sha in gens.items()},
         "links": sorted(engine.links), "layout": engine.layout(),
     }
 
