@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent import ecs
+from edrfleet.agent.pinned import pins
 from edrfleet.agent.run import cgroup2_root
 from tests.tiers import mark_tier
 
@@ -173,9 +174,12 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
             agent.wait_state({"enforcing", "monitoring"})
         return agent
 
-    yield start
-    for a in agents:
-        a.stop()
+    try:
+        yield start
+    finally:  # enforcement is pinned beyond the agent: disarm, even when the test failed
+        for a in agents:
+            a.stop()
+            pins.disarm(a.spool)
 
 
 @pytest.fixture
