@@ -144,6 +144,16 @@ class RunningAgent:
             time.sleep(0.05)
         raise AssertionError(f"agent never reached {states}: {self.status()}")
 
+    def wait_resident(self, timeout: float = 120.0) -> dict:
+        """Enforcing in the resident image (after the hand-over: no BCC, pinned maps)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.wait_state({"enforcing", "monitoring"}, timeout)
+            if st.get("pid") == self.proc.pid and st.get("bcc_loaded") is False:
+                return st
+            time.sleep(0.05)
+        raise AssertionError(f"the agent never handed over to its resident image: {st}")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

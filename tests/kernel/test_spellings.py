@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent.pinned import pins
 from edrfleet.agent.run import cgroup2_root
 from edrfleet.fleet.deploy.render import render_policy
 from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent
@@ -102,6 +103,7 @@ def agent(cgroup: Cgroup, tmp_path_factory) -> Iterator[RunningAgent]:
         yield running
     finally:
         running.stop()
+        pins.disarm(tmp / "spool")  # enforcement is pinned beyond the agent
 
 
 @pytest.fixture(scope="module")
