@@ -32,7 +32,7 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.identity.keeper import IdentityKeeper
 from edrfleet.agent.logfold import LogFolds
-from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
+from edrfleet.agent.lsm_probe import lsm_available, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.pinned import adopt, handover, pins, tamper
 from edrfleet.agent.release_check import verify_release
@@ -570,21 +570,9 @@ class Agent:
             self.status["outputs"] = self.outputs.stats()
         if self.identities is not None:
             self.status["identities"] = self.identities.stats()
-        self.status["bcc_loaded"] = "bcc" in sys.modules  # false once the resident agent runs
+        if self.engine is not None:  # false once the resident agent runs (keeper and all)
+            self.status["bcc_loaded"] = "bcc" in sys.modules
         write_status(str(self.opts.spool), self.status)
-
-
-def lsm_available(btf: Btf) -> tuple[bool, str]:
-    """Can BPF LSM programs work here at all?  (Loading may still be refused: then we fall back.)"""
-    try:
-        lsms = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
-    except OSError:
-        return False, "securityfs is not mounted (/sys/kernel/security)"
-    if "bpf" not in lsms:
-        return False, f"'bpf' is not in the active LSMs ({','.join(lsms)}); boot with lsm=...,bpf"
-    if not btf.has_func("bpf_lsm_bprm_check_security"):
-        return False, "the kernel has no BPF LSM hook bprm_check_security (CONFIG_BPF_LSM)"
-    return probe_lsm_load(btf.func_id("bpf_lsm_bprm_check_security"))
 
 
 class AgentFailed(RuntimeError):
