@@ -354,7 +354,8 @@ class Agent:
         return [json.loads(line) for line in f.read_text().splitlines() if line]
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, wait (the agent flushes events and writes its last status), keep status."""
+        """SIGTERM, wait (the agent flushes events and writes its last status), keep status,
+        then disarm: the agent's program outlives it (pinned), a "without" run must not."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -363,6 +364,9 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         self.final_status = self.status()
+        from edrfleet.agent.pinned.pins import disarm
+
+        disarm(self.spool)
         return self.proc.returncode
 
 
@@ -400,8 +404,7 @@ class Agents:
 
     def stop_all(self) -> None:
         for agent in self.started:
-            if agent.proc.poll() is None:
-                agent.stop()
+            agent.stop()  # also disarms one that died by itself
 
 
 # -- in-kernel cost ----------------------------------------------------------------------------
@@ -438,8 +441,9 @@ class BpfStats:
 def prog_stats(pid: int) -> tuple[int, int]:
     """(run_time_ns, run_cnt) summed over the BPF programs process ``pid`` holds.
 
-    Only the entry program (the sched_process_exec tracepoint) is counted by the kernel; its
-    time includes the programs it tail-calls.
+    Only the entry program (the sched_process_exec raw tracepoint) is counted by the kernel;
+    its time includes the programs it tail-calls.  The resident agent holds no program fds,
+    only links (pinned): their programs are found by id.
     """
     run_ns = run_cnt = 0
     fd_dir = Path(f"/proc/{pid}/fdinfo")
@@ -447,16 +451,30 @@ def prog_stats(pid: int) -> tuple[int, int]:
         entries = list(fd_dir.iterdir())
     except OSError:
         return 0, 0
+    linked: set[str] = set()
     for entry in entries:
         try:
             info = entry.read_text()
         except OSError:
             continue
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        if "link_type" in fields and "prog_id" in fields:
+            # the resident agent holds its attachments as (pinned) links, not its programs
+            linked.add(fields["prog_id"].strip())
+            continue
         if "prog_type:" not in info:
             continue
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
         run_ns += int(fields.get("run_time_ns", "0").strip() or 0)
         run_cnt += int(fields.get("run_cnt", "0").strip() or 0)
+    for prog_id in sorted(linked):
+        try:
+            res = subprocess.run(["bpftool", "-j", "prog", "show", "id", prog_id],
+                                 capture_output=True, text=True, timeout=10)
+            show = json.loads(res.stdout or "{}")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            continue
+        run_ns += int(show.get("run_time_ns", 0))
+        run_cnt += int(show.get("run_cnt", 0))
     return run_ns, run_cnt
 
 
@@ -486,8 +504,9 @@ def process_counters(pid: int) -> dict[str, int]:
 
 
 def attachments(pid: int) -> list[str]:
-    """What process ``pid``'s BPF programs are attached to (bpftool perf list), e.g.
-    ``tracepoint:sched_process_exec``; [] if bpftool is missing."""
+    """What process ``pid``'s BPF programs are attached to through perf events (bpftool perf
+    list); [] if bpftool is missing.  The agent's raw-tracepoint and LSM links are bpf links,
+    not perf events: none of them show here."""
     try:
         res = subprocess.run(["bpftool", "perf", "list", "--json"], capture_output=True,
                              text=True, timeout=10)

@@ -9,6 +9,12 @@ it loads ever runs.  The policy is the default template, compiled here, scoped t
 this script creates (and removes).  Phases are timed with getrusage (user + system: clang runs
 inside libbcc, the verifier inside the bpf() syscall), medians over --runs samples.
 
+Then the real agent on one spool: as before, BCC kept resident; a fresh start (compile, load,
+attach, pin, then the hand-over to the resident image without BCC); after a ``kill -9``, a
+start that adopts the pinned program; for each, ``start_seconds`` from
+status.json (start to enforcing) and the resident agent's RSS (VmRSS, high-water VmHWM) once
+enforcing.  The spool is disarmed at the end.
+
 Usage: sudo .venv/bin/python bench/agent_start.py [--runs 3] [--bundle FILE] [--json]
 """
 
@@ -136,6 +142,58 @@ def _verified_insns(fd: int) -> int:
     return int.from_bytes(info.raw[216:220], "little")  # offsetof(verified_insns)
 
 
+# -- the resident agent: start time and RSS, fresh and adopting --------------------------------
+def resident(bundle: Path, workdir: Path) -> list[dict]:
+    from edrfleet.agent.pinned import pins
+
+    spool = workdir / "resident-spool"
+    out = []
+    try:
+        # before: the agent as it was, BCC and LLVM kept resident (EDRFLEET_KEEP_BCC)
+        for kind, env in (("BCC kept (before)", {"EDRFLEET_KEEP_BCC": "1"}),
+                          ("fresh start", {}), ("adopt after kill -9", {})):
+            if not kind.startswith("adopt"):  # a fresh start: nothing pinned before it
+                pins.disarm(spool)
+            proc = subprocess.Popen(
+                [AGENT_PYTHON, "-m", "edrfleet.agent", "run", "--policy", str(bundle),
+                 "--spool", str(spool), "--backend", "sigkill"],
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, **env})
+            st = _wait_enforcing(spool, proc.pid)
+            time.sleep(1.5)  # a status period and a tamper check: the steady state
+            mem = _rss(proc.pid)
+            out.append({"kind": kind, "start_seconds": st.get("start_seconds"), **mem})
+            proc.kill()
+            proc.wait()
+    finally:
+        pins.disarm(spool)
+    return out
+
+
+def _wait_enforcing(spool: Path, pid: int) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            st = json.loads((spool / "status.json").read_text())
+        except (OSError, ValueError):
+            st = {}
+        if st.get("pid") == pid and st.get("state") in ("enforcing", "monitoring"):
+            return st
+        if st.get("state") == "failed":
+            sys.exit(f"bench: agent failed: {st.get('last_error')}")
+        time.sleep(0.02)
+    sys.exit("bench: the agent never reached enforcing")
+
+
+def _rss(pid: int) -> dict:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    return {"rss_mib": round(fields["VmRSS"], 1), "hwm_mib": round(fields["VmHWM"], 1)}
+
+
 # -- parent: bundle, samples, table -----------------------------------------------------------
 def make_bundle(workdir: Path, scope: str) -> Path:
     sys.path.insert(0, str(REPO / "bench"))
@@ -194,6 +252,7 @@ def main() -> None:
     try:
         bundle = args.bundle or make_bundle(workdir, cg.name)
         result = summarize([sample(bundle, workdir) for _ in range(args.runs)])
+        result["resident"] = resident(bundle, workdir)
     finally:
         cg.remove()
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
@@ -206,6 +265,9 @@ def main() -> None:
         print(f"{name:36} {v['cpu']:7.3f} {v['wall']:7.3f}")
     print(f"{'total':36} {result['total_cpu']:7.3f} {result['total_wall']:7.3f}")
     print("bytes_xlated: " + ", ".join(f"{k} {v}" for k, v in result["xlated"].items()))
+    print(f"{'resident agent':24} {'start s':>8} {'RSS MiB':>8} {'HWM MiB':>8}")
+    for r in result["resident"]:
+        print(f"{r['kind']:24} {r['start_seconds']:8.3f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f}")
 
 
 if __name__ == "__main__":

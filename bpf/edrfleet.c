@@ -97,6 +97,7 @@ struct edr_scratch {
 	__u32 multicall;                 /* the executable is a multi-call binary (busybox) */
 	__u32 abase;                     /* add_applet: basename offset of the argv item in args */
 	__u32 aend;                      /* add_applet: offset of the argv item's NUL, 0 = none */
+	__u32 dup;                       /* own_name: argv[0]'s basename is the executable's */
 	__u64 rd;                        /* sc_ptr: the word read (a map word, not a stack slot) */
 	__u64 exe_file;                  /* struct file * of the executable (exe_path.c) */
 	__u32 verdict;                   /* finish -> edr_emit: the LSM verdict to return */

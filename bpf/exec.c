@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-/* exec.c - the sigkill backend's entry point: sched:sched_process_exec.
+/* exec.c - the sigkill backend's entry point: the raw tracepoint sched_process_exec
+ * (args: task, old_pid, bprm).  A raw tracepoint, not the classic one: its attachment is a
+ * bpf_link (BPF_RAW_TRACEPOINT_OPEN, kernel 5.7 up) that the agent pins in bpffs, so
+ * enforcement outlives the agent process; a perf-event link would need 5.15.
  * Part of the one BPF program: the agent joins bpf/ files in the order of
  * edrfleet/kernel_abi.py BPF_SOURCES (BCC rewrites map calls in one text only). */
 
-TRACEPOINT_PROBE(sched, sched_process_exec)
+RAW_TRACEPOINT_PROBE(sched_process_exec)
 {
 	count(EDR_CNT_EXECS);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -11,9 +14,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (!mm)
 		return 0;
 	/* the real executable is mm->exe_file; the path as executed is bprm->filename */
-	unsigned short fn_off = args->data_loc_filename & 0xFFFF;
+	void *bprm = (void *)ctx->args[2];
 	struct edr_scratch *s = begin((void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE),
-				      (char *)args + fn_off);
+				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME));
 	if (!s)
 		return 0;
 	struct edr_event *ev = &s->ev;
@@ -41,7 +44,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		return 0;
 	early_ctx(s);
 	fit_budget(s, 1, 0);
-	progs.call(args, EDR_PROG_JUDGE);
+	progs.call(ctx, EDR_PROG_JUDGE);
 	count(EDR_CNT_ERRORS);
 	return 0;
 }

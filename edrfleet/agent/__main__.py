@@ -87,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_wait_arguments(sub.add_parser(
         "wait", help="wait until status.json shows a policy in force (or a failure); print it",
         description="Exit 0: in force; 1: the agent failed or refused the reload; 3: timeout."))
+    from edrfleet.agent.pinned import disarm
+
+    disarm.add_arguments(sub.add_parser(
+        "disarm", help="end enforcement: stop the agent and unpin its BPF programs"))
     check = sub.add_parser("check", help="verify a compiled bundle would load here (no BPF)")
     check.add_argument("bundle", type=Path, help="compiled policy bundle (JSON)")
     check.add_argument("--bpf-dir", type=Path, default=None, help="where bpf/edrfleet.h lives")
@@ -99,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise.service(args)
     if args.command == "wait":
         return status.wait_main(args)
+    if args.command == "disarm":
+        return disarm.main(args)
     if args.command == "check":
         from edrfleet.agent.check import run_check
 

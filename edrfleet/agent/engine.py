@@ -1,8 +1,14 @@
 """The BPF side of the agent: compile with BCC, fill the maps, attach, read events and counters.
 
-One visible order: compile -> load -> fill slot -> activate -> attach -> poll.  Policies live in
-two slots; a reload fills the inactive one and flips ``active`` with a single map write, so there
-is never a moment without a complete policy in force.
+One visible order: compile -> load -> fill slot -> activate -> attach -> pin -> poll.  Policies
+live in two slots; a reload fills the inactive one and flips ``active`` with a single map write,
+so there is never a moment without a complete policy in force.
+
+Attachments are bpf links the engine creates itself (edrfleet/agent/bpfsys.py) and pins with
+the maps and programs (edrfleet/agent/pins.py): closing the engine, or the process dying, leaves
+them in force.  An engine can also *adopt* a pinned program: it compiles the same text with
+the same flags for the layouts of its maps and events, loads nothing, and works on the pinned
+maps.
 """
 
 from __future__ import annotations
@@ -15,12 +21,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edrfleet.agent.maps import Packed
+from edrfleet.agent.pinned import bpfsys, pins
+from edrfleet.agent.pinned.ringbuf import RingReader, Rings
+from edrfleet.agent.pinned.tables import PinnedMaps, describe
 from edrfleet.kernel_abi import BPF_SOURCES, Header
 
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
 # libbcc derives an LSM program's attach point from its name; every LSM-typed function (the
 # hook and its tail-call targets, which must share its type and attach point) loads as this.
 LSM_HOOK_NAME = b"lsm__bprm_check_security"
+EXEC_FN = b"raw_tracepoint__sched_process_exec"
+EXEC_TP = "sched_process_exec"
+# prog arrays never change after load: frozen, so nobody swaps a tail-call target out
+FROZEN_MAPS = ("progs", "progs_lsm")
+# hash maps whose keys carry the slot: a slot refilled after adopting drops all of them
+SLOT_HASHES = ("names", "inodes", "scope", "pnames", "pinodes", "dirs", "mcnames", "mcinodes",
+               "fsizes")
+RINGS = ("events_block", "events")  # ring buffers the agent reads: blocks first
 
 # The -D switches of bpf/edrfleet.h are of three kinds.  FEATURES: matchers whose kernel code
 # is compiled in only when the policy uses one (the default policy has no user/parent/cwd rule,
@@ -101,6 +118,8 @@ class Engine:
         with_scope: bool = True,
         scan_window: int | None = None,
         print_text: Callable[[str], None] | None = None,
+        adopt: dict[str, int] | None = None,
+        cflags: list[str] | None = None,
     ) -> None:
         self.header = header
         self.capacities = {**{k: header.switches[k] for k in FEATURES}, **capacities}
@@ -110,9 +129,13 @@ class Engine:
         self.with_scope = with_scope
         self.scan_window = scan_window or header.switches["EDR_SCAN_WINDOW"]
         self._lsm_fds: list[int] = []
+        self.links: dict[str, int] = {}
+        self._ring: Rings | None = None
+        self.pdir = ""  # the bpffs directory this program is pinned in
         self._keys: dict[int, dict[str, list]] = {0: {}, 1: {}}
         self._released_at = [0.0, 0.0]
         self.active_slot = -1
+        self.guard = None  # a tamper.Guard once the policy is armed (Agent._save_manifest)
         # every switch of the header, always: its defaults are what this engine starts from
         switches = {**header.switches, **self.capacities, "EDR_WITH_LSM": int(with_lsm),
                     "EDR_WITH_SCOPE": int(with_scope),
@@ -125,7 +148,10 @@ class Engine:
         self.cflags += ["-O0", "-Xclang", "-disable-O0-optnone"]
         if not print_text:  # no debug info (source lines in verifier logs): 10 % of the compile
             self.cflags.append("-g0")
+        if cflags is not None:  # adopting: exactly the flags the pinned program was built with
+            self.cflags = list(cflags)
         text = bpf_text(bpf_dir)
+        self.map_names = pins.map_names(text)  # every file's maps (identity.c: "fsizes")
         if print_text:
             print_text("\n".join(f"#define {f[2:].replace('=', ' ', 1)}"
                                   for f in self.cflags if f.startswith("-D")))
@@ -141,18 +167,98 @@ class Engine:
             self.bpf = _NoAutoload(text=text, cflags=self.cflags)
         except Exception as exc:
             raise EngineError(f"compile the BPF program (bpf/): {exc}") from exc
+        self.prog_fds: dict[str, int] = {}
+        if adopt is not None:
+            self._use_maps(adopt)
+            return
         try:
             for index, name in tail_call_targets(self.header, ""):
-                fn = self.bpf.load_func(name, BPF.TRACEPOINT)
+                fn = self.bpf.load_func(name, BPF.RAW_TRACEPOINT)
                 self.bpf["progs"][ct.c_int(index)] = ct.c_int(fn.fd)
-            self._exec_fn = self.bpf.load_func(
-                b"tracepoint__sched__sched_process_exec", BPF.TRACEPOINT
-            )
+                self.prog_fds[name.decode()] = fn.fd
+            self._exec_fn = self.bpf.load_func(EXEC_FN, BPF.RAW_TRACEPOINT)
+            self.prog_fds["exec"] = self._exec_fn.fd
         except Exception as exc:
             self.bpf.cleanup()
             if "Argument list too long" in str(exc):
                 raise VerifierTooComplex(f"load programs (verifier): {exc}") from exc
             raise EngineError(f"load programs (verifier): {exc}") from exc
+
+    @classmethod
+    def adopted(cls, header: Header, manifest: dict, maps: PinnedMaps) -> Engine:
+        """An engine on pinned maps with the layouts the loader recorded: no BCC, no LLVM."""
+        e = cls.__new__(cls)
+        e.header, e.bpf = header, maps
+        e.capacities = manifest["capacities"]
+        e.perfbuf, e.with_lsm = manifest["perfbuf"], manifest["with_lsm"]
+        e.with_scope, e.scan_window = manifest["with_scope"], manifest["scan_window"]
+        e.cflags, e.backend = manifest["cflags"], manifest["backend"]
+        e.map_names = list(maps.tables)
+        e._lsm_fds, e.links, e.pdir, e._ring, e.prog_fds = [], {}, "", None, {}
+        e._keys, e._released_at, e.active_slot = {0: {}, 1: {}}, [0.0, 0.0], -1
+        e._layout = manifest["layout"]
+        e.guard = None
+        return e
+
+    def layout(self) -> dict:
+        """Key and value types of every map and the event record, as data (tables.describe)."""
+        if isinstance(self.bpf, PinnedMaps):
+            return self._layout
+        from bcc.table import _get_event_class
+
+        maps = {name: {"key": describe(self.bpf[name].Key), "leaf": describe(self.bpf[name].Leaf)}
+                for name in self.map_fds() if name not in RINGS}
+        event = None if self.perfbuf else describe(_get_event_class(self.bpf["events"]))
+        return {"maps": maps, "event": event}
+
+    def _use_maps(self, fds: dict[str, int]) -> None:
+        """Work on the pinned maps: BCC's tables keep their types, take the pinned fds."""
+        for name, fd in fds.items():
+            if name in self.map_names:
+                self.bpf[name].map_fd = fd
+        self._adopted_fds = fds
+
+    def map_fds(self) -> dict[str, int]:
+        """The fd of every map of the program, by name (what gets pinned)."""
+        if isinstance(self.bpf, PinnedMaps):
+            return self.bpf.map_fds()
+        out = {}
+        for name in self.map_names:
+            fd = self._BPF_lib().bpf_table_fd(self.bpf.module, name.encode())
+            if fd >= 0:
+                out[name] = self.bpf[name].map_fd
+        return out
+
+    @staticmethod
+    def _BPF_lib():
+        from bcc import lib
+
+        return lib
+
+    def freeze(self) -> None:
+        """Freeze the maps nothing writes after load (bpftool cannot change them then)."""
+        fds = self.map_fds()
+        for name in FROZEN_MAPS:
+            if name in fds:
+                bpfsys.map_freeze(fds[name])
+
+    def pin(self, inst: str) -> str:
+        """Pin maps, programs and links under the instance directory ``inst``."""
+        self.pdir = pins.pin_program(inst, self.map_fds(), self.prog_fds, self.links)
+        return self.pdir
+
+    def adopt_slots(self, slot: int, gen_keys: dict[int, dict[str, list]] | None = None) -> None:
+        """After adopting: the slot in force, and the keys each slot's hash maps hold now."""
+        self.active_slot = slot
+        for s in (0, 1):
+            self._keys[s] = (gen_keys or {}).get(s) or self._live_keys(s)
+
+    def _live_keys(self, slot: int) -> dict[str, list]:
+        keys: dict[str, list] = {}
+        present = self.map_fds()
+        for name in (n for n in SLOT_HASHES if n in present):
+            keys[name] = [k for k in self.bpf[name] if k.slot == slot]
+        return keys
 
     # -- policy slots ------------------------------------------------------------------------
     def fits(self, needs: dict[str, int]) -> bool:
@@ -242,14 +348,17 @@ class Engine:
 
     def put_inodes(self, slot: int, items) -> None:
         """Add or replace "inodes" keys of a filled ``slot``: identities that changed on the
-        host (edrfleet/agent/identities.py).  They go with the slot's other keys on refill."""
-        written = self._fill_lists("inodes", slot, items, _set_inode_key)
+        host (edrfleet/agent/identity/keeper.py, from its thread).  They go with the slot's
+        other keys on refill."""
+        written = self._runtime_write(
+            "inodes", lambda: self._fill_lists("inodes", slot, items, _set_inode_key))
         self._keys.setdefault(slot, {}).setdefault("inodes", []).extend(written)
 
     def put_sizes(self, slot: int, items) -> None:
         """Add or replace "fsizes" keys of ``slot``: protected files by size, which a fileless
         exec of that size is judged as (bpf/identity.c)."""
-        written = self._fill_lists("fsizes", slot, items, _set_size_key)
+        written = self._runtime_write(
+            "fsizes", lambda: self._fill_lists("fsizes", slot, items, _set_size_key))
         self._keys.setdefault(slot, {}).setdefault("fsizes", []).extend(written)
 
     def drop_inode(self, slot: int, ident: tuple[int, int]) -> None:
@@ -257,10 +366,26 @@ class Engine:
         k = table.Key()
         k.slot = slot
         _set_inode_key(k, ident)
-        try:
-            del table[k]
-        except KeyError:
-            pass
+
+        def delete() -> list:
+            try:
+                del table[k]
+            except KeyError:
+                pass
+            return [k]
+
+        self._runtime_write("inodes", delete)
+
+    def _runtime_write(self, name: str, write: Callable[[], list]) -> list:
+        """A write of the agent's own while the policy is in force: under the tamper guard's
+        lock, and taken into its snapshot, so the check never restores it as tampering."""
+        guard = self.guard
+        if guard is None:
+            return write()
+        with guard.lock:
+            keys = write()
+            guard.accept(name, [bytes(k) for k in keys])
+        return keys
 
     def set_backend(self, slot: int, backend: int) -> None:
         cfg = self.bpf["config"][ct.c_int(slot)]
@@ -323,24 +448,24 @@ class Engine:
     # -- attach ------------------------------------------------------------------------------
     def attach_exec(self) -> None:
         try:
-            self.bpf.attach_tracepoint(
-                tp=b"sched:sched_process_exec", fn_name=self._exec_fn.name
-            )
-        except Exception as exc:
-            raise EngineError(f"attach sched:sched_process_exec: {exc}") from exc
+            self.links["exec"] = bpfsys.raw_tracepoint_open(self._exec_fn.fd, EXEC_TP)
+        except OSError as exc:
+            raise EngineError(f"attach raw tracepoint {EXEC_TP}: {exc}") from exc
 
     def attach_lsm(self) -> None:
         """Load the LSM programs and attach bprm_check_security; raises EngineError."""
         if not self.with_lsm:
             raise EngineError("attach BPF LSM: the program was built without EDR_WITH_LSM")
         for index, name in tail_call_targets(self.header, "lsm_"):
-            self.bpf["progs_lsm"][ct.c_int(index)] = ct.c_int(self._load_lsm(name))
-        from bcc import lib
-
-        link = lib.bpf_attach_lsm(self._load_lsm(b"edr_lsm_check"))
-        if link < 0:
-            raise EngineError(f"attach BPF LSM bprm_check_security: {os.strerror(-link)}")
-        self._lsm_fds.append(link)
+            fd = self._load_lsm(name)
+            self.bpf["progs_lsm"][ct.c_int(index)] = ct.c_int(fd)
+            self.prog_fds[name.decode()] = fd
+        check = self._load_lsm(b"edr_lsm_check")
+        self.prog_fds["lsm_check"] = check
+        try:
+            self.links["lsm"] = bpfsys.raw_tracepoint_open(check, None)
+        except OSError as exc:
+            raise EngineError(f"attach BPF LSM bprm_check_security: {exc}") from exc
 
     def _load_lsm(self, func: bytes) -> int:
         from bcc import BPF, lib
@@ -358,41 +483,71 @@ class Engine:
         self._lsm_fds.append(fd)
         return fd
 
-    def detach(self) -> None:
+    def close(self) -> None:
+        """Let go of every fd: what is pinned stays in force, what is not is detached."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        pins.close_all(self.links, getattr(self, "_adopted_fds", {}))
         for fd in reversed(self._lsm_fds):
             os.close(fd)
         self._lsm_fds = []
         self.bpf.cleanup()
+
+    def detach(self) -> None:
+        """End this program's enforcement: unpin it, then close."""
+        if self.pdir and os.path.isdir(self.pdir):
+            pins.remove_program(self.pdir)
+        self.pdir = ""
+        self.close()
 
     # -- events and counters -----------------------------------------------------------------
     def open_events(
         self, handle: Callable[[object, int], None], lost: Callable[[int], None]
     ) -> None:
         """Call ``handle(event, size)`` for each record, decoded from the declared struct."""
-        table = self.bpf["events"]
-
-        def on_record(_ctx, data, size):
-            handle(table.event(data), size)
-
         if self.perfbuf:
+            table = self.bpf["events"]
+
+            def on_record(_ctx, data, size):
+                handle(table.event(data), size)
+
             table.open_perf_buffer(
                 lambda cpu, data, size: on_record(None, data, size),
                 page_cnt=256,
                 lost_cb=lost,
             )
+            return
+        # our own reader of the (pinned) ring buffer: consumer_pos moves only on commit(),
+        # after the spool write, so a kill between reading and writing loses nothing
+        if isinstance(self.bpf, PinnedMaps):
+            event = self.bpf.event
         else:
-            table.open_ring_buffer(on_record)
-            # blocks have a ring buffer of their own; one poll reads both
-            blocks = self.bpf["events_block"]
-            blocks.open_ring_buffer(lambda _ctx, data, size: handle(blocks.event(data), size))
+            from bcc.table import _get_event_class
+
+            event = _get_event_class(self.bpf["events"])
+        full = ct.sizeof(event)
+
+        def on_raw(raw: bytes) -> None:
+            handle(event.from_buffer_copy(raw.ljust(full, b"\0")[:max(full, len(raw))]),
+                   len(raw))
+
+        # blocks have a ring buffer of their own (same record): one poll reads both
+        fds = self.map_fds()
+        self._ring = Rings([RingReader(fds[name], bpfsys.map_info(fds[name])["max_entries"])
+                            for name in RINGS])
+        self._on_raw = on_raw
 
     def poll(self, timeout_ms: int) -> None:
         if self.perfbuf:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
-        else:
-            # records written without a wake-up are only seen by consume()
-            self.bpf.ring_buffer_poll(timeout=timeout_ms)
-            self.bpf.ring_buffer_consume()
+        elif self._ring is not None:
+            self._ring.poll(timeout_ms, self._on_raw)
+
+    def commit(self) -> None:
+        """The events read so far are in the spool: the ring buffer may reuse their space."""
+        if self._ring is not None:
+            self._ring.commit()
 
     def counters(self) -> dict[str, int]:
         names = self.header.enums["edr_counter"]

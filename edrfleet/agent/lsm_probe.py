@@ -19,6 +19,9 @@ import ctypes as ct
 import errno
 import os
 import struct
+from pathlib import Path
+
+from edrfleet.agent.btf import Btf
 
 SYS_BPF = 321  # x86_64
 BPF_PROG_LOAD = 5
@@ -91,3 +94,16 @@ def probe_lsm_load(attach_btf_id: int) -> tuple[bool, str]:
                            "or bpf_task_pt_regs (kernel 5.15 or later)")
         return False, f"the kernel refuses BPF LSM programs ({os.strerror(err)})"
     return True, ""
+
+
+def lsm_available(btf: Btf) -> tuple[bool, str]:
+    """Can BPF LSM programs work here at all?  (Loading may still be refused: then we fall back.)"""
+    try:
+        lsms = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
+    except OSError:
+        return False, "securityfs is not mounted (/sys/kernel/security)"
+    if "bpf" not in lsms:
+        return False, f"'bpf' is not in the active LSMs ({','.join(lsms)}); boot with lsm=...,bpf"
+    if not btf.has_func("bpf_lsm_bprm_check_security"):
+        return False, "the kernel has no BPF LSM hook bprm_check_security (CONFIG_BPF_LSM)"
+    return probe_lsm_load(btf.func_id("bpf_lsm_bprm_check_security"))

@@ -1,9 +1,12 @@
-"""The agent's foreground life: start, enforce, report, reload on SIGHUP, detach on SIGTERM.
+"""The agent's foreground life: start, enforce, report, reload on SIGHUP, exit on SIGTERM.
 
 Order at start (each failed step is reported by name in status.json and on stderr):
-read policy -> lay it out for the maps -> compile and load the BPF program -> fill slot 0 ->
-activate -> attach -> state "enforcing"/"monitoring".  The state changes only once the program
-is attached with full maps.
+read policy -> lay it out for the maps -> adopt the pinned program of this spool, or compile
+and load a new one -> fill a slot -> activate -> attach -> pin -> state "enforcing"/
+"monitoring".  The state changes only once the program is attached with full maps.
+
+The program stays pinned when the agent exits, by any signal: only ``agent disarm`` ends
+enforcement (edrfleet/agent/pins.py).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from edrfleet.agent.engine import (
 )
 from edrfleet.agent.identity.keeper import IdentityKeeper
 from edrfleet.agent.logfold import LogFolds
-from edrfleet.agent.lsm_probe import probe_lsm_load, probe_scope
+from edrfleet.agent.lsm_probe import lsm_available, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
+from edrfleet.agent.pinned import adopt, handover, pins, tamper
 from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
-from edrfleet.agent.status import write_status
+from edrfleet.agent.status import read_status, write_status
 from edrfleet.kernel_abi import load_header
 
 BundleLoader = Callable[[Path], dict]
@@ -113,9 +117,15 @@ class Agent:
         self.clock = ecs.Clock.now()
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
+        self.offsets: dict[str, int] | None = None
+        self.bundle: dict | None = None
+        self.lsm_why = ""
+        self.handover = False
+        self.t0 = time.monotonic()
         self.gen = 0
         self.engine: Engine | None = None
         self.identities: IdentityKeeper | None = None
+        self.guard: tamper.Guard | None = None
         self.wanted = "auto"
         self.lsm_possible = False
         self.scope_possible, self.scope_why = True, ""
@@ -145,40 +155,148 @@ class Agent:
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        t0 = time.monotonic()
+        # a hand-over (_shed_bcc) carries the start time of the image that loaded the program
+        handed_t0, self.handed_bundle, handed_reload = handover.take()
+        t0 = handed_t0 if handed_t0 is not None else time.monotonic()
+        self.handover = handed_t0 is not None
+        if self.handover:  # same pid, same agent: readers never see it "starting" again
+            self.status.update(read_status(str(self.opts.spool)) or {}, pid=os.getpid())
+            if handed_reload:
+                self.status["last_reload"] = handed_reload
         self._write_status()
         # before anything of the release is loaded: a modified release never runs as root
         self._step("verify release", lambda: verify_release(self.bpf_dir))
-        bundle = self._step("read policy", lambda: self.load_bundle(self.opts.policy))
+        bundle = self._step("read policy", self._read_policy)
         self.wanted = self._step("choose backend", lambda: self._wanted_backend(bundle))
         self.scope_possible, self.scope_why = probe_scope()
         self._step("check scope", lambda: self._check_scope(bundle))
         packed = self._step("lay out policy", lambda: self._pack(bundle))
-        btf = self._step("read BTF", Btf.load)
-        offsets = self._step("read kernel offsets from BTF", lambda: kernel_offsets(btf))
-        self.lsm_possible, why = lsm_available(btf)
-        if self.wanted == "lsm" and not self.lsm_possible:
-            raise self._fail("choose backend", f"backend lsm is required but {why}")
-        self.engine = self._step(
-            "compile and load the BPF program",
-            lambda: self._new_engine(offsets, packed),
-        )
         self.identities = IdentityKeeper(log, self.header)
-        self._install(self.engine, bundle, packed, slot=0)
-        self._step("attach sched:sched_process_exec", self.engine.attach_exec)
-        self._attach_lsm(self.engine, why)
+        manifest = self._step("read pinned.json", lambda: pins.read_manifest(self.opts.spool))
+        self.text_sha = adopt.text_sha256(self.bpf_dir)
+        why_new = adopt.why_not(manifest, self.text_sha, packed.needs(self.header),
+                                self.wanted, __version__)
+        if manifest and not why_new:
+            self._adopt(manifest, bundle, packed)
+        else:
+            if manifest:
+                log(f"new program: {why_new}")
+            btf = self._step("read BTF", Btf.load)
+            offsets = self._step("read kernel offsets from BTF", lambda: self._kernel(btf))
+            why = self.lsm_why
+            if self.wanted == "lsm" and not self.lsm_possible:
+                raise self._fail("choose backend", f"backend lsm is required but {why}")
+            self._fresh(bundle, packed, offsets, why)
+        self._save_manifest()
         self._open_events(self.engine)
         self.identities.start()
         self.status["backend"] = self.engine.backend
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["enforcing_since"] = time.time()
         self.status["start_seconds"] = round(time.monotonic() - t0, 3)
+        self.t0 = t0
         self._write_status()
         log(
             f"{self.status['state']}: {len(bundle['rules'])} rules, backend "
             f"{self.engine.backend}, policy {bundle['sha256'][:12]}, "
             f"started in {self.status['start_seconds']} s"
         )
+
+    def _read_policy(self) -> dict:
+        """The policy file; after a hand-over the bundle the loading image put in force."""
+        bundle, self.handed_bundle = self.handed_bundle, None
+        return bundle if bundle is not None else self.load_bundle(self.opts.policy)
+
+    def _kernel(self, btf: Btf | None = None) -> dict[str, int]:
+        """Offsets and LSM availability from BTF (only a new program needs them)."""
+        if self.offsets is None:
+            btf = btf or Btf.load()
+            self.offsets = kernel_offsets(btf)
+            self.lsm_possible, self.lsm_why = lsm_available(btf)
+        return self.offsets
+
+    def _shed_bcc(self) -> None:
+        """Hand over to a fresh image of this process that adopts what was just pinned: the
+        resident agent must not keep BCC and LLVM loaded (edrfleet/agent/pinned/handover.py)."""
+        if not handover.wanted(self.opts.perfbuf):
+            return
+        assert self.engine is not None
+        if self.identities is not None:  # the resident image starts its own keeper
+            self.identities.close()  # (its fanotify fd is close-on-exec anyway)
+            self.identities = None
+        self.engine.poll(0)
+        self._flush()
+        self._write_status()
+        handover.exec_resident(str(self.opts.spool), self.t0, self.bundle,
+                               self.status.get("last_reload"), self.flags)
+
+    def _fresh(self, bundle: dict, packed: Packed, offsets: dict[str, int], why: str) -> None:
+        """A new program: load, fill, attach, pin; then unpin what an earlier run left."""
+        self.engine = self._step(
+            "compile and load the BPF program",
+            lambda: self._new_engine(offsets, packed),
+        )
+        self._install(self.engine, bundle, packed, slot=0)
+        self._step("attach raw tracepoint sched_process_exec", self.engine.attach_exec)
+        self._attach_lsm(self.engine, why)
+        self._step("pin in bpffs", lambda: self._pin(self.engine))
+
+    def _pin(self, engine: Engine) -> None:
+        """Freeze what never changes, pin, and only then retire older pinned programs."""
+        engine.freeze()
+        inst = pins.instance_dir(self.opts.spool)
+        engine.pin(inst)
+        for old in adopt.remove_others(inst, engine.pdir):
+            log(f"retired the earlier pinned program {old}")
+        self.status["pinned"] = engine.pdir
+
+    def _adopt(self, manifest: dict, bundle: dict, packed: Packed) -> None:
+        """Take over the pinned program: it never stopped enforcing."""
+        self.engine = self._step(
+            "adopt the pinned program",
+            lambda: adopt.adopt_engine(self.bpf_dir, self.header, manifest))
+        self.gen = int(manifest["gen"])
+        self.status["scan_window"] = self.engine.scan_window
+        self.status["scope_cgroups"] = self.engine.with_scope
+        self.status["pinned"] = self.engine.pdir
+        if self.handover:  # the same agent, without BCC: not a take-over
+            log(f"resident: BCC unloaded, working on {self.engine.pdir}")
+        else:
+            self.status["adopted"] = time.time()
+            log(f"adopted the pinned program {self.engine.pdir}")
+        # records still in the ring buffer carry the generations of earlier agents: those of
+        # this policy decode with its rules
+        generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
+        for gen, sha in manifest.get("gens", {}).items():
+            if sha == bundle["sha256"]:
+                self.generations[int(gen)] = (generation, packed.paths)
+        # the maps may have been edited while no agent watched: the policy is written anew
+        # from the bundle into the free slot, and put in force with one write
+        self._install(self.engine, bundle, packed, self.engine.free_slot())
+
+    def _save_manifest(self) -> None:
+        """Record what is pinned and in force; take the maps as they are now as what must stay."""
+        assert self.engine is not None
+        pins.write_manifest(self.opts.spool, adopt.manifest_of(
+            self.engine, self.text_sha, self.gen, self.status["policy_sha256"], __version__,
+            {g: gen.sha256 for g, (gen, _paths) in self.generations.items()}))
+        fds = self.engine.map_fds()
+        if self.guard is None or self.guard.maps["config"][0] != fds["config"]:
+            self.guard = tamper.Guard(fds)
+        self.engine.guard = self.guard  # the identity keeper's writes: never "tampered"
+        self.status["maps_sha256"] = self.guard.arm()
+
+    def _check_tamper(self) -> None:
+        assert self.engine is not None and self.guard is not None
+        changes = self.guard.check() + tamper.check_links(self.engine.pdir, self.engine.links)
+        if not changes:
+            return
+        count = self.status.get("tampered", {}).get("count", 0) + len(changes)
+        self.status["tampered"] = {"at": time.time(), "changes": changes[:32], "count": count}
+        self.pending.append(tamper.tamper_event(changes, self.opts.host_name, __version__,
+                                                self.status["policy_sha256"]))
+        log(f"tampered, restored: {'; '.join(changes[:8])}")
+        self._write_status()
 
     def _step(self, name: str, fn):
         try:
@@ -263,6 +381,7 @@ class Agent:
     def _install(self, engine: Engine, bundle: dict, packed: Packed, slot: int) -> None:
         """Fill ``slot`` with a new generation and put it in force."""
         self.gen += 1
+        self.bundle = bundle  # what a hand-over passes on (_shed_bcc); dropped after start
         backend = self.header[f"EDR_BACKEND_{engine.backend.upper()}"]
         engine.write_slot(slot, packed, self.gen, backend)
         generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
@@ -314,12 +433,13 @@ class Agent:
             self.folds.forget(retired)
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        self.spool.append(batch)
-        if self.outputs:
-            self.outputs.wake()  # they ship from the spool, each from its own cursor
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.spool.append(batch)
+            if self.outputs:
+                self.outputs.wake()  # they ship from the spool, each from its own cursor
+        if self.engine is not None:
+            self.engine.commit()  # in the spool (fsync-ed): the kernel may reuse their space
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -350,13 +470,14 @@ class Agent:
             gen = self.gen
             new = None
             try:
-                new = self._new_engine(self.offsets, packed)
+                new = self._new_engine(self._kernel(), packed)
                 self._install(new, bundle, packed, slot=0)
                 new.attach_exec()
                 if old.backend == "lsm":
                     new.attach_lsm()
                     self._set_backend(new, "lsm")
                 self._open_events(new)
+                self._pin(new)
             except Exception as exc:  # the old program never stopped: it stays in force
                 if new is not None:
                     new.detach()
@@ -373,7 +494,8 @@ class Agent:
             self.engine = new
             old.poll(0)
             self._sweep_folds(old, force=True)
-            old.detach()
+            old.detach()  # unpinned only now: the new program enforced first
+        self._save_manifest()
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["last_error"] = ""
         self.status["last_reload"] = {"at": time.time(), "ok": True, "sha256": bundle["sha256"]}
@@ -384,9 +506,14 @@ class Agent:
         signal.signal(signal.SIGHUP, lambda *_: self.flags.__setitem__("reload", True))
         signal.signal(signal.SIGTERM, lambda *_: self.flags.__setitem__("stop", True))
         signal.signal(signal.SIGINT, lambda *_: self.flags.__setitem__("stop", True))
+        handover.ready()  # signals held across a hand-over arrive now
         self.start()
+        self._shed_bcc()
+        self.bundle = None
+        handover.release_memory()  # the bundle's tables and the packing are garbage now
         assert self.engine is not None
         next_status = time.monotonic() + STATUS_EVERY
+        next_check = time.monotonic() + tamper.CHECK_EVERY
         while not self.flags["stop"]:
             self.engine.poll(POLL_MS)
             self._flush()
@@ -394,6 +521,11 @@ class Agent:
                 self.flags["reload"] = False
                 self.reload()
                 self._write_status()
+                self._shed_bcc()
+                self.bundle = None
+            if time.monotonic() >= next_check:
+                self._check_tamper()
+                next_check = time.monotonic() + tamper.CHECK_EVERY
             if time.monotonic() >= next_status:
                 self._sweep_folds(self.engine)
                 self._flush()
@@ -403,6 +535,7 @@ class Agent:
         return 0
 
     def stop(self) -> None:
+        """Exit, leaving the pinned program in force (``agent disarm`` ends enforcement)."""
         if self.identities is not None:
             self.identities.close()  # execs of the host no longer wait for us
             self.identities = None
@@ -410,15 +543,16 @@ class Agent:
             self.engine.poll(0)
             self._sweep_folds(self.engine, force=True)
             self._flush()
-            self._write_status()  # last counters, read before the maps go away
-            self.engine.detach()
+            self._write_status()  # last counters, read while the maps are open
+            self.engine.close()
             self.engine = None
         self.status["state"] = "stopped"
         self._write_status()
         if self.outputs:
             self.outputs.close()  # what does not go in time waits in the spool for next start
         self.spool.close()
-        log("stopped: programs detached")
+        log(f"stopped: enforcement stays pinned ({self.status.get('pinned', '-')}); "
+            "`agent disarm` ends it")
 
     def _write_status(self) -> None:
         if self.engine is not None:
@@ -436,20 +570,9 @@ class Agent:
             self.status["outputs"] = self.outputs.stats()
         if self.identities is not None:
             self.status["identities"] = self.identities.stats()
+        if self.engine is not None:  # false once the resident agent runs (keeper and all)
+            self.status["bcc_loaded"] = "bcc" in sys.modules
         write_status(str(self.opts.spool), self.status)
-
-
-def lsm_available(btf: Btf) -> tuple[bool, str]:
-    """Can BPF LSM programs work here at all?  (Loading may still be refused: then we fall back.)"""
-    try:
-        lsms = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
-    except OSError:
-        return False, "securityfs is not mounted (/sys/kernel/security)"
-    if "bpf" not in lsms:
-        return False, f"'bpf' is not in the active LSMs ({','.join(lsms)}); boot with lsm=...,bpf"
-    if not btf.has_func("bpf_lsm_bprm_check_security"):
-        return False, "the kernel has no BPF LSM hook bprm_check_security (CONFIG_BPF_LSM)"
-    return probe_lsm_load(btf.func_id("bpf_lsm_bprm_check_security"))
 
 
 class AgentFailed(RuntimeError):

@@ -25,3 +25,9 @@ def register(subparsers: Any) -> None:
     run = sub.add_parser("run", help="enforce a policy in the foreground (what the unit starts)")
     add_run_arguments(run)
     run.set_defaults(func=_run)
+    from edrfleet.agent.pinned import disarm
+
+    off = sub.add_parser("disarm", help="end enforcement: stop the agent, unpin its programs "
+                                        "(killing or stopping the agent does not)")
+    disarm.add_arguments(off)
+    off.set_defaults(func=disarm.main)

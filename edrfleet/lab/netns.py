@@ -322,12 +322,22 @@ def down(workdir: Path = DEFAULT_DIR, *, log: Callable[[str], None] = print) -> 
         left |= lh.stop_pids(more)
     if left:
         raise LabError(f"lab: processes {sorted(left)} survived SIGKILL; down again later")
+    _disarm_agents(lab, workdir)
     lh.remove_cgroup_tree(cgdir)
     ln.remove_network(lab.id)
     if workdir.exists():
         _remove_files(workdir)
     (REGISTRY / f"{lab.id}.json").unlink(missing_ok=True)
     log(f"lab: {len(lab.hosts) or 'all'} hosts removed in {time.monotonic() - t0:.2f} s")
+
+
+def _disarm_agents(lab: Lab, workdir: Path) -> None:
+    """Unpin the BPF programs the lab's agents left enforcing (they outlive their process)."""
+    from edrfleet.agent.pinned.pins import disarm
+
+    spools = {h.dir / "spool" for h in lab.hosts} | set(workdir.glob("hosts/*/spool"))
+    for spool in sorted(spools):
+        disarm(spool)
 
 
 def _remove_files(workdir: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent import ecs
+from edrfleet.agent.pinned import pins
 from edrfleet.agent.run import cgroup2_root
 from tests.tiers import mark_tier
 
@@ -143,6 +144,16 @@ class RunningAgent:
             time.sleep(0.05)
         raise AssertionError(f"agent never reached {states}: {self.status()}")
 
+    def wait_resident(self, timeout: float = 120.0) -> dict:
+        """Enforcing in the resident image (after the hand-over: no BCC, pinned maps)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.wait_state({"enforcing", "monitoring"}, timeout)
+            if st.get("pid") == self.proc.pid and st.get("bcc_loaded") is False:
+                return st
+            time.sleep(0.05)
+        raise AssertionError(f"the agent never handed over to its resident image: {st}")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -173,9 +184,12 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
             agent.wait_state({"enforcing", "monitoring"})
         return agent
 
-    yield start
-    for a in agents:
-        a.stop()
+    try:
+        yield start
+    finally:  # enforcement is pinned beyond the agent: disarm, even when the test failed
+        for a in agents:
+            a.stop()
+            pins.disarm(a.spool)
 
 
 @pytest.fixture

@@ -64,13 +64,16 @@ def test_a_log_flood_hides_no_block_and_every_logged_exec_is_counted(
 
 def test_block_events_a_full_ring_buffer_refuses_are_summarized_with_their_count(
         start_agent, cgroup, standins, tmp_path: Path, monkeypatch):
-    """A block ring buffer of two pages holds one 4 000-byte event: with the agent stopped,
-    the other blocks are refused, counted under their rule and executable, and summarized."""
-    import os
+    """A block ring buffer of two pages holds one 4 000-byte event: with no agent running
+    (killed; the pinned program enforces on), the other blocks are refused, counted under
+    their rule and executable, and summarized by the next agent, which adopts the program.
+    (Not SIGSTOP: the stopped agent's exec-open permission events would hold every exec of
+    the host.)"""
     import shutil
     import signal
 
     from edrfleet.paths import BPF
+    from tests.kernel.conftest import EDRFLEET, REPO, RunningAgent
 
     small = tmp_path / "bpf"
     shutil.copytree(BPF, small)
@@ -80,15 +83,22 @@ def test_block_events_a_full_ring_buffer_refuses_are_summarized_with_their_count
     header.write_text(text.replace("#define EDR_RINGBUF_BLOCK_PAGES 4096",
                                    "#define EDR_RINGBUF_BLOCK_PAGES 2"))
     monkeypatch.setenv("EDRFLEET_BPF_DIR", str(small))
-    agent = start_agent(POLICY.format(cgroup=cgroup.name))
+    first = start_agent(POLICY.format(cgroup=cgroup.name))
+    first.wait_resident()
     victim = str(standins("edr-storm-victim"))
-    os.kill(agent.proc.pid, signal.SIGSTOP)  # nobody reads: the ring buffer fills
+    first.proc.send_signal(signal.SIGKILL)  # nobody reads: the ring buffer fills
+    first.proc.wait(timeout=30)
+    for _ in range(20):
+        assert cgroup.run([victim, "/tmp/edrfleet-canary-none", PAD]).returncode == -9
+    proc = subprocess.Popen(
+        [*EDRFLEET, "agent", "run", "--policy", str(first.policy), "--spool", str(first.spool),
+         "--host-name", "kernel-test"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent = RunningAgent(proc, first.spool, first.policy)
     try:
-        for _ in range(20):
-            assert cgroup.run([victim, "/tmp/edrfleet-canary-none", PAD]).returncode == -9
+        agent.wait_resident()
     finally:
-        os.kill(agent.proc.pid, signal.SIGCONT)
-    assert agent.stop() == 0
+        assert agent.stop() == 0  # the fixture disarms the spool
 
     st = agent.status()
     blocks = [e for e in agent.events() if e["rule.id"] == "storm-victim"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edrfleet.agent.pinned import pins
 from edrfleet.agent.run import cgroup2_root
 from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent
 
@@ -77,10 +78,11 @@ def agent(home: Path, mod_cgroup: Cgroup, tmp_path_factory):
     running = RunningAgent(proc, spool / "spool", policy)
     running.spool = spool
     try:
-        running.wait_state({"enforcing"})
+        running.wait_resident()  # the keeper of the resident image writes the pinned maps
         yield running
     finally:
         running.stop()
+        pins.disarm(spool)  # enforcement is pinned beyond the agent
 
 
 def runs(cgroup: Cgroup, exe: Path | str) -> bool:

@@ -6,12 +6,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from edrfleet.agent import ecs
+from edrfleet.agent.pinned import pins
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from tests.corpora import CORPUS
@@ -82,13 +84,19 @@ def test_a_broken_policy_on_reload_keeps_the_running_one(start_agent, cgroup, st
     assert killed(cgroup.run([str(canary)]))
 
 
-def test_sigterm_detaches_and_reports_stopped(start_agent, cgroup, standins):
+def test_sigterm_leaves_enforcement_pinned_and_disarm_ends_it(start_agent, cgroup, standins):
     canary = standins("edr-term")
     agent = start_agent(ONE_RULE.format(cgroup=cgroup.name, rule_id="term", name="edr-term"))
     assert killed(cgroup.run([str(canary)]))
     assert agent.stop() == 0
     assert agent.status()["state"] == "stopped"
+    assert killed(cgroup.run([str(canary)]))  # the pinned program still enforces
+    out = subprocess.run([sys.executable, "-m", "edrfleet.cli.main", "agent", "disarm",
+                          "--spool", str(agent.spool), "--run-dir", str(agent.spool / "run")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "disarmed" in out.stdout, out
     assert cgroup.run([str(canary)]).returncode == 0  # nothing left attached
+    assert not os.path.exists(pins.instance_dir(agent.spool))
 
 
 def test_a_policy_that_fails_validation_never_starts(start_agent, cgroup):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent import ecs
+from edrfleet.agent.pinned import pins
 from edrfleet.agent.run import cgroup2_root
 from edrfleet.fleet.deploy.render import render_policy
 from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent
@@ -105,6 +106,7 @@ def agent(cgroup: Cgroup, tmp_path_factory) -> Iterator[RunningAgent]:
         yield running
     finally:
         running.stop()
+        pins.disarm(tmp / "spool")  # enforcement is pinned beyond the agent
 
 
 @pytest.fixture(scope="module")

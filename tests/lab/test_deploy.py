@@ -327,3 +327,31 @@ def test_uninstall_leaves_nothing_behind(lab_hosts, deployed):
     for h in lab_hosts.hosts.values():
         assert not Path(h.vars["edrfleet_spool_dir"]).exists()
     assert all(lab_hosts.facts(n)["release_id"] == "" for n in lab_hosts.names)
+
+
+def test_a_deploy_that_restarts_the_agent_opens_no_window(lab_hosts, deployed):
+    """The canary attack runs over SSH, again and again, while a new release is deployed and
+    the agent restarted: the pinned program never stops judging (issue 11)."""
+    import threading
+
+    name = lab_hosts.names[0]
+    first = lab_hosts.facts(name)
+    results: list[tuple[int, bool]] = []
+    done = threading.Event()
+
+    def attack() -> None:
+        while not done.is_set():
+            results.append(lab_hosts.canary_attack(name))
+
+    t = threading.Thread(target=attack, daemon=True)
+    t.start()
+    try:
+        by_name = deploy_release(lab_hosts, variant_release())
+        assert "restart agent" in by_name[name].message
+        by_name = deploy_release(lab_hosts, build_release())
+    finally:
+        done.set()
+        t.join(timeout=60)
+    assert lab_hosts.facts(name)["agent_pid"] != first["agent_pid"]
+    assert len(results) >= 5, results
+    assert all(rc == 137 and survived for rc, survived in results), results

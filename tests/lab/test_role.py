@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edrfleet.agent.pinned.pins import instance_dir
 from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
 from edrfleet.fleet.deploy.release import build_release
@@ -130,6 +131,11 @@ def test_state_absent_stops_the_agent_and_removes_everything(lab_hosts, converge
             assert not Path(h.vars[var]).exists(), (h.name, var)
     for pid in supervisors:
         assert pid and not Path(f"/proc/{pid}").exists()
+    # stopping alone would leave the pinned program enforcing: absent disarmed it
+    for h in lab_hosts.hosts.values():
+        assert not Path(instance_dir(h.vars["edrfleet_spool_dir"])).exists(), h.name
+    rc, _survived = lab_hosts.canary_attack(lab_hosts.names[0])
+    assert rc == 0  # the canary command runs again: enforcement ended
     recap = play.run("-e", "edrfleet_agent_state=absent")
     assert {n: r["changed"] for n, r in recap.items()} == {n: 0 for n in lab_hosts.names}
 

@@ -90,6 +90,7 @@ class IdentityKeeper:
         self.last_rescan_ms = 0.0
         self.answer_seconds = 0.0  # exec opens: classified and answered, in total
         self._stop = threading.Event()
+        self._marked = threading.Event()
         self._thread: threading.Thread | None = None
         if content:
             self._open_fanotify()
@@ -272,6 +273,9 @@ class IdentityKeeper:
         of the host would wait)."""
         self._thread = threading.Thread(target=self._loop, name="identities", daemon=True)
         self._thread.start()
+        # the state turns "enforcing" after this: exec opens are answered by then (a hand-over
+        # starts a new keeper right before its status says so)
+        self._marked.wait(timeout=5)
 
     def _loop(self) -> None:
         with open("/proc/self/mountinfo") as mountinfo:  # POLLPRI: the mount table changed
@@ -281,6 +285,7 @@ class IdentityKeeper:
             if self.fan is not None:
                 poller.register(self.fan.fd, select.POLLIN)
                 self._mark_filesystems()
+            self._marked.set()
             while not self._stop.is_set():
                 for fd, _ev in poller.poll(500):
                     if self.fan is not None and fd == self.fan.fd:

@@ -36,6 +36,13 @@ stop_agent() {
     fi
     agent_service stop
 }
+disarm_agent() {  # stopping leaves the pinned BPF program enforcing: disarm unpins it
+    [ -f "$AGENT" ] || return 0
+    "$PYTHON" "$AGENT" disarm --help >/dev/null 2>&1 || return 0  # a release before pinning
+    err=$("$PYTHON" "$AGENT" disarm --spool "$SPOOL_DIR" --run-dir "$RUN_DIR" \
+            --unit "$UNIT_NAME" 2>&1 >/dev/null 9>&-) \
+        || { printf '%s\n' "$err" >&2; fail "agent disarm: ${err##*"$nl"}"; }
+}
 agent_pid() {
     if [ "$MANAGER" = systemd ]; then
         systemctl show -p MainPID --value "$UNIT_NAME" 2>/dev/null || echo 0

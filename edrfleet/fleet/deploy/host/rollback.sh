@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2154  # OLD_RELEASE, RESTORE_POLICY, ... come from the generated preamble
 # Put back the release and policy that ran before this deploy, restart, wait.  After a first
-# install there is nothing to go back to: the agent is stopped and the new files removed.
+# install there is nothing to go back to: the agent is stopped, disarmed and the new files removed.
 exec 9>"$INSTALL_DIR/.deploy.lock"
 flock -w 30 9 || fail "another deploy holds $INSTALL_DIR/.deploy.lock"
 # service and wait run from the release just deployed: the one rolled back to may predate them
@@ -12,6 +12,7 @@ fi
 if [ -z "$OLD_RELEASE" ] || [ ! -d "$INSTALL_DIR/releases/$OLD_RELEASE" ]; then
     stop_agent
     if [ "$MANAGER" = systemd ]; then systemctl disable --quiet "$UNIT_NAME" 2>/dev/null || true; fi
+    disarm_agent  # a first install rolled back leaves no program pinned
     rm -f "$INSTALL_DIR/current"
     echo "result=stopped"
     exit 0
