@@ -114,6 +114,8 @@ struct edr_scratch {
 	__u32 lbase;                     /* loader.c: offset of PROGRAM's basename */
 	__u32 lskip;                     /* loader.c: the argument is an option's value */
 	__u64 lhash;                     /* loader.c: FNV-1a of the argument being read */
+	struct edr_logagg_key lak;       /* verdict.c fold_key: the "logagg" key */
+	struct edr_logagg lav;           /* verdict.c fold_key: a fresh value */
 };
 
 BPF_ARRAY(active, __u32, 1);

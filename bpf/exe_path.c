@@ -83,13 +83,19 @@ static __always_inline void exe_path(struct edr_scratch *s)
 	ev->exe_path_len = pos;
 }
 
-/* Tail-call target EDR_PROG_EMIT: the path, then the event; returns finish()'s verdict. */
+/* Tail-call target EDR_PROG_EMIT: the event's parent, cwd and executable path, then the event;
+ * returns finish()'s verdict. */
 static __always_inline int emit_with_path(void *ctx)
 {
 	__u32 zero = 0;
 	struct edr_scratch *s = scratch.lookup(&zero);
 	if (!s)
 		return 0;
+	if (!(s->ctx_done & EDR_CTX_PARENT))
+		parent_ctx(s);
+	if (!(s->ctx_done & EDR_CTX_CWD))
+		cwd_ctx(s);
+	cwd_string(s);
 	exe_path(s);
 	emit(ctx, s);
 	return s->verdict;

@@ -54,36 +54,44 @@ static __always_inline void judge_group(struct edr_scratch *s, struct edr_group 
 	}
 }
 
-/* The "logagg" value of the event's (rule, executable, action) on this CPU; 0: map full. */
-static __always_inline struct edr_logagg *fold_key(struct edr_event *ev)
+/* The "logagg" value of the event's (rule, executable, action) on this CPU; 0: map full.  The
+ * key and the fresh value live in the scratch map: on judge's stack (this is inlined there as
+ * emit's fallback) they pushed it past 512 bytes with the context matchers compiled in. */
+static __always_inline struct edr_logagg *fold_key(struct edr_scratch *s)
 {
-	struct edr_logagg_key k = {.gen = ev->gen, .rule = ev->rule, .dev = ev->dev,
-				   .action = ev->action, .ino = ev->ino};
-	struct edr_logagg *a = logagg.lookup(&k);
+	struct edr_event *ev = &s->ev;
+	s->lak.gen = ev->gen;
+	s->lak.rule = ev->rule;
+	s->lak.dev = ev->dev;
+	s->lak.action = ev->action;
+	s->lak.ino = ev->ino;
+	struct edr_logagg *a = logagg.lookup(&s->lak);
 	if (a)
 		return a;
-	struct edr_logagg fresh = {.window_ns = ev->ts_ns};
-	logagg.insert(&k, &fresh);
-	return logagg.lookup(&k);
+	__builtin_memset(&s->lav, 0, sizeof(s->lav));
+	s->lav.window_ns = ev->ts_ns;
+	logagg.insert(&s->lak, &s->lav);
+	return logagg.lookup(&s->lak);
 }
 
 /* A block event its ring buffer refused: counted under its key, so the agent writes a summary
  * (rule, executable, count) from the key's last event it has. */
-static __always_inline void keep_refused_block(struct edr_event *ev)
+static __always_inline void keep_refused_block(struct edr_scratch *s)
 {
-	struct edr_logagg *a = fold_key(ev);
+	struct edr_logagg *a = fold_key(s);
 	if (!a)
 		return; /* the map is full: counted in EDR_CNT_LOST_BLOCK only */
 	a->seen += 1;
-	a->window_ns = ev->ts_ns;
+	a->window_ns = s->ev.ts_ns;
 }
 
 /* Fold a logged exec into its (rule, executable) key on this CPU.  Returns 1 when the exec
  * sends no event (counted into the key's next one, or the agent's summary); 0 when it sends
  * one, with ev->count the execs it stands for.  Per CPU, so nothing else writes the value. */
-static __always_inline int fold_log(struct edr_event *ev)
+static __always_inline int fold_log(struct edr_scratch *s)
 {
-	struct edr_logagg *a = fold_key(ev);
+	struct edr_event *ev = &s->ev;
+	struct edr_logagg *a = fold_key(s);
 	if (!a)
 		return 0; /* the map is full: this key sends every exec (count 1, agg_seq 0) */
 	a->seen += 1;
@@ -111,7 +119,7 @@ static __always_inline void emit(void *ctx, struct edr_scratch *s)
 	ev->count = 1;
 	ev->agg_seq = 0;
 	ev->agg_cpu = 0;
-	if (logged && fold_log(ev))
+	if (logged && fold_log(s))
 		return;
 #if EDR_USE_PERFBUF
 	if (events.perf_submit(ctx, ev, size)) {
@@ -135,7 +143,7 @@ static __always_inline void emit(void *ctx, struct edr_scratch *s)
 			count_n(EDR_CNT_LOST_LOG, ev->count);
 		else {
 			count(EDR_CNT_LOST_BLOCK);
-			keep_refused_block(ev);
+			keep_refused_block(s);
 		}
 	}
 }
@@ -205,13 +213,8 @@ static __always_inline int finish(void *ctx, struct edr_scratch *s, int lsm)
 	ev->stage = lsm ? EDR_STAGE_LSM : EDR_STAGE_EXEC;
 	if (s->scan_short || s->scan_failed)
 		ev->flags |= EDR_F_UNSCANNED;
-	if (!(s->ctx_done & EDR_CTX_PARENT))
-		parent_ctx(s);
-	if (!(s->ctx_done & EDR_CTX_CWD))
-		cwd_ctx(s);
-	cwd_string(s);
-	/* the path walk in a program of its own: inlined here it pushed judge's stack past 512
-	 * bytes (with the cwd walk) */
+	/* the event's parent, cwd and path walks in a program of their own: inlined here they
+	 * pushed judge's stack past 512 bytes (with the context matchers compiled in) */
 	s->verdict = verdict;
 	ev->exe_path_len = 0;
 	tail(ctx, EDR_PROG_EMIT, lsm);
