@@ -196,7 +196,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     forks, timeout = fleet_args.forks(args), fleet_args.connect_timeout(args)
     inv, hosts = _hosts(args)
-    rows = fleet_status(Path(inv.path).resolve().parent, hosts, forks=forks,
+    rows = fleet_status(inv.base_dir, hosts, forks=forks,
                         connect_timeout=timeout)
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
@@ -238,7 +238,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     live = LiveProgress(err, len(hosts), "uninstall", lines=args.verbose)
     try:
         with live:
-            results = fleet_uninstall(Path(inv.path).resolve().parent, hosts, purge=args.purge,
+            results = fleet_uninstall(inv.base_dir, hosts, purge=args.purge,
                                       forks=forks, connect_timeout=timeout,
                                       on_done=lambda h, r: live.event(h.name, "done"))
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ def _vm_lab() -> Any:
 
 
 def _workdir(args: argparse.Namespace) -> dict[str, Path]:
-    """--dir when given; otherwise each lab's own default (under .edrfleet of the checkout)."""
+    """--dir when given; otherwise each lab's own default (under edrfleet.paths.STATE)."""
     return {"workdir": Path(args.dir)} if args.dir else {}
 
 
@@ -62,7 +62,8 @@ def register(subparsers: Any) -> None:
     down = sub.add_parser("down", help="remove every netns, veth, cgroup, process and file")
     for q in (up, down):
         q.add_argument("--dir", metavar="DIR",
-                       help="lab directory (default .edrfleet/lab of the checkout)")
+                       help="lab directory (default .edrfleet/lab of the checkout; "
+                            "installed: of the working directory; $EDRFLEET_STATE_DIR/lab)")
         q.add_argument("--vm", action="store_true",
                        help="qemu VMs instead of namespaces (edrfleet.lab.vm.fleet)")
     up.set_defaults(func=_up)

@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         events_cmd,
         inventory_cmd,
         lab_cmd,
+        paths_cmd,
         policy_cmd,
         report_cmd,
     )
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edrfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (policy_cmd, agent_cmd, inventory_cmd, lab_cmd, report_cmd, events_cmd,
-                   deploy_cmd, config_cmd):
+                   deploy_cmd, config_cmd, paths_cmd):
         module.register(sub)
     return parser
 

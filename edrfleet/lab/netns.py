@@ -48,7 +48,7 @@ LAB_CANARY_RULE = {
 }
 
 REPO = paths.REPO
-DEFAULT_DIR = REPO / ".edrfleet" / "lab"
+DEFAULT_DIR = paths.STATE / "lab"
 MAX_HOSTS = 2 ** (32 - ln.BLOCK_PREFIX) // 4
 STATE = ln.STATE
 REGISTRY = ln.REGISTRY

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.fleet.transport.base import HostKeyError, Unreachable
+from edrfleet.fleet.transport.base import HostKeyError, Result, Unreachable
 from edrfleet.fleet.transport.ssh import SshTransport
 from tests.unit.helpers import transport_contract as contract
 
@@ -74,6 +74,20 @@ def test_a_failing_command_raises_remote_error_with_rc_and_stderr(lab_hosts):
 def test_a_command_past_its_timeout_raises_and_the_transport_still_works(lab_hosts):
     with lab_hosts.transport(lab_hosts.names[0]) as t:
         contract.a_command_past_its_timeout_raises_and_the_transport_still_works(t)
+
+
+def test_a_command_past_its_timeout_is_ended_on_the_host(lab_hosts, tmp_path):
+    tmp_path.chmod(0o777)
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        contract.a_command_past_its_timeout_is_ended_on_the_host_with_what_it_started(
+            t, tmp_path)
+
+
+def test_a_signal_death_is_reported_by_the_signals_name(lab_hosts):
+    with lab_hosts.transport(lab_hosts.names[0]) as t:
+        r = t.run(["sh", "-c", "kill -USR1 $$"], check=False)
+        assert (r.rc, r.signal) == (-1, "SIGUSR1")
+        assert t.run(["sh", "-c", "exit 137"], check=False) == Result(137, b"", b"")
 
 
 def test_put_lands_atomically_with_mode_0600(lab_hosts, tmp_path):
@@ -193,9 +207,11 @@ def test_a_hung_sshd_fails_after_the_connect_timeout_not_never(lab_hosts):
 
 def test_a_connection_lost_mid_command_is_unreachable_and_the_next_call_reconnects(lab_hosts):
     with lab_hosts.transport(lab_hosts.names[0]) as t:
-        # the session's own sshd process is the shell's parent: kill it under the command
+        # the session's own sshd process is the parent of the host's `timeout` (the shell's
+        # parent): kill it under the command
+        kill = 'kill -9 "$(cut -d " " -f 4 /proc/$PPID/stat)"; sleep 5'
         with pytest.raises(Unreachable, match="connection lost|closed"):
-            t.run(["sh", "-c", "kill -9 $PPID; sleep 5"], timeout=20)
+            t.run(["sh", "-c", kill], timeout=20)
         assert t.run(["echo", "back"]).stdout == b"back\n"
 
 

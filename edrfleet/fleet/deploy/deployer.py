@@ -227,4 +227,4 @@ def _tail(data: bytes, n: int = 300) -> str:
 def deploy(inventory: Any, limit: str | None, opts: DeployOptions, **kw: Any) -> DeployReport:
     """Deploy to the hosts ``limit`` selects from ``inventory`` (a fleet.inventory.Inventory)."""
     hosts = inventory.select(limit)
-    return Deployer(Path(inventory.path).resolve().parent, opts, **kw).run(hosts)
+    return Deployer(inventory.base_dir, opts, **kw).run(hosts)

@@ -35,6 +35,7 @@ def preview_host_policy(inventory: Any, name: str, *, facts: bool = True,
     if host is None:
         raise InventoryError(f"no host {name!r}", source=str(inventory.path),
                              fix=f"one of {', '.join(list(inventory.hosts)[:10])}")
-    gathered = (host_facts(host, Path(inventory.path).resolve().parent, connect_timeout)
+    host = inventory.for_use(host)  # its templated values, as deploy sees them
+    gathered = (host_facts(host, inventory.base_dir, connect_timeout)
                 if facts else None)
     return host_policy(CompileCache(), dict(host.vars), host.name, gathered, tuple(host.groups))

@@ -33,7 +33,6 @@ from edrfleet import paths
 from edrfleet.agent.release_check import MANIFEST
 from edrfleet.kernel_abi import BPF_SOURCES
 
-REPO = paths.REPO
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _MAIN = b"import sys\nfrom edrfleet.agent.__main__ import main\nsys.exit(main())\n"
 # What a release holds, by path in its directory; host facts hash these (facts.py).
@@ -57,23 +56,25 @@ def _zip_entry(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
 
 
-def agent_zipapp(repo: Path = REPO) -> bytes:
-    """The agent as one reproducible zipapp (``python3 agent.pyz run --policy …``)."""
+def agent_zipapp(package: Path = paths.PACKAGE) -> bytes:
+    """The agent as one reproducible zipapp (``python3 agent.pyz run --policy …``), from the
+    ``edrfleet`` package's own sources (a checkout's or an installed wheel's: the same bytes)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         _zip_entry(zf, "__main__.py", _MAIN)
         for name in AGENT_SHARED_MODULES:
-            _zip_entry(zf, f"edrfleet/{name}", (repo / "edrfleet" / name).read_bytes())
-        agent = repo / "edrfleet" / "agent"  # with its subpackages (agent/outputs/)
+            _zip_entry(zf, f"edrfleet/{name}", (package / name).read_bytes())
+        agent = package / "agent"  # with its subpackages (agent/outputs/)
         for f in sorted(agent.rglob("*.py"), key=lambda f: f.relative_to(agent).as_posix()):
             _zip_entry(zf, f"edrfleet/agent/{f.relative_to(agent).as_posix()}", f.read_bytes())
     return b"#!/usr/bin/python3\n" + buf.getvalue()
 
 
-def build_release(repo: Path = REPO) -> Release:
-    files = {"agent.pyz": agent_zipapp(repo)}
+def build_release(package: Path = paths.PACKAGE, bpf: Path = paths.BPF) -> Release:
+    """The release of this edrfleet: its agent modules and BPF sources (edrfleet/paths.py)."""
+    files = {"agent.pyz": agent_zipapp(package)}
     for name in BPF_SOURCES:
-        files[f"bpf/{name}"] = (repo / "bpf" / name).read_bytes()
+        files[f"bpf/{name}"] = (bpf / name).read_bytes()
     return release_of(files)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from typing import Any
 from edrfleet.fleet.inventory import patterns
 from edrfleet.fleet.inventory.data import InventoryData, InventoryError, PGroup
 from edrfleet.fleet.inventory.sources import read_sources, source_list, vars_base
-from edrfleet.fleet.inventory.variables import SourceVarsDirs, merge
+from edrfleet.fleet.inventory.templating import HostResolver, TemplateVarError
+from edrfleet.fleet.inventory.variables import SourceVarsDirs, load_vars_file, merge
 from edrfleet.fleet.inventory.yaml_lines import Unsafe, YamlError
 
 __all__ = ["Group", "Host", "Inventory", "InventoryError", "load_inventory"]
@@ -98,6 +99,10 @@ class Inventory:
         self.implicit_vars: dict[str, Any] = {}
         self.implicit_host_dirs: SourceVarsDirs | None = None
         self._group_hosts: dict[str, list[str]] = {}
+        self._resolvers: dict[str, HostResolver] = {}
+        # name -> its variables' layers in merge order, each with the files that set it
+        self.layers_of: Callable[[str], list[tuple[list[str], dict[str, Any]]]] = \
+            lambda _name: []
 
     @property
     def base_dir(self) -> Path:
@@ -129,7 +134,51 @@ class Inventory:
             PatternError: the limit matches no host, or has a bad regex / subscript / file.
         """
         names = patterns.select(self, limit)
-        return [self.hosts[n] for n in names]
+        return [self.for_use(self.hosts[n]) for n in names]
+
+    def for_use(self, host: Host) -> Host:
+        """The host with the variables edrfleet reads templated (``{{ }}``, Ansible's rules:
+        edrfleet/fleet/inventory/templating.py).
+
+        Raises:
+            InventoryError: a template fails; names the host, the variable and its file.
+        """
+        try:
+            return Host(host.name, self._resolver(host.name, host).resolved(), host.groups,
+                        host.where)
+        except TemplateVarError as exc:
+            source = self.var_origin(exc.host, exc.var)
+            raise InventoryError(f"host {exc.host}: variable {exc.var!r}: {exc.why}",
+                                 source=source, fix="define what it uses, give it a "
+                                 "| default(...), or mark a literal value !unsafe") from None
+
+    def _resolver(self, name: str, host: Host | None = None) -> HostResolver:
+        if name not in self._resolvers:
+            host = host or self.hosts.get(name) or self.implicit[name]
+            t = host.template_vars()
+            magic = {k: t[k] for k in ("inventory_hostname", "inventory_hostname_short",
+                                       "group_names")}
+            magic["groups"] = {g: self.group_hosts(g) for g in self.groups}
+            magic["inventory_dir"] = str(self.base_dir)
+            magic["inventory_file"] = str(self.sources[0])
+            self._resolvers[name] = HostResolver(name, host.vars, magic, self._other)
+        return self._resolvers[name]
+
+    def _other(self, name: str) -> HostResolver | None:
+        known = name in self.hosts or name in self.implicit
+        return self._resolver(name) if known else None
+
+    def var_origin(self, host: str, var: str) -> str:
+        """The file (FILE:LINE when known) whose value of ``var`` the host ends up with."""
+        for files, layer in reversed(self.layers_of(host)):
+            if var not in layer:
+                continue
+            if len(files) == 1:
+                return files[0]
+            for f in reversed(files):  # a group_vars directory: its last file setting var
+                if var in load_vars_file(f):
+                    return f
+        return self.hosts[host].where if host in self.hosts else str(self.sources[0])
 
     def match(self, pattern: str) -> list[Host]:
         """The hosts of a host pattern in pattern order (``ansible PATTERN --list-hosts``);
@@ -264,18 +313,40 @@ def _build(sources: list[str], inv: InventoryData) -> Inventory:
         for n, g in inv.groups.items()}
     all_group = inv.groups["all"]
     made: dict[str, Host] = {}
+    ordered_of: dict[str, list[PGroup]] = {}
     for name, h in inv.hosts.items():
         member = set(h.groups)
         for g in h.groups:
             member |= inv.ancestors(g)
         member.discard("all")
         ordered = sorted((inv.groups[g] for g in member), key=lambda g: _sort_key(g, depth))
+        ordered_of[name] = ordered
         layers = [all_group.vars, *(g.vars for g in ordered), *file_vars["all"],
                   *(layer for i in range(len(dirs.each))
                     for layer in (file_vars[g.name][i] for g in ordered)),
                   h.vars, *dirs.host(name)]
         made[name] = Host(name, merge(layers), ("all", *(g.name for g in ordered)),
                           _where(h.source, h.line))
+
+    def layers_of(name: str) -> list[tuple[list[str], dict[str, Any]]]:
+        """The layers above, each with the files that set it (for error messages only)."""
+        if name not in inv.hosts:
+            return []
+        h, ordered = inv.hosts[name], ordered_of[name]
+        n = len(dirs.each)
+
+        def group_files(g: str, i: int) -> list[str]:
+            return dirs.each[i][0].files_for(g)
+
+        return [([all_group.source], all_group.vars),
+                *(([g.source], g.vars) for g in ordered),
+                *((group_files("all", i), file_vars["all"][i]) for i in range(n)),
+                *((group_files(g.name, i), file_vars[g.name][i])
+                  for i in range(n) for g in ordered),
+                ([_where(h.source, h.line)], h.vars),
+                *((dirs.each[i][1].files_for(name), layer)
+                  for i, layer in enumerate(dirs.host(name)))]
+
     inventory = Inventory(Path(sources[0]), groups, {}, tuple(inv.hosts),
                           [*inv.warnings, *dirs.problems(),
                            *_shadowed_inline_vars(inv, file_vars)])
@@ -283,6 +354,7 @@ def _build(sources: list[str], inv: InventoryData) -> Inventory:
     inventory.hosts = {n: made[n] for n in inventory.group_hosts("all")}
     inventory.implicit_vars = merge([all_group.vars, *file_vars["all"]])
     inventory.implicit_host_dirs = dirs
+    inventory.layers_of = layers_of
     return inventory
 
 

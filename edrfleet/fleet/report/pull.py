@@ -243,7 +243,7 @@ def pull_host(host: Any, store: Store, connect: Connect, *, max_bytes: int = DEF
 def connect_for(inventory: Any, *, connect_timeout: float = 10) -> Connect:
     """Transports to ``inventory``'s hosts (edrfleet.fleet.transport.connection: SSH, or this
     machine for ``ansible_connection: local``)."""
-    base = Path(inventory.path).parent
+    base = Path(inventory.base_dir)  # a directory inventory is its own base
 
     def connect(host: Any) -> Transport:
         return transport_for(host, base, connect_timeout=connect_timeout)

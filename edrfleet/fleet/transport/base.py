@@ -12,9 +12,11 @@ What every Transport promises (pinned for both by tests/unit/helpers/transport_c
 - stdin and stdout/stderr are bytes exactly as sent; a command that does not read its stdin
   is no error;
 - ``check=True`` and a non-zero exit raise :class:`RemoteError` ("HOST: COMMAND exited RC:
-  last stderr lines"); death by a signal is rc -1 ("was killed by a signal");
-- a command past its ``timeout`` raises :class:`CommandTimeout` (rc -1) and the transport
-  stays usable;
+  last stderr lines"); death by a signal is rc -1 with the signal's name in ``Result.signal``
+  ("was killed by SIGKILL");
+- a command past its ``timeout`` raises :class:`CommandTimeout` (rc -1), the command and what
+  it started are ended on the host too (SSH: GNU ``timeout`` on the host, ssh.py), and the
+  transport stays usable;
 - ``put`` writes a temporary file beside the path, gives it the mode and renames it over the
   path (nothing half-written is ever seen, nothing is left behind on failure);
 - become (``sudo -n``) is applied inside the transport, never by callers.
@@ -54,8 +56,8 @@ class RemoteError(HostError, RuntimeError):
 
 
 class CommandTimeout(RemoteError):
-    """The command ran past its timeout (rc -1); it was ended (local) or its channel closed
-    (SSH)."""
+    """The command ran past its timeout (rc -1); it was ended with its process group (local: a
+    SIGKILL; SSH: the host's ``timeout`` sends SIGTERM, then SIGKILL)."""
 
 
 class OutputTooLarge(HostError, RuntimeError):
@@ -68,13 +70,17 @@ class Result:
     rc: int
     stdout: bytes
     stderr: bytes
+    signal: str = ""  # rc -1: the signal that ended the command ("SIGKILL"), when known
 
 
 def checked(host: str, command: str, result: Result, check: bool) -> Result:
     """The result, or with ``check`` and a non-zero exit the RemoteError every transport
-    raises; rc -1 is a command that died of a signal."""
+    raises; rc -1 is a command that died of a signal (named when the host said which)."""
     if check and result.rc != 0:
-        why = "was killed by a signal (no exit status)" if result.rc == -1 else ""
+        why = ""
+        if result.rc == -1:
+            why = (f"was killed by {result.signal}" if result.signal
+                   else "was killed by a signal (no exit status)")
         raise RemoteError(host, command, result.rc, result.stderr, why)
     return result
 

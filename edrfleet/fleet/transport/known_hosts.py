@@ -2,8 +2,9 @@
 
 What is understood (ssh(8) "SSH_KNOWN_HOSTS FILE FORMAT"): comma-separated host patterns with
 ``*``/``?`` wildcards and ``!`` negation, ``[host]:port`` for non-22 ports, hashed names
-(``|1|salt|hmac``), ``@revoked`` lines.  ``@cert-authority`` lines are skipped: host
-certificates are not supported, so such a host is "unknown" and fails strictly.
+(``|1|salt|hmac``), ``@revoked`` lines, and ``@cert-authority`` lines (the CA keys trusted to
+sign host certificates for the hosts they match; the certificates themselves are checked in
+edrfleet/fleet/transport/hostcert.py).
 
 The verdict follows OpenSSH: a key matching any line of any file is accepted; otherwise a line
 for the same host and key type with another key means "changed"; otherwise "unknown".
@@ -37,6 +38,7 @@ class Entry:
     keytype: str
     blob: bytes
     revoked: bool = False
+    authority: bool = False  # an @cert-authority line: a CA key, not a host key
 
     @property
     def where(self) -> str:
@@ -76,6 +78,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(body + r"\Z", re.IGNORECASE | re.DOTALL)
 
 
+def pattern_match(pattern: str, name: str) -> bool:
+    """One ssh pattern (``*``/``?``, case-insensitive) against a name."""
+    return bool(_glob(pattern).match(name))
+
+
 def names_match(field: str, name: str) -> bool:
     """True when the host field of a known_hosts line matches name (negations win)."""
     if field.startswith("|"):
@@ -102,18 +109,19 @@ def parse_file(path: Path) -> list[Entry]:
         fields = raw.split()
         if not fields or fields[0].startswith("#"):
             continue
-        revoked = False
+        revoked = authority = False
         if fields[0].startswith("@"):
-            if fields[0] != "@revoked":
-                continue  # @cert-authority: host certificates are not supported
-            revoked, fields = True, fields[1:]
+            if fields[0] not in ("@revoked", "@cert-authority"):
+                continue  # ssh ignores markers it does not know
+            revoked, authority = fields[0] == "@revoked", fields[0] == "@cert-authority"
+            fields = fields[1:]
         if len(fields) < 3:
             continue
         try:
             blob = base64.b64decode(fields[2], validate=True)
         except ValueError:
             continue
-        entries.append(Entry(path, lineno, fields[0], fields[1], blob, revoked))
+        entries.append(Entry(path, lineno, fields[0], fields[1], blob, revoked, authority))
     return entries
 
 
@@ -122,10 +130,19 @@ class KnownHosts:
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
-        self.entries = [e for f in files for e in parse_file(f)]
+        every = [e for f in files for e in parse_file(f)]
+        self.entries = [e for e in every if not e.authority]
+        self.authority_entries = [e for e in every if e.authority]
 
     def for_name(self, name: str) -> list[Entry]:
         return [e for e in self.entries if names_match(e.patterns, name)]
+
+    def authorities(self, name: str) -> list[Entry]:
+        """The @cert-authority lines whose host patterns match name."""
+        return [e for e in self.authority_entries if names_match(e.patterns, name)]
+
+    def revoked(self) -> list[Entry]:
+        return [e for e in self.entries if e.revoked]
 
     def known_types(self, name: str) -> set[str]:
         return {e.keytype for e in self.for_name(name) if not e.revoked}

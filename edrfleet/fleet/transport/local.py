@@ -74,8 +74,10 @@ class LocalTransport(PosixTransport):
         except BaseException:  # ^C or a thread's exit: leave nothing running
             _end(proc)
             raise
-        rc = proc.returncode if proc.returncode >= 0 else -1  # a signal, as SSH reports it
-        return checked(self.name, command, Result(rc, out, err), check)
+        if proc.returncode < 0:  # a signal, as SSH reports it: rc -1 and the signal's name
+            sig = signal.Signals(-proc.returncode).name
+            return checked(self.name, command, Result(-1, out, err, sig), check)
+        return checked(self.name, command, Result(proc.returncode, out, err), check)
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

@@ -3,7 +3,8 @@
 The variables are docs/fleet.md's table; below each one, Ansible's environment variables and
 ansible.cfg (edrfleet.fleet.config: host variable > ANSIBLE_* > ansible.cfg > default).
 ``ssh_args``/``ssh_common_args``/``ssh_extra_args`` contribute only their proxy options
-(``-o ProxyCommand=…``, ``-o ProxyJump=…``, ``-J …``), parsed as ssh(1) does.
+(``-o ProxyCommand=…``, ``-o ProxyJump=…``, ``-J …``) and ``-o CertificateFile=…``, parsed as
+ssh(1) does.
 """
 
 from __future__ import annotations
@@ -76,12 +77,34 @@ def parse_common_args(args: str, target: Hop, *, host: str,
     >>> parse_common_args("-o ProxyJump=bastion:2222", Hop("10.0.0.5", 22, "root"), host="web1")
     Proxy(command=None, jumps=(Hop(host='bastion', port=2222, user='root'),))
     """
+    command: str | None = None
+    jump: str | None = None
+    for key, val in ssh_options(args, host=host, var=var):
+        if key == "proxycommand" and val.lower() != "none":
+            command = command or val
+        elif key == "proxyjump" and val.lower() != "none":
+            jump = jump or val
+    if command and jump:
+        raise ValueError(f"{host}: {var} gives both ProxyCommand and ProxyJump "
+                         "(fix: keep one)")
+    if command:
+        return Proxy(command=expand_proxy_command(command, target, host=host))
+    if jump:
+        try:
+            return Proxy(jumps=parse_jump(jump, default_user=target.user))
+        except ValueError as exc:
+            raise ValueError(f"{host}: {var}: {exc} (fix: [user@]host[:port])") from None
+    return Proxy()
+
+
+def ssh_options(args: str, *, host: str, var: str) -> list[tuple[str, str]]:
+    """The ``-o Key=value`` / ``-o "Key value"`` options (key lower-cased) and ``-J`` (as
+    ``proxyjump``) of an ssh argument string, in order."""
     try:
         words = shlex.split(args or "")
     except ValueError as exc:
         raise ValueError(f"{host}: {var}: {exc} (fix: balance the quotes)") from None
-    command: str | None = None
-    jump: str | None = None
+    out: list[tuple[str, str]] = []
     i = 0
     while i < len(words):
         w = words[i]
@@ -94,27 +117,13 @@ def parse_common_args(args: str, target: Hop, *, host: str,
         if value is None:
             continue
         if w.startswith("-J"):
-            key, val = "proxyjump", value
-        else:
-            key, sep, val = value.partition("=")
-            if not sep:
-                key, _, val = value.partition(" ")
-            key, val = key.strip().lower(), val.strip()
-        if key == "proxycommand" and val.lower() != "none":
-            command = val
-        elif key == "proxyjump" and val.lower() != "none":
-            jump = val
-    if command and jump:
-        raise ValueError(f"{host}: {var} gives both ProxyCommand and ProxyJump "
-                         "(fix: keep one)")
-    if command:
-        return Proxy(command=expand_proxy_command(command, target, host=host))
-    if jump:
-        try:
-            return Proxy(jumps=parse_jump(jump, default_user=target.user))
-        except ValueError as exc:
-            raise ValueError(f"{host}: {var}: {exc} (fix: [user@]host[:port])") from None
-    return Proxy()
+            out.append(("proxyjump", value))
+            continue
+        key, sep, val = value.partition("=")
+        if not sep:
+            key, _, val = value.partition(" ")
+        out.append((key.strip().lower(), val.strip()))
+    return out
 
 
 # What OpenSSH >= 9.6 refuses in a user or host name before it expands %h / %r into a shell
@@ -195,6 +204,16 @@ def _proxy(name: str, hv: Mapping[str, Any], cfg: AnsibleConfig, target: Hop) ->
     return Proxy()
 
 
+def _certificate_file(name: str, hv: Mapping[str, Any], cfg: AnsibleConfig) -> str | None:
+    """``-o CertificateFile=…`` of the ssh args (the first one, as ssh keeps the first)."""
+    for key in ("ssh_args", "ssh_common_args", "ssh_extra_args"):
+        v = cfg.for_host(key, hv)
+        for opt, val in ssh_options(str(v.value or ""), host=name, var=_where(v, key)):
+            if opt == "certificatefile" and val:
+                return os.path.expanduser(val)
+    return None
+
+
 def become_prefix(name: str, hv: Mapping[str, Any], user: str,
                   config: AnsibleConfig | None = None) -> tuple[str, ...]:
     """``sudo -n [-u USER] --`` when the host asks to become a user other than the one its
@@ -223,6 +242,7 @@ class Settings:
     record_file: Path            # the inventory-level file; accept-new appends here
     accept_new: bool
     connect_timeout: float | None = None   # ansible_ssh_timeout of this host
+    cert_file: str | None = None   # -o CertificateFile= of the ssh args (else KEY-cert.pub)
 
     @classmethod
     def from_vars(cls, name: str, hv: Mapping[str, Any], inventory_dir: Path,
@@ -246,7 +266,8 @@ class Settings:
             str(hv.get("edrfleet_known_hosts_file") or "known_hosts"))))
         files = (Path(os.path.expanduser("~/.ssh/known_hosts")), record)
         return cls(name, target, key_file, _proxy(name, hv, cfg, target), prefix,
-                   files, record, policy == "accept-new", _timeout(name, hv))
+                   files, record, policy == "accept-new", _timeout(name, hv),
+                   _certificate_file(name, hv, cfg))
 
 
 def _timeout(name: str, hv: Mapping[str, Any]) -> float | None:

@@ -19,6 +19,15 @@ runner decodes output to text and has no stdin-bytes API; here stdout/stderr sta
 timeout covers the whole command.  The remote login shell must be POSIX (sh, bash, dash, zsh):
 ``shlex.join`` quoting is what it parses.
 
+A timeout ends the command on the host too: closing the channel alone leaves it running there
+(sshd sends no signal to a command without a terminal).  Every command runs under the host's
+``timeout -k 5 T+1`` (coreutils; busybox's has the same options), inside the become prefix so it
+may signal what sudo started: at T the controller gives up, a second later the host's
+``timeout`` sends SIGTERM to the command's process group and SIGKILL five seconds after.  A
+command that dies of a signal is reported by its name ("killed by SIGKILL"): sshd sends it as
+an ``exit-signal`` request, which paramiko drops; each connection's channel handler table gets
+a wrapper that records it (``_exit_signal_aware``).
+
 One SshTransport per host, used from one thread (a ThreadPoolExecutor worker); it connects on
 the first call and reconnects after ``close``.  The protocol it implements, its errors and the
 ``run_script``/``put`` it shares with the local transport: edrfleet/fleet/transport/base.py.
@@ -29,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shlex
 import socket
 import time
 from collections.abc import Sequence
@@ -49,6 +59,7 @@ from edrfleet.fleet.transport.base import (
     Unreachable,
     checked,
 )
+from edrfleet.fleet.transport.hostkey_check import CERT_ALGORITHMS, HostKeyVerifier, preferring
 from edrfleet.fleet.transport.reasons import plain_reason
 from edrfleet.fleet.transport.settings import Hop, Settings
 
@@ -59,43 +70,14 @@ _BUF = 1 << 16
 # last MAX_STDERR bytes are kept (it is read for its tail, the error message).
 MAX_STDOUT = 32 << 20
 MAX_STDERR = 64 << 10
+# The host's timeout: the controller's plus REMOTE_GRACE s (so the controller reports the
+# timeout, not the host's exit 124), then SIGKILL REMOTE_KILL_AFTER s after the SIGTERM.
+REMOTE_GRACE = 1
+REMOTE_KILL_AFTER = 5
 # paramiko logs failures it also raises ("Secsh channel open FAILED", socket errors); with no
 # handler configured Python would print them to stderr over the CLI's own output.  Errors
 # reach the user as exceptions; an application that configures logging still gets these.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-
-class _Verifier(paramiko.MissingHostKeyPolicy):
-    """Called for every key (paramiko's own host key tables are left empty): OpenSSH verdicts,
-    failures raised as HostKeyError."""
-
-    def __init__(self, settings: Settings, known: kh.KnownHosts) -> None:
-        self.s, self.known = settings, known
-
-    def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
-        keytype, blob = key.get_name(), key.asbytes()
-        fp = kh.fingerprint(blob)
-        v = self.known.check(hostname, keytype, blob)
-        files = " or ".join(str(f) for f in self.known.files)
-        record = self.s.record_file
-        if v.status == "ok":
-            return
-        if v.status == "revoked":
-            raise HostKeyError(f"{self.s.name}: {hostname} offers the {keytype} key {fp}, "
-                               f"REVOKED at {v.entries[0].where}")
-        if v.status == "changed":
-            old = ", ".join(f"{e.where} ({kh.fingerprint(e.blob)})" for e in v.entries)
-            raise HostKeyError(
-                f"{self.s.name}: host key for {hostname} CHANGED: it offers {keytype} {fp}, "
-                f"known_hosts has {old}; if the change is expected, remove that line "
-                f"(ssh-keygen -R '{hostname}' -f {v.entries[0].file}) and connect again")
-        if self.s.accept_new:
-            kh.append(record, hostname, keytype, blob)
-            return
-        raise HostKeyError(
-            f"{self.s.name}: unknown {keytype} host key {fp} for {hostname} (not in "
-            f"{files}); check it out of band and add it to {record}, or set "
-            f"edrfleet_host_key_policy: accept-new")
 
 
 def _fabric_config() -> Config:
@@ -131,20 +113,40 @@ class SshTransport(PosixTransport):
         auth: dict[str, Any] = {"banner_timeout": self.connect_timeout,
                                 "auth_timeout": self.connect_timeout,
                                 "channel_timeout": self.connect_timeout}
-        if s.key_file:
+        if s.key_file and s.cert_file:  # the key with that certificate, and only it
+            auth.update(pkey=self._certified_key(), look_for_keys=False, allow_agent=False)
+        elif s.key_file:  # paramiko offers KEY-cert.pub with it when that file exists
             auth.update(key_filename=[s.key_file], look_for_keys=False, allow_agent=False)
-        types = known.known_types(kh.host_key_name(hop.host, hop.port))
-        if types:  # ask the server for a key type we can check, as ssh does
-            allowed = {a for t in types for a in kh.ALGORITHMS_FOR_TYPE.get(t, (t,))}
+        name = kh.host_key_name(hop.host, hop.port)
+        types = known.known_types(name)
+        allowed = {a for t in types for a in kh.ALGORITHMS_FOR_TYPE.get(t, (t,))}
+        plain = [k for k in paramiko.Transport._preferred_keys if not types or k in allowed]
+        if known.authorities(name):  # a CA is trusted for it: certificates first, as ssh does
+            auth["transport_factory"] = preferring(CERT_ALGORITHMS + plain)
+        elif types:  # ask the server for a key type we can check, as ssh does
             auth["disabled_algorithms"] = {
-                "keys": [k for k in paramiko.Transport._preferred_keys if k not in allowed]}
+                "keys": [k for k in paramiko.Transport._preferred_keys if k not in plain]}
         conn = Connection(hop.host, user=hop.user, port=hop.port, config=_fabric_config(),
                           gateway=gateway if gateway is not None else False,
                           connect_timeout=self.connect_timeout, connect_kwargs=auth)
         client = paramiko.SSHClient()  # replaces Fabric's, which auto-adds unknown keys
-        client.set_missing_host_key_policy(_Verifier(s, known))
+        client.set_missing_host_key_policy(HostKeyVerifier(s, known))
         conn.client = client
         return conn
+
+    def _certified_key(self) -> paramiko.PKey:
+        """The private key with ``-o CertificateFile=`` loaded into it (Unreachable naming
+        the file when either cannot be used)."""
+        s = self.settings
+        assert s.key_file and s.cert_file
+        try:
+            key = paramiko.PKey.from_path(s.key_file)
+            key.load_certificate(s.cert_file)
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise Unreachable(f"{self.name}: cannot use the certificate {s.cert_file} with "
+                              f"the key {s.key_file}: {exc} (fix: CertificateFile= the "
+                              "-cert.pub that ssh-keygen -s wrote for this key)") from None
+        return key
 
     def open(self) -> None:
         """Connect now (run/put connect on demand); raises Unreachable / HostKeyError."""
@@ -204,6 +206,7 @@ class SshTransport(PosixTransport):
         for c in self._conns:  # jump hosts carry the same small packets
             _no_delay(c)
         conn.transport.set_keepalive(15)  # a host that dies mid-command fails, not hangs
+        _exit_signal_aware(conn.transport)
         self._conn = conn
 
     def close(self) -> None:
@@ -218,17 +221,21 @@ class SshTransport(PosixTransport):
     # --- commands ----------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60,
             check: bool = True) -> Result:
-        """Run argv on the host (no shell interpretation of any word) and return its result."""
-        return self._exec(self.command_line(argv), input, timeout, check)
+        """Run argv on the host (no shell interpretation of any word) and return its result;
+        past ``timeout`` the host ends it too (the module's docstring)."""
+        command = self.command_line(argv)  # what messages show; checks argv
+        limited = [*self.become_prefix, *remote_timeout(timeout), *argv]
+        return self._exec(shlex.join(limited), command, input, timeout, check)
 
-    def _exec(self, command: str, input: bytes | None, timeout: float, check: bool) -> Result:
+    def _exec(self, wire: str, command: str, input: bytes | None, timeout: float,
+              check: bool) -> Result:
         self.open()
         assert self._conn is not None
         deadline = time.monotonic() + timeout
         try:
             chan = self._conn.transport.open_session(timeout=self.connect_timeout)
             try:
-                chan.exec_command(command)
+                chan.exec_command(wire)
                 out, err, rc = _pump(chan, input or b"", deadline)
             finally:
                 chan.close()
@@ -239,7 +246,39 @@ class SshTransport(PosixTransport):
             self.close()
             raise Unreachable(f"{self.name}: connection lost running {command[:120]}: "
                               f"{exc or type(exc).__name__}") from None
-        return checked(self.name, command, Result(rc, out, err), check)
+        sig = getattr(chan, _SIGNAL_ATTR, "") if rc == -1 else ""
+        return checked(self.name, command, Result(rc, out, err, sig), check)
+
+
+def remote_timeout(timeout: float) -> list[str]:
+    """The host-side prefix that ends a command (and its process group) past its timeout."""
+    return ["timeout", "-k", str(REMOTE_KILL_AFTER), f"{timeout + REMOTE_GRACE:g}"]
+
+
+_SIGNAL_ATTR = "edrfleet_exit_signal"
+
+
+def _exit_signal_aware(transport: paramiko.Transport) -> None:
+    """Record sshd's ``exit-signal`` on the channel ("SIGKILL") and wake its waiter, as an
+    exit status would; every other request goes to paramiko's own handler.  The table is the
+    transport's own copy, so no other paramiko user in the process is affected."""
+    table = dict(transport._channel_handler_table)
+    handler = table[paramiko.common.MSG_CHANNEL_REQUEST]
+
+    def on_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+        start = m.packet.tell()
+        if m.get_text() != "exit-signal":
+            m.packet.seek(start)
+            handler(chan, m)
+            return
+        m.get_boolean()  # want reply: never for exit-signal (RFC 4254 6.10)
+        name = m.get_text()
+        setattr(chan, _SIGNAL_ATTR, f"SIG{name}" if name else "")
+        chan.exit_status = -1
+        chan.status_event.set()
+
+    table[paramiko.common.MSG_CHANNEL_REQUEST] = on_request
+    transport._channel_handler_table = table
 
 
 def _no_delay(conn: Connection) -> None:

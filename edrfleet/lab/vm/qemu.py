@@ -38,8 +38,8 @@ from edrfleet.lab.vm.releases import Release
 REPO = paths.REPO
 SCRIPT = REPO / "scripts" / "vm-image.sh"
 # EDRFLEET_VM_CACHE lets several checkouts on one machine share one image build.
-DEFAULT_CACHE = Path(os.environ.get("EDRFLEET_VM_CACHE") or REPO / ".edrfleet" / "vm")
-DEFAULT_WORKDIR = REPO / ".edrfleet" / "vm-lab"
+DEFAULT_CACHE = Path(os.environ.get("EDRFLEET_VM_CACHE") or paths.STATE / "vm")
+DEFAULT_WORKDIR = paths.STATE / "vm-lab"
 # Kept for callers of the Debian 12 lab: its package list and kernel command line.
 PACKAGES = releases.COMMON
 KERNEL_CMDLINE = releases.CMDLINE

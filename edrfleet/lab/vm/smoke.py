@@ -16,7 +16,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from edrfleet.lab.vm.qemu import REPO, VmError, boot, build_image, copy_to, ssh, stop
+from edrfleet import paths
+from edrfleet.lab.vm.qemu import VmError, boot, build_image, copy_to, ssh, stop
 
 GUEST = resources.files(__package__).joinpath("guest")  # files that run in the guest
 
@@ -26,7 +27,7 @@ def guest_file(name: str) -> str:
     return GUEST.joinpath(name).read_text(encoding="utf-8")
 
 
-def smoke(workdir: Path = REPO / ".edrfleet" / "vm-smoke") -> int:
+def smoke(workdir: Path = paths.STATE / "vm-smoke") -> int:
     t0 = time.monotonic()
     image = build_image()
     build = f"{image.build_seconds:.1f} s" + (" (cached; time of the original build)"

@@ -8,6 +8,7 @@ import io
 import os
 import pty
 import types
+from pathlib import Path
 
 from rich.console import Console
 
@@ -40,7 +41,8 @@ def test_the_deploy_recap_prints_host_stderr_inert() -> None:
 def test_status_table_and_lines_print_status_json_strings_inert(monkeypatch, capsys) -> None:
     row = HostStatus("web1", True, f"enforcing{EVIL}", backend=EVIL, policy_sha256=EVIL,
                      release_id=EVIL, counters={"blocked": EVIL}, last_error=EVIL)  # type: ignore[dict-item]
-    monkeypatch.setattr(deploy_cmd, "_hosts", lambda a: (types.SimpleNamespace(path="i.yml"), []))
+    inv = types.SimpleNamespace(path="i.yml", base_dir=Path("."))
+    monkeypatch.setattr(deploy_cmd, "_hosts", lambda a: (inv, []))
     monkeypatch.setattr("edrfleet.fleet.deploy.status.fleet_status", lambda *a, **k: [row])
     monkeypatch.setattr(deploy_cmd, "console", lambda stderr=False: Console(
         file=io.StringIO() if stderr else buf, width=400))

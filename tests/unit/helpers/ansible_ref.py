@@ -77,3 +77,15 @@ def ansible_list_hosts(inventory: Sources, limit: str | None,
     lines = done.stdout.splitlines()
     assert lines and lines[0].strip().startswith("hosts ("), done.stdout
     return [line.strip() for line in lines[1:] if line.strip()]
+
+
+def ansible_values(inventory: Sources, host: str, names: list[str]) -> dict | str:
+    """What a play on ``host`` sees for each of ``names`` (Ansible templates them at use):
+    ``ansible HOST -m debug -a 'msg={{ {...} }}'``; the error message when that fails."""
+    expr = "{{ {" + ", ".join(f"{json.dumps(n)}: {n}" for n in names) + "} }}"
+    done = _run([str(ANSIBLE), host, *_i(inventory), "-o", "-m", "ansible.builtin.debug",
+                 "-a", f"msg={expr}"])
+    line = next((x for x in done.stdout.splitlines() if x.startswith(f"{host} | ")), "")
+    assert " => " in line, done.stdout + done.stderr
+    result = json.loads(line.split(" => ", 1)[1])
+    return result["msg"]  # the values; with "HOST | FAILED!", the error message

@@ -56,9 +56,10 @@ def a_failing_command_raises_remote_error_with_rc_and_stderr(t: Transport) -> No
         t.run(["ls", "/nonexistent-edrfleet"])
     assert e.value.rc == 2 and e.value.host == t.name
     assert str(e.value).startswith(f"{t.name}: ls /nonexistent-edrfleet exited 2: ")
-    with pytest.raises(RemoteError, match="killed by a signal"):
+    with pytest.raises(RemoteError, match="was killed by SIGKILL$"):
         t.run(["sh", "-c", "kill -9 $$"])
-    assert t.run(["sh", "-c", "kill -9 $$"], check=False).rc == -1
+    killed = t.run(["sh", "-c", "kill -TERM $$"], check=False)
+    assert (killed.rc, killed.signal) == (-1, "SIGTERM")
 
 
 def a_command_past_its_timeout_raises_and_the_transport_still_works(t: Transport) -> None:
@@ -67,6 +68,26 @@ def a_command_past_its_timeout_raises_and_the_transport_still_works(t: Transport
         t.run(["sleep", "30"], timeout=0.5)
     assert e.value.rc == -1 and time.monotonic() - t0 < 5
     assert t.run(["echo", "ok"]).stdout == b"ok\n"
+
+
+def a_command_past_its_timeout_is_ended_on_the_host_with_what_it_started(
+        t: Transport, d: Path) -> None:
+    """Not only the wait ends: the command and its children stop, even one ignoring SIGTERM
+    (``d``: a directory the transport's commands see at that path)."""
+    pids = d / "pids"
+    script = ('trap "" TERM; sleep 300 & echo $! > "$1.tmp"; echo $$ >> "$1.tmp"; '
+              'mv "$1.tmp" "$1"; wait')
+    with pytest.raises(CommandTimeout):
+        t.run(["sh", "-c", script, "sh", str(pids)], timeout=1)
+    started = t.run(["cat", str(pids)]).stdout.split()
+    assert len(started) == 2
+    deadline = time.monotonic() + 20  # the host's timeout: TERM at 1 s (+ grace), KILL after
+    alive = started
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in started
+                 if t.run(["kill", "-0", p.decode()], check=False).rc == 0]
+        time.sleep(0.2)
+    assert not alive, f"still running on the host after the timeout: {alive}"
 
 
 def put_lands_atomically_with_its_mode(t: Transport, d: Path) -> None:

@@ -61,6 +61,8 @@ def test_checked_raises_only_when_asked_and_names_a_signal() -> None:
         checked("h", "c", bad, True)
     with pytest.raises(RemoteError, match="^h: c was killed by a signal"):
         checked("h", "c", killed, True)
+    with pytest.raises(RemoteError, match="^h: c was killed by SIGKILL$"):
+        checked("h", "c", Result(-1, b"", b"", "SIGKILL"), True)
 
 
 class Recording(PosixTransport):

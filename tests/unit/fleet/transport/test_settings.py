@@ -137,3 +137,11 @@ def test_proxy_command_without_h_or_r_takes_any_name():
                              host="h") == Proxy(command="nc gw 22 # %h")
     assert parse_common_args("-o ProxyCommand='nc %h %p'", Hop("fe80::1%eth0", 22, "u"),
                              host="h") == Proxy(command="nc fe80::1%eth0 22")
+
+
+def test_certificate_file_comes_from_the_ssh_args_first_one_wins(tmp_path):
+    assert Settings.from_vars("web1", {}, tmp_path).cert_file is None
+    hv = {"ansible_ssh_common_args": "-o 'CertificateFile ~/a-cert.pub' -o CertificateFile=b",
+          "ansible_ssh_extra_args": "-o CertificateFile=c"}
+    s = Settings.from_vars("web1", hv, tmp_path)
+    assert s.cert_file == str(Path.home() / "a-cert.pub")

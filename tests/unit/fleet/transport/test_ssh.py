@@ -71,7 +71,7 @@ def test_fabrics_auto_add_policy_is_replaced_by_the_verifier(tmp_path):
     t = SshTransport(H("web1", {"ansible_host": "10.0.0.9"}), tmp_path)
     conn = t._connection(t.settings.target, kh.KnownHosts([]), None)
     assert not isinstance(conn.client._policy, paramiko.AutoAddPolicy)
-    assert type(conn.client._policy).__name__ == "_Verifier"
+    assert type(conn.client._policy).__name__ == "HostKeyVerifier"
     assert not conn.client.get_host_keys().keys()
 
 

@@ -1,0 +1,1 @@
+../../../edrfleet/fleet/deploy/host/dirs.sh
