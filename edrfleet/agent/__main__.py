@@ -39,6 +39,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--webhook-header-file", default=None, metavar="FILE",
                    help="'Name: value' lines sent with each request (credentials); read at "
                         "start and on SIGHUP")
+    p.add_argument("--outputs", default=None, metavar="FILE", dest="outputs_file",
+                   help="JSON file naming the syslog and webhook outputs (deploy writes "
+                        "<config_dir>/outputs.json); read at start and on SIGHUP; instead of "
+                        "--syslog/--webhook")
     p.add_argument("--spool-max-bytes", type=int, default=64 * 1024 * 1024,
                    help="rotate events.jsonl past this size (default %(default)s)")
     p.add_argument("--perfbuf", action="store_true", help="use a perf buffer, not a ring buffer")
@@ -61,6 +65,7 @@ def options_from(args: argparse.Namespace):
                    bpf_dir=args.bpf_dir, syslog=args.syslog, syslog_ca=args.syslog_ca,
                    webhook=args.webhook, webhook_format=args.webhook_format,
                    webhook_ca=args.webhook_ca, webhook_header_file=args.webhook_header_file,
+                   outputs_file=args.outputs_file,
                    perfbuf=args.perfbuf, print_bpf=args.print_bpf,
                    spool_max_bytes=args.spool_max_bytes)
     if args.host_name:

@@ -263,11 +263,16 @@ def decode_frame(data: bytes, *, max_raw: int = _RAW_LIMIT,
     return Frame(header, _payload_lines(header, payload, min(max_raw, _RAW_LIMIT), max_lines))
 
 
+_CURSOR_KEYS = {"inode", "offset"}
+_CURSOR_HEAD = "head"  # the spool file's fingerprint (edrfleet.agent.spool.head_print)
+
+
 def _is_cursor(value: Any) -> bool:
-    """None or exactly {"inode": int >= 0, "offset": int >= 0}: what goes back to the host."""
+    """None or exactly {"inode": int >= 0, "offset": int >= 0[, "head": int >= 0]}: what goes
+    back to the host."""
     if value is None:
         return True
-    return (isinstance(value, dict) and set(value) == {"inode", "offset"}
+    return (isinstance(value, dict) and _CURSOR_KEYS <= set(value) <= _CURSOR_KEYS | {_CURSOR_HEAD}
             and all(type(v) is int and 0 <= v < 1 << 64 for v in value.values()))
 
 
@@ -302,16 +307,21 @@ def _cursor_arg(text: str) -> dict[str, int] | None:
         value = json.loads(text)
         if value is None:
             return None
-        return {"inode": int(value["inode"]), "offset": int(value["offset"])}
+        cursor = {"inode": int(value["inode"]), "offset": int(value["offset"])}
+        if _CURSOR_HEAD in value:  # absent in a cursor an earlier release stored
+            cursor[_CURSOR_HEAD] = int(value[_CURSOR_HEAD])
+        return cursor
     except (ValueError, TypeError, KeyError):
         raise argparse.ArgumentTypeError(
-            f"--cursor {text!r}: expected null or {{\"inode\": N, \"offset\": N}}") from None
+            f"--cursor {text!r}: expected null or {{\"inode\": N, \"offset\": N, "
+            f"\"head\": N}}") from None
 
 
 def add_pull_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spool", required=True, help="the agent's spool directory")
     p.add_argument("--cursor", type=_cursor_arg, default=None,
-                   help='JSON {"inode": N, "offset": N} from the previous pull (default: all)')
+                   help='JSON {"inode": N, "offset": N, "head": N} from the previous pull '
+                        '(default: all)')
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help="event bytes per reply, about (default %(default)s)")
     p.add_argument("--max-line", type=int, default=MAX_LINE,

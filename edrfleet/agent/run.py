@@ -52,6 +52,7 @@ class Options:
     webhook_format: str = "json"
     webhook_ca: str | None = None
     webhook_header_file: str | None = None
+    outputs_file: str | None = None  # outputs/config.py: syslog + webhook, re-read on SIGHUP
     perfbuf: bool = False
     print_bpf: bool = False
     spool_max_bytes: int = 64 * 1024 * 1024
@@ -99,7 +100,11 @@ class Agent:
         self.header = load_header(self.bpf_dir)
         self.spool = Spool(str(opts.spool), max_bytes=opts.spool_max_bytes)
         self.outputs = None
-        if opts.syslog or opts.webhook:  # here: urllib and friends cost 15 ms of every start
+        if opts.outputs_file:  # here: urllib and friends cost 15 ms of every start
+            from edrfleet.agent.outputs.config import ConfiguredOutputs
+
+            self.outputs = ConfiguredOutputs(str(opts.spool), opts.outputs_file, opts.host_name)
+        elif opts.syslog or opts.webhook:
             from edrfleet.agent.outputs import from_options
 
             self.outputs = from_options(opts, str(opts.spool))

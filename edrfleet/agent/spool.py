@@ -22,9 +22,17 @@ Writer (:class:`Spool`, one per spool directory):
 
 Cursor contract (what a reader keeps between pulls, e.g. ``edrfleet report``)::
 
-    cursor = {"inode": <st_ino of the file last read>, "offset": <bytes of it consumed>}
+    cursor = {"inode": <st_ino of the file last read>, "offset": <bytes of it consumed>,
+              "head": <fingerprint of the file's first bytes>}
 
-``offset`` always sits just after a ``\\n``.  Because rotation renames but never rewrites, the
+``offset`` always sits just after a ``\\n``.  ``head`` (present when ``offset`` > 0) is
+:func:`head_print` of the file's first ``min(offset, HEAD_BYTES)`` bytes: bytes a spool file
+never rewrites, and which hold its first event's time and id.  An inode number is reused once
+its file is dropped (ext4 hands a freed one to the next file created), so a reader that held
+no descriptor between two pulls could take a *newer* file with the old number for its cursor's
+file and skip everything between; the fingerprint tells the two apart.  A cursor without
+``head`` (from a reader of an earlier release) is matched by inode, size and the newline
+before ``offset``, as before.  Because rotation renames but never rewrites, the
 file with that inode is still one of ``events.jsonl``, ``events.jsonl.1`` ... ``.<keep>`` until
 rotation drops it, and its bytes before ``offset`` are unchanged; reading on from ``offset``,
 then every newer file from 0, yields each event exactly once and in order.  If the inode is no
@@ -38,13 +46,14 @@ Example::
     >>> spool.append([{"event": {"action": "blocked"}, "process": {"pid": 4242}}])
     >>> got = read_since("/var/lib/edrfleet/spool", None)
     >>> got.lines, got.cursor, got.lost
-    (['{"event":{"action":"blocked"},"process":{"pid":4242}}'], {'inode': 1234, 'offset': 54},
-     False)
+    (['{"event":{"action":"blocked"},"process":{"pid":4242}}'],
+     {'inode': 1234, 'offset': 54, 'head': 91343852333181}, False)
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -57,6 +66,9 @@ CURRENT = "events.jsonl"
 MiB = 1 << 20
 _ROTATED = re.compile(re.escape(CURRENT) + r"\.([1-9][0-9]*)")
 _SNAPSHOT_TRIES = 40  # a rotation between two directory listings makes the reader retry
+# The fingerprint covers the first event line's opening (its @timestamp and event.id come
+# early in every line the agent writes); 256 bytes cost one short pread per pull.
+HEAD_BYTES = 256
 
 
 def _encode(event: dict[str, Any]) -> bytes:
@@ -423,6 +435,34 @@ def open_inode(directory: str, inode: int) -> int | None:
     return None
 
 
+def head_print(fd: int, offset: int) -> int:
+    """The fingerprint of the file's first ``min(offset, HEAD_BYTES)`` bytes: 48 bits of their
+    SHA-256, as an integer (cursors hold integers only; JSON keeps 48 bits exact)."""
+    data = os.pread(fd, min(offset, HEAD_BYTES), 0)
+    return int.from_bytes(hashlib.sha256(data).digest()[:6], "big")
+
+
+def _cursor(fd: int, inode: int, offset: int) -> dict[str, int]:
+    cursor = {"inode": inode, "offset": offset}
+    if offset > 0:
+        cursor["head"] = head_print(fd, offset)
+    return cursor
+
+
+def _same_file(fd: int, cursor: dict[str, int]) -> bool:
+    """Whether the open spool file (whose inode is the cursor's) is the cursor's file."""
+    off = int(cursor["offset"])
+    if off > os.fstat(fd).st_size:
+        return False
+    if off == 0:
+        return True
+    if "head" in cursor:
+        return head_print(fd, off) == int(cursor["head"])
+    # An old cursor without a fingerprint: a reused inode number belongs to another file, and
+    # its size or the byte before the offset usually gives that away.
+    return os.pread(fd, 1, off - 1) == b"\n"
+
+
 def read_segments(
     directory: str, cursor: dict[str, int] | None, max_bytes: int | None = None
 ) -> SpoolSegments:
@@ -435,11 +475,7 @@ def read_segments(
         if cursor is not None:
             ino, off = int(cursor["inode"]), int(cursor["offset"])
             for k, (fd, fino) in enumerate(files):
-                # A reused inode number belongs to another file: its size or the byte before
-                # the offset usually gives that away.
-                if fino == ino and off <= os.fstat(fd).st_size and (
-                    off == 0 or os.pread(fd, 1, off - 1) == b"\n"
-                ):
+                if fino == ino and _same_file(fd, cursor):
                     start, offset = k, off
                     break
             else:
@@ -448,7 +484,7 @@ def read_segments(
             return SpoolSegments([], cursor if cursor is not None and not lost else None, lost)
         segments: list[Segment] = []
         budget = max_bytes
-        new_cursor = {"inode": files[start][1], "offset": offset}
+        new_cursor = _cursor(files[start][0], files[start][1], offset)
         for k in range(start, len(files)):
             fd, fino = files[k]
             begin = offset if k == start else 0
@@ -457,7 +493,7 @@ def read_segments(
             )
             if data:
                 segments.append(Segment(fino, begin, data))
-            new_cursor = {"inode": fino, "offset": end}
+            new_cursor = _cursor(fd, fino, end)
             if budget is not None:
                 budget -= len(data)
             if not drained or (budget is not None and budget <= 0):

@@ -278,7 +278,8 @@ def supervise_argv(args: argparse.Namespace) -> list[str]:
             "--agent-pidfile", os.path.join(args.run_dir, "agent.pid"),
             "--log", os.path.join(args.spool, "agent.log"),
             "--", "run", "--policy", os.path.join(args.config_dir, "policy.json"),
-            "--spool", args.spool, "--bpf-dir", os.path.join(current, "bpf")]
+            "--spool", args.spool, "--bpf-dir", os.path.join(current, "bpf"),
+            "--outputs", os.path.join(args.config_dir, "outputs.json")]
     return argv + (["--host-name", args.host_name] if args.host_name else [])
 
 

@@ -9,13 +9,16 @@ path in a VM.  Every attack is a canary (LabFleet.canary_attack).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edrfleet.cli.main import main
 from edrfleet.fleet.deploy.hostpolicy import CompileCache, host_policy
@@ -129,3 +132,60 @@ def test_state_absent_stops_the_agent_and_removes_everything(lab_hosts, converge
         assert pid and not Path(f"/proc/{pid}").exists()
     recap = play.run("-e", "edrfleet_agent_state=absent")
     assert {n: r["changed"] for n, r in recap.items()} == {n: 0 for n in lab_hosts.names}
+
+
+def test_missing_parents_root_only_no_value_templated_twice_and_vaulted_outputs(
+        lab_hosts, play, tmp_path):
+    # After state absent (the test before): one host converged into managed directories two
+    # levels below anything that exists, with an extra rule whose description is a template
+    # marked !unsafe, as the README says an inventory keeps a literal `{{`, and a webhook
+    # output whose credential header is vault-encrypted.
+    name = lab_hosts.names[0]
+    base, marker = tmp_path / "deep", tmp_path / "templated-twice"
+    dirs = {"edrfleet_install_dir": base / "a" / "b" / "install",
+            "edrfleet_config_dir": base / "a" / "c" / "config",
+            "edrfleet_spool_dir": base / "d" / "spool",
+            "edrfleet_run_dir": base / "e" / "f" / "run"}
+    hostile = "{{ lookup('pipe', 'touch " + str(marker) + "') }} {% raw %}x{% endraw %}"
+    (tmp_path / "vault-pass").write_text("lab-vault-pass\n")
+    vault = ["--vault-password-file", str(tmp_path / "vault-pass")]
+    secret = "Authorization: Bearer vaulted-s3cret"
+    enc = subprocess.run([str(BIN / "ansible-vault"), "encrypt_string", *vault, secret],
+                         env=play.env, capture_output=True, text=True, check=True).stdout
+    assert enc.startswith("!vault |") and secret not in enc
+    varfile = tmp_path / "vars.yml"
+    varfile.write_text("".join(f"{k}: {json.dumps(str(v))}\n" for k, v in dirs.items()) + (
+        "edrfleet_extra_rules:\n"
+        "  - id: hostile-template\n"
+        f"    description: !unsafe {json.dumps(hostile)}\n"
+        "    severity: low\n    action: log\n"
+        "    match: {executable: [edrfleet-no-such-tool]}\n"
+        "edrfleet_webhook:\n"
+        "  url: http://127.0.0.1:9/events\n"  # discard port: the output retries, counted
+        "  header: " + enc.replace("\n", "\n  ") + "\n"))
+    try:
+        recap = play.run("--limit", name, "-e", f"@{varfile}", *vault)
+        assert recap[name]["failed"] == 0
+        for d in dirs.values():
+            level = base
+            for part in d.relative_to(base).parts:
+                level = level / part
+                st = level.stat()
+                assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o700), level
+        policy = yaml.safe_load((dirs["edrfleet_config_dir"] / "policy.yaml").read_text())
+        (rule,) = [r for r in policy["rules"] if r["id"] == "hostile-template"]
+        assert rule["description"] == hostile  # as written, templated by nobody
+        assert not marker.exists()
+        status = json.loads((dirs["edrfleet_spool_dir"] / "status.json").read_text())
+        assert status["state"] == "enforcing", status
+        # the vaulted header decrypted into the host's header file (0600), named by outputs.json
+        header = dirs["edrfleet_config_dir"] / "webhook.header"
+        assert header.read_text() == secret + "\n"
+        assert stat.S_IMODE(header.stat().st_mode) == 0o600
+        outputs = json.loads((dirs["edrfleet_config_dir"] / "outputs.json").read_text())
+        assert outputs["webhook"]["header_file"] == str(header)
+        assert "WebhookOutput" in status.get("outputs", {}), status
+    finally:
+        play.run("--limit", name, "-e", f"@{varfile}", *vault, "-e",
+                 "edrfleet_agent_state=absent")
+    assert not any(d.exists() for d in dirs.values())

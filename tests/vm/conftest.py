@@ -109,10 +109,16 @@ def events(guest: vm.VmHandle) -> list[dict]:
     return [ecs.flatten(json.loads(line)) for line in out.splitlines() if line]
 
 
+# The hand-started agent's transient unit: `systemctl stop` ends it the product's way (SIGTERM
+# from systemd, programs detached, final status written).  A `pkill` of the agent is one of
+# the commands the default policy blocks, and edrfleet-agent is a protected service name.
+AGENT_UNIT = "edrvm-agent"
+
+
 @pytest.fixture(scope="session")
 def agent(guest):
     """The agent pushed to the guest, default policy plus the lab canary and context rules,
-    whole guest."""
+    whole guest; run as a transient systemd unit, stopped by the unit's stop."""
     text = render_policy({"edrfleet_extra_rules": [LAB_CANARY_RULE, CTX_RULE]})
     assert sh(guest, CTX_SETUP).returncode == 0
     bundle = dump_bundle(compile_policy(load_policy_text(text, "policy.yaml")))
@@ -121,11 +127,11 @@ def agent(guest):
     assert r.returncode == 0, r.stderr
     vm.copy_to(guest, bundle, "/etc/edrfleet/policy.json", mode="0600")
     started = time.monotonic()
-    # setsid -f: the agent leaves the ssh session at once, holding none of its descriptors
-    r = sh(guest, "cd /opt/edrfleet && setsid -f sh -c 'exec python3 -m edrfleet.agent run "
-                  "--policy /etc/edrfleet/policy.json --spool /var/lib/edrfleet "
-                  "--host-name vm1 > /var/log/edrfleet-agent.log 2>&1 < /dev/null'; echo ok",
-           timeout=60)
+    # systemd-run: the agent leaves the ssh session at once, holding none of its descriptors
+    r = sh(guest, f"systemd-run --unit={AGENT_UNIT} --working-directory=/opt/edrfleet "
+                  "--property=KillSignal=SIGTERM --property=TimeoutStopSec=10 "
+                  "/usr/bin/python3 -m edrfleet.agent run --policy /etc/edrfleet/policy.json "
+                  "--spool /var/lib/edrfleet --host-name vm1", timeout=60)
     assert r.returncode == 0, r.stderr
     status: dict = {}
     while time.monotonic() - started < 600:
@@ -135,12 +141,15 @@ def agent(guest):
             if status.get("state") in ("enforcing", "failed"):
                 break
         time.sleep(3)
-    log = sh(guest, "cat /var/log/edrfleet-agent.log").stdout
+    log = sh(guest, f"journalctl -u {AGENT_UNIT} -n 50 --no-pager").stdout
     assert status.get("state") == "enforcing", (status, log)
     print(f"agent start in the VM: {status['start_seconds']} s "
           f"(wall {time.monotonic() - started:.1f} s)")
     yield status
-    sh(guest, "pkill -TERM -f 'edrfleet.agent run' || true")
+    r = sh(guest, f"systemctl stop {AGENT_UNIT}; systemctl is-active {AGENT_UNIT} || true; "
+                  "cat /var/lib/edrfleet/status.json", timeout=120)
+    assert r.stdout.splitlines()[0] in ("inactive", "failed"), r
+    assert json.loads(r.stdout.split("\n", 1)[1])["state"] == "stopped", r
 
 
 # The backend each release's kernel allows with its stock command line: BPF LSM is in the

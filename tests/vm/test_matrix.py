@@ -6,12 +6,16 @@ picks the backend its kernel allows (lsm where BPF LSM is active, sigkill where 
 says so in status.json with its kernel and scan window; a canary `rm -rf` over SSH is stopped on
 each (EPERM with lsm, Killed with sigkill) and the files survive; a benign command runs; the
 event names the backend; `edrfleet status --format json` shows every host enforcing.
+At the end `edrfleet uninstall --purge` stops the agents the product's way (a `pkill` of the
+agent is blocked by its own policy) and leaves the guests clean for the role's molecule
+scenario, which runs on the same three guests (tests/vm/test_molecule.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,8 +38,9 @@ def status(guest: vm.VmHandle) -> dict:
 
 
 @pytest.fixture(scope="module")
-def deployed(matrix_lab) -> dict[str, dict]:
-    """One deploy to the three guests at once; each guest's status.json, by release."""
+def deployed(matrix_lab) -> Iterator[dict[str, dict]]:
+    """One deploy to the three guests at once; each guest's status.json, by release.  The
+    agents are uninstalled (spool purged) after the module."""
     started = time.monotonic()
     rc = main(["deploy", str(matrix_lab.inventory), "--timeout", "2400"])
     took = time.monotonic() - started
@@ -47,8 +52,16 @@ def deployed(matrix_lab) -> dict[str, dict]:
     print(f"deploy to {len(states)} guests: {took:.1f} s")
     logs = {rel: sh(g, "journalctl -u edrfleet-agent.service -n 30 --no-pager").stdout
             for rel, g in matrix_lab.guests.items() if states[rel].get("state") != "enforcing"}
-    assert rc == 0, (states, logs)
-    return states
+    try:
+        assert rc == 0, (states, logs)
+        yield states
+    finally:
+        assert main(["uninstall", str(matrix_lab.inventory), "--purge"]) == 0
+        left = {rel: sh(g, "ls -d /opt/edrfleet /etc/edrfleet /var/lib/edrfleet "
+                           "/etc/systemd/system/edrfleet-agent.service 2>/dev/null; "
+                           "pgrep -f 'edrfleet.agent run' || true").stdout.strip()
+                for rel, g in matrix_lab.guests.items()}
+        assert left == {rel: "" for rel in matrix_lab.guests}, left
 
 
 @pytest.mark.parametrize("release", list(MATRIX))

@@ -1,12 +1,16 @@
-"""`molecule test` of roles/edrfleet_agent: create (a qemu VM), converge, idempotence, verify.
+"""`molecule test` of roles/edrfleet_agent on Debian 11, 12 and 13 (one qemu VM each): create,
+converge, idempotence, verify, side effect (state absent), destroy.
 
-Molecule boots its own VM (create.yml -> edrfleet/lab/vm/fleet.py) so its converge starts from a
-clean guest; the image is the cached one every VM test shares.
+The tier's three-release lab (the `matrix_lab` session fixture) is handed to molecule
+(EDRFLEET_MOLECULE_LAB): create adopts its guests instead of booting three more, destroy leaves
+them to the fixture.  test_matrix.py, which runs first on them, uninstalls its agents, so the
+converge starts from clean guests.  `molecule test` run by hand boots its own three.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,9 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "edrfleet_agent"
 
 
-def test_molecule_test_passes_in_a_qemu_vm(tmp_path):
+def test_molecule_test_passes_on_three_debian_releases(tmp_path, matrix_lab):
     bin_dir = Path(sys.executable).parent  # molecule runs ansible-playbook by name
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+           "EDRFLEET_MOLECULE_LAB": str(matrix_lab.workdir),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "ANSIBLE_FORCE_COLOR": "0",
            "NO_COLOR": "1", "PY_COLORS": "0"}
     started = time.monotonic()
@@ -30,3 +35,7 @@ def test_molecule_test_passes_in_a_qemu_vm(tmp_path):
     assert r.returncode == 0, out[-6000:]
     for step in ("create", "converge", "idempotence", "verify", "destroy"):
         assert f"{step}: Executed: Successful" in out, (step, out[-3000:])
+    for host in (g.name for g in matrix_lab.guests.values()):
+        # each platform in the recap of converge, idempotence and verify, nothing failed
+        recaps = re.findall(rf"^{re.escape(host)}\s+: ok=[1-9][0-9]* .*failed=0", out, re.M)
+        assert len(recaps) >= 3, (host, out[-3000:])

@@ -39,6 +39,7 @@ from edrfleet.fleet.deploy.operations import (
     render_unit,
     service_manager,
 )
+from edrfleet.fleet.deploy.outputs import output_files
 from edrfleet.fleet.deploy.release import Release, build_release
 from edrfleet.fleet.deploy.results import HostResult, Session, error_result, one_line
 from edrfleet.fleet.transport.connection import connector
@@ -110,6 +111,7 @@ class Deployer:
                 install_packages=as_bool(hv.get("edrfleet_install_packages", False),
                                          host=s.name, var="edrfleet_install_packages"),
                 start_timeout=_seconds(hv, "edrfleet_start_timeout", self.opts.start_timeout),
+                outputs=output_files(hv, paths.config_dir),
             )
             s.plan = plan(s.facts, s.desired)
         except (HostFailed, ValueError) as exc:  # ValueError: a bad variable of this host

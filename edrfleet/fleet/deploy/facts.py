@@ -26,6 +26,8 @@ it wants (fleet/deploy/operations.py) so it pushes and restarts only what differ
     policy_yaml_sha256 sha256 of <config_dir>/policy.yaml
     policy_yaml        its text when asked for (deploy --diff), else None
     unit_sha256        sha256 of the systemd unit file ("" when missing)
+    outputs_sha256     {"outputs.json": sha256, "webhook.header": sha256} in <config_dir>
+                       ("" when missing: the host has no outputs)
     status             <spool_dir>/status.json as a dict (None when missing or unreadable)
     supervisor_pid     pid of this install's live supervisor (0 when none), from
                        <run_dir>/supervisor.pid
@@ -216,6 +218,8 @@ def parse_facts(stdout: str, paths: HostPaths) -> dict[str, Any]:
         "policy_yaml_sha256": raw.get("policy_yaml_sha256", ""),
         "policy_yaml": _unb64(raw["policy_yaml"]) if "policy_yaml" in raw else None,
         "unit_sha256": raw.get("unit_sha256", ""),
+        "outputs_sha256": {"outputs.json": raw.get("outputs_sha256", ""),
+                           "webhook.header": raw.get("webhook_header_sha256", "")},
         "status": status,
         "supervisor_pid": _pid(raw.get("supervisor_pid", "")),
         "agent_pid": agent_pid,

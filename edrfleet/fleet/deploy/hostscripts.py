@@ -14,6 +14,7 @@ prints ``key=value`` lines:
     old_release=<id or empty>   result=ok|failed|timeout   status=<status.json, base64>
     error=<one line>            (on failure)
     touched_release=1, touched_policy=1, touched_unit=1, touched_service=1   (for rollback)
+    touched_outputs=1
 
 Host layout: docs/fleet.md.  The supervised agent logs to <spool_dir>/agent.log.
 """
@@ -72,6 +73,7 @@ def apply_script(desired: Desired, plan: Plan, payload: bool) -> str:
         "RAND": secrets.token_hex(4), "PAYLOAD": _flag(payload),
         "PUSH_RELEASE": _flag(plan.push_release), "SWAP_RELEASE": _flag(plan.swap_release),
         "WRITE_POLICY": _flag(plan.write_policy), "WRITE_UNIT": _flag(plan.write_unit),
+        "WRITE_OUTPUTS": _flag(plan.write_outputs),
         "SERVICE": plan.service,
     }
     return (_preamble(desired.paths, desired.name, desired.manager, extra,
@@ -126,6 +128,9 @@ def build_payload(desired: Desired, plan: Plan) -> Payload | None:
         files["policy.yaml"] = desired.policy.yaml_text.encode()
     if plan.write_unit and desired.unit:
         files["unit"] = desired.unit.encode()
+    if plan.write_outputs:  # a file left out is removed on the host
+        for name, data in desired.outputs.items():
+            files[f"outputs/{name}"] = data
     if not files:
         return None
     manifest = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items())

@@ -111,7 +111,8 @@ def check_unit_vars(hv: Mapping[str, Any]) -> None:
     for var in ("edrfleet_install_dir", "edrfleet_spool_dir"):
         if var in hv:
             check_managed_dir(var, hv[var])
-    for var in ("edrfleet_python", "edrfleet_agent_path", "edrfleet_policy_path"):
+    for var in ("edrfleet_python", "edrfleet_agent_path", "edrfleet_policy_path",
+                "edrfleet_outputs_path"):
         if var in hv:
             check_file_path(var, hv[var])
     if "edrfleet_bpf_dir" in hv:

@@ -14,6 +14,7 @@ from edrfleet.errors import HostError
 from edrfleet.fleet.deploy.facts import HostPaths
 from edrfleet.fleet.deploy.hostpolicy import HostPolicy
 from edrfleet.fleet.deploy.hostvars import check_unit_vars
+from edrfleet.fleet.deploy.outputs import FILES as OUTPUT_FILES
 from edrfleet.fleet.deploy.release import Release
 from edrfleet.fleet.deploy.render import UNIT_TEMPLATE, render
 
@@ -37,6 +38,12 @@ class Desired:
     unit: str | None           # the rendered unit (systemd only)
     install_packages: bool = False
     start_timeout: float = 90.0
+    outputs: dict[str, bytes] = field(default_factory=dict)  # outputs.py: config_dir files
+
+    @property
+    def outputs_sha256(self) -> dict[str, str]:
+        return {n: hashlib.sha256(self.outputs[n]).hexdigest() if n in self.outputs else ""
+                for n in OUTPUT_FILES}
 
     @property
     def unit_sha256(self) -> str:
@@ -50,13 +57,15 @@ class Plan:
     swap_release: bool = False    # point `current` at the wanted release
     write_policy: bool = False    # policy.json / policy.yaml differ
     write_unit: bool = False      # the systemd unit differs
+    write_outputs: bool = False   # outputs.json / webhook.header differ (a reload applies them)
     service: str = "none"         # none | start | restart | reload
     reasons: list[str] = field(default_factory=list)  # what would change, one line each
 
     @property
     def changed(self) -> bool:
         return bool(self.packages or self.push_release or self.swap_release
-                    or self.write_policy or self.write_unit or self.service != "none")
+                    or self.write_policy or self.write_unit or self.write_outputs
+                or self.service != "none")
 
 
 def service_manager(host_vars: dict[str, Any], facts: dict[str, Any]) -> str:
@@ -77,6 +86,7 @@ def render_unit(paths: HostPaths, name: str) -> str:
         "edrfleet_python": paths.python, "edrfleet_install_dir": paths.install_dir,
         "edrfleet_policy_path": f"{paths.config_dir}/policy.json",
         "edrfleet_spool_dir": paths.spool_dir, "edrfleet_host_name": name,
+        "edrfleet_outputs_path": f"{paths.config_dir}/outputs.json",
     }
     check_unit_vars(variables)
     return render(UNIT_TEMPLATE, variables, host=name)
@@ -119,6 +129,10 @@ def plan(facts: dict[str, Any], desired: Desired) -> Plan:
             or facts.get("policy_yaml_sha256") != _sha(desired.policy.yaml_text)):
         p.write_policy = True
         p.reasons.append(f"policy -> {desired.policy.sha256[:12]}")
+    held = facts.get("outputs_sha256") or {}
+    if {n: held.get(n, "") for n in OUTPUT_FILES} != desired.outputs_sha256:
+        p.write_outputs = True
+        p.reasons.append("outputs (syslog, webhook)")
     if desired.manager == "systemd" and facts.get("unit_sha256") != desired.unit_sha256:
         p.write_unit = True
         p.reasons.append("systemd unit")
@@ -140,8 +154,8 @@ def _service_action(facts: dict[str, Any], desired: Desired, p: Plan) -> str:
         return "restart"
     if status.get("pid") != facts.get("agent_pid") or status.get("state") not in RUNNING_STATES:
         return "restart"  # alive but not (yet, or any more) enforcing
-    if p.write_policy or status.get("policy_sha256") != desired.policy.sha256:
-        return "reload"
+    if p.write_policy or p.write_outputs or status.get("policy_sha256") != desired.policy.sha256:
+        return "reload"  # SIGHUP: the policy and the outputs file read again
     return "none"
 
 

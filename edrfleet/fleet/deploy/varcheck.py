@@ -23,6 +23,7 @@ CODE_VARS = frozenset({
     "edrfleet_host_key_policy", "edrfleet_known_hosts_file", "edrfleet_install_dir",
     "edrfleet_config_dir", "edrfleet_spool_dir", "edrfleet_run_dir", "edrfleet_python",
     "edrfleet_install_packages", "edrfleet_service_manager", "edrfleet_start_timeout",
+    "edrfleet_syslog", "edrfleet_webhook",
 })
 _NAME = re.compile(r"\bedrfleet_[a-z0-9_]+")
 _RULE = re.compile(r"\bcall rule\('([^']+)'")

@@ -401,9 +401,11 @@ class PostgresStore:
             f"FROM edrfleet.events WHERE {where}) w WHERE n <= %s) "
             f'ORDER BY host COLLATE "C", {_NEWEST}', [*params, per_host])
 
-    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
-        return dict(self.query("SELECT id, raw FROM edrfleet.events WHERE id = ANY(%s)",
-                               [list(ids)]))
+    def raw_events(self, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        rows = self.query("SELECT host, id, raw FROM edrfleet.events WHERE (host, id) IN "
+                          "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                          [[h for h, _ in refs], [i for _, i in refs]])
+        return {(host, eid): raw for host, eid, raw in rows}
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
         sql = f"SELECT {_COLUMNS} FROM edrfleet.events"

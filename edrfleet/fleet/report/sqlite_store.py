@@ -338,9 +338,11 @@ class SqliteStore:
             f"host, id, row_number() OVER (PARTITION BY host ORDER BY {_NEWEST}) AS n FROM "
             f"events WHERE {where}) WHERE n <= ?) ORDER BY host, {_NEWEST}", [*params, per_host])
 
-    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
-        return dict(self.query("SELECT id, raw FROM events WHERE id IN "
-                               "(SELECT value FROM json_each(?))", [json.dumps(list(ids))]))
+    def raw_events(self, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        rows = self.query("SELECT host, id, raw FROM events WHERE (host, id) IN (SELECT "
+                          "json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM "
+                          "json_each(?))", [json.dumps([list(r) for r in refs])])
+        return {(host, eid): raw for host, eid, raw in rows}
 
     def event_rows(self, host: str | None = None) -> list[tuple[Any, ...]]:
         sql = f"SELECT {_COLUMNS} FROM events"

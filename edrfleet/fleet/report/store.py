@@ -168,12 +168,13 @@ class Store(Protocol):
                size: float) -> list[tuple[Any, ...]]:
         """Events of ``hosts`` since ``since``, counted per (host, rule, severity, action,
         timeline bucket ``(ts - start) // size``): rows of those five, count, max(ts) of the
-        times within :func:`sane_window`, and max(id) (one event of the group, for
-        :meth:`raw_events`)."""
+        times within :func:`sane_window`, and max(id) (one event of the group, read with its
+        host by :meth:`raw_events`)."""
         ...
 
-    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
-        """event id -> its raw JSON line, for the ``ids`` stored (read by key)."""
+    def raw_events(self, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(host key, event id) -> its raw JSON line, for the ``refs`` stored: by the
+        store's key, so another host that sent the same id can't stand in for the event."""
         ...
 
     def top_commands(self, hosts: Sequence[str], since: float | None, action: str,

@@ -97,7 +97,8 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
     buckets = [{"start": iso(tl_start + k * size)} | _zero() for k in range(n_buckets)]
     per_host = {h: _zero() | {"last_event": None} for h in hosts}
     rules: dict[tuple[str, str], dict[str, int]] = {}
-    rule_event: dict[str, tuple[float, str]] = {}  # rule -> (time, id) of a recent event
+    # rule -> (time, host, id) of a recent event: an event is named by its host and its id
+    rule_event: dict[str, tuple[float, str, str]] = {}
     for host, rule, severity, action, b, n, last, eid in store.counts(hosts, since, tl_start,
                                                                       size or 1):
         key = _action(action)
@@ -107,7 +108,7 @@ def summarize(store: Store, hosts: Sequence[str], *, since: float | None = None,
             row["last_event"] = last
         known = rule_event.get(str(rule or ""))
         if known is None or (last or 0) > known[0]:  # its newest group's: today's tags
-            rule_event[str(rule or "")] = (last or 0, eid)
+            rule_event[str(rule or "")] = (last or 0, host, eid)
         counts = rules.setdefault((str(rule or ""), str(severity or "")), _zero())
         counts[key] += n
         if b is not None and 0 <= b < n_buckets:
@@ -176,14 +177,15 @@ def _hosts(store: Store, hosts: Sequence[str], per_host: dict[str, dict[str, Any
     return out
 
 
-def _techniques(store: Store, rule_event: Mapping[str, tuple[float, str]]) -> dict[str, list]:
+def _techniques(store: Store,
+                rule_event: Mapping[str, tuple[float, str, str]]) -> dict[str, list]:
     """rule -> its ATT&CK technique ids, as one of its recent events carries them
     (``threat.*`` comes from the rule's tags, the same in every event of one policy)."""
-    raws = store.raw_events([eid for _t, eid in rule_event.values()])
+    raws = store.raw_events([(host, eid) for _t, host, eid in rule_event.values()])
     out = {}
-    for rule, (_t, eid) in rule_event.items():
+    for rule, (_t, host, eid) in rule_event.items():
         try:
-            ids = ecs.get(json.loads(raws.get(eid, "{}")), ecs.TECHNIQUE_ID)
+            ids = ecs.get(json.loads(raws.get((host, eid), "{}")), ecs.TECHNIQUE_ID)
         except (ValueError, AttributeError):  # not JSON to Python, or not an object
             continue
         out[rule] = [str(i) for i in ids] if isinstance(ids, list) else []

@@ -71,10 +71,11 @@ class FleetView:
                      limit: int) -> list[tuple[Any, ...]]:
         return self.store.top_commands(self._to_keys(hosts), since, action, limit)
 
-    def raw_events(self, ids: Sequence[str]) -> dict[str, str]:
-        # By id alone (one event of a rule's group, for its ATT&CK tags): an id another host
-        # also sent may give that host's line; counts and listings are keyed by host.
-        return self.store.raw_events(ids)
+    def raw_events(self, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(inventory name, event id) -> raw line, read by the name's key."""
+        keyed = [(self._keys[h], eid) for h, eid in refs if h in self._keys]
+        return {(self._names[k], eid): raw
+                for (k, eid), raw in self.store.raw_events(keyed).items()}
 
     def events(self, where: EventFilter, limit: int | None) -> list[tuple[Any, ...]]:
         hosts = list(self._keys.values()) if where.hosts is None else self._to_keys(where.hosts)

@@ -32,6 +32,7 @@ from edrfleet.lab.vm.releases import Release
 GROUP = "vms"
 BOOT_SECONDS_PER_EXTRA_GUEST = 150
 INVENTORY = "inventory.yml"
+VM_START_TIMEOUT = 600  # seconds deploy waits for a guest's agent to enforce
 DEFAULT_WORKDIR = vm.DEFAULT_WORKDIR
 _MADE = ("vms.json", INVENTORY, "known_hosts", "id_ed25519")  # what down removes, with overlays
 
@@ -54,6 +55,9 @@ def inventory_data(handles: list[vm.VmHandle], workdir: Path) -> dict:
     group_vars.update({
         "edrfleet_known_hosts_file": str(known.relative_to(workdir)),
         "edrfleet_service_manager": "systemd",
+        # BCC compiles the program inside a software-emulated guest: 8-25 s on a quiet
+        # machine, 94-169 s with three guests booting at load ~17, past deploy's 90 s default.
+        "edrfleet_start_timeout": VM_START_TIMEOUT,
         "edrfleet_extra_rules": [LAB_CANARY_RULE],
     })
     children: dict[str, dict] = {GROUP: {"hosts": hosts, "vars": group_vars}}

@@ -44,7 +44,8 @@ def test_records_carry_the_cursor_after_each_line(tmp_path: Path) -> None:
     got = read_segments(str(tmp_path), None)
     recs = records(got.segments)
     assert [json.loads(r.line)["n"] for r in recs] == [0, 1, 2, 3]
-    assert recs[-1].cursor == got.cursor
+    # (read_segments' cursor adds the file's fingerprint; an output holds its file open)
+    assert recs[-1].cursor == {k: got.cursor[k] for k in ("inode", "offset")}
     # a reader resuming after any record gets exactly the ones after it
     for k, rec in enumerate(recs):
         rest = records(read_segments(str(tmp_path), rec.cursor).segments)

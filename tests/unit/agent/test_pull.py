@@ -185,6 +185,15 @@ def test_the_agent_zipapp_pulls_with_the_system_python(tmp_path: Path) -> None:
                           "--max-bytes", "100000"], capture_output=True, env=env, check=True)
     frame = decode_frame(out.stdout)
     assert [json.loads(x)["process.command_line"] for x in frame.lines] == HOSTILE[:3]
+    # the frame's cursor carries the file's fingerprint, and the next pull honours it
+    assert set(frame.cursor) == {"inode", "offset", "head"}
+    again = subprocess.run([python, str(pyz), "pull", "--spool", str(d), "--cursor",
+                            json.dumps(frame.cursor)], capture_output=True, env=env, check=True)
+    assert decode_frame(again.stdout).lines == [] and not decode_frame(again.stdout).lost
+    forged = json.dumps(dict(frame.cursor, head=frame.cursor["head"] ^ 1))
+    other = subprocess.run([python, str(pyz), "pull", "--spool", str(d), "--cursor", forged],
+                           capture_output=True, env=env, check=True)
+    assert decode_frame(other.stdout).lost and len(decode_frame(other.stdout).lines) == 3
     bad = subprocess.run([python, str(pyz), "pull", "--spool", str(d), "--cursor", "[1]"],
                          capture_output=True, env=env)
     assert bad.returncode == 2 and b"--cursor" in bad.stderr
@@ -192,7 +201,8 @@ def test_the_agent_zipapp_pulls_with_the_system_python(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cursor", [{"inode": "1", "offset": 2}, {"inode": 1}, [1, 2], "x" * 99,
                                     {"inode": 1, "offset": -1}, {"inode": 1, "offset": 2, "x": 3},
-                                    {"inode": True, "offset": 2}])
+                                    {"inode": True, "offset": 2},
+                                    {"inode": 1, "offset": 2, "head": "ab"}])
 def test_a_cursor_that_is_not_ours_is_refused(cursor) -> None:
     with pytest.raises(FrameError, match="cursor"):
         decode_frame(encode_frame({"cursor": cursor}, b""))

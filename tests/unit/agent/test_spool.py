@@ -291,3 +291,45 @@ def test_a_file_planted_after_a_rotation_is_not_written_to(tmp_path: Path, monke
         for i in range(20):
             s.append([{"i": i, "pad": "x" * 50}])
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _fixed(i: int) -> dict:
+    # equal-length lines: the same offset falls on a line end in any file of them
+    return {"event.id": f"{i:04d}", "event.action": "logged"}
+
+
+def test_a_reused_inode_number_with_lines_of_the_same_length_is_not_taken_for_the_cursor_file(
+    tmp_path: Path,
+) -> None:
+    # The old file (events 0, 1) was dropped and a newer file got its inode number; its lines
+    # are as long, so size and the newline before the offset both look right.  The inode is
+    # swapped into the cursor here: a filesystem reuses freed numbers when it likes.
+    old, new = tmp_path / "old", tmp_path / "new"
+    Spool(str(old)).append([_fixed(0), _fixed(1)])
+    cursor = read_since(str(old), None).cursor
+    Spool(str(new)).append([_fixed(i) for i in range(10, 14)])
+    reused = dict(cursor, inode=os.stat(new / CURRENT).st_ino)
+    got = read_since(str(new), reused)
+    assert got.lost and ids(got.lines) == ["0010", "0011", "0012", "0013"]
+    # the same cursor without its fingerprint (an earlier release's) is fooled, as before
+    legacy = {"inode": reused["inode"], "offset": reused["offset"]}
+    assert ids(read_since(str(new), legacy).lines) == ["0012", "0013"]
+
+
+def test_the_cursor_fingerprint_covers_the_first_bytes_and_survives_rotation(
+    tmp_path: Path,
+) -> None:
+    s = Spool(str(tmp_path), max_bytes=300, keep=5)
+    s.append([_fixed(0)])
+    first = read_since(str(tmp_path), None).cursor
+    assert first["offset"] > 0 and "head" in first
+    s.append([_fixed(i) for i in range(1, 20)])
+    assert s.rotations >= 2
+    got = read_since(str(tmp_path), first)  # its file is events.jsonl.N now, same bytes
+    assert not got.lost and ids(got.lines) == [f"{i:04d}" for i in range(1, 20)]
+    fd = os.open(tmp_path / CURRENT, os.O_RDONLY)
+    try:
+        assert got.cursor["head"] == spool_mod.head_print(fd, got.cursor["offset"])
+        assert spool_mod.head_print(fd, 10**9) == spool_mod.head_print(fd, spool_mod.HEAD_BYTES)
+    finally:
+        os.close(fd)

@@ -141,7 +141,8 @@ def test_service_starts_reloads_restarts_and_stops_the_supervised_agent(
         assert stat.S_IMODE(run.stat().st_mode) == 0o700
         assert (spool / "runs.argv").read_text() == (
             f"run --policy {tmp_path}/etc/policy.json --spool {spool} "
-            f"--bpf-dir {tmp_path}/opt/current/bpf --host-name h1")
+            f"--bpf-dir {tmp_path}/opt/current/bpf --outputs {tmp_path}/etc/outputs.json "
+            "--host-name h1")
         assert service("start").stdout == ""  # already running: left alone
         assert supervise.supervisor_pid(str(run)) == sup
         assert service("reload").returncode == 0

@@ -50,7 +50,7 @@ POLICY_LISTS = ("edrfleet_scope_cgroups", "edrfleet_disabled_rules",
                 "edrfleet_protected_agents", "edrfleet_protected_services")
 UNIT_VARS = ("edrfleet_python", "edrfleet_install_dir", "edrfleet_agent_path",
              "edrfleet_bpf_dir", "edrfleet_policy_path", "edrfleet_spool_dir",
-             "edrfleet_host_name", "ansible_managed")
+             "edrfleet_outputs_path", "edrfleet_host_name", "ansible_managed")
 
 
 def policy(variables: dict[str, Any], where: str = "deploy") -> dict[str, Any]:
@@ -181,7 +181,8 @@ def test_a_hostile_unit_value_is_one_word_that_means_itself(var, value, where) -
     argv = systemd_words(doc["ExecStart"])
     expect = systemd_words(default["ExecStart"])
     position = {"edrfleet_python": 0, "edrfleet_agent_path": 1, "edrfleet_policy_path": 4,
-                "edrfleet_spool_dir": 6, "edrfleet_bpf_dir": 8, "edrfleet_host_name": 10}
+                "edrfleet_spool_dir": 6, "edrfleet_bpf_dir": 8, "edrfleet_outputs_path": 10,
+                "edrfleet_host_name": 12}
     if var in position:
         expect[position[var]] = value
     if var == "edrfleet_install_dir":
@@ -235,6 +236,7 @@ def test_plain_values_render_as_they_always_did() -> None:
     text = render(UNIT_TEMPLATE, {"edrfleet_host_name": "web1"})
     assert "ExecStart=/usr/bin/python3 /opt/edrfleet/current/agent.pyz run --policy " \
         "/etc/edrfleet/policy.json --spool /var/lib/edrfleet --bpf-dir " \
-        "/opt/edrfleet/current/bpf --host-name web1\n" in text
+        "/opt/edrfleet/current/bpf --outputs /etc/edrfleet/outputs.json --host-name web1\n" \
+        in text
     assert "ReadWritePaths=-/var/lib/edrfleet\n" in text
     assert "\nmode: monitor\n" in render(POLICY_TEMPLATE, {"edrfleet_mode": "monitor"})

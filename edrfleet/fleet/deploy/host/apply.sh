@@ -41,6 +41,17 @@ if [ "$WRITE_POLICY" = 1 ]; then
         mv -f "$CONFIG_DIR/.$f.tmp" "$CONFIG_DIR/$f"
     done
 fi
+if [ "$WRITE_OUTPUTS" = 1 ]; then  # data files the agent reads at start and on SIGHUP
+    echo "touched_outputs=1"
+    for f in outputs.json webhook.header; do
+        if [ -f "$STAGE/outputs/$f" ]; then
+            cp "$STAGE/outputs/$f" "$CONFIG_DIR/.$f.tmp" && chmod 600 "$CONFIG_DIR/.$f.tmp"
+            mv -f "$CONFIG_DIR/.$f.tmp" "$CONFIG_DIR/$f"
+        else
+            rm -f "$CONFIG_DIR/$f"
+        fi
+    done
+fi
 if [ "$WRITE_UNIT" = 1 ]; then
     echo "touched_unit=1"
     if [ -f "$UNIT_PATH" ]; then cp -p "$UNIT_PATH" "$CONFIG_DIR/unit.prev"

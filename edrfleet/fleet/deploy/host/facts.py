@@ -135,6 +135,8 @@ out("policy_yaml_sha256", sha(E["CONFIG_DIR"] + "/policy.yaml"))
 if E["WANT_YAML"] and (v := b64(E["CONFIG_DIR"] + "/policy.yaml")) is not None:
     out("policy_yaml", v)
 out("unit_sha256", sha(E["UNIT_PATH"]))
+out("outputs_sha256", sha(E["CONFIG_DIR"] + "/outputs.json"))
+out("webhook_header_sha256", sha(E["CONFIG_DIR"] + "/webhook.header"))
 status_b64 = b64(E["SPOOL_DIR"] + "/status.json")
 if status_b64 is not None:
     out("status", status_b64)

@@ -170,3 +170,21 @@ def test_a_rules_techniques_come_from_its_newest_events(store_db: str) -> None:
         event("a-new", rule="wipe", ts=T0 + 7200, fields={"threat.technique.id": ["T1485"]})]})
     rules = {r["rule"]: r for r in summarize(store, ["web1"], now=T0 + 8000)["rules"]}
     assert rules["wipe"]["techniques"] == ["T1485"]  # the policy's tags today
+
+
+@pytest.mark.parametrize("attacker", ["aa-evil", "zz-evil"])  # sorting before and after web1
+def test_another_host_sending_the_same_event_id_cannot_change_the_techniques_shown(
+        store_db: str, attacker: str) -> None:
+    # The attacker copies web1's event id with forged tags: as a host outside the report's
+    # selection, at the same time, and as one inside it, a second earlier.
+    real = event("dup", rule="wipe", ts=T0 + 60, fields={"threat.technique.id": ["T1485"]})
+    forged = {"threat.technique.id": ["T9999"]}
+    store = store_with(store_db, {
+        "web1": [real],
+        attacker: [event("dup", rule="wipe", ts=T0 + 60, fields=forged)],
+        "web2": [event("dup", rule="wipe", ts=T0 + 59, fields=forged)]})
+    for hosts in (["web1"], ["web1", "web2"]):
+        rules = {r["rule"]: r for r in summarize(store, hosts, now=T0 + 120)["rules"]}
+        assert rules["wipe"]["techniques"] == ["T1485"], hosts
+    assert store.raw_events([("web1", "dup"), (attacker, "dup"), ("web3", "dup")]).keys() == {
+        ("web1", "dup"), (attacker, "dup")}

@@ -30,6 +30,7 @@ def test_the_inventory_has_one_host_per_vm_in_group_vms(tmp_path):
     assert v["ansible_ssh_private_key_file"] == str(tmp_path / "id_ed25519")
     assert v["edrfleet_known_hosts_file"] == "known_hosts"  # relative to the inventory's dir
     assert v["edrfleet_service_manager"] == "systemd"
+    assert v["edrfleet_start_timeout"] == 600  # a TCG guest's agent start, under load
     assert v["edrfleet_extra_rules"] == [LAB_CANARY_RULE]
 
 
