@@ -49,12 +49,18 @@ from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.regex.dfa import Dfa, DfaTooLarge, build_dfa
 from edrfleet.policy.regex.nfa import NfaTooLarge, group_nfa
 from edrfleet.policy.regex.parse import ARG, CMD, Node, any_ast, glob_ast, regex_ast
+from edrfleet.policy.spell.options import option_ast
+from edrfleet.policy.spell.paths import path_ast
+from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 __all__ = ["compile_policy", "bundle_sha256", "dump_bundle", "load_bundle", "condition_keys"]
 
 # Group key of the rules that name no executable but require a fileless one: run only for
 # fileless execs (executables.fileless), not for every exec like the wildcard groups.
 FILELESS_KEY = ("",)  # "" is never an executable name (the schema refuses it)
+# Conditions that read the argv stream from BOS (entered where cmdline regexes are): an
+# option's meaning depends on the arguments before it ('--').
+WHOLE_ARGV = ("cmdline", "option")
 CondKey = tuple[str, Any]  # ("any", (b"lit", ...)) | ("glob"|"regex"|"cmdline", b"...")
 
 _SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, "
@@ -73,6 +79,8 @@ def _show(key: CondKey) -> str:
     if kind == "any":
         return "any [" + ", ".join(v.decode(errors="replace") for v in value) + "]"
     text = value.decode(errors="replace")
+    if kind in ("option", "path"):
+        return f"args {kind} {text}"
     return f"cmdline regex {text!r}" if kind == "cmdline" else f"args {kind} {text!r}"
 
 
@@ -96,6 +104,10 @@ def _condition_ast(key: CondKey) -> Node:
         return any_ast(value)
     if kind == "glob":
         return glob_ast(value)
+    if kind == "option":
+        return option_ast(OptionSpec.from_text(value.decode()))
+    if kind == "path":
+        return path_ast(PathSpec.from_text(value.decode()))
     if kind == "regex":
         return regex_ast(value, ARG)
     return regex_ast(value, CMD)
@@ -149,8 +161,8 @@ class _Compilation:
         """Build the group's DFA; split the group while it is too large."""
         if not group.bits:
             return [group]
-        arg = [(self.ast(k), b) for k, b in group.bits.items() if k[0] != "cmdline"]
-        cmd = [(self.ast(k), b) for k, b in group.bits.items() if k[0] == "cmdline"]
+        arg = [(self.ast(k), b) for k, b in group.bits.items() if k[0] not in WHOLE_ARGV]
+        cmd = [(self.ast(k), b) for k, b in group.bits.items() if k[0] in WHOLE_ARGV]
         try:
             dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
             if dfa.nclasses > MAX_CLASSES:
@@ -168,8 +180,8 @@ class _Compilation:
     def too_large(self, r: int) -> None:
         rule = self.policy.rules[r]
         for key in self.conds[r]:
-            arg = [(self.ast(key), 0)] if key[0] != "cmdline" else []
-            cmd = [(self.ast(key), 0)] if key[0] == "cmdline" else []
+            arg = [(self.ast(key), 0)] if key[0] not in WHOLE_ARGV else []
+            cmd = [(self.ast(key), 0)] if key[0] in WHOLE_ARGV else []
             try:
                 build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
             except DfaTooLarge:
@@ -197,8 +209,8 @@ class _Compilation:
                 seen.add(key)
                 try:
                     ast = self.ast(key)
-                    group_nfa([(ast, 0)] if key[0] != "cmdline" else [],
-                              [(ast, 0)] if key[0] == "cmdline" else [])
+                    group_nfa([(ast, 0)] if key[0] not in WHOLE_ARGV else [],
+                              [(ast, 0)] if key[0] in WHOLE_ARGV else [])
                 except NfaTooLarge as exc:
                     rule = self.policy.rules[r]
                     line, col = self.where(rule, key)

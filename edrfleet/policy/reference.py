@@ -23,6 +23,9 @@ from edrfleet.policy.identity import (
 )
 from edrfleet.policy.limits import DEFAULT_SEARCH_PATH
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
+from edrfleet.policy.spell.options import option_holds
+from edrfleet.policy.spell.paths import path_holds
+from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 
 def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
@@ -32,6 +35,11 @@ def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
     if m.kind == "glob":
         pattern = str(m.value).encode()
         return any(fnmatch.fnmatchcase(a, pattern) for a in args)
+    if m.kind == "option":
+        return option_holds(OptionSpec.from_text(str(m.value)), args)
+    if m.kind == "path":
+        spec = PathSpec.from_text(str(m.value))
+        return any(path_holds(spec, a) for a in args)
     rx = re.compile(str(m.value).encode())
     return any(rx.search(a) for a in args)
 

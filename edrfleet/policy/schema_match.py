@@ -18,9 +18,10 @@ from edrfleet.policy.checker import Checker
 from edrfleet.policy.limits import COND_BITS, EDR_UIDS_PER_RULE, NAME_BYTES_MAX, name_fits
 from edrfleet.policy.model import ArgMatcher
 from edrfleet.policy.regex.parse import ARG, CMD, Context, RegexUnsupported, regex_ast
+from edrfleet.policy.spell.check import check_option, check_path
 
 MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd", "fileless")
-ARG_KINDS = ("any", "glob", "regex")
+ARG_KINDS = ("any", "glob", "regex", "option", "path")
 PARENT_KEYS = ("executable",)
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
 # POSIX portable user names (useradd's default NAME_REGEX, plus '.' and a final '$' for Samba)
@@ -215,6 +216,9 @@ class MatchChecker:
                 elif text not in literals:
                     literals.append(text)
             return ArgMatcher("any", tuple(literals), line, col)
+        if kind in ("option", "path"):
+            spec = (check_option if kind == "option" else check_path)(c, value, where)
+            return None if spec is None else ArgMatcher(kind, spec.text(), line, col)
         text = c.string(value, kind, where)
         if text is None:
             return None

@@ -352,6 +352,9 @@ def finish(rows: list[list[int]], masks: list[int], blocks: list[int]) -> Dfa:
     return Dfa(nclasses=len(keep), classes=classes, start=0, trans=trans, accept=accept)
 
 
+PREMIN_FACTOR = 4  # subset-construction states allowed per final state of the cap
+
+
 def build_dfa(
     arg_conditions: Sequence[tuple[Node, int]],
     cmd_conditions: Sequence[tuple[Node, int]],
@@ -363,10 +366,15 @@ def build_dfa(
     ``arg_conditions`` hold in one argv[i] (i >= 1); ``cmd_conditions`` over the whole stream.
 
     Raises:
-        DfaTooLarge: more than ``max_states`` states before minimization.
+        DfaTooLarge: more than ``max_states`` states after minimization, or more than
+            ``PREMIN_FACTOR`` times that before (path matchers make many subsets that
+            minimization merges).
         NfaTooLarge: one condition expands to too many NFA nodes.
     """
     nfa = group_nfa(arg_conditions, cmd_conditions)
-    builder = _Builder(nfa, max_states)
+    builder = _Builder(nfa, max_states * PREMIN_FACTOR)
     rows, masks = builder.run()
-    return finish(rows, masks, builder.blocks)
+    dfa = finish(rows, masks, builder.blocks)
+    if len(dfa.trans) > max_states * dfa.nclasses:
+        raise DfaTooLarge(max_states)
+    return dfa

@@ -102,7 +102,7 @@ FIRST_ERRORS = [
     ("an args entry must be a mapping",
      RULE_HEAD + "    match:\n      args: [\"-rf\"]\n",
      "policy.yaml:8:14: an 'args' entry in rule 'a' must be a mapping with one of any, glob, "
-     "regex, not a string (fix: write '- any: [\"-rf\"]')"),
+     "regex, option, path, not a string (fix: write '- any: [\"-rf\"]')"),
     ("an args entry takes exactly one kind",
      RULE_HEAD + "    match:\n      args: [{any: [-rf], glob: '/*'}]\n",
      "policy.yaml:8:14: an 'args' entry in rule 'a' has any and glob; each entry takes exactly "
