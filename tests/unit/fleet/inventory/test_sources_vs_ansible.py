@@ -88,7 +88,19 @@ def test_host_matches_ansible_inventory_host(name: str, host: str) -> None:
 @pytest.mark.parametrize("name", ["ini", "ini_ext", "host_list", "several", "core_units_ini",
                                   "core_complex_ini"])
 def test_all_hosts_in_ansible_order(name: str) -> None:
-    assert list(_load(name).hosts) == ansible_list_hosts(SOURCES[name], None)
+    _same_hosts(name, list(_load(name).hosts), ansible_list_hosts(SOURCES[name], None))
+
+
+# Ansible's own --list-hosts order for complex.ini changes between runs, hash seed fixed or not
+# (hosts reached through several :children groups): those lists are compared as sets.
+UNSTABLE_ORDER = {"core_complex_ini"}
+
+
+def _same_hosts(name: str, got: list[str], want: list[str] | None) -> None:
+    if name in UNSTABLE_ORDER and want is not None:
+        assert sorted(got) == sorted(want) and len(set(got)) == len(got)
+    else:
+        assert got == want
 
 
 @pytest.mark.parametrize(("name", "limit"), [
@@ -105,7 +117,7 @@ def test_limit_selects_what_ansible_lists(name: str, limit: str, caplog) -> None
         with pytest.raises(PatternError):
             _load(name).select(limit)
     else:
-        assert [h.name for h in _load(name).select(limit)] == expected
+        _same_hosts(name, [h.name for h in _load(name).select(limit)], expected)
 
 
 @pytest.mark.parametrize("pattern", ["localhost", "127.0.0.1", "localhost:web", "::1"])
