@@ -59,7 +59,7 @@ def deployed(matrix_lab) -> Iterator[dict[str, dict]]:
         assert main(["uninstall", str(matrix_lab.inventory), "--purge"]) == 0
         left = {rel: sh(g, "ls -d /opt/edrfleet /etc/edrfleet /var/lib/edrfleet "
                            "/etc/systemd/system/edrfleet-agent.service 2>/dev/null; "
-                           "pgrep -f 'edrfleet.agent run' || true").stdout.strip()
+                           "pgrep -f '[a]gent.pyz run' || true").stdout.strip()  # not this sh
                 for rel, g in matrix_lab.guests.items()}
         assert left == {rel: "" for rel in matrix_lab.guests}, left
 
