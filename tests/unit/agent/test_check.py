@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent.check import check_loads_here
-from edrfleet.fleet.deploy.release import REPO, build_release, write_release
+from edrfleet.fleet.deploy.release import build_release, write_release
 from edrfleet.fleet.deploy.render import render_policy
+from edrfleet.paths import BPF
 from edrfleet.policy import compile_policy, dump_bundle, load_policy_text
 
 
@@ -23,7 +24,7 @@ def _bundle(tmp_path: Path, **vars) -> Path:
 
 
 def test_a_compiled_default_policy_checks_ok(tmp_path):
-    line = check_loads_here(_bundle(tmp_path), REPO / "bpf")
+    line = check_loads_here(_bundle(tmp_path), BPF)
     assert line.startswith(f"{tmp_path / 'policy.json'}: ok: enforce, ")
     assert "sha256 " in line
 
@@ -46,4 +47,4 @@ def test_the_released_zipapp_checks_a_bundle_and_refuses_an_edited_one(tmp_path)
 def test_a_scope_cgroup_missing_on_the_host_fails_the_check(tmp_path):
     bundle = _bundle(tmp_path, edrfleet_scope_cgroups=["/edrfleet-no-such-cgroup-h-vm"])
     with pytest.raises(ValueError, match="edrfleet-no-such-cgroup-h-vm"):
-        check_loads_here(bundle, REPO / "bpf")
+        check_loads_here(bundle, BPF)

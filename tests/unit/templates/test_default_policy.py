@@ -342,7 +342,7 @@ def test_unit_renders_with_no_variables() -> None:
     svc = unit["Service"]
     assert ("ExecStart=/usr/bin/python3 /opt/edrfleet/current/agent.pyz run --policy "
             "/etc/edrfleet/policy.json --spool /var/lib/edrfleet "
-            "--bpf-dir /opt/edrfleet/current/bpf") in svc
+            "--bpf-dir /opt/edrfleet/current/bpf --outputs /etc/edrfleet/outputs.json") in svc
     for line in ("ExecReload=/bin/kill -HUP $MAINPID", "Restart=always", "RestartSec=1",
                  "KillSignal=SIGTERM", "TimeoutStopSec=10"):
         assert line in svc
@@ -363,7 +363,8 @@ def test_unit_takes_paths_from_host_variables() -> None:
     svc = _unit(edrfleet_python="/opt/py/bin/python3", edrfleet_install_dir="/srv/edr",
                 edrfleet_policy_path="/srv/p.json", edrfleet_spool_dir="/srv/spool")["Service"]
     assert ("ExecStart=/opt/py/bin/python3 /srv/edr/current/agent.pyz run --policy /srv/p.json "
-            "--spool /srv/spool --bpf-dir /srv/edr/current/bpf") in svc
+            "--spool /srv/spool --bpf-dir /srv/edr/current/bpf "
+            "--outputs /etc/edrfleet/outputs.json") in svc
     assert "ReadWritePaths=-/srv/spool" in svc
 
 
