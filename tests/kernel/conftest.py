@@ -9,6 +9,7 @@ and copies of /bin/true under other names.
 from __future__ import annotations
 
 import itertools
+import contextlib
 import json
 import os
 import shutil
@@ -84,8 +85,9 @@ class Cgroup:
         return subprocess.run(argv, preexec_fn=self.enter, **kw)
 
 
-@pytest.fixture
-def cgroup() -> Iterator[Cgroup]:
+@contextlib.contextmanager
+def fresh_cgroup() -> Iterator[Cgroup]:
+    """A fresh cgroup of its own, removed afterwards (its last processes may take a moment)."""
     name = f"/edrfleet-test-{uuid.uuid4().hex[:8]}"
     path = cgroup2_root() / name.lstrip("/")
     path.mkdir()
@@ -98,6 +100,12 @@ def cgroup() -> Iterator[Cgroup]:
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Cgroup]:
+    with fresh_cgroup() as cg:
+        yield cg
 
 
 @dataclass

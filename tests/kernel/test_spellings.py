@@ -22,9 +22,8 @@ import pytest
 
 from edrfleet.agent import ecs
 from edrfleet.agent.pinned import pins
-from edrfleet.agent.run import cgroup2_root
 from edrfleet.fleet.deploy.render import render_policy
-from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent
+from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, fresh_cgroup
 
 CANARY = Path(f"/tmp/edrfleet-canary-spell-{uuid.uuid4().hex[:8]}")
 CANARY_RULES = [
@@ -81,13 +80,8 @@ TWINS = [
 
 @pytest.fixture(scope="module")
 def cgroup() -> Iterator[Cgroup]:
-    name = f"/edrfleet-test-{uuid.uuid4().hex[:8]}"
-    path = cgroup2_root() / name.lstrip("/")
-    path.mkdir()
-    try:
-        yield Cgroup(path, name)
-    finally:
-        path.rmdir()
+    with fresh_cgroup() as cg:
+        yield cg
 
 
 @pytest.fixture(scope="module")
