@@ -57,40 +57,48 @@ static __always_inline __u64 sc_ptr(struct edr_scratch *s, __u64 base, __u32 off
  * the walk ends at init_task, its own parent).  Wrappers in between (timeout, nohup, sh -c)
  * hide nothing closer than the limit.
  */
+static __always_inline int ancestor_step(struct edr_scratch *s)
+{
+	if (!s->anc)
+		return 0;
+	__u64 mm = sc_ptr(s, s->anc, EDR_OFF_TASK_MM);
+	__u64 file = mm ? sc_ptr(s, mm, EDR_OFF_MM_EXE_FILE) : 0;
+	if (file) {
+		__u64 inode = sc_ptr(s, file, EDR_OFF_FILE_INODE);
+		s->ck.slot = s->slot;
+		s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
+		s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+		__u64 *v = pinodes.lookup(&s->ck);
+		if (v)
+			s->abits |= *v;
+		__builtin_memset(s->ak.name, 0, sizeof(s->ak.name));
+		s->ak.slot = s->slot;
+		__u64 name = sc_ptr(s, sc_ptr(s, file, EDR_OFF_FILE_DENTRY), EDR_OFF_DENTRY_NAME);
+		long n = bpf_probe_read_kernel_str(s->ak.name, sizeof(s->ak.name), (void *)name);
+		if (n > 1 && n < EDR_NAME_MAX) {
+			v = pnames.lookup(&s->ak);
+			if (v)
+				s->abits |= *v;
+		}
+	}
+	__u64 up = sc_ptr(s, s->anc, EDR_OFF_TASK_REAL_PARENT);
+	if (up == s->anc)
+		return 0;
+	s->anc = up;
+	return 1;
+}
+
+/* Unrolled by hand: as a loop (clang ignores #pragma unroll here) the verifiers of 5.10 and
+ * 6.1 kept a state per loop-counter range and branch and gave up ("sequence of 8193 jumps"). */
+_Static_assert(EDR_ANCESTOR_DEPTH == 8, "ancestors_ctx takes EDR_ANCESTOR_DEPTH steps");
 static __always_inline void ancestors_ctx(struct edr_scratch *s)
 {
 	s->ctx_done |= EDR_CTX_ANCESTORS;
 	s->abits = 0;
 	s->anc = sc_ptr(s, bpf_get_current_task(), EDR_OFF_TASK_REAL_PARENT);
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < EDR_ANCESTOR_DEPTH; i++) {
-		if (!s->anc)
-			break;
-		__u64 mm = sc_ptr(s, s->anc, EDR_OFF_TASK_MM);
-		__u64 file = mm ? sc_ptr(s, mm, EDR_OFF_MM_EXE_FILE) : 0;
-		if (file) {
-			__u64 inode = sc_ptr(s, file, EDR_OFF_FILE_INODE);
-			s->ck.slot = s->slot;
-			s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
-			s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
-			__u64 *v = pinodes.lookup(&s->ck);
-			if (v)
-				s->abits |= *v;
-			__builtin_memset(s->ak.name, 0, sizeof(s->ak.name));
-			s->ak.slot = s->slot;
-			__u64 name = sc_ptr(s, sc_ptr(s, file, EDR_OFF_FILE_DENTRY), EDR_OFF_DENTRY_NAME);
-			long n = bpf_probe_read_kernel_str(s->ak.name, sizeof(s->ak.name), (void *)name);
-			if (n > 1 && n < EDR_NAME_MAX) {
-				v = pnames.lookup(&s->ak);
-				if (v)
-					s->abits |= *v;
-			}
-		}
-		__u64 up = sc_ptr(s, s->anc, EDR_OFF_TASK_REAL_PARENT);
-		if (up == s->anc)
-			break;
-		s->anc = up;
-	}
+	if (ancestor_step(s) && ancestor_step(s) && ancestor_step(s) && ancestor_step(s) &&
+	    ancestor_step(s) && ancestor_step(s) && ancestor_step(s))
+		ancestor_step(s);
 }
 #endif
 
@@ -98,6 +106,24 @@ static __always_inline void ancestors_ctx(struct edr_scratch *s)
 /* Is fd 0, 1 or 2 of this task a network socket?  files -> fdt -> fd[i] -> file: a socket's
  * inode has mode S_IFSOCK and its file's private_data is the struct socket, whose sk says the
  * family.  Pipes, ptys, files and unix socket pairs (sshd's sessions, pipelines) are not. */
+static __always_inline int fd_inet(struct edr_scratch *s, __u64 fds, __u32 max, __u32 i)
+{
+	if (i >= max)
+		return 0;
+	__u64 file = sc_ptr(s, fds, i * sizeof(__u64));
+	if (!file)
+		return 0;
+	__u16 mode = (__u16)sc_ptr(s, sc_ptr(s, file, EDR_OFF_FILE_INODE), EDR_OFF_INODE_MODE);
+	if ((mode & EDR_S_IFMT) != EDR_S_IFSOCK)
+		return 0;
+	__u64 sock = sc_ptr(s, file, EDR_OFF_FILE_PRIVATE);
+	__u64 sk = sock ? sc_ptr(s, sock, EDR_OFF_SOCKET_SK) : 0;
+	__u16 family = sk ? (__u16)sc_ptr(s, sk, EDR_OFF_SK_FAMILY) : 0;
+	return family == EDR_AF_INET || family == EDR_AF_INET6;
+}
+
+/* fds 0-2 by hand, for the reason ancestors_ctx gives */
+_Static_assert(EDR_STDIO_FDS == 3, "stdio_inet checks EDR_STDIO_FDS descriptors");
 static __always_inline int stdio_inet(struct edr_scratch *s, __u64 task)
 {
 	__u64 files = task ? sc_ptr(s, task, EDR_OFF_TASK_FILES) : 0;
@@ -108,24 +134,7 @@ static __always_inline int stdio_inet(struct edr_scratch *s, __u64 task)
 	__u64 fds = sc_ptr(s, fdt, EDR_OFF_FDT_FD);
 	if (!fds)
 		return 0;
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < EDR_STDIO_FDS; i++) {
-		if (i >= max)
-			break;
-		__u64 file = sc_ptr(s, fds, i * sizeof(__u64));
-		if (!file)
-			continue;
-		__u16 mode = (__u16)sc_ptr(s, sc_ptr(s, file, EDR_OFF_FILE_INODE),
-					   EDR_OFF_INODE_MODE);
-		if ((mode & EDR_S_IFMT) != EDR_S_IFSOCK)
-			continue;
-		__u64 sock = sc_ptr(s, file, EDR_OFF_FILE_PRIVATE);
-		__u64 sk = sock ? sc_ptr(s, sock, EDR_OFF_SOCKET_SK) : 0;
-		__u16 family = sk ? (__u16)sc_ptr(s, sk, EDR_OFF_SK_FAMILY) : 0;
-		if (family == EDR_AF_INET || family == EDR_AF_INET6)
-			return 1;
-	}
-	return 0;
+	return fd_inet(s, fds, max, 0) || fd_inet(s, fds, max, 1) || fd_inet(s, fds, max, 2);
 }
 
 /* Whose standard streams are network sockets: the new process's, its parent's. */
@@ -259,8 +268,8 @@ static __always_inline void need_ctx(struct edr_scratch *s, struct edr_group *g)
 }
 
 /*
- * The ancestors and the standard streams are read in the entry program (exec, LSM check),
- * before the judge: inlined into edr_judge they took it past the 512-byte stack.  Read when
+ * The ancestors and the standard streams are read in their own tail call (edr_ctx) between
+ * the entry program and the judge: inlined into edr_judge they took it past the 512-byte stack.  Read when
  * some candidate group has a rule that needs them, whether or not its argv conditions hold
  * (the default policy's socket rule has none).
  */
@@ -286,6 +295,34 @@ static __always_inline void early_ctx(struct edr_scratch *s)
 		stdio_ctx(s);
 #endif
 }
+
+/* Tail-call target EDR_PROG_CTX, between the entry program and the judge: its own program,
+ * so the entry's verifier walk (candidates, loader, applets) and this one's (pointer chases
+ * with a branch each) are not multiplied together; 5.10 refused the two in one program
+ * ("the sequence of 8193 jumps is too complex"). */
+static __always_inline int ctx_stage(void *ctx, int lsm)
+{
+	__u32 zero = 0;
+	struct edr_scratch *s = scratch.lookup(&zero);
+	if (!s)
+		return 0;
+	early_ctx(s);
+	tail(ctx, EDR_PROG_JUDGE, lsm);
+	count(EDR_CNT_ERRORS);
+	return 0;
+}
+
+int edr_ctx(void *ctx)
+{
+	return ctx_stage(ctx, 0);
+}
+
+#if EDR_WITH_LSM
+int edr_lsm_ctx(void *ctx)
+{
+	return ctx_stage(ctx, 1);
+}
+#endif
 
 /* The rule's parent, ancestor, inet_stdio and cwd sets hold (read by need_ctx before). */
 static __always_inline int ctx_holds(struct edr_scratch *s, struct edr_rule *r)

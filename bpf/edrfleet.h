@@ -30,7 +30,7 @@
 				    * policy whose names can reach more                         */
 #define EDR_PF_BITS         64     /* prefiltered groups of a policy: bit i of the prefilter
 				    * automaton's mask makes group pf[i] a candidate           */
-#define EDR_TAIL_CALLS      32     /* MAX_TAIL_CALL_CNT (33) minus one spare: judge + scan calls */
+#define EDR_TAIL_CALLS      31     /* MAX_TAIL_CALL_CNT (33) minus the ctx and emit calls: judge + scan calls */
 #define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
 #define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
 #define EDR_ANCESTOR_DEPTH  8      /* ancestors match.ancestor checks: parent, grandparent, ... */
@@ -249,7 +249,10 @@ enum edr_prog {              /* tail-call index into "progs" (and "progs_lsm"): 
 	EDR_PROG_JUDGE = 1,
 	EDR_PROG_EMIT = 2,           /* the event with the executable's path (exe_path.c): the
 				      * spare tail call; if it fails the event goes without it */
-	EDR_PROG_MAX = 3,
+	EDR_PROG_CTX = 3,            /* the ancestors and standard streams (context.c), read
+				      * between the entry and the judge: the entry program with
+				      * them inlined was too branchy for 5.10's verifier */
+	EDR_PROG_MAX = 4,
 };
 
 enum edr_counter {           /* index into the per-CPU counters array */

@@ -22,7 +22,9 @@ static __always_inline void exe_walk(struct edr_scratch *s)
 	 * judge program, locals here pushed its stack past 512 bytes */
 	s->ewd = rd_ptr((void *)s->exe_file, EDR_OFF_FILE_DENTRY);
 	s->ewm = rd_ptr((void *)s->exe_file, EDR_OFF_FILE_MNT);
-#pragma clang loop unroll(disable)
+	/* unrolled: rolled, LLVM 14 (Debian 12's BCC) laid the loop out with a fall-through
+	 * into its head, a back-edge 6.1's verifier refuses */
+#pragma unroll
 	for (int i = 0; i < 2 * EDR_CWD_DEPTH; i++) {
 		if (s->ewd == rd_ptr((void *)s->ewm, EDR_OFF_VFSMOUNT_ROOT)) {
 			__u64 mount = s->ewm - EDR_OFF_MOUNT_MNT;

@@ -42,9 +42,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 		loader_program(s, 0); /* judged as PROGRAM: its groups, its argv */
 	if (!add_applet(s))
 		return 0;
-	early_ctx(s);
 	fit_budget(s, 1, 0);
-	progs.call(ctx, EDR_PROG_JUDGE);
+	progs.call(ctx, EDR_PROG_CTX);
 	count(EDR_CNT_ERRORS);
 	return 0;
 }

@@ -82,11 +82,10 @@ int edr_lsm_check(unsigned long long *ctx)
 		loader_program(s, 1); /* judged as PROGRAM: its groups, its argv */
 	if (!add_applet(s))
 		return 0;
-	early_ctx(s);
 	fit_budget(s, 1, 0);
 	__u32 one = 1;
 	lsm_passed.update(&pid, &one); /* judged here: a block at exec time is a "recheck" */
-	progs_lsm.call(ctx, EDR_PROG_JUDGE);
+	progs_lsm.call(ctx, EDR_PROG_CTX);
 	count(EDR_CNT_ERRORS);
 	return 0;
 }

@@ -8,8 +8,8 @@ and copies of /bin/true under other names.
 
 from __future__ import annotations
 
-import itertools
 import contextlib
+import itertools
 import json
 import os
 import shutil

@@ -61,9 +61,9 @@ def test_the_engine_takes_every_switch_and_its_default_from_the_header():
 
 def test_tail_call_targets_are_the_header_indexes_of_the_program_functions():
     assert engine.tail_call_targets(H, "") == [(0, b"edr_scan"), (1, b"edr_judge"),
-                                               (2, b"edr_emit")]
+                                               (2, b"edr_emit"), (3, b"edr_ctx")]
     assert engine.tail_call_targets(H, "lsm_") == [(0, b"edr_lsm_scan"), (1, b"edr_lsm_judge"),
-                                                   (2, b"edr_lsm_emit")]
+                                                   (2, b"edr_lsm_emit"), (3, b"edr_lsm_ctx")]
     source = engine.bpf_text(BPF)
     for _, name in engine.tail_call_targets(H, "") + engine.tail_call_targets(H, "lsm_"):
         assert f"int {name.decode()}(void *ctx)" in source

@@ -50,7 +50,7 @@ def test_check_prints_a_summary_and_exits_0(policy_file, capsys):
     assert out[3] == ("  executables: 1 names, 0 paths, 1 rules for any executable (1 prefiltered "
                       "in 1 groups: they run when argv holds one of their literals)")
     assert out[4].startswith("  groups: 2, condition bits: 4 (at most 3 in one group)")
-    assert out[5].startswith("  automata: 2 DFAs, ")
+    assert out[5].startswith("  automata: 3 DFAs, ")  # the groups' and the prefilter's
     assert out[6].startswith("  sha256: ") and len(out[6].split()[-1]) == 64
 
 

@@ -8,7 +8,13 @@ import pytest
 
 import edrfleet.policy.compile as compile_mod
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
-from edrfleet.policy.limits import EDR_CAND_MAX, EDR_SCAN_WINDOW, MAX_CANDIDATES, NAME_BYTES_MAX
+from edrfleet.policy.limits import (
+    EDR_CAND_MAX,
+    EDR_SCAN_WINDOW,
+    EDR_TAIL_CALLS,
+    MAX_CANDIDATES,
+    NAME_BYTES_MAX,
+)
 from tests.unit.helpers.policy_helpers import fake_stat, policy_of_rules, rule_yaml
 
 NO_FILES = fake_stat({})
@@ -100,8 +106,8 @@ def test_a_dropped_group_without_block_rules_changes_nothing(monkeypatch, tmp_pa
 def test_an_argv_past_the_scan_budget_fails_closed_where_a_block_rule_names_the_exe():
     bundle = compile_policy(policy_of_rules(
         rule_yaml("rm-x", "block", "{executable: [rm], args: [{any: [-x]}]}")))
-    # one group with an automaton: (32 - 2) windows of EDR_SCAN_WINDOW bytes
-    budget = 30 * EDR_SCAN_WINDOW
+    # one group with an automaton: the judge call and the start aside, the rest are windows
+    budget = (EDR_TAIL_CALLS - 2) * EDR_SCAN_WINDOW
     fits = ["rm", "a" * (budget - 3)]  # "rm" NUL "a..." = budget bytes
     assert simulate(bundle, fits, stat=NO_FILES).action == "allow"
     d = simulate(bundle, [*fits, ""], stat=NO_FILES)
