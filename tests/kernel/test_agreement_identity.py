@@ -35,6 +35,7 @@ from edrfleet.agent.pinned import pins
 from edrfleet.agent.run import cgroup2_root
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
+from edrfleet.policy.simulate_identity import LOADER_ARGS
 from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, harmless_copy
 from tests.kernel.test_agreement_property import reload
 
@@ -144,7 +145,8 @@ def rules_strategy(w: World) -> st.SearchStrategy[list[dict]]:
     return st.tuples(sized, st.lists(wild, max_size=2)).map(lambda t: t[0] + t[1])
 
 
-KINDS = ("direct", "link", "loader", "loader-opt", "loader-box", "copy", "same", "memfd",
+KINDS = ("direct", "link", "loader", "loader-opt", "loader-box", "loader-far", "copy", "same",
+         "memfd",
          "memfd-same", "applet-link", "applet-argv0", "applet-argv1")
 
 
@@ -157,6 +159,9 @@ def exec_of(w: World, kind: str, args: list[str]) -> tuple[str, list[str], dict]
         "loader": ([loader, w.edri_rm, *args], {}),
         "loader-opt": ([loader, "--argv0", "edri-ap", "--inhibit-cache", w.edri_rm, *args], {}),
         "loader-box": ([loader, w.edri_box, "edri-ap", *args], {}),  # no applet via the loader
+        # PROGRAM past the arguments the kernel reads: fails closed only when some group is a
+        # candidate (a wildcard rule, a rule on the loader); else nothing judges it
+        "loader-far": ([loader, *["--verify"] * LOADER_ARGS, w.edri_rm, *args], {}),
         "copy": ([w.edri_copy, *args], {}),
         "same": ([w.edri_same, *args], {}),
         "applet-link": ([w.edri_ap, *args], {}),
@@ -269,12 +274,14 @@ def test_the_kernel_and_policy_test_agree_on_loaders_applets_copies_and_context(
             stats[sim.reason or sim.action] += 1
             stats[kind, want] += 1
             for note in sim.notes:
-                stats[note.kind] += 1
+                stats["note", note.kind] += 1
 
     agree()
     print(dict(stats))
     # seeded: the same examples every run; they must reach every way of being judged
-    for key in ("block", "allow", "loader", "applet", "content", "size", "dropped"):
-        assert stats[key], (key, stats)
-    for kind in ("loader", "copy", "memfd", "applet-argv0", "applet-argv1", "applet-link"):
-        assert stats[kind, "block"], (kind, stats)
+    assert stats["block"] and stats["allow"] and stats["dropped"], stats  # dropped: failed closed
+    for key in ("loader", "loader-unjudged", "applet", "content", "size", "dropped"):
+        assert stats["note", key], (key, stats)
+    for kind in ("loader", "loader-far", "copy", "memfd", "applet-argv0", "applet-argv1",
+                 "applet-link"):
+        assert stats[kind, "block"] and stats[kind, "ran"], (kind, stats)
