@@ -87,22 +87,6 @@ class Candidates:
             (self.groups if len(self.groups) < EDR_CAND_MAX else self.dropped).append(g)
 
 
-def _inode_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat) -> list[int]:
-    """The agent's "inodes" list for the exec's file: names found on the search path, then
-    paths, in bundle order (edrfleet/agent/maps.py pack_bundle)."""
-    if target.identity is None:
-        return []
-    exes, found = bundle["executables"], []
-    for name, groups in exes["names"].items():
-        if any(st.identity(os.path.join(d.encode(), name.encode())) == target.identity
-               for d in bundle["search_path"]):
-            found.extend(g for g in groups if g not in found)
-    for path, groups in exes["paths"].items():
-        if st.identity(path.encode()) == target.identity:
-            found.extend(g for g in groups if g not in found)
-    return found
-
-
 def _listed(bundle: dict[str, Any], groups: list[int], cands: Candidates) -> list[int]:
     """What the agent's list for one key holds: when links make more groups one file than a
     list takes, block groups first and the rest left out (agent/maps.py _merge)."""
@@ -150,7 +134,10 @@ def _identity_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
         if same:
             cands.notes.append(_size_note(same, "a fileless exec"))
         return _merged(bundle, [p.groups for p in same], cands) if same else []
-    cands.add(_listed(bundle, _inode_groups(bundle, target, st), cands))
+    own = protected.get(target.identity) if target.identity is not None else None
+    if own is not None:  # the agent's "inodes" list for the file (agent/maps.py _merge)
+        cands.dropped.extend(g for g in own.left if g not in cands.dropped)
+        cands.add(list(own.groups))
     like = likeness(target, protected, st, hash_content=True)
     if like.copies:
         cands.add(_merged(bundle, [p.groups for p in like.copies], cands))

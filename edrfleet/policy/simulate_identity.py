@@ -101,6 +101,7 @@ class Protected:
     identity: Identity
     size: int
     groups: tuple[int, ...]
+    left: tuple[int, ...] = ()  # groups its list could not hold (EDR_GROUPS_PER_KEY)
 
 
 def protected_files(bundle: dict[str, Any], st: CachedStat) -> dict[Identity, Protected]:
@@ -119,8 +120,10 @@ def protected_files(bundle: dict[str, Any], st: CachedStat) -> dict[Identity, Pr
             continue
         ident = (res.st_dev, res.st_ino)
         old = found.get(ident)
-        merged, _left = merge_lists([old.groups if old else (), groups], blocks)
-        found[ident] = Protected(old.path if old else path, ident, res.st_size, tuple(merged))
+        merged, left = merge_lists([old.groups if old else (), groups], blocks)
+        left += [g for g in (old.left if old else ()) if g not in left and g not in merged]
+        found[ident] = Protected(old.path if old else path, ident, res.st_size, tuple(merged),
+                                 tuple(left))
     return found
 
 
