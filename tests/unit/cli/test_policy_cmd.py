@@ -229,8 +229,10 @@ def test_test_models_ancestors_sockets_and_applets(tmp_path, capsys):
         (["--", "true"], "allowed: no rule matched"),
         (["--inet-stdio", "parent", "--", "sh"], "blocked by rule 'revshell' (critical)"),
         (["--inet-stdio", "self", "--", "sh"], "allowed: no rule matched"),
-        (["--filename", "/bin/busybox", "--", "ls"], "logged by rule 'applet' (low)"),
-        (["--filename", "/bin/busybox", "--", "busybox", "ls"], "logged by rule 'applet' (low)"),
+        (["--filename", "/bin/busybox", "--", "ls"],
+         "logged by rule 'applet' (low)\n  judged: applet: multi-call applet ls"),
+        (["--filename", "/bin/busybox", "--", "busybox", "ls"],
+         "logged by rule 'applet' (low)\n  judged: applet: multi-call applet ls"),
     ]
     for opts, out in cases:
         assert main(["policy", "test", str(path), *opts]) == 0
