@@ -40,7 +40,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	ev->args_len = len;
 	if (s->loader)
 		loader_program(s, 0); /* judged as PROGRAM: its groups, its argv */
-	if (!add_applet(s))
+	/* nothing to judge - unless the loader's PROGRAM went unread: that fails closed */
+	if (!add_applet(s) && !s->dropped_block)
 		return 0;
 	fit_budget(s, 1, 0);
 	progs.call(ctx, EDR_PROG_CTX);

@@ -80,7 +80,8 @@ int edr_lsm_check(unsigned long long *ctx)
 	ev->args_len = total;
 	if (s->loader)
 		loader_program(s, 1); /* judged as PROGRAM: its groups, its argv */
-	if (!add_applet(s))
+	/* nothing to judge - unless the loader's PROGRAM went unread: that fails closed */
+	if (!add_applet(s) && !s->dropped_block)
 		return 0;
 	fit_budget(s, 1, 0);
 	__u32 one = 1;

@@ -274,7 +274,7 @@ def simulate(
                        search_path=bundle["search_path"], users=users, ancestors=ancestors,
                        inet_stdio=inet_stdio)
     cands = candidate_groups(bundle, target, st, fileless, args, size_scope)
-    if not cands.groups:  # bpf/exec.c: no candidate, nothing judged (nor failed closed)
+    if not cands.groups and not cands.unjudged:  # bpf/exec.c: no candidate, nothing judged
         return Decision("allow", None, (), notes=tuple(cands.notes))
     args = cands.argv
     joined = b"\0".join(args)
