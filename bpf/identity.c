@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
-/* identity.c - a fileless copy of a protected file, by its size.
+/* identity.c - an unknown copy of a protected file, by its size; the loader.
  * Part of the one BPF program: the agent joins bpf/ files in the order of
  * edrfleet/kernel_abi.py BPF_SOURCES (BCC rewrites map calls in one text only). */
 
 /*
- * A fileless executable (memfd_create, O_TMPFILE, a deleted file run by descriptor) is on no
- * filesystem the agent can watch: fanotify refuses marks on the kernel's internal memfd mount,
- * so its content is never hashed before it runs.  A byte-identical copy has the protected
- * file's size, though, and that the kernel knows: a fileless exec whose size is a protected
- * file's ("fsizes", filled by the agent's identity keeper) is judged as that file as well - its
- * rules, argv conditions included, apply.  runc's memfd re-exec is its own binary: no protected
- * size, judged as before.  A fileless file of another program with exactly a protected size is
- * judged by that program's rules too (its argv must still match them).
+ * A file the kernel does not know by its inode - a copy anywhere (another filesystem, an
+ * overlay, a memfd, O_TMPFILE, a deleted file run by descriptor), made at any time, the agent
+ * running, stopped or dead - is judged by its size: a byte-identical copy has the protected
+ * file's size, and that the kernel knows without asking user space.  An exec whose file is not
+ * in "inodes" and whose size is a protected file's ("fsizes", filled by the agent's identity
+ * keeper) is judged as that file as well - its rules, argv conditions included, apply.  The
+ * keeper refines this afterwards, never before the exec: a same-size file it finds
+ * byte-identical gets the protected file's inode key.  runc's memfd re-exec is its own binary:
+ * no protected size, judged as before.  Another program of exactly a protected size is judged
+ * by that program's rules too (its argv must still match them); a modified copy of another
+ * size is not (docs/policy.md).
  */
 BPF_HASH(fsizes, struct edr_size_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
 
