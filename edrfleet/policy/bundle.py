@@ -15,7 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from edrfleet.errors import InputError
-from edrfleet.policy.limits import EDR_NSYM, EDR_PF_BITS, EDR_TRANS_MAX, MAX_TRANS_TOTAL
+from edrfleet.policy.limits import (
+    EDR_NSYM,
+    EDR_PF_BITS,
+    EDR_TRANS_MAX,
+    MAX_CANDIDATES,
+    MAX_TRANS_TOTAL,
+)
 
 FORMAT = "edrfleet-bundle"
 VERSION = 1
@@ -163,6 +169,9 @@ def bundle_summary(bundle: dict[str, Any]) -> list[str]:
             "one of their literals)" if pf_groups else ""),
         f"groups: {len(bundle['groups'])}, condition bits: {sum(bits)} "
         f"(at most {max(bits, default=0)} in one group)",
+        f"candidates: checked at most {MAX_CANDIDATES} groups for any exec - its inode, or "
+        "its size when the kernel does not know the file (a copy of any protected file), "
+        "its name as executed and its real name, fileless, rules for any executable",
         f"automata: {len(dfas)} DFAs, {states} states, at most "
         f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
         f"(kernel table: {EDR_TRANS_MAX} by default, {MAX_TRANS_TOTAL} at most), "

@@ -8,17 +8,22 @@ through the bundle's ``search_path`` - is turned into a (device, inode) key.  Af
   (dpkg, rpm), created there after start, or a symlink that changes target re-resolves every
   named path, adds the new keys and drops the keys of files no named path leads to any more
   (their inode numbers go to the next new files).
-- **fanotify FAN_OPEN_EXEC_PERM** on every filesystem (as fapolicyd does): each exec open waits
-  until the file is classified - a named path whose key is new is re-resolved right then (so
-  a replaced binary is never run before its key exists), a file of a protected size is hashed
-  and, when byte-identical to a protected file, gets that file's groups (content identity:
-  copies made after load), and an exec through an overlay mount of a protected real file gets
-  the key of the overlay's inode (``mounts``).  Results are cached by (device, inode, change
-  time, size), so an executable is classified once until it changes.  The permission is always
-  granted: the kernel program, with the keys now in place, decides.
+- **the kernel judges by size** (bpf/identity.c): an exec of a file not known by its inode
+  whose size is a protected file's is judged as that file as well - a copy made anywhere, at
+  any time, the agent running, stopped or dead.  The keeper writes those sizes ("fsizes").
+- **fanotify FAN_OPEN_EXEC notifications** on every filesystem *refine* that, after the exec
+  (no exec ever waits for the agent): a named path whose key is new is re-resolved, a file of
+  a protected size is hashed and, when byte-identical to a protected file, gets that file's
+  inode key (content identity: it stays that file while its inode is unchanged; a later write
+  makes the next exec open reclassify it, which drops the key), and an exec through an overlay
+  mount of a protected real file gets the key of the overlay's inode (``mounts``).  Results
+  are cached by (device, inode, change time, size), so an executable is classified once until
+  it changes.  What the kernel judged before the refinement: a same-size file by size (the
+  same groups), a replaced binary at a named path by its name and size until inotify's event
+  re-resolves it.
 
-Without fanotify (no CAP_SYS_ADMIN, a user namespace) content identity is off (``stats()``
-says why) and a replaced binary is matched once inotify's event is handled.
+Without fanotify (no CAP_SYS_ADMIN, a user namespace) copies are judged by size only
+(``stats()`` says why) and a replaced binary is matched once inotify's event is handled.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from collections.abc import Callable
 
 from edrfleet.agent.identity import mounts
 from edrfleet.agent.identity.content import Protected
-from edrfleet.agent.identity.notify import ExecPermissions, Inotify
+from edrfleet.agent.identity.notify import ExecOpens, Inotify
 from edrfleet.agent.maps import GroupList, Identity, _merge, kernel_dev
 
 CACHE_MAX = 65536  # classified files remembered; beyond this the cache starts over
@@ -82,13 +87,13 @@ class IdentityKeeper:
         self.overlays_done: set[tuple[int, Identity]] = set()
         self.inotify = Inotify()
         self.points: dict[str, set[str]] = {}
-        self.fan: ExecPermissions | None = None
+        self.fan: ExecOpens | None = None
         self.marked: set[int] = set()
         self.content_why = "off" if not content else ""
         self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "overlay_keys": 0,
-                       "exec_opens": 0, "ignored": 0, "errors": 0}
+                       "exec_opens": 0, "ignored": 0, "overflows": 0, "errors": 0}
         self.last_rescan_ms = 0.0
-        self.answer_seconds = 0.0  # exec opens: classified and answered, in total
+        self.classify_seconds = 0.0  # exec opens: classified, in total
         self._stop = threading.Event()
         self._marked = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,7 +193,7 @@ class IdentityKeeper:
     # -- fanotify ----------------------------------------------------------------------------
     def _open_fanotify(self) -> None:
         try:
-            self.fan = ExecPermissions()
+            self.fan = ExecOpens()
         except OSError as exc:
             self.content_why = f"fanotify unavailable: {exc}"
             self.log(f"identities: content identity off ({self.content_why})")
@@ -205,8 +210,8 @@ class IdentityKeeper:
                 self.marked.add(dev)  # refused (an internal or FUSE filesystem): not again
 
     def classify(self, fd: int, pid: int) -> bool:
-        """Bring the keys up to date for the file an exec is opening (held until we return);
-        True when the file is protected (by path or content)."""
+        """Bring the keys up to date for the file an exec opened (it runs already: the kernel
+        judged it by inode, names and size); True when the file is protected (path or content)."""
         self.counts["exec_opens"] += 1
         st = os.fstat(fd)
         ident = (kernel_dev(st.st_dev), st.st_ino)
@@ -231,7 +236,7 @@ class IdentityKeeper:
                 path = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:
                 path = ""
-            if path in self.named:  # replaced or new at a named path: not run before its key
+            if path in self.named:  # replaced or new at a named path, inotify not read yet
                 self._rescan()
         if ident in self.keys and ident not in self.content_keys:
             return list(self.keys[ident])
@@ -269,12 +274,11 @@ class IdentityKeeper:
 
     # -- the thread --------------------------------------------------------------------------
     def start(self) -> None:
-        """Answer exec opens from now on (marked only now: until the thread runs, every exec
-        of the host would wait)."""
+        """Classify exec opens from now on."""
         self._thread = threading.Thread(target=self._loop, name="identities", daemon=True)
         self._thread.start()
-        # the state turns "enforcing" after this: exec opens are answered by then (a hand-over
-        # starts a new keeper right before its status says so)
+        # the state turns "enforcing" after this: the filesystems are marked by then (a
+        # hand-over starts a new keeper right before its status says so)
         self._marked.wait(timeout=5)
 
     def _loop(self) -> None:
@@ -300,18 +304,21 @@ class IdentityKeeper:
     def _answer(self) -> None:
         assert self.fan is not None
         for fd, pid in self.fan.events():
+            if fd < 0:  # the queue overflowed while we were away: those files stay judged by size
+                self.counts["overflows"] += 1
+                continue
             t0 = time.perf_counter()
             try:
                 # protected files keep their events (a new overlay may show them); the others
                 # are ignored in the kernel until written to
                 if not self.classify(fd, pid) and self.fan.ignore(fd):
                     self.counts["ignored"] += 1
-            except Exception as exc:  # never leave an exec waiting on our mistake
+            except Exception as exc:
                 self.counts["errors"] += 1
                 self.log(f"identities: classify failed: {exc}")
             finally:
-                self.fan.allow(fd)
-                self.answer_seconds += time.perf_counter() - t0
+                os.close(fd)
+                self.classify_seconds += time.perf_counter() - t0
 
     def _on_dir_events(self) -> None:
         events = self.inotify.drain()
@@ -332,6 +339,6 @@ class IdentityKeeper:
                 "content_off_why": self.content_why, "watched_dirs": len(self.points),
                 "filesystems_marked": len(self.marked),
                 "last_rescan_ms": round(self.last_rescan_ms, 2),
-                "answer_us_mean": round(self.answer_seconds * 1e6
+                "classify_us_mean": round(self.classify_seconds * 1e6
                                         / max(self.counts["exec_opens"], 1), 1),
                 "hashed_files": self.protected.hashed}
