@@ -11,16 +11,16 @@ through the bundle's ``search_path`` - is turned into a (device, inode) key.  Af
 - **the kernel judges by size** (bpf/identity.c): an exec of a file not known by its inode
   whose size is a protected file's is judged as that file as well - a copy made anywhere, at
   any time, the agent running, stopped or dead.  The keeper writes those sizes ("fsizes").
-- **fanotify FAN_OPEN_EXEC notifications** on every filesystem *refine* that, after the exec
-  (no exec ever waits for the agent): a named path whose key is new is re-resolved, a file of
-  a protected size is hashed and, when byte-identical to a protected file, gets that file's
-  inode key (content identity: it stays that file while its inode is unchanged; a later write
-  makes the next exec open reclassify it, which drops the key), and an exec through an overlay
-  mount of a protected real file gets the key of the overlay's inode (``mounts``).  Results
-  are cached by (device, inode, change time, size), so an executable is classified once until
-  it changes.  What the kernel judged before the refinement: a same-size file by size (the
-  same groups), a replaced binary at a named path by its name and size until inotify's event
-  re-resolves it.
+- **fanotify FAN_OPEN_EXEC notifications** on every filesystem, read after the exec (no exec
+  ever waits for the agent): a named path whose key is new is re-resolved (a replaced binary
+  is judged by its names and size until then), an exec through an overlay mount of a protected
+  real file gets the key of the overlay's inode (``mounts``), and a file of a protected size is
+  hashed: byte-identical, it is counted as a copy (``copies``); not, as a file judged by size
+  only (``size_only``: the heuristic's false positives on this host).  A copy gets no inode key
+  of its own: the kernel's size test is as current as the file (a copy changed to another size
+  is another program at once; a key would stay until the keeper saw the change).  Results are
+  cached by (device, inode, change time, size), so an executable is classified once until it
+  changes.
 
 Without fanotify (no CAP_SYS_ADMIN, a user namespace) copies are judged by size only
 (``stats()`` says why) and a replaced binary is matched once inotify's event is handled.
@@ -79,7 +79,6 @@ class IdentityKeeper:
         self.named: dict[str, list[int]] = {}
         self.blocks: set[int] = set()
         self.keys: dict[Identity, GroupList] = {}  # what the slot's "inodes" holds
-        self.content_keys: set[Identity] = set()
         self.path_keys: set[Identity] = set()  # keys that named paths resolve to
         self.sizes: dict[int, GroupList] = {}  # what the slot's "fsizes" holds
         self.protected = Protected({})
@@ -90,8 +89,9 @@ class IdentityKeeper:
         self.fan: ExecOpens | None = None
         self.marked: set[int] = set()
         self.content_why = "off" if not content else ""
-        self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "overlay_keys": 0,
-                       "exec_opens": 0, "ignored": 0, "overflows": 0, "errors": 0}
+        self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "size_only": 0,
+                       "overlay_keys": 0, "exec_opens": 0, "ignored": 0, "overflows": 0,
+                       "errors": 0}
         self.last_rescan_ms = 0.0
         self.classify_seconds = 0.0  # exec opens: classified, in total
         self._stop = threading.Event()
@@ -110,7 +110,6 @@ class IdentityKeeper:
             self.blocks = {i for i, g in enumerate(bundle["groups"]) if g.get("has_block")}
             self.keys = dict(packed.inodes)
             self.path_keys = set(packed.inodes)
-            self.content_keys = set()
             self.sizes = {}
             self.cache.clear()
             self.overlays_done.clear()
@@ -140,7 +139,7 @@ class IdentityKeeper:
         # file's (measured: a file renamed over a named path reuses the inode freed by the
         # previous rename), which must not inherit the protected file's rules.
         for ident in self.path_keys - set(found):
-            if ident not in self.content_keys and self.engine is not None:
+            if self.engine is not None:
                 self.engine.drop_inode(self.slot, ident)
                 self.keys.pop(ident, None)
         self.path_keys = set(found)
@@ -238,23 +237,14 @@ class IdentityKeeper:
                 path = ""
             if path in self.named:  # replaced or new at a named path, inotify not read yet
                 self._rescan()
-        if ident in self.keys and ident not in self.content_keys:
+        if ident in self.keys:
             return list(self.keys[ident])
-        copies = self.protected.copy_of(fd, size)
-        if not copies:
-            if ident in self.content_keys:  # was a copy, changed since: no longer that file
-                self.engine.drop_inode(self.slot, ident)
-                self.content_keys.discard(ident)
-                self.keys.pop(ident, None)
-            return None
-        merged: dict[Identity, GroupList] = {}
-        for original in copies:
-            _merge(merged, ident, list(self.keys.get(original, [])), self.per_key, self.blocks,
-                   self.block_bit)
-        self._put(merged)
-        self.content_keys.add(ident)
-        self.counts["copies"] += 1
-        return list(merged[ident])
+        # judged by size in the kernel already: hashing only tells a copy from a namesake size
+        if self.protected.copy_of(fd, size):
+            self.counts["copies"] += 1
+        elif size in self.protected.by_size:
+            self.counts["size_only"] += 1
+        return None
 
     def _overlay_keys(self, pid: int, ident: Identity, groups: list[int]) -> None:
         try:
