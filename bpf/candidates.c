@@ -65,10 +65,11 @@ static __always_inline struct edr_group *cand_group(struct edr_scratch *s, __u32
 }
 
 /*
- * Fill the event head and the candidate groups from the executable's file and the path as
- * executed.  Returns the scratch to continue with, or 0 when nothing is to be judged.
+ * Fill the event head and the candidate groups from the executable's file, the path as
+ * executed and the first bytes the kernel read of the file (linux_binprm.buf).  Returns the scratch to continue with, or 0 when nothing is to be judged.
  */
-static __always_inline struct edr_scratch *begin(void *file, const char *fname)
+static __always_inline struct edr_scratch *begin(void *file, const char *fname,
+						 const char *head)
 {
 	__u32 zero = 0;
 	__u32 *ap = active.lookup(&zero);
@@ -164,7 +165,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 		add_cands(s, names.lookup(&s->nk));
 	}
 	if (!known)              /* any file not known by its inode: judged by its size too */
-		add_size_cands(s, inode); /* identity.c */
+		add_size_cands(s, inode, head); /* identity.c */
 #if EDR_WITH_MULTICALL
 	/* a multi-call binary (busybox): its applet is looked up once argv is read (add_applet) */
 	s->multicall = mcinodes.lookup(&s->ik) != 0;

@@ -6,28 +6,35 @@
 /*
  * A file the kernel does not know by its inode - a copy anywhere (another filesystem, an
  * overlay, a memfd, O_TMPFILE, a deleted file run by descriptor), made at any time, the agent
- * running, stopped or dead - is judged by its size: a byte-identical copy has the protected
- * file's size, and that the kernel knows without asking user space.  An exec whose file is not
- * in "inodes" and whose size is a protected file's ("fsizes", filled by the agent's identity
- * keeper) is judged as that file as well - its rules, argv conditions included, apply.  The
- * keeper refines this afterwards, never before the exec: a same-size file it finds
- * byte-identical gets the protected file's inode key.  runc's memfd re-exec is its own binary:
- * no protected size, judged as before.  Another program of exactly a protected size is judged
- * by that program's rules too (its argv must still match them); a modified copy of another
- * size is not (docs/policy.md).
+ * running, stopped or dead - is judged by its size and head: a byte-identical copy has the
+ * protected file's size and first EDR_HEAD_BYTES (the ELF header and program headers, which
+ * the kernel has read into linux_binprm.buf), and that needs nothing from user space.  An exec
+ * whose file is not in "inodes" and whose (size, hash of the head) is a protected file's
+ * ("fsizes", filled by the agent's identity keeper) is judged as that file as well - its
+ * rules, argv conditions included, apply.  The head keeps other programs of the same size out
+ * (on a Debian 12 host 58 of 1 484 executables share a size with a protected file of the
+ * default policy, none its head as well).  runc's memfd re-exec is its own binary: judged as
+ * before.  A modified copy (another size, or another head) is not matched (docs/policy.md).
  */
 BPF_HASH(fsizes, struct edr_size_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
 
 static __always_inline void add_cands(struct edr_scratch *s, struct edr_group_list *l);
 
-static __always_inline void add_size_cands(struct edr_scratch *s, void *inode)
+static __always_inline void add_size_cands(struct edr_scratch *s, void *inode,
+					   const char *head)
 {
 	struct edr_size_key k = {.slot = s->slot};
 	if (!inode || bpf_probe_read_kernel(&k.size, sizeof(k.size),
-					    (const char *)inode + EDR_OFF_INODE_SIZE))
+					    (const char *)inode + EDR_OFF_INODE_SIZE) || !k.size)
 		return;
-	if (k.size)
-		add_cands(s, fsizes.lookup(&k));
+	if (bpf_probe_read_kernel(s->head, sizeof(s->head), head))
+		__builtin_memset(s->head, 0, sizeof(s->head));
+	__u64 h = 0xcbf29ce484222325ULL;
+#pragma unroll
+	for (int i = 0; i < EDR_HEAD_BYTES / 8; i++)
+		h = (h ^ s->head[i]) * 0x100000001b3ULL;
+	k.head = h;
+	add_cands(s, fsizes.lookup(&k));
 }
 
 /* The dynamic loader, by the real executable's name: ld-linux*.so*, ld-musl-*, ld64.so*. */

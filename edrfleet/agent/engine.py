@@ -576,8 +576,8 @@ class Engine:
                 pass
 
 
-def _set_size_key(k, size: int) -> None:
-    k.size = size
+def _set_size_key(k, key: tuple[int, int]) -> None:
+    k.size, k.head = key
 
 
 def _set_inode_key(k, ident: tuple[int, int]) -> None:

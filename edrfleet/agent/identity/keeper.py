@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from edrfleet.agent.identity import mounts
-from edrfleet.agent.identity.content import Protected
+from edrfleet.agent.identity.content import Protected, head_hash, head_hash_path
 from edrfleet.agent.identity.notify import ExecOpens, Inotify
 from edrfleet.agent.maps import GroupList, Identity, _merge, kernel_dev
 
@@ -80,7 +80,7 @@ class IdentityKeeper:
         self.blocks: set[int] = set()
         self.keys: dict[Identity, GroupList] = {}  # what the slot's "inodes" holds
         self.path_keys: set[Identity] = set()  # keys that named paths resolve to
-        self.sizes: dict[int, GroupList] = {}  # what the slot's "fsizes" holds
+        self.sizes: dict[tuple[int, int], GroupList] = {}  # what the slot's "fsizes" holds
         self.protected = Protected({})
         self.cache: dict[Identity, tuple[int, int, list[int] | None]] = {}
         self.overlays_done: set[tuple[int, Identity]] = set()
@@ -159,11 +159,14 @@ class IdentityKeeper:
 
     def _put_sizes(self, found: dict[Identity, GroupList],
                    files: dict[Identity, tuple[str, int]]) -> None:
-        """Protected sizes -> groups, for fileless execs (bpf/identity.c)."""
-        sizes: dict[int, GroupList] = {}
-        for ident, (_path, size) in files.items():
-            if size:
-                _merge(sizes, size, list(found[ident]), self.per_key, self.blocks,
+        """Protected (size, head hash) -> groups: how the kernel judges a file it does not
+        know by its inode (bpf/identity.c).  Keys of earlier versions stay (a copy of the
+        previous release of a protected file is that program too) until the next policy."""
+        sizes: dict[tuple[int, int], GroupList] = {}
+        for ident, (path, size) in files.items():
+            head = head_hash_path(path)
+            if size and head is not None:
+                _merge(sizes, (size, head), list(found[ident]), self.per_key, self.blocks,
                        self.block_bit)
         changed = {size: groups for size, groups in sizes.items()
                    if list(self.sizes.get(size, [])) != list(groups)}
@@ -239,11 +242,13 @@ class IdentityKeeper:
                 self._rescan()
         if ident in self.keys:
             return list(self.keys[ident])
-        # judged by size in the kernel already: hashing only tells a copy from a namesake size
-        if self.protected.copy_of(fd, size):
-            self.counts["copies"] += 1
-        elif size in self.protected.by_size:
-            self.counts["size_only"] += 1
+        # judged by size and head in the kernel already: hashing the whole file only tells a
+        # copy from another program that shares both (the heuristic's false positive)
+        if size in self.protected.by_size and (size, head_hash(fd)) in self.sizes:
+            if self.protected.copy_of(fd, size):
+                self.counts["copies"] += 1
+            else:
+                self.counts["size_only"] += 1
         return None
 
     def _overlay_keys(self, pid: int, ident: Identity, groups: list[int]) -> None:
