@@ -13,7 +13,7 @@
  * ("fsizes", filled by the agent's identity keeper) is judged as that file as well - its
  * rules, argv conditions included, apply.  The head keeps other programs of the same size out
  * (on a Debian 12 host 58 of 1 484 executables share a size with a protected file of the
- * default policy, none its head as well).  runc's memfd re-exec is its own binary: judged as
+ * default policy; the one sharing its head too is a byte-identical copy: pidwait = pgrep).  runc's memfd re-exec is its own binary: judged as
  * before.  A modified copy (another size, or another head) is not matched (docs/policy.md).
  */
 BPF_HASH(fsizes, struct edr_size_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
