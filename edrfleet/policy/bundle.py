@@ -169,13 +169,13 @@ def bundle_summary(bundle: dict[str, Any]) -> list[str]:
             "one of their literals)" if pf_groups else ""),
         f"groups: {len(bundle['groups'])}, condition bits: {sum(bits)} "
         f"(at most {max(bits, default=0)} in one group)",
-        f"candidates: checked at most {MAX_CANDIDATES} groups for any exec - its inode, or "
-        "its size when the kernel does not know the file (a copy of any protected file), "
-        "its name as executed and its real name, fileless, rules for any executable",
         f"automata: {len(dfas)} DFAs, {states} states, at most "
         f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
         f"(kernel table: {EDR_TRANS_MAX} by default, {MAX_TRANS_TOTAL} at most), "
         f"{len(masks)} distinct condition masks",
+        f"candidates: checked at most {MAX_CANDIDATES} groups for any exec - its inode, or "
+        "its size and head when the kernel does not know the file (a copy of any protected file), "
+        "its name as executed and its real name, fileless, rules for any executable",
         f"sha256: {bundle['sha256']}",
     ]
 
