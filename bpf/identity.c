@@ -12,8 +12,9 @@
  * whose file is not in "inodes" and whose (size, hash of the head) is a protected file's
  * ("fsizes", filled by the agent's identity keeper) is judged as that file as well - its
  * rules, argv conditions included, apply.  The head keeps other programs of the same size out
- * (on a Debian 12 host 58 of 1 484 executables share a size with a protected file of the
- * default policy; the one sharing its head too is a byte-identical copy: pidwait = pgrep).  runc's memfd re-exec is its own binary: judged as
+ * (on a Debian 12 host 62 of 2 498 executables share a size with a protected file of the
+ * default policy; the one sharing its head too is a byte-identical copy: pidwait = pgrep;
+ * bench/size_namesakes.py).  runc's memfd re-exec is its own binary: judged as
  * before.  A modified copy (another size, or another head) is not matched (docs/policy.md).
  */
 BPF_HASH(fsizes, struct edr_size_key, struct edr_group_list, EDR_SLOTS * EDR_MAX_INODES);
