@@ -16,7 +16,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	/* the real executable is mm->exe_file; the path as executed is bprm->filename */
 	void *bprm = (void *)ctx->args[2];
 	struct edr_scratch *s = begin((void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE),
-				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME));
+				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME),
+				      (const char *)bprm + EDR_OFF_BPRM_BUF);
 	if (!s)
 		return 0;
 	struct edr_event *ev = &s->ev;

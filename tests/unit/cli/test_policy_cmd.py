@@ -51,7 +51,8 @@ def test_check_prints_a_summary_and_exits_0(policy_file, capsys):
                       "in 1 groups: they run when argv holds one of their literals)")
     assert out[4].startswith("  groups: 2, condition bits: 4 (at most 3 in one group)")
     assert out[5].startswith("  automata: 3 DFAs, ")  # the groups' and the prefilter's
-    assert out[6].startswith("  sha256: ") and len(out[6].split()[-1]) == 64
+    assert out[6].startswith("  candidates: checked at most ")  # names, inode or size
+    assert out[7].startswith("  sha256: ") and len(out[7].split()[-1]) == 64
 
 
 def test_check_prints_every_error_on_its_own_line_and_exits_2(tmp_path, capsys):
