@@ -1,5 +1,6 @@
 """The kernel <-> user contract as Python reads it: the numbers of ``bpf/edrfleet.h``, the
-BPF source files in the order they are joined, and whether a basename fits the name key.
+BPF source files in the order they are joined, whether a basename fits the name key, and the
+hash of a file's head the kernel keys "fsizes" with.
 
 ``bpf/edrfleet.h`` is the one place where limits, policy ceilings, the ``-D`` switches with
 their defaults and the enum values (tail-call indexes included) are written down; this module
@@ -100,3 +101,15 @@ def parse_header(text: str) -> Header:
 
 def load_header(bpf_dir: Path) -> Header:
     return parse_header((bpf_dir / HEADER_FILE).read_text())
+
+
+_FNV_OFFSET, _FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+
+
+def head_hash(head: bytes, head_bytes: int) -> int:
+    """FNV-1a 64 over a file's first ``head_bytes`` (EDR_HEAD_BYTES) as little-endian 64-bit
+    words, zero-padded: the "fsizes" key bpf/identity.c computes from linux_binprm.buf."""
+    h = _FNV_OFFSET
+    for i in range(0, head_bytes, 8):
+        h = ((h ^ int.from_bytes(head[i:i + 8].ljust(8, b"\0"), "little")) * _FNV_PRIME) & _U64
+    return h

@@ -17,6 +17,7 @@ KERNEL = load_header(paths.BPF)
 EDR_GROUPS_PER_KEY = KERNEL["EDR_GROUPS_PER_KEY"]  # groups one executable key maps to
 EDR_RULES_PER_GROUP = KERNEL["EDR_RULES_PER_GROUP"]  # rule slots in one group
 EDR_UIDS_PER_RULE = KERNEL["EDR_UIDS_PER_RULE"]  # uid list of one rule
+EDR_HEAD_BYTES = KERNEL["EDR_HEAD_BYTES"]  # bytes of a file the "fsizes" key hashes with its size
 EDR_CWD_DEPTH = KERNEL["EDR_CWD_DEPTH"]  # directories of the cwd checked; deeper = unknown
 EDR_ARGS_MAX = KERNEL["EDR_ARGS_MAX"]  # argv bytes the kernel copies (and reads applets from)
 EDR_FILENAME_MAX = KERNEL["EDR_FILENAME_MAX"]  # bytes of a path the kernel reads a basename in

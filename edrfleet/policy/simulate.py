@@ -122,33 +122,26 @@ def _text(raw: bytes) -> str:
 
 
 def _identity_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
-                     fileless: bool, size_scope: str, cands: Candidates) -> list[int]:
-    """The inode's list (a byte-identical copy has the protected files'), and a list by size
-    for a fileless exec or (``size_scope`` "unknown") any other file of a protected size;
-    returns the size list, which the kernel adds after the names."""
+                     fileless: bool, cands: Candidates) -> list[int]:
+    """The inode's list when a policy name or path leads to the file; otherwise the list of the
+    protected files of its size and head (bpf/identity.c "fsizes": every exec of a file the
+    kernel does not know by inode, fileless or not); returns that list, which the kernel adds
+    after the names."""
     protected = protected_files(bundle, st)
-    if fileless:  # a memfd's inode is its own: only its size tells what it is a copy of
-        res = st.result(target.filename)
-        same = [p for p in protected.values() if res is not None and res.st_size
-                and p.size == res.st_size]
-        if same:
-            cands.notes.append(_size_note(same, "a fileless exec"))
-        return _merged(bundle, [p.groups for p in same], cands) if same else []
-    own = protected.get(target.identity) if target.identity is not None else None
+    own = protected.get(target.identity) if target.identity is not None and not fileless else None
     if own is not None:  # the agent's "inodes" list for the file (agent/maps.py _merge)
         cands.dropped.extend(g for g in own.left if g not in cands.dropped)
         cands.add(list(own.groups))
-    like = likeness(target, protected, st, hash_content=True)
-    if like.copies:
-        cands.add(_merged(bundle, [p.groups for p in like.copies], cands))
-        cands.notes.append(Note("content", "a byte-identical copy of " + ", ".join(
-            _text(p.path) for p in like.copies) + " (the agent classifies a new executable by "
-            "content at its first exec; off without fanotify)", host=True))
         return []
-    if like.sizes and size_scope == "unknown":
-        cands.notes.append(_size_note(like.sizes, "a file the agent has not classified"))
-        return _merged(bundle, [p.groups for p in like.sizes], cands)
-    return []
+    like = likeness(target, protected, st, hash_content=not fileless)
+    if like.copies:
+        cands.notes.append(Note("content", "a byte-identical copy of " + ", ".join(
+            _text(p.path) for p in like.copies) + " (judged as it by its size and head)",
+            host=True))
+    elif like.sizes:
+        what = "a fileless exec" if fileless else "a file no policy name or path leads to"
+        cands.notes.append(_size_note(like.sizes, what))
+    return _merged(bundle, [p.groups for p in like.sizes], cands) if like.sizes else []
 
 
 def _size_note(same: list[Protected], what: str) -> Note:
@@ -157,8 +150,7 @@ def _size_note(same: list[Protected], what: str) -> Note:
 
 
 def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
-                     fileless: bool = False, argv: Sequence[bytes] = (),
-                     size_scope: str = "unknown") -> Candidates:
+                     fileless: bool = False, argv: Sequence[bytes] = ()) -> Candidates:
     """Groups run for this exec, as bpf/candidates.c begin() collects them: the prefilter
     (`PREFILTER`, when the policy has one), the inode's list (a content copy's), the
     as-executed basename's, the real basename's (a name of more than NAME_BYTES_MAX bytes
@@ -169,7 +161,7 @@ def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
     cands = Candidates(argv=list(argv))
     if "prefilter" in exes:
         cands.add([PREFILTER])
-    by_size = _identity_groups(bundle, target, st, fileless, size_scope, cands)
+    by_size = _identity_groups(bundle, target, st, fileless, cands)
     for i, name in enumerate(target.names):
         _name_groups(bundle, name, cands, "the executable's name" if i else "the name executed")
     if fileless:
@@ -235,7 +227,6 @@ def simulate(
     fileless: bool = False,
     ancestors: Sequence[str | bytes] = (),
     inet_stdio: Sequence[str] = (),
-    size_scope: str = "unknown",
 ) -> Decision:
     """Decide one exec with the bundle's tables.
 
@@ -255,9 +246,6 @@ def simulate(
         ancestors: the executables above the parent, nearest first (``match.ancestor`` sees
             the parent and these, EDR_ANCESTOR_DEPTH in all).
         inet_stdio: whose fd 0-2 hold a network socket: "self" (the new process), "parent".
-        size_scope: which files of a protected file's size are judged as that file:
-            "fileless" (every kernel), "unknown" (also any file the agent has not classified,
-            where the kernel judges unknown files by size; the default: the stricter answer).
 
     Returns:
         the `Decision`; its ``notes`` say how the exec was judged beyond its names (loader,
@@ -273,7 +261,7 @@ def simulate(
                        unscanned_block=bundle.get("unscanned", "block") == "block",
                        search_path=bundle["search_path"], users=users, ancestors=ancestors,
                        inet_stdio=inet_stdio)
-    cands = candidate_groups(bundle, target, st, fileless, args, size_scope)
+    cands = candidate_groups(bundle, target, st, fileless, args)
     if not cands.groups and not cands.unjudged:  # bpf/exec.c: no candidate, nothing judged
         return Decision("allow", None, (), notes=tuple(cands.notes))
     args = cands.argv

@@ -22,8 +22,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edrfleet.kernel_abi import head_hash
 from edrfleet.policy.identity import CachedStat, ExecTarget, Identity
-from edrfleet.policy.limits import EDR_ARGS_MAX, EDR_FILENAME_MAX, EDR_GROUPS_PER_KEY
+from edrfleet.policy.limits import (
+    EDR_ARGS_MAX,
+    EDR_FILENAME_MAX,
+    EDR_GROUPS_PER_KEY,
+    EDR_HEAD_BYTES,
+)
 
 # bpf/loader.c EDR_LOADER_ARGS: loader arguments (its own argv[0] included) read for PROGRAM
 # (tests/unit/policy/test_simulate_identity.py reads the number from there)
@@ -146,6 +152,15 @@ def merge_lists(lists: Iterable[Sequence[int]], blocks: set[int],
     return kept, [g for g in left if g not in kept]
 
 
+def file_head(path: bytes) -> int | None:
+    """The head hash the kernel keys a file's size with, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return head_hash(fh.read(EDR_HEAD_BYTES), EDR_HEAD_BYTES)
+    except OSError:
+        return None
+
+
 def sha256_file(path: bytes) -> bytes | None:
     try:
         with open(path, "rb") as fh:
@@ -172,7 +187,10 @@ def likeness(target: ExecTarget, protected: dict[Identity, Protected], st: Cache
     res = st.result(target.filename)
     if res is None or not res.st_size or target.identity in protected:
         return Likeness([], [])
-    same = [p for p in protected.values() if p.size == res.st_size]
+    # the kernel's key is the size and a hash of the first EDR_HEAD_BYTES (bpf/identity.c)
+    mine_head = file_head(target.filename)
+    same = [p for p in protected.values() if p.size == res.st_size
+            and mine_head is not None and file_head(p.path) == mine_head]
     if not same or not hash_content:
         return Likeness([], same)
     mine = sha256_file(target.filename)

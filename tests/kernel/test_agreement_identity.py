@@ -40,9 +40,6 @@ from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, harmless
 from tests.kernel.test_agreement_property import reload
 
 LOADERS = sorted(glob.glob("/lib64/ld-linux*.so*") + glob.glob("/lib/ld-linux*.so*"))
-# the kernel on int judges a file of a protected size by size only when it is fileless (r-sizeid
-# extends that to files the agent has not classified: then "unknown")
-SIZE_SCOPE = "fileless"
 EXAMPLES = 14
 WORDS = ("-rf", "zqa", "zqb", "x")
 RUN = "IFS=$'\\n'; set -f; set -- $EDR_ARGV; "  # argv, one item a line
@@ -202,7 +199,7 @@ def sim_case(bundle: dict, w: World, kind: str, args: list[str], wrap: bool, ine
     view.pop("src", None)
     argv = view.pop("argv")
     return simulate(bundle, argv, parent=w.edri_bash, ancestors=[w.edri_wrap] if wrap else [],
-                    inet_stdio=["self", "parent"] if inet else [], size_scope=SIZE_SCOPE,
+                    inet_stdio=["self", "parent"] if inet else [],
                     **view)
 
 

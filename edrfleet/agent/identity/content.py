@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
+
+from edrfleet import kernel_abi
 
 CHUNK = 1 << 20
 
@@ -40,17 +41,9 @@ def sha256_path(path: str) -> bytes | None:
 
 
 HEAD_BYTES = 256  # EDR_HEAD_BYTES: linux_binprm.buf, what the kernel hashes (bpf/identity.c)
-_FNV_OFFSET, _FNV_PRIME, _U64 = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
-
-
 def head_hash(fd: int) -> int:
-    """FNV-1a 64 over the file's first HEAD_BYTES as little-endian 64-bit words, zero-padded:
-    the "fsizes" key the kernel computes from linux_binprm.buf (bpf/identity.c)."""
-    head = os.pread(fd, HEAD_BYTES, 0).ljust(HEAD_BYTES, b"\0")
-    h = _FNV_OFFSET
-    for (word,) in struct.iter_unpack("<Q", head):
-        h = ((h ^ word) * _FNV_PRIME) & _U64
-    return h
+    """The "fsizes" head key of an open file (kernel_abi.head_hash)."""
+    return kernel_abi.head_hash(os.pread(fd, HEAD_BYTES, 0), HEAD_BYTES)
 
 
 def head_hash_path(path: str) -> int | None:

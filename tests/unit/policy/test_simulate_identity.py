@@ -89,13 +89,15 @@ def world(tmp_path: Path) -> dict:
     rm.write_bytes(b"\x7fELF protected " * 64)
     copy = tmp_path / "innocent"
     shutil.copy(rm, copy)
-    same = tmp_path / "same-size"
-    same.write_bytes(b"\x7fELF different " * 64)
+    same = tmp_path / "same-size"  # the size and first 256 bytes of rm, another tail
+    same.write_bytes(rm.read_bytes()[:256].ljust(rm.stat().st_size, b"d"))
+    head = tmp_path / "other-head"  # the size of rm, another head
+    head.write_bytes(b"\x7fELF different " * 64)
     other = tmp_path / "other"
     other.write_bytes(b"\x7fELF other")
     bundle = compile_policy(load_policy_text(POLICY.format(rm=rm)))
     return {"bundle": bundle, "rm": str(rm), "copy": str(copy), "same": str(same),
-            "other": str(other)}
+            "other": str(other), "head": str(head)}
 
 
 def kinds(decision) -> list[str]:
@@ -110,7 +112,9 @@ def test_the_loader_is_judged_as_its_program_by_basename_on_its_argv(world):
     assert simulate(b, [LOADER, world["rm"], "-rf"]).action == "allow"
     assert simulate(b, [LOADER, "--argv0", "rm", "/bin/x", "-rf"]).action == "allow"
     many = [LOADER, *["--verify"] * LOADER_ARGS, "/usr/bin/rm", "-rf"]
-    assert simulate(b, many).rule is None  # no candidate at all: nothing judged, as in bpf
+    # PROGRAM past what the kernel reads: fails closed, with no candidate group at all too
+    d = simulate(b, many)
+    assert (d.action, d.reason, kinds(d)) == ("block", "dropped", ["loader-unjudged"])
     wild = compile_policy(load_policy_text(POLICY.format(rm="rm") + """\
   - {id: any, description: d, severity: low, action: log, match: {cmdline: 'q.q.q'}}
 """))
@@ -129,8 +133,8 @@ def test_a_file_of_a_protected_size_is_judged_by_size_and_says_so(world):
     b = world["bundle"]
     d = simulate(b, [world["same"], "-rf"])
     assert (d.rule, kinds(d)) == ("rm-rf", ["size"]) and "judged by size" in d.notes[0].detail
-    assert simulate(b, [world["same"], "-rf"], size_scope="fileless").action == "allow"
-    d = simulate(b, ["x", "-rf"], filename=world["same"], fileless=True, size_scope="fileless")
+    assert simulate(b, [world["head"], "-rf"]).action == "allow"  # the kernel hashes the head
+    d = simulate(b, ["x", "-rf"], filename=world["same"], fileless=True)
     assert (d.rule, kinds(d)) == ("rm-rf", ["size"]) and "fileless" in d.notes[0].detail
     assert simulate(b, [world["same"], "-r"]).action == "allow"  # its argv must still match
 
@@ -160,8 +164,8 @@ def test_policy_test_prints_and_serializes_how_it_judged(world, tmp_path, capsys
     assert out[0] == "blocked by rule 'rm-rf' (critical)"
     assert out[1].startswith("  judged: content: a byte-identical copy of ")
     assert out[1].endswith("(depends on the host)")
-    assert main(["policy", "test", str(pol), "--format", "json", "--size-scope", "fileless",
-                 "--", world["same"], "-rf"]) == 0
+    assert main(["policy", "test", str(pol), "--format", "json", "--", world["other"],
+                 "-rf"]) == 0
     assert json.loads(capsys.readouterr().out) == {"action": "allow", "rule": None,
                                                    "rules": []}
     assert main(["policy", "test", str(pol), "--format", "json", "--", LOADER,
