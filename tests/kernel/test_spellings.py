@@ -51,6 +51,11 @@ ATTACKS = [
     (["rm", "-rf", "bin", "boot", "etc", "usr", "var"], "rm-recursive-root-expanded"),
     (["rm", "-rf", "../../etc"], "rm-recursive-dotdot-sysdir"),
     (["shred", "-u", "/etc/./shadow"], "system-file-destroyed"),
+    # `..` deeper than the automaton places detours: fails closed (docs/policy.md)
+    (["rm", "-rf", "/tmp/a/b/c/../../../etc"], "rm-recursive-root"),
+    (["rm", "-rf", "/tmp/a/b/c/d/e/../../../../../../usr"], "rm-recursive-root"),
+    (["rm", "-rf", "../../../../../../boot"], "rm-recursive-root"),
+    (["shred", "-u", "/var/a/b/../../../etc/shadow"], "system-file-destroyed"),
     # rule content
     (["find", "/", "-delete", "-print"], "find-delete-root"),
     (["find", "-files0-from", "/tmp/list", "-delete"], "find-files0-from-delete"),
@@ -71,6 +76,8 @@ TWINS = [
     ["ncat", "--ssl", "127.0.0.1", "9"], ["ncat", "--", "--exec"],
     ["tar", "-cf", "x.tar", "--remove-files", "build"], ["sed", "-n", "p", "/var/log/auth.log"],
     ["rm", "-rf", "bin", "obj"], ["rm", "-rf", "../build"], ["shred", "-u", "/tmp/x"],
+    ["rm", "-rf", "/tmp/a/b/../../tmp/build"], ["rm", "-rf", "../../build"],
+    ["shred", "-u", "/tmp/a/../b/..c/x"],
     ["find", "/tmp", "-name", "x", "-delete"], ["dd", "if=/dev/zero", "of=/tmp/img"],
     ["sh", "-c", ": > /tmp/wt''mp"], ["pkill", "-HUP", "rsyslogd"],
     ["systemctl", "stop", "nginx*"], ["mv", "/etc/hosts.new", "/etc/hosts"],
@@ -161,10 +168,12 @@ def test_benign_twin_runs(agent, cgroup, bindir, argv) -> None:
 @pytest.mark.parametrize("spelling", [
     ["-rf", "{c}"], ["--recur", "--force", "{c}/"], ["-f", "{c}/./precious/..", "-R"],
     ["-rf", "/tmp/../{c}"], ["-rf", "/proc/self/root{c}"], ["-rf", "//{c}//precious"],
+    ["-rf", "/tmp/a/b/c/../../..{c}"], ["-rf", "{c}/precious/x/y/../../../../{n}"],
 ])
 def test_real_rm_on_the_canary_is_blocked_in_every_spelling(agent, cgroup, canary,
                                                             spelling) -> None:
-    argv = ["rm", *(a.replace("{c}", str(canary)) for a in spelling)]
+    argv = ["rm", *(a.replace("{c}", str(canary)).replace("{n}", canary.name)
+                    for a in spelling)]
     res = cgroup.run(argv)
     assert killed(res), (argv, res)
     assert (canary / "precious").read_text() == "still here\n"
