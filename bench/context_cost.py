@@ -4,7 +4,8 @@ streams as sockets, multi-call applets) per exec.
 
 One agent, one policy of `allow` rules (so nothing is killed or reported; the context is still
 read, because an allow rule's argv conditions hold): a stand-in with a plain rule, one whose
-rule names a parent executable, one whose rule names a cwd prefix, the last run from a
+rule names a parent executable, one whose rule names a cwd prefix (and one an exact cwd,
+``cwd_is``), the last run from a
 directory 3 and 30 levels deep (the walk goes to '/' every time); one whose rule names an
 ancestor no process has (the walk goes EDR_ANCESTOR_DEPTH up or to init), one with
 inet_stdio [self, parent] run on pipes and on a loopback TCP socket, and a stand-in listed as
@@ -36,6 +37,7 @@ CASES = (  # (label, stand-in, cwd depth, stdin: "" or "tcp")
     ("parent executable", "edrctx-parent", 3, ""),
     ("cwd walk", "edrctx-cwd", 3, ""),
     ("cwd walk", "edrctx-cwd", 30, ""),  # with the work dir: past the 32-directory limit
+    ("cwd_is walk", "edrctx-cwdis", 3, ""),  # the same walk, exact bits read and masked
     ("ancestor walk (no match)", "edrctx-anc", 3, ""),
     ("inet_stdio, pipes", "edrctx-stdio", 3, ""),
     ("inet_stdio, TCP stdin", "edrctx-stdio", 3, "tcp"),
@@ -53,6 +55,7 @@ def policy(scope: str) -> dict:
         rule("edrctx-none", {}),
         rule("edrctx-parent", {"parent": {"executable": ["bash"]}}),
         rule("edrctx-cwd", {"cwd": ["/dev/shm"]}),
+        rule("edrctx-cwdis", {"cwd_is": ["/dev/shm"]}),
         rule("edrctx-anc", {"ancestor": {"executable": ["edrctx-no-such-ancestor"]}}),
         rule("edrctx-stdio", {"inet_stdio": ["self", "parent"]}),
         rule("edrctx-box", {}),
@@ -110,7 +113,7 @@ def main() -> int:
             ns1, runs1 = c.prog_stats(agent.proc.pid)
             os.chdir(here)
             per = (ns1 - ns0) / max(runs1 - runs0, 1) / 1e3
-            if name == "edrctx-cwd":
+            if name in ("edrctx-cwd", "edrctx-cwdis"):
                 label = f"{label}, cwd {len(cwd.parts) - 1} deep"
             print(f"{label:<30} {runs1 - runs0:>6} {per:>12.2f}")
     finally:

@@ -158,6 +158,8 @@ static __always_inline void stdio_ctx(struct edr_scratch *s)
  * mountpoint in the parent mount (struct mount around the vfsmount); that mountpoint dentry is
  * hidden under the mount, so it is not looked up, only named.  A loop turn is one directory
  * or one mount crossing; more than EDR_CWD_DEPTH directories leave the cwd unknown.
+ * Exact-cwd bits (match.cwd_is; listed under the key EDR_XDIRS_INO) count only for the first
+ * directory, the cwd itself: every later lookup is masked with ~ them, branch free.
  */
 static __always_inline void cwd_ctx(struct edr_scratch *s)
 {
@@ -170,6 +172,12 @@ static __always_inline void cwd_ctx(struct edr_scratch *s)
 	void *fs = (void *)rd_ptr(task, EDR_OFF_TASK_FS);
 	if (!fs)
 		return;
+	s->ck.slot = s->slot;
+	s->ck.dev = 0;
+	s->ck.ino = EDR_XDIRS_INO;
+	__u64 *x = dirs.lookup(&s->ck);
+	s->cxnot = x ? ~*x : ~0ULL;
+	s->cxkeep = ~0ULL;
 	__u64 dentry = rd_ptr(fs, EDR_OFF_FS_PWD_DENTRY);
 	__u64 mnt = rd_ptr(fs, EDR_OFF_FS_PWD_MNT);
 	int hidden = 0;
@@ -180,7 +188,8 @@ static __always_inline void cwd_ctx(struct edr_scratch *s)
 			inode_id(s, (void *)rd_ptr((void *)dentry, EDR_OFF_DENTRY_INODE));
 			__u64 *v = dirs.lookup(&s->ck);
 			if (v)
-				s->cbits |= *v;
+				s->cbits |= *v & s->cxkeep;
+			s->cxkeep = s->cxnot;
 			s->dirs_seen += 1;
 		}
 		hidden = 0;

@@ -82,6 +82,8 @@ struct edr_scratch {
 	__u32 dirs_seen;                 /* cwd walk: directories looked up */
 	__u64 pbits;                     /* parent-key bits of the parent's executable */
 	__u64 cbits;                     /* cwd-prefix bits of the cwd's directories */
+	__u64 cxkeep;                    /* cwd walk: bits a directory may set (exact-cwd bits only at the cwd) */
+	__u64 cxnot;                     /* ~ the slot's exact-cwd bits (EDR_XDIRS_INO key of "dirs") */
 	struct edr_inode_key ck;         /* context lookups */
 	struct edr_name_key pk;
 	__u64 cwd_names[EDR_CWD_DEPTH];  /* d_name.name of the cwd's components, leaf first */

@@ -33,6 +33,7 @@
 				    * automaton's mask makes group pf[i] a candidate           */
 #define EDR_TAIL_CALLS      31     /* MAX_TAIL_CALL_CNT (33) minus the ctx and emit calls: judge + scan calls */
 #define EDR_CWD_DEPTH       32     /* cwd directories checked, '/' included; deeper = unknown */
+#define EDR_XDIRS_INO       0      /* "dirs" key {slot, dev 0, ino 0}: the exact-cwd bits (no inode is 0) */
 #define EDR_KEY_BITS        64     /* distinct parent executables / cwd prefixes per slot     */
 #define EDR_ANCESTOR_DEPTH  8      /* ancestors match.ancestor checks: parent, grandparent, ... */
 #define EDR_APPLET_SCAN     256    /* argv[0] / argv[1] bytes read for a multi-call applet name */

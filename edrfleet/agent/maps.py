@@ -42,6 +42,7 @@ from edrfleet.kernel_abi import Header
 
 Identity = tuple[int, int]  # (kernel dev, inode)
 NO_UID = 0xFFFFFFFF  # (uid_t)-1: no process runs with it
+EXACT_CWD = "="  # a rule's cwds entry "=/d": match.cwd_is (edrfleet.policy.model.EXACT_CWD)
 
 
 class PackError(ValueError):
@@ -392,7 +393,11 @@ def pack_context(bundle: dict, header: Header,
             if ident is not None:
                 ctx.pinodes[ident] = ctx.pinodes.get(ident, 0) | 1 << bit
     for prefix, bit in ctx.cwd_bit.items():
-        ident = identity(prefix)
+        exact = prefix.startswith(EXACT_CWD)
+        ident = identity(prefix[1:] if exact else prefix)
         if ident is not None:
             ctx.dirs[ident] = ctx.dirs.get(ident, 0) | 1 << bit
+        if exact:  # the kernel sets these bits for the cwd itself only (bpf/context.c)
+            xkey = (0, header["EDR_XDIRS_INO"])
+            ctx.dirs[xkey] = ctx.dirs.get(xkey, 0) | 1 << bit
     return ctx

@@ -14,7 +14,8 @@ Shared by `simulate` (bundle) and `reference` (policy), and mirrored by the kern
 - ``inet_stdio``: fd 0, 1 or 2 of the new process (``self``) or of its parent (``parent``)
   is an AF_INET/AF_INET6 socket (read from the file tables at exec);
 - ``cwd``: one of the directories from the working directory up to '/' is a prefix directory
-  (by inode, resolved when the maps are filled).  A cwd deeper than ``EDR_CWD_DEPTH``
+  (by inode, resolved when the maps are filled); ``cwd_is``: the working directory itself is
+  one of the directories.  A cwd deeper than ``EDR_CWD_DEPTH``
   directories is unknown: it counts as matching for block and log rules when the policy's
   ``limits.unscanned`` is ``block`` (fail closed), never for allow rules.
 """
@@ -34,6 +35,7 @@ from edrfleet.policy.identity import (
     user_uid,
 )
 from edrfleet.policy.limits import EDR_ANCESTOR_DEPTH, EDR_CWD_DEPTH
+from edrfleet.policy.model import EXACT_CWD
 
 UserFn = Callable[[str], "int | None"]
 
@@ -76,7 +78,9 @@ def context_holds(ctx: ExecContext, action: str, uids: Iterable[int], users: Ite
     if ctx.cwd is None:
         return ctx.unscanned_block and action != "allow"
     dirs = set(ctx.cwd)
-    return any(ctx.st.identity(p.encode()) in dirs for p in cwds)
+    here = ctx.cwd[:1]  # the cwd itself, for match.cwd_is
+    return any(ctx.st.identity(p[1:].encode()) in here if p.startswith(EXACT_CWD)
+               else ctx.st.identity(p.encode()) in dirs for p in cwds)
 
 
 def make_context(st: CachedStat, *, uid: int, parent: str | bytes | None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EXACT_CWD = "="  # marks a match.cwd_is directory among a rule's cwds (edrfleet/agent/maps.py)
+
 
 @dataclass(frozen=True)
 class ArgMatcher:
@@ -33,7 +35,8 @@ class Rule:
     fileless: bool = False  # holds only for an executable with no link on any filesystem
     parents: tuple[str, ...] = ()  # match.parent.executable: basenames and absolute paths
     users: tuple[str, ...] = ()  # match.user names, resolved to uids on the host (agent)
-    cwds: tuple[str, ...] = ()  # match.cwd: normalized directory prefixes ('/' or no '/' end)
+    cwds: tuple[str, ...] = ()  # match.cwd: normalized directory prefixes ('/' or no '/' end);
+    # match.cwd_is: the same, marked with a leading EXACT_CWD (the cwd is that directory)
     # every cmdline regex, each must hold (``cmdline:`` may be a list); ``cmdline`` is the
     # first of them, kept for callers that know only one
     cmdlines: tuple[str, ...] = ()

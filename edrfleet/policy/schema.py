@@ -17,6 +17,7 @@ from edrfleet.policy.checker import Checker
 from edrfleet.policy.errors import raise_collected
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
 from edrfleet.policy.schema_match import ARG_KINDS, MATCH_KEYS, MatchChecker
+from edrfleet.policy.spell.check import for_action
 
 __all__ = ["ARG_KINDS", "MATCH_KEYS", "ArgMatcher", "Checker", "Policy", "Rule", "validate"]
 
@@ -162,7 +163,7 @@ def _check_rule(c: Checker, node: yaml.Node, index: int, seen: dict[str, int]) -
     assert rid is not None and description is not None and severity and action
     return Rule(
         id=rid, description=description, severity=severity, action=action,
-        executables=match.executables, args=match.args, cmdline=match.cmdline,
+        executables=match.executables, args=for_action(match.args, action), cmdline=match.cmdline,
         uids=match.uids, tags=tuple(tags), line=node.start_mark.line + 1,
         col=node.start_mark.column + 1, cmdline_line=match.cmdline_line,
         cmdline_col=match.cmdline_col, parents=match.parents, users=match.users,

@@ -16,12 +16,12 @@ import yaml
 
 from edrfleet.policy.checker import Checker
 from edrfleet.policy.limits import COND_BITS, EDR_UIDS_PER_RULE, NAME_BYTES_MAX, name_fits
-from edrfleet.policy.model import ArgMatcher
+from edrfleet.policy.model import EXACT_CWD, ArgMatcher
 from edrfleet.policy.regex.parse import ARG, CMD, Context, RegexUnsupported, regex_ast
 from edrfleet.policy.spell.check import check_option, check_path
 
-MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd", "fileless",
-              "ancestor", "inet_stdio")
+MATCH_KEYS = ("executable", "args", "cmdline", "user", "uid", "parent", "cwd", "cwd_is",
+              "fileless", "ancestor", "inet_stdio")
 STDIO_WHOSE = ("self", "parent")  # match.inet_stdio: whose standard streams count
 ARG_KINDS = ("any", "glob", "regex", "option", "path")
 PARENT_KEYS = ("executable",)
@@ -116,6 +116,8 @@ class MatchChecker:
         uids, users = self.users(keys, where)
         parents = self.parent(keys["parent"][1], where) if "parent" in keys else ()
         cwds = self.cwds(keys["cwd"][1], where) if "cwd" in keys else ()
+        if "cwd_is" in keys:  # exact directories travel with the prefixes, marked EXACT_CWD
+            cwds += tuple(EXACT_CWD + d for d in self.cwds(keys["cwd_is"][1], where, "cwd_is"))
         fileless = self.fileless(keys["fileless"][1], where) if "fileless" in keys else False
         ancestors = (self.parent(keys["ancestor"][1], where, "ancestor")
                      if "ancestor" in keys else ())
@@ -328,23 +330,25 @@ class MatchChecker:
                 out.append(text)
         return tuple(out)
 
-    def cwds(self, node: yaml.Node, where: str) -> tuple[str, ...]:
-        """Directory prefixes, normalized: '/tmp/' and '/tmp' both mean /tmp and below."""
+    def cwds(self, node: yaml.Node, where: str, key: str = "cwd") -> tuple[str, ...]:
+        """Directory prefixes, normalized: '/tmp/' and '/tmp' both mean /tmp and below
+        (``cwd_is``: the same directories, exactly)."""
         c = self.c
-        entries = c.string_list(node, "cwd", where, "cwd: [/tmp/, /dev/shm]")
+        entries = c.string_list(node, key, where, f"{key}: [/tmp/, /dev/shm]")
+        label = "cwd prefix" if key == "cwd" else f"{key} directory"
         out: list[str] = []
         for text, item in entries or []:
             canonical = posixpath.normpath(text) if text.startswith("/") else ""
             if canonical.startswith("//"):
                 canonical = "/" + canonical.lstrip("/")
             if not text.startswith("/") or "\0" in text:
-                c.error(item, f"cwd prefix {text!r} {where} is not an absolute directory",
+                c.error(item, f"{label} {text!r} {where} is not an absolute directory",
                         f"write '/{text.lstrip('./')}'")
             elif len(text.encode()) > CWD_MAX:
-                c.error(item, f"cwd prefix '{text[:20]}...' {where} is longer than PATH_MAX",
+                c.error(item, f"{label} '{text[:20]}...' {where} is longer than PATH_MAX",
                         "shorten the path")
             elif text.rstrip("/") != canonical.rstrip("/"):
-                c.error(item, f"cwd prefix '{text}' {where} is not in canonical form",
+                c.error(item, f"{label} '{text}' {where} is not in canonical form",
                         f"write '{canonical}'")
             elif canonical not in out:
                 out.append(canonical)

@@ -32,9 +32,14 @@ CANARY_RULES = [
      "match": {"executable": ["rm"],
                "args": [{"option": {"short": ["r", "R"], "long": "recursive"}},
                         {"path": {"is": [str(CANARY)], "below": True}}]}},
+    {"id": "canary-rm-relative", "description": "recursive rm of the canary named from /tmp",
+     "severity": "high", "action": "block", "tags": ["T1485"],
+     "match": {"executable": ["rm"], "cwd_is": [str(CANARY.parent)],
+               "args": [{"option": {"short": ["r", "R"], "long": "recursive"}},
+                        {"regex": rf"^(\./+)*{CANARY.name}/*$"}]}},
 ]
 STANDINS = ("rm", "tar", "sed", "ncat", "pkill", "systemctl", "dd", "cp", "find", "mv", "shred",
-            "python3", "sh")
+            "python3", "sh", "truncate")
 
 # (argv, rule id) — run through a stand-in named argv[0]; the kernel must kill it.
 ATTACKS = [
@@ -51,6 +56,11 @@ ATTACKS = [
     (["rm", "-rf", "bin", "boot", "etc", "usr", "var"], "rm-recursive-root-expanded"),
     (["rm", "-rf", "../../etc"], "rm-recursive-dotdot-sysdir"),
     (["shred", "-u", "/etc/./shadow"], "system-file-destroyed"),
+    # `..` deeper than the automaton places detours: fails closed (docs/policy.md)
+    (["rm", "-rf", "/tmp/a/b/c/../../../etc"], "rm-recursive-root"),
+    (["rm", "-rf", "/tmp/a/b/c/d/e/../../../../../../usr"], "rm-recursive-root"),
+    (["rm", "-rf", "../../../../../../boot"], "rm-recursive-root"),
+    (["shred", "-u", "/var/a/b/../../../etc/shadow"], "system-file-destroyed"),
     # rule content
     (["find", "/", "-delete", "-print"], "find-delete-root"),
     (["find", "-files0-from", "/tmp/list", "-delete"], "find-files0-from-delete"),
@@ -71,6 +81,8 @@ TWINS = [
     ["ncat", "--ssl", "127.0.0.1", "9"], ["ncat", "--", "--exec"],
     ["tar", "-cf", "x.tar", "--remove-files", "build"], ["sed", "-n", "p", "/var/log/auth.log"],
     ["rm", "-rf", "bin", "obj"], ["rm", "-rf", "../build"], ["shred", "-u", "/tmp/x"],
+    ["rm", "-rf", "/tmp/a/b/../../tmp/build"], ["rm", "-rf", "../../build"],
+    ["shred", "-u", "/tmp/a/../b/..c/x"],
     ["find", "/tmp", "-name", "x", "-delete"], ["dd", "if=/dev/zero", "of=/tmp/img"],
     ["sh", "-c", ": > /tmp/wt''mp"], ["pkill", "-HUP", "rsyslogd"],
     ["systemctl", "stop", "nginx*"], ["mv", "/etc/hosts.new", "/etc/hosts"],
@@ -161,10 +173,12 @@ def test_benign_twin_runs(agent, cgroup, bindir, argv) -> None:
 @pytest.mark.parametrize("spelling", [
     ["-rf", "{c}"], ["--recur", "--force", "{c}/"], ["-f", "{c}/./precious/..", "-R"],
     ["-rf", "/tmp/../{c}"], ["-rf", "/proc/self/root{c}"], ["-rf", "//{c}//precious"],
+    ["-rf", "/tmp/a/b/c/../../..{c}"], ["-rf", "{c}/precious/x/y/../../../../{n}"],
 ])
 def test_real_rm_on_the_canary_is_blocked_in_every_spelling(agent, cgroup, canary,
                                                             spelling) -> None:
-    argv = ["rm", *(a.replace("{c}", str(canary)) for a in spelling)]
+    argv = ["rm", *(a.replace("{c}", str(canary)).replace("{n}", canary.name)
+                    for a in spelling)]
     res = cgroup.run(argv)
     assert killed(res), (argv, res)
     assert (canary / "precious").read_text() == "still here\n"
@@ -176,3 +190,48 @@ def test_real_rm_after_double_dash_is_an_operand_and_runs(agent, cgroup, canary)
     res = cgroup.run(["rm", "--", "-r"], cwd=canary)
     assert res.returncode == 0, res
     assert not (canary / "-r").exists() and (canary / "precious").exists()
+
+
+# Relative names, judged against the exact working directory (match.cwd_is): (cwd, argv, rule)
+RELATIVE = [
+    ("/", ["rm", "-rf", "etc"], "rm-recursive-sysdir-from-root"),
+    ("/", ["rm", "-r", "./usr/"], "rm-recursive-sysdir-from-root"),
+    ("/", ["rm", "--recur", "boot//"], "rm-recursive-sysdir-from-root"),
+    ("/etc", ["shred", "-u", "shadow"], "system-file-destroyed-relative"),
+    ("/etc", ["rm", "-f", "./sudoers"], "system-file-destroyed-relative"),
+    ("/var/log", ["truncate", "-s0", "auth.log"], "log-file-destroyed-relative"),
+]
+
+
+@pytest.mark.parametrize(("cwd", "argv", "rule"), RELATIVE,
+                         ids=[f"{c}: {' '.join(a)}" for c, a, _ in RELATIVE])
+def test_relative_name_from_its_directory_is_blocked(agent, cgroup, bindir, cwd, argv,
+                                                     rule) -> None:
+    res = cgroup.run([str(bindir / argv[0]), *argv[1:]], cwd=cwd)
+    assert killed(res), (cwd, argv, res)
+    want = json.dumps(argv[1:])
+    assert wait_event(agent, lambda e: e.get("rule.id") == rule
+                      and json.dumps(e.get("process.args", [])[1:]) == want), (rule, argv)
+
+
+@pytest.mark.parametrize("argv", [a for c, a, _ in RELATIVE if c != "/var/log"],
+                         ids=[" ".join(a) for c, a, _ in RELATIVE if c != "/var/log"])
+def test_same_relative_name_elsewhere_runs(agent, cgroup, bindir, tmp_path, argv) -> None:
+    res = cgroup.run([str(bindir / argv[0]), *argv[1:]], cwd=tmp_path)
+    assert res.returncode == 0, (argv, res)
+
+
+def test_real_rm_of_the_canary_by_relative_name_is_blocked(agent, cgroup, canary) -> None:
+    for name in (canary.name, f"./{canary.name}/", f"{canary.name}//"):
+        res = cgroup.run(["rm", "-rf", name], cwd=canary.parent)
+        assert killed(res), (name, res)
+        assert (canary / "precious").read_text() == "still here\n"
+
+
+def test_real_rm_of_a_twin_by_the_same_name_elsewhere_runs(agent, cgroup, tmp_path) -> None:
+    twin = tmp_path / CANARY.name
+    twin.mkdir()
+    (twin / "precious").write_text("a build tree\n")
+    res = cgroup.run(["rm", "-rf", CANARY.name], cwd=tmp_path)
+    assert res.returncode == 0, res
+    assert not twin.exists()

@@ -3,12 +3,14 @@ paths"), on YAML nodes so every error names its line and column and a fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 
 import yaml
 
 from edrfleet.policy.checker import Checker
+from edrfleet.policy.model import ArgMatcher
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 OPTION_KEYS = ("short", "long", "abbrev", "takes")
@@ -107,3 +109,11 @@ def check_path(c: Checker, node: yaml.Node, where: str) -> PathSpec | None:
         if value not in out:
             out.append(value)
     return PathSpec(tuple(out), below)
+
+
+def for_action(matchers: tuple[ArgMatcher, ...], action: str) -> tuple[ArgMatcher, ...]:
+    """The ``path`` matchers as a rule of this action uses them: an ``allow`` rule does not
+    fail closed on arguments whose target the automaton cannot place (`PathSpec.deep`)."""
+    return tuple(
+        dataclasses.replace(m, value=PathSpec.from_text(str(m.value)).for_action(action).text())
+        if m.kind == "path" else m for m in matchers)

@@ -8,7 +8,10 @@ components, ``..`` at the root (it stays there), detours ``NAME/..`` nested up t
 back at the root (``/proc/self/root/etc``; a process's root is ``/`` unless it is chrooted).
 
 The language of "normalizes to P" is not regular for unbounded ``..`` nesting (it counts), so
-the automaton stops at `DETOUR_DEPTH`: ``/a/b/c/d/e/../../../../../etc`` is not recognized.
+the automaton places detours up to `DETOUR_DEPTH` deep and fails closed beyond: with
+``deep`` (block and log rules), any argument with at least `DEEP_DOTDOT` ``..`` components
+(``/a/b/c/../../../etc``, ``../../../etc``) is taken to name the path, whatever it resolves
+to — its target is unknown, so it is treated as naming the root, which holds every path.
 A symlink inside the argument (``/tmp/l/..`` with ``l -> /usr/lib``) cannot be resolved here;
 docs/policy.md says how the default policy covers both.  Relative arguments and
 ``/proc/self/cwd/...`` depend on the working directory and are not matched.
@@ -35,6 +38,7 @@ from edrfleet.policy.spell.ast import (
 from edrfleet.policy.spell.spec import PathSpec
 
 DETOUR_DEPTH = 2  # 3 made the rm group's automaton pass the state cap
+DEEP_DOTDOT = DETOUR_DEPTH + 1  # this many ``..`` components: the target is taken as unknown
 SLASH = bits(b"/")
 DOT = bits(b".")
 PART = BYTES & ~SLASH  # a byte of one component
@@ -98,13 +102,23 @@ def _from(node: dict[bytes, dict], below: bool) -> Node:
     return alt(*ways)
 
 
+def _deep() -> Node:
+    """One argument, absolute or relative, with at least `DEEP_DOTDOT` ``..`` components."""
+    anything = star(sym(BYTES))
+    lead = opt(cat(anything, sym(SLASH)))  # empty, or ends where a component starts
+    more = cat(sym(SLASH), lead, lit(b".."))
+    tail = opt(cat(sym(SLASH), anything))  # a ``..`` ends at '/' or at the argument's end
+    return cat(ARG_START, lead, lit(b".."), *([more] * (DEEP_DOTDOT - 1)), tail, ARG_END)
+
+
 def path_ast(spec: PathSpec) -> Node:
     """One argument that is one of the paths (or below one, with ``below``), spelled any way
     the module docstring lists."""
     root = _detours(DETOUR_DEPTH, True)
     head = cat(star(cat(root, _proc_root())), root)
-    return cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
-               star(sym(SLASH)), ARG_END)
+    exact = cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
+                star(sym(SLASH)), ARG_END)
+    return alt(exact, _deep()) if spec.deep else exact
 
 
 # --- the oracle: the same grammar read over components, without automata -----------------
@@ -170,6 +184,8 @@ def _below_ok(comps: tuple[bytes, ...], i: int) -> bool:
 
 
 def path_holds(spec: PathSpec, arg: bytes) -> bool:
+    if spec.deep and arg.split(b"/").count(b"..") >= DEEP_DOTDOT:
+        return True
     if not arg.startswith(b"/"):
         return False
     comps = tuple(c for c in arg.split(b"/") if c)

@@ -36,15 +36,23 @@ class OptionSpec:
 @dataclass(frozen=True)
 class PathSpec:
     """``path: [/etc, ...]`` or ``path: {is: [...], below: true}``: absolute, canonical paths;
-    ``below``: anything under them matches too."""
+    ``below``: anything under them matches too; ``deep``: an argument with more ``..``
+    components than the automaton can place (`paths.DEEP_DOTDOT`) matches too — set for
+    ``block``/``log`` rules (fail closed), cleared for ``allow`` rules (never allow more)."""
 
     paths: tuple[str, ...]
     below: bool = False
+    deep: bool = True
 
     def text(self) -> str:
-        return json.dumps({"is": list(self.paths), "below": self.below}, sort_keys=True)
+        return json.dumps({"is": list(self.paths), "below": self.below, "deep": self.deep},
+                          sort_keys=True)
 
     @classmethod
     def from_text(cls, text: str) -> PathSpec:
         d = json.loads(text)
-        return cls(tuple(d["is"]), bool(d["below"]))
+        return cls(tuple(d["is"]), bool(d["below"]), bool(d.get("deep", False)))
+
+    def for_action(self, action: str) -> PathSpec:
+        """The spec as a rule of this action uses it (an allow rule never fails closed)."""
+        return PathSpec(self.paths, self.below, action != "allow")

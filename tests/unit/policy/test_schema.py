@@ -86,7 +86,7 @@ FIRST_ERRORS = [
     ("an empty match is refused",
      RULE_HEAD + "    match: {}\n",
      "policy.yaml:7:12: 'match' in rule 'a' has no matcher (fix: add at least one of: "
-     "executable, args, cmdline, user, uid, parent, cwd, fileless, ancestor, inet_stdio)"),
+     "executable, args, cmdline, user, uid, parent, cwd, cwd_is, fileless, ancestor, inet_stdio)"),
     ("executable must be a list",
      RULE_HEAD + "    match:\n      executable: rm\n",
      "policy.yaml:8:19: 'executable' in rule 'a' must be a list, not a string (fix: write "

@@ -15,6 +15,7 @@ from edrfleet.policy.spell.spec import PathSpec
 
 ETC = PathSpec(("/etc", "/"))
 CANARY = PathSpec(("/tmp/edrfleet-canary-x",), below=True)
+ALLOW = PathSpec(("/etc",), deep=False)  # as an allow rule uses it
 
 
 def dfa_holds(spec: PathSpec, arg: bytes) -> bool:
@@ -34,7 +35,11 @@ CASES = [
     (ETC, "/.", True), (ETC, "//", True), (ETC, "/a/b/../../etc", True),
     (ETC, "/tmp/x/..", False), (ETC, "/etc/x", False), (ETC, "etc", False),
     (ETC, "/etcx", False), (ETC, "/proc/self/cwd/etc", False), (ETC, "/etc/...", False),
-    (ETC, "/a/b/c/../../../etc", False),  # deeper than DETOUR_DEPTH: documented
+    (ETC, "/a/b/c/../../../etc", True),  # deeper than DETOUR_DEPTH: fails closed
+    (ETC, "/a/b/c/d/e/../../../../../etc", True), (ETC, "../../../tmp", True),
+    (ETC, "x/../y/../z/..", True), (ETC, "/a/..b/..c/..d", False), (ETC, "../../x", False),
+    (CANARY, "/tmp/a/b/c/../../../edrfleet-canary-y", True),
+    (ALLOW, "/a/b/c/../../../etc", False), (ALLOW, "/a/b/../../etc", True),
     (ETC, "", False), (ETC, "/.../etc", False),
     (CANARY, "/tmp/edrfleet-canary-x", True), (CANARY, "/tmp/edrfleet-canary-x/a/b", True),
     (CANARY, "/tmp//edrfleet-canary-x/./a/../b", True), (CANARY, "/tmp/edrfleet-canary-y", False),
@@ -54,13 +59,13 @@ comps = st.lists(st.sampled_from(["etc", "tmp", ".", "..", "x", "...", "proc", "
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(parts=comps, slashes=st.lists(st.integers(1, 2), min_size=8, max_size=8),
-       trailing=st.booleans(), below=st.booleans())
+       trailing=st.booleans(), below=st.booleans(), deep=st.booleans())
 def test_automaton_agrees_with_the_oracle(parts: list[str], slashes: list[int],
-                                          trailing: bool, below: bool) -> None:
+                                          trailing: bool, below: bool, deep: bool) -> None:
     joined = "".join("/" * n + p for n, p in zip(slashes, parts, strict=False))
     arg = joined + ("/" if trailing else "")
     arg = arg or "/"
-    spec = PathSpec(("/etc", "/tmp/x"), below)
+    spec = PathSpec(("/etc", "/tmp/x"), below, deep)
     assert dfa_holds(spec, arg.encode()) == path_holds(spec, arg.encode())
 
 
@@ -76,4 +81,4 @@ def test_shallow_spellings_are_normpath(parts: list[str]) -> None:
     if worst > DETOUR_DEPTH:
         return
     want = posixpath.normpath(arg).replace("//", "/") == "/etc"
-    assert path_holds(PathSpec(("/etc",)), arg.encode()) == want
+    assert path_holds(PathSpec(("/etc",), deep=False), arg.encode()) == want
