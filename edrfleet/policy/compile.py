@@ -479,9 +479,11 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     busybox` is judged under both, and on the host any names may be one file), the fileless
     list when it has no link, its size's groups when the kernel does not know its inode (a
     copy of any protected file, under any names: bpf/identity.c), and the wildcard groups.
-    Every three keys of the policy are taken as one exec (two names and a size); more than
-    that in one file is the host's affair (the agent and kernel fail closed: docs/status.md
-    candidates_dropped).
+    Every two keys of the policy are taken as one exec (a name and a link's name, a path and a
+    name: what hosts do with alternatives and busybox links).  Three (two names and another
+    file's size and head) only a crafted copy hits: refusing those refused the default policy,
+    and the kernel fails closed on them (a block where a group left out has a block rule:
+    docs/status.md candidates_dropped), as it does for more names than that on one host.
     """
     wild = set(exes["wildcard"])
     if "prefilter" in exes:
@@ -501,13 +503,9 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     groups = set().union(*(g for _, g in named))
     if len(named) == 1:
         who, mine = f"an exec of {named[0][0]}", f"{len(named[0][1])}"
-    elif len(named) == 2:
+    else:
         who = f"{named[0][0]} and {named[1][0]} as one file (a link)"
         mine = f"{len(named[0][1])} + {len(named[1][1])}"
-    else:
-        who = (f"{named[0][0]} run as {named[1][0]} with the size of {named[2][0]} (a copy, "
-               "judged by its names and its size)")
-        mine = " + ".join(str(len(g)) for _, g in named)
     others = f" (and {over - 1} more such cases)" if over > 1 else ""
     c.error(first_rule[min(groups)], f"{who} would run {n} rule groups ({mine} of its "
             f"executables, {len(wild)} for rules without 'executable' run for every exec"
@@ -519,27 +517,24 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
 
 def _worst_exec(keys: list[tuple[str, set[int]]],
                 wild: set[int]) -> tuple[tuple[int, tuple[int, ...]] | None, int]:
-    """The exec over the cap with the most groups - (groups, the distinct keys it hits) - and
-    how many distinct key sets are over it; ``keys`` sorted by size, largest first."""
+    """The exec over the cap with the most groups - (groups, the distinct keys it hits, one
+    or two) - and how many distinct key sets are over it; ``keys`` sorted by size, largest
+    first."""
     sizes = [len(g) for _, g in keys]
     cap = MAX_CANDIDATES - len(wild)
     worst: tuple[int, tuple[int, ...]] | None = None
     over: set[tuple[int, ...]] = set()
     for i in range(len(keys)):
-        if 3 * sizes[i] <= cap:
-            break  # sorted: no later triple can pass the cap either
+        if 2 * sizes[i] <= cap:
+            break  # sorted: no later pair can pass the cap either
         for j in range(i, len(keys)):
-            if sizes[i] + 2 * sizes[j] <= cap:
+            if sizes[i] + sizes[j] <= cap:
                 break
-            gij = keys[i][1] | keys[j][1] | wild
-            for k in range(j, len(keys)):
-                if sizes[i] + sizes[j] + sizes[k] <= cap:
-                    break
-                n = len(gij | keys[k][1])
-                if n > MAX_CANDIDATES:
-                    picked = tuple(sorted({i, j, k}))
-                    over.add(picked)
-                    if worst is None or n > worst[0] or (n == worst[0]
-                                                         and len(picked) < len(worst[1])):
-                        worst = (n, picked)
+            n = len(keys[i][1] | keys[j][1] | wild)
+            if n > MAX_CANDIDATES:
+                picked = tuple(sorted({i, j}))
+                over.add(picked)
+                if worst is None or n > worst[0] or (n == worst[0]
+                                                     and len(picked) < len(worst[1])):
+                    worst = (n, picked)
     return worst, len(over)

@@ -1,6 +1,6 @@
-"""The candidate-union check counts a file's size: an exec of a file the kernel does not know
-by its inode is judged under its two names and the groups of the protected size it has
-(bpf/identity.c), so three keys of the policy can meet in one exec."""
+"""The candidate-union check: two keys of the policy meet in one exec on real hosts (a name and
+a link's name); three (two names and another file's size and head, bpf/identity.c) only in a
+crafted copy, which the kernel fails closed on instead of the policy being refused."""
 
 from __future__ import annotations
 
@@ -19,19 +19,26 @@ def triple_rules(per_name: int) -> list[str]:
             for n in ("aa", "bb", "cc") for i in range(per_name)]
 
 
-def test_three_keys_past_the_cap_that_no_two_reach_are_refused_naming_the_size():
-    per = MAX_CANDIDATES // 3 + 1  # any two fit, three do not
-    assert 2 * per <= MAX_CANDIDATES < 3 * per
+def test_two_keys_past_the_cap_are_refused_naming_the_link():
+    per = MAX_CANDIDATES // 2 + 1
     with pytest.raises(PolicyError) as info:
-        compile_policy(policy_of_rules(*triple_rules(per)))
+        compile_policy(policy_of_rules(*triple_rules(per)[:2 * per]))
     msg = info.value.message
-    assert "with the size of" in msg and "judged by its names and its size" in msg
-    assert f"would run {3 * per} rule groups ({per} + {per} + {per} of its executables" in msg
+    assert "as one file (a link)" in msg
+    assert f"would run {2 * per} rule groups ({per} + {per} of its executables" in msg
     assert f"the kernel evaluates at most {MAX_CANDIDATES}" in msg
+
+
+def test_three_keys_past_the_cap_that_no_two_reach_compile_the_kernel_fails_closed():
+    per = MAX_CANDIDATES // 3 + 1  # any two fit, three do not: only a crafted copy hits three
+    assert 2 * per <= MAX_CANDIDATES < 3 * per
+    bundle = compile_policy(policy_of_rules(*triple_rules(per)))
+    line = next(s for s in bundle_summary(bundle) if s.startswith("candidates:"))
+    assert "fails closed in the kernel" in line
 
 
 def test_three_keys_within_the_cap_compile_and_check_says_what_it_counted():
     per = MAX_CANDIDATES // 3
     bundle = compile_policy(policy_of_rules(*triple_rules(per)))
     line = next(s for s in bundle_summary(bundle) if s.startswith("candidates:"))
-    assert f"at most {MAX_CANDIDATES} groups" in line and "its size" in line
+    assert f"at most {MAX_CANDIDATES} groups" in line and "size and head" in line
