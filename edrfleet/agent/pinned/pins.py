@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from edrfleet.agent.pinned import bpfsys
+from edrfleet.agent.pinned import bpfsys, selfguard
 
 PIN_ROOT = "/sys/fs/bpf/edrfleet"
 MANIFEST = "pinned.json"
@@ -130,13 +130,26 @@ def stop_agent(spool: str | Path, timeout: float = 10.0) -> int | None:
         return None
     if pid <= 1 or pid == os.getpid() or not _is_agent(pid):
         return None
-    os.kill(pid, signal.SIGTERM)
+    # on the LSM backend the agent refuses our signals (bpf/guard.c): it reads this request
+    selfguard.request_stop(str(spool))
+    _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _is_agent(pid):
         time.sleep(0.02)
     if _is_agent(pid):
-        os.kill(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL)
+    try:  # not taken (the agent died otherwise): the next agent must not read it
+        os.unlink(os.path.join(str(spool), selfguard.STOP_REQUEST))
+    except FileNotFoundError:
+        pass
     return pid
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except PermissionError:
+        pass  # the guard's answer: the stop request is the way in
 
 
 def _is_agent(pid: int) -> bool:
