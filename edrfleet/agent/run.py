@@ -189,7 +189,8 @@ class Agent:
                 raise self._fail("choose backend", f"backend lsm is required but {why}")
             self._fresh(bundle, packed, offsets, why)
         self._save_manifest()
-        self.status["guard"] = self.selfguard.arm(self.engine, self.lsm_why)
+        self.status["guard"] = self.selfguard.arm(self.engine, self.lsm_why,
+                                                  self.status.get("guard"))
         self._open_events(self.engine)
         self.identities.start()
         self.status["backend"] = self.engine.backend
@@ -520,8 +521,7 @@ class Agent:
         while not self.flags["stop"]:
             self.engine.poll(POLL_MS)
             self.pending += self.selfguard.tick(self.opts.host_name, __version__)
-            if self.selfguard.stop_requested():  # `agent disarm`: the guard goes, we exit
-                self.selfguard.release()
+            if self.selfguard.stop_requested():  # `agent disarm`: we exit, the guard goes
                 self.flags["stop"] = True
             self._flush()
             if self.flags["reload"]:
@@ -543,6 +543,7 @@ class Agent:
 
     def stop(self) -> None:
         """Exit, leaving the pinned program in force (``agent disarm`` ends enforcement)."""
+        self.selfguard.release()  # the kernel would at our exit; status.json says it now
         if self.identities is not None:
             self.identities.close()  # execs of the host no longer wait for us
             self.identities = None

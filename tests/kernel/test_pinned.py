@@ -176,6 +176,10 @@ def test_the_resident_agent_holds_no_bcc_and_little_memory(tmp_path, spool, cgro
                Path(f"/proc/{agent.proc.pid}/status").read_text().splitlines()
                if line.startswith("VmRSS:"))
     assert rss < 40 * 1024, f"{rss} kB resident"
+    # no BPF LSM on this kernel: no self-protection either (bpf/guard.c), and status says why
+    guard = agent.status()["guard"]
+    assert guard["on"] is False and guard["why"].startswith("backend sigkill: "), guard
+    assert "LSM" in guard["why"] or "lsm" in guard["why"], guard
     agent.stop()
 
 

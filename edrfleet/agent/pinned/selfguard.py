@@ -84,11 +84,14 @@ class SelfGuard:
         self.fds: dict[str, int] = {}
         self.log_id = 0
 
-    def arm(self, engine, lsm_why: str) -> dict:
-        """Name what the agent owns and switch the guard on; status.json's ``guard``."""
+    def arm(self, engine, lsm_why: str, previous: dict | None = None) -> dict:
+        """Name what the agent owns and switch the guard on; status.json's ``guard``.
+        ``previous``: what the image before a hand-over said (it knew why LSM was not used)."""
         fds = engine.map_fds()
         if engine.backend != "lsm":
-            why = f"backend {engine.backend}: {lsm_why or 'BPF LSM is not in use'}"
+            why = (f"backend {engine.backend}: {lsm_why}" if lsm_why else
+                   (previous or {}).get("why") or
+                   f"backend {engine.backend}: the pinned program was built without BPF LSM")
             self.status = {"on": False, "why": why, "refused": {}}
             return self.status
         if "guard_self" not in fds or "guard_kill" not in engine.links:
@@ -104,16 +107,21 @@ class SelfGuard:
             self.seen = [rec[0] for rec in self._records()]
         self.fds = fds
         bpfsys.map_update(fds["guard_self"], struct.pack("=I", 0), struct.pack("=I", os.getpid()))
-        self.status = {"on": True, "why": "", "objects": len(objs),
-                       "refused": self.status.get("refused", {})}
+        self.status = {
+            "on": True, "why": "", "objects": len(objs),
+            "map_ids": {n: bpfsys.map_info(fd)["id"] for n, fd in fds.items()},
+            "link_ids": sorted(bpfsys.link_info(fd)["id"] for fd in engine.links.values()),
+            "refused": self.status.get("refused", {}),
+        }
         return self.status
 
     def release(self) -> None:
-        """Let the guard go (the agent is about to exit on a disarm request)."""
+        """Let the guard go: the agent is about to exit (a disarm request, the unit's stop)."""
         if self.fds:
             bpfsys.map_update(self.fds["guard_self"], struct.pack("=I", 0), struct.pack("=I", 0))
+            self.fds = {}
             self.status["on"] = False
-            self.status["why"] = "disarm requested"
+            self.status["why"] = "the agent stopped"
 
     def stop_requested(self) -> bool:
         path = os.path.join(self.spool, STOP_REQUEST)
