@@ -28,6 +28,7 @@ from edrfleet.agent.pinned import bpfsys, selfguard
 
 PIN_ROOT = "/sys/fs/bpf/edrfleet"
 MANIFEST = "pinned.json"
+GUARDED_STOP_WAIT = 120.0  # seconds disarm waits for a guarded agent to take its request
 _MAP_DECL = re.compile(r"^BPF_(?:\w+)\(\s*(\w+)\s*,|^BPF_TABLE\(\"[^\"]+\",[^,]+,[^,]+,\s*(\w+)",
                        re.M)
 
@@ -131,25 +132,30 @@ def stop_agent(spool: str | Path, timeout: float = 10.0) -> int | None:
     if pid <= 1 or pid == os.getpid() or not _is_agent(pid):
         return None
     # on the LSM backend the agent refuses our signals (bpf/guard.c): it reads this request
+    # at its next poll -- or once its hand-over to the resident image is done, which on a
+    # loaded guest takes longer than a SIGTERM may
     selfguard.request_stop(str(spool))
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    delivered = _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + (timeout if delivered else GUARDED_STOP_WAIT)
     while time.monotonic() < deadline and _is_agent(pid):
         time.sleep(0.02)
     if _is_agent(pid):
         _signal(pid, signal.SIGKILL)
-    try:  # not taken (the agent died otherwise): the next agent must not read it
-        os.unlink(os.path.join(str(spool), selfguard.STOP_REQUEST))
-    except FileNotFoundError:
-        pass
+    if not _is_agent(pid):  # gone: the next agent on this spool must not read the request
+        try:
+            os.unlink(os.path.join(str(spool), selfguard.STOP_REQUEST))
+        except FileNotFoundError:
+            pass
     return pid
 
 
-def _signal(pid: int, sig: int) -> None:
+def _signal(pid: int, sig: int) -> bool:
+    """False when the guard refused it (the stop request is the way in)."""
     try:
         os.kill(pid, sig)
     except PermissionError:
-        pass  # the guard's answer: the stop request is the way in
+        return False
+    return True
 
 
 def _is_agent(pid: int) -> bool:
