@@ -81,7 +81,8 @@ def test_signals_that_stop_or_end_the_agent_are_refused_and_it_lives(probed):
 
 def test_ptrace_and_proc_mem_are_refused_status_is_readable(probed):
     assert probed["ptrace_attach"] == errno.EPERM, probed
-    assert probed["proc_mem"] == errno.EPERM, probed
+    # the guard's EPERM, which proc_mem_open reports as EACCES (the "ptrace" count says whose)
+    assert probed["proc_mem"] in (errno.EPERM, errno.EACCES), probed
     assert probed["proc_status"] == 0, probed
 
 
@@ -111,7 +112,7 @@ def test_each_refusal_is_an_event_and_counted(guest, probed):
                 seen[r["what"]] = seen.get(r["what"], 0) + r["count"]
                 assert e["event"]["action"] == "self-protection" and e["process"]["pid"] > 1
     assert set(seen) == want, seen
-    assert seen["signal"] >= 5 and seen["by_id"] >= 11, seen
+    assert seen["signal"] >= 5 and seen["ptrace"] >= 2 and seen["by_id"] >= 11, seen
     refused = _status(guest)["guard"]["refused"]
     assert all(refused.get(k, 0) >= n for k, n in seen.items()), (refused, seen)
 

@@ -24,6 +24,7 @@ import time
 from edrfleet.agent import ecs
 from edrfleet.agent.maps import kernel_dev
 from edrfleet.agent.pinned import bpfsys
+from edrfleet.agent.status import read_status
 
 STOP_REQUEST = "disarm.request"  # in the spool: the agent lets the guard go and exits
 RULE_ID = "edrfleet-self-protection"
@@ -102,9 +103,14 @@ class SelfGuard:
         for key in objs:
             bpfsys.map_update(fds["guard_objs"], _KEY.pack(*key), struct.pack("=I", 1))
         log_id = bpfsys.map_info(fds["guard_log"])["id"]
-        if log_id != self.log_id:  # a new program, or a new image: count from what is there
-            self.fds, self.log_id = fds, log_id
-            self.seen = [rec[0] for rec in self._records()]
+        if log_id != self.log_id:  # a new program, or a new image of the agent
+            # what the agent before us reported (a hand-over, a restart that adopts) is not
+            # reported again; what it did not get to (refused meanwhile) is
+            prev = previous if previous and "seen" in previous else _saved(self.spool)
+            same = prev.get("log_id") == log_id and len(prev.get("seen", [])) == len(KINDS)
+            self.seen = list(prev["seen"]) if same else [0] * len(KINDS)
+            self.status["refused"] = dict(prev.get("refused", {})) if same else {}
+            self.log_id = log_id
         self.fds = fds
         bpfsys.map_update(fds["guard_self"], struct.pack("=I", 0), struct.pack("=I", os.getpid()))
         self.status = {
@@ -112,6 +118,7 @@ class SelfGuard:
             "map_ids": {n: bpfsys.map_info(fd)["id"] for n, fd in fds.items()},
             "link_ids": sorted(bpfsys.link_info(fd)["id"] for fd in engine.links.values()),
             "refused": self.status.get("refused", {}),
+            "log_id": log_id, "seen": self.seen,
         }
         return self.status
 
@@ -138,7 +145,7 @@ class SelfGuard:
         for i, (count, pid, arg, comm) in enumerate(self._records()):
             if count <= self.seen[i]:
                 continue
-            new, self.seen[i] = count - self.seen[i], count
+            new, self.seen[i] = count - self.seen[i], count  # (status.json's "seen" too)
             refused = self.status.setdefault("refused", {})
             refused[KINDS[i]] = refused.get(KINDS[i], 0) + new
             out.append(refusal_event(KINDS[i], new, pid, comm.split(b"\0")[0].decode(
@@ -152,6 +159,14 @@ class SelfGuard:
             raw = bpfsys.map_lookup(fd, struct.pack("=I", i), _REC.size)
             out.append(_REC.unpack(raw) if raw else (0, 0, 0, b""))
         return out
+
+
+def _saved(spool: str) -> dict:
+    """status.json's ``guard`` as the last agent on ``spool`` left it ({} if none)."""
+    try:
+        return (read_status(spool) or {}).get("guard") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _objects(engine, fds: dict[str, int]) -> list[tuple[int, int, int]]:
