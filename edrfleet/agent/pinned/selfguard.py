@@ -22,7 +22,6 @@ import struct
 import time
 
 from edrfleet.agent import ecs
-from edrfleet.agent.maps import kernel_dev
 from edrfleet.agent.pinned import bpfsys
 from edrfleet.agent.status import read_status
 
@@ -159,6 +158,12 @@ class SelfGuard:
             raw = bpfsys.map_lookup(fd, struct.pack("=I", i), _REC.size)
             out.append(_REC.unpack(raw) if raw else (0, 0, 0, b""))
         return out
+
+
+def kernel_dev(st_dev: int) -> int:
+    """st_dev -> s_dev's encoding (MAJOR << 20 | MINOR); as edrfleet.agent.maps has it, whose
+    import (pwd, the policy packing) `agent wait` and `service` must not pay for."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 def _saved(spool: str) -> dict:
