@@ -103,7 +103,10 @@ def test_each_refusal_is_an_event_and_counted(guest, probed):
     want = {"signal", "ptrace", "unlink", "rename", "open", "map_write", "by_id"}
     deadline = time.monotonic() + 30
     seen: dict[str, int] = {}
-    while set(seen) != want and time.monotonic() < deadline:
+    refused: dict[str, int] = {}
+    # events go to the spool at once, status.json once a second: wait for both
+    while time.monotonic() < deadline and not (
+            set(seen) == want and all(refused.get(k, 0) >= n for k, n in seen.items())):
         time.sleep(1)
         seen = {}
         for e in _events(guest):
@@ -111,9 +114,9 @@ def test_each_refusal_is_an_event_and_counted(guest, probed):
                 r = e["edrfleet"]["refused"]
                 seen[r["what"]] = seen.get(r["what"], 0) + r["count"]
                 assert e["event"]["action"] == "self-protection" and e["process"]["pid"] > 1
+        refused = _status(guest)["guard"]["refused"]
     assert set(seen) == want, seen
     assert seen["signal"] >= 5 and seen["ptrace"] >= 2 and seen["by_id"] >= 11, seen
-    refused = _status(guest)["guard"]["refused"]
     assert all(refused.get(k, 0) >= n for k, n in seen.items()), (refused, seen)
 
 
