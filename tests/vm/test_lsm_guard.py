@@ -21,6 +21,8 @@ import pytest
 from edrfleet.lab.vm import qemu as vm
 from tests.vm.conftest import sh
 
+# the tier's boot and the session agent's start come first: a loaded host takes more than 600 s
+pytestmark = pytest.mark.timeout(1800)
 SPOOL = "/var/lib/edrguard"
 UNIT = "edrvm-guard"
 PROBE = Path(__file__).resolve().parents[1] / "helpers" / "guard_probe.py"
