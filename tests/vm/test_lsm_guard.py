@@ -126,8 +126,9 @@ def test_disarm_passes_the_guard_ends_the_agent_and_unpins(guest, guarded, probe
     r = sh(guest, f"{AGENT} disarm --spool {SPOOL} --unit none.service", timeout=120)
     assert "disarmed" in r.stdout, r
     pid, inst = probed["pid"], guarded["pinned"].rsplit("/", 1)[0]
-    r = sh(guest, f"test -e /proc/{pid} && echo alive; test -e {inst} && echo pinned; "
+    r = sh(guest, f"test -e /proc/{pid} && echo AGENT-ALIVE; test -e {inst} && echo PINS-LEFT; "
                   f"systemctl is-active {UNIT}; cat {SPOOL}/status.json")
-    assert "alive" not in r.stdout and "pinned" not in r.stdout, r
+    assert "AGENT-ALIVE" not in r.stdout and "PINS-LEFT" not in r.stdout, r
+    assert r.stdout.splitlines()[0] == "inactive", r  # it exited 0, by itself
     status = json.loads(r.stdout.split("\n", 1)[1])
     assert status["state"] == "stopped" and status["guard"]["on"] is False, status
