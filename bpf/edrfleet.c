@@ -6,7 +6,7 @@
  * program is this file and the others of bpf/, joined in the order of
  * edrfleet/kernel_abi.py BPF_SOURCES after edrfleet.h into the one text BCC compiles
  * (BCC rewrites map calls only in its main file): helpers.c, candidates.c, context.c,
- * verdict.c, scan.c, exec.c, lsm.c.
+ * verdict.c, scan.c, exec.c, lsm.c, guard.c.
  *
  * Loaded by the agent with BCC.  The agent passes, as -D flags (switches of edrfleet.h):
  *   EDR_OFF_*          kernel struct offsets read from BTF (never from header files: the

@@ -430,4 +430,39 @@ struct edr_event {           /* ring buffer record; sent up to args[args_len] on
 	char args[EDR_ARGS_MAX];           /* argv, NUL separated */
 };
 
+/* --- self-protection (bpf/guard.c, backend lsm only) ------------------------------------- */
+#define EDR_GUARD_OBJS      1024   /* the agent's maps, programs, links and pins guarded      */
+
+enum edr_guard_kind {        /* what another process was refused: index of "guard_log" */
+	EDR_GUARD_SIGNAL = 0,    /* a signal that would stop or end the agent (arg: signal)      */
+	EDR_GUARD_PTRACE = 1,    /* ptrace attach, /proc/PID/mem, pidfd_getfd (arg: mode)        */
+	EDR_GUARD_UNLINK = 2,    /* unlink/rmdir of a pin or the agent's bpffs directory         */
+	EDR_GUARD_RENAME = 3,    /* rename of one, or over one                                   */
+	EDR_GUARD_OPEN = 4,      /* a pin opened (BPF_OBJ_GET): fds to links and maps (arg: mask)*/
+	EDR_GUARD_MAP_WRITE = 5, /* a writable fd to one of the agent's maps (arg: map id)       */
+	EDR_GUARD_BY_ID = 6,     /* an fd to its program or link by id (arg: id)                 */
+	EDR_GUARD_MAX = 7,
+};
+
+enum edr_guard_obj {         /* kind of a "guard_objs" key */
+	EDR_GOBJ_MAP = 1,        /* id: map id */
+	EDR_GOBJ_PROG = 2,       /* id: program id */
+	EDR_GOBJ_LINK = 3,       /* id: link id */
+	EDR_GOBJ_FILE = 4,       /* id: inode number of a pin, dev: its s_dev (kernel encoding) */
+	EDR_GOBJ_DIR = 5,        /* the same, of the instance and program directories */
+};
+
+struct edr_guard_key {       /* key of "guard_objs" */
+	__u32 kind;              /* enum edr_guard_obj */
+	__u32 dev;
+	__u64 id;
+};
+
+struct edr_guard_rec {       /* value of "guard_log": refusals of one kind, the last one's caller */
+	__u64 count;
+	__u32 pid;
+	__u32 arg;
+	char comm[16];
+};
+
 #endif /* EDRFLEET_H */

@@ -37,6 +37,7 @@ BPF_SOURCES = (
     "scan.c",        # the DFA scan of argv and the judge per group (tail-call targets)
     "exec.c",        # backend sigkill: sched:sched_process_exec
     "lsm.c",         # backend lsm: bprm_check_security (x86-64 only)
+    "guard.c",       # backend lsm: the agent, its pins and maps refuse other processes
 )
 
 _VALUE = r"(0x[0-9a-fA-F]+|\d+|EDR_\w+)u?\b"

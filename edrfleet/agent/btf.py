@@ -491,6 +491,8 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_FILE_PRIVATE", "file", "private_data", PTR_FIELD),
     ("EDR_OFF_SOCKET_SK", "socket", "sk", PTR_FIELD),
     ("EDR_OFF_SK_FAMILY", "sock", "__sk_common.skc_family", 2),
+    # self-protection (bpf/guard.c): which map a new fd is for
+    ("EDR_OFF_BPF_MAP_ID", "bpf_map", "id", 4),
 )
 
 

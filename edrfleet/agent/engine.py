@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edrfleet.agent.maps import Packed
-from edrfleet.agent.pinned import bpfsys, pins
+from edrfleet.agent.pinned import bpfsys, pins, selfguard
 from edrfleet.agent.pinned.ringbuf import RingReader, Rings
 from edrfleet.agent.pinned.tables import PinnedMaps, describe
 from edrfleet.kernel_abi import BPF_SOURCES, Header
@@ -466,13 +466,14 @@ class Engine:
             self.links["lsm"] = bpfsys.raw_tracepoint_open(check, None)
         except OSError as exc:
             raise EngineError(f"attach BPF LSM bprm_check_security: {exc}") from exc
+        self.guard_why = selfguard.attach(self)  # bpf/guard.c: self-protection
 
-    def _load_lsm(self, func: bytes) -> int:
+    def _load_lsm(self, func: bytes, hook: bytes = LSM_HOOK_NAME) -> int:
         from bcc import BPF, lib
 
         module = self.bpf.module
         fd = lib.bcc_func_load(
-            module, BPF.LSM, LSM_HOOK_NAME,
+            module, BPF.LSM, hook,
             lib.bpf_function_start(module, func), lib.bpf_function_size(module, func),
             lib.bpf_module_license(module), lib.bpf_module_kern_version(module),
             0, None, 0, None, -1,

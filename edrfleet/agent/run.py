@@ -34,7 +34,7 @@ from edrfleet.agent.identity.keeper import IdentityKeeper
 from edrfleet.agent.logfold import LogFolds
 from edrfleet.agent.lsm_probe import lsm_available, probe_scope
 from edrfleet.agent.maps import Packed, pack_bundle
-from edrfleet.agent.pinned import adopt, handover, pins, tamper
+from edrfleet.agent.pinned import adopt, handover, pins, selfguard, tamper
 from edrfleet.agent.release_check import verify_release
 from edrfleet.agent.spool import Spool
 from edrfleet.agent.status import read_status, write_status
@@ -126,6 +126,7 @@ class Agent:
         self.engine: Engine | None = None
         self.identities: IdentityKeeper | None = None
         self.guard: tamper.Guard | None = None
+        self.selfguard = selfguard.SelfGuard(str(opts.spool))  # backend lsm: bpf/guard.c
         self.wanted = "auto"
         self.lsm_possible = False
         self.scope_possible, self.scope_why = True, ""
@@ -188,6 +189,8 @@ class Agent:
                 raise self._fail("choose backend", f"backend lsm is required but {why}")
             self._fresh(bundle, packed, offsets, why)
         self._save_manifest()
+        self.status["guard"] = self.selfguard.arm(self.engine, self.lsm_why,
+                                                  self.status.get("guard"))
         self._open_events(self.engine)
         self.identities.start()
         self.status["backend"] = self.engine.backend
@@ -496,6 +499,7 @@ class Agent:
             self._sweep_folds(old, force=True)
             old.detach()  # unpinned only now: the new program enforced first
         self._save_manifest()
+        self.status["guard"] = self.selfguard.arm(self.engine, self.lsm_why)
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["last_error"] = ""
         self.status["last_reload"] = {"at": time.time(), "ok": True, "sha256": bundle["sha256"]}
@@ -516,6 +520,9 @@ class Agent:
         next_check = time.monotonic() + tamper.CHECK_EVERY
         while not self.flags["stop"]:
             self.engine.poll(POLL_MS)
+            self.pending += self.selfguard.tick(self.opts.host_name, __version__)
+            if self.selfguard.stop_requested():  # `agent disarm`: we exit, the guard goes
+                self.flags["stop"] = True
             self._flush()
             if self.flags["reload"]:
                 self.flags["reload"] = False
@@ -536,6 +543,7 @@ class Agent:
 
     def stop(self) -> None:
         """Exit, leaving the pinned program in force (``agent disarm`` ends enforcement)."""
+        self.selfguard.release()  # the kernel would at our exit; status.json says it now
         if self.identities is not None:
             self.identities.close()  # execs of the host no longer wait for us
             self.identities = None

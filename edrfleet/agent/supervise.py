@@ -62,8 +62,11 @@ class Supervisor:
 
     def _stop(self, *_: object) -> None:
         self.stopping = True
-        if self.child is not None:
-            _kill(self.child, signal.SIGTERM)
+        if self.child is not None and not _kill(self.child, signal.SIGTERM):
+            # backend lsm: the agent refuses our signals (bpf/guard.c) but reads this request
+            from edrfleet.agent.pinned.selfguard import request_stop
+
+            request_stop(_spool_of(self.argv))
 
     def spawn(self) -> int:
         pid = os.fork()
@@ -118,11 +121,25 @@ class Supervisor:
             time.sleep(0.1)
 
 
-def _kill(pid: int, sig: int) -> None:
+def _kill(pid: int, sig: int) -> bool:
+    """False when the agent's guard refused the signal."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+    except PermissionError:
+        return False
+    return True
+
+
+def _spool_of(argv: list[str]) -> str:
+    """The agent's --spool in its argv (the agent's default otherwise)."""
+    for i, arg in enumerate(argv):
+        if arg == "--spool" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--spool="):
+            return arg.split("=", 1)[1]
+    return "/var/lib/edrfleet"
 
 
 def _describe(status: int) -> str:

@@ -184,6 +184,10 @@ def test_disarm_ends_enforcement_of_a_killed_agent(tmp_path, spool, cgroup, stan
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
     agent = start(policy, spool)
+    # no BPF LSM on this kernel: no self-protection either (bpf/guard.c), and status says why
+    guard = agent.status()["guard"]
+    assert guard["on"] is False and guard["why"].startswith("backend sigkill: "), guard
+    assert "LSM" in guard["why"] or "lsm" in guard["why"], guard
     agent.proc.send_signal(signal.SIGKILL)
     agent.proc.wait(timeout=30)
     assert cgroup.run([str(canary)]).returncode in (-9, 137)

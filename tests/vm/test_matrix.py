@@ -115,3 +115,14 @@ def test_status_json_shows_every_host_enforcing_with_its_backend_and_kernel(matr
         n: ("enforcing", b) for n, b in want.items()}
     for rel, g in matrix_lab.guests.items():
         assert rows[g.name]["kernel"] == deployed[rel]["kernel"]
+
+
+@pytest.mark.parametrize("release", list(MATRIX))
+def test_the_guard_is_on_with_the_lsm_backend_and_says_why_not_elsewhere(deployed, release):
+    """bpf/guard.c loads wherever the LSM backend does (6.1, 6.12); on 5.10 nothing changes
+    and status.json says why.  The module's uninstall then disarms the guarded agents."""
+    guard = deployed[release]["guard"]
+    if MATRIX[release] == "lsm":
+        assert guard["on"] is True and len(guard["link_ids"]) == 11, guard
+    else:
+        assert guard["on"] is False and guard["why"].startswith("backend sigkill: "), guard

@@ -24,10 +24,11 @@ import signal
 import time
 from pathlib import Path
 
-from edrfleet.agent.pinned import bpfsys
+from edrfleet.agent.pinned import bpfsys, selfguard
 
 PIN_ROOT = "/sys/fs/bpf/edrfleet"
 MANIFEST = "pinned.json"
+GUARDED_STOP_WAIT = 120.0  # seconds disarm waits for a guarded agent to take its request
 _MAP_DECL = re.compile(r"^BPF_(?:\w+)\(\s*(\w+)\s*,|^BPF_TABLE\(\"[^\"]+\",[^,]+,[^,]+,\s*(\w+)",
                        re.M)
 
@@ -130,13 +131,31 @@ def stop_agent(spool: str | Path, timeout: float = 10.0) -> int | None:
         return None
     if pid <= 1 or pid == os.getpid() or not _is_agent(pid):
         return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
+    # on the LSM backend the agent refuses our signals (bpf/guard.c): it reads this request
+    # at its next poll -- or once its hand-over to the resident image is done, which on a
+    # loaded guest takes longer than a SIGTERM may
+    selfguard.request_stop(str(spool))
+    delivered = _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + (timeout if delivered else GUARDED_STOP_WAIT)
     while time.monotonic() < deadline and _is_agent(pid):
         time.sleep(0.02)
     if _is_agent(pid):
-        os.kill(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL)
+    if not _is_agent(pid):  # gone: the next agent on this spool must not read the request
+        try:
+            os.unlink(os.path.join(str(spool), selfguard.STOP_REQUEST))
+        except FileNotFoundError:
+            pass
     return pid
+
+
+def _signal(pid: int, sig: int) -> bool:
+    """False when the guard refused it (the stop request is the way in)."""
+    try:
+        os.kill(pid, sig)
+    except PermissionError:
+        return False
+    return True
 
 
 def _is_agent(pid: int) -> bool:

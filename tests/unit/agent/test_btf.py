@@ -365,6 +365,7 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool =
     buf = b.array(t["char"], t["u32"], 256)
     b.struct("linux_binprm", 384, [("file", vp, 512, 0), ("filename", cp, 768, 0),
                                    ("buf", buf, 1024, 0)])
+    b.struct("bpf_map", 128, [("ops", vp, 0, 0), ("id", t["u32"], 640, 0)])
     return b.btf()
 
 
@@ -384,7 +385,7 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
         "EDR_OFF_MOUNT_MNT": 32, "EDR_OFF_MOUNT_PARENT": 16, "EDR_OFF_MOUNT_MOUNTPOINT": 24,
         "EDR_OFF_TASK_FILES": 64, "EDR_OFF_FILES_FDT": 32, "EDR_OFF_FDT_MAX_FDS": 0,
         "EDR_OFF_FDT_FD": 8, "EDR_OFF_INODE_MODE": 0, "EDR_OFF_FILE_PRIVATE": 24,
-        "EDR_OFF_SOCKET_SK": 24, "EDR_OFF_SK_FAMILY": 16,
+        "EDR_OFF_SOCKET_SK": 24, "EDR_OFF_SK_FAMILY": 16, "EDR_OFF_BPF_MAP_ID": 80,
     }
     assert list(offs) == [m for m, *_ in B.KERNEL_FIELDS]
 
