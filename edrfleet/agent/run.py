@@ -43,6 +43,7 @@ from edrfleet.kernel_abi import load_header
 BundleLoader = Callable[[Path], dict]
 POLL_MS = 200
 STATUS_EVERY = 1.0
+FAIL_RELOAD_ENV = "EDRFLEET_TEST_FAIL_RELOAD"  # forced_failure()
 
 
 @dataclass
@@ -119,6 +120,9 @@ class Agent:
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.offsets: dict[str, int] | None = None
         self.bundle: dict | None = None
+        # the bundle in force (the identity keeper holds it too: no extra memory); a hand-over
+        # after a failed reload passes it on
+        self.in_force: dict | None = None
         self.lsm_why = ""
         self.handover = False
         self.t0 = time.monotonic()
@@ -220,6 +224,9 @@ class Agent:
         resident agent must not keep BCC and LLVM loaded (edrfleet/agent/pinned/handover.py)."""
         if not handover.wanted(self.opts.perfbuf):
             return
+        if self.bundle is None:  # the image would read a policy file not in force: keep BCC
+            log("BCC stays loaded until a reload succeeds (no bundle in force to hand over)")
+            return
         assert self.engine is not None
         if self.identities is not None:  # the resident image starts its own keeper
             self.identities.close()  # (its fanotify fd is close-on-exec anyway)
@@ -271,8 +278,11 @@ class Agent:
             if sha == bundle["sha256"]:
                 self.generations[int(gen)] = (generation, packed.paths)
         # the maps may have been edited while no agent watched: the policy is written anew
-        # from the bundle into the free slot, and put in force with one write
-        self._install(self.engine, bundle, packed, self.engine.free_slot())
+        # from the bundle into the free slot, and put in force with one write.  The policy
+        # the pinned program holds keeps its generation (a hand-over or a restart is no new
+        # policy: status.json's generation counts reloads, and readers wait on it)
+        same = manifest.get("policy_sha256") == bundle["sha256"]
+        self._install(self.engine, bundle, packed, self.engine.free_slot(), new_gen=not same)
 
     def _save_manifest(self) -> None:
         """Record what is pinned and in force; take the maps as they are now as what must stay."""
@@ -378,17 +388,20 @@ class Agent:
         self.offsets = offsets
         return engine
 
-    def _install(self, engine: Engine, bundle: dict, packed: Packed, slot: int) -> None:
-        """Fill ``slot`` with a new generation and put it in force."""
-        self.gen += 1
-        self.bundle = bundle  # what a hand-over passes on (_shed_bcc); dropped after start
+    def _install(self, engine: Engine, bundle: dict, packed: Packed, slot: int,
+                 new_gen: bool = True) -> None:
+        """Fill ``slot`` with a new generation (``new_gen``; else the one in force, written
+        anew) and put it in force.  ``self.gen`` moves only once the slot is in force."""
+        gen = self.gen + 1 if new_gen else self.gen
         backend = self.header[f"EDR_BACKEND_{engine.backend.upper()}"]
-        engine.write_slot(slot, packed, self.gen, backend)
+        engine.write_slot(slot, packed, gen, backend)
         generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
-        self.generations[self.gen] = (generation, packed.paths)
-        for old in [g for g in self.generations if g < self.gen - 4]:
+        self.generations[gen] = (generation, packed.paths)
+        for old in [g for g in self.generations if g < gen - 4]:
             del self.generations[old]
         engine.activate(slot)
+        self.gen = gen
+        self.bundle = self.in_force = bundle  # a hand-over passes it on (_shed_bcc)
         self.installed_at = time.monotonic()
         if self.identities is not None:  # keys follow the host's files from now on
             self.identities.follow(engine, slot, bundle, packed)
@@ -443,7 +456,8 @@ class Agent:
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> None:
-        """Load the policy file again; a policy that fails keeps the running one in force."""
+        """Load the policy file again; a policy that fails, or whose new program fails to
+        build or attach, keeps the running one in force (``last_reload.ok`` false)."""
         assert self.engine is not None
         for error in self.outputs.reload() if self.outputs else []:
             log(f"reload: output credentials kept: {error}")
@@ -457,49 +471,66 @@ class Agent:
             self._check_scope(bundle)
             packed = self._pack(bundle)
         except Exception as exc:
-            self.status["last_error"] = f"reload: {exc}"
-            self.status["last_reload"] = {"at": time.time(), "ok": False, "error": str(exc)}
-            log(f"reload refused, the running policy stays in force: {exc}")
+            self._reload_failed(str(exc), "reload refused, the running policy stays in force")
             return
-        old_sha, old_rules, old_mode = (self.status.get("policy_sha256"),
-                                        self.status.get("rules"), self.status.get("mode"))
-        if self.engine.fits(packed.needs(self.header)):
-            self._install(self.engine, bundle, packed, self.engine.free_slot())
-        else:  # bigger maps: a second program enforces before the first one goes
-            old = self.engine
-            gen = self.gen
-            new = None
-            try:
-                new = self._new_engine(self._kernel(), packed)
-                self._install(new, bundle, packed, slot=0)
-                new.attach_exec()
-                if old.backend == "lsm":
-                    new.attach_lsm()
-                    self._set_backend(new, "lsm")
-                self._open_events(new)
-                self._pin(new)
-            except Exception as exc:  # the old program never stopped: it stays in force
-                if new is not None:
-                    new.detach()
-                if self.identities is not None:
-                    self.identities.revert()
-                self.gen = gen
-                self.status.update(policy_sha256=old_sha, rules=old_rules, mode=old_mode,
-                                   generation=gen)
-                self.status["last_error"] = f"reload: new program: {exc}"
-                self.status["last_reload"] = {"at": time.time(), "ok": False,
-                                              "error": f"new program: {exc}"}
-                log(f"reload failed, the running program and policy stay in force: {exc}")
-                return
-            self.engine = new
-            old.poll(0)
-            self._sweep_folds(old, force=True)
-            old.detach()  # unpinned only now: the new program enforced first
+        kept = {k: self.status.get(k) for k in ("policy_sha256", "rules", "mode", "generation",
+                                                "scan_window", "pinned")}
+        gen, in_force = self.gen, self.in_force
+        fits = self.engine.fits(packed.needs(self.header))
+        try:
+            if fits:
+                self._install(self.engine, bundle, packed, self.engine.free_slot())
+            else:  # bigger maps or new matchers: a second program enforces before the first goes
+                self._swap_program(bundle, packed)
+        except Exception as exc:  # the old program and slot never stopped: they stay in force
+            if self.gen != gen and self.identities is not None:
+                self.identities.revert()  # the new slot was followed: back to the old one
+            self.gen = gen
+            self.status.update(kept)
+            # a hand-over (BCC got loaded for the new program) passes on the bundle in force
+            self.bundle = self.in_force = in_force
+            self._reload_failed(f"{'fill maps' if fits else 'new program'}: {exc}",
+                                "reload failed, the running program and policy stay in force")
+            return
         self._save_manifest()
         self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
         self.status["last_error"] = ""
         self.status["last_reload"] = {"at": time.time(), "ok": True, "sha256": bundle["sha256"]}
         log(f"reloaded: policy {bundle['sha256'][:12]}, {len(bundle['rules'])} rules")
+
+    def _reload_failed(self, error: str, what: str) -> None:
+        self.status["last_error"] = f"reload: {error}"
+        self.status["last_reload"] = {"at": time.time(), "ok": False, "error": error}
+        log(f"{what}: {error}")
+
+    def _swap_program(self, bundle: dict, packed: Packed) -> None:
+        """Build, fill, attach and pin a program for ``bundle`` beside the one in force; only
+        then retire the old one.  On any failure the new one is detached and the error raised:
+        the old one enforced throughout."""
+        assert self.engine is not None
+        old, new = self.engine, None
+        try:
+            forced_failure("compile")
+            new = self._new_engine(self._kernel(), packed)
+            self._install(new, bundle, packed, slot=0)
+            new.attach_exec()
+            if old.backend == "lsm":
+                new.attach_lsm()
+                self._set_backend(new, "lsm")
+            forced_failure("attach")
+            self._open_events(new)
+            self._pin(new)  # the old program is unpinned here, after the new one is in force
+        except Exception:
+            if new is not None:
+                try:
+                    new.detach()
+                except Exception as exc:  # noqa: BLE001 (the first error is the one to report)
+                    log(f"reload: detaching the failed program: {exc}")
+            raise
+        self.engine = new
+        old.poll(0)
+        self._sweep_folds(old, force=True)
+        old.detach()  # its pins went in _pin: closing its fds ends it
 
     # -- loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -573,6 +604,14 @@ class Agent:
         if self.engine is not None:  # false once the resident agent runs (keeper and all)
             self.status["bcc_loaded"] = "bcc" in sys.modules
         write_status(str(self.opts.spool), self.status)
+
+
+def forced_failure(step: str) -> None:
+    """Fault injection for the kernel tests: a reload's new program fails at ``step``
+    ("compile": before it is built; "attach": built, filled and attached, before it is pinned)
+    when the agent's environment says so."""
+    if os.environ.get(FAIL_RELOAD_ENV) == step:
+        raise EngineError(f"{step}: forced by {FAIL_RELOAD_ENV}")
 
 
 class AgentFailed(RuntimeError):
