@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Cost of keeping identities current (edrfleet/agent/identity/): what every exec of the host
-pays for the fanotify FAN_OPEN_EXEC_PERM round trip, and what the first exec of a new binary
-pays when it must be hashed.
+pays for the fanotify FAN_OPEN_EXEC notifications, and what the first exec of a new binary
+pays now that it is hashed after the exec, never before (the kernel judges it by size and
+head meanwhile: bpf/identity.c).
 
 The identity keeper runs in a process of its own (as in the agent, minus the BPF maps: its
 kernel-map writes go to a stand-in, one syscall each in the agent), protecting two files: a
@@ -10,8 +11,9 @@ copy of /bin/true and an 8 MiB file.  Side by side in one run, rounds alternatin
 - steady: a C loop of fork + execve(/bin/true) + wait, without and with the keeper, and the
   same loop on a protected file (its exec opens keep going to the keeper);
 - first exec: fresh files run once each, timed by fork + exec + wait: a new binary of a size
-  no protected file has (fstat only), a new binary of a protected size (hashed, not a copy),
-  a fresh copy of each protected file (hashed, a key written), and a second run (cached).
+  no protected file has (fstat only), a new binary of a protected size and head (hashed after
+  it ran, not a copy), a fresh copy of each protected file (hashed after it ran), and a second
+  run (cached).
 
 Usage: .venv/bin/python bench/exec_identity.py [--n 2000] [--rounds 5] [--fresh 40]
 Never asserts timing; the keeper marks every filesystem of the host while it runs.
@@ -77,8 +79,8 @@ def serve(paths: list[str]) -> int:
 
 
 def rename_bound(work: Path, n: int) -> list[float]:
-    """µs from a rename over a named path to its new key being written, inotify alone (the
-    agent without fanotify; with it the exec itself waits for the key)."""
+    """µs from a rename over a named path to its new key being written, inotify alone (an
+    exec in between is judged by its names and size and head)."""
     from edrfleet.agent.identity.keeper import IdentityKeeper
     from edrfleet.agent.maps import kernel_dev
     from edrfleet.kernel_abi import load_header
@@ -133,7 +135,7 @@ def first_execs(work: Path, protected: list[Path], n: int) -> dict[str, float]:
     true = Path("/bin/true").read_bytes()
     small, big = protected
     times: dict[str, list[float]] = {k: [] for k in (
-        "new, other size", "new, protected size (hashed)", "copy of protected 40 KiB",
+        "new, other size", "new, protected size (hashed after)", "copy of protected 40 KiB",
         "copy of protected 8 MiB", "second run (cached)")}
     for i in range(n):
         other = unique(work / f"o{i}", true)
@@ -143,7 +145,7 @@ def first_execs(work: Path, protected: list[Path], n: int) -> dict[str, float]:
         copy_big = work / f"cb{i}"
         shutil.copy(big, copy_big)
         times["new, other size"].append(exec_once(other))
-        times["new, protected size (hashed)"].append(exec_once(same))
+        times["new, protected size (hashed after)"].append(exec_once(same))
         times["copy of protected 40 KiB"].append(exec_once(copy_small))
         times["copy of protected 8 MiB"].append(exec_once(copy_big))
         times["second run (cached)"].append(exec_once(other))
@@ -181,7 +183,7 @@ def main() -> int:
                 try:
                     s = c.timed_loop(cg, [str(loop), str(args.n), "/bin/true"])
                     steady[keeper_on].append(s.wall / args.n * 1e6)
-                    # a protected file keeps its events (an overlay may show it): a round trip
+                    # a protected file keeps its events (an overlay may show it): notified
                     s = c.timed_loop(cg, [str(loop), str(args.n), str(small)])
                     steady_protected[keeper_on].append(s.wall / args.n * 1e6)
                     first[keeper_on].append(first_execs(work, [small, big], args.fresh))
@@ -197,7 +199,7 @@ def main() -> int:
         base, on = (statistics.median(steady_protected[False]),
                     statistics.median(steady_protected[True]))
         print(f"steady fork+exec of a protected file: {base:.1f} µs without, {on:.1f} µs with "
-              f"the keeper: {on / base:.3f}x (+{on - base:.1f} µs, the agent's round trip)")
+              f"the keeper: {on / base:.3f}x (+{on - base:.1f} µs: a notification, no wait)")
         print("first exec of a fresh file (median µs, without -> with the keeper):")
         for kind in first[False][0]:
             off_v = statistics.median(r[kind] for r in first[False])

@@ -65,10 +65,11 @@ static __always_inline struct edr_group *cand_group(struct edr_scratch *s, __u32
 }
 
 /*
- * Fill the event head and the candidate groups from the executable's file and the path as
- * executed.  Returns the scratch to continue with, or 0 when nothing is to be judged.
+ * Fill the event head and the candidate groups from the executable's file, the path as
+ * executed and the first bytes the kernel read of the file (linux_binprm.buf).  Returns the scratch to continue with, or 0 when nothing is to be judged.
  */
-static __always_inline struct edr_scratch *begin(void *file, const char *fname)
+static __always_inline struct edr_scratch *begin(void *file, const char *fname,
+						 const char *head)
 {
 	__u32 zero = 0;
 	__u32 *ap = active.lookup(&zero);
@@ -141,7 +142,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	asm volatile("" ::: "memory");
 
 	/* candidate groups: the prefilter, inode, as-executed basename, real basename, fileless,
-	 * wildcard (the prefilter adds the groups whose literals it saw: expand_prefilter) */
+	 * size (a file not known by its inode), wildcard (the prefilter adds the groups whose literals it saw: expand_prefilter) */
 #if EDR_WITH_PF
 	if (cfg->pf_group < EDR_MAX_GROUPS) {
 		s->cand[0] = cfg->pf_group;
@@ -154,15 +155,17 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname)
 	s->ik.slot = slot;
 	s->ik.dev = ev->dev;
 	s->ik.ino = ev->ino;
-	add_cands(s, inodes.lookup(&s->ik));
+	struct edr_group_list *known = inodes.lookup(&s->ik);
+	add_cands(s, known);
 	add_name(s, &ev->filename[BOUNDED(s->base, EDR_FILENAME_MAX)]);
 	add_name(s, ev->exe_name);
 	if (s->fileless) {       /* the empty name (no file has it) keys the fileless groups */
 		__builtin_memset(s->nk.name, 0, sizeof(s->nk.name));
 		s->nk.slot = slot;
 		add_cands(s, names.lookup(&s->nk));
-		add_size_cands(s, inode); /* identity.c */
 	}
+	if (!known)              /* any file not known by its inode: judged by its size too */
+		add_size_cands(s, inode, head); /* identity.c */
 #if EDR_WITH_MULTICALL
 	/* a multi-call binary (busybox): its applet is looked up once argv is read (add_applet) */
 	s->multicall = mcinodes.lookup(&s->ik) != 0;

@@ -100,6 +100,7 @@ struct edr_scratch {
 	__u32 dup;                       /* own_name: argv[0]'s basename is the executable's */
 	__u64 rd;                        /* sc_ptr: the word read (a map word, not a stack slot) */
 	__u64 exe_file;                  /* struct file * of the executable (exe_path.c) */
+	__u64 head[EDR_HEAD_BYTES / 8];  /* the executable's first bytes (identity.c) */
 	__u32 verdict;                   /* finish -> edr_emit: the LSM verdict to return */
 	__u64 ewd;                       /* exe_path.c walk: dentry */
 	__u64 ewm;                       /* exe_path.c walk: vfsmount */

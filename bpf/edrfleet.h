@@ -20,6 +20,7 @@
 /* --- limits ------------------------------------------------------------------------------ */
 #define EDR_ARGS_MAX        4096   /* argv bytes carried in one event (and scanned per call)  */
 #define EDR_FILENAME_MAX    256    /* as-executed path carried in one event                  */
+#define EDR_HEAD_BYTES      256    /* linux_binprm.buf (BINPRM_BUF_SIZE): the head "fsizes" hashes */
 #define EDR_NAME_MAX        64     /* basename key, NUL padded: names of at most 62 bytes match */
 #define EDR_GROUPS_PER_KEY  16     /* groups one executable key (name/inode/wildcard) maps to */
 #define EDR_RULES_PER_GROUP 64     /* rule slots in one group; one condition bit each max 64  */
@@ -306,10 +307,12 @@ struct edr_inode_key {       /* key of "inodes": dev in kernel encoding (major <
 	__u64 ino;
 };
 
-struct edr_size_key {        /* key of "fsizes": a protected file's size (bpf/identity.c) */
+struct edr_size_key {        /* key of "fsizes": a protected file's size and head (identity.c) */
 	__u32 slot;
 	__u32 pad;
 	__u64 size;
+	__u64 head;          /* FNV-1a 64 of the first EDR_HEAD_BYTES, as EDR_HEAD_BYTES / 8
+			      * little-endian words (zero-padded past the end of the file) */
 };
 
 struct edr_scope_key {       /* key of "scope": cgroup v2 id (= inode of its directory) */

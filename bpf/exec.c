@@ -16,7 +16,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	/* the real executable is mm->exe_file; the path as executed is bprm->filename */
 	void *bprm = (void *)ctx->args[2];
 	struct edr_scratch *s = begin((void *)rd_ptr(mm, EDR_OFF_MM_EXE_FILE),
-				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME));
+				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME),
+				      (const char *)bprm + EDR_OFF_BPRM_BUF);
 	if (!s)
 		return 0;
 	struct edr_event *ev = &s->ev;
@@ -40,7 +41,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	ev->args_len = len;
 	if (s->loader)
 		loader_program(s, 0); /* judged as PROGRAM: its groups, its argv */
-	if (!add_applet(s))
+	/* nothing to judge - unless the loader's PROGRAM went unread: that fails closed */
+	if (!add_applet(s) && !s->dropped_block)
 		return 0;
 	fit_budget(s, 1, 0);
 	progs.call(ctx, EDR_PROG_CTX);

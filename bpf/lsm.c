@@ -36,7 +36,8 @@ int edr_lsm_check(unsigned long long *ctx)
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	lsm_passed.delete(&pid); /* set again below only if this hook judges this exec */
 	struct edr_scratch *s = begin((void *)rd_ptr(bprm, EDR_OFF_BPRM_FILE),
-				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME));
+				      (const char *)rd_ptr(bprm, EDR_OFF_BPRM_FILENAME),
+				      (const char *)bprm + EDR_OFF_BPRM_BUF);
 	if (!s)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -80,7 +81,8 @@ int edr_lsm_check(unsigned long long *ctx)
 	ev->args_len = total;
 	if (s->loader)
 		loader_program(s, 1); /* judged as PROGRAM: its groups, its argv */
-	if (!add_applet(s))
+	/* nothing to judge - unless the loader's PROGRAM went unread: that fails closed */
+	if (!add_applet(s) && !s->dropped_block)
 		return 0;
 	fit_budget(s, 1, 0);
 	__u32 one = 1;

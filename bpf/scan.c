@@ -115,31 +115,35 @@ static __always_inline int judge(void *ctx, int lsm)
 	if (!s)
 		return 0;
 	s->calls += 1;
-	__u32 ci = s->ci;
-	struct edr_group *g = cand_group(s, ci);
-	if (!g)
-		return 0;
 	const struct edr_trans *t = trans.lookup(&s->slot);
 	const struct edr_accepts *a = accepts.lookup(&s->slot);
 	if (!t || !a)
 		return 0;
-	if (g->start == EDR_NONE) {
-		s->mask = 0;
-	} else if (s->scanning != ci) {
-		if (start_scan(ctx, s, g, t, a, ci, lsm))
+	__u32 ci = s->ci;
+	/* ci == ncand at once: no candidate at all, a loader whose PROGRAM went unread (the
+	 * verdict fails closed) */
+	if (ci < s->ncand) {
+		struct edr_group *g = cand_group(s, ci);
+		if (!g)
 			return 0;
-	} else if (!s->scan_short && !s->scan_failed) {
-		dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
-	}
-	if (s->scan_short || s->scan_failed)
-		s->unscanned |= g->has_block & EDR_BLOCK_UNSCANNED;
+		if (g->start == EDR_NONE) {
+			s->mask = 0;
+		} else if (s->scanning != ci) {
+			if (start_scan(ctx, s, g, t, a, ci, lsm))
+				return 0;
+		} else if (!s->scan_short && !s->scan_failed) {
+			dfa_step(t, a, g, s->state, EDR_SYM_EOS, &s->mask);
+		}
+		if (s->scan_short || s->scan_failed)
+			s->unscanned |= g->has_block & EDR_BLOCK_UNSCANNED;
 #if EDR_WITH_PF
-	if (ci == 0 && s->pf)
-		expand_prefilter(s);
-	else
+		if (ci == 0 && s->pf)
+			expand_prefilter(s);
+		else
 #endif
-		judge_group(s, g);
-	s->ci = ci + 1;
+			judge_group(s, g);
+		s->ci = ci + 1;
+	}
 	if (s->ci >= s->ncand)
 		return finish(ctx, s, lsm);
 	struct edr_group *next = cand_group(s, s->ci);

@@ -470,6 +470,7 @@ KERNEL_FIELDS: tuple[tuple[str, str, str, int], ...] = (
     ("EDR_OFF_SB_DEV", "super_block", "s_dev", 4),
     ("EDR_OFF_BPRM_FILE", "linux_binprm", "file", PTR_FIELD),
     ("EDR_OFF_BPRM_FILENAME", "linux_binprm", "filename", PTR_FIELD),
+    ("EDR_OFF_BPRM_BUF", "linux_binprm", "buf", 256),  # EDR_HEAD_BYTES: "fsizes" hashes it
     # parent executable and working directory (match.parent, match.cwd)
     ("EDR_OFF_TASK_FS", "task_struct", "fs", PTR_FIELD),
     ("EDR_OFF_FS_PWD_MNT", "fs_struct", "pwd.mnt", PTR_FIELD),

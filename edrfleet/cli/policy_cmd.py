@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
 
 TEST_USAGE = ("edrfleet policy test FILE [--format text|json] [--uid N] [--filename PATH] "
               "[--parent PATH] [--ancestor PATH]... [--inet-stdio self|parent]... [--cwd DIR] "
-              "[--fileless] -- CMD [ARGS...]\n"
+              "[--fileless] [--size-scope fileless|unknown] -- CMD [ARGS...]\n"
               "       edrfleet policy test FILE [--format text|json] --corpus JSONL")
 
 
@@ -93,6 +93,11 @@ def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> Non
                         "a table by category")
     parser.add_argument("--fileless", action="store_true", **({"default": False} | keep),
                         help="the executable is run from memory or a deleted file (memfd)")
+    parser.add_argument("--size-scope", choices=("fileless", "unknown"),
+                        **({"default": "unknown"} | keep),
+                        help="which files of a protected file's size are judged as that file: "
+                        "fileless ones only, or also any file the agent has not classified "
+                        "yet (the default, the stricter answer)")
 
 
 def _report(exc: PolicyError) -> int:
@@ -187,7 +192,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     opts = mini.parse_args(head, namespace=argparse.Namespace(
         format=args.format, uid=args.uid, filename=args.filename, corpus=args.corpus,
         parent=args.parent, cwd=args.cwd, fileless=args.fileless, ancestor=args.ancestor,
-        inet_stdio=args.inet_stdio))
+        inet_stdio=args.inet_stdio, size_scope=args.size_scope))
     if opts.corpus and command:
         mini.error("give either --corpus JSONL or a command line after '--', not both")
     if not command and not opts.corpus:
@@ -201,13 +206,14 @@ def cmd_test(args: argparse.Namespace) -> int:
     uid = os.getuid() if opts.uid is None else opts.uid
     decision = simulate(bundle, command, filename=opts.filename, uid=uid, parent=opts.parent,
                         cwd=opts.cwd, fileless=opts.fileless, ancestors=opts.ancestor,
-                        inet_stdio=opts.inet_stdio)
+                        inet_stdio=opts.inet_stdio, size_scope=opts.size_scope)
     if opts.format == "json":
-        print(json.dumps({"action": decision.action, "rules": list(decision.rules),
-                          "rule": decision.rule,
-                          **({"reason": decision.reason} if decision.reason else {})}))
+        print(json.dumps(decision.to_json()))
     else:
         print(describe(bundle, decision))
+        for note in decision.notes:
+            host = " (depends on the host)" if note.host else ""
+            print(inert(f"  judged: {note.kind}: {note.detail}{host}"))
     return EXIT_OK
 
 

@@ -15,7 +15,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from edrfleet.errors import InputError
-from edrfleet.policy.limits import EDR_NSYM, EDR_PF_BITS, EDR_TRANS_MAX, MAX_TRANS_TOTAL
+from edrfleet.policy.limits import (
+    EDR_NSYM,
+    EDR_PF_BITS,
+    EDR_TRANS_MAX,
+    MAX_CANDIDATES,
+    MAX_TRANS_TOTAL,
+)
 
 FORMAT = "edrfleet-bundle"
 VERSION = 1
@@ -167,6 +173,9 @@ def bundle_summary(bundle: dict[str, Any]) -> list[str]:
         f"{max((d['nclasses'] for d in dfas), default=0)} classes, {trans} transition entries "
         f"(kernel table: {EDR_TRANS_MAX} by default, {MAX_TRANS_TOTAL} at most), "
         f"{len(masks)} distinct condition masks",
+        f"candidates: checked at most {MAX_CANDIDATES} groups for any exec - its inode, or "
+        "its size and head when the kernel does not know the file (a copy of any protected file), "
+        "its name as executed and its real name, fileless, rules for any executable",
         f"sha256: {bundle['sha256']}",
     ]
 

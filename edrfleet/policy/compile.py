@@ -477,9 +477,11 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
 
     One exec hits its file's inode, its name as executed and its real name (a link: `rm ->
     busybox` is judged under both, and on the host any names may be one file), the fileless
-    list when it has no link, and the wildcard groups.  Every two keys of the policy are
-    taken as one exec; more than two in one file is the host's affair (the agent and kernel
-    fail closed: docs/status.md candidates_dropped).
+    list when it has no link, its size's groups when the kernel does not know its inode (a
+    copy of any protected file, under any names: bpf/identity.c), and the wildcard groups.
+    Every three keys of the policy are taken as one exec (two names and a size); more than
+    that in one file is the host's affair (the agent and kernel fail closed: docs/status.md
+    candidates_dropped).
     """
     wild = set(exes["wildcard"])
     if "prefilter" in exes:
@@ -491,30 +493,53 @@ def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[in
     if exes.get("fileless"):
         keys.append(("a fileless executable", set(exes["fileless"])))
     keys.sort(key=lambda kg: -len(kg[1]))
-    worst: tuple[int, int, int] | None = None
-    over = 0
-    for i, (_, gi) in enumerate(keys):
-        if len(gi) + len(keys[i][1]) + len(wild) <= MAX_CANDIDATES:
-            break  # sorted: no later pair can pass the cap either
-        for j in range(i, len(keys)):
-            gj = keys[j][1]
-            if len(gi) + len(gj) + len(wild) <= MAX_CANDIDATES:
-                break
-            n = len(gi | gj | wild)
-            if n > MAX_CANDIDATES:
-                over += 1
-                if worst is None or n > worst[0]:
-                    worst = (n, i, j)
+    worst, over = _worst_exec(keys, wild)
     if worst is None:
         return
-    n, i, j = worst
-    (a, ga), (b, gb) = keys[i], keys[j]
-    who = f"an exec of {a}" if i == j else f"{a} and {b} as one file (a link)"
-    mine = f"{len(ga)}" if i == j else f"{len(ga)} + {len(gb)}"
+    n, picked = worst
+    named = [keys[i] for i in picked]
+    groups = set().union(*(g for _, g in named))
+    if len(named) == 1:
+        who, mine = f"an exec of {named[0][0]}", f"{len(named[0][1])}"
+    elif len(named) == 2:
+        who = f"{named[0][0]} and {named[1][0]} as one file (a link)"
+        mine = f"{len(named[0][1])} + {len(named[1][1])}"
+    else:
+        who = (f"{named[0][0]} run as {named[1][0]} with the size of {named[2][0]} (a copy, "
+               "judged by its names and its size)")
+        mine = " + ".join(str(len(g)) for _, g in named)
     others = f" (and {over - 1} more such cases)" if over > 1 else ""
-    c.error(first_rule[min(ga | gb)], f"{who} would run {n} rule groups ({mine} of its "
+    c.error(first_rule[min(groups)], f"{who} would run {n} rule groups ({mine} of its "
             f"executables, {len(wild)} for rules without 'executable' run for every exec"
             + (", the prefilter included" if -1 in wild else "") + "); the kernel evaluates at "
             f"most {MAX_CANDIDATES} with the whole argv scanned{others}",
             "give rules on these executables the same 'executable' list (they then share "
             "groups), name the executables of rules without one, or merge rules")
+
+
+def _worst_exec(keys: list[tuple[str, set[int]]],
+                wild: set[int]) -> tuple[tuple[int, tuple[int, ...]] | None, int]:
+    """The exec over the cap with the most groups - (groups, the distinct keys it hits) - and
+    how many distinct key sets are over it; ``keys`` sorted by size, largest first."""
+    sizes = [len(g) for _, g in keys]
+    cap = MAX_CANDIDATES - len(wild)
+    worst: tuple[int, tuple[int, ...]] | None = None
+    over: set[tuple[int, ...]] = set()
+    for i in range(len(keys)):
+        if 3 * sizes[i] <= cap:
+            break  # sorted: no later triple can pass the cap either
+        for j in range(i, len(keys)):
+            if sizes[i] + 2 * sizes[j] <= cap:
+                break
+            gij = keys[i][1] | keys[j][1] | wild
+            for k in range(j, len(keys)):
+                if sizes[i] + sizes[j] + sizes[k] <= cap:
+                    break
+                n = len(gij | keys[k][1])
+                if n > MAX_CANDIDATES:
+                    picked = tuple(sorted({i, j, k}))
+                    over.add(picked)
+                    if worst is None or n > worst[0] or (n == worst[0]
+                                                         and len(picked) < len(worst[1])):
+                        worst = (n, picked)
+    return worst, len(over)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,17 @@ class Decision:
     rule: str | None
     rules: tuple[str, ...]
     reason: str | None = None
+    # how the simulator judged the exec beyond its names (simulate_identity.Note: loader,
+    # applet, content, size, limits); not part of the decision, so not compared
+    notes: tuple[Any, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"action": self.action, "rule": self.rule,
                                   "rules": list(self.rules)}
         if self.reason:
             out["reason"] = self.reason
+        if self.notes:
+            out["judged"] = [n.to_json() for n in self.notes]
         return out
 
 

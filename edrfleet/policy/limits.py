@@ -19,6 +19,7 @@ EDR_RULES_PER_GROUP = KERNEL["EDR_RULES_PER_GROUP"]  # rule slots in one group
 EDR_UIDS_PER_RULE = KERNEL["EDR_UIDS_PER_RULE"]  # uid list of one rule
 EDR_CWD_DEPTH = KERNEL["EDR_CWD_DEPTH"]  # directories of the cwd checked; deeper = unknown
 EDR_ARGS_MAX = KERNEL["EDR_ARGS_MAX"]  # argv bytes the kernel copies (and reads applets from)
+EDR_FILENAME_MAX = KERNEL["EDR_FILENAME_MAX"]  # bytes of a path the kernel reads a basename in
 EDR_ANCESTOR_DEPTH = KERNEL["EDR_ANCESTOR_DEPTH"]  # ancestors match.ancestor sees, parent first
 EDR_APPLET_SCAN = KERNEL["EDR_APPLET_SCAN"]  # argv[0]/argv[1] bytes read for an applet name
 EDR_KEY_BITS = KERNEL["EDR_KEY_BITS"]  # distinct parent executables / cwd prefixes per policy

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edrfleet.policy.context import UserFn, context_holds, make_context
@@ -38,7 +38,19 @@ from edrfleet.policy.limits import (
     EDR_GROUPS_PER_KEY,
     EDR_SCAN_WINDOW,
     EDR_TAIL_CALLS,
+    NAME_BYTES_MAX,
     name_fits,
+)
+from edrfleet.policy.simulate_identity import (
+    LOADER_ARGS,
+    Note,
+    Protected,
+    block_groups,
+    is_loader,
+    likeness,
+    loader_program,
+    merge_lists,
+    protected_files,
 )
 
 PREFILTER = -1  # the prefilter automaton's place among the candidates
@@ -58,33 +70,21 @@ def run_dfa(dfa: dict[str, Any], symbols: Sequence[int]) -> int:
 @dataclass
 class Candidates:
     """The groups the kernel evaluates for one exec (``groups``, in its order) and what its
-    limits left out: ``dropped`` groups past EDR_CAND_MAX, ``dropped_block`` if one of them
-    has a block rule (then the exec fails closed)."""
+    limits left out: ``dropped`` groups past EDR_CAND_MAX (the exec fails closed when one has
+    a block rule), ``unjudged`` a loader whose PROGRAM it did not find (fails closed);
+    ``argv`` what the automata read (from PROGRAM on for the loader); ``notes`` how."""
 
     groups: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    unjudged: bool = False
+    argv: list[bytes] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
     def add(self, groups: list[int]) -> None:
         for g in groups:
             if g in self.groups or g in self.dropped:
                 continue
             (self.groups if len(self.groups) < EDR_CAND_MAX else self.dropped).append(g)
-
-
-def _inode_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat) -> list[int]:
-    """The agent's "inodes" list for the exec's file: names found on the search path, then
-    paths, in bundle order (edrfleet/agent/maps.py pack_bundle)."""
-    if target.identity is None:
-        return []
-    exes, found = bundle["executables"], []
-    for name, groups in exes["names"].items():
-        if any(st.identity(os.path.join(d.encode(), name.encode())) == target.identity
-               for d in bundle["search_path"]):
-            found.extend(g for g in groups if g not in found)
-    for path, groups in exes["paths"].items():
-        if st.identity(path.encode()) == target.identity:
-            found.extend(g for g in groups if g not in found)
-    return found
 
 
 def _listed(bundle: dict[str, Any], groups: list[int], cands: Candidates) -> list[int]:
@@ -97,29 +97,114 @@ def _listed(bundle: dict[str, Any], groups: list[int], cands: Candidates) -> lis
     return ordered[:EDR_GROUPS_PER_KEY]
 
 
+def _merged(bundle: dict[str, Any], lists: list[tuple[int, ...]], cands: Candidates
+            ) -> list[int]:
+    """One key's list the agent merged from several files' (a copy of two protected files,
+    the protected files of one size): what it left out is dropped."""
+    kept, left = merge_lists(lists, block_groups(bundle))
+    cands.dropped.extend(g for g in left if g not in cands.dropped)
+    return kept
+
+
+def _name_groups(bundle: dict[str, Any], name: bytes, cands: Candidates, why: str) -> None:
+    """A basename's groups (a name longer than the kernel's key is never one)."""
+    if not name:
+        return
+    if not name_fits(name):
+        cands.notes.append(Note("name-too-long", f"{why} {_text(name)}: {len(name)} bytes, the "
+                                f"kernel matches names of at most {NAME_BYTES_MAX}"))
+        return
+    cands.add(bundle["executables"]["names"].get(name.decode("utf-8", "surrogateescape"), []))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _identity_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
+                     fileless: bool, size_scope: str, cands: Candidates) -> list[int]:
+    """The inode's list (a byte-identical copy has the protected files'), and a list by size
+    for a fileless exec or (``size_scope`` "unknown") any other file of a protected size;
+    returns the size list, which the kernel adds after the names."""
+    protected = protected_files(bundle, st)
+    if fileless:  # a memfd's inode is its own: only its size tells what it is a copy of
+        res = st.result(target.filename)
+        same = [p for p in protected.values() if res is not None and res.st_size
+                and p.size == res.st_size]
+        if same:
+            cands.notes.append(_size_note(same, "a fileless exec"))
+        return _merged(bundle, [p.groups for p in same], cands) if same else []
+    own = protected.get(target.identity) if target.identity is not None else None
+    if own is not None:  # the agent's "inodes" list for the file (agent/maps.py _merge)
+        cands.dropped.extend(g for g in own.left if g not in cands.dropped)
+        cands.add(list(own.groups))
+    like = likeness(target, protected, st, hash_content=True)
+    if like.copies:
+        cands.add(_merged(bundle, [p.groups for p in like.copies], cands))
+        cands.notes.append(Note("content", "a byte-identical copy of " + ", ".join(
+            _text(p.path) for p in like.copies) + " (the agent classifies a new executable by "
+            "content at its first exec; off without fanotify)", host=True))
+        return []
+    if like.sizes and size_scope == "unknown":
+        cands.notes.append(_size_note(like.sizes, "a file the agent has not classified"))
+        return _merged(bundle, [p.groups for p in like.sizes], cands)
+    return []
+
+
+def _size_note(same: list[Protected], what: str) -> Note:
+    return Note("size", f"{what} of the size of " + ", ".join(_text(p.path) for p in same)
+                + ": judged by size, which depends on the host's files", host=True)
+
+
 def candidate_groups(bundle: dict[str, Any], target: ExecTarget, st: CachedStat,
-                     fileless: bool = False, argv: Sequence[bytes] = ()) -> Candidates:
+                     fileless: bool = False, argv: Sequence[bytes] = (),
+                     size_scope: str = "unknown") -> Candidates:
     """Groups run for this exec, as bpf/candidates.c begin() collects them: the prefilter
-    (`PREFILTER`, when the policy has one), the inode's list,
-    the as-executed basename's, the real basename's (a name of more than NAME_BYTES_MAX bytes
-    cannot be a key), the fileless list, the wildcard list, then for a multi-call binary the
-    applet's names (add_applet); at most EDR_CAND_MAX."""
+    (`PREFILTER`, when the policy has one), the inode's list (a content copy's), the
+    as-executed basename's, the real basename's (a name of more than NAME_BYTES_MAX bytes
+    cannot be a key), the fileless list and the size list, the wildcard list; then the
+    loader's PROGRAM (bpf/loader.c) and for a multi-call binary the applet's names
+    (add_applet); at most EDR_CAND_MAX."""
     exes = bundle["executables"]
-    cands = Candidates()
+    cands = Candidates(argv=list(argv))
     if "prefilter" in exes:
         cands.add([PREFILTER])
-    cands.add(_listed(bundle, _inode_groups(bundle, target, st), cands))
-    for name in target.names:
-        if name and name_fits(name):
-            cands.add(exes["names"].get(name.decode("utf-8", "surrogateescape"), []))
+    by_size = _identity_groups(bundle, target, st, fileless, size_scope, cands)
+    for i, name in enumerate(target.names):
+        _name_groups(bundle, name, cands, "the executable's name" if i else "the name executed")
     if fileless:
         cands.add(exes.get("fileless", []))
+    cands.add(by_size)
     cands.add(exes["wildcard"])
+    if is_loader(target.names[-1]):
+        _add_loader_program(bundle, cands)
     multicall = exes.get("multicall")
     if multicall and is_multicall(target, multicall, bundle["search_path"], st):
         for name in applet_names(argv, multicall, EDR_ARGS_MAX, target.names[-1]):
-            cands.add(exes["names"].get(name.decode("utf-8", "surrogateescape"), []))
+            before = len(cands.groups) + len(cands.dropped)
+            _name_groups(bundle, name, cands, "the applet")
+            if len(cands.groups) + len(cands.dropped) > before:
+                cands.notes.append(Note("applet", f"multi-call applet {_text(name)}"))
+    if cands.dropped:
+        cands.notes.append(Note("dropped", f"{len(cands.dropped)} rule groups past the "
+                                f"{EDR_CAND_MAX} the kernel evaluates for one exec"))
     return cands
+
+
+def _add_loader_program(bundle: dict[str, Any], cands: Candidates) -> None:
+    """The dynamic loader run directly: PROGRAM's name groups, and argv from PROGRAM on."""
+    run = loader_program(cands.argv)
+    if run.index is None:
+        cands.unjudged = run.unjudged
+        if run.unjudged:
+            cands.notes.append(Note("loader-unjudged", f"the loader's PROGRAM is not among its "
+                                    f"first {LOADER_ARGS} arguments or {EDR_ARGS_MAX} bytes"))
+        return
+    _name_groups(bundle, run.name, cands, "the loader's program")
+    cands.argv = cands.argv[run.index:]
+    cands.notes.append(Note("loader", f"the dynamic loader runs {_text(run.name)}: judged as "
+                            f"that name on its argv (by basename: the kernel has no inode for "
+                            f"a path in argv)"))
 
 
 def scan_budget(bundle: dict[str, Any], groups: Sequence[int], used: int = 1) -> int | None:
@@ -150,6 +235,7 @@ def simulate(
     fileless: bool = False,
     ancestors: Sequence[str | bytes] = (),
     inet_stdio: Sequence[str] = (),
+    size_scope: str = "unknown",
 ) -> Decision:
     """Decide one exec with the bundle's tables.
 
@@ -169,9 +255,13 @@ def simulate(
         ancestors: the executables above the parent, nearest first (``match.ancestor`` sees
             the parent and these, EDR_ANCESTOR_DEPTH in all).
         inet_stdio: whose fd 0-2 hold a network socket: "self" (the new process), "parent".
+        size_scope: which files of a protected file's size are judged as that file:
+            "fileless" (every kernel), "unknown" (also any file the agent has not classified,
+            where the kernel judges unknown files by size; the default: the stricter answer).
 
     Returns:
-        the `Decision`.
+        the `Decision`; its ``notes`` say how the exec was judged beyond its names (loader,
+        applet, content copy, size, the kernel's limits), and whether that depends on the host.
 
     Raises:
         ValueError: an argv item contains NUL, or argv is empty without ``filename``.
@@ -183,7 +273,10 @@ def simulate(
                        unscanned_block=bundle.get("unscanned", "block") == "block",
                        search_path=bundle["search_path"], users=users, ancestors=ancestors,
                        inet_stdio=inet_stdio)
-    cands = candidate_groups(bundle, target, st, fileless, args)
+    cands = candidate_groups(bundle, target, st, fileless, args, size_scope)
+    if not cands.groups and not cands.unjudged:  # bpf/exec.c: no candidate, nothing judged
+        return Decision("allow", None, (), notes=tuple(cands.notes))
+    args = cands.argv
     joined = b"\0".join(args)
     budget = scan_budget(bundle, cands.groups)
     short, symbols = _scanned(args, joined, budget)
@@ -222,11 +315,15 @@ def simulate(
                 matched.append((r, rule["id"], rule["action"]))
     fail_closed = None
     if ctx.unscanned_block:
-        if any(bundle["groups"][g]["has_block"] for g in cands.dropped):
+        if cands.unjudged or any(bundle["groups"][g]["has_block"] for g in cands.dropped):
             fail_closed = "dropped"
         elif unscanned:
             fail_closed = "unscanned"
-    return decide(matched, fail_closed)
+    notes = cands.notes
+    if short:
+        notes.append(Note("unscanned", f"argv is {len(joined)} bytes; the kernel scans "
+                          f"{budget} for these {len(cands.groups)} groups"))
+    return replace(decide(matched, fail_closed), notes=tuple(notes))
 
 
 def _scanned(args: list[bytes], joined: bytes, budget: int | None) -> tuple[bool, list[int]]:

@@ -66,9 +66,7 @@ def test_block_events_a_full_ring_buffer_refuses_are_summarized_with_their_count
         start_agent, cgroup, standins, tmp_path: Path, monkeypatch):
     """A block ring buffer of two pages holds one 4 000-byte event: with no agent running
     (killed; the pinned program enforces on), the other blocks are refused, counted under
-    their rule and executable, and summarized by the next agent, which adopts the program.
-    (Not SIGSTOP: the stopped agent's exec-open permission events would hold every exec of
-    the host.)"""
+    their rule and executable, and summarized by the next agent, which adopts the program."""
     import shutil
     import signal
 

@@ -147,7 +147,10 @@ def test_the_cache_follows_a_copy_changed_in_place(agent, home, mod_cgroup, tmp_
 
 def test_an_overlay_view_of_a_protected_file_is_blocked(agent, home, mod_cgroup, tmp_path):
     """A private mount namespace with an overlay whose lower layer holds the protected file
-    (a container's view of the host's /usr/bin): the exec runs the overlay's inode."""
+    (a container's view of the host's /usr/bin): the exec runs the overlay's inode, which the
+    kernel does not know - it is judged by its size at once (bpf/identity.c).  The keeper's
+    overlay key comes after the exec, from the process's mount namespace: a process killed at
+    its exec is gone by then, so it is not waited for here."""
     for d in ("upper", "work", "merged"):
         (tmp_path / d).mkdir()
     script = (
@@ -161,7 +164,6 @@ def test_an_overlay_view_of_a_protected_file_is_blocked(agent, home, mod_cgroup,
                          text=True)
     assert "other=0" in res.stdout, res
     assert "prot=0" not in res.stdout and "prot=" in res.stdout, res
-    assert wait_status(agent, lambda st: st["identities"]["overlay_keys"] >= 1)
 
 
 def test_status_reports_the_identity_keeper(agent):

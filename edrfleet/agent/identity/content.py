@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 
 CHUNK = 1 << 20
 
@@ -32,6 +33,33 @@ def sha256_path(path: str) -> bytes | None:
         return None
     try:
         return sha256_fd(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+HEAD_BYTES = 256  # EDR_HEAD_BYTES: linux_binprm.buf, what the kernel hashes (bpf/identity.c)
+_FNV_OFFSET, _FNV_PRIME, _U64 = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
+
+
+def head_hash(fd: int) -> int:
+    """FNV-1a 64 over the file's first HEAD_BYTES as little-endian 64-bit words, zero-padded:
+    the "fsizes" key the kernel computes from linux_binprm.buf (bpf/identity.c)."""
+    head = os.pread(fd, HEAD_BYTES, 0).ljust(HEAD_BYTES, b"\0")
+    h = _FNV_OFFSET
+    for (word,) in struct.iter_unpack("<Q", head):
+        h = ((h ^ word) * _FNV_PRIME) & _U64
+    return h
+
+
+def head_hash_path(path: str) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return head_hash(fd)
     except OSError:
         return None
     finally:

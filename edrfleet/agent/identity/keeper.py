@@ -8,17 +8,22 @@ through the bundle's ``search_path`` - is turned into a (device, inode) key.  Af
   (dpkg, rpm), created there after start, or a symlink that changes target re-resolves every
   named path, adds the new keys and drops the keys of files no named path leads to any more
   (their inode numbers go to the next new files).
-- **fanotify FAN_OPEN_EXEC_PERM** on every filesystem (as fapolicyd does): each exec open waits
-  until the file is classified - a named path whose key is new is re-resolved right then (so
-  a replaced binary is never run before its key exists), a file of a protected size is hashed
-  and, when byte-identical to a protected file, gets that file's groups (content identity:
-  copies made after load), and an exec through an overlay mount of a protected real file gets
-  the key of the overlay's inode (``mounts``).  Results are cached by (device, inode, change
-  time, size), so an executable is classified once until it changes.  The permission is always
-  granted: the kernel program, with the keys now in place, decides.
+- **the kernel judges by size** (bpf/identity.c): an exec of a file not known by its inode
+  whose size is a protected file's is judged as that file as well - a copy made anywhere, at
+  any time, the agent running, stopped or dead.  The keeper writes those sizes ("fsizes").
+- **fanotify FAN_OPEN_EXEC notifications** on every filesystem, read after the exec (no exec
+  ever waits for the agent): a named path whose key is new is re-resolved (a replaced binary
+  is judged by its names and size until then), an exec through an overlay mount of a protected
+  real file gets the key of the overlay's inode (``mounts``), and a file of a protected size is
+  hashed: byte-identical, it is counted as a copy (``copies``); not, as a file judged by size
+  only (``size_only``: the heuristic's false positives on this host).  A copy gets no inode key
+  of its own: the kernel's size test is as current as the file (a copy changed to another size
+  is another program at once; a key would stay until the keeper saw the change).  Results are
+  cached by (device, inode, change time, size), so an executable is classified once until it
+  changes.
 
-Without fanotify (no CAP_SYS_ADMIN, a user namespace) content identity is off (``stats()``
-says why) and a replaced binary is matched once inotify's event is handled.
+Without fanotify (no CAP_SYS_ADMIN, a user namespace) copies are judged by size only
+(``stats()`` says why) and a replaced binary is matched once inotify's event is handled.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import time
 from collections.abc import Callable
 
 from edrfleet.agent.identity import mounts
-from edrfleet.agent.identity.content import Protected
-from edrfleet.agent.identity.notify import ExecPermissions, Inotify
+from edrfleet.agent.identity.content import Protected, head_hash, head_hash_path
+from edrfleet.agent.identity.notify import ExecOpens, Inotify
 from edrfleet.agent.maps import GroupList, Identity, _merge, kernel_dev
 
 CACHE_MAX = 65536  # classified files remembered; beyond this the cache starts over
@@ -74,21 +79,21 @@ class IdentityKeeper:
         self.named: dict[str, list[int]] = {}
         self.blocks: set[int] = set()
         self.keys: dict[Identity, GroupList] = {}  # what the slot's "inodes" holds
-        self.content_keys: set[Identity] = set()
         self.path_keys: set[Identity] = set()  # keys that named paths resolve to
-        self.sizes: dict[int, GroupList] = {}  # what the slot's "fsizes" holds
+        self.sizes: dict[tuple[int, int], GroupList] = {}  # what the slot's "fsizes" holds
         self.protected = Protected({})
         self.cache: dict[Identity, tuple[int, int, list[int] | None]] = {}
         self.overlays_done: set[tuple[int, Identity]] = set()
         self.inotify = Inotify()
         self.points: dict[str, set[str]] = {}
-        self.fan: ExecPermissions | None = None
+        self.fan: ExecOpens | None = None
         self.marked: set[int] = set()
         self.content_why = "off" if not content else ""
-        self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "overlay_keys": 0,
-                       "exec_opens": 0, "ignored": 0, "errors": 0}
+        self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "size_only": 0,
+                       "overlay_keys": 0, "exec_opens": 0, "ignored": 0, "overflows": 0,
+                       "errors": 0}
         self.last_rescan_ms = 0.0
-        self.answer_seconds = 0.0  # exec opens: classified and answered, in total
+        self.classify_seconds = 0.0  # exec opens: classified, in total
         self._stop = threading.Event()
         self._marked = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,7 +110,6 @@ class IdentityKeeper:
             self.blocks = {i for i, g in enumerate(bundle["groups"]) if g.get("has_block")}
             self.keys = dict(packed.inodes)
             self.path_keys = set(packed.inodes)
-            self.content_keys = set()
             self.sizes = {}
             self.cache.clear()
             self.overlays_done.clear()
@@ -135,7 +139,7 @@ class IdentityKeeper:
         # file's (measured: a file renamed over a named path reuses the inode freed by the
         # previous rename), which must not inherit the protected file's rules.
         for ident in self.path_keys - set(found):
-            if ident not in self.content_keys and self.engine is not None:
+            if self.engine is not None:
                 self.engine.drop_inode(self.slot, ident)
                 self.keys.pop(ident, None)
         self.path_keys = set(found)
@@ -155,11 +159,14 @@ class IdentityKeeper:
 
     def _put_sizes(self, found: dict[Identity, GroupList],
                    files: dict[Identity, tuple[str, int]]) -> None:
-        """Protected sizes -> groups, for fileless execs (bpf/identity.c)."""
-        sizes: dict[int, GroupList] = {}
-        for ident, (_path, size) in files.items():
-            if size:
-                _merge(sizes, size, list(found[ident]), self.per_key, self.blocks,
+        """Protected (size, head hash) -> groups: how the kernel judges a file it does not
+        know by its inode (bpf/identity.c).  Keys of earlier versions stay (a copy of the
+        previous release of a protected file is that program too) until the next policy."""
+        sizes: dict[tuple[int, int], GroupList] = {}
+        for ident, (path, size) in files.items():
+            head = head_hash_path(path)
+            if size and head is not None:
+                _merge(sizes, (size, head), list(found[ident]), self.per_key, self.blocks,
                        self.block_bit)
         changed = {size: groups for size, groups in sizes.items()
                    if list(self.sizes.get(size, [])) != list(groups)}
@@ -188,7 +195,7 @@ class IdentityKeeper:
     # -- fanotify ----------------------------------------------------------------------------
     def _open_fanotify(self) -> None:
         try:
-            self.fan = ExecPermissions()
+            self.fan = ExecOpens()
         except OSError as exc:
             self.content_why = f"fanotify unavailable: {exc}"
             self.log(f"identities: content identity off ({self.content_why})")
@@ -205,8 +212,8 @@ class IdentityKeeper:
                 self.marked.add(dev)  # refused (an internal or FUSE filesystem): not again
 
     def classify(self, fd: int, pid: int) -> bool:
-        """Bring the keys up to date for the file an exec is opening (held until we return);
-        True when the file is protected (by path or content)."""
+        """Bring the keys up to date for the file an exec opened (it runs already: the kernel
+        judged it by inode, names and size); True when the file is protected (path or content)."""
         self.counts["exec_opens"] += 1
         st = os.fstat(fd)
         ident = (kernel_dev(st.st_dev), st.st_ino)
@@ -231,25 +238,18 @@ class IdentityKeeper:
                 path = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:
                 path = ""
-            if path in self.named:  # replaced or new at a named path: not run before its key
+            if path in self.named:  # replaced or new at a named path, inotify not read yet
                 self._rescan()
-        if ident in self.keys and ident not in self.content_keys:
+        if ident in self.keys:
             return list(self.keys[ident])
-        copies = self.protected.copy_of(fd, size)
-        if not copies:
-            if ident in self.content_keys:  # was a copy, changed since: no longer that file
-                self.engine.drop_inode(self.slot, ident)
-                self.content_keys.discard(ident)
-                self.keys.pop(ident, None)
-            return None
-        merged: dict[Identity, GroupList] = {}
-        for original in copies:
-            _merge(merged, ident, list(self.keys.get(original, [])), self.per_key, self.blocks,
-                   self.block_bit)
-        self._put(merged)
-        self.content_keys.add(ident)
-        self.counts["copies"] += 1
-        return list(merged[ident])
+        # judged by size and head in the kernel already: hashing the whole file only tells a
+        # copy from another program that shares both (the heuristic's false positive)
+        if size in self.protected.by_size and (size, head_hash(fd)) in self.sizes:
+            if self.protected.copy_of(fd, size):
+                self.counts["copies"] += 1
+            else:
+                self.counts["size_only"] += 1
+        return None
 
     def _overlay_keys(self, pid: int, ident: Identity, groups: list[int]) -> None:
         try:
@@ -269,12 +269,11 @@ class IdentityKeeper:
 
     # -- the thread --------------------------------------------------------------------------
     def start(self) -> None:
-        """Answer exec opens from now on (marked only now: until the thread runs, every exec
-        of the host would wait)."""
+        """Classify exec opens from now on."""
         self._thread = threading.Thread(target=self._loop, name="identities", daemon=True)
         self._thread.start()
-        # the state turns "enforcing" after this: exec opens are answered by then (a hand-over
-        # starts a new keeper right before its status says so)
+        # the state turns "enforcing" after this: the filesystems are marked by then (a
+        # hand-over starts a new keeper right before its status says so)
         self._marked.wait(timeout=5)
 
     def _loop(self) -> None:
@@ -300,18 +299,21 @@ class IdentityKeeper:
     def _answer(self) -> None:
         assert self.fan is not None
         for fd, pid in self.fan.events():
+            if fd < 0:  # the queue overflowed while we were away: those files stay judged by size
+                self.counts["overflows"] += 1
+                continue
             t0 = time.perf_counter()
             try:
                 # protected files keep their events (a new overlay may show them); the others
                 # are ignored in the kernel until written to
                 if not self.classify(fd, pid) and self.fan.ignore(fd):
                     self.counts["ignored"] += 1
-            except Exception as exc:  # never leave an exec waiting on our mistake
+            except Exception as exc:
                 self.counts["errors"] += 1
                 self.log(f"identities: classify failed: {exc}")
             finally:
-                self.fan.allow(fd)
-                self.answer_seconds += time.perf_counter() - t0
+                os.close(fd)
+                self.classify_seconds += time.perf_counter() - t0
 
     def _on_dir_events(self) -> None:
         events = self.inotify.drain()
@@ -332,6 +334,6 @@ class IdentityKeeper:
                 "content_off_why": self.content_why, "watched_dirs": len(self.points),
                 "filesystems_marked": len(self.marked),
                 "last_rescan_ms": round(self.last_rescan_ms, 2),
-                "answer_us_mean": round(self.answer_seconds * 1e6
+                "classify_us_mean": round(self.classify_seconds * 1e6
                                         / max(self.counts["exec_opens"], 1), 1),
                 "hashed_files": self.protected.hashed}

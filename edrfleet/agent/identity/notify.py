@@ -28,19 +28,17 @@ DIR_EVENTS = (IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREA
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
-FAN_CLASS_CONTENT = 0x4
-FAN_UNLIMITED_QUEUE = 0x10
+FAN_CLASS_NOTIF = 0x0
 FAN_MARK_ADD = 0x1
 FAN_MARK_FLUSH = 0x80
 FAN_MARK_IGNORED_MASK = 0x20
 FAN_MARK_FILESYSTEM = 0x100
-FAN_OPEN_EXEC_PERM = 0x40000
-FAN_ALLOW = 0x1
+FAN_OPEN_EXEC = 0x1000
+FAN_Q_OVERFLOW = 0x4000
 FAN_NOFD = -1
 AT_FDCWD = -100
 
 _EVENT = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
-_RESPONSE = struct.Struct("=iI")  # struct fanotify_response
 _INOTIFY = struct.Struct("=iIII")  # struct inotify_event (then len bytes of name)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -88,35 +86,38 @@ class Inotify:
         os.close(self.fd)
 
 
-class ExecPermissions:
-    """fanotify FAN_OPEN_EXEC_PERM on whole filesystems: every exec open waits for allow()."""
+class ExecOpens:
+    """fanotify FAN_OPEN_EXEC notifications on whole filesystems: each exec open is reported
+    after the fact; no exec ever waits for us (a stopped or dead reader holds nothing)."""
 
     def __init__(self) -> None:
-        self.fd = _check(_libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK
-                                             | FAN_UNLIMITED_QUEUE,
+        # a bounded queue (16384 events): a stopped reader must not pin memory and open files
+        # without end; an overflow loses refinements only (the kernel judges by size anyway)
+        self.fd = _check(_libc.fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK,
                                              os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC),
                          "fanotify_init")
 
     def mark_filesystem(self, path: str) -> None:
         """Every exec open on the filesystem holding ``path``; raises OSError."""
         _check(_libc.fanotify_mark(self.fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM,
-                                   FAN_OPEN_EXEC_PERM, AT_FDCWD, os.fsencode(path)),
+                                   FAN_OPEN_EXEC, AT_FDCWD, os.fsencode(path)),
                f"fanotify_mark {path}")
 
     def ignore(self, fd: int) -> bool:
         """No more exec events for the file of ``fd`` until it is modified (the kernel clears
         an ignore mark without FAN_MARK_IGNORED_SURV_MODIFY on the first write): the host's
-        known executables then cost no round trip.  False when the kernel refuses (too many
+        known executables then cost no event.  False when the kernel refuses (too many
         marks): the file keeps being answered from the cache."""
         return _libc.fanotify_mark(self.fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK,
-                                   FAN_OPEN_EXEC_PERM, fd, None) == 0
+                                   FAN_OPEN_EXEC, fd, None) == 0
 
     def forget_ignored(self) -> None:
         """Drop every ignore mark (the filesystem marks stay): a new policy reclassifies."""
         _libc.fanotify_mark(self.fd, FAN_MARK_FLUSH, 0, AT_FDCWD, None)
 
     def events(self) -> Iterator[tuple[int, int]]:
-        """(fd, pid) of each pending exec open; the caller answers each with allow(fd)."""
+        """(fd, pid) of each pending exec open; the caller closes each fd.  A queue overflow
+        is (-1, -1)."""
         while True:
             try:
                 buf = os.read(self.fd, 4096)
@@ -124,17 +125,12 @@ class ExecPermissions:
                 return
             off = 0
             while off + _EVENT.size <= len(buf):
-                length, _vers, _res, _mlen, _mask, fd, pid = _EVENT.unpack_from(buf, off)
+                length, _vers, _res, _mlen, mask, fd, pid = _EVENT.unpack_from(buf, off)
                 if fd != FAN_NOFD:
                     yield fd, pid
+                elif mask & FAN_Q_OVERFLOW:
+                    yield -1, -1
                 off += max(length, _EVENT.size)
 
-    def allow(self, fd: int) -> None:
-        """Let the exec go on (the kernel's rules judge it) and close the event's descriptor."""
-        try:
-            os.write(self.fd, _RESPONSE.pack(fd, FAN_ALLOW))
-        finally:
-            os.close(fd)
-
     def close(self) -> None:
-        os.close(self.fd)  # the kernel allows whatever still waits
+        os.close(self.fd)

@@ -129,8 +129,8 @@ class SlotWriter:
         self._keys.setdefault(slot, {}).setdefault("inodes", []).extend(written)
 
     def put_sizes(self, slot: int, items) -> None:
-        """Add or replace "fsizes" keys of ``slot``: protected files by size, which a fileless
-        exec of that size is judged as (bpf/identity.c)."""
+        """Add or replace "fsizes" keys of ``slot``: protected files by (size, head hash), which
+        an exec of a file unknown by its inode with that key is judged as (bpf/identity.c)."""
         written = self._runtime_write(
             "fsizes", lambda: self._fill_lists("fsizes", slot, items, _set_size_key))
         self._keys.setdefault(slot, {}).setdefault("fsizes", []).extend(written)
@@ -220,8 +220,8 @@ class SlotWriter:
         self._keys[slot] = {}
 
 
-def _set_size_key(k, size: int) -> None:
-    k.size = size
+def _set_size_key(k, key: tuple[int, int]) -> None:
+    k.size, k.head = key
 
 
 def _set_inode_key(k, ident: tuple[int, int]) -> None:

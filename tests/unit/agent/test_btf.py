@@ -362,7 +362,9 @@ def mini_kernel(i_ino_size: int = 8, with_mm: bool = True, mount_mnt_ptr: bool =
                            ("i_ino", ino, 512, 0), ("i_size", t["u64"], 576, 0)])
     dev_t = b.typedef("dev_t", b.typedef("__kernel_dev_t", t["u32"]))
     b.struct("super_block", 64, [("s_dev", dev_t, 128, 0)])
-    b.struct("linux_binprm", 128, [("file", vp, 512, 0), ("filename", cp, 768, 0)])
+    buf = b.array(t["char"], t["u32"], 256)
+    b.struct("linux_binprm", 384, [("file", vp, 512, 0), ("filename", cp, 768, 0),
+                                   ("buf", buf, 1024, 0)])
     return b.btf()
 
 
@@ -376,7 +378,7 @@ def test_kernel_offsets_of_a_synthetic_kernel() -> None:
         "EDR_OFF_INODE_INO": 64, "EDR_OFF_INODE_SB": 40,
         "EDR_OFF_INODE_NLINK": 56, "EDR_OFF_INODE_SIZE": 72, "EDR_OFF_SB_DEV": 16,
         "EDR_OFF_BPRM_FILE": 64,
-        "EDR_OFF_BPRM_FILENAME": 96,
+        "EDR_OFF_BPRM_FILENAME": 96, "EDR_OFF_BPRM_BUF": 128,
         "EDR_OFF_TASK_FS": 56, "EDR_OFF_FS_PWD_MNT": 24, "EDR_OFF_FS_PWD_DENTRY": 32,
         "EDR_OFF_DENTRY_PARENT": 24, "EDR_OFF_DENTRY_INODE": 48, "EDR_OFF_VFSMOUNT_ROOT": 0,
         "EDR_OFF_MOUNT_MNT": 32, "EDR_OFF_MOUNT_PARENT": 16, "EDR_OFF_MOUNT_MOUNTPOINT": 24,

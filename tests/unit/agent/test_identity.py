@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edrfleet.agent import ecs
 from edrfleet.agent.identity import mounts
-from edrfleet.agent.identity.content import Protected
+from edrfleet.agent.identity.content import Protected, head_hash
 from edrfleet.agent.identity.keeper import IdentityKeeper, named_paths, watch_points
 from edrfleet.agent.maps import kernel_dev
 from edrfleet.kernel_abi import load_header
@@ -146,3 +146,37 @@ def test_the_kernel_path_wins_unless_partial() -> None:
                                   kernel_path="/jail/usr/bin/rm") == "/jail/usr/bin/rm"
     assert ecs.resolve_executable(0x7FFFFFFF, (1, 2), {(1, 2): "/usr/bin/rm"}, "/x",
                                   kernel_path="") == "/usr/bin/rm"
+
+
+def test_the_head_hash_is_of_the_first_256_bytes_zero_padded(tmp_path: Path) -> None:
+    """The kernel hashes linux_binprm.buf: the first 256 bytes, zeros past the file's end."""
+    def hashed(data: bytes) -> int:
+        f = tmp_path / "f"
+        f.write_bytes(data)
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            return head_hash(fd)
+        finally:
+            os.close(fd)
+
+    head = bytes(range(256))
+    assert hashed(b"abc") == hashed(b"abc\0\0") != hashed(b"abd")
+    assert hashed(head + b"x" * 1000) == hashed(head + b"y") != hashed(head[:-1] + b"\1")
+
+
+def test_the_keeper_writes_protected_sizes_with_their_head(tmp_path: Path) -> None:
+    named = tmp_path / "tool"
+    shutil.copy("/bin/true", named)
+    bundle = {"executables": {"paths": {str(named): [0]}}, "groups": [{"has_block": 1}]}
+    engine = FakeEngine()
+    keeper = IdentityKeeper(lambda _m: None, load_header(BPF), content=False)
+    keeper.follow(engine, 1, bundle, Packed())
+    try:
+        fd = os.open(named, os.O_RDONLY)
+        try:
+            key = (named.stat().st_size, head_hash(fd))
+        finally:
+            os.close(fd)
+        assert engine.keys[(1, "size", key)] == [0]
+    finally:
+        keeper.close()

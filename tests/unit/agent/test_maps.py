@@ -94,11 +94,11 @@ def test_needs_say_which_matchers_the_program_must_hold():
 
 
 def test_names_that_are_one_file_here_are_flagged_past_the_list_not_refused():
-    # nc, ncat and netcat one inode (Debian's alternatives): every two fit the compiler's
-    # check, the three together pass what the inode's list holds
+    # four names one inode (Debian's alternatives): every three (two names and a size) fit
+    # the compiler's check, the four together pass what the inode's list holds
     per = H["EDR_GROUPS_PER_KEY"]
-    names = ("nc", "ncat", "netcat")
-    each = per // 2 - 1
+    names = ("nc", "ncat", "netcat", "nctrad")
+    each = per // 4
 
     def rules(action, prefix):
         return [rule_yaml(f"{prefix}{n}{i}", action, f"{{executable: [{n}, {prefix}{n}{i}]}}")
@@ -116,7 +116,8 @@ def test_names_that_are_one_file_here_are_flagged_past_the_list_not_refused():
     listed = p.inodes[(8, 900)]
     assert len(listed) == per and listed.over == 1, "left out, and none of those blocks"
     assert bundle["executables"]["names"]["netcat"][-1] in listed, "block groups kept first"
-    _, p = packed(*rules("block", "b"))
+    _, p = packed(*rules("block", "b"),
+                  rule_yaml("nc-e", "block", "{executable: [netcat], cmdline: ' -e '}"))
     assert p.inodes[(8, 900)].over == 1 | H["EDR_BLOCK_RULE"]
 
 

@@ -51,7 +51,8 @@ def test_check_prints_a_summary_and_exits_0(policy_file, capsys):
                       "in 1 groups: they run when argv holds one of their literals)")
     assert out[4].startswith("  groups: 2, condition bits: 4 (at most 3 in one group)")
     assert out[5].startswith("  automata: 3 DFAs, ")  # the groups' and the prefilter's
-    assert out[6].startswith("  sha256: ") and len(out[6].split()[-1]) == 64
+    assert out[6].startswith("  candidates: checked at most ")  # names, inode or size
+    assert out[7].startswith("  sha256: ") and len(out[7].split()[-1]) == 64
 
 
 def test_check_prints_every_error_on_its_own_line_and_exits_2(tmp_path, capsys):
@@ -229,8 +230,10 @@ def test_test_models_ancestors_sockets_and_applets(tmp_path, capsys):
         (["--", "true"], "allowed: no rule matched"),
         (["--inet-stdio", "parent", "--", "sh"], "blocked by rule 'revshell' (critical)"),
         (["--inet-stdio", "self", "--", "sh"], "allowed: no rule matched"),
-        (["--filename", "/bin/busybox", "--", "ls"], "logged by rule 'applet' (low)"),
-        (["--filename", "/bin/busybox", "--", "busybox", "ls"], "logged by rule 'applet' (low)"),
+        (["--filename", "/bin/busybox", "--", "ls"],
+         "logged by rule 'applet' (low)\n  judged: applet: multi-call applet ls"),
+        (["--filename", "/bin/busybox", "--", "busybox", "ls"],
+         "logged by rule 'applet' (low)\n  judged: applet: multi-call applet ls"),
     ]
     for opts, out in cases:
         assert main(["policy", "test", str(path), *opts]) == 0
