@@ -6,7 +6,7 @@ and load a new one -> fill a slot -> activate -> attach -> pin -> state "enforci
 "monitoring".  The state changes only once the program is attached with full maps.
 
 The program stays pinned when the agent exits, by any signal: only ``agent disarm`` ends
-enforcement (edrfleet/agent/pins.py).
+enforcement (edrfleet/agent/pinned/pins.py).  The agent's parts are in edrfleet/agent/runner/.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,22 +21,20 @@ from pathlib import Path
 
 from edrfleet import __version__
 from edrfleet.agent import ecs
-from edrfleet.agent.btf import Btf, kernel_offsets
-from edrfleet.agent.engine import (
-    Engine,
-    EngineError,
-    VerifierTooComplex,
-    capacities_for,
-    scan_windows,
-)
+from edrfleet.agent.btf import Btf
+from edrfleet.agent.engine import Engine, EngineError
 from edrfleet.agent.identity.keeper import IdentityKeeper
 from edrfleet.agent.logfold import LogFolds
-from edrfleet.agent.lsm_probe import lsm_available, probe_scope
+from edrfleet.agent.lsm_probe import lsm_available, probe_scope  # noqa: F401 (tests import it here)
 from edrfleet.agent.maps import Packed, pack_bundle
 from edrfleet.agent.pinned import adopt, handover, pins, selfguard, tamper
 from edrfleet.agent.release_check import verify_release
+from edrfleet.agent.runner import log
+from edrfleet.agent.runner.events import EventFlow
+from edrfleet.agent.runner.program import ProgramSteps
+from edrfleet.agent.runner.reload import Reloader
 from edrfleet.agent.spool import Spool
-from edrfleet.agent.status import read_status, write_status
+from edrfleet.agent.status import read_status
 from edrfleet.kernel_abi import load_header
 
 BundleLoader = Callable[[Path], dict]
@@ -62,10 +59,6 @@ class Options:
     perfbuf: bool = False
     print_bpf: bool = False
     spool_max_bytes: int = 64 * 1024 * 1024
-
-
-def log(msg: str) -> None:
-    print(f"edrfleet-agent: {msg}", file=sys.stderr, flush=True)
 
 
 def default_bpf_dir() -> Path:
@@ -98,7 +91,10 @@ def cgroup_id(path: str) -> int:
         raise FileNotFoundError(f"scope cgroup {path} does not exist ({full})") from None
 
 
-class Agent:
+class Agent(ProgramSteps, EventFlow, Reloader):
+    """The agent: its start, loop and stop here; bringing a program into force, events and
+    the reload are in edrfleet/agent/runner/."""
+
     def __init__(self, opts: Options, load_bundle: BundleLoader) -> None:
         self.opts = opts
         self.load_bundle = load_bundle
@@ -119,6 +115,9 @@ class Agent:
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.offsets: dict[str, int] | None = None
         self.bundle: dict | None = None
+        # the bundle in force (the identity keeper holds it too: no extra memory); a hand-over
+        # after a failed reload passes it on
+        self.in_force: dict | None = None
         self.lsm_why = ""
         self.handover = False
         self.t0 = time.monotonic()
@@ -210,18 +209,13 @@ class Agent:
         bundle, self.handed_bundle = self.handed_bundle, None
         return bundle if bundle is not None else self.load_bundle(self.opts.policy)
 
-    def _kernel(self, btf: Btf | None = None) -> dict[str, int]:
-        """Offsets and LSM availability from BTF (only a new program needs them)."""
-        if self.offsets is None:
-            btf = btf or Btf.load()
-            self.offsets = kernel_offsets(btf)
-            self.lsm_possible, self.lsm_why = lsm_available(btf)
-        return self.offsets
-
     def _shed_bcc(self) -> None:
         """Hand over to a fresh image of this process that adopts what was just pinned: the
         resident agent must not keep BCC and LLVM loaded (edrfleet/agent/pinned/handover.py)."""
         if not handover.wanted(self.opts.perfbuf):
+            return
+        if self.bundle is None:  # the image would read a policy file not in force: keep BCC
+            log("BCC stays loaded until a reload succeeds (no bundle in force to hand over)")
             return
         assert self.engine is not None
         if self.identities is not None:  # the resident image starts its own keeper
@@ -232,74 +226,6 @@ class Agent:
         self._write_status()
         handover.exec_resident(str(self.opts.spool), self.t0, self.bundle,
                                self.status.get("last_reload"), self.flags)
-
-    def _fresh(self, bundle: dict, packed: Packed, offsets: dict[str, int], why: str) -> None:
-        """A new program: load, fill, attach, pin; then unpin what an earlier run left."""
-        self.engine = self._step(
-            "compile and load the BPF program",
-            lambda: self._new_engine(offsets, packed),
-        )
-        self._install(self.engine, bundle, packed, slot=0)
-        self._step("attach raw tracepoint sched_process_exec", self.engine.attach_exec)
-        self._attach_lsm(self.engine, why)
-        self._step("pin in bpffs", lambda: self._pin(self.engine))
-
-    def _pin(self, engine: Engine) -> None:
-        """Freeze what never changes, pin, and only then retire older pinned programs."""
-        engine.freeze()
-        inst = pins.instance_dir(self.opts.spool)
-        engine.pin(inst)
-        for old in adopt.remove_others(inst, engine.pdir):
-            log(f"retired the earlier pinned program {old}")
-        self.status["pinned"] = engine.pdir
-
-    def _adopt(self, manifest: dict, bundle: dict, packed: Packed) -> None:
-        """Take over the pinned program: it never stopped enforcing."""
-        self.engine = self._step(
-            "adopt the pinned program",
-            lambda: adopt.adopt_engine(self.bpf_dir, self.header, manifest))
-        self.gen = int(manifest["gen"])
-        self.status["scan_window"] = self.engine.scan_window
-        self.status["scope_cgroups"] = self.engine.with_scope
-        self.status["pinned"] = self.engine.pdir
-        if self.handover:  # the same agent, without BCC: not a take-over
-            log(f"resident: BCC unloaded, working on {self.engine.pdir}")
-        else:
-            self.status["adopted"] = time.time()
-            log(f"adopted the pinned program {self.engine.pdir}")
-        # records still in the ring buffer carry the generations of earlier agents: those of
-        # this policy decode with its rules
-        generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
-        for gen, sha in manifest.get("gens", {}).items():
-            if sha == bundle["sha256"]:
-                self.generations[int(gen)] = (generation, packed.paths)
-        # the maps may have been edited while no agent watched: the policy is written anew
-        # from the bundle into the free slot, and put in force with one write
-        self._install(self.engine, bundle, packed, self.engine.free_slot())
-
-    def _save_manifest(self) -> None:
-        """Record what is pinned and in force; take the maps as they are now as what must stay."""
-        assert self.engine is not None
-        pins.write_manifest(self.opts.spool, adopt.manifest_of(
-            self.engine, self.text_sha, self.gen, self.status["policy_sha256"], __version__,
-            {g: gen.sha256 for g, (gen, _paths) in self.generations.items()}))
-        fds = self.engine.map_fds()
-        if self.guard is None or self.guard.maps["config"][0] != fds["config"]:
-            self.guard = tamper.Guard(fds)
-        self.engine.guard = self.guard  # the identity keeper's writes: never "tampered"
-        self.status["maps_sha256"] = self.guard.arm()
-
-    def _check_tamper(self) -> None:
-        assert self.engine is not None and self.guard is not None
-        changes = self.guard.check() + tamper.check_links(self.engine.pdir, self.engine.links)
-        if not changes:
-            return
-        count = self.status.get("tampered", {}).get("count", 0) + len(changes)
-        self.status["tampered"] = {"at": time.time(), "changes": changes[:32], "count": count}
-        self.pending.append(tamper.tamper_event(changes, self.opts.host_name, __version__,
-                                                self.status["policy_sha256"]))
-        log(f"tampered, restored: {'; '.join(changes[:8])}")
-        self._write_status()
 
     def _step(self, name: str, fn):
         try:
@@ -323,26 +249,6 @@ class Agent:
         if bundle.get("scope", {}).get("cgroups") and not self.scope_possible:
             raise ValueError(self.scope_why)
 
-    def _attach_lsm(self, engine: Engine, why_not: str) -> None:
-        """Add the LSM hook in front of the exec-time check where the kernel lets us."""
-        if self.wanted == "sigkill" or not self.lsm_possible:
-            if self.wanted != "sigkill":
-                log(f"backend sigkill: {why_not}")
-            return
-        try:
-            engine.attach_lsm()
-        except EngineError as exc:
-            if self.wanted == "lsm":
-                raise self._fail("attach BPF LSM", str(exc)) from exc
-            log(f"backend sigkill: {exc}")
-            return
-        self._set_backend(engine, "lsm")
-
-    def _set_backend(self, engine: Engine, backend: str) -> None:
-        """Record the backend in the engine and in the active slot, so events carry it."""
-        engine.backend = backend
-        engine.set_backend(engine.active_slot, self.header[f"EDR_BACKEND_{backend.upper()}"])
-
     def _fail(self, step: str, msg: str) -> AgentFailed:
         self.status["state"] = "failed"
         self.status["last_error"] = f"{step}: {msg}"
@@ -351,159 +257,6 @@ class Agent:
 
     def _pack(self, bundle: dict) -> Packed:
         return pack_bundle(bundle, self.header, cgroup_id=cgroup_id)
-
-    def _new_engine(self, offsets: dict[str, int], packed: Packed) -> Engine:
-        """Compile and load; a verifier that gives up on a 4 KiB scan window gets a smaller one
-        (the 6.1 verifier does; 6.18 takes 4 KiB)."""
-        windows = scan_windows(self.header)
-        for window in windows:
-            try:
-                engine = Engine(
-                    self.bpf_dir,
-                    self.header,
-                    offsets,
-                    capacities_for(packed.needs(self.header), self.header),
-                    perfbuf=self.opts.perfbuf,
-                    with_lsm=self.lsm_possible and self.wanted != "sigkill",
-                    with_scope=self.scope_possible,
-                    scan_window=window,
-                    print_text=print if self.opts.print_bpf else None,
-                )
-                break
-            except VerifierTooComplex as exc:
-                if window == windows[-1]:
-                    raise
-                log(f"scan window {window} bytes too complex for this verifier, trying "
-                    f"{window // 2}: {str(exc).splitlines()[0][:120]}")
-        self.status["scan_window"] = engine.scan_window
-        self.status["scope_cgroups"] = self.scope_possible  # False: scoped policies refused
-        engine.backend = "sigkill"
-        self.offsets = offsets
-        return engine
-
-    def _install(self, engine: Engine, bundle: dict, packed: Packed, slot: int) -> None:
-        """Fill ``slot`` with a new generation and put it in force."""
-        self.gen += 1
-        self.bundle = bundle  # what a hand-over passes on (_shed_bcc); dropped after start
-        backend = self.header[f"EDR_BACKEND_{engine.backend.upper()}"]
-        engine.write_slot(slot, packed, self.gen, backend)
-        generation = ecs.Generation(sha256=bundle["sha256"], rules=bundle["rules"])
-        self.generations[self.gen] = (generation, packed.paths)
-        for old in [g for g in self.generations if g < self.gen - 4]:
-            del self.generations[old]
-        engine.activate(slot)
-        self.installed_at = time.monotonic()
-        if self.identities is not None:  # keys follow the host's files from now on
-            self.identities.follow(engine, slot, bundle, packed)
-        self.status.update(
-            policy_sha256=bundle["sha256"], rules=len(bundle["rules"]),
-            mode=bundle["mode"], generation=self.gen,
-        )
-
-    # -- events ------------------------------------------------------------------------------
-    def _open_events(self, engine: Engine) -> None:
-        def handle(ev, _size: int) -> None:
-            generation, paths = self.generations.get(ev.gen, (None, {}))
-            as_executed = ecs.text(ecs.field_bytes(ev, "filename", ev.filename_len))
-            exe = ecs.resolve_executable(ev.pid, (ev.dev, ev.ino), paths, as_executed,
-                                         committed=ev.stage != ecs.STAGE_LSM,
-                                         kernel_path=ecs.kernel_exe_path(ev))
-            parent = ecs.resolve_parent(ev)
-            doc = ecs.to_ecs(
-                ev, host=self.opts.host_name, generation=generation, clock=self.clock,
-                boot_id=self.boot_id, executable=exe, parent_executable=parent,
-            )
-            self.folds.on_event(ev, doc)
-            self.pending.append(doc)
-
-        def lost(count: int) -> None:
-            self.user_lost += count
-
-        engine.open_events(handle, lost)
-
-    def _sweep_folds(self, engine: Engine, force: bool = False) -> None:
-        """Summaries of logged execs folded in windows that are over (all of them: ``force``);
-        keys of retired generations, drained, leave the map."""
-        now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        entries = engine.log_folds()
-        self.pending.extend(self.folds.sweep(entries, now_ns, self.clock.iso(now_ns), force))
-        idle = now_ns - 3_000_000_000 - self.folds.window_ns
-        retired = [key for key, per_cpu in entries if key[0] != self.gen
-                   and time.monotonic() - self.installed_at > 3
-                   and all(v.window_ns < idle for v in per_cpu)]
-        if retired:
-            engine.forget_log_folds(retired)
-            self.folds.forget(retired)
-
-    def _flush(self) -> None:
-        if self.pending:
-            batch, self.pending = self.pending, []
-            self.spool.append(batch)
-            if self.outputs:
-                self.outputs.wake()  # they ship from the spool, each from its own cursor
-        if self.engine is not None:
-            self.engine.commit()  # in the spool (fsync-ed): the kernel may reuse their space
-
-    # -- reload ------------------------------------------------------------------------------
-    def reload(self) -> None:
-        """Load the policy file again; a policy that fails keeps the running one in force."""
-        assert self.engine is not None
-        for error in self.outputs.reload() if self.outputs else []:
-            log(f"reload: output credentials kept: {error}")
-        try:
-            bundle = self.load_bundle(self.opts.policy)
-            if self._wanted_backend(bundle) not in ("auto", self.engine.backend):
-                raise ValueError(
-                    f"the policy requires backend {bundle.get('backend')}, the agent runs "
-                    f"{self.engine.backend}; restart the agent to change backends"
-                )
-            self._check_scope(bundle)
-            packed = self._pack(bundle)
-        except Exception as exc:
-            self.status["last_error"] = f"reload: {exc}"
-            self.status["last_reload"] = {"at": time.time(), "ok": False, "error": str(exc)}
-            log(f"reload refused, the running policy stays in force: {exc}")
-            return
-        old_sha, old_rules, old_mode = (self.status.get("policy_sha256"),
-                                        self.status.get("rules"), self.status.get("mode"))
-        if self.engine.fits(packed.needs(self.header)):
-            self._install(self.engine, bundle, packed, self.engine.free_slot())
-        else:  # bigger maps: a second program enforces before the first one goes
-            old = self.engine
-            gen = self.gen
-            new = None
-            try:
-                new = self._new_engine(self._kernel(), packed)
-                self._install(new, bundle, packed, slot=0)
-                new.attach_exec()
-                if old.backend == "lsm":
-                    new.attach_lsm()
-                    self._set_backend(new, "lsm")
-                self._open_events(new)
-                self._pin(new)
-            except Exception as exc:  # the old program never stopped: it stays in force
-                if new is not None:
-                    new.detach()
-                if self.identities is not None:
-                    self.identities.revert()
-                self.gen = gen
-                self.status.update(policy_sha256=old_sha, rules=old_rules, mode=old_mode,
-                                   generation=gen)
-                self.status["last_error"] = f"reload: new program: {exc}"
-                self.status["last_reload"] = {"at": time.time(), "ok": False,
-                                              "error": f"new program: {exc}"}
-                log(f"reload failed, the running program and policy stay in force: {exc}")
-                return
-            self.engine = new
-            old.poll(0)
-            self._sweep_folds(old, force=True)
-            old.detach()  # unpinned only now: the new program enforced first
-        self._save_manifest()
-        self.status["guard"] = self.selfguard.arm(self.engine, self.lsm_why)
-        self.status["state"] = "enforcing" if bundle["mode"] == "enforce" else "monitoring"
-        self.status["last_error"] = ""
-        self.status["last_reload"] = {"at": time.time(), "ok": True, "sha256": bundle["sha256"]}
-        log(f"reloaded: policy {bundle['sha256'][:12]}, {len(bundle['rules'])} rules")
 
     # -- loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -561,26 +314,6 @@ class Agent:
         self.spool.close()
         log(f"stopped: enforcement stays pinned ({self.status.get('pinned', '-')}); "
             "`agent disarm` ends it")
-
-    def _write_status(self) -> None:
-        if self.engine is not None:
-            c = self.engine.counters()
-            self.status.update(
-                execs_seen=c["execs"], blocked=c["blocked"], would_block=c["would_block"],
-                logged=c["logged"], events_lost=c["lost"] + self.user_lost,
-                errors=c["errors"], candidates_dropped=c["dropped"],
-                drops={"block": c["lost_block"] - self.folds.summarized_blocks,
-                       "log": c["lost_log"] + self.folds.lost_logs},
-                blocks_summarized=self.folds.summarized_blocks, log_folded=c["folded"],
-                summaries=self.folds.summaries,
-            )
-        if self.outputs:
-            self.status["outputs"] = self.outputs.stats()
-        if self.identities is not None:
-            self.status["identities"] = self.identities.stats()
-        if self.engine is not None:  # false once the resident agent runs (keeper and all)
-            self.status["bcc_loaded"] = "bcc" in sys.modules
-        write_status(str(self.opts.spool), self.status)
 
 
 class AgentFailed(RuntimeError):

@@ -108,6 +108,13 @@ def cgroup() -> Iterator[Cgroup]:
         yield cg
 
 
+def complete_lines(data: bytes) -> list[dict]:
+    """The JSON documents of ``data``'s newline-terminated lines; a last line without its
+    newline is still being written and is left for the next read."""
+    done = data[:data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in done.decode().splitlines() if line]
+
+
 @dataclass
 class RunningAgent:
     proc: subprocess.Popen
@@ -121,11 +128,13 @@ class RunningAgent:
             return {}
 
     def raw_events(self) -> list[dict]:
-        """The spool's events as the agent wrote them (nested ECS documents)."""
-        f = self.spool / "events.jsonl"
-        if not f.exists():
+        """The spool's events as the agent wrote them (nested ECS documents): complete lines
+        only, as the agent may be writing the last one while we read."""
+        try:
+            data = (self.spool / "events.jsonl").read_bytes()
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in f.read_text().splitlines() if line]
+        return complete_lines(data)
 
     def events(self) -> list[dict]:
         """The spool's events by ECS dotted field name (``e["rule.id"]``), as a SIEM query

@@ -27,6 +27,8 @@ def test_a_new_program_that_fails_to_load_keeps_the_old_one(tmp_path: Path, monk
                   load_bundle=lambda _path: bundle)
     old = OldEngine()
     agent.engine, agent.gen, agent.offsets = old, 3, {}
+    in_force = {"sha256": "a" * 64}
+    agent.in_force = in_force
     agent.status.update(policy_sha256="a" * 64, rules=5, mode="enforce", generation=3,
                         state="enforcing")
     monkeypatch.setattr(agent, "_pack", lambda b: type("P", (), {"needs": lambda s, h: {}})())
@@ -42,3 +44,5 @@ def test_a_new_program_that_fails_to_load_keeps_the_old_one(tmp_path: Path, monk
     assert "Permission denied" in agent.status["last_reload"]["error"]
     assert (agent.status["policy_sha256"], agent.status["rules"], agent.status["generation"],
             agent.status["state"]) == ("a" * 64, 5, 3, "enforcing")
+    # a hand-over after it (BCC was loaded for the new program) passes on the bundle in force
+    assert agent.bundle is in_force and agent.in_force is in_force
