@@ -130,10 +130,23 @@ class SelfGuard:
             self.status["why"] = "the agent stopped"
 
     def stop_requested(self) -> bool:
+        """A live `agent disarm` asked us to stop.  The request stays until that disarm saw us
+        go (it removes it): read and removed here, a request made during the hand-over to the
+        resident image was lost with the image that read it.  A request whose writer is gone
+        is stale (a disarm killed midway) and removed."""
         path = os.path.join(self.spool, STOP_REQUEST)
-        if not os.path.exists(path):
+        try:
+            with open(path) as f:
+                writer = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
             return False
-        os.unlink(path)
+        try:
+            os.kill(writer, 0)
+        except ProcessLookupError:
+            os.unlink(path)
+            return False
+        except PermissionError:
+            pass
         return True
 
     def tick(self, host: str, version: str) -> list[dict]:
