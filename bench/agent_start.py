@@ -186,12 +186,16 @@ def _wait_enforcing(spool: Path, pid: int) -> dict:
 
 
 def _rss(pid: int) -> dict:
+    from edrfleet.agent.pinned.ringbuf import ring_rss_kib  # the bench runs from the checkout
+
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
-    return {"rss_mib": round(fields["VmRSS"], 1), "hwm_mib": round(fields["VmHWM"], 1)}
+    rings = ring_rss_kib(pid) / 1024
+    return {"rss_mib": round(fields["VmRSS"], 1), "hwm_mib": round(fields["VmHWM"], 1),
+            "rings_mib": round(rings, 1), "own_mib": round(fields["VmRSS"] - rings, 1)}
 
 
 # -- parent: bundle, samples, table -----------------------------------------------------------
@@ -265,9 +269,11 @@ def main() -> None:
         print(f"{name:36} {v['cpu']:7.3f} {v['wall']:7.3f}")
     print(f"{'total':36} {result['total_cpu']:7.3f} {result['total_wall']:7.3f}")
     print("bytes_xlated: " + ", ".join(f"{k} {v}" for k, v in result["xlated"].items()))
-    print(f"{'resident agent':24} {'start s':>8} {'RSS MiB':>8} {'HWM MiB':>8}")
+    print(f"{'resident agent':24} {'start s':>8} {'RSS MiB':>8} {'HWM MiB':>8} "
+          f"{'rings MiB':>9} {'own MiB':>8}")
     for r in result["resident"]:
-        print(f"{r['kind']:24} {r['start_seconds']:8.3f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f}")
+        print(f"{r['kind']:24} {r['start_seconds']:8.3f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f} "
+              f"{r['rings_mib']:9.1f} {r['own_mib']:8.1f}")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,18 @@ class Rings:
     def close(self) -> None:
         for r in self.readers:
             r.close()
+
+
+def ring_rss_kib(pid: int) -> int:
+    """Resident KiB of the process's BPF map mappings (the ring buffers: the kernel's memory,
+    each data area mapped twice so a record can wrap), from /proc/PID/smaps.  VmRSS counts
+    them in full as soon as they are mapped; the agent's own memory is VmRSS minus this."""
+    total, in_map = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5:  # a mapping's header line
+                in_map = line.rstrip().endswith("anon_inode:bpf-map")
+            elif in_map and head and head[0] == "Rss:":
+                total += int(head[1])
+    return total
