@@ -279,6 +279,7 @@ def test_the_kernel_and_policy_test_agree_on_loaders_applets_copies_and_context(
     assert stats["block"] and stats["allow"] and stats["dropped"], stats  # dropped: failed closed
     for key in ("loader", "loader-unjudged", "applet", "content", "size", "dropped"):
         assert stats["note", key], (key, stats)
-    for kind in ("loader", "loader-far", "copy", "memfd", "applet-argv0", "applet-argv1",
-                 "applet-link"):
+    for kind in ("loader", "copy", "memfd", "applet-argv0", "applet-argv1", "applet-link"):
         assert stats[kind, "block"] and stats[kind, "ran"], (kind, stats)
+    # PROGRAM past what the kernel reads: never run, candidate groups or not (fails closed)
+    assert stats["loader-far", "block"] and not stats["loader-far", "ran"], stats

@@ -196,8 +196,9 @@ def test_the_kernel_the_simulator_and_re_agree(start_agent, cgroup, env, tcp):
 
     # a fixed seed rather than derandomize (whose seed is a digest of this function's text, so
     # every edit here drew other examples): the same examples every run, checked to exercise
-    # every matcher below
-    @seed(1)
+    # every matcher below (seed 1's stopped reaching a parent rule once the candidate check
+    # changed which generated policies compile)
+    @seed(2)
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(rules=rules_strategy(env), data=st.data())

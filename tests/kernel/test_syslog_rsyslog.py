@@ -137,7 +137,7 @@ def test_rsyslog_parses_the_agent_events_and_gets_the_ones_made_while_down(
         assert cgroup.run([log_canary, f"while-down-{i}"]).returncode == 0
     assert len(agent.wait_events(lambda e: True, count=7)) == 7
     assert wait_for(lambda: (agent.status().get("outputs", {}).get("SyslogOutput") or {})
-                    .get("pending") == 5, 10), agent.status()
+                    .get("pending") == 5, 30), agent.status().get("outputs")
     assert agent.status()["outputs"]["SyslogOutput"]["last_error"]
     rsyslog.start()  # back: the agent reconnects (backoff at most 30 s) and sends the rest
 
