@@ -4,6 +4,7 @@ tests/vm/test_lsm_guard.py: this host's kernel refuses BPF LSM)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,12 +41,18 @@ def test_an_lsm_program_without_the_guard_s_links_is_not_armed(tmp_path):
     assert g.arm(eng, "") == {"on": False, "refused": {}, "why": eng.guard_why}
 
 
-def test_the_stop_request_is_read_once(tmp_path):
+def test_the_stop_request_holds_while_its_disarm_lives_and_a_stale_one_goes(tmp_path):
     g = selfguard.SelfGuard(str(tmp_path))
     assert not g.stop_requested()
-    selfguard.request_stop(str(tmp_path))
-    assert (tmp_path / selfguard.STOP_REQUEST).stat().st_mode & 0o077 == 0
-    assert g.stop_requested() and not g.stop_requested()
+    selfguard.request_stop(str(tmp_path))  # written by this (live) process
+    request = tmp_path / selfguard.STOP_REQUEST
+    assert request.stat().st_mode & 0o077 == 0
+    # read, not consumed: an agent handing over to its resident image must still see it
+    assert g.stop_requested() and g.stop_requested()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: a disarm killed midway
+    request.write_text(f"{dead.pid} 0.0\n")
+    assert not g.stop_requested() and not request.exists()
 
 
 def test_the_refusal_event_is_an_ecs_alert_naming_the_caller():
