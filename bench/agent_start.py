@@ -60,8 +60,8 @@ def _cpu() -> float:
 def child(bundle_path: Path, spool: Path) -> None:
     clock = Clock()
     sys.path.insert(0, str(REPO))
-    from edrfleet.agent.bundle_file import read_bundle
     from edrfleet.agent.btf import kernel_offsets
+    from edrfleet.agent.bundle_file import read_bundle
     from edrfleet.agent.run import Agent, Options, lsm_available
 
     clock.mark("import agent")
