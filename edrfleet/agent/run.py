@@ -115,9 +115,9 @@ class Agent(ProgramSteps, EventFlow, Reloader):
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
         self.offsets: dict[str, int] | None = None
         self.bundle: dict | None = None
-        # the bundle in force (the identity keeper holds it too: no extra memory); a hand-over
-        # after a failed reload passes it on
-        self.in_force: dict | None = None
+        # the bundle in force, as compressed JSON (its tables are tens of MiB as Python
+        # objects): a hand-over after a failed reload passes it on
+        self.in_force: bytes | None = None
         self.lsm_why = ""
         self.handover = False
         self.t0 = time.monotonic()

@@ -104,7 +104,10 @@ class IdentityKeeper:
     def follow(self, engine, slot: int, bundle: dict, packed) -> None:
         """A new generation is in force in ``slot`` of ``engine``: keep its keys from now on."""
         with self.lock:
-            self.previous, self.current = self.current, (engine, slot, bundle, packed)
+            # what revert needs, not the bundle and packing themselves: their automaton
+            # tables are tens of MiB the resident agent must not keep (README, <= 40 MB)
+            self.previous, self.current = self.current, (engine, slot, _slim(bundle),
+                                                         _Inodes(dict(packed.inodes)))
             self.engine, self.slot = engine, slot
             self.named = named_paths(bundle)
             self.blocks = {i for i, g in enumerate(bundle["groups"]) if g.get("has_block")}
@@ -337,3 +340,16 @@ class IdentityKeeper:
                 "classify_us_mean": round(self.classify_seconds * 1e6
                                         / max(self.counts["exec_opens"], 1), 1),
                 "hashed_files": self.protected.hashed}
+
+
+class _Inodes:
+    """The part of a maps.Packed the keeper follows: the named files' keys."""
+
+    def __init__(self, inodes: dict) -> None:
+        self.inodes = inodes
+
+
+def _slim(bundle: dict) -> dict:
+    """The part of a bundle the keeper reads (named_paths, the block groups)."""
+    return {"executables": bundle["executables"], "search_path": bundle.get("search_path", []),
+            "groups": [{"has_block": g.get("has_block")} for g in bundle["groups"]]}

@@ -6,7 +6,9 @@ of edrfleet/agent/run.py's Agent (its state: ``self.engine``, ``self.gen``, ``se
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 
 from edrfleet import __version__
 from edrfleet.agent import ecs
@@ -168,7 +170,8 @@ class ProgramSteps:
             del self.generations[old]
         engine.activate(slot)
         self.gen = gen
-        self.bundle = self.in_force = bundle  # a hand-over passes it on (_shed_bcc)
+        self.bundle = bundle  # a hand-over passes it on (_shed_bcc)
+        self.in_force = zlib.compress(json.dumps(bundle).encode(), 1)
         self.installed_at = time.monotonic()
         if self.identities is not None:  # keys follow the host's files from now on
             self.identities.follow(engine, slot, bundle, packed)

@@ -6,8 +6,10 @@ edrfleet/agent/run.py's Agent."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import zlib
 
 from edrfleet.agent.engine import EngineError
 from edrfleet.agent.maps import Packed
@@ -60,7 +62,8 @@ class Reloader:
             self.gen = gen
             self.status.update(kept)
             # a hand-over (BCC got loaded for the new program) passes on the bundle in force
-            self.bundle = self.in_force = in_force
+            self.in_force = in_force
+            self.bundle = json.loads(zlib.decompress(in_force)) if in_force else None
             self._reload_failed(f"{'fill maps' if fits else 'new program'}: {exc}",
                                 "reload failed, the running program and policy stay in force")
             return
