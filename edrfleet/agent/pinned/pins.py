@@ -181,6 +181,10 @@ def disarm(spool: str | Path, root: str = PIN_ROOT) -> list[str]:
             remove_program(f"{inst}/{entry}")
             removed.append(f"{inst}/{entry}")
         shutil.rmtree(inst, ignore_errors=True)
+    try:  # the last agent on this kernel leaves no edrfleet directory in bpffs behind
+        os.rmdir(root)
+    except OSError:  # another agent's instance is still there (or root never existed)
+        pass
     try:
         os.unlink(Path(spool) / MANIFEST)
     except FileNotFoundError:
