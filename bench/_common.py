@@ -9,9 +9,11 @@ they never assert timing.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,6 +478,52 @@ def prog_stats(pid: int) -> tuple[int, int]:
         run_ns += int(show.get("run_time_ns", 0))
         run_cnt += int(show.get("run_cnt", 0))
     return run_ns, run_cnt
+
+
+def bpf_us_per_exec(pid: int, cg: Cgroup, argv: Sequence[str]) -> tuple[int, float]:
+    """Run the exec loop ``argv`` in ``cg``: (execs the program of agent ``pid`` ran for, its
+    in-kernel µs per exec), from BPF_ENABLE_STATS."""
+    ns0, runs0 = prog_stats(pid)
+    timed_loop(cg, argv)
+    ns1, runs1 = prog_stats(pid)
+    return runs1 - runs0, (ns1 - ns0) / max(runs1 - runs0, 1) / 1e3
+
+
+@dataclass
+class StandinBench:
+    workdir: Path
+    cg: Cgroup
+    loop: Path          # the compiled exec loop (EXEC_LOOP_C)
+    policy: Path
+    agent: Agent
+
+
+@contextlib.contextmanager
+def standin_bench(prefix: str, standins: Sequence[str],
+                  policy_of: Callable[[str], dict], tag: str) -> Iterator[StandinBench]:
+    """The frame of a bench timing one agent's program per exec: a work dir, a cgroup, BPF
+    stats on, the exec loop, harmless copies of /bin/true named ``standins``, ``policy_of(cgroup)``
+    written and its agent started; all of it undone afterwards."""
+    import yaml  # the bench venv has it; the other benches here do without
+
+    preflight()
+    workdir = make_workdir(prefix)
+    cg = Cgroup.create()
+    agents = Agents(workdir)
+    stats = bpf_stats_or_none(True)
+    try:
+        loop = compile_c(EXEC_LOOP_C, "exec_loop", workdir)
+        for name in standins:
+            harmless_copy(workdir / name)
+        path = workdir / "policy.yaml"
+        path.write_text(yaml.safe_dump(policy_of(cg.name), sort_keys=False))
+        yield StandinBench(workdir, cg, loop, path, agents.start(path, tag))
+    finally:
+        if stats:
+            stats.close()
+        agents.stop_all()
+        cg.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def process_cpu(pid: int) -> float:

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -89,40 +86,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="execs per case (2000)")
     args = ap.parse_args()
-    c.preflight()
-    workdir = c.make_workdir("edrfleet-bench-ctx-")
-    cg = c.Cgroup.create()
-    agents = c.Agents(workdir)
-    stats = c.bpf_stats_or_none(True)
     here = os.getcwd()
-    try:
-        loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
-        for _, name, _, _ in CASES:
-            c.harmless_copy(workdir / name)
-        path = workdir / "policy.yaml"
-        path.write_text(yaml.safe_dump(policy(cg.name), sort_keys=False))
-        agent = agents.start(path, "ctx")
-        print(f"{'case':<30} {'execs':>6} {'bpf µs/exec':>12}")
-        for label, name, depth, stdin in CASES:
-            cwd = workdir.joinpath(*["d"] * depth)
-            cwd.mkdir(parents=True, exist_ok=True)
-            os.chdir(cwd)  # the loop and its children inherit it
-            ns0, runs0 = c.prog_stats(agent.proc.pid)
-            with stdin_from(stdin):
-                c.timed_loop(cg, [str(loop), str(args.n), str(workdir / name)])
-            ns1, runs1 = c.prog_stats(agent.proc.pid)
+    names = sorted({name for _, name, _, _ in CASES})
+    with c.standin_bench("edrfleet-bench-ctx-", names, policy, "ctx") as b:
+        try:
+            print(f"{'case':<30} {'execs':>6} {'bpf µs/exec':>12}")
+            for label, name, depth, stdin in CASES:
+                cwd = b.workdir.joinpath(*["d"] * depth)
+                cwd.mkdir(parents=True, exist_ok=True)
+                os.chdir(cwd)  # the loop and its children inherit it
+                with stdin_from(stdin):
+                    runs, per = c.bpf_us_per_exec(
+                        b.agent.proc.pid, b.cg,
+                        [str(b.loop), str(args.n), str(b.workdir / name)])
+                os.chdir(here)
+                if name in ("edrctx-cwd", "edrctx-cwdis"):
+                    label = f"{label}, cwd {len(cwd.parts) - 1} deep"
+                print(f"{label:<30} {runs:>6} {per:>12.2f}")
+        finally:
             os.chdir(here)
-            per = (ns1 - ns0) / max(runs1 - runs0, 1) / 1e3
-            if name in ("edrctx-cwd", "edrctx-cwdis"):
-                label = f"{label}, cwd {len(cwd.parts) - 1} deep"
-            print(f"{label:<30} {runs1 - runs0:>6} {per:>12.2f}")
-    finally:
-        os.chdir(here)
-        if stats:
-            stats.close()
-        agents.stop_all()
-        cg.remove()
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

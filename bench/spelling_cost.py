@@ -15,11 +15,8 @@ Usage: .venv/bin/python bench/spelling_cost.py [--n 2000] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
-
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -73,28 +70,16 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000, help="execs per case and round (2000)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     args = ap.parse_args()
-    c.preflight()
-    workdir = c.make_workdir("edrfleet-bench-spell-")
-    cg = c.Cgroup.create()
-    agents = c.Agents(workdir)
-    stats = c.bpf_stats_or_none(True)
-    try:
-        loop = c.compile_c(c.EXEC_LOOP_C, "exec_loop", workdir)
-        for name in CASES:
-            shutil.copy2("/bin/true", workdir / name)
-        path = workdir / "policy.yaml"
-        path.write_text(yaml.safe_dump(policy(cg.name), sort_keys=False))
-        sizes = states(path.read_text())
-        agent = agents.start(path, "spell")
+    with c.standin_bench("edrfleet-bench-spell-", list(CASES), policy, "spell") as b:
+        sizes = states(b.policy.read_text())
         totals: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):  # alternate cases so drift hits all of them alike
             for name in CASES:
                 for label, argv in ARGVS.items():
-                    ns0, runs0 = c.prog_stats(agent.proc.pid)
-                    c.timed_loop(cg, [str(loop), str(args.n), str(workdir / name), *argv])
-                    ns1, runs1 = c.prog_stats(agent.proc.pid)
-                    totals.setdefault((name, label), []).append(
-                        (ns1 - ns0) / max(runs1 - runs0, 1) / 1e3)
+                    _runs, per = c.bpf_us_per_exec(
+                        b.agent.proc.pid, b.cg,
+                        [str(b.loop), str(args.n), str(b.workdir / name), *argv])
+                    totals.setdefault((name, label), []).append(per)
         print(f"{'rule args':<18} {'argv':<8} {'states':>6} {'bpf µs/exec (median)':>21} "
               f"{'vs none':>8}")
         for name in CASES:
@@ -103,12 +88,6 @@ def main() -> int:
                 base = sorted(totals[("edrspell-none", label)])[args.rounds // 2]
                 print(f"{name.removeprefix('edrspell-'):<18} {label:<8} {sizes[name]:>6} "
                       f"{per:>21.2f} {per / base:>8.2f}")
-    finally:
-        if stats:
-            stats.close()
-        agents.stop_all()
-        cg.remove()
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -35,7 +35,7 @@ from edrfleet.errors import InputError
 from edrfleet.fleet.transport.pool import DEFAULT_FORKS
 
 SYSTEM_CONFIG = "/etc/ansible/ansible.cfg"
-_TRUE = frozenset(("y", "yes", "on", "1", "true", "t"))
+TRUE_WORDS = frozenset(("y", "yes", "on", "1", "true", "t"))  # Ansible's boolean()
 
 
 class ConfigError(InputError, ValueError):
@@ -271,7 +271,7 @@ _TYPE_FIX = {"int": "a whole number like 10", "bool": "true or false", "str": "a
 def convert(raw: str, type_: str, base: str, environ: Mapping[str, str]) -> Any:
     """Ansible's ensure_type for the types used here; ValueError when it does not convert."""
     if type_ == "bool":
-        return raw.strip().lower() in _TRUE
+        return raw.strip().lower() in TRUE_WORDS
     if type_ == "int":
         try:
             number = decimal.Decimal(raw)

@@ -44,6 +44,7 @@ from jinja2.runtime import Context, Undefined
 from jinja2.utils import missing
 
 from edrfleet.errors import InputError
+from edrfleet.fleet.config import TRUE_WORDS
 from edrfleet.fleet.inventory.yaml_lines import Unsafe
 
 MARKERS = ("{{", "{%", "{#")
@@ -93,7 +94,7 @@ class _LazyContext(Context):
 
 def _bool(v: Any) -> bool:
     if isinstance(v, str):
-        return v.strip().lower() in ("yes", "on", "1", "true", "y", "t")
+        return v.strip().lower() in TRUE_WORDS
     return bool(v)
 
 

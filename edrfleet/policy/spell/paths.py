@@ -189,9 +189,10 @@ def path_holds(spec: PathSpec, arg: bytes) -> bool:
     if not arg.startswith(b"/"):
         return False
     comps = tuple(c for c in arg.split(b"/") if c)
+    start = _root_ends(comps)  # the same for every path
     for path in spec.paths:
         want = [c for c in path.encode().split(b"/") if c]
-        ends = _root_ends(comps)
+        ends = start
         for name in want:
             ends = {j for i in ends if comps[i:i + 1] == (name,)
                     for j in _ends(comps, i + 1, DETOUR_DEPTH, False)}
