@@ -13,7 +13,7 @@ Then the real agent on one spool: as before, BCC kept resident; a fresh start (c
 attach, pin, then the hand-over to the resident image without BCC); after a ``kill -9``, a
 start that adopts the pinned program; for each, ``start_seconds`` from
 status.json (start to enforcing) and the resident agent's RSS (VmRSS, high-water VmHWM) once
-enforcing.  The spool is disarmed at the end.
+enforcing, past the hand-over and a few seconds of steady state.  The spool is disarmed at the end.
 
 Usage: sudo .venv/bin/python bench/agent_start.py [--runs 3] [--bundle FILE] [--json]
 """
@@ -161,7 +161,9 @@ def resident(bundle: Path, workdir: Path) -> list[dict]:
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env={**os.environ, **env})
             st = _wait_enforcing(spool, proc.pid)
-            time.sleep(1.5)  # a status period and a tamper check: the steady state
+            if "EDRFLEET_KEEP_BCC" not in env:  # "enforcing" comes first; then the hand-over
+                _wait_without_bcc(proc.pid)
+            time.sleep(2.5)  # status periods and tamper checks: the steady state
             mem = _rss(proc.pid)
             out.append({"kind": kind, "start_seconds": st.get("start_seconds"), **mem})
             proc.kill()
@@ -184,6 +186,16 @@ def _wait_enforcing(spool: Path, pid: int) -> dict:
             sys.exit(f"bench: agent failed: {st.get('last_error')}")
         time.sleep(0.02)
     sys.exit("bench: the agent never reached enforcing")
+
+
+def _wait_without_bcc(pid: int) -> None:
+    """Until the image of ``pid`` no longer maps libbcc (the resident image runs)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if "libbcc" not in Path(f"/proc/{pid}/maps").read_text():
+            return
+        time.sleep(0.05)
+    sys.exit("bench: the agent kept BCC loaded (no hand-over to the resident image)")
 
 
 def _rss(pid: int) -> dict:

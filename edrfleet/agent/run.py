@@ -264,6 +264,7 @@ class Agent(ProgramSteps, EventFlow, Reloader):
         signal.signal(signal.SIGTERM, lambda *_: self.flags.__setitem__("stop", True))
         signal.signal(signal.SIGINT, lambda *_: self.flags.__setitem__("stop", True))
         handover.ready()  # signals held across a hand-over arrive now
+        handover.keep_heap_small()
         self.start()
         self._shed_bcc()
         self.bundle = None
