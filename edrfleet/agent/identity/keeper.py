@@ -20,7 +20,9 @@ through the bundle's ``search_path`` - is turned into a (device, inode) key.  Af
   of its own: the kernel's size test is as current as the file (a copy changed to another size
   is another program at once; a key would stay until the keeper saw the change).  Results are
   cached by (device, inode, change time, size), so an executable is classified once until it
-  changes.
+  changes, and ignored in the kernel (no further events) until it is written to; the ignore
+  marks go when the mount table changes and every ``REOPEN_SECONDS``, so a protected file's
+  overlay view in a private mount namespace gets its key at most that much after its exec.
 
 Without fanotify (no CAP_SYS_ADMIN, a user namespace) copies are judged by size only
 (``stats()`` says why) and a replaced binary is matched once inotify's event is handled.
@@ -40,6 +42,11 @@ from edrfleet.agent.identity.notify import ExecOpens, Inotify
 from edrfleet.agent.maps import GroupList, Identity, _merge, kernel_dev
 
 CACHE_MAX = 65536  # classified files remembered; beyond this the cache starts over
+# a classified file is ignored in the kernel from then on (protected ones too: a shell the
+# policy names is executed constantly, and each event costs this process ~50 us); the ignore
+# marks are dropped when the mount table changes and on this period, so an overlay over a
+# protected file in a private mount namespace still gets its key, this much later at most
+REOPEN_SECONDS = 30.0
 
 
 def named_paths(bundle: dict) -> dict[str, list[int]]:
@@ -90,8 +97,8 @@ class IdentityKeeper:
         self.marked: set[int] = set()
         self.content_why = "off" if not content else ""
         self.counts = {"rescans": 0, "keys_added": 0, "copies": 0, "size_only": 0,
-                       "overlay_keys": 0, "exec_opens": 0, "ignored": 0, "overflows": 0,
-                       "errors": 0}
+                       "overlay_keys": 0, "exec_opens": 0, "ignored": 0, "reopens": 0,
+                       "overflows": 0, "errors": 0}
         self.last_rescan_ms = 0.0
         self.classify_seconds = 0.0  # exec opens: classified, in total
         self._stop = threading.Event()
@@ -288,7 +295,11 @@ class IdentityKeeper:
                 poller.register(self.fan.fd, select.POLLIN)
                 self._mark_filesystems()
             self._marked.set()
+            reopen = time.monotonic() + REOPEN_SECONDS
             while not self._stop.is_set():
+                if self.fan is not None and time.monotonic() >= reopen:
+                    self._reopen()
+                    reopen = time.monotonic() + REOPEN_SECONDS
                 for fd, _ev in poller.poll(500):
                     if self.fan is not None and fd == self.fan.fd:
                         self._answer()
@@ -298,6 +309,7 @@ class IdentityKeeper:
                         mountinfo.seek(0)
                         mountinfo.read()
                         self._mark_filesystems()
+                        self._reopen()  # a new overlay may show a protected file
 
     def _answer(self) -> None:
         assert self.fan is not None
@@ -307,9 +319,9 @@ class IdentityKeeper:
                 continue
             t0 = time.perf_counter()
             try:
-                # protected files keep their events (a new overlay may show them); the others
-                # are ignored in the kernel until written to
-                if not self.classify(fd, pid) and self.fan.ignore(fd):
+                # no more events for this file until it is written to or _reopen()
+                self.classify(fd, pid)
+                if self.fan.ignore(fd):
                     self.counts["ignored"] += 1
             except Exception as exc:
                 self.counts["errors"] += 1
@@ -317,6 +329,13 @@ class IdentityKeeper:
             finally:
                 os.close(fd)
                 self.classify_seconds += time.perf_counter() - t0
+
+    def _reopen(self) -> None:
+        """Exec opens of files classified before are reported again (overlay keys)."""
+        assert self.fan is not None
+        with self.lock:
+            self.fan.forget_ignored()
+            self.counts["reopens"] += 1
 
     def _on_dir_events(self) -> None:
         events = self.inotify.drain()
