@@ -250,3 +250,42 @@ def test_a_bpftool_edit_of_the_mode_is_restored_and_reported(tmp_path, spool, cg
     finally:
         os.close(progs)
     agent.stop()
+
+
+def test_an_edit_of_a_map_read_in_turn_is_restored_within_its_bound(tmp_path, spool, cgroup,
+                                                                    standins):
+    """``rules`` (2 048 entries) is too big to read at every check: it is read in turn with
+    the other big maps, so an edit stays at most CHECK_EVERY * (1 + maps in turn)."""
+    canary = standins("edr-pin-canary")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(cgroup=cgroup.name, extra=""))
+    agent = start(policy, spool)
+    pdir = agent.status()["pinned"]
+    fds = {n: bpfsys.obj_get(f"{pdir}/map_{n}") for n in tamper.POLICY_MAPS
+           if os.path.exists(f"{pdir}/map_{n}")}
+    try:
+        guard = tamper.Guard(fds)
+        guard.arm()
+        in_turn = guard.in_turn()
+        assert "rules" in in_turn, in_turn
+        bound = tamper.CHECK_EVERY * (1 + len(in_turn))
+        fd, size = fds["rules"], guard.maps["rules"][1]["value_size"]
+        keys = bpfsys.map_keys(fd, 4)
+        before = {k: bpfsys.map_lookup(fd, k, size) for k in keys}
+        used = [k for k, v in before.items() if any(v)]
+        assert used
+        t0 = time.monotonic()
+        for k in used:  # every rule of both slots emptied: nothing would match any more
+            bpfsys.map_update(fd, k, bytes(size))
+        while any(bpfsys.map_lookup(fd, k, size) != before[k] for k in used):
+            assert time.monotonic() - t0 < bound + 1.0, f"not restored within {bound} s"
+            time.sleep(0.01)
+        restored = time.monotonic() - t0
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    assert killed(cgroup.run([str(canary)]))
+    found = agent.wait_events(lambda e: e.get("event.action") == "tampered")
+    assert found and "rules[" in found[0]["message"]
+    print(f"rules restored in {restored * 1000:.0f} ms (bound {bound:.0f} s: {in_turn} in turn)")
+    agent.stop()

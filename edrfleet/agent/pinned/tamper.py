@@ -5,14 +5,15 @@ of ``mode=0`` into ``config`` switches blocking off.  The prog arrays are frozen
 (``BPF_MAP_FREEZE``: no write through ``bpf(2)`` ever again); the policy maps cannot be, since
 every reload writes them.  So after each install the agent takes a snapshot of every entry of
 every policy map (both slots) and its sha256, and on a short period (``CHECK_EVERY``) reads
-``active`` and ``config`` (the slot in force, its mode and backend: one write there switches
-blocking off) and one more map in turn, so every map is read again within ``len(POLICY_MAPS)``
-periods: any entry changed, added or removed is written back (or deleted) and reported, as
-``tampered`` in status.json and an event.  Reading every map every second cost the resident
-agent ~46 ms of CPU a second with the default policy and slowed a fork+exec loop by 6-11 %
-(bench/exec_overhead.py); in turn, the automaton tables (MiBs) are read once a pass.  The
-pinned links are checked too: one unpinned by someone else is pinned again from the fd the
-agent holds.
+every map of at most ``SMALL_MAP`` entries (``active`` and ``config`` among them: one write
+there switches blocking off) and one of the bigger maps in turn (with the default policy
+``rules`` and ``groups``, each read every second period): any entry changed, added or removed
+is written back (or deleted) and reported, as ``tampered`` in status.json and an event.  A map
+stays tampered at most ``CHECK_EVERY * (1 + bigger maps)``.  Reading every map every second
+cost the resident agent ~46 ms of CPU a second with the default policy (one ``bpf(2)`` lookup
+per entry: ``rules`` alone is 2 048 entries, 12 ms) and slowed a fork+exec loop by 6-11 %
+(bench/exec_overhead.py).  The pinned links are checked too: one unpinned by someone else is
+pinned again from the fd the agent holds.
 
 Reads and writes go straight through bpfsys (no BCC): the check costs one ``bpf(2)`` lookup per
 entry.
@@ -42,7 +43,8 @@ _HASH_TYPES = (1, 9)  # BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH
 BIG = 4096
 
 Snapshot = dict[str, dict[bytes, bytes]]
-EVERY_CHECK = ("active", "config")  # read at every check; the others one a check, in turn
+EVERY_CHECK = ("active", "config")  # read at every check, whatever their size
+SMALL_MAP = 256  # entries: a map this small is read at every check; a bigger one in turn
 
 
 class Guard:
@@ -111,11 +113,16 @@ class Guard:
         with self.lock:
             return self._check()
 
+    def in_turn(self) -> list[str]:
+        """The maps read one a check, in turn (the others are read at every check)."""
+        return [n for n in self.expected
+                if n not in EVERY_CHECK and len(self.expected[n]) > SMALL_MAP]
+
     def _check(self) -> list[str]:
         if not self.expected:
             return []
-        rest = [n for n in self.expected if n not in EVERY_CHECK]
-        names = EVERY_CHECK
+        rest = self.in_turn()
+        names = tuple(n for n in self.expected if n not in rest)
         if rest:
             names += (rest[self._turn % len(rest)],)
             self._turn += 1
