@@ -108,6 +108,13 @@ def cgroup() -> Iterator[Cgroup]:
         yield cg
 
 
+@pytest.fixture(scope="module")
+def mod_cgroup() -> Iterator[Cgroup]:
+    """A cgroup for a module whose tests share one agent."""
+    with fresh_cgroup() as cg:
+        yield cg
+
+
 def complete_lines(data: bytes) -> list[dict]:
     """The JSON documents of ``data``'s newline-terminated lines; a last line without its
     newline is still being written and is left for the next read."""
@@ -182,6 +189,34 @@ class RunningAgent:
         return self.proc.returncode
 
 
+def spawn_agent(policy: Path, spool: Path, *extra: str) -> RunningAgent:
+    """``edrfleet agent run`` on ``policy`` with ``spool``; not waited for."""
+    proc = subprocess.Popen(
+        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
+         "--host-name", "kernel-test", *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    return RunningAgent(proc, spool, policy)
+
+
+@contextlib.contextmanager
+def resident_agent(policy_text: str, spool: Path) -> Iterator[RunningAgent]:
+    """One agent for a module's tests: ``policy_text`` in force, in the resident image (its
+    identity keeper writes the pinned maps); afterwards continued (a stop a failed test left
+    behind), stopped and disarmed - enforcement is pinned beyond the agent."""
+    policy = spool / "policy.yaml"
+    policy.write_text(policy_text)
+    agent = spawn_agent(policy, spool)
+    try:
+        agent.wait_resident()
+        yield agent
+    finally:
+        if agent.proc.poll() is None:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        agent.stop()
+        pins.disarm(spool)
+
+
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
     agents: list[RunningAgent] = []
@@ -189,13 +224,7 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., RunningAgent]]:
     def start(policy_text: str, *extra: str, wait: bool = True) -> RunningAgent:
         policy = tmp_path / f"policy-{len(agents)}.yaml"
         policy.write_text(policy_text)
-        spool = tmp_path / f"spool-{len(agents)}"
-        proc = subprocess.Popen(
-            [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
-             "--host-name", "kernel-test", *extra],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        agent = RunningAgent(proc, spool, policy)
+        agent = spawn_agent(policy, tmp_path / f"spool-{len(agents)}", *extra)
         agents.append(agent)
         if wait:
             agent.wait_state({"enforcing", "monitoring"})

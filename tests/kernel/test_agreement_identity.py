@@ -31,12 +31,15 @@ from hypothesis import HealthCheck, assume, given, seed, settings
 from hypothesis import strategies as st
 
 import edrfleet.policy.compile as compile_mod
-from edrfleet.agent.pinned import pins
-from edrfleet.agent.run import cgroup2_root
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
 from edrfleet.policy.simulate_identity import LOADER_ARGS
-from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, harmless_copy
+from tests.kernel.conftest import (
+    Cgroup,
+    RunningAgent,
+    harmless_copy,
+    resident_agent,
+)
 from tests.kernel.test_agreement_property import reload
 
 LOADERS = sorted(glob.glob("/lib64/ld-linux*.so*") + glob.glob("/lib/ld-linux*.so*"))
@@ -85,31 +88,11 @@ def world(tmp_path_factory) -> Iterator[World]:
 
 
 @pytest.fixture(scope="module")
-def mod_cgroup() -> Iterator[Cgroup]:
-    name = f"/edrfleet-test-{uuid.uuid4().hex[:8]}"
-    path = cgroup2_root() / name.lstrip("/")
-    path.mkdir()
-    yield Cgroup(path, name)
-    path.rmdir()
-
-
-@pytest.fixture(scope="module")
 def agent(world: World, mod_cgroup: Cgroup, tmp_path_factory) -> Iterator[RunningAgent]:
-    spool = tmp_path_factory.mktemp("spool")
-    policy = spool / "policy.yaml"
-    policy.write_text(policy_text([{"action": "log", "match": {"executable": ["edri-rm"]}}],
-                                  mod_cgroup.name))
-    proc = subprocess.Popen(
-        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
-         "--host-name", "kernel-test"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    running = RunningAgent(proc, spool, policy)
-    try:
-        running.wait_resident()  # the identity keeper (copies, sizes) runs in the resident image
+    rules = [{"action": "log", "match": {"executable": ["edri-rm"]}}]
+    with resident_agent(policy_text(rules, mod_cgroup.name),
+                        tmp_path_factory.mktemp("spool")) as running:
         yield running
-    finally:
-        running.stop()
-        pins.disarm(spool)
 
 
 def policy_text(rules: list[dict], cgroup: str) -> str:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from edrfleet.agent.pinned import pins
-from edrfleet.agent.run import cgroup2_root
-from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent
+from tests.kernel.conftest import Cgroup, RunningAgent, resident_agent
 
 MARK = "edrfleet-identity-marker"
 POLICY = """\
@@ -57,32 +54,10 @@ def home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mod_cgroup():
-    name = f"/edrfleet-test-{uuid.uuid4().hex[:8]}"
-    path = cgroup2_root() / name.lstrip("/")
-    path.mkdir()
-    yield Cgroup(path, name)
-    path.rmdir()
-
-
-@pytest.fixture(scope="module")
 def agent(home: Path, mod_cgroup: Cgroup, tmp_path_factory):
-    spool = tmp_path_factory.mktemp("spool")
-    policy = spool / "policy.yaml"
-    policy.write_text(POLICY.format(cgroup=mod_cgroup.name, d=home, mark=MARK))
-    proc = subprocess.Popen(
-        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
-         "--host-name", "kernel-test"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    running = RunningAgent(proc, spool / "spool", policy)
-    running.spool = spool
-    try:
-        running.wait_resident()  # the keeper of the resident image writes the pinned maps
+    with resident_agent(POLICY.format(cgroup=mod_cgroup.name, d=home, mark=MARK),
+                        tmp_path_factory.mktemp("spool")) as running:
         yield running
-    finally:
-        running.stop()
-        pins.disarm(spool)  # enforcement is pinned beyond the agent
 
 
 def runs(cgroup: Cgroup, exe: Path | str) -> bool:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from edrfleet.agent.pinned import pins
-from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, fresh_cgroup
+from tests.kernel.conftest import Cgroup, RunningAgent, resident_agent
 from tests.kernel.test_identity_current import MARK, POLICY, unique_binary, wait_status
 
 WAIT = 5.0  # an exec that waited for the agent would take until the child's timeout
@@ -36,30 +34,10 @@ def home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mod_cgroup() -> Iterator[Cgroup]:
-    with fresh_cgroup() as cg:
-        yield cg
-
-
-@pytest.fixture(scope="module")
 def agent(home: Path, mod_cgroup: Cgroup, tmp_path_factory) -> Iterator[RunningAgent]:
-    spool = tmp_path_factory.mktemp("spool")
-    policy = spool / "policy.yaml"
-    policy.write_text(POLICY.format(cgroup=mod_cgroup.name, d=home, mark=MARK))
-    proc = subprocess.Popen(
-        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(spool),
-         "--host-name", "kernel-test"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    running = RunningAgent(proc, spool, policy)
-    try:
-        running.wait_resident()
+    with resident_agent(POLICY.format(cgroup=mod_cgroup.name, d=home, mark=MARK),
+                        tmp_path_factory.mktemp("spool")) as running:
         yield running
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)  # a stop a failed test left behind
-        running.stop()
-        pins.disarm(spool)  # enforcement is pinned beyond the agent
 
 
 @pytest.fixture
