@@ -120,14 +120,35 @@ def under(cgroup, shell: Path | str, canary: Path, linger: str = "",
     return cgroup.run([str(shell), "-c", f"{canary}; echo rc=$?{linger}"], text=True, **kw)
 
 
-def test_a_canary_is_killed_only_under_the_named_parent(ctx, cgroup):
+def under_until_seen(cgroup, shell: Path, canary: Path, agent, rule_id: str,
+                     tmp: Path) -> tuple[str, list[dict]]:
+    """Run the canary as a child of ``shell``, which stays (blocked on a FIFO) until the
+    agent has written the rule's event: the agent reads the parent's path from /proc, and a
+    parent gone by then leaves the field empty - a loaded machine must not make that so."""
+    fifo = tmp / f"go-{uuid.uuid4().hex[:6]}"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([str(shell), "-c", f"{canary}; echo rc=$?; read _ < {fifo}"],
+                            preexec_fn=cgroup.enter, stdout=subprocess.PIPE, text=True)
+    try:
+        evs = agent.wait_events(lambda e: e["rule.id"] == rule_id, timeout=30)
+    finally:
+        while proc.poll() is None:  # let the shell go (it may not be at its read yet)
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                time.sleep(0.05)
+        out = proc.stdout.read() if proc.stdout else ""
+    return out, evs
+
+
+def test_a_canary_is_killed_only_under_the_named_parent(ctx, cgroup, tmp_path):
     agent, bindir, sh, _, _ = ctx
     canary = bindir / "edrctx-parent-canary"
-    # the agent reads the parent's path from /proc: the shell stays until it has the event
-    assert "rc=137" in under(cgroup, sh, canary, linger="; sleep 1").stdout
+    out, evs = under_until_seen(cgroup, sh, canary, agent, "canary-under-parent", tmp_path)
+    assert "rc=137" in out
     assert "rc=0" in under(cgroup, "/bin/sh", canary).stdout
     assert cgroup.run([str(canary)]).returncode == 0  # parent: python
-    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-under-parent", timeout=20)
+    (ev,) = agent.wait_events(lambda e: e["rule.id"] == "canary-under-parent", timeout=5)
     assert ev["process.parent.executable"] == str(sh)
     assert ev["process.parent.name"] == sh.name
     assert ev["threat.technique.id"] == ["T1059.004"]
