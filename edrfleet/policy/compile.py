@@ -33,20 +33,13 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
-    EDR_GROUPS_PER_KEY,
-    EDR_KEY_BITS,
     EDR_PF_BITS,
-    EDR_POLICY_MAX_GROUPS,
-    EDR_POLICY_MAX_INODES,
-    EDR_POLICY_MAX_NAMES,
     EDR_POLICY_MAX_RULES,
-    EDR_POLICY_MAX_SCOPE,
     EDR_RULES_PER_GROUP,
-    MAX_ACCEPT_MASKS,
-    MAX_CANDIDATES,
     MAX_CLASSES,
     MAX_DFA_STATES,
-    MAX_TRANS_TOTAL,
+    SIMPLIFY,
+    check_capacity,
 )
 from edrfleet.policy.loader import load_policy_text, read_policy_file
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
@@ -74,10 +67,6 @@ WHOLE_ARGV = ("cmdline", "option")
 # Group key of the prefiltered wildcard rules: run when the prefilter sees their literals.
 PREFILTER_KEY = ("*",)
 CondKey = tuple[str, Any]  # ("any", (b"lit", ...)) | ("glob"|"regex"|"cmdline", b"...")
-
-_SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, "
-             "or split it into several 'args' entries (each must hold)")
-
 
 def _arg_key(m: ArgMatcher) -> CondKey:
     if m.kind == "any":
@@ -126,7 +115,7 @@ def _condition_ast(key: CondKey) -> Node:
 
 
 @dataclass
-class _Group:
+class Group:
     keyset: tuple[str, ...]
     rules: list[int]
     bits: dict[CondKey, int] = field(default_factory=dict)
@@ -134,7 +123,7 @@ class _Group:
     literals: frozenset = frozenset()  # prefiltered: the union of its rules' literals
 
 
-class _Compilation:
+class Compilation:
     """One policy being compiled: its conditions, their ASTs, the errors found so far."""
 
     def __init__(self, policy: Policy) -> None:
@@ -154,15 +143,15 @@ class _Compilation:
             got = self.asts[key] = _condition_ast(key)
         return got
 
-    def pack(self, keyset: tuple[str, ...], rules: list[int]) -> list[_Group]:
+    def pack(self, keyset: tuple[str, ...], rules: list[int]) -> list[Group]:
         """Greedy packing in policy order under the slot and bit limits."""
-        groups: list[_Group] = []
-        cur: _Group | None = None
+        groups: list[Group] = []
+        cur: Group | None = None
         for r in rules:
             new = [k for k in self.conds[r] if cur is None or k not in cur.bits]
             if cur is None or len(cur.rules) >= EDR_RULES_PER_GROUP or (
                     len(cur.bits) + len(new) > COND_BITS):
-                cur = _Group(keyset, [])
+                cur = Group(keyset, [])
                 groups.append(cur)
                 new = list(self.conds[r])
             cur.rules.append(r)
@@ -170,7 +159,7 @@ class _Compilation:
                 cur.bits[k] = len(cur.bits)
         return groups
 
-    def build(self, group: _Group) -> list[_Group]:
+    def build(self, group: Group) -> list[Group]:
         """Build the group's DFA; split the group while it is too large."""
         if not group.bits:
             return [group]
@@ -200,10 +189,10 @@ class _Compilation:
             except DfaTooLarge:
                 line, col = self.where(rule, key)
                 self.error(rule, f"{_show(key)} of rule '{rule.id}' needs more than "
-                                 f"{MAX_DFA_STATES} automaton states", _SIMPLIFY, line, col)
+                                 f"{MAX_DFA_STATES} automaton states", SIMPLIFY, line, col)
                 return
         self.error(rule, f"the conditions of rule '{rule.id}' together need more than "
-                         f"{MAX_DFA_STATES} automaton states", _SIMPLIFY)
+                         f"{MAX_DFA_STATES} automaton states", SIMPLIFY)
 
     def where(self, rule: Rule, key: CondKey) -> tuple[int, int]:
         if key[0] == "cmdline":
@@ -244,7 +233,7 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
         >>> b["format"], b["groups"]
         ('edrfleet-bundle', [])
     """
-    c = _Compilation(policy)
+    c = Compilation(policy)
     if len(policy.rules) > EDR_POLICY_MAX_RULES:
         c.error(None, f"{len(policy.rules)} rules; the kernel holds at most {EDR_POLICY_MAX_RULES}",
                 "split the policy or merge rules", line=1, col=1)
@@ -254,7 +243,7 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     for r, rule in enumerate(policy.rules):
         keyset = tuple(sorted(set(rule.executables)))
         keysets.setdefault(keyset or (FILELESS_KEY if rule.fileless else ()), []).append(r)
-    groups: list[_Group] = []
+    groups: list[Group] = []
     prefiltered: list[tuple[int, frozenset]] = []
     for r in keysets.get((), []):
         lits = rule_literals([c.ast(k) for k in c.conds[r]])
@@ -269,16 +258,16 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     raise_collected(c.errors)
     bundle = _assemble(policy, groups)
     _add_prefilter(c, bundle, groups)
-    _check_capacity(c, policy, bundle, groups)
+    check_capacity(c, policy, bundle, groups)
     raise_collected(c.errors)
     bundle["sha256"] = bundle_sha256(bundle)
     return bundle
 
 
-def _prefiltered_groups(c: _Compilation, rules: list[tuple[int, frozenset]]) -> list[_Group]:
+def _prefiltered_groups(c: Compilation, rules: list[tuple[int, frozenset]]) -> list[Group]:
     lits = dict(rules)
 
-    def pack(chunk: list[int]) -> list[_Group]:
+    def pack(chunk: list[int]) -> list[Group]:
         out = [g for p in c.pack(PREFILTER_KEY, chunk) for g in c.build(p)]
         for g in out:
             g.literals = frozenset().union(*(lits[r] for r in g.rules))
@@ -287,7 +276,7 @@ def _prefiltered_groups(c: _Compilation, rules: list[tuple[int, frozenset]]) -> 
     return pack_prefiltered(rules, pack) if rules else []
 
 
-def _add_prefilter(c: _Compilation, bundle: dict[str, Any], groups: list[_Group]) -> None:
+def _add_prefilter(c: Compilation, bundle: dict[str, Any], groups: list[Group]) -> None:
     """The prefilter automaton over the literals of the prefiltered groups (bit i = group
     ``executables.prefilter.groups[i]``)."""
     pf = [g for g, group in enumerate(groups) if group.keyset == PREFILTER_KEY]
@@ -324,7 +313,7 @@ def compile_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return compile_policy(load_policy_text(text, os.fspath(path)))
 
 
-def _assemble(policy: Policy, groups: list[_Group]) -> dict[str, Any]:
+def _assemble(policy: Policy, groups: list[Group]) -> dict[str, Any]:
     dfa_index: dict[Any, int] = {}
     dfas: list[dict[str, Any]] = []
     names: dict[str, list[int]] = {}
@@ -395,146 +384,3 @@ def _context_fields(rule: Rule) -> dict[str, list[str]]:
     fields = {"users": list(rule.users), "parents": list(rule.parents), "cwds": list(rule.cwds),
               "ancestors": list(rule.ancestors), "inet_stdio": list(rule.inet_stdio)}
     return {k: v for k, v in fields.items() if v}
-
-
-def _check_capacity(c: _Compilation, policy: Policy, bundle: dict[str, Any],
-                    groups: list[_Group]) -> None:
-    exes = bundle["executables"]
-    first_rule = {}
-    for g, group in enumerate(groups):
-        first_rule.setdefault(g, policy.rules[group.rules[0]])
-    for table, label in ((exes["names"], "executable"), (exes["paths"], "executable path")):
-        for key, glist in table.items():
-            if len(glist) > EDR_GROUPS_PER_KEY:
-                c.error(first_rule[glist[0]], f"{label} '{key}' needs {len(glist)} rule groups; "
-                        f"the kernel takes {EDR_GROUPS_PER_KEY} per executable",
-                        "give rules on it the same 'executable' list (so they share groups), "
-                        "or simplify their regexes")
-    if len(exes.get("fileless", [])) > EDR_GROUPS_PER_KEY:
-        c.error(first_rule[exes["fileless"][0]], f"fileless rules without 'executable' need "
-                f"{len(exes['fileless'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
-                "merge them or simplify their regexes")
-    always = len(exes["wildcard"]) + (1 if "prefilter" in exes else 0)
-    if always > MAX_CANDIDATES:
-        c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' that have no "
-                f"literal every match must contain run for every exec: {_always_run(c, bundle)} "
-                f"need {len(exes['wildcard'])} groups" + (", the prefilter one more" if
-                always > len(exes["wildcard"]) else "") + f"; the kernel evaluates "
-                f"{MAX_CANDIDATES} with the whole argv scanned",
-                "name the executables of some of these rules, or give their regexes a fixed "
-                "text of 3 or more characters every match contains (e.g. 'nc.*-e' rather than "
-                "'.*-e')")
-    if len(groups) > EDR_POLICY_MAX_GROUPS:
-        c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_POLICY_MAX_GROUPS}",
-                "give rules that name the same executables the same 'executable' list",
-                line=1, col=1)
-    total = sum(len(d["trans"]) for d in bundle["dfas"])
-    if total > MAX_TRANS_TOTAL:
-        sizes = sorted(((len(g.dfa.trans), g) for g in groups if g.dfa), key=lambda t: -t[0])
-        worst = ", ".join(f"'{policy.rules[t[1].rules[0]].id}' ({t[0]} entries)"
-                          for t in sizes[:3])
-        c.error(policy.rules[sizes[0][1].rules[0]], f"the automata need {total} transition "
-                f"entries, the kernel holds {MAX_TRANS_TOTAL}; largest groups start at rules "
-                f"{worst}", _SIMPLIFY)
-    masks = {m for d in bundle["dfas"] for _, m in d["accept"]}
-    if len(masks) > MAX_ACCEPT_MASKS:
-        c.error(None, f"the automata use {len(masks)} distinct condition masks; the kernel "
-                f"holds {MAX_ACCEPT_MASKS}", "simplify regexes or split the policy",
-                line=1, col=1)
-    counts = (("executable names", len(exes["names"]), EDR_POLICY_MAX_NAMES),
-              ("executable paths", len(exes["paths"]), EDR_POLICY_MAX_INODES),
-              ("scope cgroups", len(policy.scope_cgroups), EDR_POLICY_MAX_SCOPE))
-    for what, count, cap in counts:
-        if count > cap:
-            c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
-                    line=1, col=1)
-    # parents and ancestors share the kernel's parent-key bits (both counted as parents)
-    for attrs, what in ((("parents", "ancestors"), "parent executables"),
-                        (("cwds",), "cwd prefixes")):
-        seen: dict[str, Rule] = {}
-        for rule in policy.rules:
-            for key in (k for attr in attrs for k in getattr(rule, attr)):
-                seen.setdefault(key, rule)
-        if len(seen) > EDR_KEY_BITS:
-            first_over = list(seen.values())[EDR_KEY_BITS]
-            c.error(first_over, f"the policy names {len(seen)} distinct {what}; the kernel "
-                    f"holds {EDR_KEY_BITS} (the {EDR_KEY_BITS + 1}th is in rule "
-                    f"'{first_over.id}')", "give rules the same lists, or drop rarely "
-                    "needed ones")
-    _check_candidates(c, exes, first_rule)
-
-
-def _always_run(c: _Compilation, bundle: dict[str, Any]) -> str:
-    """The rules of the always-run wildcard groups, for messages: the first three by id."""
-    ids = [c.policy.rules[r].id for g in bundle["executables"]["wildcard"]
-           for r, _ in bundle["groups"][g]["rules"]]
-    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
-    return ", ".join(f"'{i}'" for i in ids[:3]) + more
-
-
-def _check_candidates(c: _Compilation, exes: dict[str, Any], first_rule: dict[int, Rule]) -> None:
-    """Refuse a policy of which one exec can hit more groups than the kernel evaluates.
-
-    One exec hits its file's inode, its name as executed and its real name (a link: `rm ->
-    busybox` is judged under both, and on the host any names may be one file), the fileless
-    list when it has no link, its size's groups when the kernel does not know its inode (a
-    copy of any protected file, under any names: bpf/identity.c), and the wildcard groups.
-    Every two keys of the policy are taken as one exec (a name and a link's name, a path and a
-    name: what hosts do with alternatives and busybox links).  Three (two names and another
-    file's size and head) only a crafted copy hits: refusing those refused the default policy,
-    and the kernel fails closed on them (a block where a group left out has a block rule:
-    docs/status.md candidates_dropped), as it does for more names than that on one host.
-    """
-    wild = set(exes["wildcard"])
-    if "prefilter" in exes:
-        wild.add(-1)  # the prefilter automaton is one more candidate of every exec
-    if len(wild) > MAX_CANDIDATES:
-        return  # _check_capacity said so, naming the rules
-    keys: list[tuple[str, set[int]]] = [(f"'{k}'", set(g)) for table in (
-        exes["names"], exes["paths"]) for k, g in table.items()]
-    if exes.get("fileless"):
-        keys.append(("a fileless executable", set(exes["fileless"])))
-    keys.sort(key=lambda kg: -len(kg[1]))
-    worst, over = _worst_exec(keys, wild)
-    if worst is None:
-        return
-    n, picked = worst
-    named = [keys[i] for i in picked]
-    groups = set().union(*(g for _, g in named))
-    if len(named) == 1:
-        who, mine = f"an exec of {named[0][0]}", f"{len(named[0][1])}"
-    else:
-        who = f"{named[0][0]} and {named[1][0]} as one file (a link)"
-        mine = f"{len(named[0][1])} + {len(named[1][1])}"
-    others = f" (and {over - 1} more such cases)" if over > 1 else ""
-    c.error(first_rule[min(groups)], f"{who} would run {n} rule groups ({mine} of its "
-            f"executables, {len(wild)} for rules without 'executable' run for every exec"
-            + (", the prefilter included" if -1 in wild else "") + "); the kernel evaluates at "
-            f"most {MAX_CANDIDATES} with the whole argv scanned{others}",
-            "give rules on these executables the same 'executable' list (they then share "
-            "groups), name the executables of rules without one, or merge rules")
-
-
-def _worst_exec(keys: list[tuple[str, set[int]]],
-                wild: set[int]) -> tuple[tuple[int, tuple[int, ...]] | None, int]:
-    """The exec over the cap with the most groups - (groups, the distinct keys it hits, one
-    or two) - and how many distinct key sets are over it; ``keys`` sorted by size, largest
-    first."""
-    sizes = [len(g) for _, g in keys]
-    cap = MAX_CANDIDATES - len(wild)
-    worst: tuple[int, tuple[int, ...]] | None = None
-    over: set[tuple[int, ...]] = set()
-    for i in range(len(keys)):
-        if 2 * sizes[i] <= cap:
-            break  # sorted: no later pair can pass the cap either
-        for j in range(i, len(keys)):
-            if sizes[i] + sizes[j] <= cap:
-                break
-            n = len(keys[i][1] | keys[j][1] | wild)
-            if n > MAX_CANDIDATES:
-                picked = tuple(sorted({i, j}))
-                over.add(picked)
-                if worst is None or n > worst[0] or (n == worst[0]
-                                                     and len(picked) < len(worst[1])):
-                    worst = (n, picked)
-    return worst, len(over)

@@ -1,4 +1,5 @@
-"""Capacities of the kernel side and caps of the compiler.
+"""Capacities of the kernel side and caps of the compiler, and the check that a compiled
+bundle fits them (``check_capacity``: each refusal names the rule it starts at and the fix).
 
 The kernel's numbers are read from ``bpf/edrfleet.h`` (``edrfleet.paths.BPF``) when this module
 is imported, with the parser the agent uses (``edrfleet.kernel_abi``): the header is the only
@@ -8,8 +9,12 @@ here is read, not written, and that the compiler's own caps fit the kernel's tab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 from edrfleet import paths
 from edrfleet.kernel_abi import load_header
+from edrfleet.policy.model import Policy, Rule
 
 KERNEL = load_header(paths.BPF)
 
@@ -64,3 +69,168 @@ DEFAULT_SEARCH_PATH = (
     "/sbin",
     "/bin",
 )
+
+
+# --- the check of a compiled bundle -----------------------------------------------------------
+class Reporter(Protocol):
+    """The compilation in progress (compile.py): the policy and where refusals are collected."""
+
+    policy: Policy
+
+    def error(self, rule: Rule | None, message: str, fix: str, line: int = 0,
+              col: int = 0) -> None: ...
+
+
+class Grouped(Protocol):
+    """A rule group as compiled: its rules (indices in policy order) and its automaton."""
+
+    rules: list[int]
+    dfa: Any
+
+
+SIMPLIFY = ("simplify it: anchor it ('^...'), avoid '.*' or '.{m,n}' between pieces, "
+            "or split it into several 'args' entries (each must hold)")
+
+
+def check_capacity(c: Reporter, policy: Policy, bundle: dict[str, Any],
+                   groups: Sequence[Grouped]) -> None:
+    """Refuse (through ``c.error``) what the kernel cannot hold, naming the rule and the fix."""
+    exes = bundle["executables"]
+    first_rule = {}
+    for g, group in enumerate(groups):
+        first_rule.setdefault(g, policy.rules[group.rules[0]])
+    for table, label in ((exes["names"], "executable"), (exes["paths"], "executable path")):
+        for key, glist in table.items():
+            if len(glist) > EDR_GROUPS_PER_KEY:
+                c.error(first_rule[glist[0]], f"{label} '{key}' needs {len(glist)} rule groups; "
+                        f"the kernel takes {EDR_GROUPS_PER_KEY} per executable",
+                        "give rules on it the same 'executable' list (so they share groups), "
+                        "or simplify their regexes")
+    if len(exes.get("fileless", [])) > EDR_GROUPS_PER_KEY:
+        c.error(first_rule[exes["fileless"][0]], f"fileless rules without 'executable' need "
+                f"{len(exes['fileless'])} groups; the kernel takes {EDR_GROUPS_PER_KEY}",
+                "merge them or simplify their regexes")
+    always = len(exes["wildcard"]) + (1 if "prefilter" in exes else 0)
+    if always > MAX_CANDIDATES:
+        c.error(first_rule[exes["wildcard"][0]], f"rules without 'executable' that have no "
+                f"literal every match must contain run for every exec: {_always_run(c, bundle)} "
+                f"need {len(exes['wildcard'])} groups" + (", the prefilter one more" if
+                always > len(exes["wildcard"]) else "") + f"; the kernel evaluates "
+                f"{MAX_CANDIDATES} with the whole argv scanned",
+                "name the executables of some of these rules, or give their regexes a fixed "
+                "text of 3 or more characters every match contains (e.g. 'nc.*-e' rather than "
+                "'.*-e')")
+    if len(groups) > EDR_POLICY_MAX_GROUPS:
+        c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_POLICY_MAX_GROUPS}",
+                "give rules that name the same executables the same 'executable' list",
+                line=1, col=1)
+    total = sum(len(d["trans"]) for d in bundle["dfas"])
+    if total > MAX_TRANS_TOTAL:
+        sizes = sorted(((len(g.dfa.trans), g) for g in groups if g.dfa), key=lambda t: -t[0])
+        worst = ", ".join(f"'{policy.rules[t[1].rules[0]].id}' ({t[0]} entries)"
+                          for t in sizes[:3])
+        c.error(policy.rules[sizes[0][1].rules[0]], f"the automata need {total} transition "
+                f"entries, the kernel holds {MAX_TRANS_TOTAL}; largest groups start at rules "
+                f"{worst}", SIMPLIFY)
+    masks = {m for d in bundle["dfas"] for _, m in d["accept"]}
+    if len(masks) > MAX_ACCEPT_MASKS:
+        c.error(None, f"the automata use {len(masks)} distinct condition masks; the kernel "
+                f"holds {MAX_ACCEPT_MASKS}", "simplify regexes or split the policy",
+                line=1, col=1)
+    counts = (("executable names", len(exes["names"]), EDR_POLICY_MAX_NAMES),
+              ("executable paths", len(exes["paths"]), EDR_POLICY_MAX_INODES),
+              ("scope cgroups", len(policy.scope_cgroups), EDR_POLICY_MAX_SCOPE))
+    for what, count, cap in counts:
+        if count > cap:
+            c.error(None, f"{count} {what}; the kernel holds {cap}", "split the policy",
+                    line=1, col=1)
+    # parents and ancestors share the kernel's parent-key bits (both counted as parents)
+    for attrs, what in ((("parents", "ancestors"), "parent executables"),
+                        (("cwds",), "cwd prefixes")):
+        seen: dict[str, Rule] = {}
+        for rule in policy.rules:
+            for key in (k for attr in attrs for k in getattr(rule, attr)):
+                seen.setdefault(key, rule)
+        if len(seen) > EDR_KEY_BITS:
+            first_over = list(seen.values())[EDR_KEY_BITS]
+            c.error(first_over, f"the policy names {len(seen)} distinct {what}; the kernel "
+                    f"holds {EDR_KEY_BITS} (the {EDR_KEY_BITS + 1}th is in rule "
+                    f"'{first_over.id}')", "give rules the same lists, or drop rarely "
+                    "needed ones")
+    _check_candidates(c, exes, first_rule)
+
+
+def _always_run(c: Reporter, bundle: dict[str, Any]) -> str:
+    """The rules of the always-run wildcard groups, for messages: the first three by id."""
+    ids = [c.policy.rules[r].id for g in bundle["executables"]["wildcard"]
+           for r, _ in bundle["groups"][g]["rules"]]
+    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+    return ", ".join(f"'{i}'" for i in ids[:3]) + more
+
+
+def _check_candidates(c: Reporter, exes: dict[str, Any], first_rule: dict[int, Rule]) -> None:
+    """Refuse a policy of which one exec can hit more groups than the kernel evaluates.
+
+    One exec hits its file's inode, its name as executed and its real name (a link: `rm ->
+    busybox` is judged under both, and on the host any names may be one file), the fileless
+    list when it has no link, its size's groups when the kernel does not know its inode (a
+    copy of any protected file, under any names: bpf/identity.c), and the wildcard groups.
+    Every two keys of the policy are taken as one exec (a name and a link's name, a path and a
+    name: what hosts do with alternatives and busybox links).  Three (two names and another
+    file's size and head) only a crafted copy hits: refusing those refused the default policy,
+    and the kernel fails closed on them (a block where a group left out has a block rule:
+    docs/status.md candidates_dropped), as it does for more names than that on one host.
+    """
+    wild = set(exes["wildcard"])
+    if "prefilter" in exes:
+        wild.add(-1)  # the prefilter automaton is one more candidate of every exec
+    if len(wild) > MAX_CANDIDATES:
+        return  # _check_capacity said so, naming the rules
+    keys: list[tuple[str, set[int]]] = [(f"'{k}'", set(g)) for table in (
+        exes["names"], exes["paths"]) for k, g in table.items()]
+    if exes.get("fileless"):
+        keys.append(("a fileless executable", set(exes["fileless"])))
+    keys.sort(key=lambda kg: -len(kg[1]))
+    worst, over = _worst_exec(keys, wild)
+    if worst is None:
+        return
+    n, picked = worst
+    named = [keys[i] for i in picked]
+    groups = set().union(*(g for _, g in named))
+    if len(named) == 1:
+        who, mine = f"an exec of {named[0][0]}", f"{len(named[0][1])}"
+    else:
+        who = f"{named[0][0]} and {named[1][0]} as one file (a link)"
+        mine = f"{len(named[0][1])} + {len(named[1][1])}"
+    others = f" (and {over - 1} more such cases)" if over > 1 else ""
+    c.error(first_rule[min(groups)], f"{who} would run {n} rule groups ({mine} of its "
+            f"executables, {len(wild)} for rules without 'executable' run for every exec"
+            + (", the prefilter included" if -1 in wild else "") + "); the kernel evaluates at "
+            f"most {MAX_CANDIDATES} with the whole argv scanned{others}",
+            "give rules on these executables the same 'executable' list (they then share "
+            "groups), name the executables of rules without one, or merge rules")
+
+
+def _worst_exec(keys: list[tuple[str, set[int]]],
+                wild: set[int]) -> tuple[tuple[int, tuple[int, ...]] | None, int]:
+    """The exec over the cap with the most groups - (groups, the distinct keys it hits, one
+    or two) - and how many distinct key sets are over it; ``keys`` sorted by size, largest
+    first."""
+    sizes = [len(g) for _, g in keys]
+    cap = MAX_CANDIDATES - len(wild)
+    worst: tuple[int, tuple[int, ...]] | None = None
+    over: set[tuple[int, ...]] = set()
+    for i in range(len(keys)):
+        if 2 * sizes[i] <= cap:
+            break  # sorted: no later pair can pass the cap either
+        for j in range(i, len(keys)):
+            if sizes[i] + sizes[j] <= cap:
+                break
+            n = len(keys[i][1] | keys[j][1] | wild)
+            if n > MAX_CANDIDATES:
+                picked = tuple(sorted({i, j}))
+                over.add(picked)
+                if worst is None or n > worst[0] or (n == worst[0]
+                                                     and len(picked) < len(worst[1])):
+                    worst = (n, picked)
+    return worst, len(over)

@@ -30,7 +30,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, seed, settings
 from hypothesis import strategies as st
 
-import edrfleet.policy.compile as compile_mod
+import edrfleet.policy.limits as limits_mod
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
 from edrfleet.policy.simulate_identity import LOADER_ARGS
@@ -233,15 +233,15 @@ def test_the_kernel_and_policy_test_agree_on_loaders_applets_copies_and_context(
     @given(rules=rules_strategy(world), data=st.data())
     def agree(rules, data):
         policy = load_policy_text(policy_text(rules, mod_cgroup.name), "identity.yaml")
-        lifted = compile_mod.MAX_CANDIDATES
-        compile_mod.MAX_CANDIDATES = 64  # as links or copies on a host can make one
+        lifted = limits_mod.MAX_CANDIDATES
+        limits_mod.MAX_CANDIDATES = 64  # as links or copies on a host can make one
         try:
             bundle = compile_policy(policy)
         except PolicyError:
             assume(False)
             return
         finally:
-            compile_mod.MAX_CANDIDATES = lifted
+            limits_mod.MAX_CANDIDATES = lifted
         settled(agent, lambda: reload(agent, dump_bundle(bundle)))
         # and every kind once, so each example asks about each way of being judged
         tail = [(k, [WORDS[i % 3]], bool(i % 2), ("none", "tcp", "pair")[i % 3])

@@ -283,7 +283,7 @@ def near_limit_rules() -> st.SearchStrategy[list[dict]]:
 
 
 def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cgroup, env):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
     from edrfleet.policy.bundle import dump_bundle
     from edrfleet.policy.limits import MAX_CANDIDATES
 
@@ -305,14 +305,14 @@ def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cg
             if "the kernel evaluates at most" not in str(exc):
                 assume(False)
             stats["refused"] += 1
-            lifted = compile_mod.MAX_CANDIDATES
-            compile_mod.MAX_CANDIDATES = 4 * MAX_CANDIDATES
+            lifted = limits_mod.MAX_CANDIDATES
+            limits_mod.MAX_CANDIDATES = 4 * MAX_CANDIDATES
             try:
                 bundle = compile_policy(policy)
             except PolicyError:
                 assume(False)
             finally:
-                compile_mod.MAX_CANDIDATES = lifted
+                limits_mod.MAX_CANDIDATES = lifted
         reload(agent, dump_bundle(bundle))
         execs = data.draw(st.lists(st.tuples(
             st.sampled_from((MULTI, *LINKS)),

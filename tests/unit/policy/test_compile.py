@@ -115,9 +115,9 @@ def test_a_group_splits_past_64_rule_slots_even_with_shared_bits():
 
 
 def test_an_executable_needing_more_groups_than_a_key_lists_is_refused(monkeypatch):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
 
-    monkeypatch.setattr(compile_mod, "EDR_GROUPS_PER_KEY", 8)  # fewer rules to compile
+    monkeypatch.setattr(limits_mod, "EDR_GROUPS_PER_KEY", 8)  # fewer rules to compile
     rules = [rule_yaml(f"r{i}", match=f"{{executable: [rm], args: [{{any: [-x{i}]}}]}}")
              for i in range(64 * 8 + 1)]
     with pytest.raises(PolicyError) as info:
@@ -150,9 +150,9 @@ def test_a_group_too_large_together_is_split_into_smaller_groups():
 
 
 def test_the_transition_budget_of_the_kernel_is_enforced(monkeypatch):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
 
-    monkeypatch.setattr(compile_mod, "MAX_TRANS_TOTAL", 10)
+    monkeypatch.setattr(limits_mod, "MAX_TRANS_TOTAL", 10)
     with pytest.raises(PolicyError, match=r"the automata need \d+ transition entries, the "
                                           r"kernel holds 10; largest groups start at rules 'a'"):
         compile_policy(policy_of_rules(rule_yaml("a", match="{cmdline: 'abc'}")))
@@ -214,9 +214,9 @@ def test_a_policy_without_rules_compiles_to_an_empty_bundle():
 
 
 def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
 
-    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 2)
+    monkeypatch.setattr(limits_mod, "MAX_CANDIDATES", 2)
     pol = policy_of_rules(rule_yaml("a", match="{executable: [rm]}"),
                           rule_yaml("b", match="{executable: [rm, dd]}"),
                           rule_yaml("c", match="{cmdline: x}"))
@@ -230,9 +230,9 @@ def test_an_exec_that_would_run_too_many_groups_is_refused(monkeypatch):
 
 
 def test_the_distinct_masks_of_the_kernel_accept_table_are_counted(monkeypatch):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
 
-    monkeypatch.setattr(compile_mod, "MAX_ACCEPT_MASKS", 1)
+    monkeypatch.setattr(limits_mod, "MAX_ACCEPT_MASKS", 1)
     pol = policy_of_rules(rule_yaml("a", match="{args: [{any: [x]}, {any: [y]}]}"))
     with pytest.raises(PolicyError, match="the automata use 2 distinct condition masks; the "
                                           "kernel holds 1"):

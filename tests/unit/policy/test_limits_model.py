@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-import edrfleet.policy.compile as compile_mod
+import edrfleet.policy.limits as limits_mod
 from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
 from edrfleet.policy.limits import (
     EDR_CAND_MAX,
@@ -75,7 +75,7 @@ def past_the_cap(monkeypatch):
     """A bundle with more groups for sh + dash than the kernel evaluates (the compiler's check
     lifted), as links on a host can make one."""
     per = EDR_CAND_MAX // 2 + 1  # past what the kernel evaluates
-    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
+    monkeypatch.setattr(limits_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(policy_of_rules(*pair_rules(per)))
     monkeypatch.undo()
     return bundle
@@ -94,7 +94,7 @@ def test_policy_test_fails_closed_where_the_kernel_drops_a_block_group(past_the_
 
 def test_a_dropped_group_without_block_rules_changes_nothing(monkeypatch, tmp_path):
     per = EDR_CAND_MAX // 2 + 1  # past what the kernel evaluates
-    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
+    monkeypatch.setattr(limits_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(policy_of_rules(*pair_rules(per, wild=0)))
     monkeypatch.undo()
     (tmp_path / "dash").write_bytes(b"")

@@ -148,9 +148,9 @@ def test_fileless_rules_without_an_executable_get_their_own_group_list():
 
 
 def test_too_many_fileless_groups_are_refused_with_a_fix(monkeypatch):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
 
-    monkeypatch.setattr(compile_mod, "EDR_GROUPS_PER_KEY", 8)  # fewer rules to compile
+    monkeypatch.setattr(limits_mod, "EDR_GROUPS_PER_KEY", 8)  # fewer rules to compile
     match = "{{fileless: true, args: [{{any: [a{}]}}]}}"
     many = policy_of_rules(*(rule_yaml(f"f{i}", "log", match.format(i)) for i in range(600)))
     with pytest.raises(PolicyError, match="fileless rules without 'executable' need 10 groups"):
@@ -158,9 +158,9 @@ def test_too_many_fileless_groups_are_refused_with_a_fix(monkeypatch):
 
 
 def test_fileless_and_wildcard_groups_together_must_fit_one_exec(monkeypatch):
-    import edrfleet.policy.compile as compile_mod
+    import edrfleet.policy.limits as limits_mod
 
-    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 8)  # fewer rules to compile
+    monkeypatch.setattr(limits_mod, "MAX_CANDIDATES", 8)  # fewer rules to compile
     # two-byte literals: too short to prefilter, so these groups run for every exec
     abc = "abcdefghijklmnopqrstuvwxyz0123456789"
     wild = [rule_yaml(f"w{i}", "log", f"{{args: [{{any: [{abc[i // 36]}{abc[i % 36]}]}}]}}")

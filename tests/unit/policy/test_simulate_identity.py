@@ -146,12 +146,12 @@ def test_more_groups_than_the_kernel_evaluates_are_noted(tmp_path):
     rules = "".join(f"  - {{id: {n}{i}, description: d, severity: low, action: log, "
                     f"match: {{executable: [{n}, {n}{i}], cmdline: 'z{i}z'}}}}\n"
                     for n in ("edrq", "edrl") for i in range(half))
-    import edrfleet.policy.compile as compile_mod
-    lifted, compile_mod.MAX_CANDIDATES = compile_mod.MAX_CANDIDATES, 64
+    import edrfleet.policy.limits as limits_mod
+    lifted, limits_mod.MAX_CANDIDATES = limits_mod.MAX_CANDIDATES, 64
     try:
         b = compile_policy(load_policy_text("version: 1\nrules:\n" + rules))
     finally:
-        compile_mod.MAX_CANDIDATES = lifted
+        limits_mod.MAX_CANDIDATES = lifted
     d = simulate(b, [str(tmp_path / "edrl"), "a"])
     assert "dropped" in kinds(d) and d.reason is None  # no block rule left out: no fail closed
 
