@@ -133,8 +133,18 @@ class IdentityKeeper:
             self.follow(*self.previous)
 
     def _rescan(self) -> None:
-        """Resolve every named path again; write the keys that are new or changed."""
+        """Resolve every named path again; write the keys that are new or changed.  A
+        directory watched for the first time may have got its file before the watch: resolve
+        once more then (at most a few times: each pass can only add deeper directories)."""
         t0 = time.monotonic()
+        for _ in range(8):
+            if not self._resolve():
+                break
+        self.counts["rescans"] += 1
+        self.last_rescan_ms = (time.monotonic() - t0) * 1000
+
+    def _resolve(self) -> bool:
+        """One pass of _rescan; True when it watched a directory it did not watch before."""
         found: dict[Identity, GroupList] = {}
         files: dict[Identity, tuple[str, int]] = {}
         for path, groups in self.named.items():
@@ -162,10 +172,10 @@ class IdentityKeeper:
         self._put_sizes(found, files)
         self.protected = Protected(files)
         self.points = watch_points(self.named)
+        watched = set(self.inotify.watches.values())
         for directory in self.points:
             self.inotify.watch(directory)
-        self.counts["rescans"] += 1
-        self.last_rescan_ms = (time.monotonic() - t0) * 1000
+        return bool(set(self.inotify.watches.values()) - watched)
 
     def _put_sizes(self, found: dict[Identity, GroupList],
                    files: dict[Identity, tuple[str, int]]) -> None:
