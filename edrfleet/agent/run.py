@@ -101,15 +101,18 @@ class Agent(ProgramSteps, EventFlow, Reloader):
         self.bpf_dir = opts.bpf_dir or default_bpf_dir()
         self.header = load_header(self.bpf_dir)
         self.spool = Spool(str(opts.spool), max_bytes=opts.spool_max_bytes)
+        # checked now, started in the image that runs the loop (run): one that hands over to
+        # the resident image must not ship, or its exec cuts a batch off before its cursor
         self.outputs = None
         if opts.outputs_file:  # here: urllib and friends cost 15 ms of every start
             from edrfleet.agent.outputs.config import ConfiguredOutputs
 
-            self.outputs = ConfiguredOutputs(str(opts.spool), opts.outputs_file, opts.host_name)
+            self.outputs = ConfiguredOutputs(str(opts.spool), opts.outputs_file, opts.host_name,
+                                             start=False)
         elif opts.syslog or opts.webhook:
             from edrfleet.agent.outputs import from_options
 
-            self.outputs = from_options(opts, str(opts.spool))
+            self.outputs = from_options(opts, str(opts.spool), start=False)
         self.clock = ecs.Clock.now()
         self.boot_id = ecs.boot_id()
         self.generations: dict[int, tuple[ecs.Generation, dict]] = {}
@@ -161,6 +164,8 @@ class Agent(ProgramSteps, EventFlow, Reloader):
         self.handover = handed_t0 is not None
         if self.handover:  # same pid, same agent: readers never see it "starting" again
             self.status.update(read_status(str(self.opts.spool)) or {}, pid=os.getpid())
+            if self.outputs:
+                self.outputs.carry(self.status.get("outputs") or {})
             if handed_reload:
                 self.status["last_reload"] = handed_reload
         self._write_status()
@@ -223,6 +228,8 @@ class Agent(ProgramSteps, EventFlow, Reloader):
             self.identities = None
         self.engine.poll(0)
         self._flush()
+        if self.outputs:  # a hand-over after a reload: what goes in a second, with its cursor
+            self.outputs.close(deadline=1.0)
         self._write_status()
         handover.exec_resident(str(self.opts.spool), self.t0, self.bundle,
                                self.status.get("last_reload"), self.flags)
@@ -267,6 +274,8 @@ class Agent(ProgramSteps, EventFlow, Reloader):
         handover.keep_heap_small()
         self.start()
         self._shed_bcc()
+        if self.outputs:
+            self.outputs.start()
         self.bundle = None
         handover.release_memory()  # the bundle's tables and the packing are garbage now
         assert self.engine is not None

@@ -34,14 +34,15 @@ __all__ = ["Outputs", "Shipper", "SyslogSink", "WebhookSink", "format_rfc5424",
 
 
 class Outputs:
-    """The agent's outputs: one :class:`Shipper` per sink, started at once.
+    """The agent's outputs: one :class:`Shipper` per sink, started at once or by :meth:`start`.
 
     Raises:
         ValueError, OSError: as :class:`Shipper` (a bad cursor file, an unwritable spool).
     """
 
-    def __init__(self, spool_dir: str, sinks: list[Sink]) -> None:
+    def __init__(self, spool_dir: str, sinks: list[Sink], start: bool = True) -> None:
         self.shippers: list[Shipper] = []
+        self.started = False
         try:
             for sink in sinks:
                 self.shippers.append(Shipper(spool_dir, sink))
@@ -49,8 +50,16 @@ class Outputs:
             for sink in sinks:
                 sink.close()
             raise
-        for shipper in self.shippers:
-            shipper.start()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Ship from here on (once): the agent's image that hands over to the resident one
+        never ships, so no batch is cut off by its exec."""
+        if not self.started:
+            self.started = True
+            for shipper in self.shippers:
+                shipper.start()
 
     def wake(self) -> None:
         for shipper in self.shippers:
@@ -68,6 +77,10 @@ class Outputs:
 
     def close(self, deadline: float = 5.0) -> None:
         """Ship what can go within ``deadline`` seconds (all outputs at once), then stop."""
+        if not self.started:
+            for shipper in self.shippers:
+                shipper.sink.close()
+            return
         end = time.monotonic() + max(0.0, deadline)
         for shipper in self.shippers:
             shipper.stop_by(end)
@@ -77,8 +90,14 @@ class Outputs:
     def stats(self) -> dict[str, dict[str, Any]]:
         return {s.sink.label: s.stats() for s in self.shippers}
 
+    def carry(self, previous: dict[str, dict[str, Any]]) -> None:
+        """Go on counting from ``previous`` (``stats()`` as the image before a hand-over wrote
+        it to status.json): the same agent, so its counters do not start over."""
+        for shipper in self.shippers:
+            shipper.carry(previous.get(shipper.sink.label) or {})
 
-def from_options(opts: Any, spool_dir: str) -> Outputs | None:
+
+def from_options(opts: Any, spool_dir: str, start: bool = True) -> Outputs | None:
     """The outputs the agent's options ask for (None: none)."""
     sinks: list[Sink] = []
     if opts.syslog:
@@ -87,4 +106,4 @@ def from_options(opts: Any, spool_dir: str) -> Outputs | None:
         sinks.append(WebhookSink(opts.webhook, fmt=opts.webhook_format,
                                  ca_file=opts.webhook_ca,
                                  header_file=opts.webhook_header_file))
-    return Outputs(spool_dir, sinks) if sinks else None
+    return Outputs(spool_dir, sinks, start) if sinks else None

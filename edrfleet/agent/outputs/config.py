@@ -143,15 +143,24 @@ class ConfiguredOutputs:
     Raises (at start): OSError, ValueError: the file cannot be read or is not valid.
     """
 
-    def __init__(self, spool_dir: str, path: str, host_name: str | None) -> None:
+    def __init__(self, spool_dir: str, path: str, host_name: str | None,
+                 start: bool = True) -> None:
         self.spool_dir, self.path, self.host_name = spool_dir, path, host_name
         self.text, config = read_config(path)
         made = sinks(config, host_name)
-        self.outputs: Outputs | None = Outputs(spool_dir, made) if made else None
+        self.outputs: Outputs | None = Outputs(spool_dir, made, start) if made else None
+
+    def start(self) -> None:
+        if self.outputs:
+            self.outputs.start()
 
     def wake(self) -> None:
         if self.outputs:
             self.outputs.wake()
+
+    def carry(self, previous: dict) -> None:
+        if self.outputs:
+            self.outputs.carry(previous)
 
     def reload(self) -> list[str]:
         """Read the file again; returns the errors (outputs kept as they were then)."""

@@ -296,6 +296,14 @@ class Shipper:
         with self._lock:
             return self._stats()
 
+    def carry(self, previous: dict[str, Any]) -> None:
+        """Add the counters of ``previous`` (this output's stats before a hand-over)."""
+        with self._lock:
+            for name in ("delivered", "dropped", "errors", "retries"):
+                value = previous.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    setattr(self, name, getattr(self, name) + value)
+
     def _stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "delivered": self.delivered,

@@ -98,3 +98,30 @@ def test_a_bad_cursor_file_fails_the_start_instead_of_resending_or_skipping(
     with pytest.raises(ValueError, match="syslog.cursor"):
         Outputs(spool.directory, [SyslogSink("udp://127.0.0.1:9")])
     spool.close()
+
+
+def test_counters_go_on_across_a_hand_over(tmp_path: Path) -> None:
+    """The resident image is the same agent: its outputs count on from the status.json the
+    image before it wrote (a garbage value counts as nothing), and ship from the cursor."""
+    spool = Spool(str(tmp_path / "spool"))
+    rx = TcpSyslogReceiver()
+    address = f"tcp://127.0.0.1:{rx.port}"
+    try:
+        outs = Outputs(spool.directory, [SyslogSink(address)])
+        spool.append([{"event": {"id": f"e{i}"}} for i in range(2)])
+        outs.wake()
+        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 2)
+        before = json.loads(json.dumps(outs.stats()))  # as written into status.json
+        outs.close(1)
+        before["SyslogOutput"]["retries"] = "x"
+        after = Outputs(spool.directory, [SyslogSink(address)])
+        after.carry(before)
+        spool.append([{"event": {"id": "e2"}}])
+        after.wake()
+        assert wait_for(lambda: after.stats()["SyslogOutput"]["delivered"] == 3)
+        assert after.stats()["SyslogOutput"]["retries"] == 0
+        after.close(1)
+        assert len(rx.frames) == 3  # nothing shipped twice
+    finally:
+        rx.stop()
+        spool.close()
