@@ -75,6 +75,11 @@ def wait_for(cond, timeout=30.0):
 def deployed(lab_hosts):
     by_name = results_of_deploy(lab_hosts)
     assert {r.status for r in by_name.values()} == {"changed"}, by_name
+    for name in lab_hosts.names:  # deploy returns at "enforcing"; the hand-over to the
+        # resident image comes after and rewrites spool/pinned.json: snapshots wait for it
+        status = Path(lab_hosts.hosts[name].vars["edrfleet_spool_dir"]) / "status.json"
+        wait_for(lambda status=status: status.exists()
+                 and json.loads(status.read_text()).get("bcc_loaded") is False)
     yield by_name
     main(["uninstall", str(lab_hosts.inventory), "--purge"])
     lab_hosts.restore_dirs()
