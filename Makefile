@@ -37,9 +37,9 @@ test-lab: setup-test
 test-vm: setup
 	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 3600 tests/vm
 
-# the Debian 11/12/13 guests and molecule on them (tests/vm/test_matrix.py, test_molecule.py)
+# the Debian 11/12/13 guests, the agreement subset and molecule on them (tests/vm/test_matrix*.py, test_molecule.py)
 test-matrix: setup
-	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 3600 tests/vm/test_matrix.py tests/vm/test_molecule.py
+	EDRFLEET_VM=1 $(PYTEST) -q -rs -s --timeout 3600 tests/vm/test_matrix.py tests/vm/test_matrix_agreement.py tests/vm/test_molecule.py
 
 lint: setup-test
 	$(VENV)/bin/ruff check edrfleet tests bench scripts
