@@ -335,6 +335,11 @@ def _run_prefilter(bundle: dict[str, Any], cands: Candidates, args: list[bytes],
     rule cannot read as far as the prefilter did."""
     pf = bundle["executables"]["prefilter"]
     mask = run_dfa(bundle["dfas"][pf["dfa"]], scanned[1])
+    if read < len(joined):  # what it did not read woke nothing: not a fail-closed limit
+        cands.notes.append(Note("prefilter-short", f"the prefilter read {read} of the argv's "
+                                f"{len(joined)} bytes (the windows left beside "
+                                f"{len(cands.groups) - 1} other groups): a literal past that "
+                                f"runs no prefiltered rule"))
     before = len(cands.groups)
     cands.add([g for i, g in enumerate(pf["groups"]) if mask >> i & 1])
     hit_block = any(bundle["groups"][g]["has_block"] for g in cands.groups[before:])

@@ -47,8 +47,9 @@ CHUNK = 1 << 20
 @dataclass(frozen=True)
 class Note:
     """How the exec was judged beyond its own names: ``kind`` loader | applet | content | size |
-    loader-unjudged | dropped | unscanned; ``detail`` what (a name, a path); ``host``: the
-    outcome depends on the host (its files, the agent's classification), not on the policy."""
+    loader-unjudged | dropped | unscanned | prefilter-short; ``detail`` what (a name, a path);
+    ``host``: the outcome depends on the host (its files, the agent's classification), not on
+    the policy."""
 
     kind: str
     detail: str

@@ -294,7 +294,9 @@ def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cg
                                     cgroup.name))
     stats = Counter()
 
-    @settings(max_examples=NEAR_EXAMPLES, deadline=None, database=None, derandomize=True,
+    # a fixed seed (see the first test): the same examples every run, checked to reach the cap
+    @seed(2)
+    @settings(max_examples=NEAR_EXAMPLES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(rules=near_limit_rules(), data=st.data())
     def agree(rules, data):
@@ -321,8 +323,12 @@ def test_the_kernel_and_policy_test_agree_near_the_candidate_cap(start_agent, cg
         for prog, args in execs:
             argv = [str(env.program(prog)), *args]
             sim = simulate(bundle, argv)
-            if sim.reason is None:  # inside every limit the oracle agrees too
+            # inside every limit the oracle agrees too; past the compiler's cap the prefilter
+            # may get no window beside the other groups and wake none (said, not failed
+            # closed: docs/policy-bundle.md, "The prefilter")
+            if sim.reason is None and not any(n.kind == "prefilter-short" for n in sim.notes):
                 assert sim == reference_decide(policy, argv), (rules, argv)
+            stats["prefilter-short"] += any(n.kind == "prefilter-short" for n in sim.notes)
             res = cgroup.run(argv)
             got = "block" if res.returncode == -9 else "ran"
             assert got == ("block" if sim.action == "block" else "ran"), (rules, argv, sim)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import edrfleet.policy.compile as compile_mod
-from edrfleet.policy import compile_policy, load_policy_text, simulate
+import edrfleet.policy.limits as limits_mod
+from edrfleet.policy import PolicyError, compile_policy, load_policy_text, simulate
 from edrfleet.policy.bundle import dump_bundle
 from edrfleet.policy.limits import EDR_CAND_MAX, MAX_CANDIDATES
 from tests.kernel.conftest import harmless_copy
@@ -69,7 +69,7 @@ def policy_yaml(rules: list[dict], cgroup: str) -> str:
 def test_the_compiler_refuses_two_names_of_one_file_past_the_cap(cgroup):
     per_name = MAX_CANDIDATES // 2 + 1
     text = policy_yaml(shell_pair_rules(per_name), cgroup.name)
-    with pytest.raises(compile_mod.PolicyError) as info:
+    with pytest.raises(PolicyError) as info:
         compile_policy(load_policy_text(text, "pair.yaml"))
     msg = str(info.value)
     assert "'fcdash' and 'fcsh' as one file" in msg or "'fcsh' and 'fcdash' as one file" in msg
@@ -83,7 +83,7 @@ def test_a_dropped_group_with_a_block_rule_blocks_counted_and_simulate_agrees(
     # the kernel must not fail open on it
     per_name = EDR_CAND_MAX // 2 + 1  # past what the kernel evaluates
     text = policy_yaml(shell_pair_rules(per_name), cgroup.name)
-    monkeypatch.setattr(compile_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
+    monkeypatch.setattr(limits_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
     bundle = compile_policy(load_policy_text(text, "pair.yaml"))
     monkeypatch.undo()
     harmless_copy(bindir / "fcdash", "/bin/dash")
