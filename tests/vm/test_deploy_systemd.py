@@ -84,10 +84,11 @@ def test_uninstall_removes_the_unit_and_the_files(guest, inventory):
     assert main(["uninstall", str(inventory), "--purge"]) == 0
     # stopped cleanly: the agent took a policy without rules first, since its own default
     # policy blocks `systemctl stop edrfleet-agent` ("failed" would be an agent killed some
-    # other way, e.g. by its spool disappearing)
+    # other way, e.g. by its spool disappearing); then disarmed: nothing stays pinned
     assert sh(guest, "systemctl is-active edrfleet-agent.service || true") == "inactive"
-    assert "stopped: programs detached" in sh(guest, "journalctl -u edrfleet-agent.service "
-                                                     "--no-pager | tail -5")
+    assert "edrfleet-agent: stopped: " in sh(guest, "journalctl -u edrfleet-agent.service "
+                                                    "--no-pager | tail -5")
+    assert sh(guest, "ls /sys/fs/bpf/edrfleet 2>/dev/null || true") == ""
     left = sh(guest, "ls -d /etc/systemd/system/edrfleet-agent.service " +
               " ".join(DIRS.values()) + " 2>/dev/null || true")
     assert left == ""
