@@ -87,7 +87,7 @@ def test_uninstall_removes_the_unit_and_the_files(guest, inventory):
     # other way, e.g. by its spool disappearing); then disarmed: nothing stays pinned
     assert sh(guest, "systemctl is-active edrfleet-agent.service || true") == "inactive"
     assert "edrfleet-agent: stopped: " in sh(guest, "journalctl -u edrfleet-agent.service "
-                                                    "--no-pager | tail -5")
+                                                    "--no-pager | tail -40")
     assert sh(guest, "ls /sys/fs/bpf/edrfleet 2>/dev/null || true") == ""
     left = sh(guest, "ls -d /etc/systemd/system/edrfleet-agent.service " +
               " ".join(DIRS.values()) + " 2>/dev/null || true")
