@@ -109,8 +109,9 @@ class Cgroup:
 
 
 # -- C workloads (bench/c/: the fork+exec loop, the read(2) loop) -----------------------------
-EXEC_LOOP_C = (REPO / "bench" / "c" / "exec_loop.c").read_text()
-READ_LOOP_C = (REPO / "bench" / "c" / "read_loop.c").read_text()
+C_DIR = REPO / "bench" / "c"
+EXEC_LOOP_C = C_DIR / "exec_loop.c"
+READ_LOOP_C = C_DIR / "read_loop.c"
 _COPIES = itertools.count(1)  # each copy one byte longer: fileless execs match by size too
 
 
@@ -123,12 +124,11 @@ def harmless_copy(dst: Path, src: str = "/bin/true") -> Path:
     return dst
 
 
-def compile_c(source: str, name: str, workdir: Path) -> Path:
-    """gcc -O2 ``source`` into ``workdir/name``."""
-    src = workdir / f"{name}.c"
+def compile_c(source: Path, name: str, workdir: Path) -> Path:
+    """gcc -O2 ``source`` (bench/c/) into ``workdir/name``."""
     out = workdir / name
-    src.write_text(source)
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(src)], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-I", str(C_DIR), "-o", str(out), str(source)],
+                   check=True)
     return out
 
 

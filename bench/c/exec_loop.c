@@ -6,18 +6,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-static long long cpu_ns(int who)
-{
-    struct rusage ru;
-    getrusage(who, &ru);
-    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
-           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
-}
+#include "cpu_ns.h"
 
 int main(int argc, char **argv)
 {
