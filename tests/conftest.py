@@ -13,6 +13,7 @@ import os
 import pytest
 
 PINS = "/sys/fs/bpf/edrfleet"
+_BEFORE = pytest.StashKey[set]()  # the instances pinned when the session started
 
 
 def _pinned() -> set[str]:
@@ -36,5 +37,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-
-_BEFORE = pytest.StashKey[set]()

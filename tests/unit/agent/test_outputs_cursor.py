@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,30 +60,36 @@ def test_end_cursor_is_after_the_last_line(tmp_path: Path) -> None:
     assert read_segments(str(tmp_path), end_cursor(str(tmp_path))).segments == []
 
 
-def test_a_crash_before_the_cursor_is_saved_sends_that_batch_again(tmp_path: Path) -> None:
-    """At least once: the cursor on disk is the receiver's last acknowledgement."""
+@pytest.fixture
+def syslog_spool(tmp_path: Path) -> Iterator[tuple[Spool, TcpSyslogReceiver, str]]:
+    """A real spool, a TCP syslog receiver and its address; both closed afterwards."""
     spool = Spool(str(tmp_path / "spool"))
     rx = TcpSyslogReceiver()
-    address = f"tcp://127.0.0.1:{rx.port}"
     try:
-        outs = Outputs(spool.directory, [SyslogSink(address)])
-        spool.append([{"event": {"id": f"e{i}"}} for i in range(3)])
-        outs.wake()
-        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 3)
-        before = load_cursor(spool.directory, "syslog")
-        spool.append([{"event": {"id": f"e{i}"}} for i in range(3, 5)])
-        outs.wake()
-        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 5)
-        outs.close(1)
-        save_cursor(spool.directory, "syslog", before)  # as if the agent died before saving
-        again = Outputs(spool.directory, [SyslogSink(address)])
-        assert wait_for(lambda: len(rx.frames) == 7), len(rx.frames)
-        again.close(1)
-        got = [json.loads(f.partition(b"\xef\xbb\xbf")[2])["event"]["id"] for f in rx.frames]
-        assert got == ["e0", "e1", "e2", "e3", "e4", "e3", "e4"]  # again, never lost
+        yield spool, rx, f"tcp://127.0.0.1:{rx.port}"
     finally:
         rx.stop()
         spool.close()
+
+
+def test_a_crash_before_the_cursor_is_saved_sends_that_batch_again(syslog_spool) -> None:
+    """At least once: the cursor on disk is the receiver's last acknowledgement."""
+    spool, rx, address = syslog_spool
+    outs = Outputs(spool.directory, [SyslogSink(address)])
+    spool.append([{"event": {"id": f"e{i}"}} for i in range(3)])
+    outs.wake()
+    assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 3)
+    before = load_cursor(spool.directory, "syslog")
+    spool.append([{"event": {"id": f"e{i}"}} for i in range(3, 5)])
+    outs.wake()
+    assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 5)
+    outs.close(1)
+    save_cursor(spool.directory, "syslog", before)  # as if the agent died before saving
+    again = Outputs(spool.directory, [SyslogSink(address)])
+    assert wait_for(lambda: len(rx.frames) == 7), len(rx.frames)
+    again.close(1)
+    got = [json.loads(f.partition(b"\xef\xbb\xbf")[2])["event"]["id"] for f in rx.frames]
+    assert got == ["e0", "e1", "e2", "e3", "e4", "e3", "e4"]  # again, never lost
 
 
 def test_a_missing_header_file_fails_the_start(tmp_path: Path) -> None:
@@ -100,28 +107,22 @@ def test_a_bad_cursor_file_fails_the_start_instead_of_resending_or_skipping(
     spool.close()
 
 
-def test_counters_go_on_across_a_hand_over(tmp_path: Path) -> None:
+def test_counters_go_on_across_a_hand_over(syslog_spool) -> None:
     """The resident image is the same agent: its outputs count on from the status.json the
     image before it wrote (a garbage value counts as nothing), and ship from the cursor."""
-    spool = Spool(str(tmp_path / "spool"))
-    rx = TcpSyslogReceiver()
-    address = f"tcp://127.0.0.1:{rx.port}"
-    try:
-        outs = Outputs(spool.directory, [SyslogSink(address)])
-        spool.append([{"event": {"id": f"e{i}"}} for i in range(2)])
-        outs.wake()
-        assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 2)
-        before = json.loads(json.dumps(outs.stats()))  # as written into status.json
-        outs.close(1)
-        before["SyslogOutput"]["retries"] = "x"
-        after = Outputs(spool.directory, [SyslogSink(address)])
-        after.carry(before)
-        spool.append([{"event": {"id": "e2"}}])
-        after.wake()
-        assert wait_for(lambda: after.stats()["SyslogOutput"]["delivered"] == 3)
-        assert after.stats()["SyslogOutput"]["retries"] == 0
-        after.close(1)
-        assert len(rx.frames) == 3  # nothing shipped twice
-    finally:
-        rx.stop()
-        spool.close()
+    spool, rx, address = syslog_spool
+    outs = Outputs(spool.directory, [SyslogSink(address)])
+    spool.append([{"event": {"id": f"e{i}"}} for i in range(2)])
+    outs.wake()
+    assert wait_for(lambda: outs.stats()["SyslogOutput"]["delivered"] == 2)
+    before = json.loads(json.dumps(outs.stats()))  # as written into status.json
+    outs.close(1)
+    before["SyslogOutput"]["retries"] = "x"
+    after = Outputs(spool.directory, [SyslogSink(address)])
+    after.carry(before)
+    spool.append([{"event": {"id": "e2"}}])
+    after.wake()
+    assert wait_for(lambda: after.stats()["SyslogOutput"]["delivered"] == 3)
+    assert after.stats()["SyslogOutput"]["retries"] == 0
+    after.close(1)
+    assert len(rx.frames) == 3  # nothing shipped twice
