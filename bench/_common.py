@@ -243,6 +243,18 @@ class Agent:
             time.sleep(0.01)
         raise RuntimeError(f"agent not enforcing after {timeout} s: {self.status()}")
 
+    def wait_resident(self, timeout: float = 180.0) -> dict[str, Any]:
+        """Enforcing in the resident image: the hand-over that sheds BCC comes after
+        "enforcing", and programs are held by other fds before it (prog_stats)."""
+        deadline = time.monotonic() + timeout
+        st = self.wait_enforcing(timeout)
+        while st.get("bcc_loaded") is not False or st.get("pid") != self.proc.pid:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"agent kept BCC loaded after {timeout} s: {st}")
+            time.sleep(0.05)
+            st = self.status()
+        return st
+
     def events(self) -> list[dict[str, Any]]:
         f = self.spool / "events.jsonl"
         if not f.exists():
@@ -411,7 +423,9 @@ def standin_bench(prefix: str, standins: Sequence[str],
             harmless_copy(workdir / name)
         path = workdir / "policy.yaml"
         path.write_text(yaml.safe_dump(policy_of(cg.name), sort_keys=False))
-        yield StandinBench(workdir, cg, loop, path, agents.start(path, tag))
+        agent = agents.start(path, tag)
+        agent.wait_resident()  # its programs' stats are read by the links it holds then
+        yield StandinBench(workdir, cg, loop, path, agent)
     finally:
         if stats:
             stats.close()

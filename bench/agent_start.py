@@ -162,7 +162,7 @@ def resident(bundle: Path, workdir: Path) -> list[dict]:
                 env={**os.environ, **env})
             st = _wait_enforcing(spool, proc.pid)
             if "EDRFLEET_KEEP_BCC" not in env:  # "enforcing" comes first; then the hand-over
-                _wait_without_bcc(proc.pid)
+                _wait_enforcing(spool, proc.pid, resident=True)
             time.sleep(2.5)  # status periods and tamper checks: the steady state
             mem = _rss(proc.pid)
             out.append({"kind": kind, "start_seconds": st.get("start_seconds"), **mem})
@@ -173,29 +173,21 @@ def resident(bundle: Path, workdir: Path) -> list[dict]:
     return out
 
 
-def _wait_enforcing(spool: Path, pid: int) -> dict:
+def _wait_enforcing(spool: Path, pid: int, resident: bool = False) -> dict:
+    """status.json once agent ``pid`` enforces (``resident``: in its image without BCC)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             st = json.loads((spool / "status.json").read_text())
         except (OSError, ValueError):
             st = {}
-        if st.get("pid") == pid and st.get("state") in ("enforcing", "monitoring"):
+        if st.get("pid") == pid and st.get("state") in ("enforcing", "monitoring") and (
+                not resident or st.get("bcc_loaded") is False):
             return st
         if st.get("state") == "failed":
             sys.exit(f"bench: agent failed: {st.get('last_error')}")
         time.sleep(0.02)
     sys.exit("bench: the agent never reached enforcing")
-
-
-def _wait_without_bcc(pid: int) -> None:
-    """Until the image of ``pid`` no longer maps libbcc (the resident image runs)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if "libbcc" not in Path(f"/proc/{pid}/maps").read_text():
-            return
-        time.sleep(0.05)
-    sys.exit("bench: the agent kept BCC loaded (no hand-over to the resident image)")
 
 
 def _rss(pid: int) -> dict:
