@@ -99,8 +99,9 @@ CTX_SETUP = ("mkdir -p /tmp/edrvm-ctx/sub /tmp/edrvm-bin && cp /bin/true "
              "/tmp/edrvm-bin/edrvm-ctx-canary && cp /bin/dash /tmp/edrvm-bin/edrvm-sh")
 
 
-def sh(guest: vm.VmHandle, cmd: str, timeout: float = 600):
-    return vm.ssh(guest, cmd, timeout=timeout)
+def sh(guest: vm.VmHandle, cmd: str, timeout: float = 600,
+       input: str | bytes | None = None):
+    return vm.ssh(guest, cmd, timeout=timeout, input=input)
 
 
 def events(guest: vm.VmHandle) -> list[dict]:
@@ -115,6 +116,28 @@ def events(guest: vm.VmHandle) -> list[dict]:
 AGENT_UNIT = "edrvm-agent"
 
 
+def run_agent_unit(guest: vm.VmHandle, unit: str, home: str, policy: str, spool: str,
+                   host_name: str, timeout: float = 600) -> dict:
+    """``python3 -m edrfleet.agent run`` from ``home`` (where agent_tarball() is unpacked) as
+    the transient systemd unit ``unit``: it leaves the ssh session at once, holding none of its
+    descriptors, and `systemctl stop` ends it the product's way.  Returns its status.json once
+    enforcing or failed (the last one read when ``timeout`` passes)."""
+    r = sh(guest, f"systemd-run --unit={unit} --working-directory={home} "
+                  "--property=KillSignal=SIGTERM --property=TimeoutStopSec=10 "
+                  f"/usr/bin/python3 -m edrfleet.agent run --policy {policy} "
+                  f"--spool {spool} --host-name {host_name}", timeout=60)
+    assert r.returncode == 0, r.stderr
+    status: dict = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = sh(guest, f"cat {spool}/status.json 2>/dev/null || true").stdout
+        status = json.loads(out) if out.strip() else {}
+        if status.get("state") in ("enforcing", "failed"):
+            break
+        time.sleep(3)
+    return status
+
+
 @pytest.fixture(scope="session")
 def agent(guest):
     """The agent pushed to the guest, default policy plus the lab canary and context rules,
@@ -127,20 +150,8 @@ def agent(guest):
     assert r.returncode == 0, r.stderr
     vm.copy_to(guest, bundle, "/etc/edrfleet/policy.json", mode="0600")
     started = time.monotonic()
-    # systemd-run: the agent leaves the ssh session at once, holding none of its descriptors
-    r = sh(guest, f"systemd-run --unit={AGENT_UNIT} --working-directory=/opt/edrfleet "
-                  "--property=KillSignal=SIGTERM --property=TimeoutStopSec=10 "
-                  "/usr/bin/python3 -m edrfleet.agent run --policy /etc/edrfleet/policy.json "
-                  "--spool /var/lib/edrfleet --host-name vm1", timeout=60)
-    assert r.returncode == 0, r.stderr
-    status: dict = {}
-    while time.monotonic() - started < 600:
-        r = sh(guest, "cat /var/lib/edrfleet/status.json 2>/dev/null || true")
-        if r.stdout.strip():
-            status = json.loads(r.stdout)
-            if status.get("state") in ("enforcing", "failed"):
-                break
-        time.sleep(3)
+    status = run_agent_unit(guest, AGENT_UNIT, "/opt/edrfleet", "/etc/edrfleet/policy.json",
+                            "/var/lib/edrfleet", "vm1")
     log = sh(guest, f"journalctl -u {AGENT_UNIT} -n 50 --no-pager").stdout
     assert status.get("state") == "enforcing", (status, log)
     print(f"agent start in the VM: {status['start_seconds']} s "

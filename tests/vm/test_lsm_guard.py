@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edrfleet.lab.vm import qemu as vm
-from tests.vm.conftest import sh
+from tests.vm.conftest import run_agent_unit, sh
 
 # the tier's boot and the session agent's start come first: a loaded host takes more than 600 s
 pytestmark = pytest.mark.timeout(1800)
@@ -44,15 +44,8 @@ def guarded(guest, agent):
     """A guarded agent (the session agent's release and policy, its own spool); disarmed at
     the end whatever happened."""
     vm.copy_to(guest, PROBE.read_text(), "/opt/edrfleet/guard_probe.py", mode="0700")
-    r = sh(guest, f"systemd-run --unit={UNIT} --working-directory=/opt/edrfleet "
-                  "/usr/bin/python3 -m edrfleet.agent run --policy /etc/edrfleet/policy.json "
-                  f"--spool {SPOOL} --host-name vm1", timeout=60)
-    assert r.returncode == 0, r.stderr
-    status: dict = {}
-    deadline = time.monotonic() + 600
-    while status.get("state") not in ("enforcing", "failed") and time.monotonic() < deadline:
-        time.sleep(2)
-        status = _status(guest)
+    status = run_agent_unit(guest, UNIT, "/opt/edrfleet", "/etc/edrfleet/policy.json", SPOOL,
+                            "vm1")
     assert status.get("state") == "enforcing", status
     yield status
     sh(guest, f"{AGENT} disarm --spool {SPOOL}; systemctl stop {UNIT} 2>/dev/null; "

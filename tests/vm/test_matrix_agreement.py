@@ -37,7 +37,7 @@ from edrfleet.policy import (
     reference_decide,
     simulate,
 )
-from tests.vm.conftest import MATRIX, agent_tarball
+from tests.vm.conftest import MATRIX, agent_tarball, run_agent_unit, sh
 
 RUNNER = Path(__file__).resolve().parent / "guest" / "run_cases.py"
 UNIT = "edragr-agent"
@@ -104,30 +104,14 @@ def decide(bundle: dict, policy, root: str, case: list):
     return sim
 
 
-def sh(guest: vm.VmHandle, cmd: str, timeout: float = 600, input: str | bytes | None = None):
-    return vm.ssh(guest, cmd, timeout=timeout, input=input)
-
-
 def start_agent(guest: vm.VmHandle, root: str, bundle: str) -> dict:
     r = sh(guest, f"mkdir -p {HOME} && tar -xz -C {HOME}", input=agent_tarball())
     assert r.returncode == 0, r.stderr
     vm.copy_to(guest, RUNNER.read_text(), f"{HOME}/run_cases.py")
     assert sh(guest, f"python3 {HOME}/run_cases.py setup {root} {' '.join(DIRS)}").returncode == 0
     vm.copy_to(guest, bundle, f"{HOME}/policy.json", mode="0600")
-    r = sh(guest, f"systemd-run --unit={UNIT} --working-directory={HOME} "
-                  "--property=KillSignal=SIGTERM --property=TimeoutStopSec=10 "
-                  f"/usr/bin/python3 -m edrfleet.agent run --policy {HOME}/policy.json "
-                  f"--spool {SPOOL} --host-name {guest.name}", timeout=60)
-    assert r.returncode == 0, r.stderr
-    deadline = time.monotonic() + 900
-    st: dict = {}
-    while time.monotonic() < deadline:
-        out = sh(guest, f"cat {SPOOL}/status.json 2>/dev/null || true").stdout
-        st = json.loads(out) if out.strip() else {}
-        if st.get("state") in ("enforcing", "failed"):
-            break
-        time.sleep(3)
-    return st
+    return run_agent_unit(guest, UNIT, HOME, f"{HOME}/policy.json", SPOOL, guest.name,
+                          timeout=900)
 
 
 def stop_agent(guest: vm.VmHandle, root: str) -> str:
