@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,8 +106,15 @@ def test_installed_edrfleet_deploys_blocks_and_reports_from_another_directory(
     rc, survived = fleet.canary_attack(name)
     assert rc == 137 and survived  # killed before rm ran
     out = elsewhere / "report.json"
-    _run([edrfleet, "report", str(inventory), "--format", "json", "-o", str(out)], elsewhere)
-    summary = json.loads(out.read_text())
+    deadline = time.monotonic() + 30
+    while True:  # a block made during the agent's hand-over to its resident image waits in
+        # the ring buffer until that image reads it (a second or two), then reaches the spool
+        _run([edrfleet, "report", str(inventory), "--format", "json", "-o", str(out)],
+             elsewhere)
+        summary = json.loads(out.read_text())
+        if summary["totals"]["blocked"] >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert summary["totals"]["blocked"] >= 1, summary["totals"]
     assert (elsewhere / ".edrfleet" / "report.db").is_file()  # the store: in the working dir
     _run([edrfleet, "uninstall", str(inventory), "--purge"], elsewhere)
