@@ -298,7 +298,8 @@ static __always_inline void fit_budget(struct edr_scratch *s, __u32 used, __u32 
  * The prefilter (cand[0]) has read argv: bit i of its mask makes group pf[i] a candidate, in
  * bit order while the cap allows; one more is dropped like in add_cands (fail closed when it
  * has a block rule).  Then the budget of the groups after it is computed again; a woken group
- * with a block rule that cannot read as far as the prefilter did makes the exec unscanned.
+ * with a block rule that cannot read as far as the prefilter did makes the exec unscanned, and
+ * so does a prefilter starved below its one window while a prefiltered group has a block rule.
  */
 static __always_inline void expand_prefilter(struct edr_scratch *s)
 {
@@ -334,6 +335,12 @@ static __always_inline void expand_prefilter(struct edr_scratch *s)
 	/* a group the prefilter woke may not read as far as the prefilter saw its literal (the
 	 * prefilter took the windows): never fail open on that - unscanned, where it blocks */
 	if (s->hit_block && s->scan_len < read)
+		s->unscanned = EDR_BLOCK_UNSCANNED;
+	/* within the compiler's candidate cap the prefilter reads at least one window; more
+	 * candidates (links on the host) can leave it none: a prefiltered block rule it could
+	 * not look for fails closed, never open */
+	__u32 owed = s->scan_full < EDR_SCAN_WINDOW ? s->scan_full : EDR_SCAN_WINDOW;
+	if (cfg->pf_block && read < owed)
 		s->unscanned = EDR_BLOCK_UNSCANNED;
 }
 #endif

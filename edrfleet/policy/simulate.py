@@ -349,4 +349,13 @@ def _run_prefilter(bundle: dict[str, Any], cands: Candidates, args: list[bytes],
     budget = scan_budget(bundle, cands.groups[1:], used)
     short, symbols = _scanned(args, joined, budget)
     rest = len(joined) if budget is None else min(len(joined), budget)
-    return short, symbols, hit_block and rest < read
+    # within the compiler's cap the prefilter reads a window at least; starved below it (more
+    # candidates than the cap: links on the host) a prefiltered block rule fails closed
+    starved = read < min(len(joined), EDR_SCAN_WINDOW) and pf_block(bundle)
+    return short, symbols, hit_block and rest < read or starved
+
+
+def pf_block(bundle: dict[str, Any]) -> bool:
+    """Whether a prefiltered group has a block rule (the kernel's config pf_block != 0)."""
+    return any(bundle["groups"][g]["has_block"]
+               for g in bundle["executables"]["prefilter"]["groups"])

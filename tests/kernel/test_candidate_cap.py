@@ -133,3 +133,32 @@ def test_the_default_policy_judges_busybox_links_as_the_real_tools(
         blocked += rc == KILLED
     assert blocked >= 2, "the destructive rm and the reverse shell must be among the blocked"
     assert json.dumps(bundle["executables"]["names"]["busybox"])  # busybox has its own rules
+
+
+def test_a_prefilter_starved_by_the_host_links_fails_closed_and_simulate_agrees(
+        start_agent, cgroup, bindir, monkeypatch):
+    # 15 groups on one file through its two names, and the prefilter: within the kernel's
+    # list, past the compiler's cap, so the tail calls leave the prefilter no argv window; it
+    # cannot look for the prefiltered block rule's literal, and must not let the exec run
+    rules = [r for r in shell_pair_rules(8) if r["id"] not in ("fcdash-7", "w3")]
+    rules.append({"id": "p1", "description": "prefiltered canary", "severity": "high",
+                  "action": "block", "match": {"cmdline": "canary3abc"}})
+    monkeypatch.setattr(limits_mod, "MAX_CANDIDATES", 4 * MAX_CANDIDATES)
+    bundle = compile_policy(load_policy_text(policy_yaml(rules, cgroup.name), "starved.yaml"))
+    monkeypatch.undo()
+    assert bundle["executables"]["prefilter"]["groups"]  # p1 is prefiltered
+    harmless_copy(bindir / "fcdash", "/bin/dash")
+    sh = link(bindir, "fcsh", "fcdash")
+    agent = start_agent(dump_bundle(bundle))
+
+    cases = [([str(sh), "-c", "echo hello"], KILLED, "unscanned"),  # starved: fails closed
+             ([str(sh), "-c", "echo canary3abc"], KILLED, "unscanned"),
+             ([str(bindir / "fcdash"), "-c", "echo hello"], 0, None),  # 8 groups: it reads
+             ([str(bindir / "fcdash"), "-c", "echo canary3abc"], KILLED, None)]  # rule p1
+    for argv, rc, reason in cases:
+        sim = simulate(bundle, argv)
+        assert (sim.action, sim.reason) == ("block" if rc else "allow", reason), (argv, sim)
+        assert cgroup.run(argv).returncode == rc, (argv, sim)
+    assert simulate(bundle, cases[3][0]).rule == "p1"
+    events = agent.wait_events(lambda e: e.get("edrfleet.reason") == "unscanned", count=2)
+    assert len(events) == 2, agent.events()

@@ -2,15 +2,16 @@
 checks (tests/kernel/test_agreement_property.py), run inside each guest of the matrix lab.
 
 One policy of stand-in rules over every matcher (argv any/glob/regex, cmdline, user, parent,
-ancestor, cwd prefix, inet_stdio) and the two limits the kernel fails closed at (argv longer
-than it scans; a working directory deeper than it walks); a fixed sample of execs over
-programs, arguments, shells, directories, users, a wrapper shell and a TCP socket on standard
-input.  Each guest gets its own agent instance (a transient unit, spool /var/lib/edragr) with
-that policy on the whole guest - its rules name only the stand-ins - and runs the execs through
-tests/vm/guest/run_cases.py; the controller decides each with `simulate` (and Python's `re`
-where no limit is involved).  The kernel's decision (Killed under sigkill, EPERM under lsm, or
-ran) must be the simulator's, and the events the rules it names.  The agent is disarmed and
-the guest cleaned for the molecule scenario that follows on the same guests.
+ancestor, cwd prefix, inet_stdio, a prefiltered regex for any executable) and the two limits
+the kernel fails closed at (argv longer than it scans; a working directory deeper than it
+walks); a fixed sample of execs over programs, arguments, shells, directories, users, a wrapper
+shell and a TCP socket on standard input.  Each guest gets its own agent instance (a transient
+unit, spool /var/lib/edragr) with that policy on the whole guest - its rules name only the
+stand-ins - and runs the execs through tests/vm/guest/run_cases.py; the controller decides each
+with `simulate` (and Python's `re` where no limit is involved).  The kernel's decision (Killed
+under sigkill, EPERM under lsm, or ran) must be the simulator's, and the events the rules it
+names.  The agent is disarmed and the guest cleaned for the molecule scenario that follows on
+the same guests.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ RULES = [
     ("block", {"executable": ["edrp-b"], "args": [{"regex": "zz"}]}),
     ("block", {"executable": ["edrp-a"], "cwd": ["{root}/cwd/deep/d"],
                "args": [{"any": ["deep"]}]}),
+    ("block", {"cmdline": "edrpf[0-9]+x"}),  # any executable: the literal prefilter's program
 ]
 ARGS = [[], ["-rf"], ["--force"], ["evil  42"], ["EVIL 7", "x"], ["app.log"], ["--purge"],
         ["x"], ["anc"], ["sock"], ["-a", "b"], ["zz"], ["deep"], ["q", "--purge", "app.log"]]
@@ -88,7 +90,9 @@ def cases() -> list[list]:
             ["edrp-b", ["sock"], "edrsh-y", "out", 0, False, True],
             ["edrp-a", ["anc"], "edrsh-x", "out", 0, True, False],
             ["edrp-b", ["--purge"], "edrsh-x", "out", 0, False, False],
-            ["edrp-b", ["x"], "edrsh-y", "in/sub", NOBODY, False, False]]
+            ["edrp-b", ["x"], "edrsh-y", "in/sub", NOBODY, False, False],
+            ["edrp-b", ["edrpf42x"], "edrsh-y", "out", 0, False, False],  # prefiltered: blocked
+            ["edrp-a", ["edrpf"], "edrsh-x", "out", NOBODY, False, False]]
     return out
 
 
