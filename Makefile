@@ -3,6 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
+# The test tiers' VM images (Debian 11/12/13, ~1.2 GB each, keyed by their recipe): one cache
+# for every checkout of this machine, so a clean clone's CI finds them built by the last run.
+export EDRFLEET_VM_CACHE ?= /var/cache/edrfleet/vm
 # Every shell file of the repository: scripts, the host scripts deploy runs, the VM guest's.
 SHELL_FILES = $(shell git ls-files -co --exclude-standard '*.sh' .ci/run)
 
