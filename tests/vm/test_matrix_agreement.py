@@ -63,7 +63,9 @@ RULES = [
     ("block", {"executable": ["edrp-b"], "args": [{"regex": "zz"}]}),
     ("block", {"executable": ["edrp-a"], "cwd": ["{root}/cwd/deep/d"],
                "args": [{"any": ["deep"]}]}),
-    ("block", {"cmdline": "edrpf[0-9]+x"}),  # any executable: the literal prefilter's program
+    # any executable: the literal prefilter's program; anchored at argv[0], or it would block
+    # the shell that carries the program's argv as its own arguments
+    ("block", {"cmdline": "^\\S*/edrp-b edrpf[0-9]+x"}),
 ]
 ARGS = [[], ["-rf"], ["--force"], ["evil  42"], ["EVIL 7", "x"], ["app.log"], ["--purge"],
         ["x"], ["anc"], ["sock"], ["-a", "b"], ["zz"], ["deep"], ["q", "--purge", "app.log"]]
