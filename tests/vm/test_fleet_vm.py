@@ -2,8 +2,8 @@
 
 Tests run in file order on the one VM of the tier (the `vm_lab` session fixture): deploy installs
 the systemd unit, the agent picks backend lsm by itself, a canary `rm -rf` over SSH fails with
-EPERM (126) and survives, `edrfleet report` pulls the event, systemd restarts a killed agent,
-and `uninstall --purge` leaves the guest's file tree as it found it.
+EPERM (126) and survives, `edrfleet report` pulls the event, a root shell's kill of the agent
+is refused by the guard, and `uninstall --purge` leaves the guest's file tree as it found it.
 """
 
 from __future__ import annotations
