@@ -106,3 +106,50 @@ def test_block_events_a_full_ring_buffer_refuses_are_summarized_with_their_count
     assert st["blocks_summarized"] == sum(e["edrfleet.count"] for e in summaries) > 0
     assert st["drops"]["block"] == 0
     assert summaries[0]["process.name"] == "edr-storm-victim"
+
+
+def test_records_that_wrap_a_small_ring_buffer_arrive_whole(
+        start_agent, cgroup, standins, tmp_path: Path, monkeypatch):
+    """The agent maps only the pages it reads, through the data area's second copy when a
+    record wraps.  A block ring of four pages wraps every few events; the agent is stopped
+    while three are made, so one read runs across the end of the data area; argv lengths that
+    differ by 13 bytes put record boundaries at every offset.  Each event arrives with its
+    argument intact, in order, or is counted in a summary when the ring was full."""
+    import shutil
+    import signal
+
+    from edrfleet.paths import BPF
+
+    small = tmp_path / "bpf"
+    shutil.copytree(BPF, small)
+    header = small / "edrfleet.h"
+    text = header.read_text()
+    header.write_text(text.replace("#define EDR_RINGBUF_BLOCK_PAGES 4096",
+                                   "#define EDR_RINGBUF_BLOCK_PAGES 4"))
+    monkeypatch.setenv("EDRFLEET_BPF_DIR", str(small))
+    agent = start_agent(POLICY.format(cgroup=cgroup.name))
+    agent.wait_resident()
+    victim = str(standins("edr-storm-victim"))
+    pads = ["B" * (500 + 13 * n) for n in range(120)]
+    for three in range(0, len(pads), 3):
+        agent.proc.send_signal(signal.SIGSTOP)  # harmless: the kernel goes on blocking
+        try:
+            for pad in pads[three:three + 3]:
+                assert cgroup.run([victim, "/tmp/edrfleet-canary-none", pad]).returncode == -9
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
+        last = pads[three:three + 3][-1]  # read before the next stop (unless it was refused)
+        agent.wait_events(lambda e, last=last: e.get("process.args", [""])[-1] == last,
+                          timeout=3)
+        assert agent.proc.poll() is None, "the agent died reading the ring"
+    assert agent.stop() == 0
+
+    st = agent.status()
+    blocks = [e for e in agent.events() if e["rule.id"] == "storm-victim"]
+    whole = [e for e in blocks if not e.get("edrfleet.summary")]
+    assert st["blocked"] == len(pads)
+    assert sum(e["edrfleet.count"] for e in blocks) == len(pads)  # an event or a count each
+    assert len(whole) > len(pads) // 2, "most rounds of three fit the ring"
+    seen = [e["process.args"][-1] for e in whole]
+    assert all(arg in pads for arg in seen), "a record was read across the wrap garbled"
+    assert seen == [p for p in pads if p in set(seen)], "records arrive in order"

@@ -8,6 +8,12 @@ is contiguous.  Each record starts with an 8-byte header: ``u32 len`` (bit 31
 ``u32 pg_off``; records are 8-byte aligned.  Positions grow without wrapping; offsets into the
 data area are ``pos & (size - 1)``.
 
+Only what is read is mapped: the consumer and producer pages stay mapped, and each read maps
+the pages that hold ``[consumer, producer)`` (through the second copy when it wraps) and
+unmaps them after.  The kernel maps a ring buffer's pages in full as soon as they are
+mmapped, so mapping the data area for good would put both copies (2 × 20 MiB for the agent's
+two rings) into the agent's resident set for nothing: an idle agent maps none of it.
+
 Why not libbpf's consumer (BCC's ``ring_buffer_poll``): it moves ``consumer_pos`` past each
 record as its callback returns, so an agent killed between reading records and writing them
 to the spool loses them.  Here ``consumer_pos`` moves only on :meth:`RingReader.commit`, which
@@ -37,8 +43,7 @@ class RingReader:
         self.mask = size - 1
         self.cons_page = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self.data = mmap.mmap(map_fd, PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
-                              offset=PAGE)
+        self.prod_page = mmap.mmap(map_fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE)
         self.poller = select.poll()
         self.poller.register(map_fd, select.POLLIN)
         self.pos = self._consumer()  # read so far (committed or not)
@@ -47,27 +52,45 @@ class RingReader:
         return struct.unpack_from("<Q", self.cons_page, 0)[0]
 
     def _producer(self) -> int:
-        return struct.unpack_from("<Q", self.data, 0)[0]
+        return struct.unpack_from("<Q", self.prod_page, 0)[0]
 
     def pending(self) -> int:
         """Bytes the kernel has written that were not read yet."""
         return self._producer() - self.pos
 
+    def _window(self, prod: int) -> tuple[mmap.mmap, int]:
+        """Map the pages holding ``[pos, prod)``; returns the mapping and the data offset of
+        its first byte.  Every record, busy ones included, lies in that range: the kernel
+        moves ``producer_pos`` when it reserves."""
+        start = (self.pos & self.mask) & ~(PAGE - 1)
+        end = (self.pos & self.mask) + (prod - self.pos)  # past ``size`` only into the copy
+        length = (end - start + PAGE - 1) & ~(PAGE - 1)
+        return mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ,
+                         offset=2 * PAGE + start), start
+
     def read(self, on_record: Callable[[bytes], None]) -> int:
         """Hand every complete record after what was read to ``on_record``; returns how many.
         Does not move ``consumer_pos``: :meth:`commit` does."""
-        count = 0
         prod = self._producer()
-        while self.pos < prod:
-            off = PAGE + (self.pos & self.mask)
-            length, = struct.unpack_from("<I", self.data, off)
-            if length & BUSY_BIT:
-                break  # reserved, not submitted yet: later records wait behind it
-            size = length & ~(BUSY_BIT | DISCARD_BIT)
-            if not length & DISCARD_BIT:
-                on_record(self.data[off + HDR_SIZE:off + HDR_SIZE + size])
-                count += 1
-            self.pos += (size + HDR_SIZE + 7) & ~7
+        if self.pos >= prod:
+            return 0
+        data, base = self._window(prod)
+        origin = self.pos
+        count = 0
+        try:
+            while self.pos < prod:
+                # in the window's terms, not ``pos & mask``: past the end it runs on in the copy
+                off = (origin & self.mask) - base + (self.pos - origin)
+                length, = struct.unpack_from("<I", data, off)
+                if length & BUSY_BIT:
+                    break  # reserved, not submitted yet: later records wait behind it
+                size = length & ~(BUSY_BIT | DISCARD_BIT)
+                if not length & DISCARD_BIT:
+                    on_record(data[off + HDR_SIZE:off + HDR_SIZE + size])
+                    count += 1
+                self.pos += (size + HDR_SIZE + 7) & ~7
+        finally:
+            data.close()
         return count
 
     def poll(self, timeout_ms: int, on_record: Callable[[bytes], None]) -> int:
@@ -83,7 +106,7 @@ class RingReader:
 
     def close(self) -> None:
         self.cons_page.close()
-        self.data.close()
+        self.prod_page.close()
 
 
 class Rings:
@@ -113,9 +136,10 @@ class Rings:
 
 
 def ring_rss_kib(pid: int) -> int:
-    """Resident KiB of the process's BPF map mappings (the ring buffers: the kernel's memory,
-    each data area mapped twice so a record can wrap), from /proc/PID/smaps.  VmRSS counts
-    them in full as soon as they are mapped; the agent's own memory is VmRSS minus this."""
+    """Resident KiB of the process's BPF map mappings, from /proc/PID/smaps: the ring buffer
+    pages mapped at that moment (the consumer and producer pages, and a read's window while it
+    lasts).  The kernel counts a mapped ring buffer page in VmRSS; the memory itself is the
+    kernel's and exists as long as the map does."""
     total, in_map = 0, False
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
