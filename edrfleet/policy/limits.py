@@ -36,6 +36,9 @@ EDR_SCAN_WINDOW = KERNEL["EDR_SCAN_WINDOW"]  # argv bytes one scan call reads (t
 EDR_NSYM = KERNEL["EDR_NSYM"]  # symbols a DFA reads: bytes 0..255, BOS, EOS
 EDR_SYM_BOS = KERNEL["EDR_SYM_BOS"]
 EDR_SYM_EOS = KERNEL["EDR_SYM_EOS"]
+EDR_SYM_CWD = KERNEL["EDR_SYM_CWD"]  # the first cwd-class symbol (class 1)
+EDR_CWD_CLASSES = KERNEL["EDR_CWD_CLASSES"]  # cwd classes of one policy: (anchor, level)
+EDR_CWD_LEVELS = KERNEL["EDR_CWD_LEVELS"]  # levels: the cwd is the anchor, its child, ...
 EDR_ROW_BITS = KERNEL["EDR_ROW_BITS"]  # transition entry: next row bits, accept id above
 EDR_ACCEPT_IDS = KERNEL["EDR_ACCEPT_IDS"]  # distinct condition masks per slot; id 0 = no bits
 EDR_TRANS_MAX = KERNEL["EDR_TRANS_MAX"]  # transition entries a program starts with

@@ -1,0 +1,107 @@
+"""Relative path arguments joined to the working directory, by cwd classes.
+
+A ``path:`` matcher's paths and their ancestors are its *anchors* (``/``, ``/etc``,
+``/etc/shadow``, ...).  The policy's anchors, each at ``EDR_CWD_LEVELS`` levels, are its cwd
+classes: the working directory *is* the anchor (level 0), a child of it (1) or a grandchild
+(2) — an unknown one: ``..`` takes it back.  The nearest hit wins (``/etc/ssh`` is class
+(``/etc/ssh``, 0), not (``/etc``, 1)).  The kernel finds the cwd's class before the scan (the
+agent maps each anchor directory's inode to its classes) and feeds the class's symbol after
+every NUL; a path condition reads it as "the argument is relative: read it as if the class's
+directory came before it" (`word`, a left quotient of the absolute grammar taken in the
+automaton: `edrfleet.policy.regex.nfa`).  An unknown child is written as a name no path has
+(`UNKNOWN`).
+
+Not joined, and why: a cwd more than 2 directories below its nearest anchor (class 0: no
+symbol; a relative argument then needs 3 ``..`` to reach a path, which fails closed), so a
+relative argument deep below a ``below: true`` path is not matched; ``/proc/self/cwd/...``
+and ``/proc/<pid>/cwd/...`` are not joined but fail closed in block and log rules
+(`paths._proc_cwd`): which process's cwd a ``<pid>`` means is unknown to the automaton.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+from edrfleet.policy.limits import EDR_CWD_CLASSES, EDR_CWD_LEVELS, EDR_SYM_CWD
+from edrfleet.policy.spell.spec import PathSpec
+
+UNKNOWN = b"\x01"  # the name of an unknown directory: no path component is this byte alone
+CwdClass = tuple[str, int]  # (anchor directory, level)
+
+
+def anchors(specs: Iterable[PathSpec]) -> list[str]:
+    """Every path of the specs and every directory above one, ``/`` included, sorted."""
+    found = {"/"}
+    for spec in specs:
+        for path in spec.paths:
+            comps = [c for c in path.split("/") if c]
+            found.update("/" + "/".join(comps[:n]) for n in range(1, len(comps) + 1))
+    return sorted(found)
+
+
+def cwd_classes(specs: Iterable[PathSpec]) -> list[CwdClass]:
+    """The policy's classes in order: class ``k`` (from 1) is ``classes[k - 1]``."""
+    return [(a, level) for a in anchors(specs) for level in range(EDR_CWD_LEVELS)]
+
+
+def word(anchor: str, level: int) -> bytes:
+    """What a relative argument is read after: the class's directory, ``/`` ended."""
+    comps = [c.encode() for c in anchor.split("/") if c] + [UNKNOWN] * level
+    return b"/" + b"".join(c + b"/" for c in comps)
+
+
+def class_words(classes: Sequence[CwdClass]) -> tuple[tuple[int, bytes], ...]:
+    """(symbol, word) of each class, for `paths.path_ast`."""
+    return tuple((EDR_SYM_CWD + k, word(a, level)) for k, (a, level) in enumerate(classes))
+
+
+def too_many(classes: Sequence[CwdClass]) -> bool:
+    return len(classes) > EDR_CWD_CLASSES
+
+
+def _comps(path: bytes) -> list[bytes]:
+    return [c for c in path.split(b"/") if c]
+
+
+def nearest_class(classes: Sequence[CwdClass], cwd: bytes,
+                  same: Callable[[bytes, str], bool] | None = None) -> int:
+    """The class id (0: none) of a canonical cwd: the nearest of the cwd, its parent and its
+    grandparent that is an anchor.  ``same(directory, anchor)`` says whether they are one
+    directory (the kernel compares inodes; default: equal paths)."""
+    index = {c: k + 1 for k, c in enumerate(classes)}
+    comps = _comps(cwd)
+    for level in range(min(EDR_CWD_LEVELS, len(comps) + 1)):
+        here = b"/" + b"/".join(comps[:len(comps) - level])
+        for (anchor, lvl), k in index.items():
+            if lvl == level and (same(here, anchor) if same else here == anchor.encode()):
+                return k
+    return 0
+
+
+def canonical_anchor(anchor: str) -> bool:
+    """Only a directory the kernel can be in counts: not one reached through a symlink
+    (``/bin`` -> ``usr/bin`` on merged-/usr systems is the cwd ``/usr/bin``)."""
+    return os.path.realpath(anchor) == anchor
+
+
+# --- the oracle: join, normalize, compare ---------------------------------------------------
+
+def joined_holds(spec: PathSpec, arg: bytes, cwd: bytes, classes: Sequence[CwdClass]) -> bool:
+    """A relative ``arg`` with fewer than 3 ``..`` run from the canonical ``cwd`` names one of
+    the spec's paths (or one below, with ``below``): joined and normalized by components, as
+    the kernel would resolve it without symlinks; only when ``cwd`` has a class."""
+    if not arg or arg.startswith(b"/") or not nearest_class(classes, cwd):
+        return False
+    out: list[bytes] = []
+    for c in _comps(cwd) + _comps(arg):
+        if c == b"..":
+            if out:
+                out.pop()
+        elif c != b".":
+            out.append(c)
+    for path in spec.paths:
+        want = _comps(path.encode())
+        if out == want or (spec.below and out[:len(want)] == want and len(out) > len(want)):
+            return True
+    return False
