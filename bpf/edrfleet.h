@@ -46,13 +46,17 @@
 #define EDR_SYM_BOS         256    /* fed once before the first argv byte                     */
 #define EDR_SYM_EOS         257    /* fed once after the last argv byte                       */
 #define EDR_SYM_CWD         258    /* cwd-class symbols: class k (1..) is EDR_SYM_CWD + k - 1,
-				    * fed after every NUL (before argv[i], i >= 1) by the DFAs
-				    * whose classes table is longer than EDR_NSYM              */
+				    * read after every NUL (before argv[i], i >= 1) by the DFAs
+				    * whose classes table is longer than EDR_NSYM.  The kernel
+				    * reads NUL and it as one step: the agent makes the class of
+				    * symbol EDR_SYM_CWD + k - 1 the column "NUL, then it"     */
 #define EDR_CWD_CLASSES     248    /* cwd classes of one policy: (anchor directory, level)    */
 #define EDR_CWD_LEVELS      3      /* levels: the cwd is the anchor, its child, its grandchild */
 #define EDR_CLS_PAD         512    /* class table size in a map value (EDR_SYM_CWD +
 				    * EDR_CWD_CLASSES, 8-aligned)                               */
 #define EDR_ROW_BITS        20     /* transition entry: bits 0-19 next row, 20-31 accept id  */
+#define EDR_TRANS_PARTS     2      /* "trans" values per slot: a DFA lies in one (a value is at
+				    * most 4 MiB, KMALLOC_MAX_SIZE: 1 << EDR_ROW_BITS entries) */
 #define EDR_ACCEPT_IDS      4096   /* distinct condition masks per slot; id 0 = no bits      */
 #define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
 #define EDR_SLOTS           2      /* policy slots: one active, one being filled (reload)    */
@@ -346,7 +350,10 @@ struct edr_group {           /* array "groups", index = slot * EDR_MAX_GROUPS + 
 	__u32 start;             /* flat row index of the DFA start state, or EDR_NONE (no DFA) */
 	__u32 n_rules;
 	__u32 has_block;         /* enum edr_block_bit: what an unscanned argv / a drop does */
-	__u32 flags;             /* OR of the rule slots' flags (was: pad, 0) */
+	__u32 flags;             /* OR of the rule slots' flags (was: pad, 0), and
+				  * EDR_CTX_CWDSYM when the DFA reads cwd-class symbols */
+	__u32 part;              /* the "trans" value of the slot the DFA lies in */
+	__u32 pad;
 	__u8 cls[EDR_CLS_PAD];   /* symbol -> class */
 	struct edr_rule_slot rules[EDR_RULES_PER_GROUP];
 };
@@ -380,8 +387,9 @@ struct edr_cwd_cls {          /* value of "cwdcls" (key: edr_inode_key of a dire
 };
 
 /*
- * array "trans", index = slot: all DFAs of the slot end to end, one map value so the scan loop
- * looks nothing up per byte.  u32 entries (host byte order) = next state's flat row index |
+ * array "trans", index = slot * EDR_TRANS_PARTS + part: the DFAs of the slot end to end, in
+ * EDR_TRANS_PARTS values (a DFA lies in one, edr_group.part), so the scan loop looks nothing
+ * up per byte.  u32 entries (host byte order) = next state's flat row index |
  * accept id << EDR_ROW_BITS.  Declared as bytes: BCC generates per-element code for arrays of
  * wider types, which made the compile take seconds.
  */

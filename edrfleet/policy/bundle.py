@@ -16,8 +16,10 @@ from typing import Any
 
 from edrfleet.errors import InputError
 from edrfleet.policy.limits import (
+    EDR_CWD_CLASSES,
     EDR_NSYM,
     EDR_PF_BITS,
+    EDR_SYM_CWD,
     EDR_TRANS_MAX,
     MAX_CANDIDATES,
     MAX_TRANS_TOTAL,
@@ -71,10 +73,15 @@ def check_structure(bundle: Any) -> None:
         if key not in bundle:
             raise _fail(f"missing key {key!r}")
     nrules, ngroups, ndfas = len(bundle["rules"]), len(bundle["groups"]), len(bundle["dfas"])
+    ncwd = len(bundle.get("cwd_classes", ()))
+    if ncwd > EDR_CWD_CLASSES:
+        raise _fail(f"{ncwd} cwd_classes; the kernel takes {EDR_CWD_CLASSES}")
     for i, dfa in enumerate(bundle["dfas"]):
         ncls = dfa["nclasses"]
-        if len(dfa["classes"]) != EDR_NSYM or any(not 0 <= c < ncls for c in dfa["classes"]):
-            raise _fail(f"dfas[{i}].classes must be {EDR_NSYM} class ids below {ncls}")
+        sizes = (EDR_NSYM, EDR_SYM_CWD + ncwd) if ncwd else (EDR_NSYM,)
+        if len(dfa["classes"]) not in sizes or any(not 0 <= c < ncls for c in dfa["classes"]):
+            raise _fail(f"dfas[{i}].classes must be {' or '.join(map(str, sizes))} class ids "
+                        f"below {ncls}")
         trans = dfa["trans"]
         if not trans or len(trans) % ncls:
             raise _fail(f"dfas[{i}].trans length {len(trans)} is not nstates * {ncls}")

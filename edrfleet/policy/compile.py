@@ -33,9 +33,13 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
+    EDR_CWD_CLASSES,
+    EDR_CWD_LEVELS,
+    EDR_NSYM,
     EDR_PF_BITS,
     EDR_POLICY_MAX_RULES,
     EDR_RULES_PER_GROUP,
+    EDR_SYM_BOS,
     MAX_CLASSES,
     MAX_DFA_STATES,
     SIMPLIFY,
@@ -52,8 +56,9 @@ from edrfleet.policy.regex.prefilter import (
     prefilter_dfa,
     rule_literals,
 )
+from edrfleet.policy.spell.cwd import class_words, cwd_classes, merged_words, too_many
 from edrfleet.policy.spell.options import option_ast
-from edrfleet.policy.spell.paths import path_ast
+from edrfleet.policy.spell.paths import exact_ast, path_ast
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 __all__ = ["compile_policy", "bundle_sha256", "dump_bundle", "load_bundle", "condition_keys"]
@@ -99,7 +104,29 @@ def condition_keys(rule: Rule) -> list[CondKey]:
     return keys
 
 
-def _condition_ast(key: CondKey) -> Node:
+def _joined_words(spec: PathSpec, words: tuple[tuple[int, bytes], ...]
+                  ) -> tuple[tuple[int, bytes], ...]:
+    """The policy's cwd classes merged where this spec cannot tell them apart."""
+    if not words:
+        return ()
+    alone = build_dfa([(exact_ast(spec), 0)], [], max_states=1 << 20)
+    head = run_states(alone, [EDR_SYM_BOS, ord("x"), 0])
+
+    def state_after(word: bytes) -> int:
+        return run_states(alone, list(word), head)
+
+    return merged_words(words, state_after)
+
+
+def run_states(dfa: Dfa, symbols: list[int], state: int | None = None) -> int:
+    """The state one DFA is in after ``symbols`` (from ``state``, default its start)."""
+    s = dfa.start if state is None else state
+    for sym in symbols:
+        s = dfa.trans[s * dfa.nclasses + dfa.classes[sym]]
+    return s
+
+
+def _condition_ast(key: CondKey, cwd_words: tuple[tuple[int, bytes], ...] = ()) -> Node:
     kind, value = key
     if kind == "any":
         return any_ast(value)
@@ -108,7 +135,8 @@ def _condition_ast(key: CondKey) -> Node:
     if kind == "option":
         return option_ast(OptionSpec.from_text(value.decode()))
     if kind == "path":
-        return path_ast(PathSpec.from_text(value.decode()))
+        spec = PathSpec.from_text(value.decode())
+        return path_ast(spec, _joined_words(spec, cwd_words))
     if kind == "regex":
         return regex_ast(value, ARG)
     return regex_ast(value, CMD)
@@ -131,6 +159,17 @@ class Compilation:
         self.errors: list[PolicyError] = []
         self.conds = [condition_keys(rule) for rule in policy.rules]
         self.asts: dict[CondKey, Node] = {}
+        # relative path arguments: the cwd classes of every path matcher's anchors
+        specs = [PathSpec.from_text(k[1].decode()) for keys in self.conds for k in keys
+                 if k[0] == "path"]
+        self.cwd_classes = cwd_classes(specs) if specs else []
+        if too_many(self.cwd_classes):
+            self.error(None, f"the path matchers name {len(self.cwd_classes) // EDR_CWD_LEVELS}"
+                       " distinct paths and directories above them; relative arguments are "
+                       f"joined for at most {EDR_CWD_CLASSES // EDR_CWD_LEVELS}",
+                       "name fewer distinct paths in path matchers", line=1, col=1)
+            self.cwd_classes = []
+        self.cwd_words = class_words(self.cwd_classes)
 
     def error(self, rule: Rule | None, message: str, fix: str, line: int = 0, col: int = 0):
         self.errors.append(PolicyError(
@@ -140,7 +179,7 @@ class Compilation:
     def ast(self, key: CondKey) -> Node:
         got = self.asts.get(key)
         if got is None:
-            got = self.asts[key] = _condition_ast(key)
+            got = self.asts[key] = _condition_ast(key, self.cwd_words)
         return got
 
     def pack(self, keyset: tuple[str, ...], rules: list[int]) -> list[Group]:
@@ -166,7 +205,8 @@ class Compilation:
         arg = [(self.ast(k), b) for k, b in group.bits.items() if k[0] not in WHOLE_ARGV]
         cmd = [(self.ast(k), b) for k, b in group.bits.items() if k[0] in WHOLE_ARGV]
         try:
-            dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
+            dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES,
+                            cwd_classes=len(self.cwd_classes))
             if dfa.nclasses > MAX_CLASSES:
                 raise DfaTooLarge(MAX_DFA_STATES)
         except DfaTooLarge:
@@ -185,7 +225,8 @@ class Compilation:
             arg = [(self.ast(key), 0)] if key[0] not in WHOLE_ARGV else []
             cmd = [(self.ast(key), 0)] if key[0] in WHOLE_ARGV else []
             try:
-                build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
+                build_dfa(arg, cmd, max_states=MAX_DFA_STATES,
+                          cwd_classes=len(self.cwd_classes))
             except DfaTooLarge:
                 line, col = self.where(rule, key)
                 self.error(rule, f"{_show(key)} of rule '{rule.id}' needs more than "
@@ -257,6 +298,8 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     groups.extend(_prefiltered_groups(c, prefiltered))
     raise_collected(c.errors)
     bundle = _assemble(policy, groups)
+    if any(len(d["classes"]) > EDR_NSYM for d in bundle["dfas"]):  # only then: old bytes kept
+        bundle["cwd_classes"] = [[a, level] for a, level in c.cwd_classes]
     _add_prefilter(c, bundle, groups)
     check_capacity(c, policy, bundle, groups)
     raise_collected(c.errors)

@@ -37,7 +37,7 @@ def test_event_args_are_last_so_only_used_bytes_are_sent(engine):
 def test_map_values_have_the_sizes_the_packer_writes(engine):
     h, e = engine
     b = e.bpf
-    assert ct.sizeof(b["groups"].Leaf) == 16 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
+    assert ct.sizeof(b["groups"].Leaf) == 24 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
     assert ct.sizeof(b["trans"].Leaf) == 4 * e.capacities["EDR_TRANS_MAX"]
     assert ct.sizeof(b["accepts"].Leaf) == 8 * h["EDR_ACCEPT_IDS"]
     # fileless: 4 of the first 16; then parents, cwds; ancestors, inet_stdio + pad

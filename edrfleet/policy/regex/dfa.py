@@ -16,7 +16,8 @@ Cwd-class symbols (``EDR_SYM_CWD`` on, fed after every NUL when the working dire
 a class: `edrfleet.policy.spell.cwd`) are *transparent* to every item that does not read one:
 such an item stays where it is, with the context it had (its lookbehind saw the NUL), so
 ``^``, ARG_START and the other conditions read an argument the same with or without the
-symbol in front.  Only the items of a ``cwdjoin`` node move on them (`Nfa._cwdjoin`).
+symbol in front.  Only the items of a ``cwdjoin`` node move on them (`Nfa._cwdjoin`).  A
+class symbol's state keeps the condition bits of the state before it.
 
 Symbols are grouped into classes twice: first the coarsest partition refining every set the NFA
 tests (so the construction loops over classes, not 258 symbols), then, after minimization,
@@ -273,7 +274,9 @@ class _Builder:
                 for c, bits in item_moves(it):
                     acc[c] |= bits
             if self.cwd_cls:
-                stay = here & ~self.cwd_items
+                # the bits the state set stay set: the kernel feeds NUL and the class symbol
+                # as one step (agent/maps.py), which ORs only the second state's mask
+                stay = states[len(rows)] & ~self.cwd_items
                 for c in self.cwd_cls:
                     acc[c] |= stay
             row = list(map(index.get, acc))
@@ -411,6 +414,10 @@ def finish(rows: list[list[int]], masks: list[int], blocks: list[int], nsym: int
 
 
 PREMIN_FACTOR = 4  # subset-construction states allowed per final state of the cap
+# with relative path arguments joined: a class symbol's jump lands on items of the absolute
+# grammar that other spellings reach through other items (``/etc/x/..`` vs ``/``), which only
+# minimization merges
+PREMIN_FACTOR_CWD = 8
 
 
 def build_dfa(
@@ -434,7 +441,8 @@ def build_dfa(
     """
     nfa = group_nfa(arg_conditions, cmd_conditions)
     nsym = EDR_SYM_CWD + cwd_classes if nfa.cwd_syms else NSYM
-    builder = _Builder(nfa, max_states * PREMIN_FACTOR, nsym)
+    factor = PREMIN_FACTOR_CWD if nfa.cwd_syms else PREMIN_FACTOR
+    builder = _Builder(nfa, max_states * factor, nsym)
     rows, masks = builder.run()
     dfa = finish(rows, masks, builder.blocks, nsym)
     if len(dfa.trans) > max_states * dfa.nclasses:

@@ -12,11 +12,11 @@ Node kinds (parallel lists, node ids are ints):
             would be after reading ``word`` (a left quotient: ``("cwdjoin", ...)`` below).
 
 ``("cwdjoin", exact, classes)`` is a path condition ``exact`` (it starts at an argument start)
-joined to the working directory: for each ``(symbol, word)`` of ``classes``, after an argument
-start, the cwd-class ``symbol`` then a relative argument (first byte not ``/``) read as if
-``word`` (the class's directory, ``/`` ended) came before it.  The quotients continue in
-``exact``'s own nodes, so the automaton's states after a class symbol are states the absolute
-spellings reach (no copy of the path grammar per class).
+joined to the working directory: for each ``(symbols, word)`` of ``classes``, after an argument
+start, a cwd-class symbol of ``symbols`` (a bitset) then a relative argument (first byte not
+``/``) read as if ``word`` (the class's directory, ``/`` ended) came before it.  The
+quotients continue in ``exact``'s own nodes, so the automaton's states after a class symbol
+are states the absolute spellings reach (no copy of the path grammar per class).
 
 The scanner implements search semantics for every condition at once::
 
@@ -126,12 +126,12 @@ class Nfa:
         _, exact, classes = node
         entry = self.build(exact, nxt)
         ways = [entry]
-        for symbol, word in classes:
+        for symbols, word in classes:
             jump = self.add(JUMP)
             self.jump[jump] = (entry, word)
             rel = self.add(ASSERT, look=(None, (ALL_BYTES & ~BIT_NUL & ~BIT_SLASH,)), out=[jump])
-            read = self.add(SYM, sym=1 << symbol, out=[rel])
-            self.cwd_syms |= 1 << symbol
+            read = self.add(SYM, sym=symbols, out=[rel])
+            self.cwd_syms |= symbols
             ways.append(self.add(ASSERT, look=(BIT_NUL, ()), out=[read]))
         return self.add(EPS, out=ways)
 

@@ -52,8 +52,24 @@ def word(anchor: str, level: int) -> bytes:
 
 
 def class_words(classes: Sequence[CwdClass]) -> tuple[tuple[int, bytes], ...]:
-    """(symbol, word) of each class, for `paths.path_ast`."""
+    """(symbol, word) of each class."""
     return tuple((EDR_SYM_CWD + k, word(a, level)) for k, (a, level) in enumerate(classes))
+
+
+def merged_words(words: Sequence[tuple[int, bytes]],
+                 state_after: Callable[[bytes], int]) -> tuple[tuple[int, bytes], ...]:
+    """(symbol bitset, word) for `paths.path_ast`: the classes whose words lead one path
+    condition's own minimal automaton (``state_after``: its state after an argument start
+    and the word) to the same state are one for that condition — their relative arguments
+    name its paths alike (``/usr/bin/x`` and ``/usr/sbin/x`` for ``[/usr/bin, /usr/sbin]``).
+    One jump per state, not per class, keeps the group's subset construction small."""
+    by_state: dict[int, list[int]] = {}
+    first: dict[int, bytes] = {}
+    for symbol, w in words:
+        state = state_after(w)
+        by_state.setdefault(state, []).append(symbol)
+        first.setdefault(state, w)
+    return tuple((sum(1 << s for s in syms), first[state]) for state, syms in by_state.items())
 
 
 def too_many(classes: Sequence[CwdClass]) -> bool:
@@ -85,13 +101,32 @@ def canonical_anchor(anchor: str) -> bool:
     return os.path.realpath(anchor) == anchor
 
 
+def class_by_inode(classes: Sequence[CwdClass], cwd: str | bytes | None,
+                   identity: Callable[[bytes], object]) -> tuple[int, bytes | None]:
+    """(class id, canonical cwd) as the kernel finds the class (bpf/context.c): directories
+    compared by ``identity`` (st_dev, st_ino), anchors reached through a symlink skipped.
+    (0, None) when the cwd is unknown or has no class."""
+    if cwd is None or not classes:
+        return 0, None
+    real = os.path.realpath(cwd.encode() if isinstance(cwd, str) else cwd)
+    known = {a: identity(a.encode()) for a, _ in classes if canonical_anchor(a)}
+
+    def same(here: bytes, anchor: str) -> bool:
+        got = known.get(anchor)
+        return got is not None and identity(here) == got
+
+    k = nearest_class(classes, real, same)
+    return k, (real if k else None)
+
+
 # --- the oracle: join, normalize, compare ---------------------------------------------------
 
-def joined_holds(spec: PathSpec, arg: bytes, cwd: bytes, classes: Sequence[CwdClass]) -> bool:
-    """A relative ``arg`` with fewer than 3 ``..`` run from the canonical ``cwd`` names one of
-    the spec's paths (or one below, with ``below``): joined and normalized by components, as
-    the kernel would resolve it without symlinks; only when ``cwd`` has a class."""
-    if not arg or arg.startswith(b"/") or not nearest_class(classes, cwd):
+def joined_holds(spec: PathSpec, arg: bytes, cwd: bytes | None) -> bool:
+    """A relative ``arg`` run from the canonical ``cwd`` (None: the cwd has no class) names
+    one of the spec's paths (or one below, with ``below``): joined and normalized by
+    components, as the kernel would resolve it without symlinks.  (3 or more ``..`` fail
+    closed in `paths.path_holds` instead.)"""
+    if cwd is None or not arg or arg.startswith(b"/"):
         return False
     out: list[bytes] = []
     for c in _comps(cwd) + _comps(arg):

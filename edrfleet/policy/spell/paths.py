@@ -122,14 +122,19 @@ def _proc_cwd() -> Node:
                _comp(lit(b"cwd")), opt(cat(sym(SLASH), star(sym(BYTES)))), ARG_END)
 
 
-def path_ast(spec: PathSpec, classes: tuple[tuple[int, bytes], ...] = ()) -> Node:
-    """One argument that is one of the paths (or below one, with ``below``), spelled any way
-    the module docstring lists; with ``classes`` (`cwd.class_words`), relative arguments
-    after a cwd-class symbol too."""
+def exact_ast(spec: PathSpec) -> Node:
+    """The absolute spellings alone (`path_ast` without what fails closed or joins)."""
     root = _detours(DETOUR_DEPTH, True)
     head = cat(star(cat(root, _proc_root())), root)
-    exact = cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
-                star(sym(SLASH)), ARG_END)
+    return cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
+               star(sym(SLASH)), ARG_END)
+
+
+def path_ast(spec: PathSpec, classes: tuple[tuple[int, bytes], ...] = ()) -> Node:
+    """One argument that is one of the paths (or below one, with ``below``), spelled any way
+    the module docstring lists; with ``classes`` (`cwd.merged_words`: cwd-class symbol sets
+    and the word each stands for), relative arguments after a cwd-class symbol too."""
+    exact = exact_ast(spec)
     if classes:
         exact = ("cwdjoin", exact, classes)
     return alt(exact, _deep(), _proc_cwd()) if spec.deep else exact
