@@ -187,9 +187,9 @@ def kernel_columns(dfa: dict, nsym: int) -> dict:
     nul = classes[0]
     cwd_ids = sorted(set(classes[nsym:]))
     shared = set(classes[:nsym])
-    new_id = {c: (c if c not in shared else k + n) for n, c in
-              enumerate(c for c in cwd_ids if c in shared)}
-    width = k + sum(1 for c in cwd_ids if c in shared)
+    moved = [c for c in cwd_ids if c in shared]
+    new_id = {c: c for c in cwd_ids} | {c: k + n for n, c in enumerate(moved)}
+    width = k + len(moved)
     rows = [list(trans[s * k:(s + 1) * k]) + [0] * (width - k) for s in range(nstates)]
     for c in cwd_ids:
         for s in range(nstates):
