@@ -31,7 +31,7 @@ CANARY_RULES = [
     {"id": "canary-file-destroyed", "description": "the canary's files, any spelling",
      "severity": "high", "action": "block", "tags": ["T1485"],
      "match": {"executable": ["rm", "shred", "truncate", "chmod"],
-               "args": [{"path": [str(CANARY / "shadow"), str(CANARY / "log/auth.log")]}]}},
+               "args": [{"path": [str(CANARY / "shadow"), str(CANARY / "log/app.log")]}]}},
     {"id": "canary-tree-recursive", "description": "recursive rm/chmod of the canary tree",
      "severity": "high", "action": "block", "tags": ["T1485"],
      "match": {"executable": ["rm", "chmod"],
@@ -44,7 +44,7 @@ STANDINS = ("rm", "shred", "truncate", "chmod")
 def make_tree(root: Path) -> None:
     for d in ("ssh", "log", "deep/a/b"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    for f in ("shadow", "ssh/sshd_config", "ssh/shadow", "log/auth.log"):
+    for f in ("shadow", "ssh/sshd_config", "ssh/shadow", "log/app.log"):
         (root / f).write_text("still here\n")
     for p in [root, *root.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
@@ -52,7 +52,7 @@ def make_tree(root: Path) -> None:
 
 def intact(root: Path) -> bool:
     return all((root / f).exists() and (root / f).read_text() == "still here\n"
-               for f in ("shadow", "ssh/sshd_config", "log/auth.log"))
+               for f in ("shadow", "ssh/sshd_config", "log/app.log"))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ REAL = [
     ("ssh", ["chmod", "777", "../shadow"]),
     ("", ["chmod", "-R", "000", "."]),  # chmod -R 000 . from /etc
     ("", ["rm", "-rf", "ssh"]),  # rm -rf ssh from /etc
-    ("log", ["truncate", "-s0", "auth.log"]),  # truncate -s0 auth.log from /var/log
+    ("log", ["truncate", "-s0", "app.log"]),  # truncate -s0 auth.log from /var/log
     ("deep/a", ["shred", "-u", "../../shadow"]),  # two levels below the anchor
     ("ssh", ["rm", "-f", "./../shadow"]),
     ("ssh", ["shred", "-u", "/proc/self/cwd/../shadow"]),  # fails closed
@@ -172,7 +172,7 @@ def test_default_policy_joins_relative_system_paths(agent, cgroup, bindir, cwd, 
 def _cases() -> list[tuple[str, list[str]]]:
     dirs = ["", "ssh", "log", "deep", "deep/a", "deep/a/b"]
     args = ["shadow", "../shadow", "../../shadow", "../../../shadow", "./shadow", "ssh", "ssh/",
-            ".", "..", "../ssh", "log/auth.log", "../log/auth.log", "auth.log", "x/../shadow",
+            ".", "..", "../ssh", "log/app.log", "../log/app.log", "app.log", "x/../shadow",
             "ssh/../shadow", "/proc/self/cwd/shadow", "", "-", "sshd_config", "../.."]
     out = []
     for i, d in enumerate(dirs):

@@ -91,7 +91,8 @@ def test_agent_and_compiler_compute_the_same_bundle_checksum():
 
 def test_context_flags_and_key_bits_fit_what_the_packer_writes():
     assert H.enum_by_suffix("edr_ctx_flag", "EDR_CTX_") == {"parent": 1, "cwd": 2,
-                                                            "ancestors": 4, "stdio": 8}
+                                                            "ancestors": 4, "stdio": 8,
+                                                            "cwdsym": 16}
     assert H.enum_by_suffix("edr_stdio_whose", "EDR_STDIO_") == {"self": 1, "parent": 2}
     assert H["EDR_KEY_BITS"] == 64  # u64 bit sets in "pnames", "pinodes", "dirs"
 

@@ -154,7 +154,8 @@ def test_the_transition_budget_of_the_kernel_is_enforced(monkeypatch):
 
     monkeypatch.setattr(limits_mod, "MAX_TRANS_TOTAL", 10)
     with pytest.raises(PolicyError, match=r"the automata need \d+ transition entries, the "
-                                          r"kernel holds 10; largest groups start at rules 'a'"):
+                                          r"kernel holds 2 x 10 \(a group's automaton in one "
+                                          r"part\); largest groups start at rules 'a'"):
         compile_policy(policy_of_rules(rule_yaml("a", match="{cmdline: 'abc'}")))
 
 
