@@ -15,6 +15,7 @@
  *   EDR_WITH_UIDS/CTX  0 when no rule of the policy has match.user / match.parent or .cwd;
  *   EDR_WITH_ANCESTORS/STDIO  0 when no rule has match.ancestor / match.inet_stdio;
  *   EDR_WITH_MULTICALL 0 when the policy lists no multi-call executable;
+ *   EDR_WITH_CWDSYM    0 when no DFA reads cwd-class symbols (no path: matcher);
  *   EDR_USE_PERFBUF    perf buffer instead of ring buffer (kernels without BPF ring buffer);
  *   EDR_WITH_LSM       also build the bprm_check_security programs (backend "lsm", x86-64);
  *   EDR_SCAN_WINDOW    argv bytes one edr_scan call reads.
