@@ -122,6 +122,7 @@ struct edr_scratch {
 	struct edr_logagg lav;           /* verdict.c fold_key: a fresh value */
 	__u32 csym;                      /* cwd-class symbol of the cwd (EDR_SYM_CWD + k - 1), 0: none */
 	__u32 tkey;                      /* trans_of: the "trans" key of a group's DFA */
+	__u8 lcls[256];                  /* scan: the group's byte classes, NUL's joined to the cwd */
 	__u64 cwd_d;                     /* cwd_class_ctx walk: dentry */
 	__u64 cwd_m;                     /* cwd_class_ctx walk: vfsmount */
 };

@@ -70,8 +70,12 @@ static __always_inline int scan(void *ctx, int lsm)
 	const __u64 *ac = (const __u64 *)a->raw;
 	/* A relative argument is joined to the cwd: a DFA that reads cwd-class symbols reads NUL
 	 * as the column "NUL, then the cwd's class symbol" (the agent builds it); without a
-	 * class (csym 0) that is NUL's own column. */
-	__u32 cn = g->cls[(g->flags & EDR_CTX_CWDSYM ? s->csym : 0) & (EDR_CLS_PAD - 1)];
+	 * class (csym 0) that is NUL's own column.  The byte classes are read from a copy with
+	 * NUL's replaced: any per-byte work here costs the verifier 4096 times (a select in the
+	 * loop took the 4 KiB window past its budget on 6.18). */
+	bpf_probe_read_kernel(s->lcls, sizeof(s->lcls), g->cls);
+	s->lcls[0] = g->cls[(g->flags & EDR_CTX_CWDSYM ? s->csym : 0) & (EDR_CLS_PAD - 1)];
+	asm volatile("" ::: "memory");
 #pragma clang loop unroll(disable)
 	for (__u64 i = 0; i < EDR_SCAN_WINDOW; i++) {
 		/* Hide the induction from clang: otherwise it rewrites the loop into a pointer walk
@@ -79,13 +83,7 @@ static __always_inline int scan(void *ctx, int lsm)
 		asm volatile("" : "+r"(i));
 		if (i >= n)
 			break;
-		__u32 b = s->win[i & (EDR_SCAN_WINDOW - 1)];
-		__u32 c = g->cls[b];
-		/* c = cn when b is NUL, branch free: a branch here would be one more pending
-		 * state per byte for the verifier; the barrier keeps clang from making it one */
-		asm volatile("" : "+r"(b));
-		c += (cn - c) & (0 - ((b - 1) >> 31));
-		e = tr[(e + c) & (EDR_TRANS_MAX - 1)];
+		e = tr[(e + s->lcls[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
 		mask |= ac[(e >> EDR_ROW_BITS) & (EDR_ACCEPT_IDS - 1)];
 	}
 	__u32 state = e & EDR_ROW_MASK;
