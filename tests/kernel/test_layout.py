@@ -73,7 +73,10 @@ def test_context_maps_and_fields_have_the_layout_the_packer_writes(engine):
     for name in ("pnames", "pinodes", "dirs"):
         assert ct.sizeof(b[name].Leaf) == 8, name
     assert ct.sizeof(b["pinodes"].Key) == ct.sizeof(b["dirs"].Key) == 16
-    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2, 4, 8}
+    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2, 4, 8, 16}
+    assert (group.part.offset, group.cls.offset) == (16, 24)
+    assert ct.sizeof(b["cwdcls"].Key) == 16 and ct.sizeof(b["cwdcls"].Leaf) == 2 * (
+        h["EDR_CWD_LEVELS"] + 1)
     for name in ("mcnames", "mcinodes"):  # sets: the key is the datum
         assert ct.sizeof(b[name].Leaf) == 4, name
     assert ct.sizeof(b["mcnames"].Key) == 4 + h["EDR_NAME_MAX"]
