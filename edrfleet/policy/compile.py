@@ -33,8 +33,6 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
-    EDR_CWD_CLASSES,
-    EDR_CWD_LEVELS,
     EDR_NSYM,
     EDR_PF_BITS,
     EDR_POLICY_MAX_RULES,
@@ -56,7 +54,7 @@ from edrfleet.policy.regex.prefilter import (
     prefilter_dfa,
     rule_literals,
 )
-from edrfleet.policy.spell.cwd import class_words, cwd_classes, merged_words, too_many
+from edrfleet.policy.spell.cwd import class_words, cwd_classes, merged_words
 from edrfleet.policy.spell.options import option_ast
 from edrfleet.policy.spell.paths import exact_ast, path_ast
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
@@ -163,12 +161,6 @@ class Compilation:
         specs = [PathSpec.from_text(k[1].decode()) for keys in self.conds for k in keys
                  if k[0] == "path"]
         self.cwd_classes = cwd_classes(specs) if specs else []
-        if too_many(self.cwd_classes):
-            self.error(None, f"the path matchers name {len(self.cwd_classes) // EDR_CWD_LEVELS}"
-                       " distinct paths and directories above them; relative arguments are "
-                       f"joined for at most {EDR_CWD_CLASSES // EDR_CWD_LEVELS}",
-                       "name fewer distinct paths in path matchers", line=1, col=1)
-            self.cwd_classes = []
         self.cwd_words = class_words(self.cwd_classes)
 
     def error(self, rule: Rule | None, message: str, fix: str, line: int = 0, col: int = 0):

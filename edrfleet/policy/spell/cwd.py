@@ -41,8 +41,15 @@ def anchors(specs: Iterable[PathSpec]) -> list[str]:
 
 
 def cwd_classes(specs: Iterable[PathSpec]) -> list[CwdClass]:
-    """The policy's classes in order: class ``k`` (from 1) is ``classes[k - 1]``."""
-    return [(a, level) for a in anchors(specs) for level in range(EDR_CWD_LEVELS)]
+    """The policy's classes in order: class ``k`` (from 1) is ``classes[k - 1]``.  More than
+    the kernel takes (``EDR_CWD_CLASSES``): level 0 only, then the shallowest anchors (a
+    deeper cwd is then joined from a class above it, or not at all: docs/policy.md)."""
+    found = anchors(specs)
+    every = [(a, level) for a in found for level in range(EDR_CWD_LEVELS)]
+    if len(every) <= EDR_CWD_CLASSES:
+        return every
+    shallow = sorted(found, key=lambda a: (a.count("/") - (a == "/"), a))
+    return sorted((a, 0) for a in shallow[:EDR_CWD_CLASSES])
 
 
 def word(anchor: str, level: int) -> bytes:
@@ -70,10 +77,6 @@ def merged_words(words: Sequence[tuple[int, bytes]],
         by_state.setdefault(state, []).append(symbol)
         first.setdefault(state, w)
     return tuple((sum(1 << s for s in syms), first[state]) for state, syms in by_state.items())
-
-
-def too_many(classes: Sequence[CwdClass]) -> bool:
-    return len(classes) > EDR_CWD_CLASSES
 
 
 def _comps(path: bytes) -> list[bytes]:

@@ -215,3 +215,14 @@ rules:
 """))
     assert "cwd_classes" not in bundle
     assert all(len(d["classes"]) == EDR_NSYM for d in bundle["dfas"])
+
+
+def test_a_policy_with_more_anchors_than_classes_joins_level_0_then_the_shallowest():
+    many = PathSpec(tuple(f"/srv/d{i}/f" for i in range(120)))
+    classes = C.cwd_classes([many])
+    assert len(classes) <= 248 and {lvl for _, lvl in classes} == {0}
+    assert ("/", 0) in classes and ("/srv", 0) in classes
+    huge = PathSpec(tuple(f"/srv/d{i}/f" for i in range(300)))
+    classes = C.cwd_classes([huge])
+    assert len(classes) == 248 and ("/srv/d0", 0) in classes
+    assert not any(a.endswith("/f") for a, _ in classes)  # the deepest anchors left out
