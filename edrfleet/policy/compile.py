@@ -37,7 +37,6 @@ from edrfleet.policy.limits import (
     EDR_PF_BITS,
     EDR_POLICY_MAX_RULES,
     EDR_RULES_PER_GROUP,
-    EDR_SYM_BOS,
     MAX_CLASSES,
     MAX_DFA_STATES,
     SIMPLIFY,
@@ -54,9 +53,9 @@ from edrfleet.policy.regex.prefilter import (
     prefilter_dfa,
     rule_literals,
 )
-from edrfleet.policy.spell.cwd import class_words, cwd_classes, merged_words
+from edrfleet.policy.spell.cwd import class_words, cwd_classes, joined_words
 from edrfleet.policy.spell.options import option_ast
-from edrfleet.policy.spell.paths import exact_ast, path_ast
+from edrfleet.policy.spell.paths import path_ast
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 __all__ = ["compile_policy", "bundle_sha256", "dump_bundle", "load_bundle", "condition_keys"]
@@ -102,28 +101,6 @@ def condition_keys(rule: Rule) -> list[CondKey]:
     return keys
 
 
-def _joined_words(spec: PathSpec, words: tuple[tuple[int, bytes], ...]
-                  ) -> tuple[tuple[int, bytes], ...]:
-    """The policy's cwd classes merged where this spec cannot tell them apart."""
-    if not words:
-        return ()
-    alone = build_dfa([(exact_ast(spec), 0)], [], max_states=1 << 20)
-    head = run_states(alone, [EDR_SYM_BOS, ord("x"), 0])
-
-    def state_after(word: bytes) -> int:
-        return run_states(alone, list(word), head)
-
-    return merged_words(words, state_after)
-
-
-def run_states(dfa: Dfa, symbols: list[int], state: int | None = None) -> int:
-    """The state one DFA is in after ``symbols`` (from ``state``, default its start)."""
-    s = dfa.start if state is None else state
-    for sym in symbols:
-        s = dfa.trans[s * dfa.nclasses + dfa.classes[sym]]
-    return s
-
-
 def _condition_ast(key: CondKey, cwd_words: tuple[tuple[int, bytes], ...] = ()) -> Node:
     kind, value = key
     if kind == "any":
@@ -134,7 +111,7 @@ def _condition_ast(key: CondKey, cwd_words: tuple[tuple[int, bytes], ...] = ()) 
         return option_ast(OptionSpec.from_text(value.decode()))
     if kind == "path":
         spec = PathSpec.from_text(value.decode())
-        return path_ast(spec, _joined_words(spec, cwd_words))
+        return path_ast(spec, joined_words(spec, cwd_words))
     if kind == "regex":
         return regex_ast(value, ARG)
     return regex_ast(value, CMD)

@@ -23,7 +23,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 
-from edrfleet.policy.limits import EDR_CWD_CLASSES, EDR_CWD_LEVELS, EDR_SYM_CWD
+from edrfleet.policy.limits import EDR_CWD_CLASSES, EDR_CWD_LEVELS, EDR_SYM_BOS, EDR_SYM_CWD
+from edrfleet.policy.regex.dfa import build_dfa
+from edrfleet.policy.spell.paths import exact_ast
 from edrfleet.policy.spell.spec import PathSpec
 
 UNKNOWN = b"\x01"  # the name of an unknown directory: no path component is this byte alone
@@ -61,6 +63,23 @@ def word(anchor: str, level: int) -> bytes:
 def class_words(classes: Sequence[CwdClass]) -> tuple[tuple[int, bytes], ...]:
     """(symbol, word) of each class."""
     return tuple((EDR_SYM_CWD + k, word(a, level)) for k, (a, level) in enumerate(classes))
+
+
+def joined_words(spec: PathSpec, words: Sequence[tuple[int, bytes]]
+                 ) -> tuple[tuple[int, bytes], ...]:
+    """The policy's cwd classes (`class_words`) merged where this spec cannot tell them
+    apart (`merged_words`), judged by the spec's absolute grammar alone as one automaton."""
+    if not words:
+        return ()
+    alone = build_dfa([(exact_ast(spec), 0)], [], max_states=1 << 20)
+
+    def run(symbols: Sequence[int], state: int) -> int:
+        for sym in symbols:
+            state = alone.trans[state * alone.nclasses + alone.classes[sym]]
+        return state
+
+    head = run([EDR_SYM_BOS, ord("x"), 0], alone.start)
+    return merged_words(words, lambda w: run(list(w), head))
 
 
 def merged_words(words: Sequence[tuple[int, bytes]],

@@ -16,7 +16,7 @@ from edrfleet.policy.regex.dfa import build_dfa
 from edrfleet.policy.regex.parse import ARG, CMD, regex_ast
 from edrfleet.policy.spell import cwd as C
 from edrfleet.policy.spell.options import option_ast
-from edrfleet.policy.spell.paths import DEEP_DOTDOT, exact_ast, path_ast, path_holds
+from edrfleet.policy.spell.paths import DEEP_DOTDOT, path_ast, path_holds
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 SPECS = [
@@ -28,15 +28,7 @@ EXTRA = PathSpec(("/var/lib/dpkg", "/srv/a/b"))  # anchors of another matcher of
 
 
 def _words(spec: PathSpec, classes) -> tuple:
-    alone = build_dfa([(exact_ast(spec), 0)], [], max_states=1 << 20)
-
-    def run(symbols, state):
-        for sym in symbols:
-            state = alone.trans[state * alone.nclasses + alone.classes[sym]]
-        return state
-
-    head = run([EDR_SYM_BOS, ord("x"), 0], alone.start)
-    return C.merged_words(C.class_words(classes), lambda w: run(list(w), head))
+    return C.joined_words(spec, C.class_words(classes))
 
 
 def _dfa(spec: PathSpec, classes, extra=()):
