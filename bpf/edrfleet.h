@@ -55,8 +55,6 @@
 #define EDR_CLS_PAD         512    /* class table size in a map value (EDR_SYM_CWD +
 				    * EDR_CWD_CLASSES, 8-aligned)                               */
 #define EDR_ROW_BITS        20     /* transition entry: bits 0-19 next row, 20-31 accept id  */
-#define EDR_TRANS_PARTS     2      /* "trans" values per slot: a DFA lies in one (a value is at
-				    * most 4 MiB, KMALLOC_MAX_SIZE: 1 << EDR_ROW_BITS entries) */
 #define EDR_ACCEPT_IDS      4096   /* distinct condition masks per slot; id 0 = no bits      */
 #define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
 #define EDR_SLOTS           2      /* policy slots: one active, one being filled (reload)    */
@@ -85,8 +83,13 @@
 #ifndef EDR_MAX_RULES
 #define EDR_MAX_RULES       1024
 #endif
-#ifndef EDR_TRANS_MAX       /* transition entries per slot: a power of two <= 1 << EDR_ROW_BITS */
+#ifndef EDR_TRANS_MAX       /* transition entries per part: a power of two <= 1 << EDR_ROW_BITS */
 #define EDR_TRANS_MAX       65536
+#endif
+#ifndef EDR_TRANS_PARTS     /* "trans" values per slot, a DFA in one (a value is at most 4 MiB,
+			     * KMALLOC_MAX_SIZE: 1 << EDR_ROW_BITS entries); this default is the
+			     * most a policy may use, the agent passes what it needs (1 or 2) */
+#define EDR_TRANS_PARTS     2
 #endif
 #ifndef EDR_MAX_NAMES       /* basename keys per slot */
 #define EDR_MAX_NAMES       1024

@@ -118,6 +118,7 @@ class Packed:
             "EDR_MAX_GROUPS": len(self.groups),
             "EDR_MAX_RULES": len(self.rules),
             "EDR_TRANS_MAX": max((len(p) for p in self.trans), default=0),
+            "EDR_TRANS_PARTS": len(self.trans),
             "EDR_MAX_CWDCLS": len(self.cwdcls),
             "EDR_MAX_NAMES": len(self.names),
             "EDR_MAX_INODES": len(self.inodes),
@@ -213,9 +214,10 @@ def _pack_dfas(bundle: dict, header: Header
     for dfa in dfas:
         if len(parts[-1]) + len(dfa["trans"]) > 1 << row_bits:
             parts.append([])
-        if len(parts) > header["EDR_TRANS_PARTS"] or len(dfa["trans"]) > 1 << row_bits:
+        most = header.switches["EDR_TRANS_PARTS"]
+        if len(parts) > most or len(dfa["trans"]) > 1 << row_bits:
             raise PackError(
-                f"the automata need more than {header['EDR_TRANS_PARTS']} x {1 << row_bits} "
+                f"the automata need more than {most} x {1 << row_bits} "
                 "transition entries; simplify or split the policy's regexes")
         trans = parts[-1]
         base = len(trans)

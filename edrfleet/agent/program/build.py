@@ -58,6 +58,9 @@ def capacities_for(needs: dict[str, int], header: Header) -> dict[str, int]:
     }
     # a trans part is one map value, at most 4 MiB (KMALLOC_MAX_SIZE); entries address its rows
     caps["EDR_TRANS_MAX"] = min(caps["EDR_TRANS_MAX"], 1 << header["EDR_ROW_BITS"])
+    # parts of it: what the policy needs (each is a 4 MiB value at most), no room doubled
+    caps["EDR_TRANS_PARTS"] = min(max(1, needs.get("EDR_TRANS_PARTS", 1)),
+                                  header.switches["EDR_TRANS_PARTS"])
     caps.update({key: int(bool(needs.get(key, 0))) for key in FEATURES})
     return caps
 

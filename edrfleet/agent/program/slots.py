@@ -93,7 +93,7 @@ class SlotWriter:
             leaf.part = grp.part
             groups[ct.c_int(slot * self.capacities["EDR_MAX_GROUPS"] + i)] = leaf
 
-        nparts = self.header["EDR_TRANS_PARTS"]
+        nparts = self.capacities["EDR_TRANS_PARTS"]
         for part in range(nparts):
             trans = b["trans"].Leaf()
             if part < len(packed.trans):

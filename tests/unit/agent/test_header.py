@@ -48,8 +48,12 @@ def test_enum_values_are_unique_within_each_enum():
 def test_the_engine_takes_every_switch_and_its_default_from_the_header():
     assert set(engine.FEATURES + engine.SHAPE + engine.EVENTS) <= set(H.switches)
     caps = engine.capacity_defaults(H)
-    assert caps and all(k.startswith("EDR_MAX_") or k == "EDR_TRANS_MAX" for k in caps)
-    assert engine.capacities_for({}, H) == {**caps, **{k: 0 for k in engine.FEATURES}}
+    assert caps and all(k.startswith("EDR_MAX_") or k in ("EDR_TRANS_MAX", "EDR_TRANS_PARTS")
+                        for k in caps)
+    # the table's parts: what the policy needs, at least 1 (the header's default is the most)
+    assert engine.capacities_for({}, H) == {**caps, **{k: 0 for k in engine.FEATURES},
+                                            "EDR_TRANS_PARTS": 1}
+    assert engine.capacities_for({"EDR_TRANS_PARTS": 2}, H)["EDR_TRANS_PARTS"] == 2
     assert engine.scan_windows(H)[0] == H.switches["EDR_SCAN_WINDOW"] == H["EDR_ARGS_MAX"]
     # another header, other numbers: nothing in the engine repeats them
     text = (BPF / "edrfleet.h").read_text()
