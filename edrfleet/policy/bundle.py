@@ -30,7 +30,10 @@ VERSION = 1
 # a bundle with a prefilter (executables.prefilter): an agent that reads only version 1 would
 # never run the prefiltered groups, so it must refuse the bundle
 PREFILTER_VERSION = 2
-VERSIONS = (VERSION, PREFILTER_VERSION)
+# a bundle with cwd classes (cwd_classes): an older agent would lay its longer class tables
+# into a smaller kernel struct, so it must refuse the bundle (a prefilter may come with it)
+CWD_VERSION = 3
+VERSIONS = (VERSION, PREFILTER_VERSION, CWD_VERSION)
 
 
 def _canonical(obj: Any) -> str:
@@ -102,8 +105,10 @@ def check_structure(bundle: Any) -> None:
         lists.append(pf["groups"])
         if not 0 <= pf["dfa"] < ndfas or len(pf["groups"]) > EDR_PF_BITS:
             raise _fail("executables.prefilter: automaton out of range or too many groups")
-        if bundle.get("version") != PREFILTER_VERSION:
-            raise _fail(f"a prefilter needs version {PREFILTER_VERSION}")
+        if bundle.get("version") not in (PREFILTER_VERSION, CWD_VERSION):
+            raise _fail(f"a prefilter needs version {PREFILTER_VERSION} or {CWD_VERSION}")
+    if "cwd_classes" in bundle and bundle.get("version") != CWD_VERSION:
+        raise _fail(f"cwd_classes need version {CWD_VERSION}")
     if any(not 0 <= g < ngroups for groups in lists for g in groups):
         raise _fail("executables name a group out of range")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edrfleet.policy.bundle import (
+    CWD_VERSION,
     FORMAT,
     PREFILTER_VERSION,
     VERSION,
@@ -267,9 +268,10 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     groups.extend(_prefiltered_groups(c, prefiltered))
     raise_collected(c.errors)
     bundle = _assemble(policy, groups)
+    _add_prefilter(c, bundle, groups)
     if any(len(d["classes"]) > EDR_NSYM for d in bundle["dfas"]):  # only then: old bytes kept
         bundle["cwd_classes"] = [[a, level] for a, level in c.cwd_classes]
-    _add_prefilter(c, bundle, groups)
+        bundle["version"] = CWD_VERSION
     check_capacity(c, policy, bundle, groups)
     raise_collected(c.errors)
     bundle["sha256"] = bundle_sha256(bundle)

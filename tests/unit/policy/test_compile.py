@@ -194,7 +194,7 @@ def _resigned(bundle, **changes):
     (lambda b: "{not json", "bad policy bundle: not JSON"),
     (lambda b: "[1, 2]", "bad policy bundle: not a JSON object"),
     (lambda b: _resigned(b, format="other"), "format is 'other', expected 'edrfleet-bundle'"),
-    (lambda b: _resigned(b, version=3), "version 3 is not supported"),
+    (lambda b: _resigned(b, version=4), "version 4 is not supported"),
     (lambda b: json.dumps(dict(b, mode="enforce")), "sha256 mismatch"),
     (lambda b: _resigned(b, groups=[{"dfa": 9, "rules": [], "has_block": False}]),
      "groups[0].dfa out of range"),
