@@ -11,6 +11,7 @@ One agent (default policy + canary rules, scoped to a test cgroup) serves the mo
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -23,6 +24,7 @@ from edrfleet.agent.pinned import pins
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
 from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, fresh_cgroup
+from tests.kernel.test_spellings import wait_event
 
 TAG = uuid.uuid4().hex[:8]
 CANARY = Path(f"/tmp/edrfleet-canary-cwd-{TAG}")
@@ -156,7 +158,15 @@ DEFAULT = [
     ("/etc", ["shred", "-u", "./shadow/"], "system-file-destroyed"),
     ("/usr/share", ["rm", "-rf", "../bin"], "rm-recursive-root"),
     ("/usr/share/doc", ["rm", "-rf", "../../lib"], "rm-recursive-root"),
+    ("/etc", ["chmod", "-R", "000", "."], "chmod-chown-recursive-root-path"),
+    ("/", ["chmod", "--recursive", "000", "usr/./lib/"], "chmod-chown-recursive-root-path"),
 ]
+# the same commands from a directory of the twin tree (its own shadow, its own ".")
+DEFAULT_TWINS = [("ssh", ["shred", "-u", "../shadow"]), ("ssh", ["rm", "-f", "../passwd"]),
+                 ("", ["shred", "-u", "./shadow/"]), ("deep", ["rm", "-f", "../bin"]),
+                 ("deep/a", ["shred", "-u", "../../passwd"]), ("", ["chmod", "-R", "000", "."])]
+# (rm -r of ../bin or ../../lib is blocked in any directory by its shape:
+# rm-recursive-dotdot-sysdir; the attacks above are checked to be blocked by the joined rule)
 
 
 @pytest.mark.parametrize(("cwd", "argv", "rule"), DEFAULT,
@@ -167,6 +177,16 @@ def test_default_policy_joins_relative_system_paths(agent, cgroup, bindir, cwd, 
         pytest.skip(f"{cwd} is not a directory here")
     res = cgroup.run([str(bindir / argv[0]), *argv[1:]], cwd=cwd)
     assert killed(res), (cwd, argv, res)
+    want = json.dumps(argv[1:])
+    assert wait_event(agent, lambda e: e.get("rule.id") == rule
+                      and json.dumps(e.get("process.args", [])[1:]) == want), (rule, argv)
+
+
+@pytest.mark.parametrize(("where", "argv"), DEFAULT_TWINS,
+                         ids=[f"{w or '.'}: {' '.join(a)}" for w, a in DEFAULT_TWINS])
+def test_default_policy_twin_elsewhere_runs(agent, cgroup, bindir, where, argv) -> None:
+    res = cgroup.run([str(bindir / argv[0]), *argv[1:]], cwd=TWIN / where)
+    assert res.returncode == 0, (where, argv, res)
 
 
 def _cases() -> list[tuple[str, list[str]]]:
