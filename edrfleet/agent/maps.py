@@ -191,6 +191,9 @@ def kernel_columns(dfa: dict, nsym: int) -> dict:
     moved = [c for c in cwd_ids if c in shared]
     new_id = {c: c for c in cwd_ids} | {c: k + n for n, c in enumerate(moved)}
     width = k + len(moved)
+    if width > 256:  # class ids are u8 in the kernel's table
+        raise PackError(f"an automaton needs {width} classes with its cwd columns, max 256; "
+                        "split the rules of its group")
     rows = [list(trans[s * k:(s + 1) * k]) + [0] * (width - k) for s in range(nstates)]
     for c in cwd_ids:
         for s in range(nstates):
