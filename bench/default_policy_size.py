@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edrfleet.policy import compile_policy, load_policy_text  # noqa: E402
-from edrfleet.policy.limits import MAX_TRANS_TOTAL  # noqa: E402
+from edrfleet.policy.limits import EDR_TRANS_PARTS, MAX_TRANS_TOTAL  # noqa: E402
 from edrfleet.policy.simulate import scan_budget  # noqa: E402
 
 EXECUTABLES = ("rm", "sh", "tar", "find", "pkill", "sed", "dd")
@@ -42,8 +42,8 @@ def main() -> int:
     names = bundle["executables"]["names"]
     wild = bundle["executables"]["wildcard"]
     print(f"rules {len(policy.rules)}, groups {len(bundle['groups'])}, compile {cpu:.1f} s CPU")
-    share = 100 * trans / MAX_TRANS_TOTAL
-    print(f"transition entries {trans} of {MAX_TRANS_TOTAL} ({share:.0f} %)")
+    share = 100 * trans / (EDR_TRANS_PARTS * MAX_TRANS_TOTAL)
+    print(f"transition entries {trans} of {EDR_TRANS_PARTS} x {MAX_TRANS_TOTAL} ({share:.0f} %)")
     for exe in EXECUTABLES:
         if exe in names:
             budget = scan_budget(bundle, names[exe] + wild) or 0

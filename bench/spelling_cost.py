@@ -6,7 +6,10 @@ One policy of `allow` rules (nothing is killed or reported), one stand-in (a cop
 /bin/true) per case, each named by one rule: no argv condition, the old regex pair of
 rm-recursive-root (option regex + path regex), and the new pair (``option`` + ``path`` over the
 default policy's 35 system directories).  Each case runs with a short argv and a 40-argument
-one (the automaton reads every byte).  Prints the program's run time per exec from
+one (the automaton reads every byte).  Then relative arguments joined to the working directory:
+the ``path`` case with a relative argv run from ``/`` (a cwd class: the kernel finds it in the
+cwd walk's first lookup and reads NUL as "NUL, then the class") and from a directory 4 levels
+down (no class: 3 lookups, nothing joined).  Prints the program's run time per exec from
 BPF_ENABLE_STATS and each case's automaton size.  Never asserts timing.
 
 Usage: .venv/bin/python bench/spelling_cost.py [--n 2000] [--rounds 3]
@@ -15,6 +18,7 @@ Usage: .venv/bin/python bench/spelling_cost.py [--n 2000] [--rounds 3]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +46,7 @@ CASES = {  # stand-in name -> its rule's args
 }
 ARGVS = {"short": ["-rf", "/tmp/build/out"],
          "40 args": ["-rf", *(f"/tmp/build/dir{i}/file.o" for i in range(39))]}
+RELATIVE = ["-rf", *(f"build/dir{i}/file.o" for i in range(10))]
 
 
 def policy(scope: str) -> dict:
@@ -80,12 +85,26 @@ def main() -> int:
                         b.agent.proc.pid, b.cg,
                         [str(b.loop), str(args.n), str(b.workdir / name), *argv])
                     totals.setdefault((name, label), []).append(per)
+            deep = b.workdir / "a" / "b" / "c"
+            deep.mkdir(parents=True, exist_ok=True)
+            for label, where in (("rel, cwd /", Path("/")), ("rel, deep", deep)):
+                here = Path.cwd()
+                os.chdir(where)  # the exec loop inherits it
+                try:
+                    _runs, per = c.bpf_us_per_exec(
+                        b.agent.proc.pid, b.cg,
+                        [str(b.loop), str(args.n), str(b.workdir / "edrspell-spelled"),
+                         *RELATIVE])
+                finally:
+                    os.chdir(here)
+                totals.setdefault(("edrspell-spelled", label), []).append(per)
         print(f"{'rule args':<18} {'argv':<8} {'states':>6} {'bpf µs/exec (median)':>21} "
               f"{'vs none':>8}")
         for name in CASES:
-            for label in ARGVS:
+            for label in [x for x in (*ARGVS, "rel, cwd /", "rel, deep") if (name, x) in totals]:
                 per = sorted(totals[(name, label)])[len(totals[(name, label)]) // 2]
-                base = sorted(totals[("edrspell-none", label)])[args.rounds // 2]
+                base = sorted(totals[("edrspell-none", "short" if "rel" in label
+                                      else label)])[args.rounds // 2]
                 print(f"{name.removeprefix('edrspell-'):<18} {label:<8} {sizes[name]:>6} "
                       f"{per:>21.2f} {per / base:>8.2f}")
     return 0

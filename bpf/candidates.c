@@ -97,6 +97,7 @@ static __always_inline struct edr_scratch *begin(void *file, const char *fname,
 	s->best_block = EDR_NONE;
 	s->best_log = EDR_NONE;
 	s->ctx_done = 0;
+	s->csym = 0; /* no cwd class until cwd_class_ctx finds one (context.c) */
 	s->unscanned_block = cfg->unscanned_block;
 	s->dropped = 0;
 	s->dropped_block = 0;

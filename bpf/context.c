@@ -39,7 +39,7 @@ static __always_inline void parent_ctx(struct edr_scratch *s)
 	__builtin_memcpy(s->ev.parent_name, s->pk.name, sizeof(s->ev.parent_name));
 }
 
-#if EDR_WITH_ANCESTORS || EDR_WITH_STDIO
+#if EDR_WITH_ANCESTORS || EDR_WITH_STDIO || EDR_WITH_CWDSYM
 /* rd_ptr into the scratch map: each inlined rd_ptr keeps a stack slot of its own, and the
  * judge program is near the 512-byte stack limit; these walks read through one map word. */
 static __always_inline __u64 sc_ptr(struct edr_scratch *s, __u64 base, __u32 off)
@@ -149,6 +149,56 @@ static __always_inline void stdio_ctx(struct edr_scratch *s)
 		s->ev.flags |= EDR_F_STDIO_INET;
 	if (s->sbits & EDR_STDIO_PARENT)
 		s->ev.flags |= EDR_F_PARENT_STDIO_INET;
+}
+#endif
+
+#if EDR_WITH_CWDSYM
+/*
+ * The cwd's class for relative path arguments (edrfleet/policy/spell/cwd.py): the cwd, its
+ * parent and its grandparent looked up in "cwdcls" by inode, the nearest hit wins; s->csym is
+ * its symbol (0: none).  Going up crosses a mount root to its mountpoint, as cwd_ctx does.
+ */
+static __always_inline int cwd_level(struct edr_scratch *s, __u32 level)
+{
+	__u64 inode = sc_ptr(s, s->cwd_d, EDR_OFF_DENTRY_INODE);
+	s->ck.slot = s->slot;
+	s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
+	s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+	struct edr_cwd_cls *v = cwdcls.lookup(&s->ck);
+	__u32 k = v ? v->cls[level] : 0;
+	if (k) {
+		s->csym = EDR_SYM_CWD + k - 1;
+		return 0;
+	}
+	__u64 mnt = s->cwd_m;
+	if (s->cwd_d == sc_ptr(s, mnt, EDR_OFF_VFSMOUNT_ROOT)) {
+		__u64 mount = mnt - EDR_OFF_MOUNT_MNT;
+		__u64 up = sc_ptr(s, mount, EDR_OFF_MOUNT_PARENT);
+		if (up == mount)
+			return 0;
+		s->cwd_d = sc_ptr(s, mount, EDR_OFF_MOUNT_MOUNTPOINT);
+		s->cwd_m = up + EDR_OFF_MOUNT_MNT;
+	}
+	__u64 up = sc_ptr(s, s->cwd_d, EDR_OFF_DENTRY_PARENT);
+	if (!up || up == s->cwd_d)
+		return 0;
+	s->cwd_d = up;
+	return 1;
+}
+
+/* levels by hand, for the reason ancestors_ctx gives */
+_Static_assert(EDR_CWD_LEVELS == 3, "cwd_class_ctx looks up EDR_CWD_LEVELS directories");
+static __always_inline void cwd_class_ctx(struct edr_scratch *s)
+{
+	s->ctx_done |= EDR_CTX_CWDSYM;
+	s->csym = 0;
+	__u64 fs = sc_ptr(s, bpf_get_current_task(), EDR_OFF_TASK_FS);
+	if (!fs)
+		return;
+	s->cwd_d = sc_ptr(s, fs, EDR_OFF_FS_PWD_DENTRY);
+	s->cwd_m = sc_ptr(s, fs, EDR_OFF_FS_PWD_MNT);
+	if (cwd_level(s, 0) && cwd_level(s, 1))
+		cwd_level(s, 2);
 }
 #endif
 
@@ -284,7 +334,7 @@ static __always_inline void need_ctx(struct edr_scratch *s, struct edr_group *g)
  */
 static __always_inline void early_ctx(struct edr_scratch *s)
 {
-#if EDR_WITH_ANCESTORS || EDR_WITH_STDIO
+#if EDR_WITH_ANCESTORS || EDR_WITH_STDIO || EDR_WITH_CWDSYM
 	s->want = 0;
 	for (int i = 0; i < EDR_CAND_MAX; i++) {
 		if (i >= s->ncand)
@@ -302,6 +352,10 @@ static __always_inline void early_ctx(struct edr_scratch *s)
 #if EDR_WITH_STDIO
 	if (s->want & EDR_CTX_STDIO)
 		stdio_ctx(s);
+#endif
+#if EDR_WITH_CWDSYM
+	if (s->want & EDR_CTX_CWDSYM)
+		cwd_class_ctx(s);
 #endif
 }
 

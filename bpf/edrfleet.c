@@ -15,6 +15,7 @@
  *   EDR_WITH_UIDS/CTX  0 when no rule of the policy has match.user / match.parent or .cwd;
  *   EDR_WITH_ANCESTORS/STDIO  0 when no rule has match.ancestor / match.inet_stdio;
  *   EDR_WITH_MULTICALL 0 when the policy lists no multi-call executable;
+ *   EDR_WITH_CWDSYM    0 when no DFA reads cwd-class symbols (no path: matcher);
  *   EDR_USE_PERFBUF    perf buffer instead of ring buffer (kernels without BPF ring buffer);
  *   EDR_WITH_LSM       also build the bprm_check_security programs (backend "lsm", x86-64);
  *   EDR_SCAN_WINDOW    argv bytes one edr_scan call reads.
@@ -119,6 +120,11 @@ struct edr_scratch {
 	__u64 lhash;                     /* loader.c: FNV-1a of the argument being read */
 	struct edr_logagg_key lak;       /* verdict.c fold_key: the "logagg" key */
 	struct edr_logagg lav;           /* verdict.c fold_key: a fresh value */
+	__u32 csym;                      /* cwd-class symbol of the cwd (EDR_SYM_CWD + k - 1), 0: none */
+	__u32 tkey;                      /* trans_of: the "trans" key of a group's DFA */
+	__u8 lcls[256];                  /* scan: the group's byte classes, NUL's joined to the cwd */
+	__u64 cwd_d;                     /* cwd_class_ctx walk: dentry */
+	__u64 cwd_m;                     /* cwd_class_ctx walk: vfsmount */
 };
 
 BPF_ARRAY(active, __u32, 1);
@@ -134,7 +140,8 @@ BPF_HASH(mcinodes, struct edr_inode_key, __u32, EDR_SLOTS * EDR_MAX_MCINODES);
 BPF_ARRAY(accepts, struct edr_accepts, EDR_SLOTS);
 BPF_ARRAY(groups, struct edr_group, EDR_SLOTS * EDR_MAX_GROUPS);
 BPF_ARRAY(rules, struct edr_rule, EDR_SLOTS * EDR_MAX_RULES);
-BPF_ARRAY(trans, struct edr_trans, EDR_SLOTS);
+BPF_ARRAY(trans, struct edr_trans, EDR_SLOTS * EDR_TRANS_PARTS);
+BPF_HASH(cwdcls, struct edr_inode_key, struct edr_cwd_cls, EDR_SLOTS * EDR_MAX_CWDCLS);
 BPF_PERCPU_ARRAY(counters, __u64, EDR_CNT_MAX);
 BPF_PERCPU_ARRAY(scratch, struct edr_scratch, 1);
 BPF_PROG_ARRAY(progs, EDR_PROG_MAX);

@@ -45,7 +45,15 @@
 #define EDR_NSYM            258    /* symbols a DFA reads: bytes 0..255, BOS, EOS            */
 #define EDR_SYM_BOS         256    /* fed once before the first argv byte                     */
 #define EDR_SYM_EOS         257    /* fed once after the last argv byte                       */
-#define EDR_CLS_PAD         264    /* class table size in a map value (EDR_NSYM, 8-aligned)  */
+#define EDR_SYM_CWD         258    /* cwd-class symbols: class k (1..) is EDR_SYM_CWD + k - 1,
+				    * read after every NUL (before argv[i], i >= 1) by the DFAs
+				    * whose classes table is longer than EDR_NSYM.  The kernel
+				    * reads NUL and it as one step: the agent makes the class of
+				    * symbol EDR_SYM_CWD + k - 1 the column "NUL, then it"     */
+#define EDR_CWD_CLASSES     248    /* cwd classes of one policy: (anchor directory, level)    */
+#define EDR_CWD_LEVELS      3      /* levels: the cwd is the anchor, its child, its grandchild */
+#define EDR_CLS_PAD         512    /* class table size in a map value (EDR_SYM_CWD +
+				    * EDR_CWD_CLASSES, 8-aligned)                               */
 #define EDR_ROW_BITS        20     /* transition entry: bits 0-19 next row, 20-31 accept id  */
 #define EDR_ACCEPT_IDS      4096   /* distinct condition masks per slot; id 0 = no bits      */
 #define EDR_CGROUP_DEPTH    32     /* ancestor levels checked against scope.cgroups          */
@@ -75,8 +83,13 @@
 #ifndef EDR_MAX_RULES
 #define EDR_MAX_RULES       1024
 #endif
-#ifndef EDR_TRANS_MAX       /* transition entries per slot: a power of two <= 1 << EDR_ROW_BITS */
+#ifndef EDR_TRANS_MAX       /* transition entries per part: a power of two <= 1 << EDR_ROW_BITS */
 #define EDR_TRANS_MAX       65536
+#endif
+#ifndef EDR_TRANS_PARTS     /* "trans" values per slot, a DFA in one (a value is at most 4 MiB,
+			     * KMALLOC_MAX_SIZE: 1 << EDR_ROW_BITS entries); this default is the
+			     * most a policy may use, the agent passes what it needs (1 or 2) */
+#define EDR_TRANS_PARTS     2
 #endif
 #ifndef EDR_MAX_NAMES       /* basename keys per slot */
 #define EDR_MAX_NAMES       1024
@@ -95,6 +108,9 @@
 #endif
 #ifndef EDR_MAX_DIRS        /* cwd prefix directory keys per slot */
 #define EDR_MAX_DIRS        64
+#endif
+#ifndef EDR_MAX_CWDCLS      /* cwd-class anchor directory keys per slot */
+#define EDR_MAX_CWDCLS      64
 #endif
 #ifndef EDR_MAX_MCNAMES     /* multi-call executable basename keys per slot */
 #define EDR_MAX_MCNAMES     16
@@ -119,6 +135,9 @@
 #endif
 #ifndef EDR_WITH_STDIO      /* some rule has match.inet_stdio (the file-table reads) */
 #define EDR_WITH_STDIO      1
+#endif
+#ifndef EDR_WITH_CWDSYM     /* some DFA reads cwd-class symbols (path: matchers) */
+#define EDR_WITH_CWDSYM     1
 #endif
 #ifndef EDR_WITH_MULTICALL  /* the policy lists multi-call executables (busybox, toybox) */
 #define EDR_WITH_MULTICALL  1
@@ -238,6 +257,8 @@ enum edr_ctx_flag {          /* edr_rule_slot.flags / edr_group.flags: context a
 	EDR_CTX_CWD = 2,              /* the working directory's directories ("dirs")         */
 	EDR_CTX_ANCESTORS = 4,        /* the ancestors' executables, EDR_ANCESTOR_DEPTH of them */
 	EDR_CTX_STDIO = 8,            /* fds 0-2 of the task and of its parent: inet sockets?  */
+	EDR_CTX_CWDSYM = 16,          /* edr_group.flags only: the group's DFA reads a cwd-class
+				       * symbol after every NUL ("cwdcls", read before the scan) */
 };
 
 enum edr_stdio_whose {       /* edr_rule.inet_stdio bits: whose standard streams count */
@@ -332,7 +353,10 @@ struct edr_group {           /* array "groups", index = slot * EDR_MAX_GROUPS + 
 	__u32 start;             /* flat row index of the DFA start state, or EDR_NONE (no DFA) */
 	__u32 n_rules;
 	__u32 has_block;         /* enum edr_block_bit: what an unscanned argv / a drop does */
-	__u32 flags;             /* OR of the rule slots' flags (was: pad, 0) */
+	__u32 flags;             /* OR of the rule slots' flags (was: pad, 0), and
+				  * EDR_CTX_CWDSYM when the DFA reads cwd-class symbols */
+	__u32 part;              /* the "trans" value of the slot the DFA lies in */
+	__u32 pad;
 	__u8 cls[EDR_CLS_PAD];   /* symbol -> class */
 	struct edr_rule_slot rules[EDR_RULES_PER_GROUP];
 };
@@ -359,9 +383,16 @@ struct edr_rule {            /* array "rules", index = slot * EDR_MAX_RULES + ru
  * executables by real basename / by inode) are a u32 1.
  */
 
+struct edr_cwd_cls {          /* value of "cwdcls" (key: edr_inode_key of a directory) */
+	__u16 cls[EDR_CWD_LEVELS];    /* class when the cwd is this directory (0), its child (1),
+				       * its grandchild (2); 0 = none.  The nearest hit wins */
+	__u16 pad;
+};
+
 /*
- * array "trans", index = slot: all DFAs of the slot end to end, one map value so the scan loop
- * looks nothing up per byte.  u32 entries (host byte order) = next state's flat row index |
+ * array "trans", index = slot * EDR_TRANS_PARTS + part: the DFAs of the slot end to end, in
+ * EDR_TRANS_PARTS values (a DFA lies in one, edr_group.part), so the scan loop looks nothing
+ * up per byte.  u32 entries (host byte order) = next state's flat row index |
  * accept id << EDR_ROW_BITS.  Declared as bytes: BCC generates per-element code for arrays of
  * wider types, which made the compile take seconds.
  */

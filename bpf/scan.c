@@ -5,6 +5,14 @@
 
 #define EDR_ROW_MASK ((1u << EDR_ROW_BITS) - 1)
 
+/* The "trans" value holding group g's DFA (edr_group.part of the slot's EDR_TRANS_PARTS). */
+static __always_inline const struct edr_trans *trans_of(struct edr_scratch *s,
+							const struct edr_group *g)
+{
+	s->tkey = s->slot * EDR_TRANS_PARTS + (g->part < EDR_TRANS_PARTS ? g->part : 0);
+	return trans.lookup(&s->tkey);
+}
+
 /* One DFA step; branch free so a 4 KiB window stays within the verifier's limits. */
 static __always_inline __u32 dfa_step(const struct edr_trans *t, const struct edr_accepts *a,
 				      const struct edr_group *g, __u32 state, __u32 sym,
@@ -29,9 +37,11 @@ static __always_inline int scan(void *ctx, int lsm)
 		return 0;
 	s->calls += 1;
 	struct edr_group *g = cand_group(s, s->ci);
-	const struct edr_trans *t = trans.lookup(&s->slot);
+	if (!g)
+		return 0;
+	const struct edr_trans *t = trans_of(s, g);
 	const struct edr_accepts *a = accepts.lookup(&s->slot);
-	if (!g || !t || !a)
+	if (!t || !a)
 		return 0;
 	__u32 rest = s->scan_len - s->pos;
 	s->n = rest > EDR_SCAN_WINDOW ? EDR_SCAN_WINDOW : rest;
@@ -58,6 +68,14 @@ static __always_inline int scan(void *ctx, int lsm)
 	__u32 e = s->state;
 	const __u32 *tr = (const __u32 *)t->raw;
 	const __u64 *ac = (const __u64 *)a->raw;
+	/* A relative argument is joined to the cwd: a DFA that reads cwd-class symbols reads NUL
+	 * as the column "NUL, then the cwd's class symbol" (the agent builds it); without a
+	 * class (csym 0) that is NUL's own column.  The byte classes are read from a copy with
+	 * NUL's replaced: any per-byte work here costs the verifier 4096 times (a select in the
+	 * loop took the 4 KiB window past its budget on 6.18). */
+	bpf_probe_read_kernel(s->lcls, sizeof(s->lcls), g->cls);
+	s->lcls[0] = g->cls[(g->flags & EDR_CTX_CWDSYM ? s->csym : 0) & (EDR_CLS_PAD - 1)];
+	asm volatile("" ::: "memory");
 #pragma clang loop unroll(disable)
 	for (__u64 i = 0; i < EDR_SCAN_WINDOW; i++) {
 		/* Hide the induction from clang: otherwise it rewrites the loop into a pointer walk
@@ -65,7 +83,7 @@ static __always_inline int scan(void *ctx, int lsm)
 		asm volatile("" : "+r"(i));
 		if (i >= n)
 			break;
-		e = tr[(e + g->cls[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
+		e = tr[(e + s->lcls[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
 		mask |= ac[(e >> EDR_ROW_BITS) & (EDR_ACCEPT_IDS - 1)];
 	}
 	__u32 state = e & EDR_ROW_MASK;
@@ -115,9 +133,8 @@ static __always_inline int judge(void *ctx, int lsm)
 	if (!s)
 		return 0;
 	s->calls += 1;
-	const struct edr_trans *t = trans.lookup(&s->slot);
 	const struct edr_accepts *a = accepts.lookup(&s->slot);
-	if (!t || !a)
+	if (!a)
 		return 0;
 	__u32 ci = s->ci;
 	/* ci == ncand at once: no candidate at all, a loader whose PROGRAM went unread (the
@@ -125,6 +142,9 @@ static __always_inline int judge(void *ctx, int lsm)
 	if (ci < s->ncand) {
 		struct edr_group *g = cand_group(s, ci);
 		if (!g)
+			return 0;
+		const struct edr_trans *t = trans_of(s, g);
+		if (!t)
 			return 0;
 		if (g->start == EDR_NONE) {
 			s->mask = 0;
@@ -148,7 +168,9 @@ static __always_inline int judge(void *ctx, int lsm)
 		return finish(ctx, s, lsm);
 	struct edr_group *next = cand_group(s, s->ci);
 	if (next && next->start != EDR_NONE && s->scan_len) {
-		start_scan(ctx, s, next, t, a, s->ci, lsm);
+		const struct edr_trans *t = trans_of(s, next);
+		if (t)
+			start_scan(ctx, s, next, t, a, s->ci, lsm);
 		return 0;
 	}
 	tail(ctx, EDR_PROG_JUDGE, lsm);

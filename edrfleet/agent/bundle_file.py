@@ -12,7 +12,7 @@ from pathlib import Path
 
 FORMAT = "edrfleet-bundle"
 VERSION = 1
-VERSIONS = (1, 2)  # 2: with a prefilter (executables.prefilter)
+VERSIONS = (1, 2, 3)  # 2: with a prefilter (executables.prefilter); 3: with cwd_classes
 
 
 class BundleError(ValueError):

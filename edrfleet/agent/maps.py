@@ -2,9 +2,14 @@
 
 Byte format of the tables (declared in ``bpf/edrfleet.h``; BCC turns each struct into ctypes):
 
-- ``trans``: the DFAs of all groups laid end to end as one flat u32 array (one map value per
-  slot).  DFA *d* starts at entry ``O_d``; the row of its state *s* starts at
-  ``O_d + s * nclasses_d``.  An entry is ``next_row | accept_id << EDR_ROW_BITS``.
+- ``trans``: the DFAs of all groups laid end to end as flat u32 arrays (``EDR_TRANS_PARTS``
+  map values per slot, a DFA in one: the group's ``part``).  DFA *d* starts at entry ``O_d``
+  of its part; the row of its state *s* starts at ``O_d + s * nclasses_d``.  An entry is
+  ``next_row | accept_id << EDR_ROW_BITS``.  A DFA that reads cwd-class symbols gets, for
+  each, the column "NUL, then that symbol" (`kernel_columns`): the kernel reads NUL as it
+  when the cwd has that class (bpf/scan.c).
+- ``cwdcls``: an anchor directory's inode -> its class per level (bundle ``cwd_classes``;
+  anchors reached through a symlink are skipped: the kernel's cwd is never one).
 - ``accepts``: accept id -> u64 condition mask (id 0 is the empty mask).  Ids number the
   distinct masks of the slot, so groups share them.
 - ``groups``: per group the start row (``EDR_NONE`` = no argv condition), the symbol -> class
@@ -56,6 +61,8 @@ class GroupEntry:
     classes: list[int]
     slots: list[tuple[int, int]]  # (need mask, rule index)
     flags: list[int] = field(default_factory=list)  # EDR_CTX_* per slot
+    part: int = 0  # the "trans" value of the slot its DFA lies in
+    cwdsym: bool = False  # its DFA reads cwd-class symbols (EDR_CTX_CWDSYM)
 
 
 @dataclass
@@ -95,7 +102,7 @@ class Packed:
     accepts: list[int]  # accept id -> mask; accepts[0] == 0
     groups: list[GroupEntry]
     rules: list[RuleEntry]
-    trans: list[int]
+    trans: list[list[int]]  # one list per part
     paths: dict[Identity, str] = field(default_factory=dict)  # where each inode was found
     context: ContextKeys = field(default_factory=ContextKeys)
     prefilter: int | None = None  # group index of the prefilter automaton (no rules)
@@ -103,13 +110,16 @@ class Packed:
     pf_block: int = 0  # bit i: pf_groups[i] has a block rule
     mcnames: list[bytes] = field(default_factory=list)  # multi-call executables by basename
     mcinodes: list[Identity] = field(default_factory=list)  # and by inode
+    cwdcls: dict[Identity, list[int]] = field(default_factory=dict)  # class id per level
 
     def needs(self, header: Header) -> dict[str, int]:
         """Capacity each map needs for this slot, keyed like the EDR_MAX_* macros."""
         return {
             "EDR_MAX_GROUPS": len(self.groups),
             "EDR_MAX_RULES": len(self.rules),
-            "EDR_TRANS_MAX": len(self.trans),
+            "EDR_TRANS_MAX": max((len(p) for p in self.trans), default=0),
+            "EDR_TRANS_PARTS": len(self.trans),
+            "EDR_MAX_CWDCLS": len(self.cwdcls),
             "EDR_MAX_NAMES": len(self.names),
             "EDR_MAX_INODES": len(self.inodes),
             "EDR_MAX_SCOPE": len(self.scope),
@@ -126,6 +136,7 @@ class Packed:
             "EDR_WITH_STDIO": int(any(r.inet_stdio for r in self.rules)),
             "EDR_WITH_MULTICALL": int(bool(self.mcnames or self.mcinodes)),
             "EDR_WITH_PF": int(self.prefilter is not None),
+            "EDR_WITH_CWDSYM": int(any(g.cwdsym for g in self.groups)),
         }
 
 
@@ -166,14 +177,52 @@ def _merge(table: dict, key, groups: list[int], limit: int, blocks: set[int],
     merged.over = 1 | (block_bit if any(g in blocks for g in every[limit:]) else 0)
 
 
-def _pack_dfas(bundle: dict, header: Header) -> tuple[list[int], list[int], list[int]]:
-    """Lay the DFAs end to end; return (flat entries, accept id -> mask, start row per DFA)."""
+def kernel_columns(dfa: dict, nsym: int) -> dict:
+    """The DFA as the kernel reads it: a class read only by cwd-class symbols (the classes
+    table past ``nsym``) becomes the column "NUL, then it", appended when a byte reads it too.
+    The second state keeps the first one's condition bits (policy/regex/dfa.py)."""
+    classes, k, trans = list(dfa["classes"]), dfa["nclasses"], dfa["trans"]
+    if len(classes) <= nsym:
+        return dfa
+    nstates = len(trans) // k
+    nul = classes[0]
+    cwd_ids = sorted(set(classes[nsym:]))
+    shared = set(classes[:nsym])
+    moved = [c for c in cwd_ids if c in shared]
+    new_id = {c: c for c in cwd_ids} | {c: k + n for n, c in enumerate(moved)}
+    width = k + len(moved)
+    if width > 256:  # class ids are u8 in the kernel's table
+        raise PackError(f"an automaton needs {width} classes with its cwd columns, max 256; "
+                        "split the rules of its group")
+    rows = [list(trans[s * k:(s + 1) * k]) + [0] * (width - k) for s in range(nstates)]
+    for c in cwd_ids:
+        for s in range(nstates):
+            rows[s][new_id[c]] = trans[trans[s * k + nul] * k + c]
+    for sym in range(nsym, len(classes)):
+        classes[sym] = new_id[classes[sym]]
+    return dict(dfa, nclasses=width, classes=classes, trans=[t for r in rows for t in r])
+
+
+def _pack_dfas(bundle: dict, header: Header
+               ) -> tuple[list[list[int]], list[int], list[tuple[int, int]], list[dict]]:
+    """Lay the DFAs end to end, each in the first part it fits in after the previous one's
+    (the compiler counts the same way: edrfleet/policy/limits.py); return (entries per part,
+    accept id -> mask, (part, start row) per DFA, the DFAs as the kernel reads them)."""
     row_bits = header["EDR_ROW_BITS"]
-    trans: list[int] = []
+    parts: list[list[int]] = [[]]
     accepts: list[int] = [0]
     ids: dict[int, int] = {0: 0}
-    starts: list[int] = []
-    for dfa in bundle["dfas"]:
+    starts: list[tuple[int, int]] = []
+    dfas = [kernel_columns(d, header["EDR_NSYM"]) for d in bundle["dfas"]]
+    for dfa in dfas:
+        if len(parts[-1]) + len(dfa["trans"]) > 1 << row_bits:
+            parts.append([])
+        most = header.switches["EDR_TRANS_PARTS"]
+        if len(parts) > most or len(dfa["trans"]) > 1 << row_bits:
+            raise PackError(
+                f"the automata need more than {most} x {1 << row_bits} "
+                "transition entries; simplify or split the policy's regexes")
+        trans = parts[-1]
         base = len(trans)
         k = dfa["nclasses"]
         state_id: dict[int, int] = {}
@@ -187,15 +236,10 @@ def _pack_dfas(bundle: dict, header: Header) -> tuple[list[int], list[int], list
         entry = [(base + state * k) | (state_id.get(state, 0) << row_bits)
                  for state in range(len(dfa["trans"]) // k if k else 0)]
         trans.extend(map(entry.__getitem__, dfa["trans"]))
-        starts.append(base + dfa["start"] * k)
-    if len(trans) > 1 << row_bits:
-        raise PackError(
-            f"the automata need {len(trans)} transition entries, the kernel format holds "
-            f"{1 << row_bits}; simplify or split the policy's regexes"
-        )
+        starts.append((len(parts) - 1, base + dfa["start"] * k))
     if len(accepts) > header["EDR_ACCEPT_IDS"]:
         raise PackError(f"{len(accepts)} distinct condition masks, max {header['EDR_ACCEPT_IDS']}")
-    return trans, accepts, starts
+    return parts, accepts, starts, dfas
 
 
 def host_uid(name: str) -> int | None:
@@ -232,7 +276,7 @@ def pack_bundle(
     per_key = header["EDR_GROUPS_PER_KEY"]
     actions = header.enum_by_suffix("edr_action", "EDR_ACTION_")
     severities = header.enum_by_suffix("edr_severity", "EDR_SEV_")
-    trans, accepts, starts = _pack_dfas(bundle, header)
+    trans, accepts, starts, dfas = _pack_dfas(bundle, header)
 
     # An argv too long to scan fails closed only where a rule names the executable: a long
     # command line alone is no reason to kill an arbitrary program (xargs makes them daily).
@@ -246,14 +290,16 @@ def pack_bundle(
         if len(grp["rules"]) > header["EDR_RULES_PER_GROUP"]:
             raise PackError(f"group {i} has {len(grp['rules'])} rule slots")
         dfa = grp["dfa"]
-        classes = bundle["dfas"][dfa]["classes"] if dfa is not None else [0] * header["EDR_NSYM"]
+        classes = dfas[dfa]["classes"] if dfa is not None else [0] * header["EDR_NSYM"]
         groups.append(
             GroupEntry(
-                start=none if dfa is None else starts[dfa],
+                start=none if dfa is None else starts[dfa][1],
                 has_block=(block_bits["unscanned"] if i in blocks and i not in wildcard_groups
                            else 0) | (block_bits["rule"] if i in blocks else 0),
                 classes=list(classes),
                 slots=[(need, rule) for rule, need in grp["rules"]],
+                part=0 if dfa is None else starts[dfa][0],
+                cwdsym=len(classes) > header["EDR_NSYM"],
             )
         )
 
@@ -264,9 +310,9 @@ def pack_bundle(
             raise PackError(f"{len(prefilter['groups'])} prefiltered groups, max "
                             f"{header['EDR_PF_BITS']}")
         pf_index = len(groups)
-        groups.append(GroupEntry(start=starts[prefilter["dfa"]], has_block=0,
-                                 classes=list(bundle["dfas"][prefilter["dfa"]]["classes"]),
-                                 slots=[]))
+        groups.append(GroupEntry(start=starts[prefilter["dfa"]][1], has_block=0,
+                                 classes=list(dfas[prefilter["dfa"]]["classes"]),
+                                 slots=[], part=starts[prefilter["dfa"]][0]))
         pf_block = sum(1 << i for i, g in enumerate(prefilter["groups"]) if g in blocks)
 
     context = pack_context(bundle, header, identity)
@@ -340,7 +386,26 @@ def pack_bundle(
         pf_block=pf_block,
         mcnames=mcnames,
         mcinodes=mcinodes,
+        cwdcls=pack_cwd_classes(bundle, header, identity),
     )
+
+
+def pack_cwd_classes(bundle: dict, header: Header,
+                     identity: Callable[[str], Identity | None]) -> dict[Identity, list[int]]:
+    """Anchor directory inode -> class id per level (0: none), from ``cwd_classes``.  An
+    anchor reached through a symlink (``/bin`` on merged-/usr) is skipped: the kernel's cwd
+    is the real directory, which has its own class when it is an anchor."""
+    out: dict[Identity, list[int]] = {}
+    for k, (anchor, level) in enumerate(bundle.get("cwd_classes", ())):
+        if os.path.realpath(anchor) != anchor:
+            continue
+        ident = identity(anchor)
+        if ident is None:
+            continue
+        levels = out.setdefault(ident, [0] * header["EDR_CWD_LEVELS"])
+        if not levels[level]:
+            levels[level] = k + 1
+    return out
 
 
 def pack_multicall(multicall: dict, bundle: dict, header: Header,

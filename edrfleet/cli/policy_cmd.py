@@ -87,7 +87,7 @@ def _test_options(parser: argparse.ArgumentParser, defaults: bool = True) -> Non
                         "network socket (repeat for both)")
     parser.add_argument("--cwd", metavar="DIR", **({"default": None} | keep),
                         help="working directory of the exec (default: unknown, cwd rules do "
-                        "not match)")
+                        "not match and relative path arguments are not joined)")
     parser.add_argument("--corpus", metavar="JSONL", **({"default": None} | keep),
                         help="decide every command line of a JSONL corpus offline and print "
                         "a table by category")

@@ -16,8 +16,10 @@ from typing import Any
 
 from edrfleet.errors import InputError
 from edrfleet.policy.limits import (
+    EDR_CWD_CLASSES,
     EDR_NSYM,
     EDR_PF_BITS,
+    EDR_SYM_CWD,
     EDR_TRANS_MAX,
     MAX_CANDIDATES,
     MAX_TRANS_TOTAL,
@@ -28,7 +30,10 @@ VERSION = 1
 # a bundle with a prefilter (executables.prefilter): an agent that reads only version 1 would
 # never run the prefiltered groups, so it must refuse the bundle
 PREFILTER_VERSION = 2
-VERSIONS = (VERSION, PREFILTER_VERSION)
+# a bundle with cwd classes (cwd_classes): an older agent would lay its longer class tables
+# into a smaller kernel struct, so it must refuse the bundle (a prefilter may come with it)
+CWD_VERSION = 3
+VERSIONS = (VERSION, PREFILTER_VERSION, CWD_VERSION)
 
 
 def _canonical(obj: Any) -> str:
@@ -71,10 +76,15 @@ def check_structure(bundle: Any) -> None:
         if key not in bundle:
             raise _fail(f"missing key {key!r}")
     nrules, ngroups, ndfas = len(bundle["rules"]), len(bundle["groups"]), len(bundle["dfas"])
+    ncwd = len(bundle.get("cwd_classes", ()))
+    if ncwd > EDR_CWD_CLASSES:
+        raise _fail(f"{ncwd} cwd_classes; the kernel takes {EDR_CWD_CLASSES}")
     for i, dfa in enumerate(bundle["dfas"]):
         ncls = dfa["nclasses"]
-        if len(dfa["classes"]) != EDR_NSYM or any(not 0 <= c < ncls for c in dfa["classes"]):
-            raise _fail(f"dfas[{i}].classes must be {EDR_NSYM} class ids below {ncls}")
+        sizes = (EDR_NSYM, EDR_SYM_CWD + ncwd) if ncwd else (EDR_NSYM,)
+        if len(dfa["classes"]) not in sizes or any(not 0 <= c < ncls for c in dfa["classes"]):
+            raise _fail(f"dfas[{i}].classes must be {' or '.join(map(str, sizes))} class ids "
+                        f"below {ncls}")
         trans = dfa["trans"]
         if not trans or len(trans) % ncls:
             raise _fail(f"dfas[{i}].trans length {len(trans)} is not nstates * {ncls}")
@@ -95,8 +105,10 @@ def check_structure(bundle: Any) -> None:
         lists.append(pf["groups"])
         if not 0 <= pf["dfa"] < ndfas or len(pf["groups"]) > EDR_PF_BITS:
             raise _fail("executables.prefilter: automaton out of range or too many groups")
-        if bundle.get("version") != PREFILTER_VERSION:
-            raise _fail(f"a prefilter needs version {PREFILTER_VERSION}")
+        if bundle.get("version") not in (PREFILTER_VERSION, CWD_VERSION):
+            raise _fail(f"a prefilter needs version {PREFILTER_VERSION} or {CWD_VERSION}")
+    if "cwd_classes" in bundle and bundle.get("version") != CWD_VERSION:
+        raise _fail(f"cwd_classes need version {CWD_VERSION}")
     if any(not 0 <= g < ngroups for groups in lists for g in groups):
         raise _fail("executables name a group out of range")
 

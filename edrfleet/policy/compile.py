@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edrfleet.policy.bundle import (
+    CWD_VERSION,
     FORMAT,
     PREFILTER_VERSION,
     VERSION,
@@ -33,6 +34,7 @@ from edrfleet.policy.errors import PolicyError, raise_collected
 from edrfleet.policy.limits import (
     COND_BITS,
     DEFAULT_SEARCH_PATH,
+    EDR_NSYM,
     EDR_PF_BITS,
     EDR_POLICY_MAX_RULES,
     EDR_RULES_PER_GROUP,
@@ -52,6 +54,7 @@ from edrfleet.policy.regex.prefilter import (
     prefilter_dfa,
     rule_literals,
 )
+from edrfleet.policy.spell.cwd import class_words, cwd_classes, joined_words
 from edrfleet.policy.spell.options import option_ast
 from edrfleet.policy.spell.paths import path_ast
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
@@ -99,7 +102,7 @@ def condition_keys(rule: Rule) -> list[CondKey]:
     return keys
 
 
-def _condition_ast(key: CondKey) -> Node:
+def _condition_ast(key: CondKey, cwd_words: tuple[tuple[int, bytes], ...] = ()) -> Node:
     kind, value = key
     if kind == "any":
         return any_ast(value)
@@ -108,7 +111,8 @@ def _condition_ast(key: CondKey) -> Node:
     if kind == "option":
         return option_ast(OptionSpec.from_text(value.decode()))
     if kind == "path":
-        return path_ast(PathSpec.from_text(value.decode()))
+        spec = PathSpec.from_text(value.decode())
+        return path_ast(spec, joined_words(spec, cwd_words))
     if kind == "regex":
         return regex_ast(value, ARG)
     return regex_ast(value, CMD)
@@ -131,6 +135,11 @@ class Compilation:
         self.errors: list[PolicyError] = []
         self.conds = [condition_keys(rule) for rule in policy.rules]
         self.asts: dict[CondKey, Node] = {}
+        # relative path arguments: the cwd classes of every path matcher's anchors
+        specs = [PathSpec.from_text(k[1].decode()) for keys in self.conds for k in keys
+                 if k[0] == "path"]
+        self.cwd_classes = cwd_classes(specs) if specs else []
+        self.cwd_words = class_words(self.cwd_classes)
 
     def error(self, rule: Rule | None, message: str, fix: str, line: int = 0, col: int = 0):
         self.errors.append(PolicyError(
@@ -140,7 +149,7 @@ class Compilation:
     def ast(self, key: CondKey) -> Node:
         got = self.asts.get(key)
         if got is None:
-            got = self.asts[key] = _condition_ast(key)
+            got = self.asts[key] = _condition_ast(key, self.cwd_words)
         return got
 
     def pack(self, keyset: tuple[str, ...], rules: list[int]) -> list[Group]:
@@ -166,7 +175,8 @@ class Compilation:
         arg = [(self.ast(k), b) for k, b in group.bits.items() if k[0] not in WHOLE_ARGV]
         cmd = [(self.ast(k), b) for k, b in group.bits.items() if k[0] in WHOLE_ARGV]
         try:
-            dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
+            dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES,
+                            cwd_classes=len(self.cwd_classes))
             if dfa.nclasses > MAX_CLASSES:
                 raise DfaTooLarge(MAX_DFA_STATES)
         except DfaTooLarge:
@@ -185,7 +195,8 @@ class Compilation:
             arg = [(self.ast(key), 0)] if key[0] not in WHOLE_ARGV else []
             cmd = [(self.ast(key), 0)] if key[0] in WHOLE_ARGV else []
             try:
-                build_dfa(arg, cmd, max_states=MAX_DFA_STATES)
+                build_dfa(arg, cmd, max_states=MAX_DFA_STATES,
+                          cwd_classes=len(self.cwd_classes))
             except DfaTooLarge:
                 line, col = self.where(rule, key)
                 self.error(rule, f"{_show(key)} of rule '{rule.id}' needs more than "
@@ -258,6 +269,9 @@ def compile_policy(policy: Policy) -> dict[str, Any]:
     raise_collected(c.errors)
     bundle = _assemble(policy, groups)
     _add_prefilter(c, bundle, groups)
+    if any(len(d["classes"]) > EDR_NSYM for d in bundle["dfas"]):  # only then: old bytes kept
+        bundle["cwd_classes"] = [[a, level] for a, level in c.cwd_classes]
+        bundle["version"] = CWD_VERSION
     check_capacity(c, policy, bundle, groups)
     raise_collected(c.errors)
     bundle["sha256"] = bundle_sha256(bundle)

@@ -36,6 +36,9 @@ EDR_SCAN_WINDOW = KERNEL["EDR_SCAN_WINDOW"]  # argv bytes one scan call reads (t
 EDR_NSYM = KERNEL["EDR_NSYM"]  # symbols a DFA reads: bytes 0..255, BOS, EOS
 EDR_SYM_BOS = KERNEL["EDR_SYM_BOS"]
 EDR_SYM_EOS = KERNEL["EDR_SYM_EOS"]
+EDR_SYM_CWD = KERNEL["EDR_SYM_CWD"]  # the first cwd-class symbol (class 1)
+EDR_CWD_CLASSES = KERNEL["EDR_CWD_CLASSES"]  # cwd classes of one policy: (anchor, level)
+EDR_CWD_LEVELS = KERNEL["EDR_CWD_LEVELS"]  # levels: the cwd is the anchor, its child, ...
 EDR_ROW_BITS = KERNEL["EDR_ROW_BITS"]  # transition entry: next row bits, accept id above
 EDR_ACCEPT_IDS = KERNEL["EDR_ACCEPT_IDS"]  # distinct condition masks per slot; id 0 = no bits
 EDR_TRANS_MAX = KERNEL["EDR_TRANS_MAX"]  # transition entries a program starts with
@@ -52,8 +55,9 @@ NAME_BYTES_MAX = KERNEL.name_bytes_max
 COND_BITS = 64  # condition bits per group (the need mask is a u64)
 MAX_CLASSES = 256  # byte classes per DFA (class ids are u8)
 MAX_DFA_STATES = 4096  # states of one group DFA
-MAX_TRANS_TOTAL = 1 << EDR_ROW_BITS  # entries in the whole bundle: the most a transition
+MAX_TRANS_TOTAL = 1 << EDR_ROW_BITS  # entries in one part of the table: the most a transition
 #                                      entry can address (the agent sizes trans up to this)
+EDR_TRANS_PARTS = KERNEL["EDR_TRANS_PARTS"]  # parts of the table; a DFA lies in one
 MAX_ACCEPT_MASKS = EDR_ACCEPT_IDS - 1  # distinct non-zero masks in the whole bundle
 # groups one exec may hit: the kernel evaluates EDR_CAND_MAX, but past this many (all with an
 # automaton) the tail-call budget leaves no argv window, and every exec of them is unscanned
@@ -69,6 +73,19 @@ DEFAULT_SEARCH_PATH = (
     "/sbin",
     "/bin",
 )
+
+
+def trans_parts(sizes: list[int]) -> int:
+    """Parts of the transition table the agent fills for DFAs of these sizes, in order, each
+    in the first part it fits in after the previous one's (agent/maps.py _pack_dfas)."""
+    parts, used = 1, 0
+    for n in sizes:
+        if n > MAX_TRANS_TOTAL:
+            return EDR_TRANS_PARTS + 1
+        if used + n > MAX_TRANS_TOTAL:
+            parts, used = parts + 1, 0
+        used += n
+    return parts
 
 
 # --- the check of a compiled bundle -----------------------------------------------------------
@@ -125,12 +142,13 @@ def check_capacity(c: Reporter, policy: Policy, bundle: dict[str, Any],
                 "give rules that name the same executables the same 'executable' list",
                 line=1, col=1)
     total = sum(len(d["trans"]) for d in bundle["dfas"])
-    if total > MAX_TRANS_TOTAL:
+    if trans_parts([len(d["trans"]) for d in bundle["dfas"]]) > EDR_TRANS_PARTS:
         sizes = sorted(((len(g.dfa.trans), g) for g in groups if g.dfa), key=lambda t: -t[0])
         worst = ", ".join(f"'{policy.rules[t[1].rules[0]].id}' ({t[0]} entries)"
                           for t in sizes[:3])
         c.error(policy.rules[sizes[0][1].rules[0]], f"the automata need {total} transition "
-                f"entries, the kernel holds {MAX_TRANS_TOTAL}; largest groups start at rules "
+                f"entries, the kernel holds {EDR_TRANS_PARTS} x {MAX_TRANS_TOTAL} (a group's "
+                f"automaton in one part); largest groups start at rules "
                 f"{worst}", SIMPLIFY)
     masks = {m for d in bundle["dfas"] for _, m in d["accept"]}
     if len(masks) > MAX_ACCEPT_MASKS:

@@ -25,12 +25,15 @@ from edrfleet.policy.identity import (
 )
 from edrfleet.policy.limits import DEFAULT_SEARCH_PATH, EDR_ARGS_MAX
 from edrfleet.policy.model import ArgMatcher, Policy, Rule
+from edrfleet.policy.spell.cwd import class_by_inode, cwd_classes, joined_holds
 from edrfleet.policy.spell.options import option_holds
 from edrfleet.policy.spell.paths import path_holds
 from edrfleet.policy.spell.spec import OptionSpec, PathSpec
 
 
-def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
+def _arg_holds(m: ArgMatcher, args: Sequence[bytes], cwd: bytes | None = None) -> bool:
+    """``cwd``: the canonical working directory when it has a cwd class (relative path
+    arguments are joined to it), else None."""
     if m.kind == "any":
         literals = {lit.encode() for lit in m.value}
         return any(a in literals for a in args)
@@ -41,7 +44,7 @@ def _arg_holds(m: ArgMatcher, args: Sequence[bytes]) -> bool:
         return option_holds(OptionSpec.from_text(str(m.value)), args)
     if m.kind == "path":
         spec = PathSpec.from_text(str(m.value))
-        return any(path_holds(spec, a) for a in args)
+        return any(path_holds(spec, a) or joined_holds(spec, a, cwd) for a in args)
     rx = re.compile(str(m.value).encode())
     return any(rx.search(a) for a in args)
 
@@ -57,9 +60,10 @@ def applets(policy: Policy, argv: Sequence[bytes], target: ExecTarget,
 
 
 def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget,
-                 ctx: ExecContext, fileless: bool = False, applet: Sequence[bytes] = ()) -> bool:
+                 ctx: ExecContext, fileless: bool = False, applet: Sequence[bytes] = (),
+                 cwd: bytes | None = None) -> bool:
     """Every key of the rule's ``match`` holds for this exec (``applet``: the names a
-    multi-call binary answers to as well; name keys only)."""
+    multi-call binary answers to as well; name keys only; ``cwd``: see `_arg_holds`)."""
     if rule.fileless and not fileless:
         return False
     if rule.executables and not any(
@@ -69,7 +73,7 @@ def rule_matches(rule: Rule, argv: Sequence[bytes], target: ExecTarget,
     if not context_holds(ctx, rule.action, rule.uids, rule.users, rule.parents, rule.cwds,
                          rule.ancestors, rule.inet_stdio):
         return False
-    if not all(_arg_holds(m, argv[1:]) for m in rule.args):
+    if not all(_arg_holds(m, argv[1:], cwd) for m in rule.args):
         return False
     line = b" ".join(argv)
     return all(re.search(rx.encode(), line) for rx in rule.cmdlines or
@@ -102,5 +106,8 @@ def reference_decide(
                        search_path=DEFAULT_SEARCH_PATH, users=users, ancestors=ancestors,
                        inet_stdio=inet_stdio)
     applet = applets(policy, args, target, st)
+    specs = [PathSpec.from_text(str(m.value)) for r in policy.rules for m in r.args
+             if m.kind == "path"]
+    joined = class_by_inode(cwd_classes(specs), cwd, st.identity)[1] if specs else None
     return decide((i, r.id, r.action) for i, r in enumerate(policy.rules)
-                  if rule_matches(r, args, target, ctx, fileless, applet))
+                  if rule_matches(r, args, target, ctx, fileless, applet, joined))

@@ -36,7 +36,9 @@ from edrfleet.policy.limits import (
     EDR_ARGS_MAX,
     EDR_CAND_MAX,
     EDR_GROUPS_PER_KEY,
+    EDR_NSYM,
     EDR_SCAN_WINDOW,
+    EDR_SYM_CWD,
     EDR_TAIL_CALLS,
     NAME_BYTES_MAX,
     name_fits,
@@ -52,19 +54,33 @@ from edrfleet.policy.simulate_identity import (
     merge_lists,
     protected_files,
 )
+from edrfleet.policy.spell.cwd import class_by_inode
 
 PREFILTER = -1  # the prefilter automaton's place among the candidates
 
 
-def run_dfa(dfa: dict[str, Any], symbols: Sequence[int]) -> int:
-    """Feed symbols to one bundle DFA; return the OR of the accept masks met."""
+def run_dfa(dfa: dict[str, Any], symbols: Sequence[int], cwd_class: int = 0) -> int:
+    """Feed symbols to one bundle DFA; return the OR of the accept masks met.  A DFA that
+    reads cwd-class symbols (a classes table longer than EDR_NSYM) gets the symbol of
+    ``cwd_class`` after every NUL, as bpf/scan.c feeds it (0: none)."""
     ncls, classes, trans = dfa["nclasses"], dfa["classes"], dfa["trans"]
     accept = {s: m for s, m in dfa["accept"]}
     state, mask = dfa["start"], 0
+    extra = EDR_SYM_CWD + cwd_class - 1 if cwd_class and len(classes) > EDR_NSYM else None
     for sym in symbols:
         state = trans[state * ncls + classes[sym]]
         mask |= accept.get(state, 0)
+        if sym == 0 and extra is not None:
+            state = trans[state * ncls + classes[extra]]
+            mask |= accept.get(state, 0)
     return mask
+
+
+def cwd_class(bundle: dict[str, Any], cwd: str | bytes | None, st: CachedStat) -> int:
+    """The cwd's class (0: none), as the kernel finds it (bpf/context.c cwd_class_ctx): the
+    nearest of the cwd, its parent and grandparent whose inode is an anchor directory's."""
+    classes = [(a, level) for a, level in bundle.get("cwd_classes", ())]
+    return class_by_inode(classes, cwd, st.identity)[0]
 
 
 @dataclass
@@ -262,6 +278,7 @@ def simulate(
                        search_path=bundle["search_path"], users=users, ancestors=ancestors,
                        inet_stdio=inet_stdio)
     cands = candidate_groups(bundle, target, st, fileless, args)
+    cls = cwd_class(bundle, cwd, st)
     if not cands.groups and not cands.unjudged:  # bpf/exec.c: no candidate, nothing judged
         return Decision("allow", None, (), notes=tuple(cands.notes))
     args = cands.argv
@@ -288,7 +305,7 @@ def simulate(
             mask = 0
         else:
             if d not in masks:
-                masks[d] = run_dfa(bundle["dfas"][d], symbols)
+                masks[d] = run_dfa(bundle["dfas"][d], symbols, cls)
             mask = masks[d]
         # a long argv alone fails closed only where a block rule names the executable
         unscanned |= short and group["has_block"] and g not in wild

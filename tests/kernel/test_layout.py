@@ -37,7 +37,7 @@ def test_event_args_are_last_so_only_used_bytes_are_sent(engine):
 def test_map_values_have_the_sizes_the_packer_writes(engine):
     h, e = engine
     b = e.bpf
-    assert ct.sizeof(b["groups"].Leaf) == 16 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
+    assert ct.sizeof(b["groups"].Leaf) == 24 + h["EDR_CLS_PAD"] + 16 * h["EDR_RULES_PER_GROUP"]
     assert ct.sizeof(b["trans"].Leaf) == 4 * e.capacities["EDR_TRANS_MAX"]
     assert ct.sizeof(b["accepts"].Leaf) == 8 * h["EDR_ACCEPT_IDS"]
     # fileless: 4 of the first 16; then parents, cwds; ancestors, inet_stdio + pad
@@ -73,7 +73,10 @@ def test_context_maps_and_fields_have_the_layout_the_packer_writes(engine):
     for name in ("pnames", "pinodes", "dirs"):
         assert ct.sizeof(b[name].Leaf) == 8, name
     assert ct.sizeof(b["pinodes"].Key) == ct.sizeof(b["dirs"].Key) == 16
-    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2, 4, 8}
+    assert set(h.enums["edr_ctx_flag"].values()) == {1, 2, 4, 8, 16}
+    assert (group.part.offset, group.cls.offset) == (16, 24)
+    assert ct.sizeof(b["cwdcls"].Key) == 16 and ct.sizeof(b["cwdcls"].Leaf) == 2 * (
+        h["EDR_CWD_LEVELS"] + 1)
     for name in ("mcnames", "mcinodes"):  # sets: the key is the datum
         assert ct.sizeof(b[name].Leaf) == 4, name
     assert ct.sizeof(b["mcnames"].Key) == 4 + h["EDR_NAME_MAX"]

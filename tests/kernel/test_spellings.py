@@ -54,7 +54,7 @@ ATTACKS = [
     (["rm", "-rf", "//usr/./bin/"], "rm-recursive-root"),
     (["rm", "-rf", "/proc/self/root/boot"], "rm-recursive-root"),
     (["rm", "-rf", "bin", "boot", "etc", "usr", "var"], "rm-recursive-root-expanded"),
-    (["rm", "-rf", "../../etc"], "rm-recursive-dotdot-sysdir"),
+    (["rm", "-rf", "../../etc"], "rm-recursive-root"),  # joined to the cwd: /etc
     (["shred", "-u", "/etc/./shadow"], "system-file-destroyed"),
     # `..` deeper than the automaton places detours: fails closed (docs/policy.md)
     (["rm", "-rf", "/tmp/a/b/c/../../../etc"], "rm-recursive-root"),
@@ -192,13 +192,14 @@ def test_real_rm_after_double_dash_is_an_operand_and_runs(agent, cgroup, canary)
     assert not (canary / "-r").exists() and (canary / "precious").exists()
 
 
-# Relative names, judged against the exact working directory (match.cwd_is): (cwd, argv, rule)
+# Relative names from their directory: joined to the cwd by the path rules (which come first
+# in the policy; the cwd_is rules match too) or by name: (cwd, argv, rule)
 RELATIVE = [
-    ("/", ["rm", "-rf", "etc"], "rm-recursive-sysdir-from-root"),
-    ("/", ["rm", "-r", "./usr/"], "rm-recursive-sysdir-from-root"),
-    ("/", ["rm", "--recur", "boot//"], "rm-recursive-sysdir-from-root"),
-    ("/etc", ["shred", "-u", "shadow"], "system-file-destroyed-relative"),
-    ("/etc", ["rm", "-f", "./sudoers"], "system-file-destroyed-relative"),
+    ("/", ["rm", "-rf", "etc"], "rm-recursive-root"),
+    ("/", ["rm", "-r", "./usr/"], "rm-recursive-root"),
+    ("/", ["rm", "--recur", "boot//"], "rm-recursive-root"),
+    ("/etc", ["shred", "-u", "shadow"], "system-file-destroyed"),
+    ("/etc", ["rm", "-f", "./sudoers"], "system-file-destroyed"),
     ("/var/log", ["truncate", "-s0", "auth.log"], "log-file-destroyed-relative"),
 ]
 

@@ -33,7 +33,7 @@ from edrfleet.agent.pinned import bpfsys
 CHECK_EVERY = 1.0  # seconds between checks: the longest a tampered map stays tampered
 POLICY_MAPS = ("active", "config", "rules", "groups", "trans", "accepts",
                "names", "inodes", "scope", "pnames", "pinodes", "dirs", "mcnames", "mcinodes",
-               "fsizes")
+               "fsizes", "cwdcls")
 # Not checked: what the kernel program writes (ring buffers events/events_block, logagg,
 # counters, scratch, lsm_passed).  "inodes" and "fsizes" are also written by the agent's
 # identity keeper at run time: those writes go through Guard.accept (Engine._runtime_write).

@@ -13,7 +13,7 @@ from edrfleet.kernel_abi import BPF_SOURCES, Header
 # and that code was 70 % of what the verifier walked in edr_judge); a policy that needs one
 # later gets a new program (Engine.fits is false), like one that outgrows the maps.
 FEATURES = ("EDR_WITH_UIDS", "EDR_WITH_CTX", "EDR_WITH_PF", "EDR_WITH_ANCESTORS", "EDR_WITH_STDIO",
-            "EDR_WITH_MULTICALL")
+            "EDR_WITH_MULTICALL", "EDR_WITH_CWDSYM")
 # SHAPE: the program's shape, from the engine's own arguments.
 SHAPE = ("EDR_WITH_LSM", "EDR_USE_PERFBUF", "EDR_SCAN_WINDOW", "EDR_WITH_SCOPE")
 # EVENTS: ring buffer sizes and the flood aggregation of logged execs, the header's values.
@@ -56,8 +56,11 @@ def capacities_for(needs: dict[str, int], header: Header) -> dict[str, int]:
         key: max(base, _pow2(2 * needs.get(key, 0)))
         for key, base in capacity_defaults(header).items()
     }
-    # trans is one map value, at most 4 MiB (KMALLOC_MAX_SIZE); entries address its rows
+    # a trans part is one map value, at most 4 MiB (KMALLOC_MAX_SIZE); entries address its rows
     caps["EDR_TRANS_MAX"] = min(caps["EDR_TRANS_MAX"], 1 << header["EDR_ROW_BITS"])
+    # parts of it: what the policy needs (each is a 4 MiB value at most), no room doubled
+    caps["EDR_TRANS_PARTS"] = min(max(1, needs.get("EDR_TRANS_PARTS", 1)),
+                                  header.switches["EDR_TRANS_PARTS"])
     caps.update({key: int(bool(needs.get(key, 0))) for key in FEATURES})
     return caps
 

@@ -15,7 +15,7 @@ from edrfleet.agent.program.build import EngineError
 SLOT_REUSE_SECONDS = 1.0  # an exec that read the old slot finishes long before this
 # hash maps whose keys carry the slot: a slot refilled after adopting drops all of them
 SLOT_HASHES = ("names", "inodes", "scope", "pnames", "pinodes", "dirs", "mcnames", "mcinodes",
-               "fsizes")
+               "fsizes", "cwdcls")
 
 
 class SlotWriter:
@@ -87,15 +87,19 @@ class SlotWriter:
             for j, (need, rule) in enumerate(grp.slots):
                 leaf.rules[j].need, leaf.rules[j].rule = need, rule
                 leaf.rules[j].flags = grp.flags[j] if grp.flags else 0
-            leaf.flags = 0
+            leaf.flags = self.header["EDR_CTX_CWDSYM"] if grp.cwdsym else 0
             for f in grp.flags:
                 leaf.flags |= f
+            leaf.part = grp.part
             groups[ct.c_int(slot * self.capacities["EDR_MAX_GROUPS"] + i)] = leaf
 
-        trans = b["trans"].Leaf()
-        data = array("I", packed.trans).tobytes()
-        ct.memmove(trans.raw, data, len(data))
-        b["trans"][ct.c_int(slot)] = trans
+        nparts = self.capacities["EDR_TRANS_PARTS"]
+        for part in range(nparts):
+            trans = b["trans"].Leaf()
+            if part < len(packed.trans):
+                data = array("I", packed.trans[part]).tobytes()
+                ct.memmove(trans.raw, data, len(data))
+            b["trans"][ct.c_int(slot * nparts + part)] = trans
         accepts = b["accepts"].Leaf()
         data = array("Q", packed.accepts).tobytes()
         ct.memmove(accepts.raw, data, len(data))
@@ -118,6 +122,9 @@ class SlotWriter:
                                      lambda k, name: setattr(k, "name", name), one)
         keys["mcinodes"] = self._fill("mcinodes", slot, ((i, 1) for i in packed.mcinodes),
                                       _set_inode_key, one)
+        if "cwdcls" in self.map_fds():  # a program of this version has it
+            keys["cwdcls"] = self._fill("cwdcls", slot, packed.cwdcls.items(), _set_inode_key,
+                                        _cwd_levels)
         self._keys[slot] = keys
 
     def put_inodes(self, slot: int, items) -> None:
@@ -226,3 +233,10 @@ def _set_size_key(k, key: tuple[int, int]) -> None:
 
 def _set_inode_key(k, ident: tuple[int, int]) -> None:
     k.dev, k.ino = ident
+
+
+def _cwd_levels(table, levels: list[int]):
+    v = table.Leaf()
+    for i, k in enumerate(levels):
+        v.cls[i] = k
+    return v

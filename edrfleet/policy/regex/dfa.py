@@ -12,6 +12,13 @@ state and sets its bit one or two symbols later, once the stream has shown those
 the stream always ends in EOS, every pending match is settled.  Lookbehind (``^``, ``\\b``) only
 needs the symbol just read, which is known when the epsilon closure is computed.
 
+Cwd-class symbols (``EDR_SYM_CWD`` on, fed after every NUL when the working directory is in
+a class: `edrfleet.policy.spell.cwd`) are *transparent* to every item that does not read one:
+such an item stays where it is, with the context it had (its lookbehind saw the NUL), so
+``^``, ARG_START and the other conditions read an argument the same with or without the
+symbol in front.  Only the items of a ``cwdjoin`` node move on them (`Nfa._cwdjoin`).  A
+class symbol's state keeps the condition bits of the state before it.
+
 Symbols are grouped into classes twice: first the coarsest partition refining every set the NFA
 tests (so the construction loops over classes, not 258 symbols), then, after minimization,
 classes whose columns are identical are merged (the coarsest partition for the final table).
@@ -26,11 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edrfleet.errors import InputError
-from edrfleet.policy.limits import COND_BITS, MAX_DFA_STATES
-from edrfleet.policy.regex.nfa import ASSERT, EPS, MATCH, SYM, Nfa, group_nfa
-from edrfleet.policy.regex.parse import NSYM, Node
+from edrfleet.policy.limits import COND_BITS, EDR_SYM_CWD, MAX_DFA_STATES
+from edrfleet.policy.regex.nfa import ASSERT, EPS, JUMP, MATCH, SYM, Nfa, group_nfa
+from edrfleet.policy.regex.parse import BIT_NUL, NSYM, Node
 
 ALL_SYMS = (1 << NSYM) - 1
+ALL_CLASSES = (1 << 1024) - 1  # "every class" for a pending match (classes < 1024)
 LOW_MASK = (1 << COND_BITS) - 1  # item ids reserved for condition bits
 
 
@@ -66,12 +74,14 @@ class Dfa:
         }
 
 
-def symbol_partition(sets: set[int]) -> list[int]:
-    """Coarsest partition of the 258 symbols that refines every set; blocks by lowest symbol."""
-    blocks = [ALL_SYMS]
+def symbol_partition(sets: set[int], nsym: int = NSYM) -> list[int]:
+    """Coarsest partition of the ``nsym`` symbols that refines every set; blocks by lowest
+    symbol."""
+    universe = (1 << nsym) - 1
+    blocks = [universe]
     for x in sorted(sets):
-        x &= ALL_SYMS
-        if not x or x == ALL_SYMS:
+        x &= universe
+        if not x or x == universe:
             continue
         split: list[int] = []
         for b in blocks:
@@ -101,12 +111,18 @@ class _Builder:
     accept mask of a state is simply ``bits & LOW_MASK`` and needs no second accumulator.
     """
 
-    def __init__(self, nfa: Nfa, max_states: int) -> None:
+    def __init__(self, nfa: Nfa, max_states: int, nsym: int = NSYM) -> None:
         self.nfa = nfa
         self.max_states = max_states
-        self.blocks = symbol_partition(nfa.sets())
+        cwd_all = ((1 << nsym) - 1) & ~((1 << EDR_SYM_CWD) - 1)
+        sets = nfa.sets() | ({cwd_all} if cwd_all else set())
+        self.blocks = symbol_partition(sets, nsym)
         self.ncls = len(self.blocks)
+        # classes of cwd symbols only: transparent to the items that do not read them
+        self.cwd_cls = [k for k, b in enumerate(self.blocks) if b and not b & ~cwd_all]
+        self.cwd_items = 0  # items that read some cwd symbol (they move, the rest stay)
         self._cls_memo: dict[int, int] = {}
+        self.nul_cls = self.to_cls(BIT_NUL).bit_length() - 1
         self.sym_cls = [self.to_cls(s) if k == SYM else 0 for k, s in zip(nfa.kind, nfa.sym,
                                                                               strict=True)]
         self.look_cls: list[Any] = []
@@ -126,6 +142,8 @@ class _Builder:
         self.item_list: list[tuple[int, tuple[int, ...]]] = [(-1, ())] * COND_BITS
         self.moves: list[list[tuple[int, int]] | None] = [[] for _ in range(COND_BITS)]
         self.closures: dict[tuple[int, tuple[int, ...], int], int] = {}
+        self.quotients: dict[tuple[int, bytes], int] = {}
+        self.jumps: dict[tuple[int, tuple[int, ...]], int] = {}
 
     def to_cls(self, symbols: int) -> int:
         got = self._cls_memo.get(symbols)
@@ -145,6 +163,40 @@ class _Builder:
             self.items[key] = got
             self.item_list.append(key)
             self.moves.append(None)
+            if self.nfa.kind[node] == SYM and self.nfa.sym[node] >> EDR_SYM_CWD:
+                self.cwd_items |= 1 << got
+        return got
+
+    def quotient(self, entry: int, word: bytes) -> int:
+        """The items (no condition bits) of the condition entered at ``entry`` after an
+        argument start and ``word``."""
+        key = (entry, word)
+        got = self.quotients.get(key)
+        if got is None:
+            bits = self.closure(entry, (), self.nul_cls) & ~LOW_MASK
+            for b in word:
+                k = self.to_cls(1 << b).bit_length() - 1
+                nxt = 0
+                for it in _iter_bits(bits):
+                    for c, moved in self.item_moves(it):
+                        if c == k:
+                            nxt |= moved
+                bits = nxt & ~LOW_MASK
+            got = self.quotients[key] = bits
+        return got
+
+    def jump(self, node: int, ahead: tuple[int, ...]) -> int:
+        """A JUMP node's items, each with the lookahead ``ahead`` pending as well."""
+        key = (node, ahead)
+        got = self.jumps.get(key)
+        if got is None:
+            got = 0
+            for it in _iter_bits(self.quotient(*self.nfa.jump[node])):
+                n, a = self.item_list[it]
+                merged = _merge(a, ahead) if ahead else a
+                if merged is not None:
+                    got |= 1 << self.item(n, merged)
+            self.jumps[key] = got
         return got
 
     def closure(self, node: int, ahead: tuple[int, ...], prev: int) -> int:
@@ -180,6 +232,8 @@ class _Builder:
                 stack.append((out[n][0], a))
             elif k == MATCH:
                 bits |= 1 << (self.item(n, a) if a else bit[n])
+            elif k == JUMP:
+                bits |= self.jump(n, a)
         self.closures[key] = bits
         return bits
 
@@ -189,7 +243,7 @@ class _Builder:
             return got
         node, ahead = self.item_list[it]
         kind = self.nfa.kind[node]
-        classes = self.sym_cls[node] if kind == SYM else ALL_SYMS
+        classes = self.sym_cls[node] if kind == SYM else ALL_CLASSES
         if ahead:
             classes &= ahead[0]
         rest = ahead[1:]
@@ -215,9 +269,16 @@ class _Builder:
         item_moves = self.item_moves
         while len(rows) < len(states):
             acc = [0] * ncls
-            for it in _iter_bits(states[len(rows)] & ~LOW_MASK):
+            here = states[len(rows)] & ~LOW_MASK
+            for it in _iter_bits(here):
                 for c, bits in item_moves(it):
                     acc[c] |= bits
+            if self.cwd_cls:
+                # the bits the state set stay set: the kernel feeds NUL and the class symbol
+                # as one step (agent/maps.py), which ORs only the second state's mask
+                stay = states[len(rows)] & ~self.cwd_items
+                for c in self.cwd_cls:
+                    acc[c] |= stay
             row = list(map(index.get, acc))
             if None in row:
                 for c, key in enumerate(acc):
@@ -307,7 +368,7 @@ def _hopcroft(rows: list[list[int]], part: list[int], count: int,
     return block_of, len(blocks)
 
 
-def finish(rows: list[list[int]], masks: list[int], blocks: list[int]) -> Dfa:
+def finish(rows: list[list[int]], masks: list[int], blocks: list[int], nsym: int = NSYM) -> Dfa:
     """Minimize, merge identical class columns, number states canonically (BFS from 0)."""
     ncls = len(blocks)
     block_of, nblocks = minimize(rows, masks, ncls)
@@ -345,7 +406,7 @@ def finish(rows: list[list[int]], masks: list[int], blocks: list[int]) -> Dfa:
         trans.extend(order[row[c]] for c in keep)  # type: ignore[index]
         if q_mask[b]:
             accept.append((order[b], q_mask[b]))
-    classes = [0] * NSYM
+    classes = [0] * nsym
     for c, block in enumerate(blocks):
         for sym in _iter_bits(block):
             classes[sym] = class_map[c]
@@ -353,6 +414,10 @@ def finish(rows: list[list[int]], masks: list[int], blocks: list[int]) -> Dfa:
 
 
 PREMIN_FACTOR = 4  # subset-construction states allowed per final state of the cap
+# with relative path arguments joined: a class symbol's jump lands on items of the absolute
+# grammar that other spellings reach through other items (``/etc/x/..`` vs ``/``), which only
+# minimization merges
+PREMIN_FACTOR_CWD = 8
 
 
 def build_dfa(
@@ -360,10 +425,13 @@ def build_dfa(
     cmd_conditions: Sequence[tuple[Node, int]],
     *,
     max_states: int = MAX_DFA_STATES,
+    cwd_classes: int = 0,
 ) -> Dfa:
     """Compile conditions ``(ast, bit)`` into one search DFA.
 
     ``arg_conditions`` hold in one argv[i] (i >= 1); ``cmd_conditions`` over the whole stream.
+    ``cwd_classes``: the policy's cwd classes; a DFA whose conditions read cwd-class symbols
+    gets a classes table of ``EDR_SYM_CWD + cwd_classes`` entries, the others of ``NSYM``.
 
     Raises:
         DfaTooLarge: more than ``max_states`` states after minimization, or more than
@@ -372,9 +440,11 @@ def build_dfa(
         NfaTooLarge: one condition expands to too many NFA nodes.
     """
     nfa = group_nfa(arg_conditions, cmd_conditions)
-    builder = _Builder(nfa, max_states * PREMIN_FACTOR)
+    nsym = EDR_SYM_CWD + cwd_classes if nfa.cwd_syms else NSYM
+    factor = PREMIN_FACTOR_CWD if nfa.cwd_syms else PREMIN_FACTOR
+    builder = _Builder(nfa, max_states * factor, nsym)
     rows, masks = builder.run()
-    dfa = finish(rows, masks, builder.blocks)
+    dfa = finish(rows, masks, builder.blocks, nsym)
     if len(dfa.trans) > max_states * dfa.nclasses:
         raise DfaTooLarge(max_states)
     return dfa

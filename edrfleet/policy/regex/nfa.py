@@ -7,7 +7,16 @@ Node kinds (parallel lists, node ids are ints):
 ``EPS``     goes to every node of ``out[n]`` without reading;
 ``ASSERT``  zero width: ``look[n] = (prev, ahead)``: passable when the symbol just read is in
             ``prev`` (None = any); ``ahead`` constrains the symbols still to come;
-``MATCH``   the condition ``bit[n]`` holds.
+``MATCH``   the condition ``bit[n]`` holds;
+``JUMP``    goes without reading to where the condition entered at ``jump[n] = (entry, word)``
+            would be after reading ``word`` (a left quotient: ``("cwdjoin", ...)`` below).
+
+``("cwdjoin", exact, classes)`` is a path condition ``exact`` (it starts at an argument start)
+joined to the working directory: for each ``(symbols, word)`` of ``classes``, after an argument
+start, a cwd-class symbol of ``symbols`` (a bitset) then a relative argument (first byte not
+``/``) read as if ``word`` (the class's directory, ``/`` ended) came before it.  The
+quotients continue in ``exact``'s own nodes, so the automaton's states after a class symbol
+are states the absolute spellings reach (no copy of the path grammar per class).
 
 The scanner implements search semantics for every condition at once::
 
@@ -29,7 +38,8 @@ from edrfleet.policy.regex.parse import (
     RegexUnsupported,
 )
 
-SYM, EPS, ASSERT, MATCH = 0, 1, 2, 3
+SYM, EPS, ASSERT, MATCH, JUMP = 0, 1, 2, 3, 4
+BIT_SLASH = 1 << ord("/")
 
 
 class NfaTooLarge(RegexUnsupported):
@@ -45,6 +55,8 @@ class Nfa:
         self.out: list[list[int]] = []
         self.look: list[tuple[int | None, tuple[int, ...]] | None] = []
         self.bit: list[int] = []
+        self.jump: dict[int, tuple[int, bytes]] = {}
+        self.cwd_syms = 0  # the cwd-class symbols some node reads
         self.start = -1
         self._budget = 0
 
@@ -106,7 +118,22 @@ class Nfa:
             alts = node[1]
             entries = [self.add(ASSERT, look=alt, out=[nxt]) for alt in alts]
             return entries[0] if len(entries) == 1 else self.add(EPS, out=entries)
+        if tag == "cwdjoin":
+            return self._cwdjoin(node, nxt)
         raise ValueError(f"unknown AST node {tag!r}")  # pragma: no cover
+
+    def _cwdjoin(self, node: Node, nxt: int) -> int:
+        _, exact, classes = node
+        entry = self.build(exact, nxt)
+        ways = [entry]
+        for symbols, word in classes:
+            jump = self.add(JUMP)
+            self.jump[jump] = (entry, word)
+            rel = self.add(ASSERT, look=(None, (ALL_BYTES & ~BIT_NUL & ~BIT_SLASH,)), out=[jump])
+            read = self.add(SYM, sym=symbols, out=[rel])
+            self.cwd_syms |= symbols
+            ways.append(self.add(ASSERT, look=(BIT_NUL, ()), out=[read]))
+        return self.add(EPS, out=ways)
 
     def add_condition(self, node: Node, bit: int) -> int:
         """Add one condition ending in a MATCH node for ``bit``; return its entry."""

@@ -13,8 +13,11 @@ the automaton places detours up to `DETOUR_DEPTH` deep and fails closed beyond: 
 (``/a/b/c/../../../etc``, ``../../../etc``) is taken to name the path, whatever it resolves
 to — its target is unknown, so it is treated as naming the root, which holds every path.
 A symlink inside the argument (``/tmp/l/..`` with ``l -> /usr/lib``) cannot be resolved here;
-docs/policy.md says how the default policy covers both.  Relative arguments and
-``/proc/self/cwd/...`` depend on the working directory and are not matched.
+docs/policy.md says how the default policy covers both.  Relative arguments are joined to the
+working directory by cwd classes (`edrfleet.policy.spell.cwd`: ``classes`` of `path_ast`);
+``/proc/self/cwd/...``, ``/proc/thread-self/cwd/...`` and ``/proc/<pid>/cwd/...`` are not
+joined (the automaton does not know whose cwd a pid means) and, with ``deep``, fail closed:
+they are taken to name the path, like 3 ``..``.
 """
 
 from __future__ import annotations
@@ -111,14 +114,30 @@ def _deep() -> Node:
     return cat(ARG_START, lead, lit(b".."), *([more] * (DEEP_DOTDOT - 1)), tail, ARG_END)
 
 
-def path_ast(spec: PathSpec) -> Node:
-    """One argument that is one of the paths (or below one, with ``below``), spelled any way
-    the module docstring lists."""
+def _proc_cwd() -> Node:
+    """``/proc/self/cwd``, ``/proc/thread-self/cwd`` or ``/proc/<pid>/cwd``, alone or with
+    anything after a ``/`` (``.``/``..`` at the root before it)."""
+    pid = alt(lit(PID_WORDS[0]), lit(PID_WORDS[1]), plus(sym(DIGITS)))
+    return cat(ARG_START, LOOK_SLASH, _detours(0, True), _comp(lit(b"proc")), _comp(pid),
+               _comp(lit(b"cwd")), opt(cat(sym(SLASH), star(sym(BYTES)))), ARG_END)
+
+
+def exact_ast(spec: PathSpec) -> Node:
+    """The absolute spellings alone (`path_ast` without what fails closed or joins)."""
     root = _detours(DETOUR_DEPTH, True)
     head = cat(star(cat(root, _proc_root())), root)
-    exact = cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
-                star(sym(SLASH)), ARG_END)
-    return alt(exact, _deep()) if spec.deep else exact
+    return cat(ARG_START, LOOK_SLASH, head, _from(_trie(spec.paths), spec.below),
+               star(sym(SLASH)), ARG_END)
+
+
+def path_ast(spec: PathSpec, classes: tuple[tuple[int, bytes], ...] = ()) -> Node:
+    """One argument that is one of the paths (or below one, with ``below``), spelled any way
+    the module docstring lists; with ``classes`` (`cwd.merged_words`: cwd-class symbol sets
+    and the word each stands for), relative arguments after a cwd-class symbol too."""
+    exact = exact_ast(spec)
+    if classes:
+        exact = ("cwdjoin", exact, classes)
+    return alt(exact, _deep(), _proc_cwd()) if spec.deep else exact
 
 
 # --- the oracle: the same grammar read over components, without automata -----------------
@@ -183,8 +202,19 @@ def _below_ok(comps: tuple[bytes, ...], i: int) -> bool:
     return len(comps) in reach
 
 
+def _is_proc_cwd(arg: bytes) -> bool:
+    if not arg.startswith(b"/"):
+        return False
+    comps = [c for c in arg.split(b"/") if c]
+    while comps and comps[0] in (b".", b".."):
+        comps.pop(0)
+    return (len(comps) >= 3 and comps[0] == b"proc" and comps[2] == b"cwd"
+            and (comps[1] in PID_WORDS or comps[1].isdigit()))
+
+
 def path_holds(spec: PathSpec, arg: bytes) -> bool:
-    if spec.deep and arg.split(b"/").count(b"..") >= DEEP_DOTDOT:
+    """The absolute grammar (and, with ``deep``, what fails closed) on one argument."""
+    if spec.deep and (arg.split(b"/").count(b"..") >= DEEP_DOTDOT or _is_proc_cwd(arg)):
         return True
     if not arg.startswith(b"/"):
         return False

@@ -48,8 +48,12 @@ def test_enum_values_are_unique_within_each_enum():
 def test_the_engine_takes_every_switch_and_its_default_from_the_header():
     assert set(engine.FEATURES + engine.SHAPE + engine.EVENTS) <= set(H.switches)
     caps = engine.capacity_defaults(H)
-    assert caps and all(k.startswith("EDR_MAX_") or k == "EDR_TRANS_MAX" for k in caps)
-    assert engine.capacities_for({}, H) == {**caps, **{k: 0 for k in engine.FEATURES}}
+    assert caps and all(k.startswith("EDR_MAX_") or k in ("EDR_TRANS_MAX", "EDR_TRANS_PARTS")
+                        for k in caps)
+    # the table's parts: what the policy needs, at least 1 (the header's default is the most)
+    assert engine.capacities_for({}, H) == {**caps, **{k: 0 for k in engine.FEATURES},
+                                            "EDR_TRANS_PARTS": 1}
+    assert engine.capacities_for({"EDR_TRANS_PARTS": 2}, H)["EDR_TRANS_PARTS"] == 2
     assert engine.scan_windows(H)[0] == H.switches["EDR_SCAN_WINDOW"] == H["EDR_ARGS_MAX"]
     # another header, other numbers: nothing in the engine repeats them
     text = (BPF / "edrfleet.h").read_text()
@@ -91,7 +95,8 @@ def test_agent_and_compiler_compute_the_same_bundle_checksum():
 
 def test_context_flags_and_key_bits_fit_what_the_packer_writes():
     assert H.enum_by_suffix("edr_ctx_flag", "EDR_CTX_") == {"parent": 1, "cwd": 2,
-                                                            "ancestors": 4, "stdio": 8}
+                                                            "ancestors": 4, "stdio": 8,
+                                                            "cwdsym": 16}
     assert H.enum_by_suffix("edr_stdio_whose", "EDR_STDIO_") == {"self": 1, "parent": 2}
     assert H["EDR_KEY_BITS"] == 64  # u64 bit sets in "pnames", "pinodes", "dirs"
 

@@ -154,7 +154,8 @@ def test_the_transition_budget_of_the_kernel_is_enforced(monkeypatch):
 
     monkeypatch.setattr(limits_mod, "MAX_TRANS_TOTAL", 10)
     with pytest.raises(PolicyError, match=r"the automata need \d+ transition entries, the "
-                                          r"kernel holds 10; largest groups start at rules 'a'"):
+                                          r"kernel holds 2 x 10 \(a group's automaton in one "
+                                          r"part\); largest groups start at rules 'a'"):
         compile_policy(policy_of_rules(rule_yaml("a", match="{cmdline: 'abc'}")))
 
 
@@ -193,7 +194,7 @@ def _resigned(bundle, **changes):
     (lambda b: "{not json", "bad policy bundle: not JSON"),
     (lambda b: "[1, 2]", "bad policy bundle: not a JSON object"),
     (lambda b: _resigned(b, format="other"), "format is 'other', expected 'edrfleet-bundle'"),
-    (lambda b: _resigned(b, version=3), "version 3 is not supported"),
+    (lambda b: _resigned(b, version=4), "version 4 is not supported"),
     (lambda b: json.dumps(dict(b, mode="enforce")), "sha256 mismatch"),
     (lambda b: _resigned(b, groups=[{"dfa": 9, "rules": [], "has_block": False}]),
      "groups[0].dfa out of range"),
