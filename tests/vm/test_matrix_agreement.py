@@ -2,7 +2,8 @@
 checks (tests/kernel/test_agreement_property.py), run inside each guest of the matrix lab.
 
 One policy of stand-in rules over every matcher (argv any/glob/regex, cmdline, user, parent,
-ancestor, cwd prefix, inet_stdio, a prefiltered regex for any executable) and the two limits
+ancestor, cwd prefix, inet_stdio, a prefiltered regex for any executable, a path joined to the
+working directory) and the two limits
 the kernel fails closed at (argv longer than it scans; a working directory deeper than it
 walks); a fixed sample of execs over programs, arguments, shells, directories, users, a wrapper
 shell and a TCP socket on standard input.  Each guest gets its own agent instance (a transient
@@ -66,9 +67,12 @@ RULES = [
     # any executable: the literal prefilter's program; anchored at argv[0], or it would block
     # the shell that carries the program's argv as its own arguments
     ("block", {"cmdline": "^\\S*/edrp-b edrpf[0-9]+x"}),
+    # a path: matcher: relative arguments are joined to the cwd's class (read by the kernel)
+    ("block", {"executable": ["edrp-a"], "args": [{"path": "{root}/cwd/in/vict"}]}),
 ]
 ARGS = [[], ["-rf"], ["--force"], ["evil  42"], ["EVIL 7", "x"], ["app.log"], ["--purge"],
-        ["x"], ["anc"], ["sock"], ["-a", "b"], ["zz"], ["deep"], ["q", "--purge", "app.log"]]
+        ["x"], ["anc"], ["sock"], ["-a", "b"], ["zz"], ["deep"], ["q", "--purge", "app.log"],
+        ["vict"], ["../vict"], ["./in//vict"]]
 DIRS = ["in", "in/sub", "out", DEEP]
 
 
@@ -94,7 +98,14 @@ def cases() -> list[list]:
             ["edrp-b", ["--purge"], "edrsh-x", "out", 0, False, False],
             ["edrp-b", ["x"], "edrsh-y", "in/sub", NOBODY, False, False],
             ["edrp-b", ["edrpf42x"], "edrsh-y", "out", 0, False, False],  # prefiltered: blocked
-            ["edrp-a", ["edrpf"], "edrsh-x", "out", NOBODY, False, False]]
+            ["edrp-a", ["edrpf"], "edrsh-x", "out", NOBODY, False, False],
+            # relative names of the path rule's target from its directory, a child, the
+            # directory above, and a sibling where the same spelling names something else
+            ["edrp-a", ["vict"], "edrsh-y", "in", 0, False, False],
+            ["edrp-a", ["-x", "../vict"], "edrsh-x", "in/sub", NOBODY, False, False],
+            ["edrp-a", ["../in/./vict"], "edrsh-y", "out", 0, False, False],
+            ["edrp-a", ["vict"], "edrsh-y", "out", 0, False, False],
+            ["edrp-a", ["../vict"], "edrsh-y", "in", 0, False, False]]
     return out
 
 

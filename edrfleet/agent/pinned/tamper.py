@@ -5,9 +5,10 @@ of ``mode=0`` into ``config`` switches blocking off.  The prog arrays are frozen
 (``BPF_MAP_FREEZE``: no write through ``bpf(2)`` ever again); the policy maps cannot be, since
 every reload writes them.  So after each install the agent takes a snapshot of every entry of
 every policy map (both slots) and its sha256, and on a short period (``CHECK_EVERY``) reads
-every map of at most ``SMALL_MAP`` entries (``active`` and ``config`` among them: one write
-there switches blocking off) and one of the bigger maps in turn (with the default policy
-``rules`` and ``groups``, each read every second period): any entry changed, added or removed
+every map of at most ``SMALL_MAP`` entries and ``SMALL_BYTES`` (``active`` and ``config``
+always: one write there switches blocking off) and one of the bigger maps in turn (with the
+default policy ``rules``, ``groups`` and the automaton table ``trans``, each read every third
+period): any entry changed, added or removed
 is written back (or deleted) and reported, as ``tampered`` in status.json and an event.  A map
 stays tampered at most ``CHECK_EVERY * (1 + bigger maps)``.  Reading every map every second
 cost the resident agent ~46 ms of CPU a second with the default policy (one ``bpf(2)`` lookup
@@ -45,6 +46,8 @@ BIG = 4096
 Snapshot = dict[str, dict[bytes, bytes]]
 EVERY_CHECK = ("active", "config")  # read at every check, whatever their size
 SMALL_MAP = 256  # entries: a map this small is read at every check; a bigger one in turn
+SMALL_BYTES = 64 << 10  # and no more bytes than this: the automaton table ("trans", 4 MiB a
+# value) read at every check cost the resident agent ~20 µs of CPU per exec of a fork+exec loop
 
 
 class Guard:
@@ -115,8 +118,9 @@ class Guard:
 
     def in_turn(self) -> list[str]:
         """The maps read one a check, in turn (the others are read at every check)."""
-        return [n for n in self.expected
-                if n not in EVERY_CHECK and len(self.expected[n]) > SMALL_MAP]
+        return [n for n in self.expected if n not in EVERY_CHECK and (
+            len(self.expected[n]) > SMALL_MAP
+            or len(self.expected[n]) * self.maps[n][1]["value_size"] > SMALL_BYTES)]
 
     def _check(self) -> list[str]:
         if not self.expected:
