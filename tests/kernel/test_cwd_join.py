@@ -160,11 +160,18 @@ DEFAULT = [
     ("/usr/share/doc", ["rm", "-rf", "../../lib"], "rm-recursive-root"),
     ("/etc", ["chmod", "-R", "000", "."], "chmod-chown-recursive-root-path"),
     ("/", ["chmod", "--recursive", "000", "usr/./lib/"], "chmod-chown-recursive-root-path"),
+    # the auth and audit logs by path: relative from a sibling directory, detours, /proc
+    ("/var/log/apt", ["truncate", "-s0", "../auth.log"], "log-file-destroyed-path"),
+    ("/var/log", ["shred", "-u", "journal/../wtmp"], "log-file-destroyed-path"),
+    ("/tmp", ["rm", "-f", "/var/log/./auth.log"], "log-file-destroyed-path"),
+    ("/tmp", ["truncate", "-s0", "/proc/self/root/var/log/btmp"], "log-file-destroyed-path"),
 ]
 # the same commands from a directory of the twin tree (its own shadow, its own ".")
 DEFAULT_TWINS = [("ssh", ["shred", "-u", "../shadow"]), ("ssh", ["rm", "-f", "../passwd"]),
                  ("", ["shred", "-u", "./shadow/"]), ("deep", ["rm", "-f", "../bin"]),
-                 ("deep/a", ["shred", "-u", "../../passwd"]), ("", ["chmod", "-R", "000", "."])]
+                 ("deep/a", ["shred", "-u", "../../passwd"]), ("", ["chmod", "-R", "000", "."]),
+                 ("ssh", ["truncate", "-s0", "../log/app.log"]),
+                 ("log", ["shred", "-u", "../ssh/../log/./app.log"])]
 # (rm -r of ../bin or ../../lib is blocked in any directory by its shape:
 # rm-recursive-dotdot-sysdir; the attacks above are checked to be blocked by the joined rule)
 
