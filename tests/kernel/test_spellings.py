@@ -200,7 +200,7 @@ RELATIVE = [
     ("/", ["rm", "--recur", "boot//"], "rm-recursive-root"),
     ("/etc", ["shred", "-u", "shadow"], "system-file-destroyed"),
     ("/etc", ["rm", "-f", "./sudoers"], "system-file-destroyed"),
-    ("/var/log", ["truncate", "-s0", "auth.log"], "log-file-destroyed-relative"),
+    ("/var/log", ["truncate", "-s0", "auth.log"], "log-file-destroyed-path"),
 ]
 
 
