@@ -71,8 +71,7 @@ RULES = [
     ("block", {"executable": ["edrp-a"], "args": [{"path": "{root}/cwd/in/vict"}]}),
 ]
 ARGS = [[], ["-rf"], ["--force"], ["evil  42"], ["EVIL 7", "x"], ["app.log"], ["--purge"],
-        ["x"], ["anc"], ["sock"], ["-a", "b"], ["zz"], ["deep"], ["q", "--purge", "app.log"],
-        ["vict"], ["../vict"], ["./in//vict"]]
+        ["x"], ["anc"], ["sock"], ["-a", "b"], ["zz"], ["deep"], ["q", "--purge", "app.log"]]
 DIRS = ["in", "in/sub", "out", DEEP]
 
 
@@ -105,7 +104,8 @@ def cases() -> list[list]:
             ["edrp-a", ["-x", "../vict"], "edrsh-x", "in/sub", NOBODY, False, False],
             ["edrp-a", ["../in/./vict"], "edrsh-y", "out", 0, False, False],
             ["edrp-a", ["vict"], "edrsh-y", "out", 0, False, False],
-            ["edrp-a", ["../vict"], "edrsh-y", "in", 0, False, False]]
+            ["edrp-a", ["../vict"], "edrsh-y", "in", 0, False, False],
+            ["edrp-a", ["./in//vict"], "edrsh-x", "out", 0, False, False]]
     return out
 
 
