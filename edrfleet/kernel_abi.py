@@ -1,6 +1,7 @@
 """The kernel <-> user contract as Python reads it: the numbers of ``bpf/edrfleet.h``, the
-BPF source files in the order they are joined, whether a basename fits the name key, and the
-hash of a file's head the kernel keys "fsizes" with.
+BPF source files in the order they are joined, whether a basename fits the name key, the
+hash of a file's head the kernel keys "fsizes" with, and how the automata are laid into the
+"trans" table (its width per automaton and the part each lies in).
 
 ``bpf/edrfleet.h`` is the one place where limits, policy ceilings, the ``-D`` switches with
 their defaults and the enum values (tail-call indexes included) are written down; this module
@@ -114,3 +115,25 @@ def head_hash(head: bytes, head_bytes: int) -> int:
     for i in range(0, head_bytes, 8):
         h = ((h ^ int.from_bytes(head[i:i + 8].ljust(8, b"\0"), "little")) * _FNV_PRIME) & _U64
     return h
+
+
+def kernel_nclasses(classes: list[int], nclasses: int, nsym: int) -> int:
+    """Columns of an automaton as the kernel holds it: a class that cwd-class symbols (the
+    classes table past ``nsym``) share with a byte, BOS or EOS gets a column of its own for
+    "NUL, then that symbol" (bpf/scan.c reads NUL so when the cwd has that class)."""
+    return nclasses + len(set(classes[nsym:]) & set(classes[:nsym]))
+
+
+def trans_parts_of(sizes: list[int], per_part: int) -> list[int]:
+    """The "trans" part each automaton of ``sizes`` (entries, in bundle order) lies in: the
+    part of the previous one if it still fits there, else the next (bpf/edrfleet.h,
+    EDR_TRANS_PARTS).  An automaton larger than a part gets a part of its own here; the
+    callers refuse it."""
+    out: list[int] = []
+    part, used = 0, 0
+    for n in sizes:
+        if used and used + n > per_part:
+            part, used = part + 1, 0
+        out.append(part)
+        used += n
+    return out

@@ -43,7 +43,7 @@ import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edrfleet.kernel_abi import Header
+from edrfleet.kernel_abi import Header, kernel_nclasses, trans_parts_of
 
 Identity = tuple[int, int]  # (kernel dev, inode)
 NO_UID = 0xFFFFFFFF  # (uid_t)-1: no process runs with it
@@ -190,7 +190,7 @@ def kernel_columns(dfa: dict, nsym: int) -> dict:
     shared = set(classes[:nsym])
     moved = [c for c in cwd_ids if c in shared]
     new_id = {c: c for c in cwd_ids} | {c: k + n for n, c in enumerate(moved)}
-    width = k + len(moved)
+    width = kernel_nclasses(classes, k, nsym)
     if width > 256:  # class ids are u8 in the kernel's table
         raise PackError(f"an automaton needs {width} classes with its cwd columns, max 256; "
                         "split the rules of its group")
@@ -205,24 +205,24 @@ def kernel_columns(dfa: dict, nsym: int) -> dict:
 
 def _pack_dfas(bundle: dict, header: Header
                ) -> tuple[list[list[int]], list[int], list[tuple[int, int]], list[dict]]:
-    """Lay the DFAs end to end, each in the first part it fits in after the previous one's
-    (the compiler counts the same way: edrfleet/policy/limits.py); return (entries per part,
+    """Lay the DFAs end to end in the parts `kernel_abi.trans_parts_of` gives them (the
+    compiler counts with it too: edrfleet/policy/limits.py); return (entries per part,
     accept id -> mask, (part, start row) per DFA, the DFAs as the kernel reads them)."""
     row_bits = header["EDR_ROW_BITS"]
-    parts: list[list[int]] = [[]]
     accepts: list[int] = [0]
     ids: dict[int, int] = {0: 0}
     starts: list[tuple[int, int]] = []
     dfas = [kernel_columns(d, header["EDR_NSYM"]) for d in bundle["dfas"]]
-    for dfa in dfas:
-        if len(parts[-1]) + len(dfa["trans"]) > 1 << row_bits:
-            parts.append([])
-        most = header.switches["EDR_TRANS_PARTS"]
-        if len(parts) > most or len(dfa["trans"]) > 1 << row_bits:
-            raise PackError(
-                f"the automata need more than {most} x {1 << row_bits} "
-                "transition entries; simplify or split the policy's regexes")
-        trans = parts[-1]
+    sizes = [len(d["trans"]) for d in dfas]
+    part_of = trans_parts_of(sizes, 1 << row_bits)
+    most = header.switches["EDR_TRANS_PARTS"]
+    if any(n > 1 << row_bits for n in sizes) or (part_of and part_of[-1] >= most):
+        raise PackError(f"the automata need more than {most} x {1 << row_bits} transition "
+                        "entries; simplify or split the policy's regexes")
+    parts: list[list[int]] = [[] for _ in range(part_of[-1] + 1 if part_of else 1)]
+    for i, dfa in enumerate(dfas):
+        part = part_of[i]
+        trans = parts[part]
         base = len(trans)
         k = dfa["nclasses"]
         state_id: dict[int, int] = {}
@@ -236,7 +236,7 @@ def _pack_dfas(bundle: dict, header: Header
         entry = [(base + state * k) | (state_id.get(state, 0) << row_bits)
                  for state in range(len(dfa["trans"]) // k if k else 0)]
         trans.extend(map(entry.__getitem__, dfa["trans"]))
-        starts.append((len(parts) - 1, base + dfa["start"] * k))
+        starts.append((part, base + dfa["start"] * k))
     if len(accepts) > header["EDR_ACCEPT_IDS"]:
         raise PackError(f"{len(accepts)} distinct condition masks, max {header['EDR_ACCEPT_IDS']}")
     return parts, accepts, starts, dfas

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from edrfleet.kernel_abi import kernel_nclasses
 from edrfleet.policy.bundle import (
     CWD_VERSION,
     FORMAT,
@@ -177,7 +178,7 @@ class Compilation:
         try:
             dfa = build_dfa(arg, cmd, max_states=MAX_DFA_STATES,
                             cwd_classes=len(self.cwd_classes))
-            if dfa.nclasses > MAX_CLASSES:
+            if kernel_nclasses(dfa.classes, dfa.nclasses, EDR_NSYM) > MAX_CLASSES:
                 raise DfaTooLarge(MAX_DFA_STATES)
         except DfaTooLarge:
             if len(group.rules) == 1:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from edrfleet import paths
-from edrfleet.kernel_abi import load_header
+from edrfleet.kernel_abi import kernel_nclasses, load_header, trans_parts_of
 from edrfleet.policy.model import Policy, Rule
 
 KERNEL = load_header(paths.BPF)
@@ -75,17 +75,19 @@ DEFAULT_SEARCH_PATH = (
 )
 
 
+def kernel_trans_sizes(dfas: list[dict[str, Any]]) -> list[int]:
+    """Entries each bundle automaton takes in the kernel's table (with its cwd columns)."""
+    return [len(d["trans"]) // d["nclasses"] * kernel_nclasses(d["classes"], d["nclasses"],
+                                                                 EDR_NSYM) for d in dfas]
+
+
 def trans_parts(sizes: list[int]) -> int:
-    """Parts of the transition table the agent fills for DFAs of these sizes, in order, each
-    in the first part it fits in after the previous one's (agent/maps.py _pack_dfas)."""
-    parts, used = 1, 0
-    for n in sizes:
-        if n > MAX_TRANS_TOTAL:
-            return EDR_TRANS_PARTS + 1
-        if used + n > MAX_TRANS_TOTAL:
-            parts, used = parts + 1, 0
-        used += n
-    return parts
+    """Parts of the transition table the agent fills for automata of these kernel sizes
+    (`kernel_abi.trans_parts_of`, as agent/maps.py lays them); more than EDR_TRANS_PARTS when
+    one is larger than a part."""
+    if any(n > MAX_TRANS_TOTAL for n in sizes):
+        return EDR_TRANS_PARTS + 1
+    return max(trans_parts_of(sizes, MAX_TRANS_TOTAL), default=0) + 1
 
 
 # --- the check of a compiled bundle -----------------------------------------------------------
@@ -141,8 +143,9 @@ def check_capacity(c: Reporter, policy: Policy, bundle: dict[str, Any],
         c.error(None, f"{len(groups)} rule groups; the kernel holds {EDR_POLICY_MAX_GROUPS}",
                 "give rules that name the same executables the same 'executable' list",
                 line=1, col=1)
-    total = sum(len(d["trans"]) for d in bundle["dfas"])
-    if trans_parts([len(d["trans"]) for d in bundle["dfas"]]) > EDR_TRANS_PARTS:
+    kernel_sizes = kernel_trans_sizes(bundle["dfas"])
+    total = sum(kernel_sizes)
+    if trans_parts(kernel_sizes) > EDR_TRANS_PARTS:
         sizes = sorted(((len(g.dfa.trans), g) for g in groups if g.dfa), key=lambda t: -t[0])
         worst = ", ".join(f"'{policy.rules[t[1].rules[0]].id}' ({t[0]} entries)"
                           for t in sizes[:3])
