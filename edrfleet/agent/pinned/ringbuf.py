@@ -58,15 +58,15 @@ class RingReader:
         """Bytes the kernel has written that were not read yet."""
         return self._producer() - self.pos
 
-    def _window(self, prod: int) -> tuple[mmap.mmap, int]:
-        """Map the pages holding ``[pos, prod)``; returns the mapping and the data offset of
-        its first byte.  Every record, busy ones included, lies in that range: the kernel
-        moves ``producer_pos`` when it reserves."""
+    def _window(self, prod: int) -> mmap.mmap:
+        """Map the pages holding ``[pos, prod)``: ``pos`` is at offset ``pos % PAGE`` in the
+        mapping, and a record that wraps runs on into the data area's second copy.  Every
+        record, busy ones included, lies in that range: the kernel moves ``producer_pos`` when
+        it reserves."""
         start = (self.pos & self.mask) & ~(PAGE - 1)
         end = (self.pos & self.mask) + (prod - self.pos)  # past ``size`` only into the copy
-        length = (end - start + PAGE - 1) & ~(PAGE - 1)
-        return mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ,
-                         offset=2 * PAGE + start), start
+        return mmap.mmap(self.fd, end - start, mmap.MAP_SHARED, mmap.PROT_READ,
+                         offset=2 * PAGE + start)
 
     def read(self, on_record: Callable[[bytes], None]) -> int:
         """Hand every complete record after what was read to ``on_record``; returns how many.
@@ -74,13 +74,11 @@ class RingReader:
         prod = self._producer()
         if self.pos >= prod:
             return 0
-        data, base = self._window(prod)
-        origin = self.pos
+        data = self._window(prod)
+        off = self.pos & (PAGE - 1)  # in the window's terms, never ``pos & mask`` again
         count = 0
         try:
             while self.pos < prod:
-                # in the window's terms, not ``pos & mask``: past the end it runs on in the copy
-                off = (origin & self.mask) - base + (self.pos - origin)
                 length, = struct.unpack_from("<I", data, off)
                 if length & BUSY_BIT:
                     break  # reserved, not submitted yet: later records wait behind it
@@ -88,7 +86,9 @@ class RingReader:
                 if not length & DISCARD_BIT:
                     on_record(data[off + HDR_SIZE:off + HDR_SIZE + size])
                     count += 1
-                self.pos += (size + HDR_SIZE + 7) & ~7
+                step = (size + HDR_SIZE + 7) & ~7
+                self.pos += step
+                off += step
         finally:
             data.close()
         return count
