@@ -278,9 +278,9 @@ def simulate(
                        search_path=bundle["search_path"], users=users, ancestors=ancestors,
                        inet_stdio=inet_stdio)
     cands = candidate_groups(bundle, target, st, fileless, args)
-    cls = cwd_class(bundle, cwd, st)
     if not cands.groups and not cands.unjudged:  # bpf/exec.c: no candidate, nothing judged
         return Decision("allow", None, (), notes=tuple(cands.notes))
+    cls = cwd_class(bundle, cwd, st)
     args = cands.argv
     joined = b"\0".join(args)
     budget = scan_budget(bundle, cands.groups)
