@@ -200,15 +200,17 @@ def spawn_agent(policy: Path, spool: Path, *extra: str) -> RunningAgent:
 
 
 @contextlib.contextmanager
-def resident_agent(policy_text: str, spool: Path) -> Iterator[RunningAgent]:
+def resident_agent(policy_text: str, spool: Path, timeout: float = 120.0
+                   ) -> Iterator[RunningAgent]:
     """One agent for a module's tests: ``policy_text`` in force, in the resident image (its
     identity keeper writes the pinned maps); afterwards continued (a stop a failed test left
-    behind), stopped and disarmed - enforcement is pinned beyond the agent."""
+    behind), stopped and disarmed - enforcement is pinned beyond the agent.  ``timeout``: for
+    the start (the default policy compiles for ~30 s of CPU)."""
     policy = spool / "policy.yaml"
     policy.write_text(policy_text)
     agent = spawn_agent(policy, spool)
     try:
-        agent.wait_resident()
+        agent.wait_resident(timeout)
         yield agent
     finally:
         if agent.proc.poll() is None:

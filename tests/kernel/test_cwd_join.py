@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from edrfleet.agent.pinned import pins
 from edrfleet.fleet.deploy.render import render_policy
 from edrfleet.policy import compile_policy, load_policy_text, simulate
-from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, fresh_cgroup
+from tests.kernel.conftest import Cgroup, RunningAgent, fresh_cgroup, resident_agent
 from tests.kernel.test_spellings import wait_event
 
 TAG = uuid.uuid4().hex[:8]
@@ -73,20 +72,11 @@ def policy_text(cgroup: Cgroup) -> str:
 
 @pytest.fixture(scope="module")
 def agent(policy_text: str, tmp_path_factory) -> Iterator[RunningAgent]:
-    tmp = tmp_path_factory.mktemp("cwdjoin")
-    policy = tmp / "policy.yaml"
-    policy.write_text(policy_text)
-    proc = subprocess.Popen(
-        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(tmp / "spool"),
-         "--host-name", "kernel-test"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    running = RunningAgent(proc, tmp / "spool", policy)
     try:
-        running.wait_state({"enforcing"}, timeout=300)
-        yield running
+        with resident_agent(policy_text, tmp_path_factory.mktemp("cwdjoin-spool"),
+                            timeout=300) as running:
+            yield running
     finally:
-        running.stop()
-        pins.disarm(tmp / "spool")
         shutil.rmtree(CANARY, ignore_errors=True)
         shutil.rmtree(TWIN, ignore_errors=True)
 

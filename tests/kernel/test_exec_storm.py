@@ -34,6 +34,23 @@ PAD = "A" * 4000
 LOOP = 'i=0; while [ $i -lt "$1" ]; do "$2" "$3" "$4"; i=$((i+1)); done'
 
 
+def small_block_ring(tmp_path: Path, monkeypatch, pages: int) -> None:
+    """The agents this test starts build the program from a copy of bpf/ whose block ring
+    buffer has ``pages`` pages."""
+    import shutil
+
+    from edrfleet.paths import BPF
+
+    small = tmp_path / "bpf"
+    shutil.copytree(BPF, small)
+    header = small / "edrfleet.h"
+    text = header.read_text()
+    assert "#define EDR_RINGBUF_BLOCK_PAGES 4096" in text
+    header.write_text(text.replace("#define EDR_RINGBUF_BLOCK_PAGES 4096",
+                                   f"#define EDR_RINGBUF_BLOCK_PAGES {pages}"))
+    monkeypatch.setenv("EDRFLEET_BPF_DIR", str(small))
+
+
 def test_a_log_flood_hides_no_block_and_every_logged_exec_is_counted(
         start_agent, cgroup, standins, canary_dir: Path):
     agent = start_agent(POLICY.format(cgroup=cgroup.name))
@@ -67,20 +84,11 @@ def test_block_events_a_full_ring_buffer_refuses_are_summarized_with_their_count
     """A block ring buffer of two pages holds one 4 000-byte event: with no agent running
     (killed; the pinned program enforces on), the other blocks are refused, counted under
     their rule and executable, and summarized by the next agent, which adopts the program."""
-    import shutil
     import signal
 
-    from edrfleet.paths import BPF
     from tests.kernel.conftest import EDRFLEET, REPO, RunningAgent
 
-    small = tmp_path / "bpf"
-    shutil.copytree(BPF, small)
-    header = small / "edrfleet.h"
-    text = header.read_text()
-    assert "#define EDR_RINGBUF_BLOCK_PAGES 4096" in text
-    header.write_text(text.replace("#define EDR_RINGBUF_BLOCK_PAGES 4096",
-                                   "#define EDR_RINGBUF_BLOCK_PAGES 2"))
-    monkeypatch.setenv("EDRFLEET_BPF_DIR", str(small))
+    small_block_ring(tmp_path, monkeypatch, pages=2)
     first = start_agent(POLICY.format(cgroup=cgroup.name))
     first.wait_resident()
     victim = str(standins("edr-storm-victim"))
@@ -115,18 +123,9 @@ def test_records_that_wrap_a_small_ring_buffer_arrive_whole(
     while three are made, so one read runs across the end of the data area; argv lengths that
     differ by 13 bytes put record boundaries at every offset.  Each event arrives with its
     argument intact, in order, or is counted in a summary when the ring was full."""
-    import shutil
     import signal
 
-    from edrfleet.paths import BPF
-
-    small = tmp_path / "bpf"
-    shutil.copytree(BPF, small)
-    header = small / "edrfleet.h"
-    text = header.read_text()
-    header.write_text(text.replace("#define EDR_RINGBUF_BLOCK_PAGES 4096",
-                                   "#define EDR_RINGBUF_BLOCK_PAGES 4"))
-    monkeypatch.setenv("EDRFLEET_BPF_DIR", str(small))
+    small_block_ring(tmp_path, monkeypatch, pages=4)
     agent = start_agent(POLICY.format(cgroup=cgroup.name))
     agent.wait_resident()
     victim = str(standins("edr-storm-victim"))

@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 
 from edrfleet.agent import ecs
-from edrfleet.agent.pinned import pins
 from edrfleet.fleet.deploy.render import render_policy
-from tests.kernel.conftest import EDRFLEET, REPO, Cgroup, RunningAgent, fresh_cgroup
+from tests.kernel.conftest import Cgroup, RunningAgent, fresh_cgroup, resident_agent
 
 CANARY = Path(f"/tmp/edrfleet-canary-spell-{uuid.uuid4().hex[:8]}")
 CANARY_RULES = [
@@ -98,21 +97,10 @@ def cgroup() -> Iterator[Cgroup]:
 
 @pytest.fixture(scope="module")
 def agent(cgroup: Cgroup, tmp_path_factory) -> Iterator[RunningAgent]:
-    tmp = tmp_path_factory.mktemp("spell")
-    policy = tmp / "policy.yaml"
-    policy.write_text(render_policy({"edrfleet_scope_cgroups": [cgroup.name],
-                                     "edrfleet_extra_rules": CANARY_RULES}))
-    proc = subprocess.Popen(
-        [*EDRFLEET, "agent", "run", "--policy", str(policy), "--spool", str(tmp / "spool"),
-         "--host-name", "kernel-test"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    running = RunningAgent(proc, tmp / "spool", policy)
-    try:
-        running.wait_state({"enforcing"}, timeout=240)
+    text = render_policy({"edrfleet_scope_cgroups": [cgroup.name],
+                          "edrfleet_extra_rules": CANARY_RULES})
+    with resident_agent(text, tmp_path_factory.mktemp("spell-spool"), timeout=240) as running:
         yield running
-    finally:
-        running.stop()
-        pins.disarm(tmp / "spool")  # enforcement is pinned beyond the agent
 
 
 @pytest.fixture(scope="module")
