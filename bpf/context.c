@@ -48,6 +48,14 @@ static __always_inline __u64 sc_ptr(struct edr_scratch *s, __u64 base, __u32 off
 	bpf_probe_read_kernel(&s->rd, sizeof(s->rd), (const char *)base + off);
 	return s->rd;
 }
+
+/* inode_id through the scratch map: the key of an inode (s->ck) for these walks. */
+static __always_inline void sc_inode_id(struct edr_scratch *s, __u64 inode)
+{
+	s->ck.slot = s->slot;
+	s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
+	s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+}
 #endif
 
 #if EDR_WITH_ANCESTORS
@@ -64,10 +72,7 @@ static __always_inline int ancestor_step(struct edr_scratch *s)
 	__u64 mm = sc_ptr(s, s->anc, EDR_OFF_TASK_MM);
 	__u64 file = mm ? sc_ptr(s, mm, EDR_OFF_MM_EXE_FILE) : 0;
 	if (file) {
-		__u64 inode = sc_ptr(s, file, EDR_OFF_FILE_INODE);
-		s->ck.slot = s->slot;
-		s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
-		s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+		sc_inode_id(s, sc_ptr(s, file, EDR_OFF_FILE_INODE));
 		__u64 *v = pinodes.lookup(&s->ck);
 		if (v)
 			s->abits |= *v;
@@ -160,10 +165,7 @@ static __always_inline void stdio_ctx(struct edr_scratch *s)
  */
 static __always_inline int cwd_level(struct edr_scratch *s, __u32 level)
 {
-	__u64 inode = sc_ptr(s, s->cwd_d, EDR_OFF_DENTRY_INODE);
-	s->ck.slot = s->slot;
-	s->ck.ino = sc_ptr(s, inode, EDR_OFF_INODE_INO);
-	s->ck.dev = sc_ptr(s, sc_ptr(s, inode, EDR_OFF_INODE_SB), EDR_OFF_SB_DEV);
+	sc_inode_id(s, sc_ptr(s, s->cwd_d, EDR_OFF_DENTRY_INODE));
 	struct edr_cwd_cls *v = cwdcls.lookup(&s->ck);
 	__u32 k = v ? v->cls[level] : 0;
 	if (k) {

@@ -68,14 +68,20 @@ static __always_inline int scan(void *ctx, int lsm)
 	__u32 e = s->state;
 	const __u32 *tr = (const __u32 *)t->raw;
 	const __u64 *ac = (const __u64 *)a->raw;
+#if EDR_WITH_CWDSYM
 	/* A relative argument is joined to the cwd: a DFA that reads cwd-class symbols reads NUL
 	 * as the column "NUL, then the cwd's class symbol" (the agent builds it); without a
 	 * class (csym 0) that is NUL's own column.  The byte classes are read from a copy with
 	 * NUL's replaced: any per-byte work here costs the verifier 4096 times (a select in the
-	 * loop took the 4 KiB window past its budget on 6.18). */
+	 * loop took the 4 KiB window past its budget on 6.18).  A program without path matchers
+	 * reads the group's table itself. */
 	bpf_probe_read_kernel(s->lcls, sizeof(s->lcls), g->cls);
 	s->lcls[0] = g->cls[(g->flags & EDR_CTX_CWDSYM ? s->csym : 0) & (EDR_CLS_PAD - 1)];
 	asm volatile("" ::: "memory");
+#define EDR_SCAN_CLS s->lcls
+#else
+#define EDR_SCAN_CLS g->cls
+#endif
 #pragma clang loop unroll(disable)
 	for (__u64 i = 0; i < EDR_SCAN_WINDOW; i++) {
 		/* Hide the induction from clang: otherwise it rewrites the loop into a pointer walk
@@ -83,9 +89,10 @@ static __always_inline int scan(void *ctx, int lsm)
 		asm volatile("" : "+r"(i));
 		if (i >= n)
 			break;
-		e = tr[(e + s->lcls[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
+		e = tr[(e + EDR_SCAN_CLS[s->win[i & (EDR_SCAN_WINDOW - 1)]]) & (EDR_TRANS_MAX - 1)];
 		mask |= ac[(e >> EDR_ROW_BITS) & (EDR_ACCEPT_IDS - 1)];
 	}
+#undef EDR_SCAN_CLS
 	__u32 state = e & EDR_ROW_MASK;
 	s->mask = mask;
 	s->state = state;
